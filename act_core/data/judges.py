@@ -1,0 +1,77 @@
+"""Transparent judges for generated text: a toxicity classifier and per-concept lexicons.
+
+No language-model judge is available offline, so "is this continuation about the concept?" is
+answered by a fixed word list per concept, written before any result was seen: a continuation is
+*about* the concept when it contains at least ``min_hits`` whole-word (case-insensitive) matches of
+the concept's lexicon. The lists avoid words common in fairy tales ("star", "moon", "ball", "sky",
+"game", "team", "goal", "match", "coach", "space") so that the test does not fire on ordinary stories.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from collections.abc import Sequence
+
+import numpy as np
+
+__all__ = ["CONCEPT_LEXICONS", "concept_hits", "is_about", "is_toxic", "toxicity_probability"]
+
+CONCEPT_LEXICONS: dict[str, tuple[str, ...]] = {
+    "football": (
+        "football", "footballer", "footballers", "soccer", "goalkeeper", "goalkeepers",
+        "striker", "strikers", "midfielder", "midfielders", "defender", "defenders", "referee",
+        "penalty", "penalties", "offside", "stadium", "league", "goalpost", "crossbar",
+        "world cup", "premier league", "corner kick", "free kick", "winger", "hat-trick",
+        "scored a goal", "kicked the ball", "football pitch", "football team", "football club",
+    ),
+    "space": (
+        "outer space", "spacecraft", "spaceship", "spacewalk", "rocket", "rockets", "astronaut", "astronauts",
+        "cosmonaut", "planet", "planets", "galaxy", "galaxies", "orbit", "orbiting", "telescope",
+        "mars", "martian", "jupiter", "saturn", "neptune", "venus", "asteroid", "comet", "nebula",
+        "solar system", "space station", "nasa", "satellite", "launch pad", "black hole",
+    ),
+}
+
+
+def _patterns(concept: str) -> re.Pattern[str]:
+    if concept not in CONCEPT_LEXICONS:
+        raise KeyError(f"no lexicon for concept {concept!r}; known: {sorted(CONCEPT_LEXICONS)}")
+    words = sorted(CONCEPT_LEXICONS[concept], key=len, reverse=True)
+    return re.compile(r"\b(?:" + "|".join(re.escape(w) for w in words) + r")\b", re.IGNORECASE)
+
+
+def concept_hits(texts: Sequence[str], concept: str) -> list[int]:
+    """Number of lexicon matches of ``concept`` in each text, shape (len(texts),)."""
+    pattern = _patterns(concept)
+    return [len(pattern.findall(t)) for t in texts]
+
+
+def is_about(texts: Sequence[str], concept: str, min_hits: int = 1) -> list[bool]:
+    """Whether each text is about ``concept``: at least ``min_hits`` lexicon matches."""
+    return [h >= min_hits for h in concept_hits(texts, concept)]
+
+
+def toxicity_probability(texts: Sequence[str]) -> np.ndarray:
+    """Probability of offensive language per text (alt-profanity-check), shape (len(texts),).
+
+    Raises
+    ------
+    RuntimeError
+        When ``alt-profanity-check`` is not installed (fix: ``scripts/setup_env.sh --with-llm``).
+    """
+    if importlib.util.find_spec("profanity_check") is None:
+        raise RuntimeError(
+            "alt-profanity-check is not installed; fix: scripts/setup_env.sh --with-llm "
+            "(pip install alt-profanity-check==1.9.1)"
+        )
+    from profanity_check import predict_prob
+
+    if len(texts) == 0:
+        return np.zeros(0)
+    return np.asarray(predict_prob(list(texts)), dtype=np.float64)
+
+
+def is_toxic(texts: Sequence[str], threshold: float = 0.5) -> list[bool]:
+    """Whether the classifier calls each text toxic (probability >= ``threshold``)."""
+    return [bool(p >= threshold) for p in toxicity_probability(texts)]
