@@ -1,0 +1,14 @@
+"""AcT for ComfyUI: steer image models by transporting activations (Rodriguez et al., ICLR 2025).
+
+ComfyUI imports this folder as a custom node pack and calls ``comfy_entrypoint``. Outside
+ComfyUI (pytest, plain ``import``) nothing of ComfyUI is imported: the library is ``act_core``.
+"""
+
+import importlib.util
+
+if importlib.util.find_spec("comfy_api") is not None:
+    from .nodes import comfy_entrypoint  # noqa: F401
+
+    __all__ = ["comfy_entrypoint"]
+else:
+    __all__ = []
