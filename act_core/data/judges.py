@@ -4,16 +4,18 @@ No language-model judge is available offline, so "is this continuation about the
 answered by a fixed word list per concept, written before any result was seen: a continuation is
 *about* the concept when it contains at least ``min_hits`` whole-word (case-insensitive) matches of
 the concept's lexicon. The lists avoid words common in fairy tales ("star", "moon", "ball", "sky",
-"game", "team", "goal", "match", "coach", "space") so that the test does not fire on ordinary stories.
+"game", "team", "goal", "match", "coach", "space") so that the test does not fire on ordinary
+stories.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from collections.abc import Sequence
 
 import numpy as np
+
+from act_core.data._common import DataUnavailableError, package_dir
 
 __all__ = ["CONCEPT_LEXICONS", "concept_hits", "is_about", "is_toxic", "toxicity_probability"]
 
@@ -26,17 +28,19 @@ CONCEPT_LEXICONS: dict[str, tuple[str, ...]] = {
         "scored a goal", "kicked the ball", "football pitch", "football team", "football club",
     ),
     "space": (
-        "outer space", "spacecraft", "spaceship", "spacewalk", "rocket", "rockets", "astronaut", "astronauts",
-        "cosmonaut", "planet", "planets", "galaxy", "galaxies", "orbit", "orbiting", "telescope",
-        "mars", "martian", "jupiter", "saturn", "neptune", "venus", "asteroid", "comet", "nebula",
-        "solar system", "space station", "nasa", "satellite", "launch pad", "black hole",
+        "outer space", "spacecraft", "spaceship", "spacewalk", "rocket", "rockets", "astronaut",
+        "astronauts", "cosmonaut", "planet", "planets", "galaxy", "galaxies", "orbit", "orbiting",
+        "telescope", "mars", "martian", "jupiter", "saturn", "neptune", "venus", "asteroid",
+        "comet", "nebula", "solar system", "space station", "nasa", "satellite", "launch pad",
+        "black hole",
     ),
 }
 
 
 def _patterns(concept: str) -> re.Pattern[str]:
     if concept not in CONCEPT_LEXICONS:
-        raise KeyError(f"no lexicon for concept {concept!r}; known: {sorted(CONCEPT_LEXICONS)}")
+        known = sorted(CONCEPT_LEXICONS)
+        raise DataUnavailableError(f"no lexicon for concept {concept!r}; known: {known}")
     words = sorted(CONCEPT_LEXICONS[concept], key=len, reverse=True)
     return re.compile(r"\b(?:" + "|".join(re.escape(w) for w in words) + r")\b", re.IGNORECASE)
 
@@ -57,14 +61,11 @@ def toxicity_probability(texts: Sequence[str]) -> np.ndarray:
 
     Raises
     ------
-    RuntimeError
+    DataUnavailableError
         When ``alt-profanity-check`` is not installed (fix: ``scripts/setup_env.sh --with-llm``).
     """
-    if importlib.util.find_spec("profanity_check") is None:
-        raise RuntimeError(
-            "alt-profanity-check is not installed; fix: scripts/setup_env.sh --with-llm "
-            "(pip install alt-profanity-check==1.9.1)"
-        )
+    package_dir("profanity_check", "scripts/setup_env.sh --with-llm "
+                "(pip install alt-profanity-check==1.9.1)")
     from profanity_check import predict_prob
 
     if len(texts) == 0:
