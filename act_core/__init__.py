@@ -1,0 +1,64 @@
+"""act_core: Activation Transport (AcT, Rodriguez et al., ICLR 2025) in pure PyTorch.
+
+Fit per-unit optimal-transport maps that carry a model's activations on *source* inputs onto
+those on *target* inputs, save them as safetensors, and apply them with a calibrated strength::
+
+    import act_core
+
+    sites = act_core.resolve_sites(model, "norms")             # where to intervene
+    def run(prompts):                                        # the caller owns batching
+        def go(recorder):
+            batch = tokenizer(prompts, return_tensors="pt", padding=True)
+            recorder.token_mask = batch["attention_mask"]    # pool non-padding tokens only
+            model(**batch)
+        return go
+    maps = act_core.fit_sites(model, sites, run(source_prompts), run(target_prompts))
+    act_core.save_maps("style.safetensors", maps, model={"family": "llama"})
+    with act_core.apply_transport(model, act_core.load_maps("style.safetensors"), strength=1.0):
+        model.generate(**inputs)                             # transported; hooks removed after
+
+The package never imports ComfyUI; hosts (``nodes/``) translate their inputs into these calls.
+"""
+
+from ._version import __version__
+from .apply import apply_transport, transport_output
+from .errors import (
+    ActError,
+    ActivationError,
+    FitError,
+    MapCompatibilityError,
+    MapError,
+    MapFileError,
+    SiteError,
+    StrengthError,
+    SupportError,
+)
+from .estimators import (
+    ESTIMATORS,
+    aura,
+    diff_means,
+    fit,
+    fit_many,
+    gaussian_ot,
+    linear_act,
+    mean_act,
+)
+from .fitting import fit_sites
+from .mapfile import load_maps, save_maps
+from .maps import MODES, QUANTILE_LEVELS, TransportMap
+from .mapset import MapSet, check_compatible, prompt_hash
+from .record import Recorder, record_activations
+from .sites import PRESETS, Site, read_output, resolve_sites, write_output
+from .support import SUPPORT_CHOICES, Support, parse_support
+from .transport import EXTRAPOLATION_BOUND, transport, transport_channels
+
+__all__ = [
+    "ESTIMATORS", "EXTRAPOLATION_BOUND", "MODES", "PRESETS", "QUANTILE_LEVELS", "SUPPORT_CHOICES",
+    "ActError", "ActivationError", "FitError", "MapCompatibilityError", "MapError",
+    "MapFileError", "MapSet", "Recorder", "Site", "SiteError", "StrengthError", "Support",
+    "SupportError", "TransportMap", "__version__", "apply_transport", "aura", "check_compatible",
+    "diff_means", "fit", "fit_many", "fit_sites", "gaussian_ot", "linear_act", "load_maps",
+    "mean_act", "parse_support", "prompt_hash", "read_output", "record_activations",
+    "resolve_sites", "save_maps", "transport", "transport_channels", "transport_output",
+    "write_output",
+]

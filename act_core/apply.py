@@ -1,0 +1,122 @@
+"""Applying maps to a model: forward hooks that transport site outputs, inside a context.
+
+Maps are never modified; hooks are removed when the context exits, also on error. A strength of
+0 installs nothing, so the model's outputs stay bit-identical.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+from .errors import MapCompatibilityError, StrengthError
+from .maps import TransportMap
+from .sites import Site, find_module, read_output, write_output
+from .support import SupportLike, parse_support, support_bounds
+from .transport import StrengthLike, check_strength, transport, transport_channels
+
+__all__ = ["StrengthSource", "apply_transport", "transport_output"]
+
+#: A strength, or a zero-argument callable evaluated at every hook call (for schedules).
+StrengthSource = StrengthLike | Callable[[], StrengthLike]
+
+
+def transport_output(x: torch.Tensor, tmap: TransportMap, strength: StrengthLike,
+                     support: SupportLike = "minmax", site: str = "?") -> torch.Tensor:
+    """Transport one site output according to the map's mode.
+
+    ``tokens`` / ``vector`` maps act elementwise on the last dim of ``x`` (..., D); ``channels``
+    maps act on the spatial means of dim 1 of ``x`` (B, C, *spatial).
+
+    Raises
+    ------
+    MapCompatibilityError
+        If the width of ``x`` is not the map's D (the message names the site).
+    """
+    channels = tmap.mode == "channels"
+    width_dim = 1 if channels else -1
+    if x.ndim < (3 if channels else 1) or x.shape[width_dim] != tmap.dim:
+        where = "channel dim 1" if channels else "last dim"
+        raise MapCompatibilityError(
+            f"site {site!r}: expected a {tmap.mode} output with D={tmap.dim} in its {where}, "
+            f"found shape {tuple(x.shape)}; the map was fitted on another model or site")
+    if channels:
+        return transport_channels(x, tmap, strength, support)
+    return transport(x, tmap, strength, support)
+
+
+class _SiteHook:
+    """Forward hook of one site; caches the map per device (a copy, never the shared map)."""
+
+    def __init__(self, site: Site, tmap: TransportMap, strength: StrengthSource,
+                 support: SupportLike) -> None:
+        self.site, self.tmap, self.strength, self.support = site, tmap, strength, support
+        self._moved: dict[torch.device, TransportMap] = {}
+
+    def __call__(self, module: nn.Module, args: object, output: object) -> object | None:
+        strength = self.strength() if callable(self.strength) else self.strength
+        if not isinstance(strength, torch.Tensor) and strength == 0:
+            return None
+        x = read_output(output, self.site)
+        tmap = self._moved.get(x.device)
+        if tmap is None:
+            tmap = self._moved.setdefault(x.device, self.tmap.to(device=x.device))
+        y = transport_output(x, tmap, strength, self.support, str(self.site))
+        return None if y is x else write_output(output, self.site, y)
+
+
+@contextmanager
+def apply_transport(model: nn.Module, maps: Mapping[str, TransportMap],
+                    strength: StrengthSource = 1.0, support: SupportLike = "minmax"
+                    ) -> Iterator[None]:
+    """Transport the outputs of the maps' sites during forward passes run inside the context.
+
+    Parameters
+    ----------
+    model : nn.Module
+    maps : mapping of str to TransportMap
+        Keys are site strings (``"name[:index]"``), e.g. a :class:`~act_core.mapset.MapSet`.
+    strength : float, Tensor (B,) or callable
+        lambda >= 0 (see :func:`~act_core.transport.transport`); a callable is evaluated at every
+        hook call and may return a float or a (B,) tensor (timestep schedules, CFG halves).
+    support : str, tuple or Support
+        ``"minmax"`` (default), ``"unbounded"`` or a quantile support such as ``"q0.05-0.95"``.
+
+    Raises
+    ------
+    SiteError
+        At entry, if a site does not exist in the model.
+    SupportError, StrengthError
+        At entry, for an invalid support or fixed strength.
+    MapCompatibilityError
+        At a forward call, if a site's output width is not the map's D.
+    """
+    parse_support(support)
+    installs = []
+    for key, tmap in maps.items():
+        if not isinstance(tmap, TransportMap):
+            raise MapCompatibilityError(f"maps[{key!r}] is a {type(tmap).__name__}, "
+                                        "not a TransportMap")
+        site = Site.parse(key)
+        support_bounds(tmap, support)
+        installs.append((site, find_module(model, site), tmap))
+    if not callable(strength):
+        if isinstance(strength, torch.Tensor) and strength.ndim > 1:
+            raise StrengthError(f"strength must be a number or a (B,) tensor, "
+                                f"found shape {tuple(strength.shape)}")
+        if not isinstance(strength, torch.Tensor):
+            for _, _, tmap in installs:
+                check_strength(strength, None, tmap)
+            if strength == 0:
+                installs = []
+    handles = []
+    try:
+        for site, module, tmap in installs:
+            handles.append(module.register_forward_hook(_SiteHook(site, tmap, strength, support)))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()

@@ -1,0 +1,239 @@
+"""Map files: safetensors with one JSON metadata string (never pickle).
+
+Layout of a file:
+
+* tensors ``<site>.scale``, ``<site>.shift``, ``<site>.lo``, ``<site>.hi`` (float32, (D,)) and
+  ``<site>.quantiles`` (float32, (K, D)) for every site;
+* the safetensors metadata key ``act`` holds a JSON object::
+
+    {"format": "act-maps", "version": 1, "created_with": "act_core 0.1.0",
+     "method": "linear_act", "support": "minmax", "quantile_levels": [0.0, ..., 1.0],
+     "model": {"family": "sd15", ...}, "prompt_hash": "<sha256>" | null,
+     "sites": {"<site>": {"mode": "channels", "pooling": "mean", "dim": 320, "n_source": 1024,
+                          "n_target": 1024, "guarded": 0, "method": "linear_act",
+                          "unbounded_strength": false}, ...},
+     "extra": {...}}
+
+  ``method`` is ``"mixed"`` when sites used different estimators; ``extra`` holds the caller's
+  ``metadata`` argument unchanged (it must be JSON-serialisable).
+
+Saving is atomic (temporary file in the same directory, then ``os.replace``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import safetensors.torch
+import torch
+from safetensors import SafetensorError
+
+from ._version import __version__
+from .errors import MapError, MapFileError
+from .maps import TransportMap
+from .mapset import MapSet
+from .support import SupportLike, parse_support
+
+__all__ = ["FORMAT", "METADATA_KEY", "VERSION", "load_maps", "save_maps"]
+
+FORMAT = "act-maps"
+VERSION = 1
+METADATA_KEY = "act"
+_FIELDS = ("scale", "shift", "lo", "hi", "quantiles")
+_MAX_HEADER = 100 * 1024 * 1024
+
+
+def _site_entry(tmap: TransportMap) -> dict:
+    return {"mode": tmap.mode, "pooling": "mean", "dim": tmap.dim, "n_source": tmap.n_source,
+            "n_target": tmap.n_target, "guarded": tmap.guarded, "method": tmap.method,
+            "unbounded_strength": tmap.unbounded_strength}
+
+
+def _header(maps: Mapping[str, TransportMap], metadata: Mapping | None, model: Mapping | None,
+            prompt_hash: str | None, support: SupportLike) -> dict:
+    levels = {tmap.quantile_levels for tmap in maps.values()}
+    if len(levels) != 1:
+        raise MapFileError("all maps of one file must store the same quantile levels")
+    methods = {tmap.method for tmap in maps.values()}
+    return {
+        "format": FORMAT, "version": VERSION, "created_with": f"act_core {__version__}",
+        "method": methods.pop() if len(methods) == 1 else "mixed",
+        "support": str(parse_support(support)), "quantile_levels": list(levels.pop()),
+        "model": dict(model or {}), "prompt_hash": prompt_hash,
+        "sites": {site: _site_entry(tmap) for site, tmap in maps.items()},
+        "extra": dict(metadata or {}),
+    }
+
+
+def save_maps(path: str | os.PathLike, maps: Mapping[str, TransportMap],
+              metadata: Mapping | None = None, *, model: Mapping | None = None,
+              prompt_hash: str | None = None, support: SupportLike = "minmax") -> Path:
+    """Write maps to a safetensors map file, atomically.
+
+    Parameters
+    ----------
+    path : path-like
+        Destination (conventionally ``*.safetensors``); its directory must exist.
+    maps : mapping of str to TransportMap
+        Keyed by site string. When it is a :class:`MapSet` and ``model``, ``prompt_hash`` or
+        ``metadata`` are None, the set's own values are kept.
+    metadata : mapping, optional
+        Free-form JSON-serialisable data, stored under ``"extra"``.
+    model : mapping, optional
+        Model hint, e.g. ``{"family": "sd15", "arch": "UNet2DConditionModel"}``.
+    prompt_hash : str, optional
+        From :func:`~act_core.mapset.prompt_hash`.
+    support : str, tuple or Support
+        Recommended support to apply the maps with.
+
+    Returns
+    -------
+    Path of the written file.
+
+    Raises
+    ------
+    MapFileError
+        For no maps, mixed quantile levels or non-JSON-serialisable metadata.
+    """
+    if not maps:
+        raise MapFileError("refusing to save an empty set of maps")
+    if isinstance(maps, MapSet):
+        own = maps.metadata
+        model = own.get("model") if model is None else model
+        prompt_hash = own.get("prompt_hash") if prompt_hash is None else prompt_hash
+        metadata = own.get("extra") if metadata is None else metadata
+    try:
+        header = json.dumps(_header(maps, metadata, model, prompt_hash, support), sort_keys=True)
+    except (TypeError, ValueError) as error:
+        raise MapFileError(f"metadata must be JSON-serialisable: {error}") from error
+    tensors = {f"{site}.{field}": getattr(tmap, field).detach().to("cpu", torch.float32).clone()
+               for site, tmap in maps.items() for field in _FIELDS}
+    data = safetensors.torch.save(tensors, metadata={METADATA_KEY: header})
+    target = Path(path)
+    _write_atomic(target, data)
+    return target
+
+
+def _write_bytes(handle, data: bytes) -> None:
+    handle.write(data)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
+                                             suffix=".tmp")
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            _write_bytes(handle, data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _read_header(path: Path, data: bytes) -> dict:
+    """Check the container and return the decoded ``act`` metadata."""
+    if data[:4] == b"PK\x03\x04" or data[:1] == b"\x80":
+        raise MapFileError(f"{path}: this looks like a pickle/PyTorch checkpoint; AcT map files "
+                           "are safetensors, refusing to unpickle")
+    if len(data) < 8:
+        raise MapFileError(f"{path}: file is truncated ({len(data)} bytes), not a map file")
+    (length,) = struct.unpack("<Q", data[:8])
+    if length > min(len(data) - 8, _MAX_HEADER) or data[8:9] != b"{":
+        raise MapFileError(f"{path}: not a safetensors file (bad header length or truncated)")
+    try:
+        header = json.loads(data[8:8 + length])
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise MapFileError(f"{path}: corrupted safetensors header: {error}") from error
+    meta = header.get("__metadata__") if isinstance(header, dict) else None
+    if not isinstance(meta, dict) or METADATA_KEY not in meta:
+        raise MapFileError(f"{path}: not an AcT map file (a safetensors file without "
+                           f"'{METADATA_KEY}' metadata, e.g. a model checkpoint)")
+    try:
+        act = json.loads(meta[METADATA_KEY])
+    except (TypeError, json.JSONDecodeError) as error:
+        raise MapFileError(f"{path}: the '{METADATA_KEY}' metadata is not valid JSON") from error
+    return _check_header(path, act)
+
+
+def _check_header(path: Path, act: object) -> dict:
+    if not isinstance(act, dict) or act.get("format") != FORMAT:
+        raise MapFileError(f"{path}: '{METADATA_KEY}' metadata does not describe an {FORMAT} file")
+    version = act.get("version")
+    if not isinstance(version, int) or version < 1:
+        raise MapFileError(f"{path}: invalid format version {version!r}")
+    if version > VERSION:
+        raise MapFileError(f"{path}: written by a newer act_core (format version {version}, this "
+                           f"one reads up to {VERSION}); update the package")
+    sites, levels = act.get("sites"), act.get("quantile_levels")
+    if not isinstance(sites, dict) or not sites or not isinstance(levels, list):
+        raise MapFileError(f"{path}: metadata lacks the 'sites' or 'quantile_levels' entries")
+    return act
+
+
+def _check_keys(path: Path, tensors: Mapping[str, torch.Tensor], sites: Mapping) -> None:
+    expected = {f"{site}.{field}" for site in sites for field in _FIELDS}
+    missing, extra = sorted(expected - set(tensors)), sorted(set(tensors) - expected)
+    if missing or extra:
+        raise MapFileError(f"{path}: tensors do not match the listed sites; missing "
+                           f"{missing[:5]}, unexpected {extra[:5]}")
+
+
+def _build_map(path: Path, site: str, entry: object, tensors: Mapping[str, torch.Tensor],
+               levels: list) -> TransportMap:
+    if not isinstance(entry, dict):
+        raise MapFileError(f"{path}: metadata of site {site!r} is not an object")
+    fields = {field: tensors[f"{site}.{field}"] for field in _FIELDS}
+    for field, value in fields.items():
+        if value.dtype != torch.float32:
+            raise MapFileError(f"{path}: {site}.{field} has dtype {value.dtype}, expected float32")
+    try:
+        tmap = TransportMap(
+            **fields, method=str(entry.get("method", "linear_act")),
+            mode=str(entry.get("mode", "tokens")), n_source=int(entry.get("n_source", 0)),
+            n_target=int(entry.get("n_target", 0)), guarded=int(entry.get("guarded", 0)),
+            quantile_levels=tuple(levels),
+            unbounded_strength=bool(entry.get("unbounded_strength", False)),
+        )
+    except (MapError, TypeError, ValueError) as error:
+        raise MapFileError(f"{path}: site {site!r} is invalid: {error}") from error
+    if entry.get("dim", tmap.dim) != tmap.dim:
+        raise MapFileError(f"{path}: site {site!r} lists dim {entry.get('dim')} but its tensors "
+                           f"have D={tmap.dim}")
+    return tmap
+
+
+def load_maps(path: str | os.PathLike) -> MapSet:
+    """Read and validate a map file written by :func:`save_maps`.
+
+    Returns
+    -------
+    MapSet
+        ``{site: TransportMap}`` in file order, with ``.metadata`` the decoded ``act`` JSON.
+
+    Raises
+    ------
+    MapFileError
+        Missing file; pickle or PyTorch checkpoint; not safetensors, truncated or corrupted;
+        safetensors without AcT metadata; newer format version; missing or extra tensors; wrong
+        shapes or dtypes; non-finite values.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MapFileError(f"no map file at {path}")
+    data = path.read_bytes()
+    act = _read_header(path, data)
+    try:
+        tensors = safetensors.torch.load(data)
+    except SafetensorError as error:
+        raise MapFileError(f"{path}: corrupted or truncated safetensors data: {error}") from error
+    _check_keys(path, tensors, act["sites"])
+    maps = {site: _build_map(path, site, entry, tensors, act["quantile_levels"])
+            for site, entry in act["sites"].items()}
+    return MapSet(maps, act)
