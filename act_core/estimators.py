@@ -92,7 +92,12 @@ def linear_act(source: torch.Tensor, target: torch.Tensor, *, mode: str = "token
     cov = (centred_a * centred_b).sum(dim=0, dtype=_F64)  # (D,) n * cov(a, b)
     guard = _constant_units(sorted_a, mean_a, mean_b, sorted_b[-1] - sorted_b[0], eps) | (var <= 0)
     scale = torch.where(guard, torch.ones_like(var), cov / torch.where(guard, 1.0, var))
-    return _build(sorted_a, scale, mean_b - scale * mean_a, method="linear_act", mode=mode,
+    shift = mean_b - scale * mean_a  # (D,)
+    if source.shape[0] != target.shape[0] and bool(guard.any()):
+        # the pure-shift fallback uses the means of the full samples, not of the resampled one
+        full_shift = target.mean(0, dtype=_F64) - source.mean(0, dtype=_F64)  # (D,)
+        shift = torch.where(guard, full_shift, shift)
+    return _build(sorted_a, scale, shift, method="linear_act", mode=mode,
                   n_target=target.shape[0], guarded=int(guard.sum()))
 
 

@@ -1,0 +1,58 @@
+"""Support parsing and the per-unit bounds it selects."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from act_core import Support, SupportError, fit, parse_support
+from act_core.maps import QUANTILE_LEVELS
+from act_core.support import SUPPORT_CHOICES, support_bounds
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ("minmax", Support("minmax")),
+        (" MinMax ", Support("minmax")),
+        ("unbounded", Support("unbounded")),
+        ("q0.05-0.95", Support("quantile", 0.05, 0.95)),
+        ("q.1-.9", Support("quantile", 0.1, 0.9)),
+        ((0.01, 0.99), Support("quantile", 0.01, 0.99)),
+        (Support("unbounded"), Support("unbounded")),
+    ],
+)
+def test_parse_support(spec, expected):
+    assert parse_support(spec) == expected
+    assert parse_support(str(expected)) == expected
+
+
+@pytest.mark.parametrize("spec", ["", "q0.9-0.1", "q0.5", "everywhere", (0.2,), 3, (1.0, float("nan"))])
+def test_bad_supports_are_refused(spec):
+    with pytest.raises(SupportError):
+        parse_support(spec)
+
+
+def test_bounds_select_min_max_quantiles_or_nothing():
+    torch.manual_seed(0)
+    tmap = fit(torch.randn(200, 3), torch.randn(200, 3))
+    lo, hi = support_bounds(tmap, "minmax")
+    assert torch.equal(lo, tmap.lo) and torch.equal(hi, tmap.hi)
+    assert support_bounds(tmap, "unbounded") is None
+    lo, hi = support_bounds(tmap, "q0.05-0.95")
+    assert torch.equal(lo, tmap.quantiles[QUANTILE_LEVELS.index(0.05)])
+    assert bool((lo > tmap.lo).all() and (hi < tmap.hi).all())
+    lo, hi = support_bounds(tmap, "q0-1")
+    assert torch.equal(lo, tmap.lo) and torch.equal(hi, tmap.hi)
+
+
+def test_unstored_level_names_the_stored_ones():
+    tmap = fit(torch.randn(20, 2), torch.randn(20, 2))
+    with pytest.raises(SupportError, match="0.03 is not stored.*0.02, 0.05"):
+        support_bounds(tmap, "q0.03-0.97")
+
+
+def test_every_offered_choice_works_on_a_fitted_map():
+    tmap = fit(torch.randn(20, 2), torch.randn(20, 2))
+    for choice in SUPPORT_CHOICES:
+        support_bounds(tmap, choice)
