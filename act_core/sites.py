@@ -137,7 +137,8 @@ def resolve_sites(model: nn.Module, patterns: str | Iterable[str] | None = None,
     patterns : str or iterable of str, optional
         Each is a preset name (:data:`PRESETS`: ``"norms"``, ``"linear"``, ``"linear_out"``,
         ``"conv"``), a ``re:<regex>`` matched against the full module name, or an fnmatch glob
-        (``"layers.*.mlp"``). A glob may end with ``:<index>`` to pick a tuple element.
+        (``"layers.*.mlp"``; as in fnmatch, ``*`` also matches dots, ``?`` one character).
+        A glob may end with ``:<index>`` to pick a tuple element.
         None selects every module (then ``types`` should be given).
     types : sequence of str or type, optional
         Keep only modules that are instances of a given type or whose class name matches a
