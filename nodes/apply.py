@@ -1,0 +1,140 @@
+"""ActApplyTransport: patch a MODEL clone so that sampling transports its activations.
+
+The patch is an APPLY_MODEL wrapper (one signature for every architecture). At each model call
+it reads the current sigma and the CFG layout from ``transformer_options``, picks the maps of the
+current timestep range, and runs the call inside ``act_core.apply_transport``, whose hooks are
+removed when the call returns or raises: between calls no hook is ever left on the model.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from comfy_api.latest import IO
+from comfy.patcher_extension import WrappersMP
+
+from ..act_core import MapSet, apply_transport, check_compatible
+from ..act_core.errors import MapCompatibilityError
+from ..act_core.sites import Site, find_module
+from .common import (buckets_of, check_strength_range, default_support, family_of,
+                     maps_by_bucket, site_width, sites_of)
+from .schedule import APPLY_TO, Schedule
+
+__all__ = ["ActApplyTransport", "patch_model"]
+
+log = logging.getLogger(__name__)
+SUPPORTS = ["from maps", "minmax", "unbounded", "q0.01-0.99", "q0.05-0.95", "q0.1-0.9"]
+WRAPPER_KEY = "act_transport"
+
+
+def _make_wrapper(buckets: list[MapSet], schedule: Schedule, support: str):
+    def act_apply_model(executor, x, t, c_concat, c_crossattn, control, transformer_options,
+                        **kwargs):
+        sigma = float(t.reshape(-1).max())
+        if not schedule.active(sigma):
+            return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
+        maps = buckets[min(schedule.bucket(sigma), len(buckets) - 1)]
+        strength = schedule.per_item(transformer_options.get("cond_or_uncond"), x.shape[0])
+        diffusion_model = executor.class_obj.diffusion_model
+        with apply_transport(diffusion_model, maps, strength, support):
+            return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
+
+    return act_apply_model
+
+
+def validate_maps_for_model(model, maps: MapSet) -> None:
+    """Raise MapCompatibilityError naming the family, missing sites or width mismatches."""
+    diffusion_model = model.get_model_object("diffusion_model")
+    first = maps_by_bucket(maps)[0]
+    widths = {}
+    for site in sites_of(maps):
+        try:
+            module = find_module(diffusion_model, Site.parse(site))
+        except LookupError:
+            continue
+        width = site_width(module)
+        widths[site] = width if width is not None else first[site].dim
+    check_compatible(first, widths, family_of(model))
+
+
+def patch_model(model, maps: MapSet, strength: float, start_percent: float = 0.0,
+                end_percent: float = 1.0, apply_to: str = "both", support: str = "from maps"):
+    """Return a clone of ``model`` that transports activations while sampling."""
+    check_strength_range(strength, maps)
+    if not 0.0 <= start_percent <= end_percent <= 1.0:
+        raise ValueError(f"need 0 <= start_percent <= end_percent <= 1, got {start_percent} and "
+                         f"{end_percent}")
+    if apply_to not in APPLY_TO:
+        raise ValueError(f"apply_to must be one of {APPLY_TO}, got {apply_to!r}")
+    validate_maps_for_model(model, maps)
+    sampling = model.get_model_object("model_sampling")
+    n = len(buckets_of(maps))
+    schedule = Schedule(
+        strength=float(strength),
+        sigma_start=float(sampling.percent_to_sigma(start_percent)),
+        sigma_end=float(sampling.percent_to_sigma(end_percent)),
+        apply_to=apply_to,
+        bucket_sigmas=tuple(float(sampling.percent_to_sigma(k / n)) for k in range(1, n)),
+    )
+    chosen = default_support(maps) if support == "from maps" else support
+    m = model.clone()
+    key = f"{WRAPPER_KEY}_{len(m.wrappers.get(WrappersMP.APPLY_MODEL, {}))}"
+    m.add_wrapper_with_key(WrappersMP.APPLY_MODEL, key,
+                           _make_wrapper(maps_by_bucket(maps), schedule, chosen))
+    return m
+
+
+class ActApplyTransport(IO.ComfyNode):
+    """Apply transport maps to a MODEL with a strength lambda (0 = unchanged, 1 = target)."""
+
+    @classmethod
+    def define_schema(cls) -> IO.Schema:
+        return IO.Schema(
+            node_id="ActApplyTransport",
+            display_name="AcT Apply Transport",
+            category="AcT",
+            description=("Patches a copy of the model so that, while sampling, the activations "
+                         "at the maps' sites are transported with strength lambda: 0 leaves "
+                         "the model as it is, 1 makes them distributed like the target prompts "
+                         "(e.g. fully 'striped', or no 'black dot'), values in between "
+                         "interpolate. The input model is never changed; chain several to "
+                         "combine maps."),
+            search_aliases=["activation transport", "act", "steer", "concept slider",
+                            "style strength", "negation"],
+            inputs=[
+                IO.Model.Input("model", tooltip="The model to steer (it is cloned, never changed)."),
+                IO.Custom("ACT_MAPS").Input(
+                    "maps", tooltip="Transport maps from AcT Learn Transport or AcT Load Maps."),
+                IO.Float.Input("strength", default=1.0, min=0.0, max=10.0, step=0.05,
+                               tooltip="Lambda: 0 = the model as it is, 1 = activations "
+                                       "distributed like the target prompts. Up to 2 "
+                                       "extrapolates; larger values are allowed only for "
+                                       "diff_means maps (an unbounded steering vector)."),
+                IO.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.01,
+                               tooltip="Fraction of the sampling schedule at which transport "
+                                       "starts (0 = first step)."),
+                IO.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.01,
+                               tooltip="Fraction of the schedule at which it stops (1 = last "
+                                       "step)."),
+                IO.Combo.Input("apply_to", options=list(APPLY_TO), default="both",
+                               tooltip="Which half of the CFG batch to transport: both, only the "
+                                       "positive (conditional) or only the negative "
+                                       "(unconditional) prediction."),
+                IO.Combo.Input("support", options=SUPPORTS, default="from maps",
+                               tooltip="Where the map acts: 'minmax' only on values inside the "
+                                       "source range (good for removing a concept), "
+                                       "'unbounded' everywhere (good for adding a style), "
+                                       "quantiles in between. 'from maps' uses the choice "
+                                       "recorded when the maps were learned.", advanced=True),
+            ],
+            outputs=[IO.Model.Output(tooltip="The patched copy of the model.")],
+        )
+
+    @classmethod
+    def execute(cls, model, maps, strength, start_percent, end_percent, apply_to,
+                support) -> IO.NodeOutput:
+        try:
+            return IO.NodeOutput(patch_model(model, maps, strength, start_percent, end_percent,
+                                             apply_to, support))
+        except MapCompatibilityError as error:
+            raise ValueError(f"AcT Apply Transport: {error}") from error

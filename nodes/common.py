@@ -1,0 +1,74 @@
+"""Helpers shared by the nodes: the ACT_MAPS value (an act_core MapSet), families, widths."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from ..act_core import MapSet
+from .families import family_of_config
+from .schedule import split_bucket_key
+
+__all__ = ["MAX_STRENGTH", "MAX_UNBOUNDED_STRENGTH", "buckets_of", "check_strength_range",
+           "default_support", "family_of", "maps_by_bucket", "site_width", "sites_of"]
+
+MAX_STRENGTH = 2.0            # documented range for OT maps: [0, 2] (> 1 extrapolates)
+MAX_UNBOUNDED_STRENGTH = 10.0  # diff_means maps are steering vectors without a natural scale
+
+
+def family_of(model) -> str:
+    """Family of a ComfyUI MODEL (ModelPatcher), e.g. ``sd15``."""
+    return family_of_config(type(model.model.model_config).__name__)
+
+
+def buckets_of(mapset: MapSet) -> list[tuple[float, float]]:
+    """Timestep ranges (fractions of the schedule) the set holds maps for."""
+    extra = mapset.metadata.get("extra") or {}
+    return [tuple(b) for b in extra.get("buckets", [[0.0, 1.0]])]
+
+
+def sites_of(mapset: MapSet) -> list[str]:
+    seen: dict[str, None] = {}
+    for key in mapset:
+        seen.setdefault(split_bucket_key(key)[0], None)
+    return list(seen)
+
+
+def maps_by_bucket(mapset: MapSet) -> list[MapSet]:
+    """One MapSet per timestep range, keyed by plain site names."""
+    n = len(buckets_of(mapset))
+    parts: list[dict] = [{} for _ in range(n)]
+    for key, tmap in mapset.items():
+        site, bucket = split_bucket_key(key)
+        if bucket >= n:
+            raise ValueError(f"map key {key!r} names timestep range {bucket}, but the file "
+                             f"records only {n} range(s)")
+        parts[bucket][site] = tmap
+    return [MapSet(p, mapset.metadata) for p in parts]
+
+
+def default_support(mapset: MapSet) -> str:
+    return str(mapset.metadata.get("support") or "minmax")
+
+
+def check_strength_range(strength: float, mapset: MapSet) -> None:
+    unbounded = any(getattr(t, "unbounded_strength", False) for t in mapset.values())
+    top = MAX_UNBOUNDED_STRENGTH if unbounded else MAX_STRENGTH
+    if not 0.0 <= float(strength) <= top:
+        kind = "diff_means (steering-vector)" if unbounded else "optimal-transport"
+        raise ValueError(f"strength {strength:g} is outside the documented range [0, {top:g}] "
+                         f"for {kind} maps: 0 = no change, 1 = fully transported, values above 1 "
+                         "extrapolate")
+
+
+def site_width(module: nn.Module) -> int | None:
+    """Channels / features a module outputs, when its type tells (None otherwise)."""
+    if isinstance(module, nn.GroupNorm):
+        return module.num_channels
+    if isinstance(module, nn.LayerNorm):
+        shape = module.normalized_shape
+        return int(shape[-1]) if shape else None
+    if isinstance(module, nn.Linear):
+        return module.out_features
+    if isinstance(module, nn.modules.conv._ConvNd):
+        return module.out_channels
+    return None

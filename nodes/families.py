@@ -1,0 +1,78 @@
+"""Model families and their default sites (plain data and torch only; no ComfyUI import).
+
+The family is read from the ComfyUI model config's class name (``SD15``, ``SDXL``, ``Flux``...).
+Site presets name modules of ComfyUI's diffusion model (``model.model.diffusion_model``).
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+__all__ = ["FAMILY_BY_CONFIG", "SITE_PRESETS", "DEFAULT_SIZE", "arch_of", "family_of_config",
+           "preset_names", "preset_patterns"]
+
+FAMILY_BY_CONFIG = {
+    "SD15": "sd15", "SD20": "sd2", "SD21UnclipL": "sd2", "SD21UnclipH": "sd2",
+    "SDXL": "sdxl", "SDXLRefiner": "sdxl_refiner", "SSD1B": "sdxl", "Segmind_Vega": "sdxl",
+    "Flux": "flux", "FluxSchnell": "flux", "FluxInpaint": "flux", "Flux2": "flux2",
+    "SD3": "sd3",
+}
+# default latent edge in pixels when the learn node is given no latent
+DEFAULT_SIZE = {"sd15": 512, "sd2": 768, "sdxl": 1024, "flux": 1024, "sd3": 1024}
+
+_UNET = {
+    "norm layers (reference)": ("norms",),
+    "transformer norms": (r"re:.*transformer_blocks\.\d+\.norm[123]",),
+    "attention outputs": (r"re:.*transformer_blocks\.\d+\.attn[12]\.to_out\.0",),
+    "resblock norms": (r"re:.*\.(in_layers|out_layers)\.0",),
+}
+_FLUX = {
+    "block outputs (reference)": (r"re:double_blocks\.\d+:0", r"re:double_blocks\.\d+:1",
+                                  r"re:single_blocks\.\d+"),
+    "double-stream blocks": (r"re:double_blocks\.\d+:0", r"re:double_blocks\.\d+:1"),
+}
+_MMDIT = {
+    "block outputs (reference)": (r"re:joint_blocks\.\d+:0", r"re:joint_blocks\.\d+:1"),
+    "image stream blocks": (r"re:joint_blocks\.\d+:1",),
+}
+SITE_PRESETS = {"unet": _UNET, "flux": _FLUX, "mmdit": _MMDIT}
+
+
+def family_of_config(config_class_name: str) -> str:
+    """``"SD15"`` -> ``"sd15"``; unknown configs keep their lower-cased class name."""
+    return FAMILY_BY_CONFIG.get(config_class_name, config_class_name.lower())
+
+
+def arch_of(diffusion_model: nn.Module) -> str:
+    """``unet``, ``flux`` or ``mmdit`` from the diffusion model's class; ``other`` otherwise."""
+    name = type(diffusion_model).__name__
+    if name == "UNetModel":
+        return "unet"
+    if name.startswith("Flux"):
+        return "flux"
+    if "MMDiT" in name or "MMDIT" in name:
+        return "mmdit"
+    return "other"
+
+
+def preset_names() -> list[str]:
+    """Every preset label offered by the learn node (first = default for UNets)."""
+    names: list[str] = []
+    for presets in SITE_PRESETS.values():
+        names += [n for n in presets if n not in names]
+    return names
+
+
+def preset_patterns(arch: str, preset: str) -> tuple[str, ...]:
+    """Site patterns of a preset for an architecture; ValueError naming the valid presets."""
+    if preset == "auto":
+        presets = SITE_PRESETS.get(arch)
+        if not presets:
+            raise ValueError(f"no default sites for a {arch!r} model; choose 'custom' and "
+                             "give module-name patterns")
+        return next(iter(presets.values()))
+    presets = SITE_PRESETS.get(arch, {})
+    if preset not in presets:
+        raise ValueError(f"site preset {preset!r} does not apply to a {arch!r} model; "
+                         f"use one of {['auto', *presets, 'custom']}")
+    return presets[preset]

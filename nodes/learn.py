@@ -1,0 +1,203 @@
+"""ActLearnTransport: record the denoiser on two prompt sets and fit one map per site.
+
+Each prompt is encoded with the CLIP input, then the model's denoiser is run ONCE on a
+seeded noise latent at the chosen point of the schedule, through ComfyUI's own sampling path
+(so every conditioning, patch and earlier AcT node applies) with cfg 1, i.e. the conditional
+half only. act_core records the pooled site outputs and fits the maps.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import comfy.model_management
+import comfy.sample
+import comfy.samplers
+import comfy.utils
+import torch
+from comfy_api.latest import IO
+
+from ..act_core import ESTIMATORS, MapSet, fit_sites, prompt_hash, resolve_sites
+from .common import family_of
+from .families import DEFAULT_SIZE, arch_of, preset_names, preset_patterns
+from .schedule import bucket_key
+
+__all__ = ["ActLearnTransport", "learn_maps", "parse_prompts"]
+
+log = logging.getLogger(__name__)
+SITE_CHOICES = ["auto", *preset_names(), "custom"]
+SUPPORT_CHOICES = ["minmax", "unbounded", "q0.01-0.99", "q0.05-0.95"]
+
+
+def parse_prompts(text: str, which: str) -> list[str]:
+    """One prompt per line; blank lines and lines starting with '#' are skipped."""
+    prompts = [line.strip() for line in (text or "").splitlines()]
+    prompts = [p for p in prompts if p and not p.startswith("#")]
+    if not prompts:
+        raise ValueError(f"{which} is empty: write one prompt per line (both sets are needed; "
+                         "source = what the model does now, target = what you want)")
+    return prompts
+
+
+def _one_evaluation(model, x, sigmas, extra_args=None, callback=None, disable=None):
+    """A 'sampler' that evaluates the model once at sigmas[0] and returns its input."""
+    model(x, sigmas[0] * x.new_ones([x.shape[0]]), **(extra_args or {}))
+    return x
+
+
+def _collect_sigma(sampling, percent: float) -> float:
+    if percent <= 0.0:
+        return float(sampling.sigma_max)
+    return float(sampling.percent_to_sigma(min(percent, 0.999)))
+
+
+def _runner(model, conds, latent, seed: int, sigma: float, pbar):
+    sampler = comfy.samplers.KSAMPLER(_one_evaluation)
+    sigmas = torch.tensor([sigma, 0.0])
+
+    def run(recorder) -> None:
+        for i, cond in enumerate(conds):
+            comfy.model_management.throw_exception_if_processing_interrupted()
+            noise = comfy.sample.prepare_noise(latent, seed + i)
+            comfy.sample.sample_custom(model, noise, 1.0, sampler, sigmas, cond, cond, latent,
+                                       disable_pbar=True, seed=seed + i)
+            pbar.update(1)
+
+    return run
+
+
+def _empty_latent(model, latent: dict | None, samples_per_prompt: int) -> torch.Tensor:
+    if latent is not None:
+        return latent["samples"]
+    size = DEFAULT_SIZE.get(family_of(model), 512)
+    channels = model.get_model_object("latent_format").latent_channels
+    return torch.zeros(samples_per_prompt, channels, size // 8, size // 8)
+
+
+def learn_maps(model, clip, source: list[str], target: list[str], *, sites: str = "auto",
+               pattern: str = "", method: str = "linear_act", support: str = "minmax",
+               incremental: bool = True, stages: int = 8, collect_at: float = 0.0,
+               timestep_ranges: int = 1, seed: int = 0, latent: dict | None = None,
+               samples_per_prompt: int = 1) -> MapSet:
+    """Fit maps for ``model`` from two prompt lists; returns a MapSet (see module doc)."""
+    diffusion_model = model.get_model_object("diffusion_model")
+    arch = arch_of(diffusion_model)
+    patterns = ([p.strip() for p in pattern.split(",") if p.strip()] if sites == "custom"
+                else list(preset_patterns(arch, sites)))
+    if not patterns:
+        raise ValueError("sites is 'custom' but the pattern is empty: give module-name "
+                         "patterns such as 're:.*norm1' or 'input_blocks.*.0.out_layers.0'")
+    chosen = resolve_sites(diffusion_model, patterns)
+    encode = (lambda p: clip.encode_from_tokens_scheduled(clip.tokenize(p)))
+    src_conds, tgt_conds = [encode(p) for p in source], [encode(p) for p in target]
+    lat = _empty_latent(model, latent, samples_per_prompt)
+    sampling = model.get_model_object("model_sampling")
+    passes = (1 + (len(chosen) if stages <= 0 else min(stages, len(chosen)))) if incremental else 2
+    per_pass = {"target": len(target), "source": len(source)}
+    pbar = comfy.utils.ProgressBar(timestep_ranges * (per_pass["target"]
+                                                      + (passes - 1) * per_pass["source"]))
+    maps: dict = {}
+    buckets = [(k / timestep_ranges, (k + 1) / timestep_ranges) for k in range(timestep_ranges)]
+    for k, (lo, hi) in enumerate(buckets):
+        percent = collect_at if timestep_ranges == 1 else (lo + hi) / 2
+        sigma = _collect_sigma(sampling, percent)
+        fitted = fit_sites(diffusion_model, chosen, _runner(model, src_conds, lat, seed, sigma, pbar),
+                           _runner(model, tgt_conds, lat, seed + 100003, sigma, pbar),
+                           method=method, incremental=incremental,
+                           stages=None if stages <= 0 else stages,
+                           support_for_incremental=support)
+        maps.update({bucket_key(site, k, timestep_ranges): m for site, m in fitted.items()})
+    metadata = {
+        "model": {"family": family_of(model), "arch": type(diffusion_model).__name__,
+                  "config": type(model.model.model_config).__name__, "target": "diffusion_model"},
+        "prompt_hash": prompt_hash(source, target), "support": support, "method": method,
+        "extra": {"buckets": [list(b) for b in buckets], "collect_at": collect_at,
+                  "sites": sites, "patterns": patterns, "incremental": incremental,
+                  "stages": stages, "seed": seed, "latent_shape": list(lat.shape),
+                  "source_prompts": len(source), "target_prompts": len(target)},
+    }
+    return MapSet(maps, metadata)
+
+
+class ActLearnTransport(IO.ComfyNode):
+    """Learn transport maps from a source and a target prompt set."""
+
+    @classmethod
+    def define_schema(cls) -> IO.Schema:
+        return IO.Schema(
+            node_id="ActLearnTransport",
+            display_name="AcT Learn Transport",
+            category="AcT",
+            description=("Learns how the model's activations differ between two prompt sets and "
+                         "fits one small optimal-transport map per unit (Activation Transport). "
+                         "Source = prompts as the model draws them now (e.g. 'a red circle'); "
+                         "target = the same prompts with what you want (e.g. 'a striped red "
+                         "circle'), or without what you want gone. Feed the maps to AcT Apply "
+                         "Transport. Takes one denoiser pass per prompt and fitting stage."),
+            search_aliases=["activation transport", "learn concept", "fit maps", "steering",
+                            "style slider", "concept negation"],
+            inputs=[
+                IO.Model.Input("model", tooltip="The model to learn maps for."),
+                IO.Clip.Input("clip", tooltip="Encodes the prompts (the checkpoint's CLIP)."),
+                IO.String.Input("source_prompts", multiline=True,
+                                default="a red circle\na blue square\na green triangle",
+                                tooltip="One prompt per line: what the model makes now."),
+                IO.String.Input("target_prompts", multiline=True,
+                                default="a striped red circle\na striped blue square\n"
+                                        "a striped green triangle",
+                                tooltip="One prompt per line: what you want instead. "
+                                        "The sets may differ in size."),
+                IO.Combo.Input("sites", options=SITE_CHOICES, default="auto",
+                               tooltip="Where to intervene. auto = the reference choice for "
+                                       "the model (every norm layer of a UNet; block outputs "
+                                       "of Flux/SD3); custom = the pattern below."),
+                IO.String.Input("pattern", default="", advanced=True,
+                                tooltip="For sites = custom: comma-separated module-name "
+                                        "globs or 're:' regexes, optionally ':index' for "
+                                        "tuple outputs."),
+                IO.Combo.Input("method", options=list(ESTIMATORS), default="linear_act",
+                               tooltip="Estimator: linear_act (the paper's default), "
+                                       "mean_act, gaussian_ot, aura, or diff_means (an "
+                                       "unbounded steering vector, for comparison)."),
+                IO.Combo.Input("support", options=SUPPORT_CHOICES, default="unbounded",
+                               tooltip="Recorded default for applying: 'unbounded' to add a "
+                                       "style or concept, 'minmax' to remove one."),
+                IO.Boolean.Input("incremental", default=True, advanced=True,
+                                 tooltip="Fit sites in forward order with earlier maps applied "
+                                         "(the paper's default); off = all sites from one "
+                                         "pass, faster."),
+                IO.Int.Input("stages", default=8, min=0, max=4096, advanced=True,
+                             tooltip="Incremental fitting in this many groups of sites "
+                                     "(one extra pass over the source prompts each); 0 = one "
+                                     "group per site, as in the paper."),
+                IO.Float.Input("collect_at", default=0.0, min=0.0, max=1.0, step=0.01,
+                               advanced=True,
+                               tooltip="Point of the sampling schedule to record at "
+                                       "(0 = the noisiest step, the paper's choice)."),
+                IO.Int.Input("timestep_ranges", default=1, min=1, max=10, advanced=True,
+                             tooltip="1 = one map for every step; N = N maps, each learned at "
+                                     "the middle of its part of the schedule and applied "
+                                     "there."),
+                IO.Int.Input("seed", default=0, min=0, max=0xFFFFFFFF, control_after_generate=False,
+                             tooltip="Noise seed of the first prompt (prompt i uses seed + i)."),
+                IO.Latent.Input("latent", optional=True,
+                                tooltip="Latent size to record at (connect the one you sample "
+                                        "with); without it the family's usual size is used."),
+            ],
+            outputs=[IO.Custom("ACT_MAPS").Output(display_name="maps",
+                                                  tooltip="The fitted transport maps.")],
+        )
+
+    @classmethod
+    def execute(cls, model, clip, source_prompts, target_prompts, sites, pattern, method,
+                support, incremental, stages, collect_at, timestep_ranges, seed,
+                latent=None) -> IO.NodeOutput:
+        source = parse_prompts(source_prompts, "source_prompts")
+        target = parse_prompts(target_prompts, "target_prompts")
+        maps = learn_maps(model, clip, source, target, sites=sites, pattern=pattern,
+                          method=method, support=support, incremental=incremental,
+                          stages=stages, collect_at=collect_at,
+                          timestep_ranges=timestep_ranges, seed=seed, latent=latent)
+        log.info("AcT: learned %d maps (%s, %d source / %d target prompts)", len(maps), method,
+                 len(source), len(target))
+        return IO.NodeOutput(maps)

@@ -1,0 +1,58 @@
+"""Where in the sampling schedule maps apply, and with which strength per batch item.
+
+Pure functions of sigmas and ComfyUI's ``cond_or_uncond`` list (0 = conditional chunk,
+1 = unconditional chunk of the CFG batch); no ComfyUI import.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["APPLY_TO", "Schedule", "bucket_key", "split_bucket_key"]
+
+APPLY_TO = ("both", "conditional", "unconditional")
+
+
+def bucket_key(site: str, bucket: int, buckets: int) -> str:
+    """Map key of a site in timestep range ``bucket`` (plain site name when only one range)."""
+    return site if buckets == 1 else f"{site}@{bucket}"
+
+
+def split_bucket_key(key: str) -> tuple[str, int]:
+    site, sep, bucket = key.rpartition("@")
+    return (site, int(bucket)) if sep else (key, 0)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Strength lambda on [start, end] of the schedule, sigma bounds precomputed.
+
+    ``sigma_start`` >= ``sigma_end`` (sigmas fall during sampling); ``bucket_sigmas`` are the
+    boundaries between timestep ranges, from the noisiest down (empty for one range).
+    """
+
+    strength: float
+    sigma_start: float
+    sigma_end: float
+    apply_to: str = "both"
+    bucket_sigmas: tuple[float, ...] = ()
+
+    def active(self, sigma: float) -> bool:
+        return self.strength != 0 and self.sigma_end <= sigma <= self.sigma_start
+
+    def bucket(self, sigma: float) -> int:
+        """Index of the timestep range that sigma falls in (0 = noisiest)."""
+        return sum(1 for bound in self.bucket_sigmas if sigma < bound)
+
+    def per_item(self, cond_or_uncond: list[int] | None, batch: int) -> float | torch.Tensor:
+        """A float when every item gets the same strength, else a (B,) tensor."""
+        if self.apply_to == "both" or not cond_or_uncond:
+            return self.strength
+        wanted = 0 if self.apply_to == "conditional" else 1
+        chunk = batch // len(cond_or_uncond)
+        values = [self.strength if c == wanted else 0.0 for c in cond_or_uncond]
+        if len(set(values)) == 1:
+            return values[0]
+        return torch.tensor(values, dtype=torch.float32).repeat_interleave(chunk)
