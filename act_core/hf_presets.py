@@ -19,7 +19,7 @@ preset          modules (Llama-style names; Gemma and GPT-2 equivalents in the t
 
 from __future__ import annotations
 
-import re
+from collections.abc import Sequence
 from typing import Any
 
 from act_core.errors import SiteError
@@ -32,7 +32,7 @@ __all__ = [
     "model_hint",
     "preset_names",
     "preset_patterns",
-    "select_modules",
+    "site_patterns",
 ]
 
 _L = r"(?:.+\.)?layers\.\d+\."  # Llama/Gemma/Qwen/Mistral blocks, with or without a wrapper
@@ -106,22 +106,21 @@ def preset_patterns(model: Any, preset: str) -> tuple[str, ...]:
     return family[preset]
 
 
-def select_modules(model: Any, sites: str | list[str] | tuple[str, ...]) -> list[str]:
-    """Module names matching a preset name or a list of full-match regular expressions.
+def site_patterns(model: Any, sites: str | Sequence[str]) -> list[str]:
+    """Patterns for :func:`act_core.sites.resolve_sites` from a preset name or user patterns.
 
-    Returns the names in forward (``named_modules``) order. Raises ``KeyError`` naming the
-    available presets when nothing matches (:class:`~act_core.errors.SiteError`).
+    A preset name of this module (:func:`preset_names`) becomes its family's regular expressions
+    (``re:`` prefixed); anything else (a glob, a ``re:`` pattern, a core preset such as
+    ``"norms"``) is passed through unchanged.
     """
-    if isinstance(sites, str):
-        sites = preset_patterns(model, sites) if sites in preset_names() else (sites,)
-    compiled = [re.compile(p) for p in sites]
-    names = [n for n, _ in model.named_modules() if n and any(c.fullmatch(n) for c in compiled)]
-    if not names:
-        raise SiteError(
-            f"no module of {type(model).__name__} matches {list(sites)}; fix: use a preset "
-            f"({preset_names()}) or a regular expression over model.named_modules() names"
-        )
-    return names
+    specs = [sites] if isinstance(sites, str) else list(sites)
+    out: list[str] = []
+    for spec in specs:
+        if spec in preset_names():
+            out.extend("re:" + p for p in preset_patterns(model, spec))
+        else:
+            out.append(spec)
+    return out
 
 
 def model_hint(model: Any) -> dict[str, Any]:

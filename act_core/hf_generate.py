@@ -1,0 +1,94 @@
+"""Generation and perplexity of a transformers causal LM under maps at a strength.
+
+Both functions take ``maps`` (``None`` or empty: the model as it is), ``strength`` (lambda) and
+``support``, and apply the maps with :func:`act_core.hf.steering` around the model calls only,
+so hooks never outlive a call.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+
+from act_core.hf import progress_bar, steering
+from act_core.maps import TransportMap
+
+__all__ = ["generate", "perplexity"]
+
+
+def _length_order(tokenizer: Any, texts: Sequence[str]) -> list[int]:
+    """Indices of ``texts`` sorted by token count (less padding per batch)."""
+    lengths = [len(ids) for ids in tokenizer(list(texts))["input_ids"]]
+    return sorted(range(len(texts)), key=lambda i: (lengths[i], i))
+
+
+@torch.inference_mode()
+def generate(model: Any, tokenizer: Any, prompts: Sequence[str],
+             maps: Mapping[str, TransportMap] | None = None, strength: float = 1.0,
+             support: str = "minmax", *, max_new_tokens: int = 32, seed: int = 0,
+             do_sample: bool = True, temperature: float = 1.0, top_p: float = 0.9,
+             batch_size: int = 16, progress: bool = False) -> list[str]:
+    """Continue every prompt, returning only the new text (special tokens removed).
+
+    Prompts are batched by length (left padding) and the results returned in input order.
+    Sampling is reproducible: batch ``k`` is drawn after ``torch.manual_seed(seed + k)``.
+
+    Parameters
+    ----------
+    prompts : sequence of str, length P
+    maps, strength, support
+        Maps to apply (None: none), lambda >= 0 and the support (``minmax``, ``unbounded``...).
+    max_new_tokens, do_sample, temperature, top_p
+        As in transformers' ``generate`` (greedy when ``do_sample`` is False).
+
+    Returns
+    -------
+    list of str, length P.
+    """
+    device = next(model.parameters()).device
+    order = _length_order(tokenizer, prompts)
+    out: list[str] = [""] * len(prompts)
+    chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    sampling = {"temperature": temperature, "top_p": top_p, "top_k": 0} if do_sample else {}
+    for k, chunk in enumerate(progress_bar(chunks, len(chunks), "generate", progress)):
+        enc = tokenizer([prompts[i] for i in chunk], return_tensors="pt", padding=True,
+                        padding_side="left").to(device)
+        torch.manual_seed(seed + k)
+        with steering(model, maps, strength, support):
+            ids = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=do_sample,
+                                 pad_token_id=tokenizer.pad_token_id, **sampling)
+        new = ids[:, enc["input_ids"].shape[1] :]  # (B, new tokens)
+        for i, text in zip(chunk, tokenizer.batch_decode(new, skip_special_tokens=True),
+                           strict=True):
+            out[i] = text
+    return out
+
+
+@torch.inference_mode()
+def perplexity(model: Any, tokenizer: Any, texts: Sequence[str],
+               maps: Mapping[str, TransportMap] | None = None, strength: float = 1.0,
+               support: str = "minmax", *, batch_size: int = 8, max_length: int = 128,
+               progress: bool = False) -> float:
+    """Token-level perplexity ``exp(mean NLL)`` of ``texts`` under the (steered) model.
+
+    Every predicted token of every text counts once (right padding, padding excluded).
+    """
+    device = next(model.parameters()).device
+    total_nll, total_tokens = 0.0, 0
+    chunks = [list(texts[i : i + batch_size]) for i in range(0, len(texts), batch_size)]
+    for chunk in progress_bar(chunks, len(chunks), "perplexity", progress):
+        enc = tokenizer(chunk, return_tensors="pt", padding=True, truncation=True,
+                        max_length=max_length, padding_side="right").to(device)
+        with steering(model, maps, strength, support):
+            logits = model(**enc, use_cache=False).logits.float()  # (B, T, V)
+        targets = enc["input_ids"][:, 1:]  # (B, T-1)
+        mask = enc["attention_mask"][:, 1:].bool()  # (B, T-1)
+        nll = torch.nn.functional.cross_entropy(
+            logits[:, :-1].reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none"
+        ).view_as(targets)  # (B, T-1)
+        total_nll += float(nll[mask].sum())
+        total_tokens += int(mask.sum())
+    return math.exp(total_nll / max(total_tokens, 1))
