@@ -108,7 +108,7 @@ def save_maps(path: str | os.PathLike, maps: Mapping[str, TransportMap],
         prompt_hash = own.get("prompt_hash") if prompt_hash is None else prompt_hash
         metadata = own.get("extra") if metadata is None else metadata
     try:
-        header = json.dumps(_header(maps, metadata, model, prompt_hash, support), sort_keys=True)
+        header = json.dumps(_header(maps, metadata, model, prompt_hash, support))
     except (TypeError, ValueError) as error:
         raise MapFileError(f"metadata must be JSON-serialisable: {error}") from error
     tensors = {f"{site}.{field}": getattr(tmap, field).detach().to("cpu", torch.float32).clone()
