@@ -17,7 +17,7 @@ recorder's ``token_mask`` is set to the batch's attention mask). Transformers is
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from typing import Any
 
@@ -104,7 +104,8 @@ def record_texts(model: Any, tokenizer: Any, texts: Sequence[str],
 def fit_lm(model: Any, tokenizer: Any, source_texts: Sequence[str], target_texts: Sequence[str],
            sites: str | Sequence[str] = "post_norms", *, method: str = "linear_act",
            incremental: bool = True, stages: int | None = None, batch_size: int = 16,
-           max_length: int = 64, progress: bool = False) -> dict[str, TransportMap]:
+           max_length: int = 64, progress: bool | Callable[[int, int], None] = False
+           ) -> dict[str, TransportMap]:
     """Fit one map per site carrying source-text activations onto target-text activations.
 
     Parameters
@@ -120,25 +121,44 @@ def fit_lm(model: Any, tokenizer: Any, source_texts: Sequence[str], target_texts
     incremental, stages
         See :func:`act_core.fitting.fit_sites`; ``stages`` groups sites to bound the number of
         source passes (None: one pass per site, the paper's procedure).
+    progress : bool or callable(done, total)
+        True shows a progress bar over the forward passes (tqdm); a callable is called instead.
 
     Returns
     -------
-    dict of site -> TransportMap (each of width D = the site's hidden size), forward order.
+    dict of site -> TransportMap (each of width D = the site's output width), forward order.
     """
     resolved = lm_sites(model, sites)
     options = {"batch_size": batch_size, "max_length": max_length}
 
-    def run(texts: Sequence[str], desc: str):
-        return lambda recorder: run_texts(model, tokenizer, texts, recorder, progress=progress,
-                                          desc=desc, **options)
+    def run(texts: Sequence[str]):
+        return lambda recorder: run_texts(model, tokenizer, texts, recorder, **options)
 
-    return fit_sites(model, resolved, run(source_texts, "source"), run(target_texts, "target"),
-                     method=method, incremental=incremental, stages=stages,
-                     progress=_log_progress if progress else None)
+    callback = _pass_bar() if progress is True else (progress or None)
+    try:
+        return fit_sites(model, resolved, run(source_texts), run(target_texts), method=method,
+                         incremental=incremental, stages=stages, progress=callback)
+    finally:
+        getattr(callback, "close", lambda: None)()
 
 
-def _log_progress(done: int, total: int) -> None:
-    log.info("fitting: pass %d/%d done", done, total)
+class _pass_bar:  # noqa: N801 - used like a function
+    """Progress callback drawing a tqdm bar over fitting passes (no-op without tqdm)."""
+
+    def __init__(self) -> None:
+        self.bar = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar is None:
+            bar = progress_bar(range(total), total, "fitting passes", True)
+            self.bar = bar if hasattr(bar, "update") else False
+        if self.bar:
+            self.bar.update(done - self.bar.n)
+        log.debug("fitting: pass %d/%d done", done, total)
+
+    def close(self) -> None:
+        if self.bar:
+            self.bar.close()
 
 
 def save_lm_maps(path: Any, maps: Mapping[str, TransportMap], model: Any, *,

@@ -1,0 +1,225 @@
+"""``act``: fit Activation Transport maps on a language model and generate with a strength.
+
+The console script of the package (``act = act_core.cli:main``). Every subcommand has ``--help``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from act_core.errors import ActError
+
+__all__ = ["build_parser", "main"]
+
+log = logging.getLogger("act")
+
+_DESCRIPTION = """\
+Activation Transport (AcT): learn maps that carry a model's activations on SOURCE texts onto
+those on TARGET texts, then generate with the maps applied at a strength lambda
+(0 = the model as it is, 1 = fully transported).
+
+quick start (offline, with the built-in SmolLM2-135M-Instruct and data):
+  act data                                            # list the built-in text pairs
+  act fit --model smollm2 --data toxicity -o detox.safetensors
+  act generate --model smollm2 --maps detox.safetensors --strength 1 \\
+      --prompt "I can't believe you are such a"
+  act fit --model smollm2 --data concept:football -o football.safetensors
+  act generate --model smollm2 --maps football.safetensors --support unbounded \\
+      --prompt "Once upon a time" --num-samples 4
+
+your own data: two text files, one example per line:
+  act fit --model ./my-model --source plain.txt --target polite.txt -o polite.safetensors
+
+models: 'smollm2' (built in, offline) or a folder saved with transformers' save_pretrained.
+"""
+
+
+def _add_model(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="smollm2",
+                   help="'smollm2' (offline SmolLM2-135M-Instruct) or a transformers model folder "
+                        "(default: %(default)s)")
+
+
+def _add_fit(sub) -> None:
+    p = sub.add_parser("fit", help="fit maps from source and target texts and save them",
+                       description="Fit one transport map per site and save them as a "
+                                   "safetensors map file (with the model recorded in it).")
+    _add_model(p)
+    src = p.add_argument_group("data (either --data, or --source and --target)")
+    src.add_argument("--data", help="built-in pair, see 'act data' (e.g. toxicity)")
+    src.add_argument("--source", type=Path, help="text file, one source example per line")
+    src.add_argument("--target", type=Path, help="text file, one target example per line")
+    p.add_argument("-o", "--output", type=Path, required=True, help="map file to write")
+    p.add_argument("--sites", nargs="+", default=["post_norms"],
+                   help="a preset (post_norms, layernorms, attn_out, mlp_out) or patterns: "
+                        "globs or 're:<regex>' over module names (default: post_norms)")
+    p.add_argument("--method", default="linear_act",
+                   choices=("linear_act", "mean_act", "gaussian_ot", "aura", "diff_means"))
+    p.add_argument("--all-at-once", action="store_true",
+                   help="fit every site from one pass (faster) instead of incrementally")
+    p.add_argument("--stages", type=int, default=None,
+                   help="incremental fitting in N stages of sites (default: one per site)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--max-length", type=int, default=64, help="tokens per example (truncation)")
+
+
+def _add_generate(sub) -> None:
+    p = sub.add_parser("generate", help="generate text with maps applied at a strength",
+                       description="Continue prompts, optionally with a map file applied.")
+    _add_model(p)
+    p.add_argument("--maps", type=Path, help="map file from 'act fit' (omit for no steering)")
+    p.add_argument("--strength", type=float, default=1.0,
+                   help="lambda >= 0: 0 = unchanged, 1 = fully transported (default: 1)")
+    p.add_argument("--support", default="minmax",
+                   help="where maps apply: minmax (mitigation, default), unbounded (induction), "
+                        "or quantiles such as q0.05-0.95")
+    p.add_argument("--prompt", action="append", default=[], help="a prompt (repeatable)")
+    p.add_argument("--prompts", type=Path, help="text file of prompts, one per line")
+    p.add_argument("--num-samples", type=int, default=1, help="continuations per prompt")
+    p.add_argument("--max-new-tokens", type=int, default=32)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--greedy", action="store_true", help="greedy decoding instead of sampling")
+    p.add_argument("--json", action="store_true", help="print JSON lines instead of text")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``act`` argument parser (subcommands fit, generate, info, sites, data)."""
+    parser = argparse.ArgumentParser(prog="act", description=_DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_fit(sub)
+    _add_generate(sub)
+    info = sub.add_parser("info", help="show what a map file contains")
+    info.add_argument("path", type=Path)
+    sites = sub.add_parser("sites", help="list the sites a preset or pattern names on a model")
+    _add_model(sites)
+    sites.add_argument("--sites", nargs="+", default=["post_norms"])
+    data = sub.add_parser("data", help="list the built-in text pairs, or write one to files")
+    data.add_argument("name", nargs="?", help="a built-in pair to export (e.g. toxicity)")
+    data.add_argument("--out-dir", type=Path, default=Path("."),
+                      help="where 'act data NAME' writes source.txt and target.txt")
+    return parser
+
+
+def _texts(args: argparse.Namespace) -> tuple[list[str], list[str], str]:
+    from act_core import data
+
+    if args.data:
+        if args.source or args.target:
+            raise SystemExit("act fit: give either --data or --source/--target, not both")
+        source, target = data.load_builtin(args.data)
+        return source, target, args.data
+    if not (args.source and args.target):
+        raise SystemExit("act fit: give --data NAME, or both --source FILE and --target FILE")
+    for path in (args.source, args.target):
+        if not path.is_file():
+            raise SystemExit(f"act fit: no such file: {path}")
+    return data.read_lines(args.source), data.read_lines(args.target), "files"
+
+
+def _cmd_fit(args: argparse.Namespace) -> int:
+    from act_core import hf
+
+    source, target, name = _texts(args)
+    if len(source) < 2 or len(target) < 2:
+        raise SystemExit("act fit: need at least 2 source and 2 target examples")
+    model, tokenizer = hf.load_causal_lm(args.model)
+    sites = args.sites[0] if len(args.sites) == 1 else args.sites
+    log.info("fitting %s on %d source and %d target examples", args.method, len(source),
+             len(target))
+    maps = hf.fit_lm(model, tokenizer, source, target, sites, method=args.method,
+                     incremental=not args.all_at_once, stages=args.stages,
+                     batch_size=args.batch_size, max_length=args.max_length,
+                     progress=sys.stderr.isatty())
+    meta = {"data": name, "sites": args.sites, "incremental": not args.all_at_once,
+            "stages": args.stages}
+    hf.save_lm_maps(args.output, maps, model, source_texts=source, target_texts=target,
+                    metadata=meta)
+    print(f"wrote {len(maps)} maps ({args.method}) to {args.output}")
+    return 0
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from act_core import data, hf
+    from act_core.hf_generate import generate
+
+    prompts = list(args.prompt) + (data.read_lines(args.prompts) if args.prompts else [])
+    if not prompts:
+        raise SystemExit("act generate: give at least one --prompt TEXT or --prompts FILE")
+    model, tokenizer = hf.load_causal_lm(args.model)
+    maps = hf.load_lm_maps(args.maps, model) if args.maps else None
+    for sample in range(args.num_samples):
+        texts = generate(model, tokenizer, prompts, maps, args.strength, args.support,
+                         max_new_tokens=args.max_new_tokens, seed=args.seed + 1000 * sample,
+                         do_sample=not args.greedy, progress=sys.stderr.isatty())
+        for prompt, text in zip(prompts, texts, strict=True):
+            if args.json:
+                print(json.dumps({"prompt": prompt, "sample": sample, "text": text}))
+            else:
+                print(f"[{sample}] {prompt}{text}")
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from act_core.mapfile import load_maps
+
+    maps = load_maps(args.path)
+    meta = maps.metadata
+    print(f"{args.path}: {len(maps)} sites, method {meta.get('method')}, "
+          f"support {meta.get('support')}")
+    print(f"model: {json.dumps(meta.get('model'))}")
+    print(f"extra: {json.dumps(meta.get('extra'))}")
+    for site, tmap in maps.items():
+        print(f"  {site}  D={tmap.dim} mode={tmap.mode} n={tmap.n_source}/{tmap.n_target} "
+              f"guarded={tmap.guarded}")
+    return 0
+
+
+def _cmd_sites(args: argparse.Namespace) -> int:
+    from act_core import hf
+
+    model, _ = hf.load_causal_lm(args.model)
+    for site in hf.lm_sites(model, args.sites[0] if len(args.sites) == 1 else args.sites):
+        print(site)
+    return 0
+
+
+def _cmd_data(args: argparse.Namespace) -> int:
+    from act_core import data
+
+    if not args.name:
+        for name in data.builtin_names():
+            print(name)
+        return 0
+    source, target = data.load_builtin(args.name)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    for label, texts in (("source", source), ("target", target)):
+        (args.out_dir / f"{label}.txt").write_text("\n".join(texts) + "\n", encoding="utf-8")
+    print(f"wrote {len(source)} source and {len(target)} target examples to {args.out_dir}")
+    return 0
+
+
+_COMMANDS = {"fit": _cmd_fit, "generate": _cmd_generate, "info": _cmd_info,
+             "sites": _cmd_sites, "data": _cmd_data}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``act`` command line; returns the exit status (errors: 2, with the fix)."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return _COMMANDS[args.command](args)
+    except ActError as error:
+        print(f"act {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

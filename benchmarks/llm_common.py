@@ -1,0 +1,82 @@
+"""Shared pieces of the SmolLM2 benchmarks: model loading, cached fitting, result tables.
+
+Run the benchmarks from the repository root with the project's venv, e.g.
+``nice -n 19 .venv/bin/python benchmarks/llm_toxicity.py --split eval``.
+Fitted maps are cached under ``.cache/llm_maps/`` (keyed by data, method and sites), so a rerun
+only regenerates text.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as a script from anywhere
+    sys.path.insert(0, str(ROOT))
+
+from act_core import hf  # noqa: E402
+from act_core.hf_models import cache_dir  # noqa: E402
+from act_core.mapset import MapSet, prompt_hash  # noqa: E402
+
+__all__ = ["fit_or_load", "load_model", "markdown_table", "save_json", "setup"]
+
+log = logging.getLogger("benchmarks")
+
+
+def setup(threads: int | None = None) -> None:
+    """Logging to stderr, and optionally the number of torch threads."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    if threads:
+        torch.set_num_threads(threads)
+
+
+def load_model(name: str = "smollm2"):
+    """``(model, tokenizer)`` of the benchmark model."""
+    start = time.perf_counter()
+    model, tokenizer = hf.load_causal_lm(name)
+    log.info("loaded %s in %.1f s", model.config.name_or_path, time.perf_counter() - start)
+    return model, tokenizer
+
+
+def fit_or_load(model, tokenizer, data_name: str, source: Sequence[str], target: Sequence[str],
+                method: str, sites: str, stages: int | None = None) -> MapSet:
+    """Fit maps (or load them from the cache when the same texts were fitted before)."""
+    tag = data_name.replace(":", "-")
+    path = cache_dir() / "llm_maps" / f"{tag}_{method}_{sites}_s{stages}.safetensors"
+    if path.exists():
+        maps = hf.load_lm_maps(path, model)
+        digest = prompt_hash(source, target)
+        if maps.metadata.get("prompt_hash") == digest:
+            return maps
+    path.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    maps = hf.fit_lm(model, tokenizer, source, target, sites, method=method, stages=stages)
+    log.info("fitted %s/%s on %d+%d texts at %d sites in %.0f s", data_name, method,
+             len(source), len(target), len(maps), time.perf_counter() - start)
+    hf.save_lm_maps(path, maps, model, source_texts=source, target_texts=target,
+                    metadata={"data": data_name, "sites": sites, "stages": stages})
+    return hf.load_lm_maps(path, model)
+
+
+def markdown_table(rows: list[dict], columns: Sequence[str]) -> str:
+    """A GitHub markdown table of ``rows`` (dicts) with the given columns."""
+    def cell(value):
+        return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(row.get(c, "")) for c in columns) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def save_json(path: str | Path, payload: dict) -> None:
+    """Write ``payload`` as indented JSON, creating the folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")

