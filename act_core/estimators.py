@@ -27,7 +27,15 @@ import torch
 
 from .errors import FitError
 from .maps import MODES, TransportMap
-from .samples import check_samples, moments, pair_sorted, source_support
+from .samples import (
+    centre,
+    centred_dot,
+    check_samples,
+    pair_sorted,
+    require_finite,
+    sort_units,
+    source_support,
+)
 
 __all__ = [
     "ESTIMATORS", "aura", "diff_means", "fit", "fit_many", "gaussian_ot", "linear_act", "mean_act",
@@ -38,21 +46,27 @@ _F64 = torch.float64
 
 def _build(sorted_a: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, *, method: str,
            mode: str, n_target: int, guarded: int = 0, unbounded: bool = False) -> TransportMap:
-    """Assemble a map from float64 coefficients (D,) and the sorted source (N, D)."""
+    """Assemble a map from float64 coefficients (D,) and the unit-major sorted source (D, N)."""
     lo, hi, quantiles = source_support(sorted_a)
     return TransportMap(
         scale=scale.to(torch.float32), shift=shift.to(torch.float32), lo=lo, hi=hi,
-        quantiles=quantiles, method=method, mode=mode, n_source=int(sorted_a.shape[0]),
+        quantiles=quantiles, method=method, mode=mode, n_source=int(sorted_a.shape[1]),
         n_target=n_target, guarded=guarded, unbounded_strength=unbounded,
     )
 
 
-def _constant_units(sorted_a: torch.Tensor, mean_a: torch.Tensor, mean_b: torch.Tensor,
+def _constant_units(range_a: torch.Tensor, mean_a: torch.Tensor, mean_b: torch.Tensor,
                     range_b: torch.Tensor, eps: float) -> torch.Tensor:
     """Bool (D,): units whose source range is negligible against the unit's own scale."""
-    range_a = (sorted_a[-1] - sorted_a[0]).to(_F64)  # (D,)
     reference = torch.maximum(torch.maximum(mean_a.abs(), mean_b.abs()), range_b.to(_F64))
-    return range_a <= eps * reference
+    return range_a.to(_F64) <= eps * reference
+
+
+def _sorted_checked(name: str, x: torch.Tensor) -> torch.Tensor:
+    """Unit-major sorted copy (D, N) of ``x`` (N, D); its extremes prove ``x`` finite."""
+    ordered = sort_units(x)
+    require_finite(name, x, ordered[:, [0, -1]])  # NaN sorts last, infinities at the ends
+    return ordered
 
 
 def linear_act(source: torch.Tensor, target: torch.Tensor, *, mode: str = "tokens",
@@ -66,7 +80,8 @@ def linear_act(source: torch.Tensor, target: torch.Tensor, *, mode: str = "token
         beta  = mean b - omega mean a
 
     Equivalently ``omega = rho * std b / std a`` with ``rho >= 0`` the correlation of the sorted
-    samples. Sorting is done in float32; the sums are accumulated in float64.
+    samples. Sorting is done in float32; the sums are accumulated in float64 around float64
+    means. Cost: two sorts plus about six elementwise passes over the samples.
 
     Parameters
     ----------
@@ -83,14 +98,15 @@ def linear_act(source: torch.Tensor, target: torch.Tensor, *, mode: str = "token
         ``scale``, ``shift``, ``lo``, ``hi`` of shape (D,), ``quantiles`` (K, D).
     """
     source, target = check_samples(source, target)
-    sorted_a = torch.sort(source, dim=0).values  # (N, D)
-    sorted_b = torch.sort(target, dim=0).values  # (M, D)
-    paired_a, paired_b = pair_sorted(sorted_a, sorted_b)  # (n, D) each
-    mean_a, centred_a = moments(paired_a)
-    mean_b, centred_b = moments(paired_b)
-    var = (centred_a * centred_a).sum(dim=0, dtype=_F64)  # (D,) n * var a
-    cov = (centred_a * centred_b).sum(dim=0, dtype=_F64)  # (D,) n * cov(a, b)
-    guard = _constant_units(sorted_a, mean_a, mean_b, sorted_b[-1] - sorted_b[0], eps) | (var <= 0)
+    sorted_a = _sorted_checked("source", source)  # (D, N)
+    sorted_b = _sorted_checked("target", target)  # (D, M)
+    paired_a, paired_b = pair_sorted(sorted_a, sorted_b)  # (D, n) each
+    mean_a, centred_a, residual_a = centre(paired_a)  # (D,) float64, (D, n) float32, (D,)
+    mean_b, centred_b, residual_b = centre(paired_b)
+    var = centred_dot(centred_a, residual_a, centred_a, residual_a)  # (D,) n * var a
+    cov = centred_dot(centred_a, residual_a, centred_b, residual_b)  # (D,) n * cov(a, b)
+    range_a, range_b = sorted_a[:, -1] - sorted_a[:, 0], sorted_b[:, -1] - sorted_b[:, 0]
+    guard = _constant_units(range_a, mean_a, mean_b, range_b, eps) | (var <= 0)
     scale = torch.where(guard, torch.ones_like(var), cov / torch.where(guard, 1.0, var))
     shift = mean_b - scale * mean_a  # (D,)
     if source.shape[0] != target.shape[0] and bool(guard.any()):
@@ -117,13 +133,15 @@ def gaussian_ot(source: torch.Tensor, target: torch.Tensor, *, mode: str = "toke
         Relative threshold of the constant-unit guard (pure-shift fallback).
     """
     source, target = check_samples(source, target)
-    sorted_a = torch.sort(source, dim=0).values  # (N, D)
-    mean_a, centred_a = moments(source)
-    mean_b, centred_b = moments(target)
-    var_a = (centred_a * centred_a).sum(dim=0, dtype=_F64) / source.shape[0]  # (D,)
-    var_b = (centred_b * centred_b).sum(dim=0, dtype=_F64) / target.shape[0]  # (D,)
+    sorted_a = _sorted_checked("source", source)  # (D, N)
+    mean_a, centred_a, residual_a = centre(sorted_a)
+    mean_b, centred_b, residual_b = centre(target.t().contiguous())  # (D, M) unit-major
+    require_finite("target", target, mean_b)
+    var_a = centred_dot(centred_a, residual_a, centred_a, residual_a) / source.shape[0]  # (D,)
+    var_b = centred_dot(centred_b, residual_b, centred_b, residual_b) / target.shape[0]  # (D,)
     range_b = target.amax(dim=0) - target.amin(dim=0)
-    guard = _constant_units(sorted_a, mean_a, mean_b, range_b, eps) | (var_a <= 0)
+    guard = _constant_units(sorted_a[:, -1] - sorted_a[:, 0], mean_a, mean_b, range_b, eps)
+    guard |= var_a <= 0
     scale = torch.where(guard, 1.0, (var_b / torch.where(guard, 1.0, var_a)).sqrt())
     return _build(sorted_a, scale, mean_b - scale * mean_a, method="gaussian_ot", mode=mode,
                   n_target=target.shape[0], guarded=int(guard.sum()))
@@ -132,8 +150,11 @@ def gaussian_ot(source: torch.Tensor, target: torch.Tensor, *, mode: str = "toke
 def _shift_map(source: torch.Tensor, target: torch.Tensor, method: str, mode: str,
                unbounded: bool) -> TransportMap:
     source, target = check_samples(source, target)
-    shift = target.mean(dim=0, dtype=_F64) - source.mean(dim=0, dtype=_F64)  # (D,)
-    return _build(torch.sort(source, dim=0).values, torch.ones_like(shift), shift, method=method,
+    sorted_a = _sorted_checked("source", source)  # (D, N)
+    mean_b = target.mean(dim=0, dtype=_F64)  # (D,)
+    require_finite("target", target, mean_b)
+    shift = mean_b - source.mean(dim=0, dtype=_F64)  # (D,)
+    return _build(sorted_a, torch.ones_like(shift), shift, method=method,
                   mode=mode, n_target=target.shape[0], unbounded=unbounded)
 
 
@@ -167,15 +188,15 @@ def aura(source: torch.Tensor, target: torch.Tensor, *, mode: str = "tokens") ->
     """
     source, target = check_samples(source, target)
     n, m = source.shape[0], target.shape[0]
-    sorted_b = torch.sort(target.t().contiguous(), dim=1).values  # (D, M)
-    values = source.t().contiguous()  # (D, N)
-    below = torch.searchsorted(sorted_b, values, side="left")  # (D, N): count of b < a
-    not_above = torch.searchsorted(sorted_b, values, side="right")  # (D, N): count of b <= a
+    sorted_a = _sorted_checked("source", source)  # (D, N); the order of a is irrelevant here
+    sorted_b = _sorted_checked("target", target)  # (D, M)
+    below = torch.searchsorted(sorted_b, sorted_a, side="left")  # (D, N): count of b < a
+    not_above = torch.searchsorted(sorted_b, sorted_a, side="right")  # (D, N): count of b <= a
     wins = below.sum(dim=1, dtype=_F64) + 0.5 * (not_above - below).sum(dim=1, dtype=_F64)
     auroc = wins / (n * m)  # (D,)
     scale = torch.where(auroc > 0.5, 2.0 * (1.0 - auroc), torch.ones_like(auroc))
-    return _build(torch.sort(source, dim=0).values, scale, torch.zeros_like(scale),
-                  method="aura", mode=mode, n_target=m)
+    return _build(sorted_a, scale, torch.zeros_like(scale), method="aura", mode=mode,
+                  n_target=m)
 
 
 #: Registry of estimators by name; ``fit`` dispatches through it.

@@ -1,19 +1,24 @@
 """Shared 1-D optimal-transport machinery on samples: validation, sorting, quantile functions.
 
 In one dimension the optimal coupling of two samples pairs them in sorted order. All functions
-here work on every unit (column) at once; there is no Python loop over units.
+here work on every unit at once; there is no Python loop over units. Sorted samples are kept
+*unit-major*, shape (D, N): one contiguous row per unit, so per-unit reductions are contiguous.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 from .errors import FitError
 from .maps import QUANTILE_LEVELS
 
-__all__ = ["check_samples", "interpolate_sorted", "moments", "pair_sorted", "source_support"]
+__all__ = [
+    "centre", "centred_dot", "check_samples", "interpolate_sorted", "pair_sorted", "require_finite",
+    "sort_units", "source_support",
+]
 
 
 def check_samples(source: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -31,8 +36,8 @@ def check_samples(source: torch.Tensor, target: torch.Tensor) -> tuple[torch.Ten
     Raises
     ------
     FitError
-        If an input is not a 2-D tensor, the widths differ, ``N < 2`` or ``M < 2``, or a value is
-        NaN or infinite.
+        If an input is not a 2-D tensor, the widths differ, or ``N < 2`` or ``M < 2``.
+        Finiteness is checked by the estimators with :func:`require_finite`, from by-products.
     """
     for name, value in (("source", source), ("target", target)):
         if not isinstance(value, torch.Tensor):
@@ -51,14 +56,28 @@ def check_samples(source: torch.Tensor, target: torch.Tensor) -> tuple[torch.Ten
                        f"target D={target.shape[1]}; record both from the same site")
     if source.device != target.device:
         raise FitError(f"source is on {source.device} but target on {target.device}")
-    source = source.to(torch.float32)
-    target = target.to(torch.float32)
-    for name, value in (("source", source), ("target", target)):
-        if not bool(torch.isfinite(value).all()):
-            bad = int((~torch.isfinite(value)).any(dim=0).sum())
-            raise FitError(f"{name} contains NaN or infinite values in {bad} unit(s); "
-                           "check the model's numerics (e.g. run it in float32)")
-    return source, target
+    return source.detach().to(torch.float32), target.detach().to(torch.float32)
+
+
+def sort_units(x: torch.Tensor) -> torch.Tensor:
+    """Sort every unit's sample: (N, D) in, unit-major (D, N) out, ascending along dim 1.
+
+    On CPU this uses NumPy's vectorised (SIMD) sort on a contiguous unit-major copy, several times
+    faster than ``torch.sort`` (which also computes indices); elsewhere ``torch.sort``.
+
+    Parameters
+    ----------
+    x : Tensor, shape (N, D), finite
+
+    Returns
+    -------
+    Tensor, shape (D, N), contiguous, same dtype and device.
+    """
+    if x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64):
+        array = np.ascontiguousarray(x.detach().numpy().T)  # (D, N) copy
+        array.sort(axis=1)
+        return torch.from_numpy(array)
+    return torch.sort(x.detach().t(), dim=1).values.contiguous()
 
 
 def interpolate_sorted(sorted_x: torch.Tensor, levels: Sequence[float] | torch.Tensor
@@ -71,23 +90,23 @@ def interpolate_sorted(sorted_x: torch.Tensor, levels: Sequence[float] | torch.T
 
     Parameters
     ----------
-    sorted_x : Tensor, shape (n, D)
-        Samples sorted along dim 0.
+    sorted_x : Tensor, shape (D, n)
+        Unit-major samples sorted along dim 1 (see :func:`sort_units`).
     levels : sequence of float or Tensor, shape (K,)
         Levels in [0, 1].
 
     Returns
     -------
-    Tensor, shape (K, D), dtype of ``sorted_x``.
+    Tensor, shape (D, K), dtype of ``sorted_x``.
     """
-    n = sorted_x.shape[0]
+    n = sorted_x.shape[1]
     levels = torch.as_tensor(levels, dtype=torch.float64, device=sorted_x.device)
     position = levels.clamp(0.0, 1.0) * (n - 1)  # (K,)
     below = position.floor().long().clamp(0, n - 1)  # (K,)
     above = (below + 1).clamp(max=n - 1)  # (K,)
-    weight = (position - below).to(sorted_x.dtype).unsqueeze(1)  # (K, 1)
-    start = sorted_x.index_select(0, below)  # (K, D)
-    end = sorted_x.index_select(0, above)  # (K, D)
+    weight = (position - below).to(sorted_x.dtype)  # (K,)
+    start = sorted_x.index_select(1, below)  # (D, K)
+    end = sorted_x.index_select(1, above)  # (D, K)
     return torch.lerp(start, end, weight)
 
 
@@ -97,18 +116,19 @@ def pair_sorted(sorted_a: torch.Tensor, sorted_b: torch.Tensor
 
     Equal sizes pair the i-th smallest with the i-th smallest. For unequal sizes the quantile
     function of the larger sample is interpolated at the smaller sample's levels
-    ``i / (n - 1)``, so both outputs have ``n = min(N, M)`` rows.
+    ``i / (n - 1)``, so both outputs have ``n = min(N, M)`` columns.
 
     Parameters
     ----------
-    sorted_a : Tensor, shape (N, D)
-    sorted_b : Tensor, shape (M, D)
+    sorted_a : Tensor, shape (D, N)
+    sorted_b : Tensor, shape (D, M)
+        Unit-major sorted samples.
 
     Returns
     -------
-    paired_a, paired_b : Tensor, shape (n, D) each.
+    paired_a, paired_b : Tensor, shape (D, n) each.
     """
-    n, m = sorted_a.shape[0], sorted_b.shape[0]
+    n, m = sorted_a.shape[1], sorted_b.shape[1]
     if n == m:
         return sorted_a, sorted_b
     if n < m:
@@ -118,28 +138,71 @@ def pair_sorted(sorted_a: torch.Tensor, sorted_b: torch.Tensor
     return interpolate_sorted(sorted_a, levels), sorted_b
 
 
-def moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return the float64 mean and the float32 centred sample of every unit.
+def centre(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Centre every unit's sample and return what exact second moments need.
 
-    Centering is done in float32 around the float64 mean (rounded once); sums of products of the
-    centred values are then accumulated in float64 by the callers. This keeps the cost of one
-    float32 pass while avoiding the cancellation of raw second moments.
+    The sample is centred in float32 around its float32 mean; the small residual mean of the
+    centred values (the rounding of that mean) is kept, so that :func:`centred_dot` gives the
+    exact centred sums ``sum (x - mean x)(y - mean y)`` without the cancellation of raw moments.
 
     Parameters
     ----------
-    x : Tensor, shape (n, D), float32
+    x : Tensor, shape (D, n), float32, unit-major
 
     Returns
     -------
     mean : Tensor, shape (D,), float64
-    centred : Tensor, shape (n, D), float32
+        The sample mean.
+    centred : Tensor, shape (D, n), float32
+        ``x`` minus its float32 mean.
+    residual : Tensor, shape (D,), float64
+        Mean of ``centred`` (about one rounding error of the mean).
     """
-    mean = x.sum(dim=0, dtype=torch.float64) / x.shape[0]  # (D,)
-    return mean, x - mean.to(x.dtype)
+    approx = x.mean(dim=1, keepdim=True)  # (D, 1) float32, pairwise summation
+    centred = x - approx  # (D, n)
+    residual = centred.mean(dim=1).double()  # (D,)
+    return approx.squeeze(1).double() + residual, centred, residual
+
+
+def centred_dot(centred_x: torch.Tensor, residual_x: torch.Tensor, centred_y: torch.Tensor,
+                residual_y: torch.Tensor) -> torch.Tensor:
+    """Per unit ``sum_i (x_i - mean x)(y_i - mean y)`` from the outputs of :func:`centre`.
+
+    Parameters
+    ----------
+    centred_x, centred_y : Tensor, shape (D, n), float32
+    residual_x, residual_y : Tensor, shape (D,), float64
+
+    Returns
+    -------
+    Tensor, shape (D,), float64.
+    """
+    n = centred_x.shape[1]
+    dot = torch.bmm(centred_x.unsqueeze(1), centred_y.unsqueeze(2)).view(-1)  # (D,) batched dot
+    return dot.double() - n * residual_x * residual_y
+
+
+def require_finite(name: str, x: torch.Tensor, summary: torch.Tensor) -> None:
+    """Raise FitError when ``x`` holds NaN or infinite values.
+
+    ``summary`` is a cheap by-product that is finite whenever ``x`` is (the sorted extremes, or
+    per-unit sums); ``x`` itself is only scanned when ``summary`` is not finite.
+    """
+    if bool(torch.isfinite(summary).all()):
+        return
+    finite = torch.isfinite(x)
+    if bool(finite.all()):
+        return
+    bad = int((~finite).any(dim=0).sum())
+    raise FitError(f"{name} contains NaN or infinite values in {bad} unit(s); check the model's "
+                   "numerics (e.g. run it in float32)")
 
 
 def source_support(sorted_a: torch.Tensor, levels: Sequence[float] = QUANTILE_LEVELS
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Return ``lo``, ``hi`` (shape (D,)) and the quantiles (shape (K, D)) of a sorted source."""
-    quantiles = interpolate_sorted(sorted_a, levels)  # (K, D)
-    return sorted_a[0].clone(), sorted_a[-1].clone(), quantiles
+    """Return ``lo``, ``hi`` (shape (D,)) and the quantiles (shape (K, D)) of a sorted source.
+
+    ``sorted_a`` is unit-major, shape (D, N).
+    """
+    quantiles = interpolate_sorted(sorted_a, levels).t().contiguous()  # (K, D)
+    return sorted_a[:, 0].clone(), sorted_a[:, -1].clone(), quantiles

@@ -50,6 +50,16 @@ def test_linear_act_matches_polyfit_on_quantile_pairs(sizes):
     assert (tmap.n_source, tmap.n_target, tmap.guarded) == (n, m, 0)
 
 
+def test_linear_act_is_accurate_far_from_zero():
+    # mean/std of 1e4: raw second moments in float32 would cancel catastrophically
+    source = 1e4 + _skewed(400, 4, 21)
+    target = -3e3 + 0.5 * _skewed(300, 4, 22)
+    tmap = linear_act(source, target)
+    scale, shift = _numpy_linear_act(source.numpy(), target.numpy())
+    np.testing.assert_allclose(tmap.scale.numpy(), scale, rtol=2e-5)
+    np.testing.assert_allclose(tmap.shift.numpy(), shift, rtol=2e-5)
+
+
 def test_linear_act_recovers_known_affine_map_per_unit():
     source = _skewed(500, 5)
     slope = torch.tensor([3.0, 0.5, 1.0, 7.0, 0.01])

@@ -1,0 +1,197 @@
+"""Diffusers integration: fit and apply maps on a text-to-image pipeline's denoiser.
+
+The same estimators and map files as the ComfyUI nodes and the transformers integration. Sites
+live in the pipeline's denoiser (``pipe.unet``, or ``pipe.transformer`` for DiT pipelines); the
+text encoder is not touched. As in the paper, activations are collected at ONE denoising step,
+the first (noisiest), without classifier-free guidance (the conditional pass only), and the same
+map is applied at every step::
+
+    from act_core import diffusers_pipeline as dp
+    maps = dp.fit_pipeline(pipe, plain_prompts, styled_prompts, sites="norms")
+    dp.save_pipeline_maps("style.safetensors", maps, pipe)
+    maps = dp.load_pipeline_maps("style.safetensors", pipe)   # refuses another architecture
+    with dp.steer_pipeline(pipe, maps, strength=1.0, support="unbounded"):
+        image = pipe("a red circle").images[0]
+
+Feature-map sites (B, C, H, W), e.g. GroupNorm, are transported on their per-channel spatial
+mean ("channels" mode); token sites (B, N, C), e.g. the LayerNorms of transformer blocks, per
+token. Diffusers is imported lazily (only the pipeline object passed in is used).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+
+from act_core.apply import apply_transport
+from act_core.errors import MapCompatibilityError, SiteError
+from act_core.fitting import fit_sites
+from act_core.mapfile import load_maps, save_maps
+from act_core.maps import TransportMap
+from act_core.mapset import MapSet, prompt_hash
+from act_core.record import Recorder
+from act_core.sites import Site, resolve_sites
+
+__all__ = [
+    "PIPELINE_PRESETS",
+    "denoiser",
+    "fit_pipeline",
+    "load_pipeline_maps",
+    "pipeline_hint",
+    "pipeline_sites",
+    "run_prompts",
+    "save_pipeline_maps",
+    "steer_pipeline",
+]
+
+#: Preset -> site patterns for :func:`act_core.sites.resolve_sites`, on the denoiser.
+PIPELINE_PRESETS: dict[str, tuple[str, ...]] = {
+    "norms": ("norms",),  # every GroupNorm / LayerNorm: the paper's SDXL choice
+    "attn_out": (r"re:.*attn\d?\.to_out\.0",),  # attention output projections
+    "cross_attn_out": (r"re:.*attn2\.to_out\.0",),  # cross-attention outputs only
+    "blocks": (r"re:(?:single_)?transformer_blocks\.\d+",),  # DiT blocks (FLUX, SD3)
+}
+
+
+def denoiser(pipe: Any) -> torch.nn.Module:
+    """The pipeline's denoising network (``unet`` or ``transformer``)."""
+    for name in ("unet", "transformer", "prior"):
+        module = getattr(pipe, name, None)
+        if isinstance(module, torch.nn.Module):
+            return module
+    raise SiteError(f"{type(pipe).__name__} has no unet or transformer; pass a diffusers "
+                    "text-to-image pipeline")
+
+
+def pipeline_sites(pipe: Any, sites: str | Sequence[str] = "norms") -> list[Site]:
+    """Resolve a preset of :data:`PIPELINE_PRESETS` or site patterns on the denoiser."""
+    specs = [sites] if isinstance(sites, str) else list(sites)
+    patterns = [p for s in specs for p in PIPELINE_PRESETS.get(s, (s,))]
+    return resolve_sites(denoiser(pipe), patterns)
+
+
+def pipeline_hint(pipe: Any) -> dict[str, Any]:
+    """Model hint stored in map files: denoiser class, channels and the pipeline's source."""
+    net = denoiser(pipe)
+    config = getattr(net, "config", {})
+    return {
+        "family": f"diffusers:{type(net).__name__}",
+        "pipeline": type(pipe).__name__,
+        "name_or_path": str(getattr(pipe, "name_or_path", "") or ""),
+        "in_channels": config.get("in_channels"),
+        "block_out_channels": list(config.get("block_out_channels") or []),
+        "num_layers": config.get("num_layers"),
+    }
+
+
+@torch.inference_mode()
+def run_prompts(pipe: Any, prompts: Sequence[str], *, steps: int = 4, batch_size: int = 8,
+                seed: int = 0, height: int | None = None, width: int | None = None,
+                **pipe_kwargs: Any) -> None:
+    """Run the pipeline's first denoising step only, conditional pass only, over ``prompts``.
+
+    The pipeline is called with ``guidance_scale=1`` (no unconditional pass) and
+    ``output_type="latent"``, and interrupted after step 0, the noisiest timestep of a
+    ``steps``-step schedule. Latents are seeded per batch (``seed + batch index``).
+    """
+    def stop_after_first(pipeline, step, timestep, callback_kwargs):
+        pipeline._interrupt = True  # the pipelines' own flag: skip the remaining steps
+        return {}
+
+    for k, start in enumerate(range(0, len(prompts), batch_size)):
+        batch = list(prompts[start : start + batch_size])
+        generator = torch.Generator(device="cpu").manual_seed(seed + k)
+        pipe(prompt=batch, num_inference_steps=steps, guidance_scale=1.0, output_type="latent",
+             height=height, width=width, generator=generator,
+             callback_on_step_end=stop_after_first, **pipe_kwargs)
+
+
+def fit_pipeline(pipe: Any, source_prompts: Sequence[str], target_prompts: Sequence[str],
+                 sites: str | Sequence[str] = "norms", *, method: str = "linear_act",
+                 incremental: bool = True, stages: int | None = 4, steps: int = 4,
+                 batch_size: int = 8, seed: int = 0, **pipe_kwargs: Any
+                 ) -> dict[str, TransportMap]:
+    """Fit one map per denoiser site from source prompts to target prompts.
+
+    Parameters
+    ----------
+    pipe
+        A diffusers text-to-image pipeline (SD 1.x/2.x/XL, or a DiT pipeline with
+        ``callback_on_step_end``).
+    source_prompts, target_prompts : sequence of str
+        One image per prompt; N != M is fine.
+    sites
+        A preset of :data:`PIPELINE_PRESETS` (default ``norms``) or site patterns.
+    method, incremental, stages
+        As :func:`act_core.fitting.fit_sites`; UNets have hundreds of norm sites, so the
+        incremental fit defaults to 4 stages (4 source passes) rather than one per site.
+    steps, batch_size, seed, **pipe_kwargs
+        Passed to :func:`run_prompts` (e.g. ``height``, ``width``).
+
+    Returns
+    -------
+    dict of site -> TransportMap; ``channels`` mode for (B, C, H, W) sites, ``tokens`` for
+    (B, N, C) sites.
+    """
+    net = denoiser(pipe)
+    options = {"steps": steps, "batch_size": batch_size, "seed": seed, **pipe_kwargs}
+
+    def run(prompts: Sequence[str]):
+        def go(recorder: Recorder) -> None:
+            recorder.token_mask = None  # image tokens have no padding
+            run_prompts(pipe, prompts, **options)
+        return go
+
+    return fit_sites(net, pipeline_sites(pipe, sites), run(source_prompts), run(target_prompts),
+                     method=method, incremental=incremental, stages=stages)
+
+
+def save_pipeline_maps(path: Any, maps: Mapping[str, TransportMap], pipe: Any, *,
+                       source_prompts: Sequence[str] | None = None,
+                       target_prompts: Sequence[str] | None = None,
+                       metadata: Mapping[str, Any] | None = None,
+                       support: str = "minmax") -> Any:
+    """Save maps with :func:`pipeline_hint` so that another architecture is refused on load."""
+    digest = None
+    if source_prompts is not None and target_prompts is not None:
+        digest = prompt_hash(source_prompts, target_prompts)
+    return save_maps(path, maps, metadata, model=pipeline_hint(pipe), prompt_hash=digest,
+                     support=support)
+
+
+def load_pipeline_maps(path: Any, pipe: Any | None = None) -> MapSet:
+    """Load a map file; with ``pipe``, refuse maps fitted on another denoiser architecture.
+
+    Raises
+    ------
+    MapCompatibilityError
+        When the recorded family or channel layout differs; the message names the fix.
+    """
+    maps = load_maps(path)
+    if pipe is None:
+        return maps
+    recorded, current = maps.metadata.get("model") or {}, pipeline_hint(pipe)
+    wrong = [f"{key} {recorded[key]!r} (this pipeline: {current[key]!r})"
+             for key in ("family", "in_channels", "block_out_channels", "num_layers")
+             if recorded.get(key) not in (None, []) and recorded[key] != current[key]]
+    if wrong:
+        raise MapCompatibilityError(
+            f"map file {path} was fitted on another model: {', '.join(wrong)}. Fix: fit maps "
+            "for this pipeline with act_core.diffusers_pipeline.fit_pipeline")
+    return maps
+
+
+@contextmanager
+def steer_pipeline(pipe: Any, maps: Mapping[str, TransportMap], strength: float = 1.0,
+                   support: str = "minmax") -> Iterator[None]:
+    """Apply maps to the denoiser at every step of every pipeline call inside the context.
+
+    The maps act on the whole denoiser batch, including the unconditional half under
+    classifier-free guidance. Use ``support="unbounded"`` to induce a style or concept and
+    ``"minmax"`` (default) to mitigate one.
+    """
+    with apply_transport(denoiser(pipe), maps, strength, support):
+        yield
