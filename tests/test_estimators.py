@@ -240,7 +240,8 @@ def test_fit_refuses_unknown_method_and_mode_with_choices():
 
 
 def test_fit_many_names_the_failing_site():
-    pairs = {"a": (torch.randn(8, 2), torch.randn(9, 2)), "b": (torch.randn(8, 2), torch.ones(1, 2))}
+    pairs = {"a": (torch.randn(8, 2), torch.randn(9, 2)),
+             "b": (torch.randn(8, 2), torch.ones(1, 2))}
     with pytest.raises(FitError, match="site 'b'"):
         fit_many(pairs)
     maps = fit_many({"a": pairs["a"]}, "gaussian_ot", modes={"a": "vector"})

@@ -26,6 +26,10 @@ def _data(seed: int, shift: float) -> torch.Tensor:
 SOURCE, TARGET = _data(1, 0.0), _data(2, 0.8)
 
 
+def _runs(model: nn.Module) -> tuple:
+    return _runner(model, SOURCE), _runner(model, TARGET)
+
+
 def _runner(model: nn.Module, x: torch.Tensor):
     def run(recorder) -> None:
         with torch.no_grad():
@@ -47,7 +51,7 @@ def _record(model: nn.Module, x: torch.Tensor, site: str) -> torch.Tensor:
 
 def test_all_at_once_fits_every_site_from_one_pass_per_side(model):
     calls = []
-    maps = fit_sites(model, SITES, _runner(model, SOURCE), _runner(model, TARGET), incremental=False,
+    maps = fit_sites(model, SITES, *_runs(model), incremental=False,
                      progress=lambda done, total: calls.append((done, total)))
     assert list(maps) == SITES and calls == [(1, 2), (2, 2)]
     for site in SITES:
@@ -58,8 +62,8 @@ def test_all_at_once_fits_every_site_from_one_pass_per_side(model):
 
 def test_incremental_later_sites_see_transported_inputs(model):
     calls = []
-    joint = fit_sites(model, SITES, _runner(model, SOURCE), _runner(model, TARGET), incremental=False)
-    chained = fit_sites(model, SITES, _runner(model, SOURCE), _runner(model, TARGET),
+    joint = fit_sites(model, SITES, *_runs(model), incremental=False)
+    chained = fit_sites(model, SITES, *_runs(model),
                         progress=lambda done, total: calls.append((done, total)))
     assert calls == [(1, 4), (2, 4), (3, 4), (4, 4)]
     torch.testing.assert_close(chained["0"].scale, joint["0"].scale)  # nothing upstream
@@ -84,11 +88,11 @@ def test_stages_group_consecutive_sites(model):
     assert split_stages(["a", "b"], 5) == [["a"], ["b"]]
     with pytest.raises(FitError):
         split_stages(["a"], 0)
-    joint = fit_sites(model, SITES, _runner(model, SOURCE), _runner(model, TARGET), incremental=False)
-    one = fit_sites(model, SITES, _runner(model, SOURCE), _runner(model, TARGET), stages=1)
+    joint = fit_sites(model, SITES, *_runs(model), incremental=False)
+    one = fit_sites(model, SITES, *_runs(model), stages=1)
     for site in SITES:
         torch.testing.assert_close(one[site].scale, joint[site].scale)
-    two = fit_sites(model, SITES, _runner(model, SOURCE), _runner(model, TARGET), stages=2, method="mean_act")
+    two = fit_sites(model, SITES, *_runs(model), stages=2, method="mean_act")
     assert all(m.method == "mean_act" for m in two.values())
 
 
@@ -143,7 +147,7 @@ def test_token_masks_flow_through_the_runner():
 
 def test_errors_name_the_problem(model):
     with pytest.raises(FitError, match="unknown method"):
-        fit_sites(model, SITES, _runner(model, SOURCE), _runner(model, TARGET), method="pca")
+        fit_sites(model, SITES, *_runs(model), method="pca")
     with pytest.raises(FitError, match="no sites"):
         fit_sites(model, [], _runner(model, SOURCE), _runner(model, TARGET))
     with pytest.raises(FitError, match=r"never ran during the target pass"):

@@ -15,10 +15,10 @@ from act_core import (
     MapSet,
     fit,
     load_maps,
+    mapfile,
     prompt_hash,
     save_maps,
 )
-from act_core import mapfile
 from act_core.mapset import check_compatible
 
 

@@ -27,7 +27,8 @@ def test_parse_support(spec, expected):
     assert parse_support(str(expected)) == expected
 
 
-@pytest.mark.parametrize("spec", ["", "q0.9-0.1", "q0.5", "everywhere", (0.2,), 3, (1.0, float("nan"))])
+@pytest.mark.parametrize(
+    "spec", ["", "q0.9-0.1", "q0.5", "everywhere", (0.2,), 3, (1.0, float("nan"))])
 def test_bad_supports_are_refused(spec):
     with pytest.raises(SupportError):
         parse_support(spec)

@@ -7,8 +7,7 @@ import logging
 import pytest
 import torch
 
-from act_core import MapCompatibilityError, StrengthError, TransportMap, fit, transport
-from act_core import kernels
+from act_core import MapCompatibilityError, StrengthError, TransportMap, fit, kernels, transport
 from act_core.maps import QUANTILE_LEVELS
 from act_core.transport import _warned, fold, transport_channels
 
@@ -78,7 +77,8 @@ def test_quantile_and_unbounded_supports():
     torch.manual_seed(0)
     x = torch.randn(7, 6)
     tmap = _map()
-    lo, hi = tmap.quantiles[QUANTILE_LEVELS.index(0.25)], tmap.quantiles[QUANTILE_LEVELS.index(0.75)]
+    lo = tmap.quantiles[QUANTILE_LEVELS.index(0.25)]
+    hi = tmap.quantiles[QUANTILE_LEVELS.index(0.75)]
     torch.testing.assert_close(transport(x, tmap, 0.8, "q0.25-0.75"),
                                _reference(x, tmap, 0.8, lo, hi))
     unbounded = transport(x, tmap, 0.8, "unbounded")
