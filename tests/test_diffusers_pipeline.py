@@ -1,0 +1,124 @@
+"""Diffusers integration on a tiny config-built Stable Diffusion pipeline (no downloads)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from act_core import diffusers_pipeline as dp
+from act_core.errors import MapCompatibilityError
+from act_core.record import record_activations
+
+diffusers = pytest.importorskip("diffusers")
+transformers = pytest.importorskip("transformers")
+
+SOURCE = ["a red circle", "a red square", "a red dot", "a red ring", "a red box", "a red star"]
+TARGET = ["a blue circle", "a blue square", "a blue dot", "a blue ring", "a blue box",
+          "a blue star", "a blue sky"]
+
+
+def _tokenizer(tmp_path):
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for c in "abcdefghijklmnopqrstuvwxyz":
+        vocab[c] = len(vocab)
+        vocab[c + "</w>"] = len(vocab)
+    (tmp_path / "vocab.json").write_text(json.dumps(vocab))
+    (tmp_path / "merges.txt").write_text("#version: 0.2\n")  # no merges: one token per letter
+    return transformers.CLIPTokenizer(str(tmp_path / "vocab.json"), str(tmp_path / "merges.txt"),
+                                      model_max_length=16)
+
+
+def tiny_pipeline(tmp_path, block_out_channels=(32, 64)):
+    torch.manual_seed(0)
+    tokenizer = _tokenizer(tmp_path)
+    text_encoder = transformers.CLIPTextModel(transformers.CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=37, num_hidden_layers=2,
+        num_attention_heads=4, max_position_embeddings=16, projection_dim=32, bos_token_id=0,
+        eos_token_id=1, pad_token_id=1))
+    unet = diffusers.UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, block_out_channels=block_out_channels,
+        layers_per_block=1, down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=32,
+        attention_head_dim=8, norm_num_groups=8)
+    vae = diffusers.AutoencoderKL(
+        block_out_channels=(16,), in_channels=3, out_channels=3, latent_channels=4,
+        down_block_types=("DownEncoderBlock2D",), up_block_types=("UpDecoderBlock2D",),
+        norm_num_groups=8, sample_size=8)
+    scheduler = diffusers.DDIMScheduler(clip_sample=False, steps_offset=1)
+    pipe = diffusers.StableDiffusionPipeline(
+        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _image(pipe, prompt="a red circle"):
+    out = pipe(prompt, num_inference_steps=2, height=8, width=8, output_type="pt",
+               generator=torch.Generator().manual_seed(0))
+    return out.images
+
+
+@pytest.fixture(scope="module")
+def pipe(tmp_path_factory):
+    return tiny_pipeline(tmp_path_factory.mktemp("tok"))
+
+
+def test_presets_resolve_on_the_unet(pipe):
+    norms = [str(s) for s in dp.pipeline_sites(pipe, "norms")]
+    assert "conv_norm_out" in norms and any("transformer_blocks.0.norm1" in s for s in norms)
+    assert all(s.endswith("to_out.0") for s in map(str, dp.pipeline_sites(pipe, "attn_out")))
+    assert dp.pipeline_hint(pipe)["family"] == "diffusers:UNet2DConditionModel"
+
+
+def test_run_prompts_records_one_step_one_row_per_prompt(pipe):
+    sites = dp.pipeline_sites(pipe, "norms")[:3]
+    with record_activations(dp.denoiser(pipe), sites) as recorder:
+        dp.run_prompts(pipe, SOURCE, steps=3, batch_size=4, height=8, width=8)
+    assert all(n == len(SOURCE) for n in recorder.counts().values())  # first step, cond only
+
+
+def test_fit_modes_and_mean_matching(pipe):
+    maps = dp.fit_pipeline(pipe, SOURCE, TARGET, "norms", method="mean_act", incremental=False,
+                           height=8, width=8)
+    modes = {site: m.mode for site, m in maps.items()}
+    assert modes["conv_norm_out"] == "channels"
+    assert any(mode == "tokens" for site, mode in modes.items() if "transformer_blocks" in site)
+    site = next(iter(maps))  # the first site in forward order sees no earlier map
+    net = dp.denoiser(pipe)
+
+    def mean_at(prompts, strength):
+        with dp.steer_pipeline(pipe, {site: maps[site]}, strength, "unbounded"), \
+                record_activations(net, [site]) as rec:
+            dp.run_prompts(pipe, prompts, height=8, width=8)
+        return rec.stacked()[site].mean(0)
+
+    target_mean = mean_at(TARGET, 0.0)
+    assert torch.allclose(mean_at(SOURCE, 1.0), target_mean, atol=1e-4)
+    assert not torch.allclose(mean_at(SOURCE, 0.0), target_mean, atol=1e-4)
+
+
+def test_steer_changes_images_only_with_strength_and_cleans_up(pipe, tmp_path):
+    maps = dp.fit_pipeline(pipe, SOURCE, TARGET, "norms", stages=2, height=8, width=8)
+    base = _image(pipe)
+    with dp.steer_pipeline(pipe, maps, 0.0):
+        assert torch.equal(_image(pipe), base)
+    with dp.steer_pipeline(pipe, maps, 1.0, "unbounded"):
+        steered = _image(pipe)
+    assert not torch.allclose(steered, base)
+    assert torch.equal(_image(pipe), base)  # hooks removed
+    path = dp.save_pipeline_maps(tmp_path / "m.safetensors", maps, pipe, source_prompts=SOURCE,
+                                 target_prompts=TARGET)
+    loaded = dp.load_pipeline_maps(path, pipe)
+    with dp.steer_pipeline(pipe, loaded, 1.0, "unbounded"):
+        assert torch.allclose(_image(pipe), steered)
+
+
+def test_maps_of_another_architecture_are_refused(pipe, tmp_path):
+    other = tiny_pipeline(tmp_path, block_out_channels=(16, 32))
+    maps = dp.fit_pipeline(other, SOURCE[:3], TARGET[:3], "cross_attn_out", incremental=False,
+                           height=8, width=8)
+    path = dp.save_pipeline_maps(tmp_path / "other.safetensors", maps, other)
+    with pytest.raises(MapCompatibilityError, match="block_out_channels"):
+        dp.load_pipeline_maps(path, pipe)
