@@ -1,4 +1,4 @@
-"""Model families and their default sites (plain data and torch only; no ComfyUI import).
+"""Model families and their default sites (plain data, torch and act_core; no ComfyUI import).
 
 The family is read from the ComfyUI model config's class name (``SD15``, ``SDXL``, ``Flux``...).
 Site presets name modules of ComfyUI's diffusion model (``model.model.diffusion_model``).
@@ -6,10 +6,15 @@ Site presets name modules of ComfyUI's diffusion model (``model.model.diffusion_
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
+
 from torch import nn
 
+from ..act_core import Site, SiteError, resolve_sites
+
 __all__ = ["FAMILY_BY_CONFIG", "SITE_PRESETS", "DEFAULT_SIZE", "arch_of", "family_of_config",
-           "preset_names", "preset_patterns"]
+           "preset_names", "preset_patterns", "resolve_patterns"]
 
 FAMILY_BY_CONFIG = {
     "SD15": "sd15", "SD20": "sd2", "SD21UnclipL": "sd2", "SD21UnclipH": "sd2",
@@ -76,3 +81,34 @@ def preset_patterns(arch: str, preset: str) -> tuple[str, ...]:
         raise ValueError(f"site preset {preset!r} does not apply to a {arch!r} model; "
                          f"use one of {['auto', *presets, 'custom']}")
     return presets[preset]
+
+
+_INDEXED_REGEX = re.compile(r"(re:.+):(\d+)")
+
+
+def _empty_element(module: nn.Module, index: int) -> bool:
+    """True where a block returns None at ``index``: MMDiT's last joint block, ``(None, x)``."""
+    return index == 0 and bool(getattr(getattr(module, "context_block", None), "pre_only", False))
+
+
+def resolve_patterns(diffusion_model: nn.Module, patterns: Sequence[str]) -> list[Site]:
+    """``act_core.resolve_sites``, where ``re:<regex>:<index>`` also works.
+
+    ``resolve_sites`` reads the ``:<index>`` of a ``re:`` pattern as part of the regex; here it
+    picks tuple element ``index`` of every module the regex matches (``re:double_blocks\\.\\d+:0``
+    = the image stream of every Flux double block), skipping elements a block leaves empty.
+    """
+    modules = dict(diffusion_model.named_modules())
+    specs: list[str] = []
+    for pattern in patterns:
+        match = _INDEXED_REGEX.fullmatch(pattern)
+        if match is None:
+            specs.append(pattern)
+            continue
+        index = int(match[2])
+        specs += [f"{site.name}:{index}" for site in resolve_sites(diffusion_model, match[1])
+                  if not _empty_element(modules[site.name], index)]
+    if not specs:
+        raise SiteError(f"site patterns {list(patterns)} match only empty block outputs; "
+                        "give other patterns")
+    return resolve_sites(diffusion_model, specs)

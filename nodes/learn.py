@@ -17,12 +17,12 @@ import comfy.utils
 import torch
 from comfy_api.latest import IO
 
-from ..act_core import ESTIMATORS, MapSet, fit_sites, prompt_hash, resolve_sites
+from ..act_core import ESTIMATORS, MapSet, fit_sites, prompt_hash
 from .common import family_of
-from .families import DEFAULT_SIZE, arch_of, preset_names, preset_patterns
+from .families import DEFAULT_SIZE, arch_of, preset_names, preset_patterns, resolve_patterns
 from .schedule import bucket_key
 
-__all__ = ["ActLearnTransport", "learn_maps", "parse_prompts"]
+__all__ = ["ActLearnTransport", "encode_prompts", "learn_maps", "parse_prompts"]
 
 log = logging.getLogger(__name__)
 SITE_CHOICES = ["auto", *preset_names(), "custom"]
@@ -74,12 +74,23 @@ def _empty_latent(model, latent: dict | None, samples_per_prompt: int) -> torch.
     return torch.zeros(samples_per_prompt, channels, size // 8, size // 8)
 
 
-def learn_maps(model, clip, source: list[str], target: list[str], *, sites: str = "auto",
+def encode_prompts(clip, prompts: list[str]) -> list:
+    """CLIPTextEncode, prompt by prompt: a list of CONDITIONING values."""
+    return [clip.encode_from_tokens_scheduled(clip.tokenize(p)) for p in prompts]
+
+
+def learn_maps(model, src_conds: list, tgt_conds: list, *, source: list[str] | None = None,
+               target: list[str] | None = None, sites: str = "auto",
                pattern: str = "", method: str = "linear_act", support: str = "minmax",
                incremental: bool = True, stages: int = 8, collect_at: float = 0.0,
                timestep_ranges: int = 1, seed: int = 0, latent: dict | None = None,
                samples_per_prompt: int = 1) -> MapSet:
-    """Fit maps for ``model`` from two prompt lists; returns a MapSet (see module doc)."""
+    """Fit maps for ``model`` from two lists of CONDITIONING; returns a MapSet.
+
+    ``source``/``target`` are the prompt texts (for the hash in the metadata), when known.
+    """
+    if len(src_conds) == 0 or len(tgt_conds) == 0:
+        raise ValueError("need at least one source and one target conditioning")
     diffusion_model = model.get_model_object("diffusion_model")
     arch = arch_of(diffusion_model)
     patterns = ([p.strip() for p in pattern.split(",") if p.strip()] if sites == "custom"
@@ -87,13 +98,11 @@ def learn_maps(model, clip, source: list[str], target: list[str], *, sites: str 
     if not patterns:
         raise ValueError("sites is 'custom' but the pattern is empty: give module-name "
                          "patterns such as 're:.*norm1' or 'input_blocks.*.0.out_layers.0'")
-    chosen = resolve_sites(diffusion_model, patterns)
-    encode = (lambda p: clip.encode_from_tokens_scheduled(clip.tokenize(p)))
-    src_conds, tgt_conds = [encode(p) for p in source], [encode(p) for p in target]
+    chosen = resolve_patterns(diffusion_model, patterns)
     lat = _empty_latent(model, latent, samples_per_prompt)
     sampling = model.get_model_object("model_sampling")
     passes = (1 + (len(chosen) if stages <= 0 else min(stages, len(chosen)))) if incremental else 2
-    per_pass = {"target": len(target), "source": len(source)}
+    per_pass = {"target": len(tgt_conds), "source": len(src_conds)}
     pbar = comfy.utils.ProgressBar(timestep_ranges * (per_pass["target"]
                                                       + (passes - 1) * per_pass["source"]))
     maps: dict = {}
@@ -110,11 +119,12 @@ def learn_maps(model, clip, source: list[str], target: list[str], *, sites: str 
     metadata = {
         "model": {"family": family_of(model), "arch": type(diffusion_model).__name__,
                   "config": type(model.model.model_config).__name__, "target": "diffusion_model"},
-        "prompt_hash": prompt_hash(source, target), "support": support, "method": method,
+        "prompt_hash": prompt_hash(source, target) if source and target else None,
+        "support": support, "method": method,
         "extra": {"buckets": [list(b) for b in buckets], "collect_at": collect_at,
                   "sites": sites, "patterns": patterns, "incremental": incremental,
                   "stages": stages, "seed": seed, "latent_shape": list(lat.shape),
-                  "source_prompts": len(source), "target_prompts": len(target)},
+                  "source_prompts": len(src_conds), "target_prompts": len(tgt_conds)},
     }
     return MapSet(maps, metadata)
 
@@ -194,7 +204,8 @@ class ActLearnTransport(IO.ComfyNode):
                 latent=None) -> IO.NodeOutput:
         source = parse_prompts(source_prompts, "source_prompts")
         target = parse_prompts(target_prompts, "target_prompts")
-        maps = learn_maps(model, clip, source, target, sites=sites, pattern=pattern,
+        maps = learn_maps(model, encode_prompts(clip, source), encode_prompts(clip, target),
+                          source=source, target=target, sites=sites, pattern=pattern,
                           method=method, support=support, incremental=incremental,
                           stages=stages, collect_at=collect_at,
                           timestep_ranges=timestep_ranges, seed=seed, latent=latent)

@@ -1,0 +1,178 @@
+"""Measure AcT on the toy world through the real ComfyUI server and the pack's own nodes.
+
+Two experiments, each fitted on some colour/shape combinations and evaluated on the others
+(held out), with stock KSampler (euler, 20 steps, cfg 5) at several seeds:
+- style: source = plain prompts, target = the same with "striped"; evaluated on held-out plain
+  prompts: striped presence, colour and shape kept, for every strength;
+- negation: source = prompts " with a black dot", target = the same without; evaluated on
+  held-out prompts that ask for the dot: dot presence, colour and shape kept.
+``python -m toyworld.act_eval --out docs`` writes docs/results_toyworld.md, JSON and λ grids.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .comfy_server import ComfyServer
+from .evaluate import save_grid
+from .metrics import read_image
+from .render import COLOURS, SHAPES, STYLES, Scene
+
+__all__ = ["Experiment", "EXPERIMENTS", "fit_combos", "heldout_combos", "run_experiment"]
+
+CKPT = "act_toyworld_sd15.safetensors"
+STRENGTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+def fit_combos() -> list[tuple[str, str]]:
+    """Half of the colour x shape combinations (every colour and shape appears)."""
+    return [(c, s) for i, c in enumerate(COLOURS) for j, s in enumerate(SHAPES) if (i + j) % 2 == 0]
+
+
+def heldout_combos() -> list[tuple[str, str]]:
+    return [(c, s) for i, c in enumerate(COLOURS) for j, s in enumerate(SHAPES) if (i + j) % 2 == 1]
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    source: list[str]
+    target: list[str]
+    heldout: list[Scene]          # what is prompted at evaluation
+    support: str
+    presence: str                 # "striped" or "dot"
+    notes: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+def style_experiment(style: str = "striped") -> Experiment:
+    fit = fit_combos()
+    return Experiment(
+        name=f"style_{style}",
+        source=[Scene(c, s).prompt for c, s in fit],
+        target=[Scene(c, s, style).prompt for c, s in fit],
+        heldout=[Scene(c, s) for c, s in heldout_combos()],
+        support="unbounded", presence=style)
+
+
+def negation_experiment() -> Experiment:
+    fit = fit_combos()
+    return Experiment(
+        name="negation_dot",
+        source=[Scene(c, s, st, True).prompt for st in STYLES for c, s in fit],
+        target=[Scene(c, s, st, False).prompt for st in STYLES for c, s in fit],
+        heldout=[Scene(c, s, st, True) for st in STYLES for c, s in heldout_combos()],
+        support="minmax", presence="dot")
+
+
+EXPERIMENTS = {"style": style_experiment, "negation": negation_experiment}
+
+
+def _graph(exp: Experiment, strength: float, seeds: int, *, method: str, fit_batch: int,
+           timestep_ranges: int, support: str | None, incremental: bool, base_seed: int,
+           source: list[str] | None = None, target: list[str] | None = None) -> dict:
+    g = {
+        "ckpt": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": CKPT}},
+        "neg": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["ckpt", 1]}},
+        "fitlat": {"class_type": "EmptyLatentImage",
+                   "inputs": {"width": 64, "height": 64, "batch_size": fit_batch}},
+        "learn": {"class_type": "ActLearnTransport", "inputs": {
+            "model": ["ckpt", 0], "clip": ["ckpt", 1],
+            "source_prompts": "\n".join(source or exp.source),
+            "target_prompts": "\n".join(target or exp.target),
+            "sites": "auto", "pattern": "", "method": method, "support": exp.support,
+            "incremental": incremental, "stages": 8, "collect_at": 0.0,
+            "timestep_ranges": timestep_ranges, "seed": 0, "latent": ["fitlat", 0]}},
+        "apply": {"class_type": "ActApplyTransport", "inputs": {
+            "model": ["ckpt", 0], "maps": ["learn", 0], "strength": strength,
+            "start_percent": 0.0, "end_percent": 1.0, "apply_to": "both",
+            "support": support or "from maps"}},
+        "lat": {"class_type": "EmptyLatentImage",
+                "inputs": {"width": 64, "height": 64, "batch_size": seeds}},
+    }
+    for k, scene in enumerate(exp.heldout):
+        g[f"pos{k}"] = {"class_type": "CLIPTextEncode",
+                        "inputs": {"text": scene.prompt, "clip": ["ckpt", 1]}}
+        g[f"ks{k}"] = {"class_type": "KSampler", "inputs": {
+            "model": ["apply", 0], "positive": [f"pos{k}", 0], "negative": ["neg", 0],
+            "latent_image": ["lat", 0], "seed": base_seed + k, "steps": 20, "cfg": 5.0,
+            "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0}}
+        g[f"dec{k}"] = {"class_type": "VAEDecode", "inputs": {"samples": [f"ks{k}", 0],
+                                                             "vae": ["ckpt", 2]}}
+        g[f"save{k}"] = {"class_type": "SaveImage", "inputs": {
+            "images": [f"dec{k}", 0], "filename_prefix": f"{exp.name}_{k}"}}
+    return g
+
+
+def _score(exp: Experiment, images_by_prompt: list[list]) -> dict:
+    n = presence = colour = shape = 0
+    for scene, images in zip(exp.heldout, images_by_prompt):
+        for img in images:
+            r = read_image(img)
+            n += 1
+            presence += (r.style == "striped") if exp.presence == "striped" else \
+                (r.style == exp.presence) if exp.presence in STYLES else r.dot
+            colour += r.colour == scene.colour
+            shape += r.shape == scene.shape
+    return {"images": n, "presence": presence / n, "colour": colour / n, "shape": shape / n}
+
+
+def run_experiment(server: ComfyServer, exp: Experiment, strengths=STRENGTHS, seeds: int = 4, *,
+                   method: str = "linear_act", fit_batch: int = 8, timestep_ranges: int = 1,
+                   support: str | None = None, incremental: bool = True, base_seed: int = 5000,
+                   source: list[str] | None = None, target: list[str] | None = None):
+    """Run the experiment at every strength; returns (rows, images[strength][prompt])."""
+    rows, images = [], {}
+    for strength in strengths:
+        graph = _graph(exp, strength, seeds, method=method, fit_batch=fit_batch,
+                       timestep_ranges=timestep_ranges, support=support,
+                       incremental=incremental, base_seed=base_seed, source=source,
+                       target=target)
+        entry = server.run(graph, timeout=1800)
+        per_prompt = [server.images(entry, node_id=f"save{k}") for k in range(len(exp.heldout))]
+        images[strength] = per_prompt
+        rows.append({"strength": strength, "method": method, **_score(exp, per_prompt)})
+    return rows, images
+
+
+def table(rows: list[dict], presence_label: str) -> str:
+    lines = [f"| strength | {presence_label} | colour kept | shape kept | images |",
+             "|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['strength']:g} | {r['presence']:.3f} | {r['colour']:.3f} | "
+                     f"{r['shape']:.3f} | {r['images']} |")
+    return "\n".join(lines) + "\n"
+
+
+def strength_grid(exp: Experiment, images: dict, path: Path, prompts: int = 6) -> None:
+    strengths = sorted(images)
+    rows, labels = [], []
+    for k, scene in enumerate(exp.heldout[:prompts]):
+        rows.append([images[s][k][0] for s in strengths])
+        labels.append(scene.prompt)
+    save_grid(rows, labels, path, col_labels=[f"λ={s:g}" for s in strengths])
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--out", type=Path, default=Path("docs"))
+    ap.add_argument("--seeds", type=int, default=4)
+    ap.add_argument("--experiments", default="style,negation")
+    args = ap.parse_args(argv)
+    results = {}
+    with ComfyServer() as server:
+        for name in args.experiments.split(","):
+            exp = EXPERIMENTS[name]()
+            rows, images = run_experiment(server, exp, seeds=args.seeds)
+            results[name] = {"rows": rows, "source": exp.source, "target": exp.target,
+                             "heldout": [s.prompt for s in exp.heldout]}
+            strength_grid(exp, images, args.out / "images" / f"act_{name}_grid.png")
+            print(f"## {name}\n" + table(rows, f"{exp.presence} presence"))
+    (args.out / "results_toyworld.json").write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
