@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from comfy_api.latest import ComfyExtension, IO
+from comfy_api.latest import IO, ComfyExtension
 from typing_extensions import override
 
 from .apply import ActApplyTransport

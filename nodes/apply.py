@@ -10,14 +10,21 @@ from __future__ import annotations
 
 import logging
 
-from comfy_api.latest import IO
 from comfy.patcher_extension import WrappersMP
+from comfy_api.latest import IO
 
 from ..act_core import MapSet, apply_transport, check_compatible
 from ..act_core.errors import MapCompatibilityError
 from ..act_core.sites import Site, find_module
-from .common import (buckets_of, check_strength_range, default_support, family_of,
-                     maps_by_bucket, site_width, sites_of)
+from .common import (
+    buckets_of,
+    check_strength_range,
+    default_support,
+    family_of,
+    maps_by_bucket,
+    site_width,
+    sites_of,
+)
 from .schedule import APPLY_TO, Schedule
 
 __all__ = ["ActApplyTransport", "patch_model"]
@@ -102,7 +109,8 @@ class ActApplyTransport(IO.ComfyNode):
             search_aliases=["activation transport", "act", "steer", "concept slider",
                             "style strength", "negation"],
             inputs=[
-                IO.Model.Input("model", tooltip="The model to steer (it is cloned, never changed)."),
+                IO.Model.Input("model",
+                               tooltip="The model to steer (it is cloned, never changed)."),
                 IO.Custom("ACT_MAPS").Input(
                     "maps", tooltip="Transport maps from AcT Learn Transport or AcT Load Maps."),
                 IO.Float.Input("strength", default=1.0, min=0.0, max=10.0, step=0.05,

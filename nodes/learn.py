@@ -110,8 +110,9 @@ def learn_maps(model, src_conds: list, tgt_conds: list, *, source: list[str] | N
     for k, (lo, hi) in enumerate(buckets):
         percent = collect_at if timestep_ranges == 1 else (lo + hi) / 2
         sigma = _collect_sigma(sampling, percent)
-        fitted = fit_sites(diffusion_model, chosen, _runner(model, src_conds, lat, seed, sigma, pbar),
-                           _runner(model, tgt_conds, lat, seed + 100003, sigma, pbar),
+        run_source = _runner(model, src_conds, lat, seed, sigma, pbar)
+        run_target = _runner(model, tgt_conds, lat, seed + 100003, sigma, pbar)
+        fitted = fit_sites(diffusion_model, chosen, run_source, run_target,
                            method=method, incremental=incremental,
                            stages=None if stages <= 0 else stages,
                            support_for_incremental=support)

@@ -16,7 +16,8 @@ def test_every_prompt_round_trips_through_parse():
 
 def test_prompt_wording():
     assert Scene("red", "circle").prompt == "a red circle"
-    assert Scene("blue", "square", "striped", True).prompt == "a striped blue square with a black dot"
+    scene = Scene("blue", "square", "striped", True)
+    assert scene.prompt == "a striped blue square with a black dot"
 
 
 @pytest.mark.parametrize("size", [64, 96])

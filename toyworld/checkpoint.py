@@ -1,9 +1,10 @@
 """Install the committed toy-world checkpoint (xz-compressed) and check its sha256.
 
-``python -m toyworld.checkpoint install`` writes ``models/checkpoints/act_toyworld_sd15.safetensors``
-(about 300 MB, mostly the zero layers of the pass-through text encoder) from
-``toyworld/weights/act_toyworld_sd15.safetensors.xz`` (about 50 MB) and refuses a file whose
-sha256 differs from ``toyworld/weights/SHA256SUMS``. ``pack`` does the reverse after training.
+``python -m toyworld.checkpoint install`` writes
+``models/checkpoints/act_toyworld_sd15.safetensors`` (about 300 MB, mostly the zero layers
+of the pass-through text encoder) from ``toyworld/weights/act_toyworld_sd15.safetensors.xz``
+(about 50 MB) and refuses a file whose sha256 differs from ``toyworld/weights/SHA256SUMS``.
+``pack`` does the reverse after training.
 """
 
 from __future__ import annotations

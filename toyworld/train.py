@@ -140,7 +140,8 @@ def train_vae(images: torch.Tensor, steps: int, seed: int, batch: int = 8) -> to
         loss.backward()
         opt.step()
         if step % 100 == 0 or step == steps - 1:
-            log.info("vae step %d/%d loss %.4f (%.0f s)", step, steps, loss.item(), time.time() - t0)
+            log.info("vae step %d/%d loss %.4f (%.0f s)", step, steps, loss.item(),
+                     time.time() - t0)
     return vae
 
 
@@ -195,7 +196,8 @@ def train_unet(latents, conds, scene_idx, uncond, steps, seed, batch=16, lr=4e-4
             for k, v in unet.state_dict().items():
                 ema[k].mul_(decay).add_(v.detach(), alpha=1 - decay)
         if step % 50 == 0 or step == steps - 1:
-            log.info("unet step %d/%d loss %.4f (%.0f s)", step, steps, loss.item(), time.time() - t0)
+            log.info("unet step %d/%d loss %.4f (%.0f s)", step, steps, loss.item(),
+                     time.time() - t0)
     unet.load_state_dict(ema)
     return unet
 
@@ -235,7 +237,8 @@ def save_checkpoint(sd: dict[str, torch.Tensor], path: Path, info: dict) -> str:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--out", type=Path, default=Path("models/checkpoints/act_toyworld_sd15.safetensors"))
+    ap.add_argument("--out", type=Path,
+                    default=Path("models/checkpoints/act_toyworld_sd15.safetensors"))
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--vae-steps", type=int, default=1500)
     ap.add_argument("--unet-steps", type=int, default=2400)

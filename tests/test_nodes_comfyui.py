@@ -1,0 +1,162 @@
+"""The AcT nodes in the real ComfyUI server, on the toy checkpoint: what a user would check."""
+
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from toyworld.act_eval import fit_combos, heldout_combos
+from toyworld.comfy_server import ComfyError, ComfyServer, txt2img_graph
+from toyworld.metrics import read_image
+from toyworld.render import Scene
+
+pytestmark = pytest.mark.comfyui
+
+SOURCE = "\n".join(Scene(c, s).prompt for c, s in fit_combos())
+TARGET = "\n".join(Scene(c, s, "striped").prompt for c, s in fit_combos())
+HELDOUT = [Scene(c, s).prompt for c, s in heldout_combos()[:2]]
+
+
+def learn_node(source=SOURCE, target=TARGET, **over) -> dict:
+    inputs = {"model": ["1", 0], "clip": ["1", 1], "source_prompts": source,
+              "target_prompts": target, "sites": "auto", "pattern": "", "method": "linear_act",
+              "support": "unbounded", "incremental": True, "stages": 4, "collect_at": 0.0,
+              "timestep_ranges": 1, "seed": 0, "latent": ["fit_latent", 0]}
+    inputs.update(over)
+    return {"class_type": "ActLearnTransport", "inputs": inputs}
+
+
+def act_graph(prompt: str, seed: int, strength: float, batch: int = 2, maps_node=None,
+              **apply_over) -> dict:
+    """txt2img with ActLearnTransport -> ActApplyTransport in front of the KSampler."""
+    g = txt2img_graph(prompt, seed=seed, batch=batch, prefix="act")
+    g["fit_latent"] = {"class_type": "EmptyLatentImage",
+                       "inputs": {"width": 64, "height": 64, "batch_size": 4}}
+    g["learn"] = maps_node or learn_node()
+    apply_inputs = {"model": ["1", 0], "maps": ["learn", 0], "strength": strength,
+                    "start_percent": 0.0, "end_percent": 1.0, "apply_to": "both",
+                    "support": "from maps"}
+    apply_inputs.update(apply_over)
+    g["apply"] = {"class_type": "ActApplyTransport", "inputs": apply_inputs}
+    g["5"]["inputs"]["model"] = ["apply", 0]
+    return g
+
+
+def images_of(server, graph) -> list[np.ndarray]:
+    return server.images(server.run(graph))
+
+
+def test_nodes_are_registered_with_tooltips(comfy_server):
+    info = comfy_server.get_json("/object_info")
+    for node in ("ActLearnTransport", "ActApplyTransport", "ActSaveMaps", "ActLoadMaps",
+                 "ActStrengthGrid"):
+        assert info[node]["category"] == "AcT"
+        assert info[node]["description"]
+        for section in ("required", "optional"):
+            for name, spec in info[node]["input"].get(section, {}).items():
+                assert len(spec) > 1 and spec[1].get("tooltip"), f"{node}.{name} has no tooltip"
+    learn = info["ActLearnTransport"]["input"]["required"]
+    assert {"model", "clip", "source_prompts", "target_prompts"} <= set(learn)
+    assert {"model", "maps", "strength"} <= set(info["ActApplyTransport"]["input"]["required"])
+
+
+def test_strength_zero_is_bit_identical_to_the_unpatched_model(comfy_server):
+    plain = images_of(comfy_server, txt2img_graph(HELDOUT[0], seed=11, batch=2))
+    zero = images_of(comfy_server, act_graph(HELDOUT[0], seed=11, strength=0.0))
+    assert all(np.array_equal(a, b) for a, b in zip(plain, zero))
+    one = images_of(comfy_server, act_graph(HELDOUT[0], seed=11, strength=1.0))
+    assert not all(np.array_equal(a, b) for a, b in zip(plain, one))
+
+
+def test_style_maps_add_stripes_on_held_out_prompts(comfy_server):
+    presence = {}
+    for strength in (0.0, 1.0):
+        reads = []
+        for k, prompt in enumerate(HELDOUT):
+            reads += [read_image(im) for im in images_of(
+                comfy_server, act_graph(prompt, seed=300 + k, strength=strength))]
+        presence[strength] = np.mean([r.style == "striped" for r in reads])
+    assert presence[0.0] <= 0.25 and presence[1.0] >= 0.75, presence
+
+
+def test_learning_is_cached_on_rerun(comfy_server):
+    graph = act_graph(HELDOUT[1], seed=5, strength=0.5)
+    comfy_server.run(graph)
+    graph = copy.deepcopy(graph)
+    graph["5"]["inputs"]["seed"] = 6  # only the sampler changes
+    entry = comfy_server.run(graph)
+    cached = [set(data.get("nodes", [])) for kind, data in entry["status"]["messages"]
+              if kind == "execution_cached"]
+    assert cached and "learn" in cached[0]
+
+
+@pytest.mark.parametrize("source,target,needle", [
+    ("", TARGET, "source_prompts is empty"),
+    (SOURCE, "\n\n# only a comment\n", "target_prompts is empty"),
+])
+def test_empty_prompt_sets_are_refused_clearly(comfy_server, source, target, needle):
+    graph = act_graph(HELDOUT[0], seed=1, strength=1.0, maps_node=learn_node(source, target))
+    with pytest.raises(ComfyError, match=needle):
+        comfy_server.run(graph)
+
+
+def test_strength_out_of_range_is_refused(comfy_server):
+    with pytest.raises(ComfyError, match="outside the documented range"):
+        comfy_server.run(act_graph(HELDOUT[0], seed=1, strength=3.0))
+
+
+def test_save_load_round_trip_and_bad_files(comfy_server):
+    maps_dir = Path(comfy_server.base) / "models" / "act_maps"
+    save = act_graph(HELDOUT[0], seed=21, strength=0.75)
+    save["save"] = {"class_type": "ActSaveMaps",
+                    "inputs": {"maps": ["learn", 0], "filename_prefix": "tests/style"}}
+    direct = images_of(comfy_server, save)
+    saved = sorted((maps_dir / "tests").glob("style_*.safetensors"))
+    assert saved, "ActSaveMaps wrote no file"
+    name = f"tests/{saved[-1].name}"
+    loaded = act_graph(HELDOUT[0], seed=21, strength=0.75, maps_node={
+        "class_type": "ActLoadMaps", "inputs": {"map_name": name}})
+    assert all(np.array_equal(a, b) for a, b in zip(direct, images_of(comfy_server, loaded)))
+
+    (maps_dir / "tests" / "corrupt.safetensors").write_bytes(saved[-1].read_bytes()[:300])
+    bad = act_graph(HELDOUT[0], seed=21, strength=0.75, maps_node={
+        "class_type": "ActLoadMaps", "inputs": {"map_name": "tests/corrupt.safetensors"}})
+    with pytest.raises(ComfyError, match="ActLoadMaps"):
+        comfy_server.run(bad)
+
+
+def test_maps_for_another_architecture_are_refused(comfy_server, tmp_path):
+    import torch
+
+    import act_core
+
+    maps_dir = Path(comfy_server.base) / "models" / "act_maps"
+    source, target = torch.randn(16, 1280), torch.randn(16, 1280) + 1
+    foreign = {"input_blocks.4.1.transformer_blocks.0.norm1": act_core.fit(source, target)}
+    act_core.save_maps(maps_dir / "sdxl_maps.safetensors", foreign,
+                       model={"family": "sdxl", "arch": "UNetModel"})
+    graph = act_graph(HELDOUT[0], seed=1, strength=1.0, maps_node={
+        "class_type": "ActLoadMaps", "inputs": {"map_name": "sdxl_maps.safetensors"}})
+    with pytest.raises(ComfyError, match="sdxl"):
+        comfy_server.run(graph)
+
+
+def test_interrupted_and_patched_runs_leave_the_server_clean(comfy_server):
+    """After a patched run and an interrupted one, an unpatched image is bit-identical to one
+    from a fresh server."""
+    comfy_server.run(act_graph(HELDOUT[1], seed=3, strength=1.0))
+    slow = act_graph(HELDOUT[1], seed=4, strength=1.0, batch=8)
+    slow["5"]["inputs"]["steps"] = 400
+    prompt_id = comfy_server.submit(slow)
+    time.sleep(3)
+    comfy_server.post_json("/interrupt", {})
+    with pytest.raises(ComfyError):
+        comfy_server.wait(prompt_id, timeout=300)
+    after = images_of(comfy_server, txt2img_graph(HELDOUT[1], seed=77, batch=2, prefix="after"))
+    with ComfyServer() as fresh:
+        reference = images_of(fresh, txt2img_graph(HELDOUT[1], seed=77, batch=2, prefix="ref"))
+    assert all(np.array_equal(a, b) for a, b in zip(after, reference))
