@@ -6,6 +6,7 @@ from comfy_api.latest import IO, ComfyExtension
 from typing_extensions import override
 
 from .apply import ActApplyTransport
+from .clip import ActApplyTransportCLIP, ActLearnTextTransport
 from .files import ActLoadMaps, ActSaveMaps, register_folder
 from .grid import ActStrengthGrid
 from .learn import ActLearnTransport
@@ -15,7 +16,8 @@ __all__ = ["NODES", "ActExtension", "comfy_entrypoint"]
 register_folder()
 
 NODES: list[type[IO.ComfyNode]] = [ActLearnTransport, ActApplyTransport, ActSaveMaps,
-                                   ActLoadMaps, ActStrengthGrid]
+                                   ActLoadMaps, ActStrengthGrid, ActLearnTextTransport,
+                                   ActApplyTransportCLIP]
 
 
 class ActExtension(ComfyExtension):

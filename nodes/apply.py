@@ -67,6 +67,9 @@ def validate_maps_for_model(model, maps: MapSet) -> None:
 def patch_model(model, maps: MapSet, strength: float, start_percent: float = 0.0,
                 end_percent: float = 1.0, apply_to: str = "both", support: str = "from maps"):
     """Return a clone of ``model`` that transports activations while sampling."""
+    if (maps.metadata.get("model") or {}).get("target") == "text_encoder":
+        raise ValueError("these maps were learned on the text encoder: apply them with "
+                         "AcT Apply Transport (CLIP) on the CLIP instead")
     check_strength_range(strength, maps)
     if not 0.0 <= start_percent <= end_percent <= 1.0:
         raise ValueError(f"need 0 <= start_percent <= end_percent <= 1, got {start_percent} and "

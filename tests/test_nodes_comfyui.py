@@ -160,3 +160,35 @@ def test_interrupted_and_patched_runs_leave_the_server_clean(comfy_server):
     with ComfyServer() as fresh:
         reference = images_of(fresh, txt2img_graph(HELDOUT[1], seed=77, batch=2, prefix="ref"))
     assert all(np.array_equal(a, b) for a, b in zip(after, reference))
+
+
+def text_graph(prompt: str, seed: int, strength: float) -> dict:
+    g = txt2img_graph(prompt, seed=seed, batch=2, prefix="clip")
+    g["tl"] = {"class_type": "ActLearnTextTransport", "inputs": {
+        "clip": ["1", 1], "source_prompts": SOURCE, "target_prompts": TARGET,
+        "sites": "final norm", "pattern": "", "method": "linear_act", "support": "unbounded"}}
+    g["tc"] = {"class_type": "ActApplyTransportCLIP",
+               "inputs": {"clip": ["1", 1], "maps": ["tl", 0], "strength": strength}}
+    g["2"]["inputs"]["clip"] = ["tc", 0]
+    return g
+
+
+def test_text_encoder_maps_apply_to_the_clip(comfy_server):
+    plain = images_of(comfy_server, txt2img_graph(HELDOUT[0], seed=31, batch=2))
+    zero = images_of(comfy_server, text_graph(HELDOUT[0], seed=31, strength=0.0))
+    one = images_of(comfy_server, text_graph(HELDOUT[0], seed=31, strength=1.0))
+    assert all(np.array_equal(a, b) for a, b in zip(plain, zero))
+    assert not all(np.array_equal(a, b) for a, b in zip(plain, one))
+    # the unpatched CLIP in the same server is unaffected afterwards
+    again = images_of(comfy_server, txt2img_graph(HELDOUT[0], seed=31, batch=2, prefix="again"))
+    assert all(np.array_equal(a, b) for a, b in zip(plain, again))
+
+
+def test_text_encoder_maps_are_refused_by_the_model_node(comfy_server):
+    graph = text_graph(HELDOUT[0], seed=31, strength=1.0)
+    graph["apply"] = {"class_type": "ActApplyTransport", "inputs": {
+        "model": ["1", 0], "maps": ["tl", 0], "strength": 1.0, "start_percent": 0.0,
+        "end_percent": 1.0, "apply_to": "both", "support": "from maps"}}
+    graph["5"]["inputs"]["model"] = ["apply", 0]
+    with pytest.raises(ComfyError, match="text encoder"):
+        comfy_server.run(graph)
