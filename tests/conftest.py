@@ -1,20 +1,27 @@
-"""Shared fixtures: the real ComfyUI server with the toy checkpoint, started once per session."""
+"""Shared fixtures: the real ComfyUI server with the toy checkpoint, started once per session;
+the node pack imported in-process the way ComfyUI imports it."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
+from pathlib import Path
 
 import pytest
 
 from toyworld.checkpoint import checkpoint_path
 from toyworld.comfy_env import COMFYUI_DIR
 
+ROOT = Path(__file__).resolve().parent.parent
+PACK = "act_pack"  # the module name the pack gets here; ComfyUI uses the folder name
 
-def _require_comfyui() -> None:
+
+def _require_comfyui(checkpoint: bool = True) -> None:
     if not (COMFYUI_DIR / "main.py").exists():
         pytest.fail("ComfyUI is not installed: run `make test` (or scripts/setup_env.sh "
                     "--with-comfyui) first", pytrace=False)
-    if not checkpoint_path().exists():
+    if checkpoint and not checkpoint_path().exists():
         pytest.fail("the toy checkpoint is not installed: run `python -m toyworld.checkpoint "
                     "install` (make test does it)", pytrace=False)
 
@@ -34,3 +41,33 @@ def comfy_server(tmp_path_factory):
         server.stop()
         if os.environ.get("ACT_SHOW_SERVER_LOG"):
             print(server.log_tail(20000))
+
+
+@pytest.fixture(scope="session")
+def act_pack(tmp_path_factory):
+    """The repository imported in-process as a custom node pack (ComfyUI forced to --cpu).
+
+    Nodes use relative imports (``from ..act_core import ...``), so the root is loaded as a
+    package, as ComfyUI's loader does; ``act_pack.nodes.learn`` etc. are then importable.
+    Its ``models/act_maps`` folder is made under a temporary directory, not in ComfyUI's tree.
+    """
+    _require_comfyui(checkpoint=False)
+    if PACK in sys.modules:
+        return sys.modules[PACK]
+    from toyworld.comfy_env import import_comfy
+
+    import_comfy()
+    import folder_paths
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(folder_paths, "models_dir", str(tmp_path_factory.mktemp("comfy_models")))
+        spec = importlib.util.spec_from_file_location(PACK, ROOT / "__init__.py",
+                                                      submodule_search_locations=[str(ROOT)])
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[PACK] = module
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[PACK]
+            raise
+    return module

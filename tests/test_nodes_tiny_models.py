@@ -1,0 +1,260 @@
+"""The nodes on tiny random-weight SDXL, Flux and SD3 built with ComfyUI's own model classes.
+
+What a user of AcT Learn / AcT Apply relies on, checked on each architecture family: learning
+gives one map per preset site with the site's width; while a patched model samples, forward
+hooks sit on exactly those modules, and on none once sampling returns (also when a model call
+raises or is interrupted); strength 0 gives bit-identical samples, strength 1 changes them; the
+input MODEL is never changed. No weights and no text encoder are needed: CONDITIONING values are
+built from seeded random tensors, as ComfyUI's text encoders would return them.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+from collections import Counter
+from contextlib import contextmanager
+from dataclasses import dataclass
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import nn
+
+pytestmark = pytest.mark.comfyui
+
+STEPS, CFG, SEED = 3, 2.0, 7  # cfg != 1: both halves of the CFG batch run
+TOKENS = 7  # text tokens per conditioning
+
+# unet_config as comfy.model_detection reads it from a checkpoint, at toy sizes
+SDXL_UNET = dict(
+    image_size=32, in_channels=4, out_channels=4, model_channels=32, num_res_blocks=[1, 1],
+    channel_mult=[1, 2], transformer_depth=[0, 1], transformer_depth_output=[0, 0, 1, 1],
+    transformer_depth_middle=1, context_dim=64, use_linear_in_transformer=True,
+    use_spatial_transformer=True, legacy=False, num_classes="sequential",
+    adm_in_channels=2816,  # SDXL's y: pooled text (1280) + six 256-d size embeddings
+    use_temporal_resblock=False, use_temporal_attention=False,
+)
+FLUX_DIT = dict(
+    image_model="flux", in_channels=16, out_channels=16, patch_size=2, hidden_size=64, num_heads=2,
+    axes_dim=[8, 12, 12],  # sums to hidden_size / num_heads
+    depth=2, depth_single_blocks=2, mlp_ratio=2.0, theta=10000, qkv_bias=True,
+    context_in_dim=48, vec_in_dim=32, guidance_embed=False, txt_ids_dims=[],
+)
+SD3_DIT = dict(
+    in_channels=16, out_channels=16, patch_size=2, depth=2,  # hidden = 64 * depth, depth heads
+    input_size=None, adm_in_channels=32, num_patches=64, pos_embed_max_size=8,
+    context_embedder_config={"target": "torch.nn.Linear",
+                             "params": {"in_features": 48, "out_features": 128}},
+    pos_embed_scaling_factor=None, x_block_self_attn_layers=[],
+)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    config: str  # class in comfy.supported_models
+    unet_config: dict
+    context_dim: int
+    pooled_dim: int
+    latent_channels: int
+    sites: dict[str, tuple[int, str]] | None  # preset site -> (width, mode); None: every norm
+
+
+RECIPES = {
+    "sdxl": Recipe("SDXL", SDXL_UNET, 64, 1280, 4, None),
+    # double blocks return (img, txt); single blocks return the joint token sequence
+    "flux": Recipe("FluxSchnell", FLUX_DIT, 48, 32, 16, {
+        "double_blocks.0:0": (64, "tokens"), "double_blocks.0:1": (64, "tokens"),
+        "double_blocks.1:0": (64, "tokens"), "double_blocks.1:1": (64, "tokens"),
+        "single_blocks.0": (64, "tokens"), "single_blocks.1": (64, "tokens")}),
+    # joint blocks return (context, x); the last one returns (None, x): no text-stream site
+    "sd3": Recipe("SD3", SD3_DIT, 48, 32, 16, {
+        "joint_blocks.0:0": (128, "tokens"), "joint_blocks.0:1": (128, "tokens"),
+        "joint_blocks.1:1": (128, "tokens")}),
+}
+
+
+def _init_weights(module: nn.Module, seed: int) -> None:
+    """ComfyUI builds layers uninitialised (comfy.ops.disable_weight_init): run torch's init."""
+    with torch.random.fork_rng(), torch.no_grad():
+        torch.manual_seed(seed)
+        for m in module.modules():
+            for base in (nn.Linear, nn.Conv2d, nn.GroupNorm, nn.LayerNorm, nn.RMSNorm):
+                if isinstance(m, base):
+                    base.reset_parameters(m)  # torch's own; comfy's override is a no-op
+                    break
+        for name, buffer in module.named_buffers():
+            if name.endswith("pos_embed"):  # SD3's position table is left empty too
+                buffer.normal_(std=0.02)
+
+
+def _conds(recipe: Recipe, n: int, gen: torch.Generator, shift: float = 0.0) -> list:
+    """``n`` CONDITIONING values: [[context (1, T, C), {"pooled_output": (1, P)}]]."""
+    return [[[torch.randn(1, TOKENS, recipe.context_dim, generator=gen) + shift,
+              {"pooled_output": torch.randn(1, recipe.pooled_dim, generator=gen)}]]
+            for _ in range(n)]
+
+
+def _norm_sites(diffusion_model: nn.Module) -> dict[str, tuple[int, str]]:
+    """Every GroupNorm (channels) and LayerNorm (tokens) of a UNet, in forward order."""
+    sites = {}
+    for name, m in diffusion_model.named_modules():
+        if isinstance(m, nn.GroupNorm):
+            sites[name] = (m.num_channels, "channels")
+        elif isinstance(m, nn.LayerNorm):
+            sites[name] = (m.normalized_shape[-1], "tokens")
+    return sites
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models: threads only add overhead, and on a busy machine they stall each other."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def nodes(act_pack):
+    name = act_pack.__name__
+    return SimpleNamespace(**{part: importlib.import_module(f"{name}.nodes.{part}")
+                              for part in ("learn", "apply", "families")})
+
+
+@pytest.fixture(scope="module", params=list(RECIPES))
+def tiny(request, act_pack):
+    import comfy.model_patcher
+    import comfy.supported_models
+
+    recipe = RECIPES[request.param]
+    config = getattr(comfy.supported_models, recipe.config)(recipe.unet_config)
+    model = config.get_model({})
+    _init_weights(model.diffusion_model, seed=0)
+    cpu = torch.device("cpu")
+    patcher = comfy.model_patcher.ModelPatcher(model, load_device=cpu, offload_device=cpu)
+    gen = torch.Generator().manual_seed(1)
+    source, target = _conds(recipe, 3, gen), _conds(recipe, 3, gen, shift=0.5)
+    (positive,), (negative,) = _conds(recipe, 1, gen), _conds(recipe, 1, gen)
+    return SimpleNamespace(
+        family=request.param, model=patcher, diffusion_model=model.diffusion_model,
+        sites=recipe.sites or _norm_sites(model.diffusion_model),
+        source=source, target=target, positive=positive, negative=negative,
+        latent=torch.zeros(1, recipe.latent_channels, 8, 8))
+
+
+@pytest.fixture(scope="module")
+def maps(tiny, nodes):
+    return nodes.learn.learn_maps(tiny.model, tiny.source, tiny.target, support="unbounded",
+                                  latent={"samples": tiny.latent}, seed=3)
+
+
+def _sample(model, tiny) -> torch.Tensor:
+    import comfy.sample
+
+    noise = comfy.sample.prepare_noise(tiny.latent, SEED)
+    return comfy.sample.sample(model, noise, STEPS, CFG, "euler", "normal", tiny.positive,
+                               tiny.negative, tiny.latent, seed=SEED, disable_pbar=True)
+
+
+@pytest.fixture(scope="module")
+def baseline(tiny):
+    return _sample(tiny.model, tiny)
+
+
+def _forward_hooks(model: nn.Module) -> Counter:
+    """Forward hooks per module name (modules without any are left out)."""
+    return Counter({name: len(m._forward_hooks) for name, m in model.named_modules()
+                    if m._forward_hooks})
+
+
+def _no_hooks_left(model: nn.Module) -> bool:
+    return not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+
+
+@contextmanager
+def _probe(diffusion_model: nn.Module, on_call=None):
+    """At each call of the diffusion model, record the forward hooks on its modules."""
+    seen: list[Counter] = []
+
+    def look(module, args):
+        seen.append(_forward_hooks(diffusion_model))
+        if on_call is not None:
+            on_call(len(seen))
+
+    handle = diffusion_model.register_forward_pre_hook(look)
+    try:
+        yield seen
+    finally:
+        handle.remove()
+
+
+def _hooked_modules(tiny) -> Counter:
+    return Counter(site.partition(":")[0] for site in tiny.sites)
+
+
+def test_learn_fits_one_map_per_preset_site(tiny, maps, nodes):
+    assert {site: (m.dim, m.mode) for site, m in maps.items()} == tiny.sites
+    for tmap in maps.values():
+        assert torch.isfinite(tmap.scale).all() and torch.isfinite(tmap.shift).all()
+    families = nodes.families
+    preset = families.preset_patterns(families.arch_of(tiny.diffusion_model), "auto")
+    assert {str(s) for s in families.resolve_patterns(tiny.diffusion_model, preset)} == set(maps)
+    assert maps.metadata["model"]["family"] == tiny.family
+    assert _no_hooks_left(tiny.diffusion_model)
+
+
+def test_hooks_sit_on_the_preset_sites_only_while_the_model_runs(tiny, maps, nodes):
+    patched = nodes.apply.patch_model(tiny.model, maps, 1.0)
+    with _probe(tiny.diffusion_model) as seen:
+        _sample(patched, tiny)
+    assert len(seen) >= STEPS
+    assert all(hooks == _hooked_modules(tiny) for hooks in seen)
+    assert _no_hooks_left(tiny.diffusion_model)
+
+
+@pytest.mark.parametrize("failure", ["interrupt", "error"])
+def test_hooks_are_removed_when_a_model_call_raises(tiny, maps, nodes, baseline, failure):
+    import comfy.model_management as mm
+
+    def fail(call: int) -> None:
+        if call == 2 and failure == "interrupt":
+            mm.interrupt_current_processing(True)  # the model's next comfy op raises
+        elif call == 2:
+            raise RuntimeError("probe failure inside the model call")
+
+    raised = mm.InterruptProcessingException if failure == "interrupt" else RuntimeError
+    patched = nodes.apply.patch_model(tiny.model, maps, 1.0)
+    try:
+        with _probe(tiny.diffusion_model, fail) as seen, pytest.raises(raised):
+            _sample(patched, tiny)
+    finally:
+        mm.interrupt_current_processing(False)
+    assert len(seen) == 2 and seen[-1] == _hooked_modules(tiny)  # raised while hooked
+    assert _no_hooks_left(tiny.diffusion_model)
+    assert torch.equal(_sample(tiny.model, tiny), baseline)
+
+
+def test_strength_zero_is_bit_identical(tiny, maps, nodes, baseline):
+    with _probe(tiny.diffusion_model) as seen:
+        out = _sample(nodes.apply.patch_model(tiny.model, maps, 0.0), tiny)
+    assert torch.equal(out, baseline)
+    assert seen and not any(seen)  # nothing installed at all
+
+
+def test_strength_one_changes_the_samples(tiny, maps, nodes, baseline):
+    out = _sample(nodes.apply.patch_model(tiny.model, maps, 1.0), tiny)
+    assert torch.isfinite(baseline).all() and torch.isfinite(out).all()
+    assert not torch.allclose(out, baseline, rtol=1e-3, atol=1e-3)
+
+
+def test_the_input_model_is_never_changed(tiny, maps, nodes, baseline):
+    before = copy.deepcopy((tiny.model.model_options, tiny.model.wrappers,
+                            tiny.model.object_patches, tiny.model.patches))
+    patched = nodes.apply.patch_model(tiny.model, maps, 1.0, apply_to="conditional")
+    _sample(patched, tiny)
+    after = (tiny.model.model_options, tiny.model.wrappers, tiny.model.object_patches,
+             tiny.model.patches)
+    assert after == before
+    assert patched is not tiny.model and patched.model is tiny.model.model  # shares weights
+    assert torch.equal(_sample(tiny.model, tiny), baseline)
