@@ -1,0 +1,87 @@
+"""The ``act`` command line, in-process, on a tiny config-built model saved to disk."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytest.importorskip("transformers")
+
+from act_core.cli import build_parser, main  # noqa: E402
+from act_core.hf_tiny import tiny_causal_lm  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tiny-llama")
+    model, tokenizer = tiny_causal_lm("llama")
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def texts(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("texts")
+    (folder / "src.txt").write_text("shut up\n\nyou are awful\n# a comment\ngo away\n")
+    (folder / "tgt.txt").write_text("thank you\nyou are kind\ncome in\nhave a nice day\n")
+    return folder
+
+
+def test_help_lists_every_command_and_a_quick_start(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for word in ("fit", "generate", "info", "sites", "data", "quick start", "--strength"):
+        assert word in out
+    assert build_parser().parse_args(["info", "m.safetensors"]).command == "info"
+
+
+def test_fit_info_generate_roundtrip(model_dir, texts, tmp_path, capsys):
+    out = tmp_path / "m.safetensors"
+    assert main(["fit", "--model", str(model_dir), "--source", str(texts / "src.txt"),
+                 "--target", str(texts / "tgt.txt"), "--sites", "post_norms", "--stages", "2",
+                 "-o", str(out)]) == 0
+    assert "wrote 4 maps" in capsys.readouterr().out
+    assert main(["info", str(out)]) == 0
+    info = capsys.readouterr().out
+    assert '"family": "llama"' in info and "model.layers.0.input_layernorm" in info
+    assert '"data": "files"' in info
+    args = ["generate", "--model", str(model_dir), "--prompt", "hello", "--prompt", "why",
+            "--max-new-tokens", "4", "--greedy", "--json"]
+    assert main(args) == 0
+    plain = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["prompt"] for r in plain] == ["hello", "why"]
+    assert main(args + ["--maps", str(out), "--strength", "3", "--support", "unbounded"]) == 0
+    steered = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["text"] for r in steered] != [r["text"] for r in plain]
+
+
+def test_sites_and_data_commands(model_dir, tmp_path, capsys):
+    assert main(["sites", "--model", str(model_dir), "--sites", "attn_out"]) == 0
+    assert capsys.readouterr().out.split() == ["model.layers.0.self_attn.o_proj",
+                                               "model.layers.1.self_attn.o_proj"]
+    assert main(["data"]) == 0
+    assert "concept:football" in capsys.readouterr().out.split()
+    assert main(["data", "concept:space", "--out-dir", str(tmp_path)]) == 0
+    assert len((tmp_path / "target.txt").read_text().splitlines()) == 60
+
+
+def test_errors_name_the_fix(model_dir, texts, tmp_path, capsys):
+    with pytest.raises(SystemExit, match="--data NAME, or both"):
+        main(["fit", "--model", str(model_dir), "--source", str(texts / "src.txt"),
+              "-o", str(tmp_path / "x.safetensors")])
+    with pytest.raises(SystemExit, match="--prompt"):
+        main(["generate", "--model", str(model_dir)])
+    gpt2_dir = tmp_path / "gpt2"
+    model, tokenizer = tiny_causal_lm("gpt2")
+    model.save_pretrained(gpt2_dir)
+    tokenizer.save_pretrained(gpt2_dir)
+    maps = tmp_path / "llama.safetensors"
+    main(["fit", "--model", str(model_dir), "--source", str(texts / "src.txt"), "--target",
+          str(texts / "tgt.txt"), "--all-at-once", "-o", str(maps)])
+    code = main(["generate", "--model", str(gpt2_dir), "--maps", str(maps), "--prompt", "x"])
+    assert code == 2
+    assert "fit maps for this model" in capsys.readouterr().err
