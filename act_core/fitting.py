@@ -115,8 +115,7 @@ def fit_sites(model: nn.Module, sites: Sequence[Site | str], run_source: RunFn,
     if not parsed:
         raise FitError("no sites to fit; resolve some with resolve_sites(model, patterns)")
     parse_support(support_for_incremental)
-    groups = split_stages([str(site) for site in parsed], stages) if incremental else []
-    total = 1 + (len(groups) if incremental else 1)
+    total = 1 + (len(split_stages([str(site) for site in parsed], stages)) if incremental else 1)
     target, recorder = _record(model, parsed, run_target, device, "target")
     _report(progress, 1, total)
     by_key = {str(site): site for site in parsed}

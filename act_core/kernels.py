@@ -12,8 +12,10 @@ import torch
 
 __all__ = ["CHUNK_ELEMENTS", "compute_dtype", "masked_affine"]
 
-#: Values per chunk on CPU (float32: 512 KiB, a per-core L2 cache).
-CHUNK_ELEMENTS = 1 << 17
+#: Values per chunk on CPU (float32: 2 MiB). A chunk, its clamped copy, its mask and its output
+#: (about 6.5 MiB) stay in a shared L3 cache, while each elementwise op still gets enough work
+#: to amortise its dispatch and thread synchronisation.
+CHUNK_ELEMENTS = 1 << 19
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -21,8 +23,17 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
+class _Scratch:
+    """Reusable per-call buffers for one chunk: the clamped values and the inside mask."""
+
+    def __init__(self, rows: int, width: int, dtype: torch.dtype, device: torch.device) -> None:
+        self.clamped = torch.empty(rows, width, dtype=dtype, device=device)
+        self.inside = torch.empty(rows, width, dtype=torch.bool, device=device)
+
+
 def _chunk_inplace(x: torch.Tensor, out: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
-                   bounds: tuple[torch.Tensor, torch.Tensor] | None) -> None:
+                   bounds: tuple[torch.Tensor, torch.Tensor] | None,
+                   scratch: _Scratch | None = None) -> None:
     """Transport one block ``x`` (R, D) into ``out`` (R, D); coefficients (D,) in compute dtype."""
     work = x if x.dtype == a.dtype else x.to(a.dtype)
     if bounds is None:
@@ -31,8 +42,11 @@ def _chunk_inplace(x: torch.Tensor, out: torch.Tensor, a: torch.Tensor, b: torch
         else:
             out.copy_(torch.addcmul(b, work, a))
         return
-    lo, hi = bounds
-    inside = torch.eq(torch.clamp(work, lo, hi), work)  # (R, D) bool; NaN is outside
+    rows = x.shape[0]
+    clamped = None if scratch is None else scratch.clamped[:rows]
+    inside = None if scratch is None else scratch.inside[:rows]
+    clamped = torch.clamp(work, bounds[0], bounds[1], out=clamped)
+    inside = torch.eq(clamped, work, out=inside)  # (R, D) bool; NaN is outside
     if work is x:
         torch.addcmul(b, work, a, out=out)
         torch.where(inside, out, x, out=out)
@@ -64,13 +78,14 @@ def masked_affine(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
     if out is None:
         out = torch.empty_like(x, memory_format=torch.contiguous_format)
     rows = x.shape[0]
-    if x.device.type != "cpu":
+    if x.device.type != "cpu" or rows == 0:
         _chunk_inplace(x, out, a, b, bounds)
         return out
     step = max(1, CHUNK_ELEMENTS // max(1, x.shape[1]))
     if bounds is None and x.dtype == a.dtype:
         step = rows  # a single addcmul streams once; chunking gains nothing
+    scratch = None if bounds is None else _Scratch(min(step, rows), x.shape[1], a.dtype, x.device)
     for start in range(0, rows, step):
         stop = min(rows, start + step)
-        _chunk_inplace(x[start:stop], out[start:stop], a, b, bounds)
+        _chunk_inplace(x[start:stop], out[start:stop], a, b, bounds, scratch)
     return out
