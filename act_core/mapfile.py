@@ -14,8 +14,10 @@ Layout of a file:
                           "unbounded_strength": false}, ...},
      "extra": {...}}
 
-  ``method`` is ``"mixed"`` when sites used different estimators; ``extra`` holds the caller's
-  ``metadata`` argument unchanged (it must be JSON-serialisable).
+  ``sites`` keeps the order of the saved mapping (the forward order for maps from
+  :func:`~act_core.fitting.fit_sites`). ``method`` is ``"mixed"`` when sites used different
+  estimators; ``extra`` holds the caller's ``metadata`` argument unchanged (it must be
+  JSON-serialisable).
 
 Saving is atomic (temporary file in the same directory, then ``os.replace``).
 """

@@ -33,7 +33,7 @@ MODES: tuple[str, ...] = ("tokens", "channels", "vector")
 _VECTOR_FIELDS = ("scale", "shift", "lo", "hi")
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, repr=False)
 class TransportMap:
     """Per-unit affine transport map of one site, with the source support statistics.
 
@@ -125,6 +125,10 @@ class TransportMap:
         if int(self.guarded) > self.dim:
             raise MapError(f"TransportMap.guarded ({self.guarded}) exceeds the width "
                            f"D ({self.dim})")
+
+    def __repr__(self) -> str:
+        return (f"TransportMap(method={self.method!r}, mode={self.mode!r}, D={self.dim}, "
+                f"n_source={self.n_source}, n_target={self.n_target}, guarded={self.guarded})")
 
     @property
     def dim(self) -> int:

@@ -52,6 +52,11 @@ class MapSet(Mapping[str, TransportMap]):
         model = self._metadata.get("model") or {}
         return model.get("family") if isinstance(model, Mapping) else None
 
+    @property
+    def support(self) -> str:
+        """Support recommended when the maps were saved (``"minmax"`` when not recorded)."""
+        return str(self._metadata.get("support") or "minmax")
+
     def widths(self) -> dict[str, int]:
         """Width D of every site's map."""
         return {site: tmap.dim for site, tmap in self._maps.items()}

@@ -71,6 +71,7 @@ def test_round_trip_keeps_every_tensor_and_field(tmp_path, maps):
     assert meta["extra"] == {"concept": "watercolor", "steps": [1, 2]}
     assert meta["sites"]["down.0.norm"]["guarded"] == 1
     assert meta["sites"]["down.0.norm"]["mode"] == "channels"
+    assert loaded.support == "q0.05-0.95" and "D=6" in repr(loaded["down.0.norm"])
     assert loaded.family == "sd15" and loaded.widths() == {"down.0.norm": 6, "blocks.1.attn:0": 4}
 
 
