@@ -109,7 +109,7 @@ def _bounds(tmap: TransportMap, support: SupportLike, dtype: torch.dtype, device
 def _check_width(x: torch.Tensor, width: int, tmap: TransportMap, what: str) -> None:
     if width != tmap.dim:
         raise MapCompatibilityError(f"{what} has {width} units but the map has D={tmap.dim}; "
-                            "apply the map to the site it was fitted on")
+                                    "apply the map to the site it was fitted on")
 
 
 def transport(x: torch.Tensor, tmap: TransportMap, strength: StrengthLike = 1.0,
@@ -132,7 +132,7 @@ def transport(x: torch.Tensor, tmap: TransportMap, strength: StrengthLike = 1.0,
     Tensor, same shape and dtype as ``x``. Values outside the support are copied bit for bit.
     """
     if x.ndim == 0:
-        raise StrengthError("cannot transport a 0-d tensor; expected shape (..., D)")
+        raise MapCompatibilityError("cannot transport a 0-d tensor; expected shape (..., D)")
     _check_width(x, x.shape[-1], tmap, "the input's last dim")
     lam = check_strength(strength, x.shape[0] if x.ndim > 1 else None, tmap)
     if isinstance(lam, list) and len(set(lam)) == 1:
@@ -183,7 +183,8 @@ def transport_channels(x: torch.Tensor, tmap: TransportMap, strength: StrengthLi
     strength 0) are copied bit for bit (they receive ``+ -0.0``).
     """
     if x.ndim < 3:
-        raise StrengthError(f"channel mode expects (B, C, *spatial), found shape {tuple(x.shape)}")
+        raise MapCompatibilityError(f"channel mode expects (B, C, *spatial), "
+                                    f"found shape {tuple(x.shape)}")
     _check_width(x, x.shape[1], tmap, "the input's channel dim")
     lam = check_strength(strength, x.shape[0], tmap)
     if not isinstance(lam, list) and lam == 0.0:
