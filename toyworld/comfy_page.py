@@ -11,12 +11,16 @@ the Debian ``chromium`` package is used (``scripts/setup_browser.sh`` installs b
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass, field
 
 __all__ = ["CHROMIUM_ARGS", "ComfyPage", "LoadReport", "PageError", "chromium_path"]
+
+log = logging.getLogger(__name__)
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update",
@@ -81,10 +85,10 @@ class ComfyPage:
         except ImportError as error:
             raise PageError("Python playwright is not installed: run "
                             "scripts/setup_browser.sh") from error
-        self._profile = tempfile.TemporaryDirectory(prefix="act-chromium-")
+        self._profile = tempfile.mkdtemp(prefix="act-chromium-")  # a fresh --user-data-dir
         self._pw = sync_playwright().start()
         self._browser = self._pw.chromium.launch_persistent_context(
-            self._profile.name, executable_path=chromium_path(), headless=True,
+            self._profile, executable_path=chromium_path(), headless=True,
             args=CHROMIUM_ARGS, viewport={"width": 1600, "height": 1000})
         self.page = self._browser.pages[0] if self._browser.pages else self._browser.new_page()
         self.page.set_default_timeout(self.timeout_ms)
@@ -100,12 +104,16 @@ class ComfyPage:
     def close(self) -> None:
         """Close the browser and stop playwright; safe to call twice."""
         for step in (lambda: self._browser and self._browser.close(),
-                     lambda: self._pw and self._pw.stop(),
-                     lambda: self._profile and self._profile.cleanup()):
+                     lambda: self._pw and self._pw.stop()):
             try:
                 step()
-            except Exception:  # noqa: BLE001 - closing must go on; the first error is raised
-                pass
+            except Exception as error:  # noqa: BLE001 - closing must go on
+                log.warning("closing the browser: %s", error)
+        for _ in range(20):  # Chromium may still be writing its profile for a moment
+            if not self._profile or not os.path.exists(self._profile):
+                break
+            shutil.rmtree(self._profile, ignore_errors=True)
+            time.sleep(0.1)
         self._browser = self._pw = self._profile = self.page = None
 
     def registered_types(self) -> set[str]:

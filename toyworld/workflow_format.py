@@ -186,55 +186,61 @@ def _page_only_node(node: NodeSpec, order: int) -> dict:
             "color": "#432", "bgcolor": "#653"}
 
 
+def _ui_inputs(schema: dict, node: NodeSpec, node_links: dict, links: list) -> list[dict]:
+    """The page's ``inputs`` list: sockets first, then one entry per widget. Appends links."""
+    sockets, widget_inputs = [], []
+    for name, kind, opts, optional in _ordered_inputs(schema):
+        entry = {"localized_name": name, "name": name,
+                 "type": kind if isinstance(kind, str) else "COMBO", "link": None}
+        if name in node_links:
+            src, slot, _ = node_links[name]
+            entry["link"] = len(links) + 1
+            links.append([entry["link"], src, slot, node.id, None, entry["type"]])
+        if _is_widget(kind, opts):
+            entry["widget"] = {"name": name}
+            widget_inputs.append(entry)
+        else:
+            if optional:
+                entry["shape"] = 7
+            sockets.append(entry)
+    ui_inputs = sockets + widget_inputs
+    for index, entry in enumerate(ui_inputs):  # a link's target slot = index in this list
+        if entry["link"] is not None:
+            links[entry["link"] - 1][4] = index
+    return ui_inputs
+
+
+def _ui_node(spec: WorkflowSpec, object_info: dict, node: NodeSpec, order: int,
+             links: list) -> dict:
+    if node.type in PAGE_ONLY:
+        return _page_only_node(node, order)
+    schema = _schema(object_info, node)
+    widgets, node_links = _resolve(spec, object_info, node)
+    values = [CONTROL_VALUE if name == "control_after_generate" else widgets[name]
+              for name in widget_names(schema)]
+    return {
+        "id": node.id, "type": node.type, "pos": list(node.pos),
+        "size": list(node.size or SIZES.get(node.type, (315, 120))), "flags": {},
+        "order": order, "mode": 0, "inputs": _ui_inputs(schema, node, node_links, links),
+        "outputs": [{"localized_name": name, "name": name, "type": kind, "links": []}
+                    for name, kind in zip(schema["output_name"], schema["output"])],
+        "properties": {"Node name for S&R": node.type},
+        "widgets_values": values,
+        **({"title": node.title} if node.title else {}),
+    }
+
+
 def to_ui(spec: WorkflowSpec, object_info: dict) -> dict:
-    """The UI-format workflow (litegraph ``version`` 0.4) the page saves for ``spec``."""
-    nodes, links, outputs = [], [], {}
-    resolved = {n.id: _resolve(spec, object_info, n) for n in spec.nodes
-                if n.type not in PAGE_ONLY}
-    for order, node in enumerate(spec.nodes):
-        if node.type in PAGE_ONLY:
-            nodes.append(_page_only_node(node, order))
-            continue
-        schema = _schema(object_info, node)
-        widgets, node_links = resolved[node.id]
-        sockets, widget_inputs = [], []
-        for name, kind, opts, optional in _ordered_inputs(schema):
-            entry = {"localized_name": name, "name": name, "type": kind if isinstance(kind, str)
-                     else "COMBO", "link": None}
-            if name in node_links:
-                src, slot, _ = node_links[name]
-                link_id = len(links) + 1
-                entry["link"] = link_id
-                links.append([link_id, src, slot, node.id, None, entry["type"]])
-                outputs.setdefault((src, slot), []).append(link_id)
-            if _is_widget(kind, opts):
-                entry["widget"] = {"name": name}
-                widget_inputs.append(entry)
-            else:
-                if optional:
-                    entry["shape"] = 7
-                sockets.append(entry)
-        ui_inputs = sockets + widget_inputs
-        for index, entry in enumerate(ui_inputs):  # target slot = index in the inputs list
-            if entry["link"] is not None:
-                links[entry["link"] - 1][4] = index
-        values = []
-        for name in widget_names(schema):
-            values.append(CONTROL_VALUE if name == "control_after_generate" else widgets[name])
-        nodes.append({
-            "id": node.id, "type": node.type, "pos": list(node.pos),
-            "size": list(node.size or SIZES.get(node.type, (315, 120))), "flags": {},
-            "order": order, "mode": 0, "inputs": ui_inputs,
-            "outputs": [{"localized_name": out_name, "name": out_name, "type": out_type,
-                         "links": None} for out_name, out_type
-                        in zip(schema["output_name"], schema["output"])],
-            "properties": {"Node name for S&R": node.type},
-            "widgets_values": values,
-            **({"title": node.title} if node.title else {}),
-        })
-    for node in nodes:
-        for slot, entry in enumerate(node["outputs"]):
-            entry["links"] = outputs.get((node["id"], slot), [])
+    """The UI-format workflow (litegraph ``version`` 0.4) the page saves for ``spec``.
+
+    ``links`` rows are ``[id, origin node, origin slot, target node, target slot, type]``.
+    """
+    links: list[list] = []
+    nodes = [_ui_node(spec, object_info, node, order, links)
+             for order, node in enumerate(spec.nodes)]
+    by_id = {node["id"]: node for node in nodes}
+    for link_id, src, slot, *_ in links:
+        by_id[src]["outputs"][slot]["links"].append(link_id)
     return {
         "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"act-for-comfyui/{spec.name}")),
         "revision": 0, "last_node_id": len(spec.nodes), "last_link_id": len(links),

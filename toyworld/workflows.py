@@ -185,8 +185,11 @@ def write_workflows(object_info: dict, out_dir: Path = WORKFLOW_DIR, check: bool
 
 
 def write_thumbnail(server: ComfyServer, spec: WorkflowSpec, object_info: dict,
-                    out_dir: Path = WORKFLOW_DIR, min_side: int = 256) -> list[Path]:
-    """Run ``spec`` on ``server`` and save its thumbnail node's image as .png and .jpg."""
+                    out_dir: Path = WORKFLOW_DIR, long_side: int = 256) -> list[Path]:
+    """Run ``spec`` on ``server`` and save its thumbnail node's image as .png and .jpg.
+
+    A small image is enlarged (nearest neighbour) until its long side is ``long_side``.
+    """
     from PIL import Image, PngImagePlugin
 
     ui, api = to_ui(spec, object_info), to_api(spec, object_info)
@@ -197,7 +200,7 @@ def write_thumbnail(server: ComfyServer, spec: WorkflowSpec, object_info: dict,
     if not images:
         raise RuntimeError(f"{spec.name}: node {spec.thumbnail_node} saved no image")
     img = Image.fromarray(images[0])
-    zoom = max(1, -(-min_side // min(img.size)))
+    zoom = max(1, -(-long_side // max(img.size)))
     img = img.resize((img.width * zoom, img.height * zoom), Image.NEAREST)
     info = PngImagePlugin.PngInfo()
     info.add_text("prompt", json.dumps(api))
