@@ -122,3 +122,45 @@ def test_maps_of_another_architecture_are_refused(pipe, tmp_path):
     path = dp.save_pipeline_maps(tmp_path / "other.safetensors", maps, other)
     with pytest.raises(MapCompatibilityError, match="block_out_channels"):
         dp.load_pipeline_maps(path, pipe)
+
+
+_TB = "transformer_blocks.0"
+COMFY_TO_DIFFUSERS = {  # the tiny UNet: 2 levels, 1 layer per block, attention at level 0 only
+    "input_blocks.0.0": "conv_in",
+    "input_blocks.1.0.in_layers.0": "down_blocks.0.resnets.0.norm1",
+    "input_blocks.1.0.out_layers.0": "down_blocks.0.resnets.0.norm2",
+    "input_blocks.1.1.norm": "down_blocks.0.attentions.0.norm",
+    f"input_blocks.1.1.{_TB}.norm2": f"down_blocks.0.attentions.0.{_TB}.norm2",
+    f"input_blocks.1.1.{_TB}.attn2.to_out.0": f"down_blocks.0.attentions.0.{_TB}.attn2.to_out.0",
+    "input_blocks.2.0.op": "down_blocks.0.downsamplers.0.conv",
+    "input_blocks.3.0.in_layers.0": "down_blocks.1.resnets.0.norm1",
+    "input_blocks.3.0.skip_connection": "down_blocks.1.resnets.0.conv_shortcut",
+    "middle_block.0.in_layers.0": "mid_block.resnets.0.norm1",
+    f"middle_block.1.{_TB}.norm1": f"mid_block.attentions.0.{_TB}.norm1",
+    "middle_block.2.out_layers.0:0": "mid_block.resnets.1.norm2:0",
+    "output_blocks.0.0.in_layers.0": "up_blocks.0.resnets.0.norm1",
+    "output_blocks.1.1.conv": "up_blocks.0.upsamplers.0.conv",
+    "output_blocks.2.1.norm": "up_blocks.1.attentions.0.norm",
+    "output_blocks.3.0.out_layers.0": "up_blocks.1.resnets.1.norm2",
+    f"output_blocks.3.1.{_TB}.norm3": f"up_blocks.1.attentions.1.{_TB}.norm3",
+    "out.0": "conv_norm_out",
+}
+
+
+def test_comfyui_site_names_translate_to_existing_diffusers_modules(pipe):
+    from act_core.diffusers_names import comfy_site_to_diffusers, translate_comfy_maps
+    from act_core.errors import SiteError
+    from act_core.estimators import fit
+
+    unet = dp.denoiser(pipe)
+    modules = dict(unet.named_modules())
+    for comfy, expected in COMFY_TO_DIFFUSERS.items():
+        assert comfy_site_to_diffusers(comfy, unet.config) == expected
+        assert expected.partition(":")[0] in modules
+    with pytest.raises(SiteError, match="ComfyUI SD UNet"):
+        comfy_site_to_diffusers("double_blocks.0", unet.config)
+    tmap = fit(torch.randn(8, 32), torch.randn(8, 32) + 1, "mean_act", mode="channels")
+    translated = translate_comfy_maps({"input_blocks.1.1.norm": tmap}, unet)
+    assert list(translated) == ["down_blocks.0.attentions.0.norm"]
+    with dp.steer_pipeline(pipe, translated, 1.0):
+        _image(pipe)
