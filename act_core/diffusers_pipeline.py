@@ -27,11 +27,12 @@ from typing import Any
 import torch
 
 from act_core.apply import apply_transport
+from act_core.diffusers_names import COMFY_UNET_FAMILIES, translate_comfy_maps
 from act_core.errors import MapCompatibilityError, SiteError
 from act_core.fitting import fit_sites
 from act_core.mapfile import load_maps, save_maps
 from act_core.maps import TransportMap
-from act_core.mapset import MapSet, prompt_hash
+from act_core.mapset import MapSet, check_compatible, prompt_hash
 from act_core.record import Recorder
 from act_core.sites import Site, resolve_sites
 
@@ -165,6 +166,10 @@ def save_pipeline_maps(path: Any, maps: Mapping[str, TransportMap], pipe: Any, *
 def load_pipeline_maps(path: Any, pipe: Any | None = None) -> MapSet:
     """Load a map file; with ``pipe``, refuse maps fitted on another denoiser architecture.
 
+    Maps fitted with the ComfyUI nodes on an SD-style UNet (family ``sd15``, ``sd2``, ``sdxl``)
+    are renamed to the diffusers UNet's modules (:mod:`act_core.diffusers_names`) and their
+    sites and widths checked.
+
     Raises
     ------
     MapCompatibilityError
@@ -174,6 +179,9 @@ def load_pipeline_maps(path: Any, pipe: Any | None = None) -> MapSet:
     if pipe is None:
         return maps
     recorded, current = maps.metadata.get("model") or {}, pipeline_hint(pipe)
+    if recorded.get("family") in COMFY_UNET_FAMILIES and \
+            current["family"] == "diffusers:UNet2DConditionModel":
+        return _checked(translate_comfy_maps(maps, denoiser(pipe)), pipe)
     wrong = [f"{key} {recorded[key]!r} (this pipeline: {current[key]!r})"
              for key in ("family", "in_channels", "block_out_channels", "num_layers")
              if recorded.get(key) not in (None, []) and recorded[key] != current[key]]
@@ -181,6 +189,19 @@ def load_pipeline_maps(path: Any, pipe: Any | None = None) -> MapSet:
         raise MapCompatibilityError(
             f"map file {path} was fitted on another model: {', '.join(wrong)}. Fix: fit maps "
             "for this pipeline with act_core.diffusers_pipeline.fit_pipeline")
+    return maps
+
+
+def _checked(maps: MapSet, pipe: Any) -> MapSet:
+    """Check that every site exists in the denoiser with the map's width."""
+    modules = dict(denoiser(pipe).named_modules())
+    widths = {}
+    for site in maps:
+        module = modules.get(Site.parse(site).name)
+        weight = getattr(module, "weight", None)
+        if isinstance(weight, torch.Tensor):
+            widths[site] = int(weight.shape[0])
+    check_compatible(maps, widths)
     return maps
 
 

@@ -164,3 +164,17 @@ def test_comfyui_site_names_translate_to_existing_diffusers_modules(pipe):
     assert list(translated) == ["down_blocks.0.attentions.0.norm"]
     with dp.steer_pipeline(pipe, translated, 1.0):
         _image(pipe)
+
+
+def test_a_comfyui_map_file_loads_on_a_diffusers_pipeline(pipe, tmp_path):
+    from act_core.estimators import fit
+    from act_core.mapfile import save_maps
+
+    tmap = fit(torch.randn(8, 64), torch.randn(8, 64) + 1, "linear_act", mode="channels")
+    path = save_maps(tmp_path / "comfy.safetensors", {"middle_block.0.in_layers.0": tmap},
+                     model={"family": "sd15"})
+    loaded = dp.load_pipeline_maps(path, pipe)
+    assert list(loaded) == ["mid_block.resnets.0.norm1"]
+    save_maps(path, {"output_blocks.3.0.out_layers.0": tmap}, model={"family": "sd15"})
+    with pytest.raises(MapCompatibilityError, match="width"):
+        dp.load_pipeline_maps(path, pipe)  # that norm has 32 channels, the map 64
