@@ -1,21 +1,32 @@
-"""Elementwise kernels of the transport: ``y = a x + b`` where ``lo <= x <= hi``, else ``x``.
+"""Elementwise kernels of the transport: ``y = x + [lo <= x <= hi] (k x + b)``, or ``a x + b``.
 
-The masked affine map needs several elementwise passes (bounds test, affine, select). Done over a
-whole activation tensor, each pass streams it through main memory. Here the rows are processed in
-chunks of about :data:`CHUNK_ELEMENTS` values, so the intermediates stay in the CPU cache and only
-the input read and the output write touch main memory. On accelerators the passes run unchunked.
+The bounded transport needs four elementwise passes (clamp, compare, two multiply-adds). Done
+over a whole activation tensor, each pass would stream it through main memory. On CPU the rows
+are instead cut into small blocks (at most :data:`BLOCK_ELEMENTS` values, below torch's
+intra-op grain so every op runs inline, without thread synchronisation) whose intermediates stay
+in the core's cache; the blocks are spread over ``torch.get_num_threads()`` worker threads (torch
+releases the GIL inside its ops). Only the input read and the output write touch main memory.
+This is also robust when the CPU is oversubscribed, where per-op thread barriers are slow.
+On accelerators the four passes run once over the whole tensor.
 """
 
 from __future__ import annotations
 
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import torch
 
-__all__ = ["CHUNK_ELEMENTS", "compute_dtype", "masked_affine"]
+__all__ = ["BLOCK_ELEMENTS", "affine", "compute_dtype", "masked_shift"]
 
-#: Values per chunk on CPU (float32: 2 MiB). A chunk, its clamped copy, its mask and its output
-#: (about 6.5 MiB) stay in a shared L3 cache, while each elementwise op still gets enough work
-#: to amortise its dispatch and thread synchronisation.
-CHUNK_ELEMENTS = 1 << 19
+#: Upper bound on values per CPU block: torch runs elementwise ops on fewer than 32768 values
+#: inline in the calling thread (128 KiB of float32, an L2-resident working set).
+BLOCK_ELEMENTS = 32767
+_TASKS_PER_WORKER = 4  # a few tasks per worker balance the load when a core is busy elsewhere
+
+_executor: tuple[int, int, ThreadPoolExecutor] | None = None  # (pid, workers, pool)
+_executor_lock = threading.Lock()
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -23,52 +34,86 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-class _Scratch:
-    """Reusable per-call buffers for one chunk: the clamped values and the inside mask."""
+def _pool(workers: int) -> ThreadPoolExecutor:
+    """The shared worker pool, rebuilt after a fork or a change of thread count."""
+    global _executor
+    with _executor_lock:
+        if _executor is None or _executor[:2] != (os.getpid(), workers):
+            _executor = (os.getpid(), workers,
+                         ThreadPoolExecutor(workers, thread_name_prefix="act_core"))
+        return _executor[2]
 
-    def __init__(self, rows: int, width: int, dtype: torch.dtype, device: torch.device) -> None:
-        self.clamped = torch.empty(rows, width, dtype=dtype, device=device)
-        self.inside = torch.empty(rows, width, dtype=torch.bool, device=device)
 
+def _block(x: torch.Tensor, out: torch.Tensor, k: torch.Tensor, b: torch.Tensor,
+           bounds: tuple[torch.Tensor, torch.Tensor],
+           scratch: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
+    """``out = x + [lo <= x <= hi] * (k * clamp(x, lo, hi) + b)`` for one block (R, D).
 
-def _chunk_inplace(x: torch.Tensor, out: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
-                   bounds: tuple[torch.Tensor, torch.Tensor] | None,
-                   scratch: _Scratch | None = None) -> None:
-    """Transport one block ``x`` (R, D) into ``out`` (R, D); coefficients (D,) in compute dtype."""
-    work = x if x.dtype == a.dtype else x.to(a.dtype)
-    if bounds is None:
-        if work is x:
-            torch.addcmul(b, work, a, out=out)
-        else:
-            out.copy_(torch.addcmul(b, work, a))
-        return
+    All intermediates are floating point (torch's bool kernels are several times slower on CPU).
+    The correction is computed from the clamped value, which is finite, so an infinite ``x``
+    outside the support gets ``x + 0``.
+    """
+    work = x if x.dtype == k.dtype else x.to(k.dtype)
     rows = x.shape[0]
-    clamped = None if scratch is None else scratch.clamped[:rows]
-    inside = None if scratch is None else scratch.inside[:rows]
-    clamped = torch.clamp(work, bounds[0], bounds[1], out=clamped)
-    inside = torch.eq(clamped, work, out=inside)  # (R, D) bool; NaN is outside
+    clamped = None if scratch is None else scratch[0][:rows]
+    inside = None if scratch is None else scratch[1][:rows]
+    clamped = torch.clamp(work, bounds[0], bounds[1], out=clamped)  # (R, D)
+    inside = torch.eq(clamped, work, out=inside)  # (R, D) 1.0 inside, 0.0 outside or NaN
+    correction = torch.addcmul(b, clamped, k, out=clamped)  # (R, D), finite
     if work is x:
-        torch.addcmul(b, work, a, out=out)
-        torch.where(inside, out, x, out=out)
+        torch.addcmul(x, inside, correction, out=out)
     else:
-        torch.where(inside, torch.addcmul(b, work, a).to(x.dtype), x, out=out)
+        out.copy_(torch.addcmul(work, inside, correction))
 
 
-def masked_affine(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
-                  bounds: tuple[torch.Tensor, torch.Tensor] | None,
-                  out: torch.Tensor | None = None) -> torch.Tensor:
-    """Return ``where(lo <= x <= hi, a * x + b, x)`` computed per unit (last dim).
+def _run_rows(x: torch.Tensor, out: torch.Tensor, k: torch.Tensor, b: torch.Tensor,
+              bounds: tuple[torch.Tensor, torch.Tensor], start: int, stop: int,
+              step: int) -> None:
+    """Transport rows ``start:stop`` block by block, reusing one pair of scratch buffers."""
+    scratch = (torch.empty(step, x.shape[1], dtype=k.dtype),
+               torch.empty(step, x.shape[1], dtype=k.dtype))
+    for first in range(start, stop, step):
+        last = min(stop, first + step)
+        _block(x[first:last], out[first:last], k, b, bounds, scratch)
 
-    Values outside the bounds (and NaN) are copied bit for bit. Reduced-precision inputs are
-    computed in float32 and cast back.
+
+def affine(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
+           out: torch.Tensor | None = None) -> torch.Tensor:
+    """Return ``a * x + b`` (the unbounded support): one multiply-add pass.
 
     Parameters
     ----------
     x : Tensor, shape (R, D)
-    a, b : Tensor, shape (D,)
-        Folded coefficients in :func:`compute_dtype` of ``x``.
-    bounds : (lo, hi) of Tensors of shape (D,) in the compute dtype, or None for everywhere.
+    a, b : Tensor, shape (D,), in :func:`compute_dtype` of ``x``.
     out : Tensor, shape (R, D), dtype of ``x``, optional
+
+    Returns
+    -------
+    Tensor, shape (R, D), dtype of ``x``.
+    """
+    if x.dtype == a.dtype:
+        return torch.addcmul(b, x, a, out=out)
+    result = torch.addcmul(b, x.to(a.dtype), a).to(x.dtype)
+    return result if out is None else out.copy_(result)
+
+
+def masked_shift(x: torch.Tensor, k: torch.Tensor, b: torch.Tensor,
+                 bounds: tuple[torch.Tensor, torch.Tensor],
+                 out: torch.Tensor | None = None) -> torch.Tensor:
+    """Return ``x + [lo <= x <= hi] * (k * x + b)`` per unit (last dim).
+
+    With ``k = lambda (omega - 1)`` and ``b = lambda beta`` this is the transport with strength
+    lambda on a bounded support. Values outside the support, infinities and NaN are returned
+    unchanged (``x + 0``; the only bit that can change is the sign of a ``-0.0`` lying outside a
+    support that excludes 0). Reduced-precision inputs are computed in float32 and cast back.
+
+    Parameters
+    ----------
+    x : Tensor, shape (R, D)
+    k, b : Tensor, shape (D,)
+        Coefficients in :func:`compute_dtype` of ``x``.
+    bounds : (lo, hi), Tensors of shape (D,) in the compute dtype.
+    out : Tensor, shape (R, D), dtype of ``x``, contiguous, optional
         Destination (may not overlap ``x``).
 
     Returns
@@ -77,15 +122,20 @@ def masked_affine(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
     """
     if out is None:
         out = torch.empty_like(x, memory_format=torch.contiguous_format)
-    rows = x.shape[0]
-    if x.device.type != "cpu" or rows == 0:
-        _chunk_inplace(x, out, a, b, bounds)
+    rows, width = x.shape
+    if x.device.type != "cpu":
+        _block(x, out, k, b, bounds)  # the accelerator's kernels, over the whole tensor
         return out
-    step = max(1, CHUNK_ELEMENTS // max(1, x.shape[1]))
-    if bounds is None and x.dtype == a.dtype:
-        step = rows  # a single addcmul streams once; chunking gains nothing
-    scratch = None if bounds is None else _Scratch(min(step, rows), x.shape[1], a.dtype, x.device)
-    for start in range(0, rows, step):
-        stop = min(rows, start + step)
-        _chunk_inplace(x[start:stop], out[start:stop], a, b, bounds, scratch)
+    step = max(1, BLOCK_ELEMENTS // max(1, width))
+    workers = torch.get_num_threads()
+    tasks = min(-(-rows // step), workers * _TASKS_PER_WORKER)
+    if workers < 2 or tasks < 2:
+        _run_rows(x, out, k, b, bounds, 0, rows, step)
+        return out
+    per_task = -(-rows // tasks)
+    futures = [_pool(workers).submit(_run_rows, x, out, k, b, bounds, first,
+                                     min(rows, first + per_task), step)
+               for first in range(0, rows, per_task)]
+    for future in futures:
+        future.result()
     return out

@@ -19,7 +19,7 @@ import math
 import torch
 
 from .errors import MapCompatibilityError, StrengthError
-from .kernels import compute_dtype, masked_affine
+from .kernels import affine, compute_dtype, masked_shift
 from .maps import TransportMap
 from .support import SupportLike, support_bounds
 
@@ -92,10 +92,16 @@ def fold(tmap: TransportMap, strength: float, dtype: torch.dtype = torch.float32
     Inside the support the transport is then ``y = a x + b``. Computed in float64, returned in
     ``dtype``. Returns two tensors of shape (D,).
     """
+    k, b = _deltas(tmap, strength, torch.float64, device)
+    return (1.0 + k).to(dtype), b.to(dtype)
+
+
+def _deltas(tmap: TransportMap, strength: float, dtype: torch.dtype,
+            device: torch.device | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``k = lambda (omega - 1)`` and ``b = lambda beta`` (D,), computed in float64."""
     scale = tmap.scale.to(device=device, dtype=torch.float64)
     shift = tmap.shift.to(device=device, dtype=torch.float64)
-    a = 1.0 + strength * (scale - 1.0)
-    return a.to(dtype), (strength * shift).to(dtype)
+    return (strength * (scale - 1.0)).to(dtype), (strength * shift).to(dtype)
 
 
 def _bounds(tmap: TransportMap, support: SupportLike, dtype: torch.dtype, device: torch.device
@@ -153,10 +159,13 @@ def transport(x: torch.Tensor, tmap: TransportMap, strength: StrengthLike = 1.0,
 def _transport_rows(x: torch.Tensor, tmap: TransportMap, lam: float, support: SupportLike,
                     out: torch.Tensor | None = None) -> torch.Tensor:
     dtype = compute_dtype(x.dtype)
-    a, b = fold(tmap, lam, dtype, x.device)
     rows = x.reshape(-1, x.shape[-1])  # (R, D)
     dest = None if out is None else out.view(-1, x.shape[-1])  # (R, D), out is contiguous
-    y = masked_affine(rows, a, b, _bounds(tmap, support, dtype, x.device), out=dest)
+    bounds = _bounds(tmap, support, dtype, x.device)
+    if bounds is None:
+        y = affine(rows, *fold(tmap, lam, dtype, x.device), out=dest)
+    else:
+        y = masked_shift(rows, *_deltas(tmap, lam, dtype, x.device), bounds, out=dest)
     return y.view(x.shape)
 
 
