@@ -135,7 +135,9 @@ def transport(x: torch.Tensor, tmap: TransportMap, strength: StrengthLike = 1.0,
 
     Returns
     -------
-    Tensor, same shape and dtype as ``x``. Values outside the support are copied bit for bit.
+    Tensor, same shape and dtype as ``x``. Values outside the support (and infinities, NaN)
+    keep their value (they receive ``+ 0``; a ``-0.0`` outside a support that excludes 0 may
+    come back as ``+0.0``, which compares equal).
     """
     if x.ndim == 0:
         raise MapCompatibilityError("cannot transport a 0-d tensor; expected shape (..., D)")

@@ -195,3 +195,11 @@ def test_fitted_map_at_full_strength_lands_on_the_target_mean():
     source, target = torch.randn(300, 6), torch.randn(300, 6) * 0.5 + 2
     moved = transport(source, fit(source, target), 1.0)
     torch.testing.assert_close(moved.mean(0), target.mean(0), rtol=1e-4, atol=1e-4)
+
+
+def test_negative_zero_outside_a_support_excluding_zero_keeps_its_value():
+    tmap = _map(lo=0.5, hi=2.0)
+    x = torch.tensor([[-0.0, 0.0, 1.0, 3.0, -1.0, float("nan")]])
+    out = transport(x, tmap, 1.0)
+    assert torch.equal(out[0, [0, 1, 3, 4]], x[0, [0, 1, 3, 4]])  # -0.0 == +0.0
+    assert torch.isnan(out[0, 5]) and out[0, 2] != x[0, 2]
