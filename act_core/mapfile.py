@@ -141,14 +141,15 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 def _read_header(path: Path, data: bytes) -> dict:
     """Check the container and return the decoded ``act`` metadata."""
-    if data[:4] == b"PK\x03\x04" or data[:1] == b"\x80":
-        raise MapFileError(f"{path}: this looks like a pickle/PyTorch checkpoint; AcT map files "
-                           "are safetensors, refusing to unpickle")
-    if len(data) < 8:
-        raise MapFileError(f"{path}: file is truncated ({len(data)} bytes), not a map file")
-    (length,) = struct.unpack("<Q", data[:8])
-    if length > min(len(data) - 8, _MAX_HEADER) or data[8:9] != b"{":
-        raise MapFileError(f"{path}: not a safetensors file (bad header length or truncated)")
+    length = struct.unpack("<Q", data[:8])[0] if len(data) >= 8 else -1
+    if not 0 < length <= min(len(data) - 8, _MAX_HEADER) or data[8:9] != b"{":
+        # not a safetensors container; say what it looks like instead (a safetensors header
+        # length may itself start with the pickle opcode 0x80, so this test comes second)
+        if data[:4] == b"PK\x03\x04" or (data[:1] == b"\x80" and data[1:2] in b"\x02\x03\x04\x05"):
+            raise MapFileError(f"{path}: this looks like a pickle/PyTorch checkpoint; AcT map "
+                               "files are safetensors, refusing to unpickle")
+        raise MapFileError(f"{path}: not a safetensors file (bad header length, truncated or "
+                           f"corrupted; {len(data)} bytes)")
     try:
         header = json.loads(data[8:8 + length])
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
