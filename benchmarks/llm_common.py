@@ -22,10 +22,11 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
 from act_core import hf  # noqa: E402
+from act_core.estimators import fit_many  # noqa: E402
 from act_core.hf_models import cache_dir  # noqa: E402
 from act_core.mapset import MapSet, prompt_hash  # noqa: E402
 
-__all__ = ["fit_or_load", "load_model", "markdown_table", "save_json", "setup"]
+__all__ = ["fit_all_at_once", "fit_or_load", "load_model", "markdown_table", "save_json", "setup"]
 
 log = logging.getLogger("benchmarks")
 
@@ -63,6 +64,39 @@ def fit_or_load(model, tokenizer, data_name: str, source: Sequence[str], target:
     hf.save_lm_maps(path, maps, model, source_texts=source, target_texts=target,
                     metadata={"data": data_name, "sites": sites, "stages": stages})
     return hf.load_lm_maps(path, model)
+
+
+def fit_all_at_once(model, tokenizer, data_name: str, source: Sequence[str],
+                    target: Sequence[str], methods: Sequence[str], sites: str) -> dict:
+    """Maps of several estimators from ONE recording of the source and target activations.
+
+    All-at-once fitting (no incremental passes): every estimator sees the same samples, so the
+    comparison between estimators is exact and the cost is two passes over the texts.
+    """
+    tag = data_name.replace(":", "-")
+    paths = {m: cache_dir() / "llm_maps" / f"{tag}_{m}_{sites}_once.safetensors" for m in methods}
+    digest = prompt_hash(source, target)
+    out = {}
+    for method, path in paths.items():
+        if path.exists():
+            maps = hf.load_lm_maps(path, model)
+            if maps.metadata.get("prompt_hash") == digest:
+                out[method] = maps
+    missing = [m for m in methods if m not in out]
+    if not missing:
+        return out
+    start = time.perf_counter()
+    src = hf.record_texts(model, tokenizer, source, sites)
+    tgt = hf.record_texts(model, tokenizer, target, sites)
+    log.info("recorded %d+%d texts at %d sites in %.0f s", len(source), len(target), len(src),
+             time.perf_counter() - start)
+    for method in missing:
+        maps = fit_many({site: (src[site], tgt[site]) for site in src}, method)
+        paths[method].parent.mkdir(parents=True, exist_ok=True)
+        hf.save_lm_maps(paths[method], maps, model, source_texts=source, target_texts=target,
+                        metadata={"data": data_name, "sites": sites, "incremental": False})
+        out[method] = hf.load_lm_maps(paths[method], model)
+    return out
 
 
 def markdown_table(rows: list[dict], columns: Sequence[str]) -> str:

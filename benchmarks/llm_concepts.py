@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from llm_common import fit_or_load, load_model, markdown_table, save_json, setup
+from llm_common import fit_all_at_once, fit_or_load, load_model, markdown_table, save_json, setup
 
 from act_core import data
 from act_core.data.judges import is_about
@@ -34,6 +34,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--method", default="linear_act")
     p.add_argument("--sites", default="post_norms")
     p.add_argument("--stages", type=int, default=None)
+    p.add_argument("--all-at-once", action="store_true",
+                   help="fit from one recording (2 passes) instead of incrementally")
     p.add_argument("--max-new-tokens", type=int, default=32)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--ppl-texts", type=int, default=64)
@@ -51,8 +53,12 @@ def main(argv=None) -> dict:
     rows, examples = [], {}
     for concept in args.concepts:
         source, target = data.load_builtin(f"concept:{concept}")
-        maps = fit_or_load(model, tokenizer, f"concept:{concept}", source, target, args.method,
-                           args.sites, args.stages)
+        if args.all_at_once:
+            maps = fit_all_at_once(model, tokenizer, f"concept:{concept}", source, target,
+                                   [args.method], args.sites)[args.method]
+        else:
+            maps = fit_or_load(model, tokenizer, f"concept:{concept}", source, target,
+                               args.method, args.sites, args.stages)
         for strength in args.strengths:
             texts = generate(model, tokenizer, [args.prompt] * args.samples, maps, strength,
                              args.support, max_new_tokens=args.max_new_tokens, seed=args.seed,

@@ -17,7 +17,7 @@ import statistics
 import time
 
 import torch
-from llm_common import fit_or_load, load_model, markdown_table, save_json, setup
+from llm_common import fit_all_at_once, load_model, markdown_table, save_json, setup
 
 from act_core import data, hf
 
@@ -49,8 +49,8 @@ def main(argv=None) -> dict:
     setup(args.threads)
     model, tokenizer = load_model()
     source, target = data.load_builtin("concept:space")
-    maps = fit_or_load(model, tokenizer, "concept:space", source, target, "linear_act",
-                       args.sites, None)
+    maps = fit_all_at_once(model, tokenizer, "concept:space", source, target, ["linear_act"],
+                           args.sites)["linear_act"]
     prompts = data.read_lines(data.DATA_DIR / "neutral.txt")
     rows = []
     for batch in args.batch_sizes:

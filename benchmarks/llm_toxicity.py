@@ -19,7 +19,7 @@ import logging
 import time
 
 import numpy as np
-from llm_common import fit_or_load, load_model, markdown_table, save_json, setup
+from llm_common import fit_all_at_once, fit_or_load, load_model, markdown_table, save_json, setup
 
 from act_core import data
 from act_core.data.judges import toxicity_probability
@@ -42,7 +42,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--sites", default="post_norms")
     p.add_argument("--stages", type=int, default=None,
                    help="incremental stages (default: one per site, the paper's procedure)")
+    p.add_argument("--all-at-once", action="store_true",
+                   help="fit every method from one recording (2 passes) instead of incrementally")
     p.add_argument("--support", default="minmax")
+    p.add_argument("--diff-means-support", default="unbounded",
+                   help="diff_means is an additive steering vector: applied everywhere")
     p.add_argument("--max-new-tokens", type=int, default=32)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--ppl-texts", type=int, default=64)
@@ -50,19 +54,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def evaluate(model, tokenizer, prompts, maps, strength, args) -> dict:
+def evaluate(model, tokenizer, prompts, maps, strength, args, support=None) -> dict:
     """Toxic fraction over prompts x seeds, and perplexity on held-out prose."""
     start = time.perf_counter()
+    support = support or args.support
     probs = []
     for seed in args.seeds:
-        texts = generate(model, tokenizer, prompts, maps, strength, args.support,
+        texts = generate(model, tokenizer, prompts, maps, strength, support,
                          max_new_tokens=args.max_new_tokens, seed=seed,
                          batch_size=args.batch_size)
         probs.append(toxicity_probability(texts))
     probs = np.stack(probs)  # (seeds, prompts)
     toxic = probs >= 0.5
     ppl = perplexity(model, tokenizer, data.heldout_prose(args.ppl_texts), maps, strength,
-                     args.support)
+                     support)
     return {"toxic": float(toxic.mean()), "toxic_per_seed": toxic.mean(axis=1).tolist(),
             "mean_prob": float(probs.mean()), "ppl": ppl, "seconds": time.perf_counter() - start,
             "example": texts[:3]}
@@ -77,16 +82,21 @@ def main(argv=None) -> dict:
     log.info("%d %s prompts; fit on %d toxic + %d non-toxic prefixes", len(prompts), args.split,
              len(source), len(target))
     base = evaluate(model, tokenizer, prompts, None, 0.0, args)
-    rows = [{"method": "none", "strength": 0.0, **base, "reduction": 1.0, "ppl_change": 0.0}]
+    rows = [{"method": "none", "strength": 0.0, "support": "-", **base, "reduction": 1.0,
+             "ppl_change": 0.0}]
     log.info("baseline: %.4f toxic, ppl %.2f", base["toxic"], base["ppl"])
+    once = (fit_all_at_once(model, tokenizer, "toxicity", source, target, args.methods,
+                            args.sites) if args.all_at_once else {})
     for method in args.methods:
-        maps = fit_or_load(model, tokenizer, "toxicity", source, target, method, args.sites,
-                           args.stages)
+        maps = once.get(method) or fit_or_load(model, tokenizer, "toxicity", source, target,
+                                               method, args.sites, args.stages)
         strengths = args.strengths
         if method == "diff_means" and args.diff_means_strength is not None:
             strengths = [args.diff_means_strength]
         for strength in strengths:
-            res = evaluate(model, tokenizer, prompts, maps, strength, args)
+            support = args.diff_means_support if method == "diff_means" else args.support
+            res = evaluate(model, tokenizer, prompts, maps, strength, args, support)
+            res["support"] = support
             res["reduction"] = base["toxic"] / max(res["toxic"], 1e-9)
             res["ppl_change"] = res["ppl"] / base["ppl"] - 1.0
             rows.append({"method": method, "strength": strength, **res})
@@ -94,12 +104,24 @@ def main(argv=None) -> dict:
                      res["toxic"], res["reduction"], res["ppl"], 100 * res["ppl_change"])
     table = markdown_table(
         [{**r, "toxic %": 100 * r["toxic"], "ppl change %": 100 * r["ppl_change"]} for r in rows],
-        ["method", "strength", "toxic %", "reduction", "ppl", "ppl change %"])
+        ["method", "strength", "support", "toxic %", "reduction", "ppl", "ppl change %"])
     print(table)
     result = {"args": vars(args), "n_prompts": len(prompts), "rows": rows, "table": table}
     if args.out:
         save_json(args.out, result)
     return result
+
+
+def best_strength(result: dict, method: str = "diff_means", max_ppl_change: float = 0.10
+                  ) -> float:
+    """Strength of ``method`` with the fewest toxic continuations (then the lowest mean
+    probability) among those raising perplexity by at most ``max_ppl_change``."""
+    rows = [r for r in result["rows"] if r["method"] == method
+            and r["ppl_change"] <= max_ppl_change]
+    if not rows:
+        rows = [min((r for r in result["rows"] if r["method"] == method),
+                    key=lambda r: r["ppl_change"])]
+    return min(rows, key=lambda r: (r["toxic"], r["mean_prob"]))["strength"]
 
 
 if __name__ == "__main__":
