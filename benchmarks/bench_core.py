@@ -64,9 +64,9 @@ def bench_fit(sites: int = 256, n: int = 1024, d: int = 1280) -> dict[str, float
     for site in range(sites):
         source, target = _site_data(generator, n, d)
         jobs = {
-            "floor": lambda: (torch.sort(source, dim=0), torch.sort(target, dim=0)),
-            "fit": lambda: linear_act(source, target),
-            "own_sort": lambda: (sort_units(source), sort_units(target)),
+            "floor": lambda s=source, t=target: (torch.sort(s, dim=0), torch.sort(t, dim=0)),
+            "fit": lambda s=source, t=target: linear_act(s, t),
+            "own_sort": lambda s=source, t=target: (sort_units(s), sort_units(t)),
         }
         order = list(jobs) if site % 2 == 0 else list(reversed(jobs))
         times = {name: _timed(jobs[name]) for name in order}
