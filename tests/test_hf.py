@@ -143,3 +143,11 @@ def test_perplexity_matches_the_model_loss():
     padded = perplexity(model, tokenizer, [text, "x y"], batch_size=2)
     assert padded == pytest.approx(
         perplexity(model, tokenizer, [text, "x y"], batch_size=1), rel=1e-4)
+
+
+def test_fit_reports_progress_over_passes():
+    model, tokenizer = tiny_causal_lm("llama")
+    calls = []
+    hf.fit_lm(model, tokenizer, SOURCE, TARGET, "attn_out", progress=lambda d, n: calls.append(
+        (d, n)))
+    assert calls == [(1, 3), (2, 3), (3, 3)]  # 1 target pass + 1 source pass per site
