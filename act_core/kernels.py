@@ -77,6 +77,13 @@ def _run_rows(x: torch.Tensor, out: torch.Tensor, k: torch.Tensor, b: torch.Tens
         _block(x[first:last], out[first:last], k, b, bounds, scratch)
 
 
+def _run_rows_in_mode(modes: tuple[bool, bool], *args) -> None:
+    """:func:`_run_rows` in a worker thread, under the calling thread's autograd modes."""
+    inference, grad = modes
+    with torch.inference_mode(inference), torch.set_grad_enabled(grad):
+        _run_rows(*args)
+
+
 def affine(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
            out: torch.Tensor | None = None) -> torch.Tensor:
     """Return ``a * x + b`` (the unbounded support): one multiply-add pass.
@@ -133,7 +140,9 @@ def masked_shift(x: torch.Tensor, k: torch.Tensor, b: torch.Tensor,
         _run_rows(x, out, k, b, bounds, 0, rows, step)
         return out
     per_task = -(-rows // tasks)
-    futures = [_pool(workers).submit(_run_rows, x, out, k, b, bounds, first,
+    # inference mode and grad mode are thread-local: carry the caller's into the workers
+    modes = (torch.is_inference_mode_enabled(), torch.is_grad_enabled())
+    futures = [_pool(workers).submit(_run_rows_in_mode, modes, x, out, k, b, bounds, first,
                                      min(rows, first + per_task), step)
                for first in range(0, rows, per_task)]
     for future in futures:

@@ -203,3 +203,18 @@ def test_negative_zero_outside_a_support_excluding_zero_keeps_its_value():
     out = transport(x, tmap, 1.0)
     assert torch.equal(out[0, [0, 1, 3, 4]], x[0, [0, 1, 3, 4]])  # -0.0 == +0.0
     assert torch.isnan(out[0, 5]) and out[0, 2] != x[0, 2]
+
+
+def test_masked_transport_inside_inference_mode_uses_worker_threads_safely():
+    """ComfyUI runs nodes under torch.inference_mode(); the CPU kernel's worker threads must
+    run under the same mode (it is thread-local), or in-place updates of inference tensors
+    fail there."""
+    from act_core import fit, transport
+
+    torch.manual_seed(0)
+    tmap = fit(torch.randn(64, 256), torch.randn(64, 256) * 2 + 1)
+    with torch.inference_mode():
+        x = torch.randn(512, 256)
+        y = transport(x, tmap, 0.5, "minmax")
+    expected = transport(x.clone(), tmap, 0.5, "minmax")
+    assert torch.equal(y, expected)
