@@ -6,6 +6,7 @@ SETUP := scripts/setup_env.sh
 
 setup:
 	$(SETUP) --with-comfyui --with-llm
+	scripts/setup_browser.sh
 	$(PY) -m toyworld.checkpoint install
 
 checkpoint: setup

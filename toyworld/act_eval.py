@@ -73,7 +73,8 @@ EXPERIMENTS = {"style": style_experiment, "negation": negation_experiment}
 
 def _graph(exp: Experiment, strength: float, seeds: int, *, method: str, fit_batch: int,
            timestep_ranges: int, support: str | None, incremental: bool, base_seed: int,
-           source: list[str] | None = None, target: list[str] | None = None) -> dict:
+           source: list[str] | None = None, target: list[str] | None = None,
+           sites: str = "auto", pattern: str = "", collect_at: float = 0.0) -> dict:
     g = {
         "ckpt": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": CKPT}},
         "neg": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["ckpt", 1]}},
@@ -83,8 +84,8 @@ def _graph(exp: Experiment, strength: float, seeds: int, *, method: str, fit_bat
             "model": ["ckpt", 0], "clip": ["ckpt", 1],
             "source_prompts": "\n".join(source or exp.source),
             "target_prompts": "\n".join(target or exp.target),
-            "sites": "auto", "pattern": "", "method": method, "support": exp.support,
-            "incremental": incremental, "stages": 8, "collect_at": 0.0,
+            "sites": sites, "pattern": pattern, "method": method, "support": exp.support,
+            "incremental": incremental, "stages": 8, "collect_at": collect_at,
             "timestep_ranges": timestep_ranges, "seed": 0, "latent": ["fitlat", 0]}},
         "apply": {"class_type": "ActApplyTransport", "inputs": {
             "model": ["ckpt", 0], "maps": ["learn", 0], "strength": strength,
@@ -123,14 +124,15 @@ def _score(exp: Experiment, images_by_prompt: list[list]) -> dict:
 def run_experiment(server: ComfyServer, exp: Experiment, strengths=STRENGTHS, seeds: int = 4, *,
                    method: str = "linear_act", fit_batch: int = 8, timestep_ranges: int = 1,
                    support: str | None = None, incremental: bool = True, base_seed: int = 5000,
-                   source: list[str] | None = None, target: list[str] | None = None):
+                   source: list[str] | None = None, target: list[str] | None = None,
+                   sites: str = "auto", pattern: str = "", collect_at: float = 0.0):
     """Run the experiment at every strength; returns (rows, images[strength][prompt])."""
     rows, images = [], {}
     for strength in strengths:
         graph = _graph(exp, strength, seeds, method=method, fit_batch=fit_batch,
                        timestep_ranges=timestep_ranges, support=support,
                        incremental=incremental, base_seed=base_seed, source=source,
-                       target=target)
+                       target=target, sites=sites, pattern=pattern, collect_at=collect_at)
         entry = server.run(graph, timeout=1800)
         per_prompt = [server.images(entry, node_id=f"save{k}") for k in range(len(exp.heldout))]
         images[strength] = per_prompt
