@@ -114,14 +114,15 @@ def main(argv=None) -> dict:
 
 def best_strength(result: dict, method: str = "diff_means", max_ppl_change: float = 0.10
                   ) -> float:
-    """Strength of ``method`` with the fewest toxic continuations (then the lowest mean
-    probability) among those raising perplexity by at most ``max_ppl_change``."""
+    """Strength of ``method`` with the lowest mean toxicity probability (a less noisy criterion
+    than the toxic fraction on a small split) among those raising perplexity by at most
+    ``max_ppl_change``."""
     rows = [r for r in result["rows"] if r["method"] == method
             and r["ppl_change"] <= max_ppl_change]
     if not rows:
         rows = [min((r for r in result["rows"] if r["method"] == method),
                     key=lambda r: r["ppl_change"])]
-    return min(rows, key=lambda r: (r["toxic"], r["mean_prob"]))["strength"]
+    return min(rows, key=lambda r: (r["mean_prob"], r["toxic"]))["strength"]
 
 
 if __name__ == "__main__":
