@@ -102,6 +102,8 @@ def main(argv=None) -> dict:
             rows.append({"method": method, "strength": strength, **res})
             log.info("%s @ %g: %.4f toxic (%.1fx less), ppl %.2f (%+.1f%%)", method, strength,
                      res["toxic"], res["reduction"], res["ppl"], 100 * res["ppl_change"])
+            if args.out:  # partial results survive an interrupted run
+                save_json(args.out, {"args": vars(args), "n_prompts": len(prompts), "rows": rows})
     table = markdown_table(
         [{**r, "toxic %": 100 * r["toxic"], "ppl change %": 100 * r["ppl_change"]} for r in rows],
         ["method", "strength", "support", "toxic %", "reduction", "ppl", "ppl change %"])
