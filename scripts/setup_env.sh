@@ -21,8 +21,9 @@ done
 # dependency, would otherwise pull the registry's newest CUDA build (several GB).
 mkdir -p .cache
 echo "torch==2.13.0" > .cache/constraints.txt
-PIP_BARE="$ROOT/.venv/bin/python -m pip --disable-pip-version-check -q"
-PIP="$PIP_BARE -c $ROOT/.cache/constraints.txt"
+export PIP_CONSTRAINT="$ROOT/.cache/constraints.txt"
+PIP="$ROOT/.venv/bin/python -m pip --disable-pip-version-check -q"
+PIP_BARE=$PIP
 
 stamp() { [ -f "$ROOT/.venv/.stamp-$1" ]; }
 mark() { touch "$ROOT/.venv/.stamp-$1"; }
