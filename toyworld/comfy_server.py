@@ -70,6 +70,7 @@ class ComfyServer:
             ckpt.symlink_to(checkpoint_path())
 
     def start(self) -> ComfyServer:
+        _exit_on_sigterm()
         self._prepare_base()
         cmd = [sys.executable, str(COMFYUI_DIR / "main.py"), "--cpu", "--listen", "127.0.0.1",
                "--port", str(self.port), "--base-directory", str(self.base),
@@ -80,16 +81,23 @@ class ComfyServer:
         self.proc = subprocess.Popen(cmd, cwd=str(COMFYUI_DIR), stdout=self._log,
                                      stderr=subprocess.STDOUT, start_new_session=True,
                                      env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        try:
+            self._wait_until_up()
+        except BaseException:  # also KeyboardInterrupt/SystemExit: never leave it running
+            self.stop()
+            raise
+        return self
+
+    def _wait_until_up(self) -> None:
         deadline = time.time() + self.startup_timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:
                 raise ComfyError(f"ComfyUI exited at start-up:\n{self.log_tail()}")
             try:
                 self.get_json("/system_stats", timeout=2)
-                return self
+                return
             except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
                 time.sleep(0.5)
-        self.stop()
         raise ComfyError(f"ComfyUI did not answer within {self.startup_timeout} s")
 
     def stop(self) -> None:
@@ -173,6 +181,19 @@ class ComfyServer:
                 with urllib.request.urlopen(f"{self.url}/view?{q}", timeout=30) as r:
                     out.append(np.array(Image.open(io.BytesIO(r.read())).convert("RGB")))
         return out
+
+
+def _exit_on_sigterm() -> None:
+    """Turn SIGTERM into SystemExit so that ``with ComfyServer()`` stops the server even when
+    the driving script is terminated (only where no handler was installed)."""
+    import threading
+
+    if (threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL):
+        def _raise(signum, frame):
+            raise SystemExit(128 + signum)
+
+        signal.signal(signal.SIGTERM, _raise)
 
 
 def _error_message(status: dict) -> str:
