@@ -15,12 +15,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import act_core  # noqa: E402
 from toyworld.act_eval import fit_combos  # noqa: E402
 from toyworld.checkpoint import checkpoint_path  # noqa: E402
 from toyworld.comfy_env import import_comfy  # noqa: E402
 from toyworld.render import Scene  # noqa: E402
-
-import act_core  # noqa: E402
 
 
 def record(base, sites, conds, sigma: float) -> dict[str, torch.Tensor]:
@@ -40,7 +39,10 @@ def main() -> None:
         str(checkpoint_path()), output_vae=True, output_clip=True)
     comfy.model_management.load_models_gpu([model])
     base = model.model
-    encode = (lambda p: clip.encode_from_tokens(clip.tokenize(p)))
+
+    def encode(prompt: str) -> torch.Tensor:
+        return clip.encode_from_tokens(clip.tokenize(prompt))
+
     source = [encode(Scene(c, s).prompt) for c, s in fit_combos()]
     target = [encode(Scene(c, s, "striped").prompt) for c, s in fit_combos()]
     sites = act_core.resolve_sites(base.diffusion_model, "norms")
