@@ -103,11 +103,10 @@ def _check_saved_maps(server, entry, node_id: str, node: dict) -> None:
 
     text = entry["outputs"][node_id]["text"][0]
     assert text.startswith("saved " + node["inputs"]["filename_prefix"] + "_")
-    path = server.base / "models" / "act_maps" / text.removeprefix("saved ")
-    maps = load_maps(path)
-    assert len(maps) > 0
-    names = server.get_json("/object_info/ActLoadMaps")["ActLoadMaps"]["input"]["required"]
-    assert path.name in " ".join(names["map_name"][1]["options"])
+    name = text.removeprefix("saved ")
+    assert len(load_maps(server.base / "models" / "act_maps" / name)) > 0
+    info = server.get_json("/object_info/ActLoadMaps")["ActLoadMaps"]
+    assert name in info["input"]["required"]["map_name"][1]["options"], "not offered to load"
 
 
 def test_templates_are_listed_and_thumbnails_served(server):
