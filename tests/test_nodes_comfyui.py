@@ -72,6 +72,9 @@ def test_strength_zero_is_bit_identical_to_the_unpatched_model(comfy_server):
     assert not all(np.array_equal(a, b) for a, b in zip(plain, one))
 
 
+@pytest.mark.xfail(strict=True, reason="known: with the reference configuration (noisiest "
+                   "step, mean pooling, norm sites) the maps do not steer the toy model yet; "
+                   "see docs/results_toyworld.md")
 def test_style_maps_add_stripes_on_held_out_prompts(comfy_server):
     presence = {}
     for strength in (0.0, 1.0):
