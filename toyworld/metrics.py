@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .render import COLOURS, PALETTE, SHAPES
+from .render import COLOURS, PALETTE, SHAPES, erode
 
 __all__ = ["Reading", "read_image", "read_images"]
 
@@ -44,17 +44,9 @@ def _fill_holes(mask: np.ndarray) -> np.ndarray:
         outside = grown
 
 
-def _erode(mask: np.ndarray, steps: int) -> np.ndarray:
-    m = mask.copy()
-    for _ in range(steps):
-        p = np.pad(m, 1, constant_values=False)
-        m = m & p[:-2, 1:-1] & p[2:, 1:-1] & p[1:-1, :-2] & p[1:-1, 2:]
-    return m
-
-
 def _interior_fill(shape_px: np.ndarray, filled: np.ndarray, size: int) -> float:
     """Fraction of the shape's deep interior (5 px in at 64x64) that is painted."""
-    interior = _erode(filled, max(1, round(5 * size / 64)))
+    interior = erode(filled, max(1, round(5 * size / 64)))
     if interior.sum() < 3:
         return float(shape_px.sum()) / float(max(1, filled.sum()))
     return float(shape_px[interior].mean())

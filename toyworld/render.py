@@ -13,7 +13,7 @@ import numpy as np
 
 __all__ = [
     "COLOURS", "SHAPES", "STYLES", "PALETTE", "Scene", "all_scenes", "parse_prompt",
-    "render", "shape_mask",
+    "erode", "render", "shape_mask",
 ]
 
 COLOURS = ("red", "green", "blue", "yellow")
@@ -81,7 +81,8 @@ def shape_mask(shape: str, size: int, cx: float, cy: float, r: float) -> np.ndar
     raise ValueError(f"unknown shape {shape!r}")
 
 
-def _erode(mask: np.ndarray, steps: int) -> np.ndarray:
+def erode(mask: np.ndarray, steps: int) -> np.ndarray:
+    """4-neighbour binary erosion, ``steps`` times (pixels outside count as empty)."""
     m = mask.copy()
     for _ in range(steps):
         p = np.pad(m, 1, constant_values=False)
@@ -106,7 +107,7 @@ def render(scene: Scene, size: int = 64, rng: np.random.Generator | None = None)
     colour = np.clip(np.array(PALETTE[scene.colour], np.float32) + jit(0.04), 0, 1)
     mask = shape_mask(scene.shape, size, cx, cy, r)
     if scene.style == "outlined":
-        mask = mask & ~_erode(mask, max(1, round(OUTLINE * k)))
+        mask = mask & ~erode(mask, max(1, round(OUTLINE * k)))
         img[mask] = colour
     elif scene.style == "striped":
         band = max(1, round(BAND * k))
