@@ -100,6 +100,8 @@ class ComfyPage:
             "() => window.app && window.app.isGraphReady && window.LiteGraph && "
             "Object.keys(LiteGraph.registered_node_types).length > 0")
         self.page.evaluate(_WATCH_MISSING)
+        # Nobody looks at the canvas: drawing it in software every frame costs a CPU core.
+        self.page.evaluate("() => { window.app.canvas.pause_rendering = true; }")
 
     def close(self) -> None:
         """Close the browser and stop playwright; safe to call twice."""
