@@ -9,10 +9,16 @@ buffer (unit-major, one contiguous row per unit), sorted in place with NumPy's S
 its statistics are taken while it is still in the core's cache. Nothing of the size of the
 samples is allocated, and the only pass through main memory is the read of the input.
 
-Accuracy: every unit's sorted sample is converted to float64 and shifted by its own median (a
-free by-product of the sort; the difference of two float32 values is exact in float64, and
-``|mean - median| <= std``, so centring the sums afterwards cancels at most one bit); every sum
-is accumulated in float64. The result is the float64 least-squares fit (about 1e-14 relative).
+Accuracy: the sorted float32 values are converted to float64 (exactly) and every sum is
+accumulated in float64. The centred sums are first formed from raw sums,
+``sum (x - xbar)^2 = sum x^2 - (sum x)^2 / n``: with float32 inputs the products are exact, and
+the rounding of the float64 sums is at most ``n * 2**-53`` of ``sum x^2``, relative. A unit whose
+mean is so large against its spread that this bound exceeds :data:`TOLERANCE` of the centred sum
+(``|mean| / std`` beyond about 50 for 1024 samples; also constant units) is done again, exactly:
+its sorted values are shifted by its own median before the sums (the difference of two float32
+values is exact in float64, and ``|mean - median| <= std``, so centring cancels at most one
+bit). Either way the sums are float64-accurate: ``omega`` and ``beta`` to about 1e-9 relative
+(worst case), 1e-13 typically.
 """
 
 from __future__ import annotations
@@ -26,13 +32,18 @@ import torch
 from .errors import FitError
 from .maps import QUANTILE_LEVELS
 
-__all__ = ["BLOCK_BYTES", "PairMoments", "block_units", "sorted_pair_moments"]
+__all__ = ["BLOCK_BYTES", "TOLERANCE", "PairMoments", "block_units", "sorted_pair_moments"]
 
 #: Bytes of float32 per sample per block: 256 KiB (64 units of 1024 samples), so that a sorted
 #: block and its float64 copy stay close to the core (L2 / L3 cache).
 BLOCK_BYTES = 1 << 18
 
+#: Largest relative error bound of a centred sum formed from raw float64 sums; units above it
+#: are recomputed from median-shifted values.
+TOLERANCE = 1e-9
+
 _F32 = np.float32
+_EPS64 = float(np.finfo(np.float64).eps) / 2  # unit roundoff, 2**-53
 
 
 @dataclass(frozen=True)
@@ -60,6 +71,8 @@ class PairMoments:
         Target maximum minus minimum, computed in float32.
     quantiles : Tensor, float32, shape (K, D)
         Source quantiles, same rule as :func:`act_core.samples.interpolate_sorted`.
+    refined : int
+        Number of units recomputed from median-shifted values (see the module's docstring).
     """
 
     n: int
@@ -73,6 +86,7 @@ class PairMoments:
     hi: np.ndarray
     range_b: np.ndarray
     quantiles: torch.Tensor
+    refined: int
 
 
 def block_units(n: int, m: int, width: int) -> int:
@@ -84,22 +98,24 @@ class _Sample:
     """One sample (source or target) on its way through the blocks, with its scratch buffers.
 
     Per block it copies the units' columns transposed into a float32 buffer, sorts them, copies
-    them into a float64 buffer shifted by their medians and keeps the per-unit extremes,
-    medians and float64 sums.
+    them into a float64 buffer (shifted by their medians if ``shift``), resamples them to the
+    pairs if the sizes differ, and keeps per unit the extremes and the float64 sums.
     """
 
-    def __init__(self, name: str, values: np.ndarray, pairs: int, step: int) -> None:
+    def __init__(self, name: str, values: np.ndarray, pairs: int, step: int,
+                 shift: bool) -> None:
         self.name = name
         self.values = values  # (size, D), any strides
         size, width = values.shape
-        self.size = size
+        self.size, self.shift = size, shift
         self.sorted = np.empty((step, size), _F32)  # block scratch, unit-major
-        self.shifted = np.empty((step, size))  # block scratch, float64
+        self.wide = np.empty((step, size))  # block scratch, float64
         self.ones = np.ones(size)
         self.low, self.high = np.empty(width, _F32), np.empty(width, _F32)
-        self.median = np.empty(width)
-        self.full_total = np.empty(width)  # sum of shifted values, whole sample
-        self.total = self.full_total if size == pairs else np.empty(width)  # ... paired values
+        self.median = np.zeros(width)  # the shift of every unit (0 when not shifted)
+        self.full_total = np.empty(width)  # sum of the (shifted) values, whole sample
+        self.total = self.full_total if size == pairs else np.empty(width)  # ... over the pairs
+        self.square = np.empty(width)  # sum of the squared (shifted) values over the pairs
         self.pairing: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         if size != pairs:
             # quantile function at the levels i / (pairs - 1): position q (size - 1)
@@ -116,20 +132,39 @@ class _Sample:
         return rows
 
     def paired_block(self, rows: np.ndarray, units: slice) -> np.ndarray:
-        """Median-shifted float64 values of sorted ``rows``, resampled to the pairs: (k, n)."""
-        median = rows[:, self.size // 2].astype(np.float64)  # (k,)
-        self.median[units] = median
-        shifted = self.shifted[:rows.shape[0]]
-        np.copyto(shifted, rows)  # float32 -> float64, exact
-        shifted -= median[:, None]  # exact: a difference of two float32 values fits float64
-        self.full_total[units] = np.dot(shifted, self.ones)  # (k,) row sums
-        if self.pairing is None:
-            return shifted
-        below, above, weight = self.pairing
-        start = shifted[:, below]  # (k, n)
-        paired = start + weight * (shifted[:, above] - start)  # (k, n), float64 interpolation
-        self.total[units] = paired.sum(axis=1)
+        """Float64 values of sorted ``rows`` (shifted if asked), resampled to the pairs: (k, n)."""
+        wide = self.wide[:rows.shape[0]]
+        np.copyto(wide, rows)  # float32 -> float64, exact
+        if self.shift:
+            median = rows[:, self.size // 2].astype(np.float64)  # (k,)
+            self.median[units] = median
+            wide -= median[:, None]  # exact: a difference of two float32 values fits float64
+        self.full_total[units] = _row_sums(wide, self.ones)  # (k,)
+        paired = wide
+        if self.pairing is not None:
+            below, above, weight = self.pairing
+            start = wide[:, below]  # (k, n)
+            paired = start + weight * (wide[:, above] - start)  # (k, n), float64 interpolation
+            self.total[units] = paired.sum(axis=1)
+        self.square[units] = _row_dots(paired, paired)
         return paired
+
+    def centred(self, pairs: int) -> np.ndarray:
+        """``sum (x - xbar)^2`` over the pairs, per unit, from the raw sums."""
+        return self.square - self.total * self.total / pairs
+
+    def mean(self, pairs: int) -> np.ndarray:
+        """Mean of the paired values, per unit."""
+        return self.median + self.total / pairs
+
+    def full_mean(self) -> np.ndarray:
+        """Mean of the whole sample, per unit."""
+        return self.median + self.full_total / self.size
+
+    def update(self, units: np.ndarray, other: _Sample) -> None:
+        """Take the sums of ``units`` from ``other``, a pass over just those units."""
+        for name in ("median", "full_total", "total", "square"):
+            getattr(self, name)[units] = getattr(other, name)
 
     def check_finite(self) -> None:
         """Raise FitError unless every value was finite (NaN sorts last, infinities at ends)."""
@@ -142,17 +177,25 @@ class _Sample:
                        "(e.g. run it in float32)")
 
 
-if hasattr(np, "vecdot"):  # NumPy >= 2.0: one BLAS dot per row
+if hasattr(np, "vecdot"):  # NumPy >= 2.0: one single-threaded BLAS dot per row
 
     def _row_dots(x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Per-row dot products of two (k, n) float64 arrays, shape (k,)."""
         return np.vecdot(x, y)
+
+    def _row_sums(x: np.ndarray, ones: np.ndarray) -> np.ndarray:
+        """Row sums of a (k, n) float64 array, given ``ones`` of shape (n,): shape (k,)."""
+        return np.vecdot(x, ones)
 
 else:  # pragma: no cover - NumPy 1.x
 
     def _row_dots(x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Per-row dot products of two (k, n) float64 arrays, shape (k,)."""
         return np.matmul(x[:, None, :], y[:, :, None])[:, 0, 0]
+
+    def _row_sums(x: np.ndarray, ones: np.ndarray) -> np.ndarray:
+        """Row sums of a (k, n) float64 array, shape (k,)."""
+        return x.sum(axis=1)
 
 
 def _quantile_plan(levels: Sequence[float], size: int) -> tuple[np.ndarray, torch.Tensor]:
@@ -166,6 +209,25 @@ def _quantile_plan(levels: Sequence[float], size: int) -> tuple[np.ndarray, torc
     below = position.floor().long().clamp(0, size - 1)
     above = (below + 1).clamp(max=size - 1)
     return torch.cat([below, above]).numpy(), (position - below).to(torch.float32)
+
+
+def _pass(a: _Sample, b: _Sample, step: int, columns: np.ndarray | None = None,
+          picked: np.ndarray | None = None) -> np.ndarray:
+    """Run the blocks over both samples; return the cross sums ``sum x y`` over the pairs, (D,).
+
+    With ``columns``, also stores those sorted source columns of every unit in ``picked``.
+    """
+    width = a.values.shape[1]
+    cross = np.empty(width)
+    with np.errstate(invalid="ignore", over="ignore"):  # non-finite input is raised afterwards
+        for first in range(0, width, step):
+            units = slice(first, min(width, first + step))
+            rows_a, rows_b = a.sort_block(units), b.sort_block(units)
+            if picked is not None:
+                np.take(rows_a, columns, axis=1, out=picked[units])
+            x, y = a.paired_block(rows_a, units), b.paired_block(rows_b, units)  # (k, n) each
+            cross[units] = _row_dots(x, y)
+    return cross
 
 
 def sorted_pair_moments(source: torch.Tensor, target: torch.Tensor,
@@ -199,33 +261,37 @@ def sorted_pair_moments(source: torch.Tensor, target: torch.Tensor,
     if source.shape[1] != target.shape[1] or min(source.shape[0], target.shape[0]) < 2:
         raise FitError(f"sorted_pair_moments needs (N, D) and (M, D) samples with N, M >= 2, "
                        f"found {tuple(source.shape)} and {tuple(target.shape)}")
-    width = source.shape[1]
-    n = min(source.shape[0], target.shape[0])
-    step = block or block_units(source.shape[0], target.shape[0], width)
-    a = _Sample("source", source.detach().numpy(), n, step)
-    b = _Sample("target", target.detach().numpy(), n, step)
+    values_a, values_b = source.detach().numpy(), target.detach().numpy()
+    width = values_a.shape[1]
+    n = min(values_a.shape[0], values_b.shape[0])
+    step = block or block_units(values_a.shape[0], values_b.shape[0], width)
+    a = _Sample("source", values_a, n, step, shift=False)
+    b = _Sample("target", values_b, n, step, shift=False)
     columns, weight = _quantile_plan(levels, a.size)
     picked = np.empty((width, columns.size), _F32)  # source order statistics for the quantiles
-    sxx, sxy = np.empty(width), np.empty(width)
-    with np.errstate(invalid="ignore", over="ignore"):  # non-finite input: raised after the loop
-        for first in range(0, width, step):
-            units = slice(first, min(width, first + step))
-            rows_a, rows_b = a.sort_block(units), b.sort_block(units)
-            np.take(rows_a, columns, axis=1, out=picked[units])
-            x, y = a.paired_block(rows_a, units), b.paired_block(rows_b, units)  # (k, n) each
-            sxx[units] = _row_dots(x, x)
-            sxy[units] = _row_dots(x, y)
+    cross = _pass(a, b, step, columns, picked)
     a.check_finite()
     b.check_finite()
-    # centre: sum (x - xbar)(y - ybar) = sum x y - (sum x)(sum y) / n for the shifted x, y
-    sxx -= a.total * a.total / n
-    sxy -= a.total * b.total / n
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sxx, syy = a.centred(n), b.centred(n)
+        # relative error bound of the centred sums: n u (sum x^2) / sum (x - xbar)^2, and the
+        # same for the cross sum with the geometric mean (Cauchy-Schwarz); NaN for constants
+        bound = 3 * n * _EPS64 * np.maximum(a.square / sxx, b.square / syy)
+        redo = np.flatnonzero(~(bound <= TOLERANCE) | ~(sxx > 0) | ~(syy > 0))
+    if redo.size:  # ill-conditioned or constant units: again, exactly, from shifted values
+        exact_a = _Sample("source", values_a[:, redo], n, step, shift=True)
+        exact_b = _Sample("target", values_b[:, redo], n, step, shift=True)
+        cross[redo] = _pass(exact_a, exact_b, step)
+        a.update(redo, exact_a)
+        b.update(redo, exact_b)
+        sxx = a.centred(n)
+    # centre the cross sums: sum (x - xbar)(y - ybar) = sum x y - (sum x)(sum y) / n
+    sxy = cross - a.total * b.total / n
     count = columns.size // 2
     quantiles = torch.lerp(torch.from_numpy(picked[:, :count]), torch.from_numpy(picked[:, count:]),
                            weight)  # (D, K)
     return PairMoments(
-        n=n, mean_a=a.median + a.total / n, mean_b=b.median + b.total / n,
-        sxx=np.maximum(sxx, 0.0), sxy=sxy,
-        full_mean_a=a.median + a.full_total / a.size, full_mean_b=b.median + b.full_total / b.size,
-        lo=a.low, hi=a.high, range_b=b.high - b.low, quantiles=quantiles.t().contiguous(),
+        n=n, mean_a=a.mean(n), mean_b=b.mean(n), sxx=np.maximum(sxx, 0.0), sxy=sxy,
+        full_mean_a=a.full_mean(), full_mean_b=b.full_mean(), lo=a.low, hi=a.high,
+        range_b=b.high - b.low, quantiles=quantiles.t().contiguous(), refined=int(redo.size),
     )

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from act_core import FitError
+from act_core import FitError, sorted_moments
 from act_core.estimators import linear_act
 from act_core.maps import QUANTILE_LEVELS
 from act_core.samples import sort_units, source_support
@@ -54,7 +54,8 @@ def _samples(n: int, m: int, d: int, seed: int, offset: float = 0.0
 
 
 def _assert_matches_reference(source: torch.Tensor, target: torch.Tensor, block: int | None
-                              ) -> None:
+                              ) -> int:
+    """Compare moments and map with :func:`_reference`; return the number of refined units."""
     want = _reference(source.numpy(), target.numpy())
     before = source.clone(), target.clone()
     moments = sorted_pair_moments(source, target, block=block)
@@ -73,6 +74,7 @@ def _assert_matches_reference(source: torch.Tensor, target: torch.Tensor, block:
     size = np.abs(want["mean_b"]) + np.abs(want["scale"] * want["mean_a"]) + 1e-3
     error = np.abs(tmap.shift.numpy() - want["shift"])
     assert np.all(error <= 1e-6 * size), f"shift: worst relative error {(error / size).max():g}"
+    return moments.refined
 
 
 @pytest.mark.parametrize("sizes", [(257, 257), (150, 333), (400, 61), (2, 2), (2, 5)])
@@ -80,14 +82,26 @@ def _assert_matches_reference(source: torch.Tensor, target: torch.Tensor, block:
 def test_fast_path_matches_float64_reference(sizes, block):
     n, m = sizes
     source, target = _samples(n, m, 37, seed=n + m)
-    _assert_matches_reference(source, target, block)
+    refined = _assert_matches_reference(source, target, block)
+    assert 3 <= refined < (37 if n > 2 else 38)  # the constant units are redone exactly
 
 
 @pytest.mark.parametrize("sizes", [(300, 300), (300, 170)])
 def test_fast_path_is_float64_accurate_far_from_zero(sizes):
     # |mean| / std up to ~1e4: float32 raw moments would cancel catastrophically
     source, target = _samples(*sizes, 12, seed=3, offset=2e3)
-    _assert_matches_reference(source, target, None)
+    assert _assert_matches_reference(source, target, None) == 12  # all redone from shifted values
+
+
+def test_raw_sums_alone_would_not_be_accurate_far_from_zero(monkeypatch):
+    # why the ill-conditioned units are redone: without it, sum x^2 - (sum x)^2 / n cancels
+    source, target = _samples(300, 300, 12, seed=3, offset=2e3)
+    want = _reference(source.numpy(), target.numpy())
+    monkeypatch.setattr(sorted_moments, "TOLERANCE", float("inf"))
+    raw = sorted_pair_moments(source, target)
+    assert raw.refined == 3  # the constant units only
+    spread = want["sxx"] > 0
+    assert np.abs(raw.sxx[spread] / want["sxx"][spread] - 1).max() > 1e-9
 
 
 def test_fast_path_accepts_strided_inputs():
