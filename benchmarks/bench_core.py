@@ -5,7 +5,8 @@
     (N, D) float32 samples along the sample axis with NumPy's SIMD sort (``np.sort(x, axis=0)``;
     a transposed copy by NumPy or by torch, then an in-place sort along contiguous rows; the
     same by blocks of units into a reused buffer, exactly as the fit sorts). Target ratio
-    <= 1.5. The fit and every sort are single-threaded (NumPy's sort is). For information, also
+    <= 1.5. The fit and the sorts are single-threaded (NumPy's sort is; only torch's transposed
+    copy may use torch's threads, which can only lower the floor). For information, also
     the sort alone on data already laid out unit-major (no transposition: a bound no fit from
     (N, D) samples can reach) and ``torch.sort`` (on every 8th site).
 (b) Transport: a (16, 4096, 1280) float32 activation, against one elementwise multiply-add over
@@ -219,10 +220,10 @@ def _table(fit: dict[str, float], move: dict[str, float], args: argparse.Namespa
         f"{move['inside']:.0%}. Transport: median of {args.repeats} repeats after a warm-up.",
         f"Command: `{' '.join([Path(sys.executable).name, *sys.argv])}`.",
         f"Machine: {_cpu_name()} ({platform.machine()}), {os.cpu_count()} CPU(s); torch "
-        f"{torch.__version__} with {torch.get_num_threads()} threads (transport, torch.sort); "
-        f"NumPy {np.__version__} (its sort, and so the fit and every floor candidate, runs on one "
-        f"thread); load average {loads[0]:.1f} at the start, {loads[1]:.1f} at the end "
-        "(other jobs were running).",
+        f"{torch.__version__} with {torch.get_num_threads()} threads (transport, torch.sort, the "
+        f"copy of the `x.t().contiguous()` candidate); NumPy {np.__version__} (its sort, and so "
+        f"the fit and the other floor candidates, runs on one thread); load average "
+        f"{loads[0]:.1f} at the start, {loads[1]:.1f} at the end (other jobs were running).",
     ]
     return "\n".join(rows + notes) + "\n"
 
