@@ -261,7 +261,7 @@ def sorted_pair_moments(source: torch.Tensor, target: torch.Tensor,
     if source.shape[1] != target.shape[1] or min(source.shape[0], target.shape[0]) < 2:
         raise FitError(f"sorted_pair_moments needs (N, D) and (M, D) samples with N, M >= 2, "
                        f"found {tuple(source.shape)} and {tuple(target.shape)}")
-    values_a, values_b = source.detach().numpy(), target.detach().numpy()
+    values_a, values_b = (x.detach().resolve_neg().numpy() for x in (source, target))  # views
     width = values_a.shape[1]
     n = min(values_a.shape[0], values_b.shape[0])
     step = block or block_units(values_a.shape[0], values_b.shape[0], width)
