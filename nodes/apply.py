@@ -65,7 +65,8 @@ def validate_maps_for_model(model, maps: MapSet) -> None:
 
 
 def patch_model(model, maps: MapSet, strength: float, start_percent: float = 0.0,
-                end_percent: float = 1.0, apply_to: str = "both", support: str = "from maps"):
+                end_percent: float = 1.0, apply_to: str = "conditional",
+                support: str = "from maps"):
     """Return a clone of ``model`` that transports activations while sampling."""
     if (maps.metadata.get("model") or {}).get("target") == "text_encoder":
         raise ValueError("these maps were learned on the text encoder: apply them with "
@@ -127,10 +128,13 @@ class ActApplyTransport(IO.ComfyNode):
                 IO.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.01,
                                tooltip="Fraction of the schedule at which it stops (1 = last "
                                        "step)."),
-                IO.Combo.Input("apply_to", options=list(APPLY_TO), default="both",
-                               tooltip="Which half of the CFG batch to transport: both, only the "
-                                       "positive (conditional) or only the negative "
-                                       "(unconditional) prediction."),
+                IO.Combo.Input("apply_to", options=list(APPLY_TO), default="conditional",
+                               tooltip="Which half of the CFG batch to transport. conditional "
+                                       "(default): the positive prediction only, the half the "
+                                       "maps were learned on, so CFG amplifies the change like "
+                                       "it amplifies the prompt. both: with CFG the change of "
+                                       "the two halves largely cancels (a weak effect); "
+                                       "unconditional: the negative only."),
                 IO.Combo.Input("support", options=SUPPORTS, default="from maps",
                                tooltip="Where the map acts: 'minmax' only on values inside the "
                                        "source range (good for removing a concept), "

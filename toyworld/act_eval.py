@@ -65,7 +65,7 @@ def negation_experiment() -> Experiment:
         source=[Scene(c, s, st, True).prompt for st in STYLES for c, s in fit],
         target=[Scene(c, s, st, False).prompt for st in STYLES for c, s in fit],
         heldout=[Scene(c, s, st, True) for st in STYLES for c, s in heldout_combos()],
-        support="minmax", presence="dot")
+        support="unbounded", presence="dot")
 
 
 EXPERIMENTS = {"style": style_experiment, "negation": negation_experiment}
@@ -74,7 +74,8 @@ EXPERIMENTS = {"style": style_experiment, "negation": negation_experiment}
 def _graph(exp: Experiment, strength: float, seeds: int, *, method: str, fit_batch: int,
            timestep_ranges: int, support: str | None, incremental: bool, base_seed: int,
            source: list[str] | None = None, target: list[str] | None = None,
-           sites: str = "auto", pattern: str = "", collect_at: float = 0.0) -> dict:
+           sites: str = "auto", pattern: str = "", collect_at: float = 0.0,
+           apply_to: str = "conditional") -> dict:
     g = {
         "ckpt": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": CKPT}},
         "neg": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["ckpt", 1]}},
@@ -89,7 +90,7 @@ def _graph(exp: Experiment, strength: float, seeds: int, *, method: str, fit_bat
             "timestep_ranges": timestep_ranges, "seed": 0, "latent": ["fitlat", 0]}},
         "apply": {"class_type": "ActApplyTransport", "inputs": {
             "model": ["ckpt", 0], "maps": ["learn", 0], "strength": strength,
-            "start_percent": 0.0, "end_percent": 1.0, "apply_to": "both",
+            "start_percent": 0.0, "end_percent": 1.0, "apply_to": apply_to,
             "support": support or "from maps"}},
         "lat": {"class_type": "EmptyLatentImage",
                 "inputs": {"width": 64, "height": 64, "batch_size": seeds}},
@@ -125,14 +126,16 @@ def run_experiment(server: ComfyServer, exp: Experiment, strengths=STRENGTHS, se
                    method: str = "linear_act", fit_batch: int = 8, timestep_ranges: int = 1,
                    support: str | None = None, incremental: bool = True, base_seed: int = 5000,
                    source: list[str] | None = None, target: list[str] | None = None,
-                   sites: str = "auto", pattern: str = "", collect_at: float = 0.0):
+                   sites: str = "auto", pattern: str = "", collect_at: float = 0.0,
+                   apply_to: str = "conditional"):
     """Run the experiment at every strength; returns (rows, images[strength][prompt])."""
     rows, images = [], {}
     for strength in strengths:
         graph = _graph(exp, strength, seeds, method=method, fit_batch=fit_batch,
                        timestep_ranges=timestep_ranges, support=support,
                        incremental=incremental, base_seed=base_seed, source=source,
-                       target=target, sites=sites, pattern=pattern, collect_at=collect_at)
+                       target=target, sites=sites, pattern=pattern, collect_at=collect_at,
+                       apply_to=apply_to)
         entry = server.run(graph, timeout=1800)
         per_prompt = [server.images(entry, node_id=f"save{k}") for k in range(len(exp.heldout))]
         images[strength] = per_prompt
