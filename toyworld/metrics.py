@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .render import COLOURS, PALETTE, SHAPES, erode
+from .render import BAND, COLOURS, PALETTE, SHAPES, erode
 
 __all__ = ["Reading", "read_image", "read_images"]
 
@@ -85,11 +85,14 @@ def read_image(img: np.ndarray) -> Reading:
     stripe = _stripe_score(img, shape_px, colour)
     if _interior_fill(shape_px, filled, size) < 0.5:
         style = "outlined"
-    elif stripe > 0.18:
+    elif stripe > _STRIPE_MIN_CONTRAST:
         style = "striped"
     else:
         style = "plain"
     return Reading(colour, shape, style, dot_pixels >= _DOT_MIN_PIXELS, dot_pixels, stripe, ratio)
+
+
+_STRIPE_MIN_CONTRAST = 0.35  # renders: striped 1.0, plain and outlined 0.0
 
 
 def _classify_colour(pixels: np.ndarray) -> str:
@@ -102,10 +105,19 @@ def _classify_colour(pixels: np.ndarray) -> str:
 
 
 def _stripe_score(img: np.ndarray, shape_px: np.ndarray, colour: str) -> float:
-    """Fraction of shape pixels that are a dark band of the shape's colour."""
+    """Band contrast: dark fraction of the shape in the dark bands minus that in the bright ones.
+
+    Stripes put the dark shade on every other band of rows (the odd ones, as drawn); a shape
+    that is merely darker or blotchy is dark in both kinds of band and scores near 0.
+    """
     ref = max(PALETTE[colour])
     dark = shape_px & (img.max(-1) < 0.72 * ref)
-    return float(dark.sum()) / float(max(1, shape_px.sum()))
+    band = max(1, round(BAND * img.shape[0] / 64.0))
+    odd = ((np.arange(img.shape[0]) // band) % 2 == 1)[:, None]
+    in_odd, in_even = shape_px & odd, shape_px & ~odd
+    if in_odd.sum() == 0 or in_even.sum() == 0:
+        return 0.0
+    return float(dark[in_odd].mean() - dark[in_even].mean())
 
 
 def read_images(images) -> list[Reading]:
