@@ -9,6 +9,12 @@ logged once past :data:`EXTRAPOLATION_BOUND`, except for ``unbounded_strength`` 
 
 Strength is a number or a tensor of shape (B,) with one strength per batch item (dim 0 of the
 activation), e.g. to transport only the conditional half of a CFG batch.
+
+CPU activations of at most :data:`INLINE_ELEMENTS` values are transported in the calling thread,
+in blocks of at most ``kernels.BLOCK_ELEMENTS`` values, so that every op runs inline (below
+torch's intra-op grain). At such sizes (a diffusion UNet at low resolution) one parallel op costs
+more in thread hand-off than in work, and far more when other processes load the CPU: a thread
+barrier then waits for a descheduled worker. Larger tensors use whole-tensor ops as before.
 """
 
 from __future__ import annotations
@@ -18,14 +24,15 @@ import math
 
 import torch
 
+from . import kernels
 from .errors import MapCompatibilityError, StrengthError
 from .kernels import affine, compute_dtype, masked_shift
 from .maps import TransportMap
 from .support import SupportLike, support_bounds
 
 __all__ = [
-    "EXTRAPOLATION_BOUND", "StrengthLike", "check_strength", "fold", "transport",
-    "transport_channels",
+    "EXTRAPOLATION_BOUND", "INLINE_ELEMENTS", "StrengthLike", "check_strength", "fold",
+    "transport", "transport_channels",
 ]
 
 logger = logging.getLogger(__name__)
@@ -33,8 +40,24 @@ logger = logging.getLogger(__name__)
 #: Strengths above this log a warning (once per process) unless the map is unbounded_strength.
 EXTRAPOLATION_BOUND = 2.0
 
+#: CPU activations with at most this many values are transported inline, block by block (1 MiB
+#: of float32): a few blocks of inline ops, against one parallel op per step otherwise.
+INLINE_ELEMENTS = 1 << 18
+
 StrengthLike = float | int | torch.Tensor
 _warned: set[str] = set()
+
+
+def _inline_step(x: torch.Tensor, width: int) -> int | None:
+    """Rows of ``width`` values per inline block for ``x``; None to use whole-tensor ops.
+
+    Inline blocks write into preallocated outputs (``out=``), which autograd refuses: a tensor
+    that requires grad under grad mode takes the whole-tensor path.
+    """
+    if (x.device.type != "cpu" or not kernels.BLOCK_ELEMENTS < x.numel() <= INLINE_ELEMENTS
+            or (x.requires_grad and torch.is_grad_enabled())):
+        return None
+    return max(1, kernels.BLOCK_ELEMENTS // max(1, width))
 
 
 def _warn_extrapolation(value: float, tmap: TransportMap) -> None:
@@ -165,10 +188,23 @@ def _transport_rows(x: torch.Tensor, tmap: TransportMap, lam: float, support: Su
     dest = None if out is None else out.view(-1, x.shape[-1])  # (R, D), out is contiguous
     bounds = _bounds(tmap, support, dtype, x.device)
     if bounds is None:
-        y = affine(rows, *fold(tmap, lam, dtype, x.device), out=dest)
+        a, b = fold(tmap, lam, dtype, x.device)
+
+        def run(r: torch.Tensor, o: torch.Tensor | None) -> torch.Tensor:
+            return affine(r, a, b, out=o)
     else:
-        y = masked_shift(rows, *_deltas(tmap, lam, dtype, x.device), bounds, out=dest)
-    return y.view(x.shape)
+        k, b = _deltas(tmap, lam, dtype, x.device)
+
+        def run(r: torch.Tensor, o: torch.Tensor | None) -> torch.Tensor:
+            return masked_shift(r, k, b, bounds, out=o)
+    step = _inline_step(rows, rows.shape[1])
+    if step is None:
+        return run(rows, dest).view(x.shape)
+    if dest is None:
+        dest = torch.empty_like(rows, memory_format=torch.contiguous_format)
+    for first in range(0, rows.shape[0], step):
+        run(rows[first:first + step], dest[first:first + step])  # (step, D) inline
+    return dest.view(x.shape)
 
 
 def transport_channels(x: torch.Tensor, tmap: TransportMap, strength: StrengthLike = 1.0,
@@ -202,12 +238,40 @@ def transport_channels(x: torch.Tensor, tmap: TransportMap, strength: StrengthLi
         return x
     dtype = compute_dtype(x.dtype)
     lam_t = torch.tensor(lam, dtype=dtype, device=x.device).reshape(-1, 1)  # (B, 1) or (1, 1)
-    mu = x.mean(dim=tuple(range(2, x.ndim)), dtype=dtype)  # (B, C)
     scale = tmap.scale.to(x.device, dtype)
-    delta = lam_t * ((scale - 1.0) * mu + tmap.shift.to(x.device, dtype))  # (B, C)
-    keep = lam_t > 0
+    shift = tmap.shift.to(x.device, dtype)
     bounds = _bounds(tmap, support, dtype, x.device)
-    if bounds is not None:
-        keep = keep & torch.eq(torch.clamp(mu, *bounds), mu)
+    spatial = math.prod(x.shape[2:])
+    step = _inline_step(x, spatial) if x.is_contiguous() else None
+    rows = x.view(-1, spatial) if step is not None else None  # (B * C, S)
+    keep = lam_t > 0
+    if bounds is None and bool(torch.all(scale == 1.0)):
+        delta = lam_t * shift  # (B, C) or (1, C): a pure shift needs no channel mean
+    else:
+        mu = _channel_means(x, rows, step, dtype)  # (B, C)
+        delta = lam_t * ((scale - 1.0) * mu + shift)  # (B, C)
+        if bounds is not None:
+            keep = keep & torch.eq(torch.clamp(mu, *bounds), mu)
     delta = torch.where(keep, delta, -0.0).to(x.dtype)  # x + (-0.0) == x bit for bit
-    return x + delta.reshape(*delta.shape, *([1] * (x.ndim - 2)))  # (B, C, 1, ..., 1)
+    delta = delta.expand(x.shape[0], -1)  # (B, C)
+    if rows is None:
+        return x + delta.reshape(*delta.shape, *([1] * (x.ndim - 2)))  # (B, C, 1, ..., 1)
+    column = delta.reshape(-1, 1)  # (B * C, 1)
+    out = torch.empty_like(x, memory_format=torch.contiguous_format)
+    dest = out.view(-1, spatial)
+    for first in range(0, rows.shape[0], step):
+        block = slice(first, first + step)
+        torch.add(rows[block], column[block], out=dest[block])  # (step, S) inline
+    return out
+
+
+def _channel_means(x: torch.Tensor, rows: torch.Tensor | None, step: int | None,
+                   dtype: torch.dtype) -> torch.Tensor:
+    """Spatial means (B, C) of ``x`` (B, C, *spatial); ``rows`` is its (B * C, S) view when
+    the means are taken inline, ``step`` rows at a time."""
+    if rows is None:
+        return x.mean(dim=tuple(range(2, x.ndim)), dtype=dtype)
+    mu = torch.empty(rows.shape[0], dtype=dtype, device=x.device)  # (B * C,)
+    for first in range(0, rows.shape[0], step):
+        torch.mean(rows[first:first + step], dim=1, dtype=dtype, out=mu[first:first + step])
+    return mu.view(x.shape[0], x.shape[1])
