@@ -166,12 +166,15 @@ def main(argv=None) -> None:
     ap.add_argument("--out", type=Path, default=Path("docs"))
     ap.add_argument("--seeds", type=int, default=4)
     ap.add_argument("--experiments", default="style,negation")
+    ap.add_argument("--strengths", default=",".join(f"{v:g}" for v in STRENGTHS),
+                    help="comma-separated strengths (default: %(default)s)")
     args = ap.parse_args(argv)
     results = {}
     with ComfyServer() as server:
         for name in args.experiments.split(","):
             exp = EXPERIMENTS[name]()
-            rows, images = run_experiment(server, exp, seeds=args.seeds)
+            strengths = [float(v) for v in args.strengths.split(",")]
+            rows, images = run_experiment(server, exp, strengths, seeds=args.seeds)
             results[name] = {"rows": rows, "source": exp.source, "target": exp.target,
                              "heldout": [s.prompt for s in exp.heldout]}
             strength_grid(exp, images, args.out / "images" / f"act_{name}_grid.png")
