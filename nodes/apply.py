@@ -266,6 +266,7 @@ class ActApplyTransport(IO.ComfyNode):
                                        "quantiles in between. 'from maps' uses the choice "
                                        "recorded when the maps were learned.", advanced=True),
                 IO.Combo.Input("mode", options=list(MODES), default="hooks", advanced=True,
+                               optional=True,
                                tooltip="hooks (default): transport while sampling, works in "
                                        "every case. folded: fold the maps into the norm "
                                        "layers' weights once, so sampling costs nothing extra; "
