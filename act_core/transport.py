@@ -21,6 +21,9 @@ from __future__ import annotations
 
 import logging
 import math
+import weakref
+from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 
@@ -28,7 +31,7 @@ from . import kernels
 from .errors import MapCompatibilityError, StrengthError
 from .kernels import affine, compute_dtype, masked_shift
 from .maps import TransportMap
-from .support import SupportLike, support_bounds
+from .support import SupportLike, parse_support, support_bounds
 
 __all__ = [
     "EXTRAPOLATION_BOUND", "INLINE_ELEMENTS", "StrengthLike", "check_strength", "fold",
@@ -46,16 +49,21 @@ INLINE_ELEMENTS = 1 << 18
 
 StrengthLike = float | int | torch.Tensor
 _warned: set[str] = set()
+_T = TypeVar("_T")
+_PREPARED: weakref.WeakKeyDictionary[TransportMap, dict[tuple, object]] = (
+    weakref.WeakKeyDictionary())
+_PREPARED_PER_MAP = 64  # keys kept per map (strengths x dtypes x devices x supports)
 
 
 def _inline_step(x: torch.Tensor, width: int) -> int | None:
     """Rows of ``width`` values per inline block for ``x``; None to use whole-tensor ops.
 
-    Inline blocks write into preallocated outputs (``out=``), which autograd refuses: a tensor
-    that requires grad under grad mode takes the whole-tensor path.
+    With one torch thread every op runs inline anyway: whole-tensor ops, fewer calls. Inline
+    blocks write into preallocated outputs (``out=``), which autograd refuses: a tensor that
+    requires grad under grad mode takes the whole-tensor path.
     """
     if (x.device.type != "cpu" or not kernels.BLOCK_ELEMENTS < x.numel() <= INLINE_ELEMENTS
-            or (x.requires_grad and torch.is_grad_enabled())):
+            or torch.get_num_threads() < 2 or (x.requires_grad and torch.is_grad_enabled())):
         return None
     return max(1, kernels.BLOCK_ELEMENTS // max(1, width))
 
@@ -172,6 +180,8 @@ def transport(x: torch.Tensor, tmap: TransportMap, strength: StrengthLike = 1.0,
         if lam == 0.0:
             return x
         return _transport_rows(x, tmap, lam, support)
+    if parse_support(support).kind == "unbounded":
+        return _affine_items(x, tmap, lam)
     out = torch.empty_like(x, memory_format=torch.contiguous_format)
     for index, value in enumerate(lam):
         if value == 0.0:
@@ -181,30 +191,92 @@ def transport(x: torch.Tensor, tmap: TransportMap, strength: StrengthLike = 1.0,
     return out
 
 
+def _prepared(tmap: TransportMap, key: tuple, build: Callable[[], _T]) -> _T:
+    """Coefficients derived from ``tmap`` for ``key``, computed once and kept with the map.
+
+    A sampler transports the same sites with the same strength at every step; maps are never
+    modified, so what is derived from them (folded coefficients, bounds) is cached per map
+    (weakly: dropped with the map) and per key (strength, dtype, device, support...).
+    """
+    try:
+        per_map = _PREPARED.get(tmap)
+        if per_map is None:
+            per_map = _PREPARED.setdefault(tmap, {})
+        value = per_map.get(key)
+    except TypeError:  # an unhashable key part (a support given as a list): no cache
+        return build()
+    if value is None:
+        if len(per_map) >= _PREPARED_PER_MAP:
+            per_map.clear()
+        value = per_map[key] = build()
+    return value
+
+
+def _addcmul(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
+             out: torch.Tensor | None = None) -> torch.Tensor:
+    """``a * x + b`` (broadcasting) in the dtype of ``a``, returned in the dtype of ``x``."""
+    if x.dtype == a.dtype:
+        return torch.addcmul(b, x, a, out=out)
+    result = torch.addcmul(b, x.to(a.dtype), a).to(x.dtype)
+    return result if out is None else out.copy_(result)
+
+
+def _affine_items(x: torch.Tensor, tmap: TransportMap, lam: list[float]) -> torch.Tensor:
+    """Unbounded transport with one strength per item of dim 0: one multiply-add over ``x``
+    with per-item coefficients; an item of strength 0 gets ``x * 1 + -0.0``, its own bits."""
+    dtype = compute_dtype(x.dtype)
+
+    def build() -> tuple[torch.Tensor, torch.Tensor]:
+        a, b = torch.ones(len(lam), tmap.dim, dtype=dtype, device=x.device), torch.full(
+            (len(lam), tmap.dim), -0.0, dtype=dtype, device=x.device)  # (B, D)
+        for index, value in enumerate(lam):
+            if value != 0.0:
+                a[index], b[index] = fold(tmap, value, dtype, x.device)
+        shape = (len(lam), *([1] * (x.ndim - 2)), tmap.dim)  # (B, 1, ..., 1, D)
+        return a.view(shape), b.view(shape)
+
+    a, b = _prepared(tmap, ("items", tuple(lam), dtype, x.device, x.ndim), build)
+    if _inline_step(x, x.shape[-1]) is None:
+        return _addcmul(x, a, b)
+    out = torch.empty_like(x, memory_format=torch.contiguous_format)
+    for index in range(x.shape[0]):  # items as blocks, each op inline when small enough
+        _addcmul(x[index], a[index], b[index], out=out[index])
+    return out
+
+
 def _transport_rows(x: torch.Tensor, tmap: TransportMap, lam: float, support: SupportLike,
                     out: torch.Tensor | None = None) -> torch.Tensor:
     dtype = compute_dtype(x.dtype)
     rows = x.reshape(-1, x.shape[-1])  # (R, D)
     dest = None if out is None else out.view(-1, x.shape[-1])  # (R, D), out is contiguous
-    bounds = _bounds(tmap, support, dtype, x.device)
-    if bounds is None:
-        a, b = fold(tmap, lam, dtype, x.device)
+    bounds, first, second = _prepared(tmap, ("rows", lam, dtype, x.device, support),
+                                      lambda: _row_coefficients(tmap, lam, support, dtype,
+                                                                x.device))
+    if bounds is None:  # first, second = a, b
 
         def run(r: torch.Tensor, o: torch.Tensor | None) -> torch.Tensor:
-            return affine(r, a, b, out=o)
-    else:
-        k, b = _deltas(tmap, lam, dtype, x.device)
+            return affine(r, first, second, out=o)
+    else:  # first, second = k, b
 
         def run(r: torch.Tensor, o: torch.Tensor | None) -> torch.Tensor:
-            return masked_shift(r, k, b, bounds, out=o)
+            return masked_shift(r, first, second, bounds, out=o)
     step = _inline_step(rows, rows.shape[1])
     if step is None:
         return run(rows, dest).view(x.shape)
     if dest is None:
         dest = torch.empty_like(rows, memory_format=torch.contiguous_format)
-    for first in range(0, rows.shape[0], step):
-        run(rows[first:first + step], dest[first:first + step])  # (step, D) inline
+    for start in range(0, rows.shape[0], step):
+        run(rows[start:start + step], dest[start:start + step])  # (step, D) inline
     return dest.view(x.shape)
+
+
+def _row_coefficients(tmap: TransportMap, lam: float, support: SupportLike, dtype: torch.dtype,
+                      device: torch.device) -> tuple:
+    """``(None, a, b)`` for the unbounded support, else ``(bounds, k, b)``; each (D,)."""
+    bounds = _bounds(tmap, support, dtype, device)
+    if bounds is None:
+        return (None, *fold(tmap, lam, dtype, device))
+    return (bounds, *_deltas(tmap, lam, dtype, device))
 
 
 def transport_channels(x: torch.Tensor, tmap: TransportMap, strength: StrengthLike = 1.0,
@@ -237,32 +309,48 @@ def transport_channels(x: torch.Tensor, tmap: TransportMap, strength: StrengthLi
     if not isinstance(lam, list) and lam == 0.0:
         return x
     dtype = compute_dtype(x.dtype)
-    lam_t = torch.tensor(lam, dtype=dtype, device=x.device).reshape(-1, 1)  # (B, 1) or (1, 1)
-    scale = tmap.scale.to(x.device, dtype)
-    shift = tmap.shift.to(x.device, dtype)
-    bounds = _bounds(tmap, support, dtype, x.device)
+    key = ("channels", lam if not isinstance(lam, list) else tuple(lam), dtype, x.device,
+           support)
+    k, c, keep, bounds, pure = _prepared(tmap, key, lambda: _channel_coefficients(
+        tmap, lam, support, dtype, x.device))
     spatial = math.prod(x.shape[2:])
     step = _inline_step(x, spatial) if x.is_contiguous() else None
     rows = x.view(-1, spatial) if step is not None else None  # (B * C, S)
-    keep = lam_t > 0
-    if bounds is None and bool(torch.all(scale == 1.0)):
-        delta = lam_t * shift  # (B, C) or (1, C): a pure shift needs no channel mean
+    if pure:
+        delta = c  # (B, C) or (1, C): a pure shift needs no channel mean
     else:
         mu = _channel_means(x, rows, step, dtype)  # (B, C)
-        delta = lam_t * ((scale - 1.0) * mu + shift)  # (B, C)
+        delta = torch.addcmul(c, k, mu)  # lambda ((omega - 1) mu + beta), (B, C)
         if bounds is not None:
-            keep = keep & torch.eq(torch.clamp(mu, *bounds), mu)
-    delta = torch.where(keep, delta, -0.0).to(x.dtype)  # x + (-0.0) == x bit for bit
-    delta = delta.expand(x.shape[0], -1)  # (B, C)
+            inside = torch.eq(torch.clamp(mu, *bounds), mu)  # (B, C)
+            keep = inside if keep is None else keep & inside
+    if keep is not None:
+        delta = torch.where(keep, delta, -0.0)  # x + (-0.0) == x bit for bit
+    delta = delta.to(x.dtype)
     if rows is None:
-        return x + delta.reshape(*delta.shape, *([1] * (x.ndim - 2)))  # (B, C, 1, ..., 1)
-    column = delta.reshape(-1, 1)  # (B * C, 1)
+        return x + delta.reshape(*delta.shape, *([1] * (x.ndim - 2)))  # (B|1, C, 1, ..., 1)
+    column = delta.expand(x.shape[0], -1).reshape(-1, 1)  # (B * C, 1)
     out = torch.empty_like(x, memory_format=torch.contiguous_format)
     dest = out.view(-1, spatial)
-    for first in range(0, rows.shape[0], step):
-        block = slice(first, first + step)
+    for start in range(0, rows.shape[0], step):
+        block = slice(start, start + step)
         torch.add(rows[block], column[block], out=dest[block])  # (step, S) inline
     return out
+
+
+def _channel_coefficients(tmap: TransportMap, lam: float | list[float], support: SupportLike,
+                          dtype: torch.dtype, device: torch.device) -> tuple:
+    """``(k, c, keep, bounds, pure)``: ``k = lambda (omega - 1)`` and ``c = lambda beta``,
+    (B, C) or (1, C); ``keep`` (B, 1) when some item has strength 0, else None; the support
+    bounds or None; ``pure`` when no channel mean is needed (omega = 1, unbounded)."""
+    lam_t = torch.tensor(lam, dtype=torch.float64, device=device).reshape(-1, 1)  # (B|1, 1)
+    scale = tmap.scale.to(device=device, dtype=torch.float64)
+    k = (lam_t * (scale - 1.0)).to(dtype)
+    c = (lam_t * tmap.shift.to(device=device, dtype=torch.float64)).to(dtype)
+    keep = (lam_t > 0) if bool((lam_t == 0).any()) else None
+    bounds = _bounds(tmap, support, dtype, device)
+    pure = bounds is None and bool(torch.all(scale == 1.0))
+    return k, c, keep, bounds, pure
 
 
 def _channel_means(x: torch.Tensor, rows: torch.Tensor | None, step: int | None,
@@ -272,6 +360,6 @@ def _channel_means(x: torch.Tensor, rows: torch.Tensor | None, step: int | None,
     if rows is None:
         return x.mean(dim=tuple(range(2, x.ndim)), dtype=dtype)
     mu = torch.empty(rows.shape[0], dtype=dtype, device=x.device)  # (B * C,)
-    for first in range(0, rows.shape[0], step):
-        torch.mean(rows[first:first + step], dim=1, dtype=dtype, out=mu[first:first + step])
+    for start in range(0, rows.shape[0], step):
+        torch.mean(rows[start:start + step], dim=1, dtype=dtype, out=mu[start:start + step])
     return mu.view(x.shape[0], x.shape[1])

@@ -14,6 +14,12 @@ from act_core.transport import transport_channels
 transport_module = importlib.import_module("act_core.transport")  # the name is also a function
 
 
+@pytest.fixture(autouse=True)
+def two_threads(monkeypatch):
+    """Inline blocks are used only with several torch threads (one thread: whole-tensor ops)."""
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+
+
 def _map(d: int, scale: float | None = None) -> TransportMap:
     generator = torch.Generator().manual_seed(d)
     levels = torch.linspace(-1.0, 1.0, 13).unsqueeze(1).expand(13, d).contiguous()
@@ -27,6 +33,13 @@ def _whole(monkeypatch, fn):
     with monkeypatch.context() as patch:
         patch.setattr(transport_module, "INLINE_ELEMENTS", 0)  # every op on the whole tensor
         return fn()
+
+
+def test_one_thread_uses_whole_tensor_ops(monkeypatch):
+    x = torch.randn(4, 77, 320)
+    assert transport_module._inline_step(x, 320) is not None
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    assert transport_module._inline_step(x, 320) is None
 
 
 @pytest.mark.parametrize("support", ["unbounded", "minmax"])

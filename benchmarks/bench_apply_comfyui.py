@@ -1,0 +1,509 @@
+"""Benchmark the AcT nodes inside ComfyUI on the toy checkpoint: apply overhead and learn cost.
+
+(1) Apply overhead. ComfyUI's own sampling (``comfy.sample.sample``: euler, 20 steps, cfg 5,
+    64x64, batch 4) of one prompt, timed for these variants of the same MODEL:
+
+    * ``plain``: no AcT, the baseline;
+    * ``act``: our ``patch_model`` (AcT Apply Transport, mode hooks, its defaults: the
+      conditional CFG half) with linear_act maps on all 27 norm sites of the UNet, strength 1,
+      unbounded support;
+    * ``act_both``: the same with apply_to both (every item of the CFG batch);
+    * ``reference``: a reference-style implementation of the same maps: one plain Python
+      forward hook per site, registered for the whole sampling, that casts the output to
+      float32, computes ``x + lambda ((omega - 1) x + beta)`` (per-channel spatial means for
+      channel maps) and casts back; both halves;
+    * ``mean_hooks``: mean_act maps (omega = 1) on the same sites, mode hooks, apply_to both;
+    * ``folded``: the same mean_act maps, mode folded (folded into the norms' affine weights as
+      ComfyUI weight patches, so sampling runs no extra op).
+
+    Each variant is sampled once as a warm-up, then ``--repeats`` times; the order of the
+    variants rotates from repeat to repeat so background load hits all alike. The model is
+    loaded untimed before each timed call (ComfyUI reloads when another clone of the same model
+    ran last), so the times are sampling only. Ratios: median time of the variant over the
+    median time of ``plain``, and the median over repeats of the per-repeat ratio. Targets:
+    ``act`` <= 1.05, ``folded`` <= 1.01.
+
+(2) Learn cost. ``learn_maps`` (AcT Learn Transport's function: one denoiser evaluation per
+    prompt and pass through ComfyUI's sampling path, recording, fitting) for N source and N
+    target prompts at 64x64 (latent 8x8), all-at-once and incremental (the node's default, 8
+    stages), against the same number of plain denoiser evaluations through the same path
+    with nothing recorded. Alternated, median of ``--learn-repeats``. Target <= 1.2.
+    Peak memory: for N = 8 and 32 (and N = 8 at 128x128, four times the pixels), a fresh
+    process runs the plain evaluations, then learns; the growth of its peak resident set
+    (``ru_maxrss``) during learning is what learning adds over the denoiser passes themselves.
+    It is compared with the recorded samples, N x units x 4 bytes per set.
+
+Usage: ``.venv/bin/python benchmarks/bench_apply_comfyui.py [--repeats 5] [--out FILE]``.
+Writes its two sections into ``docs/results.md`` (other sections of that file are kept).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import logging
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from toyworld.checkpoint import checkpoint_path  # noqa: E402
+from toyworld.comfy_env import import_comfy  # noqa: E402
+
+logger = logging.getLogger("bench_apply_comfyui")
+RESULTS = ROOT / "docs" / "results.md"
+PACK = "act_pack"
+BEGIN, END = "<!-- bench_apply_comfyui: begin -->", "<!-- bench_apply_comfyui: end -->"
+
+COLOURS = ("red", "green", "blue", "yellow")
+SHAPES = ("circle", "square", "triangle")
+FIT_SOURCE = ["a red circle", "a blue square", "a green triangle", "a yellow circle"]
+FIT_TARGET = ["a striped " + p.removeprefix("a ") for p in FIT_SOURCE]
+PROMPT, NEGATIVE = "a blue triangle", ""
+CFG, SIZE, SAMPLER, SCHEDULER, SEED = 5.0, 64, "euler", "normal", 0
+VARIANTS = ("plain", "act", "act_both", "reference", "mean_hooks", "folded")
+TARGETS = {"act": "<= 1.05", "folded": "<= 1.01"}
+
+
+def _pack():
+    """The repository imported as a ComfyUI custom node pack (relative imports work)."""
+    if PACK in sys.modules:
+        return sys.modules[PACK]
+    spec = importlib.util.spec_from_file_location(PACK, ROOT / "__init__.py",
+                                                  submodule_search_locations=[str(ROOT)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[PACK] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _setup():
+    import_comfy()
+    logging.getLogger().setLevel(logging.WARNING)  # ComfyUI's "Requested to load ..." lines
+    import comfy.sd
+
+    pack = _pack()
+    model, clip, _, _ = comfy.sd.load_checkpoint_guess_config(
+        str(checkpoint_path()), output_vae=False, output_clip=True)
+    return pack, model, clip
+
+
+def _timed(fn: Callable[[], object]) -> tuple[float, float]:
+    """(CPU seconds of this process, wall seconds) that ``fn()`` took."""
+    cpu, wall = time.process_time(), time.perf_counter()
+    fn()
+    return time.process_time() - cpu, time.perf_counter() - wall
+
+
+def _ratios(times: list[tuple[float, float]], base: list[tuple[float, float]], clock: int
+            ) -> tuple[float, float, float]:
+    """(median, ratio of medians, median of per-repeat ratios) on clock 0 (CPU) or 1 (wall)."""
+    mine, theirs = [t[clock] for t in times], [t[clock] for t in base]
+    median = statistics.median(mine)
+    paired = statistics.median(a / b for a, b in zip(mine, theirs, strict=True))
+    return median, median / statistics.median(theirs), paired
+
+
+def _load() -> float:
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+
+
+# ---------------------------------------------------------------------------------------------
+# (1) apply overhead
+
+
+def reference_hooks(unet: torch.nn.Module, maps, strength: float) -> list:
+    """The reference's way: a plain forward hook per site, float32 casts, for the whole run."""
+    handles = []
+    for site, tmap in maps.items():
+        module = unet.get_submodule(site)
+        omega, beta = tmap.scale.float(), tmap.shift.float()  # (D,)
+        if tmap.mode == "channels":
+            omega, beta = omega.view(1, -1, 1, 1), beta.view(1, -1, 1, 1)
+
+            def hook(_module, _args, out, omega=omega, beta=beta):
+                x = out.float()  # (B, C, H, W)
+                mu = x.mean(dim=(2, 3), keepdim=True)  # (B, C, 1, 1)
+                return (x + strength * ((omega - 1.0) * mu + beta)).to(out.dtype)
+        else:
+            def hook(_module, _args, out, omega=omega, beta=beta):
+                x = out.float()  # (B, T, D)
+                return (x + strength * ((omega - 1.0) * x + beta)).to(out.dtype)
+        handles.append(module.register_forward_hook(hook))
+    return handles
+
+
+def bench_apply(pack, model, clip, batch: int, steps: int, repeats: int) -> dict:
+    import comfy.model_management
+    import comfy.sample
+
+    learn, apply = pack.nodes.learn, pack.nodes.apply
+    encode = learn.encode_prompts
+    source, target = encode(clip, FIT_SOURCE), encode(clip, FIT_TARGET)
+    fit_latent = {"samples": torch.zeros(1, 4, SIZE // 8, SIZE // 8)}
+    maps = {method: learn.learn_maps(model, source, target, method=method, support="unbounded",
+                                     incremental=False, latent=fit_latent)
+            for method in ("linear_act", "mean_act")}
+    positive, negative = encode(clip, [PROMPT, NEGATIVE])
+    latent = torch.zeros(batch, 4, SIZE // 8, SIZE // 8)
+    noise = comfy.sample.prepare_noise(latent, SEED)
+    unet = model.get_model_object("diffusion_model")
+    models = {
+        "plain": model,
+        "act": apply.patch_model(model, maps["linear_act"], 1.0),
+        "act_both": apply.patch_model(model, maps["linear_act"], 1.0, apply_to="both"),
+        "reference": model,
+        "mean_hooks": apply.patch_model(model, maps["mean_act"], 1.0, apply_to="both"),
+        "folded": apply.patch_model(model, maps["mean_act"], 1.0, apply_to="both",
+                                    mode="folded"),
+    }
+
+    def sample(name: str) -> tuple[tuple[float, float], torch.Tensor]:
+        patched = models[name]
+        comfy.model_management.load_models_gpu([patched])  # untimed: switching clones reloads
+        handles = reference_hooks(unet, maps["linear_act"], 1.0) if name == "reference" else []
+        out: list[torch.Tensor] = []
+        try:
+            seconds = _timed(lambda: out.append(comfy.sample.sample(
+                patched, noise, steps, CFG, SAMPLER, SCHEDULER, positive, negative, latent,
+                disable_pbar=True, seed=SEED)))
+        finally:
+            for handle in handles:
+                handle.remove()
+        return seconds, out[0]
+
+    samples = {name: sample(name)[1] for name in VARIANTS}  # warm-up, and the outputs
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in VARIANTS}
+    for repeat in range(repeats):
+        turn = repeat % len(VARIANTS)
+        for name in VARIANTS[turn:] + VARIANTS[:turn]:
+            times[name].append(sample(name)[0])
+        logger.info("apply: repeat %d/%d (CPU s / wall s): %s", repeat + 1, repeats,
+                    ", ".join(f"{n} {t[-1][0]:.2f}/{t[-1][1]:.2f}" for n, t in times.items()))
+
+    def diff(a: str, b: str) -> float:
+        return float((samples[a] - samples[b]).abs().max())
+
+    return {"times": times, "sites": len(maps["linear_act"]),
+            "modes": sorted({m.mode for m in maps["linear_act"].values()}),
+            "checks": {"reference_vs_act_both": diff("reference", "act_both"),
+                       "folded_vs_mean_hooks": diff("folded", "mean_hooks"),
+                       "act_vs_plain": diff("act", "plain"),
+                       "mean_hooks_vs_plain": diff("mean_hooks", "plain")}}
+
+
+# ---------------------------------------------------------------------------------------------
+# (2) learn cost
+
+
+def _prompts(n: int) -> tuple[list[str], list[str]]:
+    combos = [(c, s, d) for d in ("", " with a black dot") for c in COLOURS for s in SHAPES]
+    chosen = [combos[i % len(combos)] for i in range(n)]
+    return ([f"a {c} {s}{d}" for c, s, d in chosen],
+            [f"a striped {c} {s}{d}" for c, s, d in chosen])
+
+
+def _one_evaluation(model, x, sigmas, extra_args=None, callback=None, disable=None):
+    model(x, sigmas[0] * x.new_ones([x.shape[0]]), **(extra_args or {}))
+    return x
+
+
+def plain_passes(model, conds: list, latent: torch.Tensor, seed: int) -> None:
+    """One denoiser evaluation per conditioning at the noisiest step, through the sampling path
+    learn_maps uses (``sample_custom``, cfg 1), with nothing recorded."""
+    import comfy.sample
+    import comfy.samplers
+
+    sampler = comfy.samplers.KSAMPLER(_one_evaluation)
+    sigma = float(model.get_model_object("model_sampling").sigma_max)
+    sigmas = torch.tensor([sigma, 0.0])
+    for i, cond in enumerate(conds):
+        noise = comfy.sample.prepare_noise(latent, seed + i)
+        comfy.sample.sample_custom(model, noise, 1.0, sampler, sigmas, cond, cond, latent,
+                                   disable_pbar=True, seed=seed + i)
+
+
+def _counting(model):
+    """A clone that counts its denoiser evaluations (the same wrapper for learn and floor)."""
+    from comfy.patcher_extension import WrappersMP
+
+    counter = [0]
+
+    def count(executor, *args, **kwargs):
+        counter[0] += 1
+        return executor(*args, **kwargs)
+
+    clone = model.clone()
+    clone.add_wrapper_with_key(WrappersMP.APPLY_MODEL, "bench_count", count)
+    return clone, counter
+
+
+def _learn_jobs(pack, model, clip, n: int, size: int, incremental: bool,
+                source_passes: int | None = None):
+    """(learn, floor, evaluations) for N prompts per set; the passes over the source prompts
+    are counted in one untimed learn run unless given."""
+    learn = pack.nodes.learn
+    source_text, target_text = _prompts(n)
+    source, target = learn.encode_prompts(clip, source_text), learn.encode_prompts(clip,
+                                                                                   target_text)
+    latent = torch.zeros(1, 4, size // 8, size // 8)
+    counted, counter = _counting(model)
+
+    def run_learn():
+        return learn.learn_maps(counted, source, target, support="unbounded",
+                                incremental=incremental, latent={"samples": latent})
+
+    if source_passes is None:
+        run_learn()
+        source_passes = (counter[0] - len(target)) // len(source)
+        if len(target) + source_passes * len(source) != counter[0]:
+            raise RuntimeError(f"learn_maps ran {counter[0]} evaluations, not N target + "
+                               "k N source ones")
+    evaluations = len(target) + source_passes * len(source)
+
+    def run_floor():
+        plain_passes(counted, target, latent, 100003)
+        for _ in range(source_passes):
+            plain_passes(counted, source, latent, 0)
+
+    counter[0] = 0
+    run_floor()
+    if counter[0] != evaluations:
+        raise RuntimeError(f"the floor ran {counter[0]} evaluations, learn_maps {evaluations}")
+    return run_learn, run_floor, evaluations
+
+
+def bench_learn(pack, model, clip, sizes: list[int], repeats: int) -> list[dict]:
+    rows = []
+    for n in sizes:
+        for incremental in (False, True):
+            run_learn, run_floor, evaluations = _learn_jobs(pack, model, clip, n, SIZE,
+                                                            incremental)
+            times: dict[str, list[tuple[float, float]]] = {"learn": [], "floor": []}
+            for repeat in range(repeats):
+                jobs = [("learn", run_learn), ("floor", run_floor)]
+                for name, job in jobs[repeat % 2:] + jobs[:repeat % 2]:
+                    times[name].append(_timed(job))
+            rows.append({"n": n, "incremental": incremental, "evaluations": evaluations,
+                         "times": times})
+            logger.info("learn: N %d, incremental %s, %d evaluations (CPU s / wall s): %s", n,
+                        incremental, evaluations, {k: [f"{c:.2f}/{w:.2f}" for c, w in v]
+                                                   for k, v in times.items()})
+    return rows
+
+
+def memory_child(n: int, size: int) -> dict:
+    """In a fresh process: peak RSS after the plain evaluations, then after learning."""
+    pack, model, clip = _setup()
+    run_learn, run_floor, evaluations = _learn_jobs(pack, model, clip, n, size, False, 1)
+    run_floor()  # also checks the number of evaluations
+    floor_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    maps = run_learn()
+    learn_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    recorded = sum((m.n_source + m.n_target) * m.dim * 4 for m in maps.values())
+    return {"n": n, "size": size, "evaluations": evaluations, "floor_kb": floor_kb,
+            "learn_kb": learn_kb, "recorded_bytes": recorded,
+            "units": sum(m.dim for m in maps.values()), "sites": len(maps)}
+
+
+def bench_memory(cases: list[tuple[int, int]]) -> list[dict]:
+    rows = []
+    for n, size in cases:
+        done = subprocess.run([sys.executable, __file__, "--threads",
+                               str(torch.get_num_threads()), "--memory-child", str(n), str(size)],
+                              check=True, capture_output=True, text=True)
+        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        logger.info("memory: %s", rows[-1])
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# report
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+LABELS = {
+    "plain": "no AcT (baseline)",
+    "act": "AcT Apply Transport, hooks, apply_to conditional (default), linear_act",
+    "act_both": "AcT Apply Transport, hooks, apply_to both, linear_act",
+    "reference": "reference-style Python hooks (float32 casts), both halves, linear_act",
+    "mean_hooks": "AcT Apply Transport, hooks, apply_to both, mean_act",
+    "folded": "AcT Apply Transport, **folded**, apply_to both, mean_act",
+}
+
+
+def report(apply_result: dict | None, learn_rows: list[dict], memory_rows: list[dict],
+           args: argparse.Namespace, loads: tuple[float, float]) -> str:
+    lines = [BEGIN]
+    if apply_result is not None:
+        lines += _apply_lines(apply_result, args)
+    if learn_rows or memory_rows:
+        lines += _learn_lines(learn_rows, memory_rows, args)
+    lines += [
+        f"Command: `{' '.join([Path(sys.executable).name, *sys.argv])}`.",
+        f"Machine: {_cpu_name()} ({platform.machine()}), {os.cpu_count()} CPU(s) shared with "
+        f"other jobs; torch {torch.__version__} with {torch.get_num_threads()} thread(s); load "
+        f"average {loads[0]:.1f} at the start, {loads[1]:.1f} at the end. {THREADS_NOTE}",
+        END,
+    ]
+    return "\n".join(lines) + "\n"
+
+
+THREADS_NOTE = (
+    "Why one thread and CPU time: on this shared machine, sampling the toy model with torch's "
+    "default 2 threads took 47 s (CPU 47 s) against 8.5 s with 1 thread, and wall times of "
+    "the same run varied up to 4x from one repeat to the next: the threads wait for each other "
+    "at every op while the other jobs hold a core. With one thread, the CPU time of the process "
+    "is its own work, what its wall time would be on an idle core; wall times are shown too.")
+
+
+def _apply_lines(result: dict, args: argparse.Namespace) -> list[str]:
+    times = result["times"]
+    lines = [
+        "## Apply overhead",
+        "",
+        f"ComfyUI's own sampling (`comfy.sample.sample`, {SAMPLER}, {args.steps} steps, "
+        f"cfg {CFG:g}, {SIZE}x{SIZE}, batch {args.batch}, one prompt) of the toy checkpoint; "
+        f"maps on all {result['sites']} norm sites of the UNet "
+        f"({', '.join(result['modes'])} maps), strength 1, unbounded support. Median of "
+        f"{args.repeats} repeats after a warm-up, the variants in rotating order; loading the "
+        "model (ComfyUI reloads when another clone of it ran last) is not timed.",
+        "",
+        "| variant | CPU time | **ratio** | per-repeat ratios (median) | wall time | wall ratio "
+        "| target |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name in VARIANTS:
+        cpu, ratio, paired = _ratios(times[name], times["plain"], 0)
+        wall, wall_ratio, _ = _ratios(times[name], times["plain"], 1)
+        lines.append(f"| {LABELS[name]} | {cpu:.2f} s | **{ratio:.3f}** | {paired:.3f} | "
+                     f"{wall:.2f} s | {wall_ratio:.3f} | {TARGETS.get(name, '')} |")
+    checks = result["checks"]
+    lines += [
+        "",
+        f"Checks on the samples (max abs difference of the latents): reference-style hooks vs "
+        f"ours (both halves) {checks['reference_vs_act_both']:.1e}; folded vs hooks with the "
+        f"same maps {checks['folded_vs_mean_hooks']:.1e}; for scale, AcT changes the samples "
+        f"by {checks['act_vs_plain']:.2f} (linear_act, conditional half) and "
+        f"{checks['mean_hooks_vs_plain']:.2f} (mean_act, both halves).",
+        "",
+        "CPU seconds per repeat: " + "; ".join(
+            f"{name} " + ", ".join(f"{t[0]:.2f}" for t in times[name]) for name in VARIANTS)
+        + ".",
+        "",
+    ]
+    return lines
+
+
+def _learn_lines(learn_rows: list[dict], memory_rows: list[dict],
+                 args: argparse.Namespace) -> list[str]:
+    lines = [
+        "## Learn cost",
+        "",
+        f"`learn_maps` (AcT Learn Transport: record the 27 norm sites, fit linear_act) for N "
+        f"source + N target prompts, {SIZE}x{SIZE}, against the same number of plain denoiser "
+        "evaluations through the same sampling path (`sample_custom`, one evaluation at the "
+        f"noisiest step, cfg 1) with nothing recorded. Median of {args.learn_repeats} repeats, "
+        "alternated.",
+        "",
+        "| N per set | fitting | evaluations | learn_maps, CPU | plain evaluations, CPU | "
+        "**ratio** | per-repeat ratios (median) | wall ratio | target |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in learn_rows:
+        kind = "incremental, 8 stages (default)" if row["incremental"] else "all at once"
+        times = row["times"]
+        cpu, ratio, paired = _ratios(times["learn"], times["floor"], 0)
+        floor = statistics.median(t[0] for t in times["floor"])
+        _, wall_ratio, _ = _ratios(times["learn"], times["floor"], 1)
+        lines.append(f"| {row['n']} | {kind} | {row['evaluations']} | {cpu:.2f} s | "
+                     f"{floor:.2f} s | **{ratio:.3f}** | {paired:.3f} | {wall_ratio:.3f} | "
+                     "<= 1.2 |")
+    if memory_rows:
+        lines += [
+            "",
+            "Peak memory (a fresh process each, all at once): the peak resident set after the "
+            "plain evaluations, and how much learning raised it, against the recorded samples "
+            "(N x units x 4 bytes per set):",
+            "",
+            "| N per set | image | peak RSS, plain evaluations | raised by learning | "
+            "recorded samples |",
+            "|---|---|---|---|---|",
+        ]
+        for row in memory_rows:
+            growth = (row["learn_kb"] - row["floor_kb"]) / 1024
+            lines.append(f"| {row['n']} | {row['size']}x{row['size']} | "
+                         f"{row['floor_kb'] / 1024:.0f} MiB | {growth:+.1f} MiB | "
+                         f"{row['recorded_bytes'] / 1024:.0f} KiB ({row['sites']} sites, "
+                         f"{row['units']} units) |")
+    return lines + [""]
+
+
+def write_section(path: Path, text: str) -> None:
+    """Replace this benchmark's section of ``path`` (between its markers), keeping the rest."""
+    old = path.read_text() if path.exists() else "# Results\n"
+    if BEGIN in old and END in old:
+        head, rest = old.split(BEGIN, 1)
+        new = head + text.rstrip("\n") + rest.split(END, 1)[1]
+    else:
+        new = old.rstrip("\n") + "\n\n" + text
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(new)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (default 1: see THREADS_NOTE)")
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--learn-repeats", type=int, default=3)
+    parser.add_argument("--learn-sizes", default="8,32", help="N per set, comma-separated")
+    parser.add_argument("--skip", default="", help="comma-separated: apply, learn, memory")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--memory-child", nargs=2, type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.memory_child:
+        print(json.dumps(memory_child(*args.memory_child)))
+        return
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    skip = set(filter(None, args.skip.split(",")))
+    start_load = _load()
+    pack, model, clip = _setup()
+    logger.setLevel(logging.INFO)
+    sizes = [int(s) for s in args.learn_sizes.split(",")]
+    apply_result = (bench_apply(pack, model, clip, args.batch, args.steps, args.repeats)
+                    if "apply" not in skip else None)
+    learn_rows = bench_learn(pack, model, clip, sizes, args.learn_repeats) if (
+        "learn" not in skip) else []
+    memory_rows = bench_memory([(n, SIZE) for n in sizes] + [(sizes[0], 2 * SIZE)]) if (
+        "memory" not in skip) else []
+    text = report(apply_result, learn_rows, memory_rows, args, (start_load, _load()))
+    write_section(args.out, text)
+    logger.info("\n%s", text)
+
+
+if __name__ == "__main__":
+    main()
