@@ -158,7 +158,7 @@ def strength_grid(exp: Experiment, images: dict, path: Path, prompts: int = 6) -
     for k, scene in enumerate(exp.heldout[:prompts]):
         rows.append([images[s][k][0] for s in strengths])
         labels.append(scene.prompt)
-    save_grid(rows, labels, path, col_labels=[f"λ={s:g}" for s in strengths])
+    save_grid(rows, labels, path, col_labels=[f"strength {s:g}" for s in strengths])
 
 
 def main(argv=None) -> None:
