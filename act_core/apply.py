@@ -48,17 +48,6 @@ def transport_output(x: torch.Tensor, tmap: TransportMap, strength: StrengthLike
     return transport(x, tmap, strength, support)
 
 
-def _module_of(model: nn.Module, site: Site) -> nn.Module:
-    """The site's module: a direct attribute walk (this runs at every model call of a sampler,
-    where listing every module of a large model per site would cost milliseconds); the full
-    search, with its suggestions, only for a name that does not resolve."""
-    try:
-        module = model.get_submodule(site.name)
-    except AttributeError:
-        module = None
-    return module if isinstance(module, nn.Module) else find_module(model, site)
-
-
 class _SiteHook:
     """Forward hook of one site; caches the map per device (a copy, never the shared map)."""
 
@@ -113,7 +102,7 @@ def apply_transport(model: nn.Module, maps: Mapping[str, TransportMap],
                                         "not a TransportMap")
         site = Site.parse(key)
         support_bounds(tmap, support)
-        installs.append((site, _module_of(model, site), tmap))
+        installs.append((site, find_module(model, site), tmap))
     if not callable(strength):
         if isinstance(strength, torch.Tensor) and strength.ndim > 1:
             raise StrengthError(f"strength must be a number or a (B,) tensor, "

@@ -93,8 +93,19 @@ class Site:
 
 
 def find_module(model: nn.Module, site: Site | str) -> nn.Module:
-    """Return the module a site names; SiteError with close names when it does not exist."""
+    """Return the module a site names; SiteError with close names when it does not exist.
+
+    The name is resolved by walking attributes (``model.get_submodule``), which costs nothing
+    even on a large model (hosts resolve sites at every model call); only a name that does not
+    resolve lists every module, to suggest close names.
+    """
     site = Site.parse(site)
+    try:
+        module = model.get_submodule(site.name)
+    except AttributeError:
+        module = None
+    if isinstance(module, nn.Module):
+        return module
     modules = dict(model.named_modules())
     if site.name in modules:
         return modules[site.name]

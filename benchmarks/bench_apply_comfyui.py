@@ -21,36 +21,47 @@
     loaded untimed before each timed call (ComfyUI reloads when another clone of the same model
     ran last), so the times are sampling only. Ratios: median time of the variant over the
     median time of ``plain``, and the median over repeats of the per-repeat ratio. Targets:
-    ``act`` <= 1.05, ``folded`` <= 1.01.
+    ``act`` <= 1.05, ``folded`` <= 1.01. Then, free of run-to-run noise, one more sampling
+    of each hooks variant with a CPU clock around the code that runs only for the transport
+    (hooks, per-call context): its share of the run.
 
 (2) Learn cost. ``learn_maps`` (AcT Learn Transport's function: one denoiser evaluation per
     prompt and pass through ComfyUI's sampling path, recording, fitting) for N source and N
     target prompts at 64x64 (latent 8x8), all-at-once and incremental (the node's default, 8
     stages), against the same number of plain denoiser evaluations through the same path
     with nothing recorded. Alternated, median of ``--learn-repeats``. Target <= 1.2.
-    Peak memory: for N = 8 and 32 (and N = 8 at 128x128, four times the pixels), a fresh
-    process runs the plain evaluations, then learns; the growth of its peak resident set
-    (``ru_maxrss``) during learning is what learning adds over the denoiser passes themselves.
-    It is compared with the recorded samples, N x units x 4 bytes per set.
+    Peak memory: for N = 8 and 32 at 64x64, and N = 8 at 128x128 (four times the pixels), a
+    fresh process measures the peak resident set above the resting one (Linux: the peak is
+    reset through ``/proc/self/clear_refs``) while running the plain evaluations and while
+    learning, with glibc's default allocator and with a fixed mmap threshold (which keeps
+    large transient buffers out of the heap, so the peak shows live memory rather than heap
+    fragmentation), against the recorded samples, N x units x 4 bytes per set.
 
-Usage: ``.venv/bin/python benchmarks/bench_apply_comfyui.py [--repeats 5] [--out FILE]``.
-Writes its two sections into ``docs/results.md`` (other sections of that file are kept).
+Times are CPU times of the process with ONE torch thread (``--threads``, see THREADS_NOTE):
+on a machine shared with other jobs, the wall time of a multi-threaded run measures mostly
+how long its threads wait for each other; wall times are reported too.
+
+Usage: ``.venv/bin/python benchmarks/bench_apply_comfyui.py [--repeats 5] [--out FILE]``
+(about 25 minutes on 2 loaded cores). Writes its two sections into ``docs/results.md`` between
+its markers (other sections of that file are kept).
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
+import gc
 import importlib.util
 import json
 import logging
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -123,8 +134,12 @@ def _load() -> float:
 # (1) apply overhead
 
 
-def reference_hooks(unet: torch.nn.Module, maps, strength: float) -> list:
-    """The reference's way: a plain forward hook per site, float32 casts, for the whole run."""
+def reference_hooks(unet: torch.nn.Module, maps, strength: float,
+                    clock: list[float] | None = None) -> list:
+    """The reference's way: a plain forward hook per site, float32 casts, for the whole run.
+
+    With ``clock``, the CPU time spent in the hooks is added to ``clock[0]``.
+    """
     handles = []
     for site, tmap in maps.items():
         module = unet.get_submodule(site)
@@ -140,8 +155,53 @@ def reference_hooks(unet: torch.nn.Module, maps, strength: float) -> list:
             def hook(_module, _args, out, omega=omega, beta=beta):
                 x = out.float()  # (B, T, D)
                 return (x + strength * ((omega - 1.0) * x + beta)).to(out.dtype)
-        handles.append(module.register_forward_hook(hook))
+        handles.append(module.register_forward_hook(hook if clock is None
+                                                    else _clocked(hook, clock)))
     return handles
+
+
+def _clocked(fn: Callable, clock: list[float]) -> Callable:
+    """``fn`` that adds the CPU time of each call to ``clock[0]``."""
+    def timed(*args, **kwargs):
+        start = time.process_time()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            clock[0] += time.process_time() - start
+
+    return timed
+
+
+@contextmanager
+def _clocked_act(pack, clock: list[float]):
+    """Add the CPU time spent in AcT's code while sampling to ``clock[0]``: every site hook
+    call, and entering and leaving the per-call ``apply_transport`` context."""
+    hooks = pack.act_core.apply._SiteHook
+    apply_module = pack.nodes.apply
+    original_call, original_context = hooks.__call__, apply_module.apply_transport
+
+    @contextmanager
+    def context(*args, **kwargs):
+        start = time.process_time()
+        manager = original_context(*args, **kwargs)
+        manager.__enter__()
+        clock[0] += time.process_time() - start
+        try:
+            yield
+        except BaseException:
+            if not manager.__exit__(*sys.exc_info()):
+                raise
+        else:
+            start = time.process_time()
+            manager.__exit__(None, None, None)
+            clock[0] += time.process_time() - start
+
+    hooks.__call__ = _clocked(original_call, clock)
+    apply_module.apply_transport = context
+    try:
+        yield
+    finally:
+        hooks.__call__, apply_module.apply_transport = original_call, original_context
 
 
 def bench_apply(pack, model, clip, batch: int, steps: int, repeats: int) -> dict:
@@ -192,10 +252,28 @@ def bench_apply(pack, model, clip, batch: int, steps: int, repeats: int) -> dict
         logger.info("apply: repeat %d/%d (CPU s / wall s): %s", repeat + 1, repeats,
                     ", ".join(f"{n} {t[-1][0]:.2f}/{t[-1][1]:.2f}" for n, t in times.items()))
 
+    attributed = {}
+    for name in ("act", "act_both", "mean_hooks", "reference"):
+        clock = [0.0]
+        patched = models[name]
+        comfy.model_management.load_models_gpu([patched])
+        handles = (reference_hooks(unet, maps["linear_act"], 1.0, clock)
+                   if name == "reference" else [])
+        try:
+            with _clocked_act(pack, clock):
+                total = _timed(lambda p=patched: comfy.sample.sample(
+                    p, noise, steps, CFG, SAMPLER, SCHEDULER, positive, negative, latent,
+                    disable_pbar=True, seed=SEED))[0]
+        finally:
+            for handle in handles:
+                handle.remove()
+        attributed[name] = (clock[0], total)
+        logger.info("apply: %s: %.3f s of %.2f s CPU in AcT's code", name, clock[0], total)
+
     def diff(a: str, b: str) -> float:
         return float((samples[a] - samples[b]).abs().max())
 
-    return {"times": times, "sites": len(maps["linear_act"]),
+    return {"times": times, "attributed": attributed, "sites": len(maps["linear_act"]),
             "modes": sorted({m.mode for m in maps["linear_act"].values()}),
             "checks": {"reference_vs_act_both": diff("reference", "act_both"),
                        "folded_vs_mean_hooks": diff("folded", "mean_hooks"),
@@ -303,28 +381,60 @@ def bench_learn(pack, model, clip, sizes: list[int], repeats: int) -> list[dict]
     return rows
 
 
+def _status_kb(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+def _reset_peak() -> int:
+    """Free what can be freed, reset the peak resident set to the current one (Linux:
+    ``/proc/self/clear_refs``); return the current resident set in KiB."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+    Path("/proc/self/clear_refs").write_text("5")
+    return _status_kb("VmRSS")
+
+
 def memory_child(n: int, size: int) -> dict:
-    """In a fresh process: peak RSS after the plain evaluations, then after learning."""
+    """In a fresh process: the peak resident set above the resting one, while running the
+    plain evaluations, then while learning (both run once before, as a warm-up)."""
     pack, model, clip = _setup()
     run_learn, run_floor, evaluations = _learn_jobs(pack, model, clip, n, size, False, 1)
     run_floor()  # also checks the number of evaluations
-    floor_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    run_learn()
+    rest = _reset_peak()
+    run_floor()
+    floor_kb = _status_kb("VmHWM") - rest
+    rest_learn = _reset_peak()
     maps = run_learn()
-    learn_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    learn_kb = _status_kb("VmHWM") - rest_learn
     recorded = sum((m.n_source + m.n_target) * m.dim * 4 for m in maps.values())
-    return {"n": n, "size": size, "evaluations": evaluations, "floor_kb": floor_kb,
-            "learn_kb": learn_kb, "recorded_bytes": recorded,
+    return {"n": n, "size": size, "evaluations": evaluations, "rest_kb": rest,
+            "floor_kb": floor_kb, "learn_kb": learn_kb, "recorded_bytes": recorded,
             "units": sum(m.dim for m in maps.values()), "sites": len(maps)}
+
+
+#: glibc's default (a threshold that rises to the largest freed block) and a fixed one.
+ALLOCATORS = {"glibc default": {}, "fixed mmap threshold 128 KiB": {
+    "MALLOC_MMAP_THRESHOLD_": "131072"}}
 
 
 def bench_memory(cases: list[tuple[int, int]]) -> list[dict]:
     rows = []
-    for n, size in cases:
-        done = subprocess.run([sys.executable, __file__, "--threads",
-                               str(torch.get_num_threads()), "--memory-child", str(n), str(size)],
-                              check=True, capture_output=True, text=True)
-        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
-        logger.info("memory: %s", rows[-1])
+    for allocator, env in ALLOCATORS.items():
+        for n, size in cases:
+            done = subprocess.run(
+                [sys.executable, __file__, "--threads", str(torch.get_num_threads()),
+                 "--memory-child", str(n), str(size)],
+                check=True, capture_output=True, text=True, env={**os.environ, **env})
+            rows.append({**json.loads(done.stdout.strip().splitlines()[-1]),
+                         "allocator": allocator})
+            logger.info("memory: %s", rows[-1])
     return rows
 
 
@@ -398,6 +508,20 @@ def _apply_lines(result: dict, args: argparse.Namespace) -> list[str]:
         wall, wall_ratio, _ = _ratios(times[name], times["plain"], 1)
         lines.append(f"| {LABELS[name]} | {cpu:.2f} s | **{ratio:.3f}** | {paired:.3f} | "
                      f"{wall:.2f} s | {wall_ratio:.3f} | {TARGETS.get(name, '')} |")
+    attributed = result["attributed"]
+    lines += [
+        "",
+        "The same overhead measured inside one run, free of the run-to-run noise: one more "
+        "sampling of each hooks variant with a CPU clock around the code that runs only because "
+        "of the transport (the site hooks; for ours also entering and leaving the per-call "
+        "`apply_transport` context): that time over the rest of the run. The folded variant "
+        "has no hook, no wrapper and no extra op: its patches are applied when the model loads.",
+        "",
+        "| variant | CPU time in the transport code | rest of the run | overhead |",
+        "|---|---|---|---|",
+        *(f"| {LABELS[name]} | {spent:.3f} s | {total - spent:.2f} s | "
+          f"**{spent / (total - spent):.1%}** |" for name, (spent, total) in attributed.items()),
+    ]
     checks = result["checks"]
     lines += [
         "",
@@ -442,18 +566,21 @@ def _learn_lines(learn_rows: list[dict], memory_rows: list[dict],
     if memory_rows:
         lines += [
             "",
-            "Peak memory (a fresh process each, all at once): the peak resident set after the "
-            "plain evaluations, and how much learning raised it, against the recorded samples "
-            "(N x units x 4 bytes per set):",
+            "Peak memory, in a fresh process each (all at once, after one untimed run of "
+            "both): the peak resident set above the resting one (the loaded model, "
+            f"{memory_rows[0]['rest_kb'] / 1024:.0f} MiB), reset before each phase (Linux "
+            "`/proc/self/clear_refs`), while running the plain evaluations and while "
+            "learning, against the samples learning records (N x units x 4 bytes per set):",
             "",
-            "| N per set | image | peak RSS, plain evaluations | raised by learning | "
-            "recorded samples |",
-            "|---|---|---|---|---|",
+            "| allocator | N per set | image | plain evaluations: peak above rest | "
+            "learn_maps: peak above rest | difference | recorded samples |",
+            "|---|---|---|---|---|---|---|",
         ]
         for row in memory_rows:
-            growth = (row["learn_kb"] - row["floor_kb"]) / 1024
-            lines.append(f"| {row['n']} | {row['size']}x{row['size']} | "
-                         f"{row['floor_kb'] / 1024:.0f} MiB | {growth:+.1f} MiB | "
+            floor, learned = row["floor_kb"] / 1024, row["learn_kb"] / 1024
+            lines.append(f"| {row['allocator']} | {row['n']} | {row['size']}x{row['size']} | "
+                         f"{floor:.1f} MiB | "
+                         f"{learned:.1f} MiB | {learned - floor:+.1f} MiB | "
                          f"{row['recorded_bytes'] / 1024:.0f} KiB ({row['sites']} sites, "
                          f"{row['units']} units) |")
     return lines + [""]

@@ -172,7 +172,9 @@ def fold_model(model, maps: MapSet, strength: float, *, start_percent: float = 0
     gives a channel depends on that channel's mean in the current image.
 
     The patches are diffs against the weights as they are at this point (the model's own
-    patches included), so later patches add to the folded weights. The input is not changed.
+    patches included), so later patches add to the folded weights. A folded map acts inside
+    its norm, so before any hooks-mode transport of the same site, whatever the order of the
+    nodes. The input is not changed.
 
     Raises
     ------
@@ -201,16 +203,18 @@ def fold_model(model, maps: MapSet, strength: float, *, start_percent: float = 0
     current = model.get_key_patches(PREFIX)  # key -> [(weight, convert), *patches]
     patches = {}
     for site, (_module, tmap) in targets.items():
-        scale, offset = fold(tmap, float(strength), torch.float64)  # a, c: (D,)
+        scale, offset = fold(tmap, float(strength), torch.float64)  # a, c: (D,), on the CPU
         for name, add in (("weight", None), ("bias", offset)):
             key = f"{PREFIX}{site}.{name}"
-            weight, convert = current[key][0]
+            if key not in current:
+                raise _not_foldable(f"the model has no weight {key!r} to patch")
+            weight, convert = current[key][0]  # unpatched, as the patcher holds it
             value = convert(weight.to(torch.float32, copy=True), inplace=True)
-            if len(current[key]) > 1:
+            if len(current[key]) > 1:  # the model's own patches of this weight, applied
                 value = comfy.lora.calculate_weight(current[key][1:], value, key)
-            value = value.to(torch.float64)
-            diff = (scale - 1.0) * value + (0.0 if add is None else add)  # a x + c - x
-            patches[key] = (diff.to(weight.dtype),)
+            value = value.to("cpu", torch.float64)
+            diff = (scale - 1.0) * value + (0.0 if add is None else add)  # a w + c - w
+            patches[key] = (diff.to(torch.float32),)
     added = folded.add_patches(patches, strength_patch=1.0)
     if len(added) != len(patches):
         missing = sorted(set(patches) - set(added))
