@@ -60,12 +60,15 @@ class _SiteHook:
         strength = self.strength() if callable(self.strength) else self.strength
         if not isinstance(strength, torch.Tensor) and strength == 0:
             return None
-        x = read_output(output, self.site)
+        whole = self.site.output_index is None and isinstance(output, torch.Tensor)
+        x = output if whole else read_output(output, self.site)
         tmap = self._moved.get(x.device)
         if tmap is None:
             tmap = self._moved.setdefault(x.device, self.tmap.to(device=x.device))
         y = transport_output(x, tmap, strength, self.support, str(self.site))
-        return None if y is x else write_output(output, self.site, y)
+        if y is x:
+            return None
+        return y if whole else write_output(output, self.site, y)
 
 
 @contextmanager

@@ -19,6 +19,7 @@ barrier then waits for a descheduled worker. Larger tensors use whole-tensor ops
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import weakref
@@ -50,8 +51,7 @@ INLINE_ELEMENTS = 1 << 18
 StrengthLike = float | int | torch.Tensor
 _warned: set[str] = set()
 _T = TypeVar("_T")
-_PREPARED: weakref.WeakKeyDictionary[TransportMap, dict[tuple, object]] = (
-    weakref.WeakKeyDictionary())
+_PREPARED: dict[int, dict[tuple, object]] = {}  # id(map) -> key -> coefficients
 _PREPARED_PER_MAP = 64  # keys kept per map (strengths x dtypes x devices x supports)
 
 
@@ -93,6 +93,8 @@ def check_strength(strength: StrengthLike, batch: int | None, tmap: TransportMap
     StrengthError
         Non-finite or negative strength, a (B,) tensor whose length is not ``batch``.
     """
+    if type(strength) is float and 0.0 <= strength <= EXTRAPOLATION_BOUND:
+        return strength  # the common case, checked at every hook call (NaN fails the test)
     if isinstance(strength, torch.Tensor):
         if strength.ndim > 1 or (strength.ndim == 1 and strength.shape[0] != batch):
             raise StrengthError(f"a strength tensor must have shape () or (B,) = ({batch},), "
@@ -176,11 +178,17 @@ def transport(x: torch.Tensor, tmap: TransportMap, strength: StrengthLike = 1.0,
     lam = check_strength(strength, x.shape[0] if x.ndim > 1 else None, tmap)
     if isinstance(lam, list) and len(set(lam)) == 1:
         lam = lam[0]
+    unbounded = _is_unbounded(support)
     if not isinstance(lam, list):
         if lam == 0.0:
             return x
+        if unbounded and _inline_step(x, x.shape[-1]) is None:
+            dtype = compute_dtype(x.dtype)
+            a, b = _prepared(tmap, ("affine", lam, dtype, x.device),
+                             lambda: fold(tmap, lam, dtype, x.device))  # (D,)
+            return _addcmul(x, a, b)  # one multiply-add, broadcast over the last dim
         return _transport_rows(x, tmap, lam, support)
-    if parse_support(support).kind == "unbounded":
+    if unbounded:
         return _affine_items(x, tmap, lam)
     out = torch.empty_like(x, memory_format=torch.contiguous_format)
     for index, value in enumerate(lam):
@@ -191,17 +199,30 @@ def transport(x: torch.Tensor, tmap: TransportMap, strength: StrengthLike = 1.0,
     return out
 
 
+def _is_unbounded(support: SupportLike) -> bool:
+    try:
+        return _unbounded_cached(support)
+    except TypeError:  # unhashable
+        return parse_support(support).kind == "unbounded"
+
+
+@functools.lru_cache(maxsize=64)
+def _unbounded_cached(support: SupportLike) -> bool:
+    return parse_support(support).kind == "unbounded"
+
+
 def _prepared(tmap: TransportMap, key: tuple, build: Callable[[], _T]) -> _T:
     """Coefficients derived from ``tmap`` for ``key``, computed once and kept with the map.
 
     A sampler transports the same sites with the same strength at every step; maps are never
     modified, so what is derived from them (folded coefficients, bounds) is cached per map
-    (weakly: dropped with the map) and per key (strength, dtype, device, support...).
+    (dropped when the map is garbage-collected) and per key (strength, dtype, device...).
     """
+    per_map = _PREPARED.get(id(tmap))
+    if per_map is None:
+        per_map = _PREPARED[id(tmap)] = {}
+        weakref.finalize(tmap, _PREPARED.pop, id(tmap), None)
     try:
-        per_map = _PREPARED.get(tmap)
-        if per_map is None:
-            per_map = _PREPARED.setdefault(tmap, {})
         value = per_map.get(key)
     except TypeError:  # an unhashable key part (a support given as a list): no cache
         return build()
@@ -313,9 +334,11 @@ def transport_channels(x: torch.Tensor, tmap: TransportMap, strength: StrengthLi
            support)
     k, c, keep, bounds, pure = _prepared(tmap, key, lambda: _channel_coefficients(
         tmap, lam, support, dtype, x.device))
-    spatial = math.prod(x.shape[2:])
-    step = _inline_step(x, spatial) if x.is_contiguous() else None
-    rows = x.view(-1, spatial) if step is not None else None  # (B * C, S)
+    step = rows = None
+    if torch.get_num_threads() > 1 and x.is_contiguous():
+        spatial = math.prod(x.shape[2:])
+        step = _inline_step(x, spatial)
+        rows = x.view(-1, spatial) if step is not None else None  # (B * C, S)
     if pure:
         delta = c  # (B, C) or (1, C): a pure shift needs no channel mean
     else:
@@ -326,9 +349,10 @@ def transport_channels(x: torch.Tensor, tmap: TransportMap, strength: StrengthLi
             keep = inside if keep is None else keep & inside
     if keep is not None:
         delta = torch.where(keep, delta, -0.0)  # x + (-0.0) == x bit for bit
-    delta = delta.to(x.dtype)
-    if rows is None:
-        return x + delta.reshape(*delta.shape, *([1] * (x.ndim - 2)))  # (B|1, C, 1, ..., 1)
+    if delta.dtype != x.dtype:
+        delta = delta.to(x.dtype)
+    if rows is None:  # (B|1, C, 1, ..., 1)
+        return x + delta.view(delta.shape[0], delta.shape[1], *((1,) * (x.ndim - 2)))
     column = delta.expand(x.shape[0], -1).reshape(-1, 1)  # (B * C, 1)
     out = torch.empty_like(x, memory_format=torch.contiguous_format)
     dest = out.view(-1, spatial)
