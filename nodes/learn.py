@@ -67,8 +67,9 @@ def _runner(model, conds, latent, seed: int, sigma: float, pbar):
 
 
 def _empty_latent(model, latent: dict | None, samples_per_prompt: int) -> torch.Tensor:
+    """``samples_per_prompt`` noise samples at the latent's size (or the family's usual one)."""
     if latent is not None:
-        return latent["samples"]
+        return torch.zeros(samples_per_prompt, *latent["samples"].shape[1:])
     size = DEFAULT_SIZE.get(family_of(model), 512)
     channels = model.get_model_object("latent_format").latent_channels
     return torch.zeros(samples_per_prompt, channels, size // 8, size // 8)
@@ -84,7 +85,7 @@ def learn_maps(model, src_conds: list, tgt_conds: list, *, source: list[str] | N
                pattern: str = "", method: str = "linear_act", support: str = "minmax",
                incremental: bool = True, stages: int = 8, collect_at: float = 0.0,
                timestep_ranges: int = 1, seed: int = 0, latent: dict | None = None,
-               samples_per_prompt: int = 1) -> MapSet:
+               samples_per_prompt: int = 8) -> MapSet:
     """Fit maps for ``model`` from two lists of CONDITIONING; returns a MapSet.
 
     ``source``/``target`` are the prompt texts (for the hash in the metadata), when known.
@@ -193,7 +194,13 @@ class ActLearnTransport(IO.ComfyNode):
                              tooltip="Noise seed of the first prompt (prompt i uses seed + i)."),
                 IO.Latent.Input("latent", optional=True,
                                 tooltip="Latent size to record at (connect the one you sample "
-                                        "with); without it the family's usual size is used."),
+                                        "with; its batch size is not used); without it the "
+                                        "family's usual size is used."),
+                IO.Int.Input("samples_per_prompt", default=8, min=2, max=256, optional=True,
+                             advanced=True,
+                             tooltip="Noise samples recorded per prompt. The maps are fitted "
+                                     "on prompts x samples values per unit; with a handful of "
+                                     "prompts, fewer than 8 give noisy maps."),
             ],
             outputs=[IO.Custom("ACT_MAPS").Output(display_name="maps",
                                                   tooltip="The fitted transport maps.")],
@@ -202,14 +209,15 @@ class ActLearnTransport(IO.ComfyNode):
     @classmethod
     def execute(cls, model, clip, source_prompts, target_prompts, sites, pattern, method,
                 support, incremental, stages, collect_at, timestep_ranges, seed,
-                latent=None) -> IO.NodeOutput:
+                latent=None, samples_per_prompt=8) -> IO.NodeOutput:
         source = parse_prompts(source_prompts, "source_prompts")
         target = parse_prompts(target_prompts, "target_prompts")
         maps = learn_maps(model, encode_prompts(clip, source), encode_prompts(clip, target),
                           source=source, target=target, sites=sites, pattern=pattern,
                           method=method, support=support, incremental=incremental,
                           stages=stages, collect_at=collect_at,
-                          timestep_ranges=timestep_ranges, seed=seed, latent=latent)
+                          timestep_ranges=timestep_ranges, seed=seed, latent=latent,
+                          samples_per_prompt=samples_per_prompt)
         log.info("AcT: learned %d maps (%s, %d source / %d target prompts)", len(maps), method,
                  len(source), len(target))
         return IO.NodeOutput(maps)
