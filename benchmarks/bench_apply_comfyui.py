@@ -35,7 +35,7 @@
     reset through ``/proc/self/clear_refs``) while running the plain evaluations and while
     learning, with glibc's default allocator and with a fixed mmap threshold (which keeps
     large transient buffers out of the heap, so the peak shows live memory rather than heap
-    fragmentation), against the recorded samples, N x units x 4 bytes per set.
+    fragmentation), against the recorded samples, N x samples x units x 4 bytes per set.
 
 Times are CPU times of the process with ONE torch thread (``--threads``, see THREADS_NOTE):
 on a machine shared with other jobs, the wall time of a multi-threaded run measures mostly
@@ -204,7 +204,7 @@ def _clocked_act(pack, clock: list[float]):
         hooks.__call__, apply_module.apply_transport = original_call, original_context
 
 
-def bench_apply(pack, model, clip, batch: int, steps: int, repeats: int) -> dict:
+def bench_apply(pack, model, clip, batch: int, steps: int, repeats: int, samples: int) -> dict:
     import comfy.model_management
     import comfy.sample
 
@@ -213,7 +213,8 @@ def bench_apply(pack, model, clip, batch: int, steps: int, repeats: int) -> dict
     source, target = encode(clip, FIT_SOURCE), encode(clip, FIT_TARGET)
     fit_latent = {"samples": torch.zeros(1, 4, SIZE // 8, SIZE // 8)}
     maps = {method: learn.learn_maps(model, source, target, method=method, support="unbounded",
-                                     incremental=False, latent=fit_latent)
+                                     incremental=False, latent=fit_latent,
+                                     samples_per_prompt=samples)
             for method in ("linear_act", "mean_act")}
     positive, negative = encode(clip, [PROMPT, NEGATIVE])
     latent = torch.zeros(batch, 4, SIZE // 8, SIZE // 8)
@@ -327,20 +328,23 @@ def _counting(model):
     return clone, counter
 
 
-def _learn_jobs(pack, model, clip, n: int, size: int, incremental: bool,
+def _learn_jobs(pack, model, clip, n: int, size: int, incremental: bool, samples: int,
                 source_passes: int | None = None):
-    """(learn, floor, evaluations) for N prompts per set; the passes over the source prompts
-    are counted in one untimed learn run unless given."""
+    """(learn, floor, evaluations) for N prompts per set, ``samples`` noise samples per prompt
+    (one evaluation of a batch of that many); the passes over the source prompts are counted
+    in one untimed learn run unless given. The floor runs once here (a warm-up, and a check of
+    the count)."""
     learn = pack.nodes.learn
     source_text, target_text = _prompts(n)
     source, target = learn.encode_prompts(clip, source_text), learn.encode_prompts(clip,
                                                                                    target_text)
-    latent = torch.zeros(1, 4, size // 8, size // 8)
+    latent = torch.zeros(samples, 4, size // 8, size // 8)
     counted, counter = _counting(model)
 
     def run_learn():
         return learn.learn_maps(counted, source, target, support="unbounded",
-                                incremental=incremental, latent={"samples": latent})
+                                incremental=incremental, latent={"samples": latent},
+                                samples_per_prompt=samples)
 
     if source_passes is None:
         run_learn()
@@ -362,22 +366,24 @@ def _learn_jobs(pack, model, clip, n: int, size: int, incremental: bool,
     return run_learn, run_floor, evaluations
 
 
-def bench_learn(pack, model, clip, sizes: list[int], repeats: int) -> list[dict]:
+def bench_learn(pack, model, clip, cases: list[tuple[int, bool]], samples: int,
+                repeats: int) -> list[dict]:
     rows = []
-    for n in sizes:
-        for incremental in (False, True):
-            run_learn, run_floor, evaluations = _learn_jobs(pack, model, clip, n, SIZE,
-                                                            incremental)
-            times: dict[str, list[tuple[float, float]]] = {"learn": [], "floor": []}
-            for repeat in range(repeats):
-                jobs = [("learn", run_learn), ("floor", run_floor)]
-                for name, job in jobs[repeat % 2:] + jobs[:repeat % 2]:
-                    times[name].append(_timed(job))
-            rows.append({"n": n, "incremental": incremental, "evaluations": evaluations,
-                         "times": times})
-            logger.info("learn: N %d, incremental %s, %d evaluations (CPU s / wall s): %s", n,
-                        incremental, evaluations, {k: [f"{c:.2f}/{w:.2f}" for c, w in v]
-                                                   for k, v in times.items()})
+    for n, incremental in cases:
+        run_learn, run_floor, evaluations = _learn_jobs(
+            pack, model, clip, n, SIZE, incremental, samples, None if incremental else 1)
+        if not incremental:
+            run_learn()  # warm-up
+        times: dict[str, list[tuple[float, float]]] = {"learn": [], "floor": []}
+        for repeat in range(repeats):
+            jobs = [("learn", run_learn), ("floor", run_floor)]
+            for name, job in jobs[repeat % 2:] + jobs[:repeat % 2]:
+                times[name].append(_timed(job))
+        rows.append({"n": n, "incremental": incremental, "evaluations": evaluations,
+                     "samples": samples, "times": times})
+        logger.info("learn: N %d, incremental %s, %d evaluations (CPU s / wall s): %s", n,
+                    incremental, evaluations, {k: [f"{c:.2f}/{w:.2f}" for c, w in v]
+                                               for k, v in times.items()})
     return rows
 
 
@@ -400,12 +406,12 @@ def _reset_peak() -> int:
     return _status_kb("VmRSS")
 
 
-def memory_child(n: int, size: int) -> dict:
+def memory_child(n: int, size: int, samples: int) -> dict:
     """In a fresh process: the peak resident set above the resting one, while running the
     plain evaluations, then while learning (both run once before, as a warm-up)."""
     pack, model, clip = _setup()
-    run_learn, run_floor, evaluations = _learn_jobs(pack, model, clip, n, size, False, 1)
-    run_floor()  # also checks the number of evaluations
+    run_learn, run_floor, evaluations = _learn_jobs(pack, model, clip, n, size, False, samples,
+                                                    1)
     run_learn()
     rest = _reset_peak()
     run_floor()
@@ -414,7 +420,8 @@ def memory_child(n: int, size: int) -> dict:
     maps = run_learn()
     learn_kb = _status_kb("VmHWM") - rest_learn
     recorded = sum((m.n_source + m.n_target) * m.dim * 4 for m in maps.values())
-    return {"n": n, "size": size, "evaluations": evaluations, "rest_kb": rest,
+    return {"n": n, "size": size, "samples": samples, "evaluations": evaluations,
+            "rest_kb": rest,
             "floor_kb": floor_kb, "learn_kb": learn_kb, "recorded_bytes": recorded,
             "units": sum(m.dim for m in maps.values()), "sites": len(maps)}
 
@@ -424,13 +431,13 @@ ALLOCATORS = {"glibc default": {}, "fixed mmap threshold 128 KiB": {
     "MALLOC_MMAP_THRESHOLD_": "131072"}}
 
 
-def bench_memory(cases: list[tuple[int, int]]) -> list[dict]:
+def bench_memory(cases: list[tuple[int, int]], samples: int) -> list[dict]:
     rows = []
     for allocator, env in ALLOCATORS.items():
         for n, size in cases:
             done = subprocess.run(
                 [sys.executable, __file__, "--threads", str(torch.get_num_threads()),
-                 "--memory-child", str(n), str(size)],
+                 "--memory-child", str(n), str(size), str(samples)],
                 check=True, capture_output=True, text=True, env={**os.environ, **env})
             rows.append({**json.loads(done.stdout.strip().splitlines()[-1]),
                          "allocator": allocator})
@@ -545,10 +552,11 @@ def _learn_lines(learn_rows: list[dict], memory_rows: list[dict],
         "## Learn cost",
         "",
         f"`learn_maps` (AcT Learn Transport: record the 27 norm sites, fit linear_act) for N "
-        f"source + N target prompts, {SIZE}x{SIZE}, against the same number of plain denoiser "
-        "evaluations through the same sampling path (`sample_custom`, one evaluation at the "
-        f"noisiest step, cfg 1) with nothing recorded. Median of {args.learn_repeats} repeats, "
-        "alternated.",
+        f"source + N target prompts, {args.samples_per_prompt} noise samples per prompt (its "
+        f"default: one evaluation of a batch of {args.samples_per_prompt} per prompt and pass), "
+        f"{SIZE}x{SIZE}, against the same number of plain denoiser evaluations through the same "
+        "sampling path (`sample_custom`, one evaluation at the noisiest step, cfg 1) with "
+        f"nothing recorded. Median of {args.learn_repeats} repeats, alternated.",
         "",
         "| N per set | fitting | evaluations | learn_maps, CPU | plain evaluations, CPU | "
         "**ratio** | per-repeat ratios (median) | wall ratio | target |",
@@ -570,7 +578,8 @@ def _learn_lines(learn_rows: list[dict], memory_rows: list[dict],
             "both): the peak resident set above the resting one (the loaded model, "
             f"{memory_rows[0]['rest_kb'] / 1024:.0f} MiB), reset before each phase (Linux "
             "`/proc/self/clear_refs`), while running the plain evaluations and while "
-            "learning, against the samples learning records (N x units x 4 bytes per set):",
+            "learning, against the samples learning records (N x samples per prompt x "
+            "units x 4 bytes per set):",
             "",
             "| allocator | N per set | image | plain evaluations: peak above rest | "
             "learn_maps: peak above rest | difference | recorded samples |",
@@ -606,10 +615,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--learn-repeats", type=int, default=3)
-    parser.add_argument("--learn-sizes", default="8,32", help="N per set, comma-separated")
+    parser.add_argument("--learn-cases", default="8,8i,32",
+                        help="N per set, comma-separated; 'i' = incremental (default: 8 stages)")
+    parser.add_argument("--samples-per-prompt", type=int, default=8,
+                        help="learn_maps' samples_per_prompt (its default, 8)")
     parser.add_argument("--skip", default="", help="comma-separated: apply, learn, memory")
     parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--memory-child", nargs=2, type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--memory-child", nargs=3, type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.memory_child:
@@ -620,13 +632,15 @@ def main() -> None:
     start_load = _load()
     pack, model, clip = _setup()
     logger.setLevel(logging.INFO)
-    sizes = [int(s) for s in args.learn_sizes.split(",")]
-    apply_result = (bench_apply(pack, model, clip, args.batch, args.steps, args.repeats)
+    cases = [(int(c.rstrip("i")), c.endswith("i")) for c in args.learn_cases.split(",")]
+    sizes = sorted({n for n, _ in cases})
+    apply_result = (bench_apply(pack, model, clip, args.batch, args.steps, args.repeats,
+                                args.samples_per_prompt)
                     if "apply" not in skip else None)
-    learn_rows = bench_learn(pack, model, clip, sizes, args.learn_repeats) if (
-        "learn" not in skip) else []
-    memory_rows = bench_memory([(n, SIZE) for n in sizes] + [(sizes[0], 2 * SIZE)]) if (
-        "memory" not in skip) else []
+    learn_rows = bench_learn(pack, model, clip, cases, args.samples_per_prompt,
+                             args.learn_repeats) if "learn" not in skip else []
+    memory_rows = bench_memory([(n, SIZE) for n in sizes] + [(sizes[0], 2 * SIZE)],
+                               args.samples_per_prompt) if "memory" not in skip else []
     text = report(apply_result, learn_rows, memory_rows, args, (start_load, _load()))
     write_section(args.out, text)
     logger.info("\n%s", text)
