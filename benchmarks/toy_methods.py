@@ -1,0 +1,430 @@
+"""Compare AcT estimators on the toy world, in-process, with the pack's own node functions.
+
+Three studies, each on prompts held out from fitting (toyworld.act_eval's split: half of the
+colour x shape combinations fit, the other half are evaluated), sampled with ComfyUI's own
+``comfy.sample.sample`` (euler, 20 steps, cfg 5, 64x64, the KSampler's path) and read back with
+toyworld.metrics:
+
+* ``methods``: linear_act, mean_act, gaussian_ot, aura and diff_means, each learned with
+  ``learn_maps`` (AcT Learn Transport's function, its defaults: incremental, 8 stages, 8 samples
+  per prompt, first step of the schedule) and applied with ``patch_model`` (AcT Apply
+  Transport's function, conditional half) over its strength range, for the style experiment
+  (plain -> striped) and the negation experiment (" with a black dot" -> without).
+  Presence/colour/shape curves as a picture, and a table at each method's best strength (the
+  best presence among the strengths that keep colour >= 0.95 and shape >= 0.80, or the best
+  presence overall, flagged, when none does).
+* ``prompts``: negation with linear_act from 4, 8, 16 and all 18 fitting prompts per side
+  (spread over the three styles), presence at strength 1 and 1.25.
+* ``timesteps``: negation with linear_act: one map collected at the first step (the default),
+  one collected half-way through the schedule, and maps per timestep range (4 and 10 ranges,
+  each collected at its range's middle and applied over that range).
+
+Usage: ``.venv/bin/python benchmarks/toy_methods.py [--seeds 1] [--style-seeds 2]
+[--parts methods,prompts,timesteps]`` (about 75 minutes on 2 shared cores).
+Writes its section into ``docs/results.md`` (between its markers), the raw numbers into
+``benchmarks/results/toy_methods.json`` and the pictures into ``docs/images/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from toyworld.act_eval import negation_experiment, style_experiment  # noqa: E402
+from toyworld.checkpoint import checkpoint_path  # noqa: E402
+from toyworld.comfy_env import import_comfy  # noqa: E402
+from toyworld.evaluate import save_grid  # noqa: E402
+from toyworld.metrics import read_image  # noqa: E402
+
+logger = logging.getLogger("toy_methods")
+PACK = "act_pack_toy_methods"
+RESULTS = ROOT / "docs" / "results.md"
+IMAGES = ROOT / "docs" / "images"
+RAW = ROOT / "benchmarks" / "results" / "toy_methods.json"
+BEGIN, END = "<!-- toy_methods: begin -->", "<!-- toy_methods: end -->"
+OT_STRENGTHS = (0.0, 0.5, 1.0, 1.5)
+# With the unbounded support both experiments use, diff_means has mean_act's coefficients
+# (omega = 1, beta = mean b - mean a): its curve at strengths <= 1.5 is mean_act's, so it is
+# sampled only where steering vectors are usually pushed, beyond the OT range.
+STRENGTHS = {"linear_act": OT_STRENGTHS, "mean_act": OT_STRENGTHS, "gaussian_ot": OT_STRENGTHS,
+             "aura": OT_STRENGTHS, "diff_means": (0.0, 2.0, 4.0)}
+METHODS = tuple(STRENGTHS)
+KEEP_COLOUR, KEEP_SHAPE = 0.95, 0.80
+STEPS, CFG, SIZE, BASE_SEED = 20, 5.0, 64, 5000
+
+
+def _pack():
+    if PACK in sys.modules:
+        return sys.modules[PACK]
+    spec = importlib.util.spec_from_file_location(PACK, ROOT / "__init__.py",
+                                                  submodule_search_locations=[str(ROOT)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[PACK] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+class Toy:
+    """The toy checkpoint loaded in this process, and the pack's node functions."""
+
+    def __init__(self):
+        import_comfy()
+        logging.getLogger().setLevel(logging.WARNING)
+        import comfy.sd
+
+        self.pack = _pack()
+        self.model, self.clip, self.vae, _ = comfy.sd.load_checkpoint_guess_config(
+            str(checkpoint_path()), output_vae=True, output_clip=True)
+        self.negative = self.encode([""])[0]
+        self._cache: dict[str, list] = {}
+
+    def encode(self, prompts: list[str]) -> list:
+        return self.pack.nodes.learn.encode_prompts(self.clip, prompts)
+
+    def learn(self, source: list[str], target: list[str], **options):
+        fit_latent = {"samples": torch.zeros(1, 4, SIZE // 8, SIZE // 8)}
+        return self.pack.nodes.learn.learn_maps(
+            self.model, self.encode(source), self.encode(target), source=source, target=target,
+            latent=fit_latent, **options)
+
+    def _batched_positive(self, prompts: list[str], seeds: int) -> list:
+        """One CONDITIONING whose batch holds every prompt ``seeds`` times, in prompt order."""
+        conds = self.encode(prompts)
+        tensors = [c[0][0] for c in conds for _ in range(seeds)]
+        extras = dict(conds[0][0][1])
+        if "pooled_output" in extras:
+            extras["pooled_output"] = torch.cat(
+                [c[0][1]["pooled_output"] for c in conds for _ in range(seeds)])
+        return [[torch.cat(tensors), extras]]
+
+    def sample(self, model, prompts: list[str], seeds: int) -> np.ndarray:
+        """Images (len(prompts) * seeds, H, W, 3) uint8; the noise of prompt k is seed
+        BASE_SEED + k's batch, as a KSampler with batch_size = seeds would draw it."""
+        import comfy.sample
+
+        key = f"{seeds}|" + "|".join(prompts)
+        if key not in self._cache:
+            self._cache[key] = self._batched_positive(prompts, seeds)
+        positive = self._cache[key]
+        latent = torch.zeros(seeds, 4, SIZE // 8, SIZE // 8)
+        noise = torch.cat([comfy.sample.prepare_noise(latent, BASE_SEED + k)
+                           for k in range(len(prompts))])
+        batch = torch.zeros_like(noise)
+        with torch.no_grad():
+            out = comfy.sample.sample(model, noise, STEPS, CFG, "euler", "normal", positive,
+                                      self.negative, batch, disable_pbar=True, seed=BASE_SEED)
+            pixels = self.vae.decode(out)
+        return (pixels.clamp(0, 1).numpy() * 255).round().astype(np.uint8)
+
+
+def score(exp, images: np.ndarray, seeds: int) -> dict:
+    n = presence = colour = shape = 0
+    for k, scene in enumerate(exp.heldout):
+        for img in images[k * seeds:(k + 1) * seeds]:
+            r = read_image(img)
+            n += 1
+            presence += r.dot if exp.presence == "dot" else (r.style == exp.presence)
+            colour += r.colour == scene.colour
+            shape += r.shape == scene.shape
+    return {"images": n, "presence": presence / n, "colour": colour / n, "shape": shape / n}
+
+
+def curve(toy: Toy, exp, maps, strengths, label: str, seeds: int) -> tuple[list[dict], dict]:
+    """Rows (one per strength) and the images by strength."""
+    prompts = [s.prompt for s in exp.heldout]
+    rows, images = [], {}
+    for strength in strengths:
+        start = time.perf_counter()
+        model = (toy.model if strength == 0.0
+                 else toy.pack.nodes.apply.patch_model(toy.model, maps, strength))
+        images[strength] = toy.sample(model, prompts, seeds)
+        row = {"strength": strength, **score(exp, images[strength], seeds)}
+        rows.append(row)
+        logger.info("%s %s strength %g: presence %.3f colour %.3f shape %.3f (%.0f s)",
+                    exp.name, label, strength, row["presence"], row["colour"], row["shape"],
+                    time.perf_counter() - start)
+    return rows, images
+
+
+def best(rows: list[dict], remove: bool) -> tuple[dict, bool]:
+    """The row with the best presence among those that keep colour and shape (and whether one
+    did)."""
+    kept = [r for r in rows if r["colour"] >= KEEP_COLOUR and r["shape"] >= KEEP_SHAPE]
+    pool = kept or rows
+    key = (lambda r: (r["presence"], -r["strength"])) if remove else \
+        (lambda r: (-r["presence"], r["strength"]))
+    return min(pool, key=key), bool(kept)
+
+
+# ---------------------------------------------------------------------------------------------
+# pictures
+
+
+def _x(strength: float) -> float:
+    """Position on the strength axis, 0..1: 0..1.5 (the OT range) on the first 70%, 1.5..4
+    (diff_means' steering strengths) on the rest."""
+    if strength <= 1.5:
+        return strength / 1.5 * 0.7
+    return 0.7 + (min(strength, 4.0) - 1.5) / 2.5 * 0.3
+
+
+def plot_curves(results: dict, exp_name: str, path: Path) -> None:
+    """Three panels (presence, colour kept, shape kept) over the strength, one line per method.
+    The strength axis is piecewise linear: 0..1.5, then 1.5..4 compressed (diff_means)."""
+    from PIL import Image, ImageDraw
+
+    colours = {"linear_act": (214, 39, 40), "mean_act": (31, 119, 180),
+               "gaussian_ot": (44, 160, 44), "aura": (148, 103, 189),
+               "diff_means": (255, 127, 14)}
+    panel_w, panel_h, pad, top = 300, 220, 44, 28
+    canvas = Image.new("RGB", (3 * panel_w + 20, panel_h + top + 50), "white")
+    draw = ImageDraw.Draw(canvas)
+    for p, metric in enumerate(("presence", "colour", "shape")):
+        x0, y0 = p * panel_w + pad, top
+        w, h = panel_w - pad - 12, panel_h - 40
+        title = f"{results[exp_name]['presence_label']} presence" if metric == "presence" \
+            else f"{metric} kept"
+        draw.text((x0, 6), f"{exp_name}: {title}", fill="black")
+        draw.rectangle([x0, y0, x0 + w, y0 + h], outline=(120, 120, 120))
+        draw.line([x0 + 0.7 * w, y0, x0 + 0.7 * w, y0 + h], fill=(210, 210, 210))
+        for v in (0.0, 0.5, 1.0):
+            y = y0 + h - v * h
+            draw.line([x0 - 4, y, x0, y], fill="black")
+            draw.text((x0 - 30, y - 6), f"{v:.1f}", fill="black")
+        for tick in (0.0, 0.5, 1.0, 1.5, 4.0):
+            x = x0 + _x(tick) * w
+            draw.line([x, y0 + h, x, y0 + h + 4], fill="black")
+            draw.text((x - 6, y0 + h + 6), f"{tick:g}", fill="black")
+        draw.text((x0 + w / 2 - 20, y0 + h + 20), "strength", fill="black")
+        for method, entry in results[exp_name]["methods"].items():
+            points = [(x0 + _x(r["strength"]) * w, y0 + h - r[metric] * h)
+                      for r in entry["rows"]]
+            draw.line(points, fill=colours[method], width=2)
+            for x, y in points:
+                draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colours[method])
+    x = pad
+    for method in results[exp_name]["methods"]:
+        y = panel_h + top + 28
+        draw.line([x, y + 6, x + 18, y + 6], fill=colours[method], width=3)
+        draw.text((x + 22, y), method, fill="black")
+        x += 150
+    path.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(path)
+
+
+def method_grid(exp, images_by_method: dict, strengths_by_method: dict, path: Path,
+                prompt_index: int, seeds: int) -> None:
+    """One held-out prompt, one row per method, its strengths left to right."""
+    rows, labels = [], []
+    for method, images in images_by_method.items():
+        rows.append([images[s][prompt_index * seeds] for s in strengths_by_method[method]])
+        labels.append(f"{method} ({', '.join(f'{s:g}' for s in strengths_by_method[method])})")
+    save_grid(rows, labels, path)
+
+
+# ---------------------------------------------------------------------------------------------
+# studies
+
+
+def study_methods(toy: Toy, names: list[str], seeds: dict[str, int]) -> dict:
+    results = {}
+    for exp_name in names:
+        exp = {"style": style_experiment, "negation": negation_experiment}[exp_name]()
+        n_seeds = seeds[exp_name]
+        remove = exp.presence == "dot"
+        entry = {"presence_label": exp.presence, "fit_prompts": len(exp.source),
+                 "heldout_prompts": len(exp.heldout), "seeds": n_seeds, "methods": {}}
+        all_images, plain = {}, None
+        for method in METHODS:
+            start = time.perf_counter()
+            maps = toy.learn(exp.source, exp.target, method=method, support=exp.support)
+            learn_s = time.perf_counter() - start
+            strengths = STRENGTHS[method]
+            rows, images = [], {}
+            if plain is not None:  # strength 0 is the unpatched model: sampled once
+                rows.append(dict(plain[0]))
+                images[0.0] = plain[1]
+            more_rows, more_images = curve(toy, exp, maps, [s for s in strengths
+                                                            if plain is None or s != 0.0],
+                                          method, n_seeds)
+            rows += more_rows
+            images.update(more_images)
+            if plain is None:
+                plain = (rows[0], images[0.0])
+            chosen, kept = best(rows, remove)
+            entry["methods"][method] = {"rows": rows, "best": chosen, "best_keeps": kept,
+                                        "learn_s": learn_s}
+            all_images[method] = images
+        results[exp_name] = entry
+        plot_curves(results, exp_name, IMAGES / f"methods_{exp_name}_curves.png")
+        method_grid(exp, all_images, STRENGTHS, IMAGES / f"methods_{exp_name}_grid.png",
+                    prompt_index=0, seeds=n_seeds)
+    return results
+
+
+def _spread(pairs: list[tuple[str, str]], n: int) -> list[tuple[str, str]]:
+    """``n`` of the pairs, evenly spaced over the list (which is ordered style by style)."""
+    if n >= len(pairs):
+        return list(pairs)
+    return [pairs[round(i * len(pairs) / n)] for i in range(n)]
+
+
+def study_prompts(toy: Toy, seeds: int, counts=(4, 8, 16, 18), strengths=(1.0, 1.25)) -> dict:
+    exp = negation_experiment()
+    pairs = list(zip(exp.source, exp.target))
+    rows = []
+    for n in counts:
+        chosen = _spread(pairs, n)
+        maps = toy.learn([s for s, _ in chosen], [t for _, t in chosen], support=exp.support)
+        curve_rows, _ = curve(toy, exp, maps, strengths, f"{n} prompts", seeds)
+        rows.append({"prompts": len(chosen), "rows": curve_rows})
+    return {"experiment": exp.name, "available": len(pairs), "rows": rows}
+
+
+TIMESTEP_VARIANTS = {
+    "one map, collected at the first step (default)": {"collect_at": 0.0, "timestep_ranges": 1},
+    "one map, collected half-way (percent 0.5)": {"collect_at": 0.5, "timestep_ranges": 1},
+    "4 maps, one per timestep range": {"timestep_ranges": 4},
+    "10 maps, one per timestep range": {"timestep_ranges": 10},
+}
+
+
+def study_timesteps(toy: Toy, seeds: int, strengths=(0.5, 1.0, 1.25)) -> dict:
+    exp = negation_experiment()
+    rows = []
+    for label, options in TIMESTEP_VARIANTS.items():
+        start = time.perf_counter()
+        maps = toy.learn(exp.source, exp.target, support=exp.support, **options)
+        learn_s = time.perf_counter() - start
+        curve_rows, _ = curve(toy, exp, maps, strengths, label, seeds)
+        rows.append({"variant": label, "options": options, "learn_s": learn_s,
+                     "rows": curve_rows})
+    return {"experiment": exp.name, "rows": rows}
+
+
+# ---------------------------------------------------------------------------------------------
+# report
+
+
+def _fmt(r: dict) -> str:
+    return f"{r['presence']:.2f} / {r['colour']:.2f} / {r['shape']:.2f}"
+
+
+def report(results: dict, args) -> str:
+    lines = [BEGIN, "", "## Method comparison on the toy world", "",
+             "Measured with `.venv/bin/python benchmarks/toy_methods.py "
+             f"--seeds {args.seeds} --style-seeds {args.style_seeds}` (in-process: the "
+             "checkpoint is loaded with ComfyUI's loader, "
+             "maps are learned with AcT Learn Transport's function at its defaults and applied "
+             "with AcT Apply Transport's function to the conditional half; ComfyUI's sampler, "
+             "euler, 20 steps, cfg 5, 64x64). Every number is read from images of prompts held "
+             "out from fitting. Cells: presence / colour kept / shape kept. Raw numbers: "
+             "`benchmarks/results/toy_methods.json`.", ""]
+    methods = results.get("methods", {})
+    for exp_name, entry in methods.items():
+        label = entry["presence_label"]
+        goal = ("dot presence: lower is better" if label == "dot"
+                else f"{label} presence: higher is better")
+        lines += [f"### {exp_name} ({entry['fit_prompts']} fitting prompts per side, "
+                  f"{entry['heldout_prompts']} held-out prompts x {entry['seeds']} seeds; {goal})",
+                  "", f"![{exp_name} curves](images/methods_{exp_name}_curves.png)", "",
+                  f"![{exp_name} grid](images/methods_{exp_name}_grid.png)", "",
+                  "| method | best strength | at best | at strength 1 | all strengths "
+                  "(presence) | learn s |", "|---|---|---|---|---|---|"]
+        for method, m in entry["methods"].items():
+            at_one = next((r for r in m["rows"] if r["strength"] == 1.0), None)
+            flag = "" if m["best_keeps"] else " (colour/shape not kept at any strength)"
+            lines.append(
+                f"| {method} | {m['best']['strength']:g}{flag} | {_fmt(m['best'])} | "
+                f"{_fmt(at_one) if at_one else '-'} | "
+                + ", ".join(f"{r['strength']:g}: {r['presence']:.2f}" for r in m["rows"])
+                + f" | {m['learn_s']:.0f} |")
+        lines.append("")
+    if "prompts" in results:
+        p = results["prompts"]
+        lines += ["### How many prompts are enough (negation, linear_act)", "",
+                  f"{len(negation_experiment().heldout)} held-out prompts x "
+                  f"{args.seeds} seed(s).", "",
+                  f"The toy world's fitting split has {p['available']} prompts per side (6 colour/"
+                  "shape combinations x 3 styles); 32 distinct prompts per side would need the "
+                  "held-out ones, so the largest row uses all of them. Each prompt gives 8 noise "
+                  "samples (the node's default).", "",
+                  "| prompts per side | strength 1 | strength 1.25 |", "|---|---|---|"]
+        for row in p["rows"]:
+            cells = {r["strength"]: _fmt(r) for r in row["rows"]}
+            lines.append(f"| {row['prompts']} | {cells.get(1.0, '-')} | {cells.get(1.25, '-')} |")
+        lines.append("")
+    if "timesteps" in results:
+        t = results["timesteps"]
+        lines += ["### One map vs maps per timestep range (negation, linear_act)", "",
+                  f"{len(negation_experiment().heldout)} held-out prompts x {args.seeds} "
+                  "seed(s). Maps per range are each collected at the middle of their range "
+                  "and applied over it.", "",
+                  "| maps | strength 0.5 | strength 1 | strength 1.25 | learn s |",
+                  "|---|---|---|---|---|"]
+        for row in t["rows"]:
+            cells = {r["strength"]: _fmt(r) for r in row["rows"]}
+            lines.append(f"| {row['variant']} | {cells.get(0.5, '-')} | {cells.get(1.0, '-')} | "
+                         f"{cells.get(1.25, '-')} | {row['learn_s']:.0f} |")
+        lines.append("")
+    lines.append(END)
+    return "\n".join(lines) + "\n"
+
+
+def write_section(path: Path, text: str) -> None:
+    old = path.read_text() if path.exists() else ""
+    if BEGIN in old and END in old:
+        head, rest = old.split(BEGIN, 1)
+        new = head + text.strip() + rest.split(END, 1)[1]
+    else:
+        new = (old.rstrip() + "\n\n" if old else "") + text
+    path.write_text(new)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=1,
+                        help="images per held-out prompt of the negation experiment (18 prompts)")
+    parser.add_argument("--style-seeds", type=int, default=2,
+                        help="images per held-out prompt of the style experiment (6 prompts)")
+    parser.add_argument("--parts", default="methods,prompts,timesteps")
+    parser.add_argument("--experiments", default="negation,style",
+                        help="for the methods part")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    torch.set_num_threads(args.threads)
+    toy = Toy()
+    logging.getLogger().setLevel(logging.WARNING)
+    logger.setLevel(logging.INFO)
+    parts = args.parts.split(",")
+    results = json.loads(RAW.read_text()) if RAW.exists() else {}
+    if "methods" in parts:
+        results["methods"] = study_methods(toy, args.experiments.split(","),
+                                           {"negation": args.seeds, "style": args.style_seeds})
+        RAW.parent.mkdir(parents=True, exist_ok=True)
+        RAW.write_text(json.dumps(results, indent=1))
+    if "prompts" in parts:
+        results["prompts"] = study_prompts(toy, args.seeds)
+        RAW.write_text(json.dumps(results, indent=1))
+    if "timesteps" in parts:
+        results["timesteps"] = study_timesteps(toy, args.seeds)
+        RAW.write_text(json.dumps(results, indent=1))
+    write_section(args.out, report(results, args))
+    print(report(results, args))
+
+
+if __name__ == "__main__":
+    main()
