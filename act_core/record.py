@@ -84,6 +84,8 @@ class Recorder:
         Layout detected per site (``tokens``, ``channels`` or ``vector``).
     order : list of str
         Sites in the order they first ran (the forward order).
+    paused : bool
+        While true, forward calls are not recorded (default false).
     """
 
     def __init__(self, sites: Iterable[Site], device: torch.device | str = "cpu") -> None:
@@ -93,6 +95,7 @@ class Recorder:
         self.order: list[str] = []
         self._samples: dict[str, list[torch.Tensor]] = {str(site): [] for site in self.sites}
         self._token_mask: torch.Tensor | None = None
+        self.paused = False
 
     @property
     def token_mask(self) -> torch.Tensor | None:
@@ -107,7 +110,13 @@ class Recorder:
         self._token_mask = mask
 
     def observe(self, site: Site, output: object) -> None:
-        """Pool and store one module output of ``site`` (called by the forward hook)."""
+        """Pool and store one module output of ``site`` (called by the forward hook).
+
+        Nothing is stored while :attr:`paused` is true (forward passes a caller runs only to
+        reach the inputs it wants recorded, e.g. the earlier steps of a sampling trajectory).
+        """
+        if self.paused:
+            return
         key = str(site)
         x = read_output(output, site)
         layout = detect_layout(x, site)

@@ -51,11 +51,59 @@ def _collect_sigma(sampling, percent: float) -> float:
     return float(sampling.percent_to_sigma(min(percent, 0.999)))
 
 
-def _runner(model, conds, latent, seed: int, sigma: float, pbar):
-    sampler = comfy.samplers.KSAMPLER(_one_evaluation)
-    sigmas = torch.tensor([sigma, 0.0])
+COLLECT = ("first step", "trajectory")
+
+
+def _trajectory_sampler(recorder_box: list, recorded: tuple[int, int]):
+    """An euler sampler that records only steps ``recorded[0] <= i < recorded[1]`` and stops
+    after the last of them (``recorder_box[0]`` is the recorder of the current pass)."""
+    first, stop = recorded
+
+    def sample(model, x, sigmas, extra_args=None, callback=None, disable=None):
+        recorder = recorder_box[0]
+        ones = x.new_ones([x.shape[0]])
+        for i in range(min(stop, len(sigmas) - 1)):
+            recorder.paused = not first <= i < stop
+            try:
+                denoised = model(x, sigmas[i] * ones, **(extra_args or {}))
+            finally:
+                recorder.paused = False
+            x = x + (x - denoised) / sigmas[i] * (sigmas[i + 1] - sigmas[i])
+        return x
+
+    return sample
+
+
+def _trajectory_steps(sampling, steps: int, bucket: int, buckets: int
+                      ) -> tuple[torch.Tensor, tuple[int, int]]:
+    """The 'normal' schedule of ``steps`` steps and the steps (first, stop) whose sigma falls in
+    timestep range ``bucket`` of ``buckets``, by the rule AcT Apply Transport applies them with."""
+    sigmas = comfy.samplers.calculate_sigmas(sampling, "normal", steps).cpu()
+    bounds = [float(sampling.percent_to_sigma(j / buckets)) for j in range(1, buckets)]
+    inside = [i for i in range(steps)
+              if sum(1 for bound in bounds if float(sigmas[i]) < bound) == bucket]
+    if not inside:  # a range narrower than one step: the step nearest to its middle
+        middle = float(sampling.percent_to_sigma((bucket + 0.5) / buckets))
+        inside = [int(torch.argmin((sigmas[:steps] - middle).abs()))]
+    return sigmas, (inside[0], inside[-1] + 1)
+
+
+def _runner(model, conds, latent, seed: int, sigma: float, pbar, trajectory=None):
+    """A run(recorder) that evaluates the denoiser on every conditioning: once at ``sigma``,
+    or, with ``trajectory = (sigmas, (first, stop))``, along an euler trajectory (cfg 1)
+    recording the steps first..stop-1."""
+    if trajectory is None:
+        sampler = comfy.samplers.KSAMPLER(_one_evaluation)
+        sigmas = torch.tensor([sigma, 0.0])
+        box = None
+    else:
+        sigmas, recorded = trajectory
+        box = [None]
+        sampler = comfy.samplers.KSAMPLER(_trajectory_sampler(box, recorded))
 
     def run(recorder) -> None:
+        if box is not None:
+            box[0] = recorder
         for i, cond in enumerate(conds):
             comfy.model_management.throw_exception_if_processing_interrupted()
             noise = comfy.sample.prepare_noise(latent, seed + i)
@@ -85,13 +133,22 @@ def learn_maps(model, src_conds: list, tgt_conds: list, *, source: list[str] | N
                pattern: str = "", method: str = "linear_act", support: str = "minmax",
                incremental: bool = True, stages: int = 8, collect_at: float = 0.0,
                timestep_ranges: int = 1, seed: int = 0, latent: dict | None = None,
-               samples_per_prompt: int = 8) -> MapSet:
+               samples_per_prompt: int = 8, collect: str = "first step",
+               trajectory_steps: int = 10) -> MapSet:
     """Fit maps for ``model`` from two lists of CONDITIONING; returns a MapSet.
 
     ``source``/``target`` are the prompt texts (for the hash in the metadata), when known.
+    ``collect``: ``"first step"`` evaluates the denoiser once per prompt and range, on seeded
+    noise at ``collect_at`` (or the range's middle); ``"trajectory"`` samples each prompt along
+    a ``trajectory_steps``-step euler schedule (cfg 1) and records every step that falls in the
+    range, so later ranges see partly formed images, as they do when sampling.
     """
     if len(src_conds) == 0 or len(tgt_conds) == 0:
         raise ValueError("need at least one source and one target conditioning")
+    if collect not in COLLECT:
+        raise ValueError(f"collect must be one of {COLLECT}, got {collect!r}")
+    if collect == "trajectory" and not 1 <= trajectory_steps <= 1000:
+        raise ValueError(f"trajectory_steps must be in [1, 1000], got {trajectory_steps}")
     diffusion_model = model.get_model_object("diffusion_model")
     arch = arch_of(diffusion_model)
     patterns = ([p.strip() for p in pattern.split(",") if p.strip()] if sites == "custom"
@@ -108,11 +165,16 @@ def learn_maps(model, src_conds: list, tgt_conds: list, *, source: list[str] | N
                                                       + (passes - 1) * per_pass["source"]))
     maps: dict = {}
     buckets = [(k / timestep_ranges, (k + 1) / timestep_ranges) for k in range(timestep_ranges)]
+    recorded_steps = []
     for k, (lo, hi) in enumerate(buckets):
         percent = collect_at if timestep_ranges == 1 else (lo + hi) / 2
         sigma = _collect_sigma(sampling, percent)
-        run_source = _runner(model, src_conds, lat, seed, sigma, pbar)
-        run_target = _runner(model, tgt_conds, lat, seed + 100003, sigma, pbar)
+        trajectory = (_trajectory_steps(sampling, trajectory_steps, k, timestep_ranges)
+                      if collect == "trajectory" else None)
+        if trajectory is not None:
+            recorded_steps.append(list(trajectory[1]))
+        run_source = _runner(model, src_conds, lat, seed, sigma, pbar, trajectory)
+        run_target = _runner(model, tgt_conds, lat, seed + 100003, sigma, pbar, trajectory)
         fitted = fit_sites(diffusion_model, chosen, run_source, run_target,
                            method=method, incremental=incremental,
                            stages=None if stages <= 0 else stages,
@@ -124,6 +186,9 @@ def learn_maps(model, src_conds: list, tgt_conds: list, *, source: list[str] | N
         "prompt_hash": prompt_hash(source, target) if source and target else None,
         "support": support, "method": method,
         "extra": {"buckets": [list(b) for b in buckets], "collect_at": collect_at,
+                  "collect": collect,
+                  **({"trajectory_steps": trajectory_steps, "recorded_steps": recorded_steps}
+                     if collect == "trajectory" else {}),
                   "sites": sites, "patterns": patterns, "incremental": incremental,
                   "stages": stages, "seed": seed, "latent_shape": list(lat.shape),
                   "source_prompts": len(src_conds), "target_prompts": len(tgt_conds)},
@@ -201,6 +266,18 @@ class ActLearnTransport(IO.ComfyNode):
                              tooltip="Noise samples recorded per prompt. The maps are fitted "
                                      "on prompts x samples values per unit; with a handful of "
                                      "prompts, fewer than 8 give noisy maps."),
+                IO.Combo.Input("collect", options=list(COLLECT), default="first step",
+                               optional=True, advanced=True,
+                               tooltip="first step: one denoiser pass per prompt on seeded "
+                                       "noise (collect_at, or each range's middle; the paper's "
+                                       "way, fastest). trajectory: sample each prompt "
+                                       "(euler, cfg 1) and record the steps in each timestep "
+                                       "range, so later ranges see partly formed images as "
+                                       "when sampling; costs up to trajectory_steps passes."),
+                IO.Int.Input("trajectory_steps", default=10, min=1, max=1000, optional=True,
+                             advanced=True,
+                             tooltip="For collect = trajectory: steps of the recorded "
+                                     "sampling (the 'normal' schedule)."),
             ],
             outputs=[IO.Custom("ACT_MAPS").Output(display_name="maps",
                                                   tooltip="The fitted transport maps.")],
@@ -209,7 +286,8 @@ class ActLearnTransport(IO.ComfyNode):
     @classmethod
     def execute(cls, model, clip, source_prompts, target_prompts, sites, pattern, method,
                 support, incremental, stages, collect_at, timestep_ranges, seed,
-                latent=None, samples_per_prompt=8) -> IO.NodeOutput:
+                latent=None, samples_per_prompt=8, collect="first step",
+                trajectory_steps=10) -> IO.NodeOutput:
         source = parse_prompts(source_prompts, "source_prompts")
         target = parse_prompts(target_prompts, "target_prompts")
         maps = learn_maps(model, encode_prompts(clip, source), encode_prompts(clip, target),
@@ -217,7 +295,8 @@ class ActLearnTransport(IO.ComfyNode):
                           method=method, support=support, incremental=incremental,
                           stages=stages, collect_at=collect_at,
                           timestep_ranges=timestep_ranges, seed=seed, latent=latent,
-                          samples_per_prompt=samples_per_prompt)
+                          samples_per_prompt=samples_per_prompt, collect=collect,
+                          trajectory_steps=trajectory_steps)
         log.info("AcT: learned %d maps (%s, %d source / %d target prompts)", len(maps), method,
                  len(source), len(target))
         return IO.NodeOutput(maps)

@@ -258,3 +258,39 @@ def test_the_input_model_is_never_changed(tiny, maps, nodes, baseline):
     assert after == before
     assert patched is not tiny.model and patched.model is tiny.model.model  # shares weights
     assert torch.equal(_sample(tiny.model, tiny), baseline)
+
+
+def test_trajectory_collection_records_each_range_on_its_own_steps(tiny, nodes):
+    """collect = trajectory: each timestep range is recorded on the steps of a real (cfg 1)
+    euler trajectory that fall in it: every step once over the ranges, the later range on
+    inputs the earlier steps produced (so its maps differ from a range recorded on noise)."""
+    steps, ranges, samples = 4, 2, 2
+    calls: list[int] = []
+
+    with _probe(tiny.diffusion_model, on_call=calls.append):
+        traj = nodes.learn.learn_maps(
+            tiny.model, tiny.source, tiny.target, support="unbounded", incremental=False,
+            latent={"samples": tiny.latent}, seed=3, timestep_ranges=ranges,
+            collect="trajectory", trajectory_steps=steps, samples_per_prompt=samples)
+    recorded = traj.metadata["extra"]["recorded_steps"]
+    assert recorded[0][0] == 0 and recorded[-1][1] == steps  # every step, in order, once
+    assert all(a[1] == b[0] for a, b in zip(recorded, recorded[1:], strict=False))
+    # Each range's run stops after its last recorded step: 2 passes (source, target) x prompts.
+    prompts = len(tiny.source) + len(tiny.target)
+    assert len(calls) == prompts * sum(stop for _, stop in recorded)
+    for site in tiny.sites:
+        for k, (first, stop) in enumerate(recorded):
+            tmap = traj[f"{site}@{k}"]
+            assert tmap.n_target == len(tiny.target) * samples * (stop - first)
+    noise_only = nodes.learn.learn_maps(
+        tiny.model, tiny.source, tiny.target, support="unbounded", incremental=False,
+        latent={"samples": tiny.latent}, seed=3, timestep_ranges=ranges,
+        samples_per_prompt=samples)
+    site = next(iter(tiny.sites))
+    assert not torch.equal(traj[f"{site}@1"].shift, noise_only[f"{site}@1"].shift)
+
+
+def test_collect_is_checked(tiny, nodes):
+    with pytest.raises(ValueError, match="collect must be one of"):
+        nodes.learn.learn_maps(tiny.model, tiny.source, tiny.target, collect="everywhere",
+                               latent={"samples": tiny.latent})

@@ -160,3 +160,16 @@ def test_unknown_site_is_refused_before_any_hook():
         with record_activations(model, ["0", "2"]):
             pass
     assert all(not m._forward_hooks for m in model.modules())
+
+
+def test_a_paused_recorder_keeps_nothing():
+    model = nn.Sequential(nn.Linear(3, 4), nn.LayerNorm(4))
+    x = torch.randn(5, 3)
+    with record_activations(model, ["1"]) as recorder:
+        model(x)
+        recorder.paused = True
+        model(torch.randn(7, 3))  # not recorded
+        recorder.paused = False
+        model(x)
+    assert recorder.counts() == {"1": 10}
+    assert torch.equal(recorder.stacked()["1"], torch.cat([model(x), model(x)]).detach())
