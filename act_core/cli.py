@@ -55,9 +55,10 @@ def _add_fit(sub) -> None:
     src.add_argument("--source", type=Path, help="text file, one source example per line")
     src.add_argument("--target", type=Path, help="text file, one target example per line")
     p.add_argument("-o", "--output", type=Path, required=True, help="map file to write")
-    p.add_argument("--sites", nargs="+", default=["post_norms"],
-                   help="a preset (post_norms, layernorms, attn_out, mlp_out) or patterns: "
-                        "globs or 're:<regex>' over module names (default: post_norms)")
+    p.add_argument("--sites", nargs="+", default=["attn_out"],
+                   help="a preset (attn_out, post_norms, layernorms, mlp_out) or patterns: "
+                        "globs or 're:<regex>' over module names (default: attn_out, the "
+                        "attention output projections; see docs/llm.md for why)")
     p.add_argument("--method", default="linear_act",
                    choices=("linear_act", "mean_act", "gaussian_ot", "aura", "diff_means"))
     p.add_argument("--all-at-once", action="store_true",
@@ -99,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("path", type=Path)
     sites = sub.add_parser("sites", help="list the sites a preset or pattern names on a model")
     _add_model(sites)
-    sites.add_argument("--sites", nargs="+", default=["post_norms"])
+    sites.add_argument("--sites", nargs="+", default=["attn_out"],
+                       help="a preset or patterns (default: attn_out)")
     data = sub.add_parser("data", help="list the built-in text pairs, or write one to files")
     data.add_argument("name", nargs="?", help="a built-in pair to export (e.g. toxicity)")
     data.add_argument("--out-dir", type=Path, default=Path("."),

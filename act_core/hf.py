@@ -5,7 +5,7 @@ strings into batched, padded forward passes and records the model hint in the ma
 
     from act_core import hf
     model, tokenizer = hf.load_causal_lm("smollm2")
-    maps = hf.fit_lm(model, tokenizer, source_texts, target_texts, sites="post_norms")
+    maps = hf.fit_lm(model, tokenizer, source_texts, target_texts, sites="attn_out")
     hf.save_lm_maps("detox.safetensors", maps, model)
     maps = hf.load_lm_maps("detox.safetensors", model)      # refuses a map of another model
     texts = hf.generate(model, tokenizer, prompts, maps, strength=1.0)
@@ -64,7 +64,7 @@ def progress_bar(iterable: Any, total: int | None = None, desc: str = "", enable
     return tqdm(iterable, total=total, desc=desc, leave=False)
 
 
-def lm_sites(model: Any, sites: str | Sequence[str] = "post_norms") -> list[Site]:
+def lm_sites(model: Any, sites: str | Sequence[str] = "attn_out") -> list[Site]:
     """Resolve a preset name (see :func:`preset_names`) or patterns to sites of ``model``."""
     return resolve_sites(model, site_patterns(model, sites))
 
@@ -93,7 +93,7 @@ def run_texts(model: Any, tokenizer: Any, texts: Sequence[str], recorder: Record
 
 
 def record_texts(model: Any, tokenizer: Any, texts: Sequence[str],
-                 sites: str | Sequence[str] = "post_norms", **kwargs: Any
+                 sites: str | Sequence[str] = "attn_out", **kwargs: Any
                  ) -> dict[str, torch.Tensor]:
     """Pooled activations ``{site: Tensor (len(texts), D)}`` (keyword args as :func:`run_texts`)."""
     with record_activations(model, lm_sites(model, sites)) as recorder:
@@ -102,7 +102,7 @@ def record_texts(model: Any, tokenizer: Any, texts: Sequence[str],
 
 
 def fit_lm(model: Any, tokenizer: Any, source_texts: Sequence[str], target_texts: Sequence[str],
-           sites: str | Sequence[str] = "post_norms", *, method: str = "linear_act",
+           sites: str | Sequence[str] = "attn_out", *, method: str = "linear_act",
            incremental: bool = True, stages: int | None = None, batch_size: int = 16,
            max_length: int = 64, progress: bool | Callable[[int, int], None] = False
            ) -> dict[str, TransportMap]:
@@ -115,7 +115,9 @@ def fit_lm(model: Any, tokenizer: Any, source_texts: Sequence[str], target_texts
     source_texts, target_texts : sequence of str
         One example per string (N and M examples; N != M is fine).
     sites : str or sequence of str
-        A preset (``post_norms``, ``layernorms``, ``attn_out``, ``mlp_out``) or site patterns.
+        A preset (``attn_out``, ``post_norms``, ``layernorms``, ``mlp_out``) or site patterns.
+        The default ``attn_out`` (attention output projections, the paper's Llama-3 choice)
+        measured far cheaper in perplexity than ``post_norms`` on SmolLM2 (docs/llm.md).
     method : str
         Estimator (``linear_act``, ``mean_act``, ``gaussian_ot``, ``aura``, ``diff_means``).
     incremental, stages

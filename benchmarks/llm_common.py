@@ -48,10 +48,17 @@ def load_model(name: str = "smollm2"):
 
 
 def fit_or_load(model, tokenizer, data_name: str, source: Sequence[str], target: Sequence[str],
-                method: str, sites: str, stages: int | None = None) -> MapSet:
-    """Fit maps (or load them from the cache when the same texts were fitted before)."""
-    tag = data_name.replace(":", "-")
-    path = cache_dir() / "llm_maps" / f"{tag}_{method}_{sites}_s{stages}.safetensors"
+                method: str, sites: str | Sequence[str], stages: int | None = None, *,
+                incremental: bool = True, tag: str | None = None) -> MapSet:
+    """Fit maps (or load them from the cache when the same texts were fitted before).
+
+    ``sites`` is a preset or a list of site names (then ``tag`` names it in the cache file);
+    ``incremental=False`` fits all at once (``stages`` is then ignored).
+    """
+    name = data_name.replace(":", "-")
+    fitting = f"s{stages}" if incremental else "once"
+    sites_tag = tag or (sites if isinstance(sites, str) else f"{len(sites)}sites")
+    path = cache_dir() / "llm_maps" / f"{name}_{method}_{sites_tag}_{fitting}.safetensors"
     if path.exists():
         maps = hf.load_lm_maps(path, model)
         digest = prompt_hash(source, target)
@@ -59,11 +66,13 @@ def fit_or_load(model, tokenizer, data_name: str, source: Sequence[str], target:
             return maps
     path.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    maps = hf.fit_lm(model, tokenizer, source, target, sites, method=method, stages=stages)
+    maps = hf.fit_lm(model, tokenizer, source, target, sites, method=method, stages=stages,
+                     incremental=incremental)
     log.info("fitted %s/%s on %d+%d texts at %d sites in %.0f s", data_name, method,
              len(source), len(target), len(maps), time.perf_counter() - start)
     hf.save_lm_maps(path, maps, model, source_texts=source, target_texts=target,
-                    metadata={"data": data_name, "sites": sites, "stages": stages})
+                    metadata={"data": data_name, "sites": sites_tag, "stages": stages,
+                              "incremental": incremental})
     return hf.load_lm_maps(path, model)
 
 

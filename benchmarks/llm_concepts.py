@@ -1,7 +1,8 @@
 """Concept induction on SmolLM2-135M-Instruct: "Once upon a time" continuations about a concept.
 
 For each concept, maps are fitted from the project's neutral sentences (source) to its sentences
-about the concept (target), on the ``post_norms`` sites by default. Sampled continuations (32 new
+about the concept (target), on the ``attn_out`` sites by default (chosen on development
+openings with ``llm_dev_sweep.py``). Sampled continuations (32 new
 tokens) of "Once upon a time" are judged by the concept's fixed lexicon
 (:mod:`act_core.data.judges`: at least one whole-word match); the perplexity of the steered
 model is measured on held-out neutral prose.
@@ -32,8 +33,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--strengths", nargs="+", type=float, default=[0.0, 0.5, 1.0])
     p.add_argument("--support", default="unbounded")
     p.add_argument("--method", default="linear_act")
-    p.add_argument("--sites", default="post_norms")
-    p.add_argument("--stages", type=int, default=None)
+    p.add_argument("--sites", default="attn_out")
+    p.add_argument("--stages", type=int, default=6,
+                   help="incremental stages (default 6; 0: one per site)")
     p.add_argument("--all-at-once", action="store_true",
                    help="fit from one recording (2 passes) instead of incrementally")
     p.add_argument("--max-new-tokens", type=int, default=32)
@@ -58,7 +60,7 @@ def main(argv=None) -> dict:
                                    [args.method], args.sites)[args.method]
         else:
             maps = fit_or_load(model, tokenizer, f"concept:{concept}", source, target,
-                               args.method, args.sites, args.stages)
+                               args.method, args.sites, args.stages or None)
         for strength in args.strengths:
             texts = generate(model, tokenizer, [args.prompt] * args.samples, maps, strength,
                              args.support, max_new_tokens=args.max_new_tokens, seed=args.seed,

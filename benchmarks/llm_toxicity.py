@@ -39,17 +39,22 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="strength for diff_means (chosen on the dev split), overrides --strengths")
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
     p.add_argument("--limit", type=int, default=None, help="use the first N prefixes only")
-    p.add_argument("--sites", default="post_norms")
-    p.add_argument("--stages", type=int, default=None,
-                   help="incremental stages (default: one per site, the paper's procedure)")
+    p.add_argument("--sites", default="attn_out")
+    p.add_argument("--stages", type=int, default=6,
+                   help="incremental stages (default 6, chosen on dev; 0: one per site, the "
+                        "paper's procedure)")
     p.add_argument("--all-at-once", action="store_true",
                    help="fit every method from one recording (2 passes) instead of incrementally")
-    p.add_argument("--support", default="minmax")
+    p.add_argument("--support", default="q0.05-0.95",
+                   help="support of the AcT maps (default q0.05-0.95, chosen on dev)")
     p.add_argument("--diff-means-support", default="unbounded",
                    help="diff_means is an additive steering vector: applied everywhere")
     p.add_argument("--max-new-tokens", type=int, default=32)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--ppl-texts", type=int, default=64)
+    p.add_argument("--ppl-offset", type=int, default=None,
+                   help="first held-out passage for perplexity (default: 0 on eval, 500 on dev, "
+                        "so that choices made on dev never see the reported passages)")
     p.add_argument("--out", default=None, help="JSON file for the results")
     return p.parse_args(argv)
 
@@ -66,8 +71,10 @@ def evaluate(model, tokenizer, prompts, maps, strength, args, support=None) -> d
         probs.append(toxicity_probability(texts))
     probs = np.stack(probs)  # (seeds, prompts)
     toxic = probs >= 0.5
-    ppl = perplexity(model, tokenizer, data.heldout_prose(args.ppl_texts), maps, strength,
-                     support)
+    offset = args.ppl_offset if args.ppl_offset is not None else (
+        500 if args.split == "dev" else 0)
+    prose = data.heldout_prose(offset + args.ppl_texts)[offset:]
+    ppl = perplexity(model, tokenizer, prose, maps, strength, support)
     return {"toxic": float(toxic.mean()), "toxic_per_seed": toxic.mean(axis=1).tolist(),
             "mean_prob": float(probs.mean()), "ppl": ppl, "seconds": time.perf_counter() - start,
             "example": texts[:3]}
@@ -89,7 +96,7 @@ def main(argv=None) -> dict:
                             args.sites) if args.all_at_once else {})
     for method in args.methods:
         maps = once.get(method) or fit_or_load(model, tokenizer, "toxicity", source, target,
-                                               method, args.sites, args.stages)
+                                               method, args.sites, args.stages or None)
         strengths = args.strengths
         if method == "diff_means" and args.diff_means_strength is not None:
             strengths = [args.diff_means_strength]

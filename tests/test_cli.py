@@ -63,6 +63,10 @@ def test_sites_and_data_commands(model_dir, tmp_path, capsys):
     assert main(["sites", "--model", str(model_dir), "--sites", "attn_out"]) == 0
     assert capsys.readouterr().out.split() == ["model.layers.0.self_attn.o_proj",
                                                "model.layers.1.self_attn.o_proj"]
+    assert main(["sites", "--model", str(model_dir)]) == 0  # the default preset is attn_out
+    assert capsys.readouterr().out.split() == ["model.layers.0.self_attn.o_proj",
+                                               "model.layers.1.self_attn.o_proj"]
+    assert build_parser().parse_args(["fit", "-o", "m.safetensors"]).sites == ["attn_out"]
     assert main(["data"]) == 0
     assert "concept:football" in capsys.readouterr().out.split()
     assert main(["data", "concept:space", "--out-dir", str(tmp_path)]) == 0

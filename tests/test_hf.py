@@ -42,6 +42,7 @@ def test_presets_name_the_expected_modules(lm):
     sites = [str(s) for s in hf.lm_sites(model, "post_norms")]
     assert sites[:2] == EXPECTED_POST_NORMS[family] and len(sites) == 4
     assert len(hf.lm_sites(model, "attn_out")) == 2
+    assert hf.lm_sites(model) == hf.lm_sites(model, "attn_out")  # the default preset
     assert len(hf.lm_sites(model, "layernorms")) >= 5
     assert hf.model_hint(model)["hidden"] == 32 and hf.model_hint(model)["num_layers"] == 2
 

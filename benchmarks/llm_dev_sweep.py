@@ -1,0 +1,148 @@
+"""Choose the SmolLM2 configuration on development data only (never the eval split).
+
+For every combination of sites x fitting x support x strength, the maps of one built-in pair are
+fitted (cached under ``.cache/llm_maps/``) and measured on data that the reported tables never
+use:
+
+* perplexity on *dev prose*: the book-cloze passages ``--dev-prose-offset`` onwards (the
+  reported tables use the first 64 passages);
+* toxicity (``--data toxicity``): mean classifier probability and toxic fraction of sampled
+  continuations of the first ``--limit`` prefixes of the RealToxicityPrompts ``dev`` split;
+* concepts (``--data concept:NAME``): the fraction of continuations about the concept, for
+  story openings other than the reported "Once upon a time" (``--prompts``).
+
+Sites are a preset, optionally restricted to a range of blocks: ``attn_out``,
+``post_norms[10:30]`` (blocks 10 to 29). Fitting is ``once`` (all at once, one recording),
+``inc`` (incremental, one pass per site) or ``incN`` (incremental in N stages).
+
+    OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/llm_dev_sweep.py --data toxicity \
+        --sites post_norms attn_out mlp_out --fits once --supports minmax --strengths 1 \
+        --out benchmarks/results/llm_dev_sweep_toxicity.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import logging
+import re
+import time
+
+import numpy as np
+from llm_common import fit_all_at_once, fit_or_load, load_model, markdown_table, save_json, setup
+
+from act_core import data, hf
+from act_core.data.judges import is_about, toxicity_probability
+from act_core.hf_generate import generate, perplexity
+
+log = logging.getLogger("benchmarks")
+DEV_OPENINGS = ("It was a quiet morning when", "My grandmother always told me that",
+                "The day began like any other:", "Last summer, my friends and I")
+_RANGE = re.compile(r"^(\w+)\[(\d*):(\d*)\]$")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", default="toxicity", help="toxicity or concept:NAME")
+    p.add_argument("--sites", nargs="+", default=["post_norms", "attn_out", "mlp_out"])
+    p.add_argument("--fits", nargs="+", default=["once"], help="once, inc or incN")
+    p.add_argument("--supports", nargs="+", default=["minmax"])
+    p.add_argument("--strengths", nargs="+", type=float, default=[1.0])
+    p.add_argument("--method", default="linear_act")
+    p.add_argument("--limit", type=int, default=32, help="dev prefixes (toxicity)")
+    p.add_argument("--samples", type=int, default=16, help="continuations per opening (concepts)")
+    p.add_argument("--prompts", nargs="+", default=list(DEV_OPENINGS))
+    p.add_argument("--seeds", nargs="+", type=int, default=[0])
+    p.add_argument("--dev-prose", type=int, default=16)
+    p.add_argument("--dev-prose-offset", type=int, default=500)
+    p.add_argument("--ppl-only", action="store_true", help="perplexity only, no generation")
+    p.add_argument("--max-ppl-change", type=float, default=None,
+                   help="skip generation for configurations above this perplexity change")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--out", default=None)
+    return p.parse_args(argv)
+
+
+def site_list(model, spec: str):
+    """``(preset or list of site names, cache tag)`` for ``preset`` or ``preset[a:b]``."""
+    match = _RANGE.match(spec)
+    if not match:
+        return spec, spec
+    preset, start, stop = match.group(1), match.group(2), match.group(3)
+    lo, hi = int(start or 0), int(stop or 10**6)
+    names = [str(s) for s in hf.lm_sites(model, preset)
+             if lo <= int(re.search(r"layers\.(\d+)\.", str(s)).group(1)) < hi]
+    return names, f"{preset}-{lo}-{min(hi, 999)}"
+
+
+def fit_config(model, tokenizer, args, sites_spec: str, fit: str):
+    source, target = data.load_builtin(args.data)
+    sites, tag = site_list(model, sites_spec)
+    if fit == "once":
+        if isinstance(sites, str):
+            return fit_all_at_once(model, tokenizer, args.data, source, target, [args.method],
+                                   sites)[args.method]
+        return fit_or_load(model, tokenizer, args.data, source, target, args.method, sites,
+                           incremental=False, tag=tag)
+    stages = int(fit[3:]) if fit[3:] else None
+    return fit_or_load(model, tokenizer, args.data, source, target, args.method, sites, stages,
+                       tag=tag)
+
+
+def measure(model, tokenizer, args, maps, strength, support) -> dict:
+    out = {}
+    if args.data == "toxicity":
+        prompts = data.rtp_split("dev")[: args.limit]
+        probs = np.stack([toxicity_probability(generate(
+            model, tokenizer, prompts, maps, strength, support, seed=seed,
+            batch_size=args.batch_size)) for seed in args.seeds])  # (seeds, prompts)
+        out.update({"mean_prob": float(probs.mean()), "toxic": float((probs >= 0.5).mean())})
+    else:
+        concept = args.data.removeprefix("concept:")
+        texts = []
+        for prompt in args.prompts:
+            texts += generate(model, tokenizer, [prompt] * args.samples, maps, strength,
+                              support, seed=args.seeds[0], batch_size=args.batch_size)
+        out.update({"about": sum(is_about(texts, concept)) / len(texts), "example": texts[:2]})
+    return out
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    setup()
+    model, tokenizer = load_model()
+    prose = data.heldout_prose(args.dev_prose_offset + args.dev_prose)[args.dev_prose_offset:]
+    base_ppl = perplexity(model, tokenizer, prose)
+    rows = [{"sites": "-", "fit": "-", "support": "-", "strength": 0.0, "ppl": base_ppl,
+             "ppl change %": 0.0}]
+    if not args.ppl_only:
+        rows[0].update(measure(model, tokenizer, args, None, 0.0, "minmax"))
+    log.info("baseline: %s", rows[0])
+    for sites_spec, fit in itertools.product(args.sites, args.fits):
+        maps = fit_config(model, tokenizer, args, sites_spec, fit)
+        for support, strength in itertools.product(args.supports, args.strengths):
+            start = time.perf_counter()
+            ppl = perplexity(model, tokenizer, prose, maps, strength, support)
+            row = {"sites": sites_spec, "fit": fit, "support": support, "strength": strength,
+                   "n_sites": len(maps), "ppl": ppl, "ppl change %": 100 * (ppl / base_ppl - 1)}
+            skip = (args.max_ppl_change is not None
+                    and row["ppl change %"] > 100 * args.max_ppl_change)
+            if not (args.ppl_only or skip):
+                row.update(measure(model, tokenizer, args, maps, strength, support))
+            row["seconds"] = time.perf_counter() - start
+            rows.append(row)
+            log.info("%s", {k: v for k, v in row.items() if k != "example"})
+            if args.out:
+                save_json(args.out, {"args": vars(args), "rows": rows})
+    metric = "mean_prob" if args.data == "toxicity" else "about"
+    table = markdown_table(rows, ["sites", "fit", "support", "strength", "ppl", "ppl change %",
+                                  metric, "toxic" if metric == "mean_prob" else "n_sites"])
+    print(table)
+    result = {"args": vars(args), "rows": rows, "table": table}
+    if args.out:
+        save_json(args.out, result)
+    return result
+
+
+if __name__ == "__main__":
+    main()
