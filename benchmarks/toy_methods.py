@@ -16,8 +16,9 @@ toyworld.metrics:
 * ``prompts``: negation with linear_act from 4, 8, 16 and all 18 fitting prompts per side
   (spread over the three styles), presence at strength 1 and 1.25.
 * ``timesteps``: negation with linear_act: one map collected at the first step (the default),
-  one collected half-way through the schedule, and maps per timestep range (4 ranges, each
-  collected at its range's middle and applied over that range).
+  one collected half-way through the schedule, maps per timestep range (4 ranges, each
+  collected on noise at its range's middle and applied over that range), and the same two
+  recorded along real sampling trajectories (``collect = trajectory``).
 
 Usage: ``.venv/bin/python benchmarks/toy_methods.py [--seeds 1] [--style-seeds 2]
 [--parts methods,prompts,timesteps]`` (about 75 minutes on 2 shared cores).
@@ -292,23 +293,35 @@ def study_prompts(toy: Toy, seeds: int, counts=(4, 8, 16, 18), strengths=(1.0, 1
     return {"experiment": exp.name, "available": len(pairs), "rows": rows}
 
 
-TIMESTEP_VARIANTS = {
-    "one map, collected at the first step (default)": {"collect_at": 0.0, "timestep_ranges": 1},
-    "one map, collected half-way (percent 0.5)": {"collect_at": 0.5, "timestep_ranges": 1},
-    "4 maps, one per timestep range": {"timestep_ranges": 4},
+TIMESTEP_VARIANTS = {  # short name: (label, learn_maps options)
+    "first": ("one map, collected at the first step (default)",
+              {"collect_at": 0.0, "timestep_ranges": 1}),
+    "half": ("one map, collected half-way (percent 0.5)",
+             {"collect_at": 0.5, "timestep_ranges": 1}),
+    "ranges4": ("4 maps, one per timestep range, each on noise at its middle",
+                {"timestep_ranges": 4}),
+    "traj4": ("4 maps, one per timestep range, recorded along 10-step trajectories",
+              {"timestep_ranges": 4, "collect": "trajectory", "trajectory_steps": 10}),
+    "traj1": ("one map, recorded at every step of 10-step trajectories",
+              {"timestep_ranges": 1, "collect": "trajectory", "trajectory_steps": 10}),
 }
 
 
-def study_timesteps(toy: Toy, seeds: int, strengths=(0.5, 1.0, 1.25)) -> dict:
+def study_timesteps(toy: Toy, seeds: int, variants: list[str], strengths=(0.5, 1.0, 1.25),
+                    previous: dict | None = None) -> dict:
+    """Rows of the variants asked for; rows of other variants in ``previous`` are kept."""
     exp = negation_experiment()
-    rows = []
-    for label, options in TIMESTEP_VARIANTS.items():
+    rows = [r for r in (previous or {}).get("rows", []) if r.get("name") not in variants]
+    for name in variants:
+        label, options = TIMESTEP_VARIANTS[name]
         start = time.perf_counter()
         maps = toy.learn(exp.source, exp.target, support=exp.support, **options)
         learn_s = time.perf_counter() - start
         curve_rows, _ = curve(toy, exp, maps, strengths, label, seeds)
-        rows.append({"variant": label, "options": options, "learn_s": learn_s,
+        rows.append({"name": name, "variant": label, "options": options, "learn_s": learn_s,
                      "rows": curve_rows})
+    order = list(TIMESTEP_VARIANTS)
+    rows.sort(key=lambda r: order.index(r["name"]) if r.get("name") in order else len(order))
     return {"experiment": exp.name, "rows": rows}
 
 
@@ -400,6 +413,8 @@ def main(argv=None) -> None:
     parser.add_argument("--parts", default="methods,prompts,timesteps")
     parser.add_argument("--experiments", default="negation,style",
                         help="for the methods part")
+    parser.add_argument("--timestep-variants", default="first,half,ranges4,traj4,traj1",
+                        help="for the timesteps part, of: " + ", ".join(TIMESTEP_VARIANTS))
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--raw", type=Path, default=RAW, help="JSON of the raw numbers (read "
@@ -423,7 +438,9 @@ def main(argv=None) -> None:
         results["prompts"] = study_prompts(toy, args.seeds)
         raw.write_text(json.dumps(results, indent=1))
     if "timesteps" in parts:
-        results["timesteps"] = study_timesteps(toy, args.seeds)
+        results["timesteps"] = study_timesteps(toy, args.seeds,
+                                               args.timestep_variants.split(","),
+                                               previous=results.get("timesteps"))
         raw.write_text(json.dumps(results, indent=1))
     write_section(args.out, report(results, args))
     print(report(results, args))

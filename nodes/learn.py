@@ -266,18 +266,6 @@ class ActLearnTransport(IO.ComfyNode):
                              tooltip="Noise samples recorded per prompt. The maps are fitted "
                                      "on prompts x samples values per unit; with a handful of "
                                      "prompts, fewer than 8 give noisy maps."),
-                IO.Combo.Input("collect", options=list(COLLECT), default="first step",
-                               optional=True, advanced=True,
-                               tooltip="first step: one denoiser pass per prompt on seeded "
-                                       "noise (collect_at, or each range's middle; the paper's "
-                                       "way, fastest). trajectory: sample each prompt "
-                                       "(euler, cfg 1) and record the steps in each timestep "
-                                       "range, so later ranges see partly formed images as "
-                                       "when sampling; costs up to trajectory_steps passes."),
-                IO.Int.Input("trajectory_steps", default=10, min=1, max=1000, optional=True,
-                             advanced=True,
-                             tooltip="For collect = trajectory: steps of the recorded "
-                                     "sampling (the 'normal' schedule)."),
             ],
             outputs=[IO.Custom("ACT_MAPS").Output(display_name="maps",
                                                   tooltip="The fitted transport maps.")],
@@ -286,8 +274,7 @@ class ActLearnTransport(IO.ComfyNode):
     @classmethod
     def execute(cls, model, clip, source_prompts, target_prompts, sites, pattern, method,
                 support, incremental, stages, collect_at, timestep_ranges, seed,
-                latent=None, samples_per_prompt=8, collect="first step",
-                trajectory_steps=10) -> IO.NodeOutput:
+                latent=None, samples_per_prompt=8) -> IO.NodeOutput:
         source = parse_prompts(source_prompts, "source_prompts")
         target = parse_prompts(target_prompts, "target_prompts")
         maps = learn_maps(model, encode_prompts(clip, source), encode_prompts(clip, target),
@@ -295,8 +282,7 @@ class ActLearnTransport(IO.ComfyNode):
                           method=method, support=support, incremental=incremental,
                           stages=stages, collect_at=collect_at,
                           timestep_ranges=timestep_ranges, seed=seed, latent=latent,
-                          samples_per_prompt=samples_per_prompt, collect=collect,
-                          trajectory_steps=trajectory_steps)
+                          samples_per_prompt=samples_per_prompt)
         log.info("AcT: learned %d maps (%s, %d source / %d target prompts)", len(maps), method,
                  len(source), len(target))
         return IO.NodeOutput(maps)
