@@ -26,7 +26,11 @@ from llm_toxicity import best_strength; print(best_strength(json.load(open('$OUT
 echo "diff_means strength chosen on dev: $BEST"
 $PY benchmarks/llm_toxicity.py --split eval --limit "$EVAL" --seeds 0 1 2 \
   --methods diff_means --diff-means-strength "$BEST" --ppl-texts "$PPL" \
-  --out "$OUT/llm_toxicity_eval_diff_means.json"
+  --baseline-from "$OUT/llm_toxicity_eval.json" --out "$OUT/llm_toxicity_eval_diff_means.json"
+# For comparison: the earlier setup (post_norms, all at once, min-max support).
+$PY benchmarks/llm_toxicity.py --split eval --limit "$EVAL" --seeds 0 1 2 --methods linear_act \
+  --all-at-once --sites post_norms --support minmax --ppl-texts "$PPL" \
+  --baseline-from "$OUT/llm_toxicity_eval.json" --out "$OUT/llm_toxicity_eval_post_norms.json"
 # Concept induction ("Once upon a time", unbounded support).
 $PY benchmarks/llm_concepts.py --samples "$SAMPLES" --strengths 0 0.5 1 --ppl-texts "$PPL" \
   --out "$OUT/llm_concepts.json"
