@@ -341,15 +341,17 @@ def report(results: dict, args) -> str:
              "maps are learned with AcT Learn Transport's function at its defaults and applied "
              "with AcT Apply Transport's function to the conditional half; ComfyUI's sampler, "
              "euler, 20 steps, cfg 5, 64x64). Every number is read from images of prompts held "
-             "out from fitting. Cells: presence / colour kept / shape kept. Raw numbers: "
-             "`benchmarks/results/toy_methods.json`.", ""]
+             "out from fitting. Cells: presence / colour kept / shape kept. \"learn s\" is the "
+             "wall time of learning on the shared machine (its load varied a lot, so compare "
+             "these only roughly). Raw numbers: `benchmarks/results/toy_methods.json`.", ""]
     methods = results.get("methods", {})
     for exp_name, entry in methods.items():
         label = entry["presence_label"]
         goal = ("dot presence: lower is better" if label == "dot"
                 else f"{label} presence: higher is better")
         lines += [f"### {exp_name} ({entry['fit_prompts']} fitting prompts per side, "
-                  f"{entry['heldout_prompts']} held-out prompts x {entry['seeds']} seeds; {goal})",
+                  f"{entry['heldout_prompts']} held-out prompts x {entry['seeds']} seed(s); "
+                  f"{goal})",
                   "", f"![{exp_name} curves](images/methods_{exp_name}_curves.png)", "",
                   f"![{exp_name} grid](images/methods_{exp_name}_grid.png)", "",
                   "| method | best strength | at best | at strength 1 | all strengths "
@@ -372,10 +374,14 @@ def report(results: dict, args) -> str:
                   "shape combinations x 3 styles); 32 distinct prompts per side would need the "
                   "held-out ones, so the largest row uses all of them. Each prompt gives 8 noise "
                   "samples (the node's default).", "",
-                  "| prompts per side | strength 1 | strength 1.25 |", "|---|---|---|"]
+                  ]
+        strengths = sorted({r["strength"] for row in p["rows"] for r in row["rows"]})
+        lines += ["| prompts per side | " + " | ".join(f"strength {v:g}" for v in strengths)
+                  + " |", "|---" * (len(strengths) + 1) + "|"]
         for row in p["rows"]:
             cells = {r["strength"]: _fmt(r) for r in row["rows"]}
-            lines.append(f"| {row['prompts']} | {cells.get(1.0, '-')} | {cells.get(1.25, '-')} |")
+            lines.append(f"| {row['prompts']} | "
+                         + " | ".join(cells.get(v, "-") for v in strengths) + " |")
         lines.append("")
     if "timesteps" in results:
         t = results["timesteps"]
@@ -413,6 +419,8 @@ def main(argv=None) -> None:
     parser.add_argument("--parts", default="methods,prompts,timesteps")
     parser.add_argument("--experiments", default="negation,style",
                         help="for the methods part")
+    parser.add_argument("--prompt-strengths", default="1,1.25",
+                        help="strengths of the prompts part (comma-separated)")
     parser.add_argument("--timestep-variants", default="first,half,ranges4,traj4,traj1",
                         help="for the timesteps part, of: " + ", ".join(TIMESTEP_VARIANTS))
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
@@ -435,7 +443,8 @@ def main(argv=None) -> None:
         raw.parent.mkdir(parents=True, exist_ok=True)
         raw.write_text(json.dumps(results, indent=1))
     if "prompts" in parts:
-        results["prompts"] = study_prompts(toy, args.seeds)
+        results["prompts"] = study_prompts(
+            toy, args.seeds, strengths=tuple(float(v) for v in args.prompt_strengths.split(",")))
         raw.write_text(json.dumps(results, indent=1))
     if "timesteps" in parts:
         results["timesteps"] = study_timesteps(toy, args.seeds,
