@@ -27,7 +27,11 @@ echo "diff_means strength chosen on dev: $BEST"
 $PY benchmarks/llm_toxicity.py --split eval --limit "$EVAL" --seeds 0 1 2 \
   --methods diff_means --diff-means-strength "$BEST" --ppl-texts "$PPL" \
   --baseline-from "$OUT/llm_toxicity_eval.json" --out "$OUT/llm_toxicity_eval_diff_means.json"
-# For comparison: the earlier setup (post_norms, all at once, min-max support).
+# For comparison: the same maps with the unbounded support, and the earlier setup (post_norms,
+# all at once, min-max support).
+$PY benchmarks/llm_toxicity.py --split eval --limit "$EVAL" --seeds 0 1 2 --methods linear_act \
+  --support unbounded --ppl-texts "$PPL" \
+  --baseline-from "$OUT/llm_toxicity_eval.json" --out "$OUT/llm_toxicity_eval_unbounded.json"
 $PY benchmarks/llm_toxicity.py --split eval --limit "$EVAL" --seeds 0 1 2 --methods linear_act \
   --all-at-once --sites post_norms --support minmax --ppl-texts "$PPL" \
   --baseline-from "$OUT/llm_toxicity_eval.json" --out "$OUT/llm_toxicity_eval_post_norms.json"
