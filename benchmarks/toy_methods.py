@@ -304,6 +304,11 @@ TIMESTEP_VARIANTS = {  # short name: (label, learn_maps options)
               {"timestep_ranges": 4, "collect": "trajectory", "trajectory_steps": 10}),
     "traj1": ("one map, recorded at every step of 10-step trajectories",
               {"timestep_ranges": 1, "collect": "trajectory", "trajectory_steps": 10}),
+    "first_once": ("one map, collected at the first step, all sites at once",
+                   {"timestep_ranges": 1, "incremental": False}),
+    "traj4_once": ("4 maps along 10-step trajectories, all sites at once",
+                   {"timestep_ranges": 4, "collect": "trajectory", "trajectory_steps": 10,
+                    "incremental": False}),
 }
 
 
@@ -387,8 +392,11 @@ def report(results: dict, args) -> str:
         t = results["timesteps"]
         lines += ["### One map vs maps per timestep range (negation, linear_act)", "",
                   f"{len(negation_experiment().heldout)} held-out prompts x {args.seeds} "
-                  "seed(s). Maps per range are each collected at the middle of their range "
-                  "and applied over it.", "",
+                  "seed(s). Maps per range are applied over their range; each is recorded on "
+                  "noise at its range's middle, or on the steps of real (cfg 1, euler) "
+                  "trajectories that fall in the range where the row says so (`collect = "
+                  "trajectory`). Rows without 'all sites at once' fit incrementally (8 stages, "
+                  "the node's default).", "",
                   "| maps | strength 0.5 | strength 1 | strength 1.25 | learn s |",
                   "|---|---|---|---|---|"]
         for row in t["rows"]:
