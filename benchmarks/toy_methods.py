@@ -15,6 +15,8 @@ toyworld.metrics:
   presence overall, flagged, when none does).
 * ``prompts``: negation with linear_act from 4, 8, 16 and all 18 fitting prompts per side
   (spread over the three styles), presence at strength 1 and 1.25.
+* ``prompts_wide``: the same up to 32 prompts per side, on a split that holds out only four
+  dot prompts (evaluated with 4 seeds each).
 * ``timesteps``: negation with linear_act: one map collected at the first step (the default),
   one collected half-way through the schedule, maps per timestep range (4 ranges, each
   collected on noise at its range's middle and applied over that range), and the same two
@@ -42,11 +44,12 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from toyworld.act_eval import negation_experiment, style_experiment  # noqa: E402
+from toyworld.act_eval import Experiment, negation_experiment, style_experiment  # noqa: E402
 from toyworld.checkpoint import checkpoint_path  # noqa: E402
 from toyworld.comfy_env import import_comfy  # noqa: E402
 from toyworld.evaluate import save_grid  # noqa: E402
 from toyworld.metrics import read_image  # noqa: E402
+from toyworld.render import COLOURS, SHAPES, STYLES, Scene  # noqa: E402
 
 logger = logging.getLogger("toy_methods")
 PACK = "act_pack_toy_methods"
@@ -293,6 +296,38 @@ def study_prompts(toy: Toy, seeds: int, counts=(4, 8, 16, 18), strengths=(1.0, 1
     return {"experiment": exp.name, "available": len(pairs), "rows": rows}
 
 
+WIDE_HELDOUT = (("red", "triangle", "plain"), ("green", "circle", "striped"),
+                ("blue", "square", "outlined"), ("yellow", "circle", "plain"))
+
+
+def wide_negation_experiment() -> Experiment:
+    """Negation with 32 fitting prompts per side: every dot prompt of the toy world but the
+    four of WIDE_HELDOUT (each colour once, each shape and style at least once), which are
+    the ones evaluated."""
+    held = [Scene(c, s, st, True) for c, s, st in WIDE_HELDOUT]
+    fit = [(c, s, st) for st in STYLES for c in COLOURS for s in SHAPES
+           if (c, s, st) not in WIDE_HELDOUT]
+    return Experiment(
+        name="negation_dot_wide",
+        source=[Scene(c, s, st, True).prompt for c, s, st in fit],
+        target=[Scene(c, s, st, False).prompt for c, s, st in fit],
+        heldout=held, support="unbounded", presence="dot")
+
+
+def study_prompts_wide(toy: Toy, seeds: int, counts=(4, 8, 16, 32), strengths=(1.0,)) -> dict:
+    """Prompts per side up to 32, on the split of :func:`wide_negation_experiment`."""
+    exp = wide_negation_experiment()
+    pairs = list(zip(exp.source, exp.target))
+    rows = []
+    for n in counts:
+        chosen = _spread(pairs, n)
+        maps = toy.learn([s for s, _ in chosen], [t for _, t in chosen], support=exp.support)
+        curve_rows, _ = curve(toy, exp, maps, strengths, f"{n} prompts (wide)", seeds)
+        rows.append({"prompts": len(chosen), "rows": curve_rows})
+    return {"experiment": exp.name, "available": len(pairs), "seeds": seeds,
+            "heldout": [s.prompt for s in exp.heldout], "rows": rows}
+
+
 TIMESTEP_VARIANTS = {  # short name: (label, learn_maps options)
     "first": ("one map, collected at the first step (default)",
               {"collect_at": 0.0, "timestep_ranges": 1}),
@@ -388,6 +423,21 @@ def report(results: dict, args) -> str:
             lines.append(f"| {row['prompts']} | "
                          + " | ".join(cells.get(v, "-") for v in strengths) + " |")
         lines.append("")
+    if "prompts_wide" in results:
+        p = results["prompts_wide"]
+        strengths = sorted({r["strength"] for row in p["rows"] for r in row["rows"]})
+        lines += ["Up to 32 prompts per side, on a second split: every dot prompt but four is "
+                  f"available for fitting ({p['available']}), and the four held out ("
+                  + ", ".join(f"\"{h}\"" for h in p["heldout"])
+                  + f") are evaluated with {p['seeds']} seeds each; fewer images per row, so "
+                  "coarser numbers.", "",
+                  "| prompts per side | " + " | ".join(f"strength {v:g}" for v in strengths)
+                  + " |", "|---" * (len(strengths) + 1) + "|"]
+        for row in p["rows"]:
+            cells = {r["strength"]: _fmt(r) for r in row["rows"]}
+            lines.append(f"| {row['prompts']} | "
+                         + " | ".join(cells.get(v, "-") for v in strengths) + " |")
+        lines.append("")
     if "timesteps" in results:
         t = results["timesteps"]
         lines += ["### One map vs maps per timestep range (negation, linear_act)", "",
@@ -424,9 +474,11 @@ def main(argv=None) -> None:
                         help="images per held-out prompt of the negation experiment (18 prompts)")
     parser.add_argument("--style-seeds", type=int, default=2,
                         help="images per held-out prompt of the style experiment (6 prompts)")
-    parser.add_argument("--parts", default="methods,prompts,timesteps")
+    parser.add_argument("--parts", default="methods,prompts,prompts_wide,timesteps")
     parser.add_argument("--experiments", default="negation,style",
                         help="for the methods part")
+    parser.add_argument("--wide-seeds", type=int, default=4,
+                        help="seeds per held-out prompt of the prompts_wide part (4 prompts)")
     parser.add_argument("--prompt-strengths", default="1,1.25",
                         help="strengths of the prompts part (comma-separated)")
     parser.add_argument("--timestep-variants", default="first,half,ranges4,traj4,traj1",
@@ -453,6 +505,9 @@ def main(argv=None) -> None:
     if "prompts" in parts:
         results["prompts"] = study_prompts(
             toy, args.seeds, strengths=tuple(float(v) for v in args.prompt_strengths.split(",")))
+        raw.write_text(json.dumps(results, indent=1))
+    if "prompts_wide" in parts:
+        results["prompts_wide"] = study_prompts_wide(toy, args.wide_seeds)
         raw.write_text(json.dumps(results, indent=1))
     if "timesteps" in parts:
         results["timesteps"] = study_timesteps(toy, args.seeds,
