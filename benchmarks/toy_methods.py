@@ -284,16 +284,21 @@ def _spread(pairs: list[tuple[str, str]], n: int) -> list[tuple[str, str]]:
     return [pairs[round(i * len(pairs) / n)] for i in range(n)]
 
 
-def study_prompts(toy: Toy, seeds: int, counts=(4, 8, 16, 18), strengths=(1.0, 1.25)) -> dict:
-    exp = negation_experiment()
+def _prompt_counts(toy: Toy, exp, seeds: int, counts, strengths, label: str) -> dict:
+    """Learn from ``n`` of the experiment's prompt pairs for each n in ``counts``; rows of
+    presence at ``strengths``."""
     pairs = list(zip(exp.source, exp.target))
     rows = []
     for n in counts:
         chosen = _spread(pairs, n)
         maps = toy.learn([s for s, _ in chosen], [t for _, t in chosen], support=exp.support)
-        curve_rows, _ = curve(toy, exp, maps, strengths, f"{n} prompts", seeds)
+        curve_rows, _ = curve(toy, exp, maps, strengths, f"{n} prompts{label}", seeds)
         rows.append({"prompts": len(chosen), "rows": curve_rows})
     return {"experiment": exp.name, "available": len(pairs), "rows": rows}
+
+
+def study_prompts(toy: Toy, seeds: int, counts=(4, 8, 16, 18), strengths=(1.0, 1.25)) -> dict:
+    return _prompt_counts(toy, negation_experiment(), seeds, counts, strengths, "")
 
 
 WIDE_HELDOUT = (("red", "triangle", "plain"), ("green", "circle", "striped"),
@@ -317,15 +322,8 @@ def wide_negation_experiment() -> Experiment:
 def study_prompts_wide(toy: Toy, seeds: int, counts=(4, 8, 16, 32), strengths=(1.0,)) -> dict:
     """Prompts per side up to 32, on the split of :func:`wide_negation_experiment`."""
     exp = wide_negation_experiment()
-    pairs = list(zip(exp.source, exp.target))
-    rows = []
-    for n in counts:
-        chosen = _spread(pairs, n)
-        maps = toy.learn([s for s, _ in chosen], [t for _, t in chosen], support=exp.support)
-        curve_rows, _ = curve(toy, exp, maps, strengths, f"{n} prompts (wide)", seeds)
-        rows.append({"prompts": len(chosen), "rows": curve_rows})
-    return {"experiment": exp.name, "available": len(pairs), "seeds": seeds,
-            "heldout": [s.prompt for s in exp.heldout], "rows": rows}
+    return {**_prompt_counts(toy, exp, seeds, counts, strengths, " (wide)"), "seeds": seeds,
+            "heldout": [s.prompt for s in exp.heldout]}
 
 
 TIMESTEP_VARIANTS = {  # short name: (label, learn_maps options)
@@ -373,6 +371,18 @@ def _fmt(r: dict) -> str:
     return f"{r['presence']:.2f} / {r['colour']:.2f} / {r['shape']:.2f}"
 
 
+def _prompts_table(p: dict) -> list[str]:
+    """Markdown lines: one row per prompt count, one column per strength, then a blank."""
+    strengths = sorted({r["strength"] for row in p["rows"] for r in row["rows"]})
+    lines = ["| prompts per side | " + " | ".join(f"strength {v:g}" for v in strengths) + " |",
+             "|---" * (len(strengths) + 1) + "|"]
+    for row in p["rows"]:
+        cells = {r["strength"]: _fmt(r) for r in row["rows"]}
+        lines.append(f"| {row['prompts']} | " + " | ".join(cells.get(v, "-") for v in strengths)
+                     + " |")
+    return lines + [""]
+
+
 def report(results: dict, args) -> str:
     lines = [BEGIN, "", "## Method comparison on the toy world", "",
              "Measured with `.venv/bin/python benchmarks/toy_methods.py "
@@ -413,31 +423,14 @@ def report(results: dict, args) -> str:
                   f"The toy world's fitting split has {p['available']} prompts per side (6 colour/"
                   "shape combinations x 3 styles); 32 distinct prompts per side would need the "
                   "held-out ones, so the largest row uses all of them. Each prompt gives 8 noise "
-                  "samples (the node's default).", "",
-                  ]
-        strengths = sorted({r["strength"] for row in p["rows"] for r in row["rows"]})
-        lines += ["| prompts per side | " + " | ".join(f"strength {v:g}" for v in strengths)
-                  + " |", "|---" * (len(strengths) + 1) + "|"]
-        for row in p["rows"]:
-            cells = {r["strength"]: _fmt(r) for r in row["rows"]}
-            lines.append(f"| {row['prompts']} | "
-                         + " | ".join(cells.get(v, "-") for v in strengths) + " |")
-        lines.append("")
+                  "samples (the node's default).", "", *_prompts_table(p)]
     if "prompts_wide" in results:
         p = results["prompts_wide"]
-        strengths = sorted({r["strength"] for row in p["rows"] for r in row["rows"]})
         lines += ["Up to 32 prompts per side, on a second split: every dot prompt but four is "
                   f"available for fitting ({p['available']}), and the four held out ("
                   + ", ".join(f"\"{h}\"" for h in p["heldout"])
                   + f") are evaluated with {p['seeds']} seeds each; fewer images per row, so "
-                  "coarser numbers.", "",
-                  "| prompts per side | " + " | ".join(f"strength {v:g}" for v in strengths)
-                  + " |", "|---" * (len(strengths) + 1) + "|"]
-        for row in p["rows"]:
-            cells = {r["strength"]: _fmt(r) for r in row["rows"]}
-            lines.append(f"| {row['prompts']} | "
-                         + " | ".join(cells.get(v, "-") for v in strengths) + " |")
-        lines.append("")
+                  "coarser numbers.", "", *_prompts_table(p)]
     if "timesteps" in results:
         t = results["timesteps"]
         lines += ["### One map vs maps per timestep range (negation, linear_act)", "",
