@@ -31,7 +31,6 @@ Writes its section into ``docs/results.md`` (between its markers), the raw numbe
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import logging
 import sys
@@ -44,6 +43,8 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench_apply_comfyui import _pack  # noqa: E402  (the repository as a node pack)
+
 from toyworld.act_eval import Experiment, negation_experiment, style_experiment  # noqa: E402
 from toyworld.checkpoint import checkpoint_path  # noqa: E402
 from toyworld.comfy_env import import_comfy  # noqa: E402
@@ -52,7 +53,6 @@ from toyworld.metrics import read_image  # noqa: E402
 from toyworld.render import COLOURS, SHAPES, STYLES, Scene  # noqa: E402
 
 logger = logging.getLogger("toy_methods")
-PACK = "act_pack_toy_methods"
 RESULTS = ROOT / "docs" / "results.md"
 IMAGES = ROOT / "docs" / "images"
 RAW = ROOT / "benchmarks" / "results" / "toy_methods.json"
@@ -66,17 +66,6 @@ STRENGTHS = {"linear_act": OT_STRENGTHS, "mean_act": OT_STRENGTHS, "gaussian_ot"
 METHODS = tuple(STRENGTHS)
 KEEP_COLOUR, KEEP_SHAPE = 0.95, 0.80
 STEPS, CFG, SIZE, BASE_SEED = 20, 5.0, 64, 5000
-
-
-def _pack():
-    if PACK in sys.modules:
-        return sys.modules[PACK]
-    spec = importlib.util.spec_from_file_location(PACK, ROOT / "__init__.py",
-                                                  submodule_search_locations=[str(ROOT)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[PACK] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 class Toy:
