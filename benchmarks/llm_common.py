@@ -127,3 +127,13 @@ def save_json(path: str | Path, payload: dict) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
+
+
+def finish(args, rows: list[dict], columns: Sequence[str], **extra) -> dict:
+    """Print the rows as a table, save them with the arguments to ``args.out`` if set."""
+    table = markdown_table(rows, columns)
+    print(table)
+    result = {"args": vars(args), "rows": rows, **extra, "table": table}
+    if args.out:
+        save_json(args.out, result)
+    return result

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from llm_common import fit_all_at_once, fit_or_load, load_model, markdown_table, save_json, setup
+from llm_common import finish, fit_all_at_once, fit_or_load, load_model, setup
 
 from act_core import data
 from act_core.data.judges import is_about
@@ -72,12 +72,8 @@ def main(argv=None) -> dict:
                          "ppl": ppl, "ppl change %": 100 * (ppl / base_ppl - 1)})
             examples[f"{concept}@{strength:g}"] = texts[:4]
             log.info("%s @ %g: %.1f%% about, ppl %.2f", concept, strength, 100 * about, ppl)
-    table = markdown_table(rows, ["concept", "strength", "about %", "ppl", "ppl change %"])
-    print(table)
-    result = {"args": vars(args), "rows": rows, "examples": examples, "table": table}
-    if args.out:
-        save_json(args.out, result)
-    return result
+    return finish(args, rows, ["concept", "strength", "about %", "ppl", "ppl change %"],
+                  examples=examples)
 
 
 if __name__ == "__main__":

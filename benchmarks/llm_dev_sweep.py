@@ -29,7 +29,7 @@ import re
 import time
 
 import numpy as np
-from llm_common import fit_all_at_once, fit_or_load, load_model, markdown_table, save_json, setup
+from llm_common import finish, fit_all_at_once, fit_or_load, load_model, save_json, setup
 
 from act_core import data, hf
 from act_core.data.judges import is_about, toxicity_probability
@@ -135,13 +135,8 @@ def main(argv=None) -> dict:
             if args.out:
                 save_json(args.out, {"args": vars(args), "rows": rows})
     metric = "mean_prob" if args.data == "toxicity" else "about"
-    table = markdown_table(rows, ["sites", "fit", "support", "strength", "ppl", "ppl change %",
-                                  metric, "toxic" if metric == "mean_prob" else "n_sites"])
-    print(table)
-    result = {"args": vars(args), "rows": rows, "table": table}
-    if args.out:
-        save_json(args.out, result)
-    return result
+    return finish(args, rows, ["sites", "fit", "support", "strength", "ppl", "ppl change %",
+                               metric, "toxic" if metric == "mean_prob" else "n_sites"])
 
 
 if __name__ == "__main__":

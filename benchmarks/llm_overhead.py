@@ -17,7 +17,7 @@ import statistics
 import time
 
 import torch
-from llm_common import fit_all_at_once, load_model, markdown_table, save_json, setup
+from llm_common import finish, fit_all_at_once, load_model, setup
 
 from act_core import data, hf
 
@@ -72,13 +72,8 @@ def main(argv=None) -> dict:
                          "ratio": maps_tps / none_tps})
             log.info("batch %d %s: %.1f vs %.1f tokens/s (ratio %.3f)", batch, support,
                      maps_tps, none_tps, maps_tps / none_tps)
-    table = markdown_table(rows, ["batch", "support", "sites", "tokens/s none", "tokens/s maps",
-                                  "ratio"])
-    print(table)
-    result = {"args": vars(args), "rows": rows, "table": table}
-    if args.out:
-        save_json(args.out, result)
-    return result
+    return finish(args, rows, ["batch", "support", "sites", "tokens/s none", "tokens/s maps",
+                               "ratio"])
 
 
 if __name__ == "__main__":
