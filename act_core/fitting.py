@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from .apply import apply_transport
+from .apply import StrengthSource, apply_transport
 from .errors import FitError
 from .estimators import ESTIMATORS, fit_many
 from .maps import TransportMap
@@ -80,6 +80,7 @@ def _fit_group(keys: Sequence[str], source: dict[str, torch.Tensor],
 def fit_sites(model: nn.Module, sites: Sequence[Site | str], run_source: RunFn,
               run_target: RunFn, *, method: str = "linear_act", incremental: bool = True,
               stages: int | None = None, support_for_incremental: SupportLike = "minmax",
+              strength_for_incremental: StrengthSource = 1.0,
               progress: Callable[[int, int], None] | None = None,
               device: torch.device | str = "cpu", **options: float) -> dict[str, TransportMap]:
     """Record source and target activations at ``sites`` and fit one map per site.
@@ -98,6 +99,10 @@ def fit_sites(model: nn.Module, sites: Sequence[Site | str], run_source: RunFn,
         Number of incremental stages; None = one per site.
     support_for_incremental : str, tuple or Support
         Support used when applying earlier maps during incremental fitting.
+    strength_for_incremental : float or callable
+        Strength of the earlier stages' maps during incremental fitting (default 1). A callable
+        (see :func:`~act_core.apply.apply_transport`) lets a caller apply them only on some of
+        the forward calls of ``run_source``, e.g. only at the timesteps the maps are for.
     progress : callable(done, total), optional
         Called after every forward pass; ``total`` is the number of passes.
     device : device
@@ -127,7 +132,8 @@ def fit_sites(model: nn.Module, sites: Sequence[Site | str], run_source: RunFn,
         return _fit_group(order, source, target, layouts, method, options)
     maps: dict[str, TransportMap] = {}
     for done, group in enumerate(split_stages(order, stages), start=2):
-        with apply_transport(model, dict(maps), 1.0, support_for_incremental):
+        with apply_transport(model, dict(maps), strength_for_incremental,
+                             support_for_incremental):
             source, _ = _record(model, [by_key[key] for key in group], run_source, device,
                                 "source")
         maps.update(_fit_group(group, source, target, layouts, method, options))

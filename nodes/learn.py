@@ -8,6 +8,7 @@ half only. act_core records the pooled site outputs and fits the maps.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import comfy.model_management
@@ -17,7 +18,7 @@ import comfy.utils
 import torch
 from comfy_api.latest import IO
 
-from ..act_core import ESTIMATORS, MapSet, fit_sites, prompt_hash
+from ..act_core import ESTIMATORS, MapSet, apply_transport, fit_sites, prompt_hash
 from .common import family_of
 from .families import DEFAULT_SIZE, arch_of, preset_names, preset_patterns, resolve_patterns
 from .schedule import bucket_key
@@ -54,15 +55,17 @@ def _collect_sigma(sampling, percent: float) -> float:
 COLLECT = ("first step", "trajectory")
 
 
-def _trajectory_sampler(recorder_box: list, recorded: tuple[int, int]):
+def _trajectory_sampler(box: dict, recorded: tuple[int, int]):
     """An euler sampler that records only steps ``recorded[0] <= i < recorded[1]`` and stops
-    after the last of them (``recorder_box[0]`` is the recorder of the current pass)."""
+    after the last of them (``box["recorder"]`` is the recorder of the current pass; the step
+    being run is kept in ``box["step"]``)."""
     first, stop = recorded
 
     def sample(model, x, sigmas, extra_args=None, callback=None, disable=None):
-        recorder = recorder_box[0]
+        recorder = box["recorder"]
         ones = x.new_ones([x.shape[0]])
         for i in range(min(stop, len(sigmas) - 1)):
+            box["step"] = i
             recorder.paused = not first <= i < stop
             try:
                 denoised = model(x, sigmas[i] * ones, **(extra_args or {}))
@@ -88,22 +91,41 @@ def _trajectory_steps(sampling, steps: int, bucket: int, buckets: int
     return sigmas, (inside[0], inside[-1] + 1)
 
 
-def _runner(model, conds, latent, seed: int, sigma: float, pbar, trajectory=None):
+def _during(box: dict, steps: tuple[int, int]):
+    """A strength callable: 1 while the trajectory sampler runs a step of ``steps``, else 0."""
+    first, stop = steps
+    return lambda: 1.0 if first <= box["step"] < stop else 0.0
+
+
+def _steered(diffusion_model, run, earlier: list, box: dict, support: str):
+    """``run`` with the maps of earlier timestep ranges applied on their own steps, as AcT
+    Apply Transport applies them, so a range is fitted on the states that sampling with the
+    earlier ranges' maps reaches (incremental fitting, across time)."""
+    def steered(recorder) -> None:
+        with contextlib.ExitStack() as stack:
+            for maps, steps in earlier:
+                stack.enter_context(apply_transport(diffusion_model, maps, _during(box, steps),
+                                                    support))
+            run(recorder)
+
+    return steered
+
+
+def _runner(model, conds, latent, seed: int, sigma: float, pbar, trajectory=None,
+            box: dict | None = None):
     """A run(recorder) that evaluates the denoiser on every conditioning: once at ``sigma``,
-    or, with ``trajectory = (sigmas, (first, stop))``, along an euler trajectory (cfg 1)
-    recording the steps first..stop-1."""
+    or, with ``trajectory = (sigmas, (first, stop))`` and a ``box`` dict, along an euler
+    trajectory (cfg 1) recording the steps first..stop-1."""
     if trajectory is None:
         sampler = comfy.samplers.KSAMPLER(_one_evaluation)
         sigmas = torch.tensor([sigma, 0.0])
-        box = None
     else:
         sigmas, recorded = trajectory
-        box = [None]
         sampler = comfy.samplers.KSAMPLER(_trajectory_sampler(box, recorded))
 
     def run(recorder) -> None:
-        if box is not None:
-            box[0] = recorder
+        if trajectory is not None:
+            box["recorder"] = recorder
         for i, cond in enumerate(conds):
             comfy.model_management.throw_exception_if_processing_interrupted()
             noise = comfy.sample.prepare_noise(latent, seed + i)
@@ -141,7 +163,9 @@ def learn_maps(model, src_conds: list, tgt_conds: list, *, source: list[str] | N
     ``collect``: ``"first step"`` evaluates the denoiser once per prompt and range, on seeded
     noise at ``collect_at`` (or the range's middle); ``"trajectory"`` samples each prompt along
     a ``trajectory_steps``-step euler schedule (cfg 1) and records every step that falls in the
-    range, so later ranges see partly formed images, as they do when sampling.
+    range, so later ranges see partly formed images, as they do when sampling. With
+    ``incremental``, the source trajectories of a range are sampled with the maps of the earlier
+    ranges applied on their steps, and a range's own earlier stages only on its steps.
     """
     if len(src_conds) == 0 or len(tgt_conds) == 0:
         raise ValueError("need at least one source and one target conditioning")
@@ -166,6 +190,7 @@ def learn_maps(model, src_conds: list, tgt_conds: list, *, source: list[str] | N
     maps: dict = {}
     buckets = [(k / timestep_ranges, (k + 1) / timestep_ranges) for k in range(timestep_ranges)]
     recorded_steps = []
+    earlier: list = []  # (maps, steps) of the ranges fitted so far, with collect = trajectory
     for k, (lo, hi) in enumerate(buckets):
         percent = collect_at if timestep_ranges == 1 else (lo + hi) / 2
         sigma = _collect_sigma(sampling, percent)
@@ -173,12 +198,19 @@ def learn_maps(model, src_conds: list, tgt_conds: list, *, source: list[str] | N
                       if collect == "trajectory" else None)
         if trajectory is not None:
             recorded_steps.append(list(trajectory[1]))
-        run_source = _runner(model, src_conds, lat, seed, sigma, pbar, trajectory)
-        run_target = _runner(model, tgt_conds, lat, seed + 100003, sigma, pbar, trajectory)
+        box = {"recorder": None, "step": -1}
+        run_source = _runner(model, src_conds, lat, seed, sigma, pbar, trajectory, box)
+        run_target = _runner(model, tgt_conds, lat, seed + 100003, sigma, pbar, trajectory, box)
+        strength = 1.0
+        if trajectory is not None and incremental:
+            strength = _during(box, trajectory[1])
+            run_source = _steered(diffusion_model, run_source, earlier, box, support)
         fitted = fit_sites(diffusion_model, chosen, run_source, run_target,
                            method=method, incremental=incremental,
                            stages=None if stages <= 0 else stages,
-                           support_for_incremental=support)
+                           support_for_incremental=support, strength_for_incremental=strength)
+        if trajectory is not None:
+            earlier.append((fitted, trajectory[1]))
         maps.update({bucket_key(site, k, timestep_ranges): m for site, m in fitted.items()})
     metadata = {
         "model": {"family": family_of(model), "arch": type(diffusion_model).__name__,
@@ -266,6 +298,16 @@ class ActLearnTransport(IO.ComfyNode):
                              tooltip="Noise samples recorded per prompt. The maps are fitted "
                                      "on prompts x samples values per unit; with a handful of "
                                      "prompts, fewer than 8 give noisy maps."),
+                IO.Combo.Input("collect", options=list(COLLECT), default="first step",
+                               optional=True, advanced=True,
+                               tooltip="first step = one denoiser pass per prompt on seeded "
+                                       "noise (fast, the paper's choice); trajectory = sample "
+                                       "each prompt and record the steps the sampler really "
+                                       "visits (trajectory_steps passes per prompt)."),
+                IO.Int.Input("trajectory_steps", default=10, min=1, max=1000, optional=True,
+                             advanced=True,
+                             tooltip="For collect = trajectory: euler steps of the recorded "
+                                     "sampling run."),
             ],
             outputs=[IO.Custom("ACT_MAPS").Output(display_name="maps",
                                                   tooltip="The fitted transport maps.")],
@@ -274,7 +316,8 @@ class ActLearnTransport(IO.ComfyNode):
     @classmethod
     def execute(cls, model, clip, source_prompts, target_prompts, sites, pattern, method,
                 support, incremental, stages, collect_at, timestep_ranges, seed,
-                latent=None, samples_per_prompt=8) -> IO.NodeOutput:
+                latent=None, samples_per_prompt=8, collect="first step",
+                trajectory_steps=10) -> IO.NodeOutput:
         source = parse_prompts(source_prompts, "source_prompts")
         target = parse_prompts(target_prompts, "target_prompts")
         maps = learn_maps(model, encode_prompts(clip, source), encode_prompts(clip, target),
@@ -282,7 +325,8 @@ class ActLearnTransport(IO.ComfyNode):
                           method=method, support=support, incremental=incremental,
                           stages=stages, collect_at=collect_at,
                           timestep_ranges=timestep_ranges, seed=seed, latent=latent,
-                          samples_per_prompt=samples_per_prompt)
+                          samples_per_prompt=samples_per_prompt, collect=collect,
+                          trajectory_steps=trajectory_steps)
         log.info("AcT: learned %d maps (%s, %d source / %d target prompts)", len(maps), method,
                  len(source), len(target))
         return IO.NodeOutput(maps)

@@ -290,6 +290,38 @@ def test_trajectory_collection_records_each_range_on_its_own_steps(tiny, nodes):
     assert not torch.equal(traj[f"{site}@1"].shift, noise_only[f"{site}@1"].shift)
 
 
+def test_incremental_trajectory_maps_are_fitted_on_the_states_sampling_reaches(
+        tiny, nodes, act_pack):
+    """collect = trajectory, incremental: a later range is fitted on source trajectories that
+    the earlier ranges' maps have already steered. So when the source prompts are sampled with
+    the maps applied (AcT Apply Transport, λ = 1, the stock euler sampler, the seeds learning
+    used), the first site of the last range sees exactly the activations its map was fitted
+    on: the map's source min and max are what the site outputs there."""
+    import comfy.sample
+
+    act_core = importlib.import_module(f"{act_pack.__name__}.act_core")
+    steps, samples, seed = 3, 2, 3  # 'normal' schedule: steps 0-1 in range 0, step 2 in range 1
+    maps = nodes.learn.learn_maps(
+        tiny.model, tiny.source, tiny.target, support="unbounded", incremental=True,
+        latent={"samples": tiny.latent}, seed=seed, timestep_ranges=2, collect="trajectory",
+        trajectory_steps=steps, samples_per_prompt=samples)
+    assert maps.metadata["extra"]["recorded_steps"] == [[0, 2], [2, 3]]
+    latent = torch.zeros(samples, *tiny.latent.shape[1:])
+    patched = nodes.apply.patch_model(tiny.model, maps, 1.0, apply_to="both")
+    with act_core.record_activations(tiny.diffusion_model, list(tiny.sites)) as recorder:
+        for i, cond in enumerate(tiny.source):
+            noise = comfy.sample.prepare_noise(latent, seed + i)
+            comfy.sample.sample(patched, noise, steps, 1.0, "euler", "normal", cond, cond,
+                                latent, seed=seed + i, disable_pbar=True)
+    first = recorder.order[0]
+    seen = recorder.stacked()[first].reshape(len(tiny.source), steps, samples, -1)[:, 2]
+    seen = seen.reshape(-1, seen.shape[-1])
+    tmap = maps[f"{first}@1"]
+    assert tmap.n_source == seen.shape[0]
+    torch.testing.assert_close(seen.min(0).values, tmap.lo.float(), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(seen.max(0).values, tmap.hi.float(), rtol=1e-4, atol=1e-5)
+
+
 def test_collect_is_checked(tiny, nodes):
     with pytest.raises(ValueError, match="collect must be one of"):
         nodes.learn.learn_maps(tiny.model, tiny.source, tiny.target, collect="everywhere",
