@@ -324,6 +324,10 @@ TIMESTEP_VARIANTS = {  # short name: (label, learn_maps options)
                 {"timestep_ranges": 4}),
     "traj4": ("4 maps, one per timestep range, recorded along 10-step trajectories",
               {"timestep_ranges": 4, "collect": "trajectory", "trajectory_steps": 10}),
+    "traj4_s1": ("4 maps along 10-step trajectories, each range steered by the earlier ones, "
+                 "all sites of a range at once (stages 1)",
+                 {"timestep_ranges": 4, "collect": "trajectory", "trajectory_steps": 10,
+                  "stages": 1}),
     "traj1": ("one map, recorded at every step of 10-step trajectories",
               {"timestep_ranges": 1, "collect": "trajectory", "trajectory_steps": 10}),
     "first_once": ("one map, collected at the first step, all sites at once",
