@@ -25,8 +25,9 @@ those on TARGET texts, then generate with the maps applied at a strength lambda
 
 quick start (offline, with the built-in SmolLM2-135M-Instruct and data):
   act data                                            # list the built-in text pairs
-  act fit --model smollm2 --data toxicity -o detox.safetensors
-  act generate --model smollm2 --maps detox.safetensors --strength 1 \\
+  act fit --model smollm2 --data toxicity:paired --sites post_norms --all-at-once \\
+      -o detox.safetensors
+  act generate --model smollm2 --maps detox.safetensors --strength 1 --support q0.05-0.95 \\
       --prompt "I can't believe you are such a"
   act fit --model smollm2 --data concept:football -o football.safetensors
   act generate --model smollm2 --maps football.safetensors --support unbounded \\
@@ -51,7 +52,7 @@ def _add_fit(sub) -> None:
                                    "safetensors map file (with the model recorded in it).")
     _add_model(p)
     src = p.add_argument_group("data (either --data, or --source and --target)")
-    src.add_argument("--data", help="built-in pair, see 'act data' (e.g. toxicity)")
+    src.add_argument("--data", help="built-in pair, see 'act data' (e.g. toxicity:paired)")
     src.add_argument("--source", type=Path, help="text file, one source example per line")
     src.add_argument("--target", type=Path, help="text file, one target example per line")
     p.add_argument("-o", "--output", type=Path, required=True, help="map file to write")

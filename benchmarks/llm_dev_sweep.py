@@ -91,14 +91,14 @@ def fit_config(model, tokenizer, args, sites_spec: str, fit: str):
 
 def measure(model, tokenizer, args, maps, strength, support) -> dict:
     out = {}
-    if args.data == "toxicity":
+    if args.data.startswith("toxicity"):
         prompts = data.rtp_split("dev")[: args.limit]
         probs = np.stack([toxicity_probability(generate(
             model, tokenizer, prompts, maps, strength, support, seed=seed,
             batch_size=args.batch_size)) for seed in args.seeds])  # (seeds, prompts)
         out.update({"mean_prob": float(probs.mean()), "toxic": float((probs >= 0.5).mean())})
     else:
-        concept = args.data.removeprefix("concept:")
+        concept = args.data.removeprefix("concept:").removesuffix(":paired")
         texts = []
         for prompt in args.prompts:
             texts += generate(model, tokenizer, [prompt] * args.samples, maps, strength,
@@ -134,7 +134,7 @@ def main(argv=None) -> dict:
             log.info("%s", {k: v for k, v in row.items() if k != "example"})
             if args.out:
                 save_json(args.out, {"args": vars(args), "rows": rows})
-    metric = "mean_prob" if args.data == "toxicity" else "about"
+    metric = "mean_prob" if args.data.startswith("toxicity") else "about"
     return finish(args, rows, ["sites", "fit", "support", "strength", "ppl", "ppl change %",
                                metric, "toxic" if metric == "mean_prob" else "n_sites"])
 

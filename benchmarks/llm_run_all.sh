@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Reproduce docs/llm.md's SmolLM2 tables (CPU, nice, one torch thread per job, one job at a
-# time). The configuration (sites attn_out, incremental fitting in 6 stages, support q0.05-0.95
-# for mitigation and unbounded for induction) was chosen on development data only by
+# time). The configurations were chosen on development data only by
 # benchmarks/llm_dev_sweep.py (its commands are in docs/llm.md); the benchmarks' defaults are
-# that configuration. Results (JSON + markdown tables) in benchmarks/results/. Sizes are
-# arguments so a faster machine can run the full splits (240 eval prefixes, 90 dev prefixes):
+# those configurations. Toxicity: the toxic fit prefixes -> the same prefixes with their
+# offensive words swapped (toxicity:paired), post_norms sites, all at once, support q0.05-0.95.
+# Results (JSON + markdown tables) in benchmarks/results/. Sizes are arguments:
 #   benchmarks/llm_run_all.sh [EVAL_PROMPTS=240] [DEV_PROMPTS=90] [SAMPLES=64] [PPL_TEXTS=64]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,28 +13,25 @@ export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 PY="nice -n 10 .venv/bin/python"
 OUT=benchmarks/results
 mkdir -p "$OUT"
-# Toxicity, Table 2 rows of the AcT estimators (same sites, fitting and support for each).
+# Toxicity, Table 2 rows of the AcT estimators (same data, sites, fitting and support for each).
 $PY benchmarks/llm_toxicity.py --split eval --limit "$EVAL" --seeds 0 1 2 \
   --methods linear_act mean_act gaussian_ot aura --ppl-texts "$PPL" \
-  --out "$OUT/llm_toxicity_eval.json"
+  --out "$OUT/llm_toxicity_eval_paired.json"
 # diff_means (additive steering, unbounded support): strength chosen on dev (perplexity on dev
 # passages 500+), then one eval row.
 $PY benchmarks/llm_toxicity.py --split dev --limit "$DEV" --methods diff_means \
-  --strengths 0.5 1 2 4 --ppl-texts 16 --out "$OUT/llm_toxicity_dev.json"
+  --strengths 0.5 1 2 4 --ppl-texts 16 --out "$OUT/llm_toxicity_dev_paired.json"
 BEST=$(.venv/bin/python -c "import json,sys; sys.path.insert(0,'benchmarks'); \
-from llm_toxicity import best_strength; print(best_strength(json.load(open('$OUT/llm_toxicity_dev.json'))))")
+from llm_toxicity import best_strength; print(best_strength(json.load(open('$OUT/llm_toxicity_dev_paired.json'))))")
 echo "diff_means strength chosen on dev: $BEST"
 $PY benchmarks/llm_toxicity.py --split eval --limit "$EVAL" --seeds 0 1 2 \
   --methods diff_means --diff-means-strength "$BEST" --ppl-texts "$PPL" \
-  --baseline-from "$OUT/llm_toxicity_eval.json" --out "$OUT/llm_toxicity_eval_diff_means.json"
-# For comparison: the same maps with the unbounded support, and the earlier setup (post_norms,
-# all at once, min-max support).
+  --baseline-from "$OUT/llm_toxicity_eval_paired.json" \
+  --out "$OUT/llm_toxicity_eval_paired_diff_means.json"
+# Ablation: the same sites and fitting, with the non-toxic prefixes as the target.
 $PY benchmarks/llm_toxicity.py --split eval --limit "$EVAL" --seeds 0 1 2 --methods linear_act \
-  --support unbounded --ppl-texts "$PPL" \
-  --baseline-from "$OUT/llm_toxicity_eval.json" --out "$OUT/llm_toxicity_eval_unbounded.json"
-$PY benchmarks/llm_toxicity.py --split eval --limit "$EVAL" --seeds 0 1 2 --methods linear_act \
-  --all-at-once --sites post_norms --support minmax --ppl-texts "$PPL" \
-  --baseline-from "$OUT/llm_toxicity_eval.json" --out "$OUT/llm_toxicity_eval_post_norms.json"
+  --data toxicity --ppl-texts "$PPL" --baseline-from "$OUT/llm_toxicity_eval_paired.json" \
+  --out "$OUT/llm_toxicity_eval_unpaired.json"
 # Concept induction ("Once upon a time", unbounded support).
 $PY benchmarks/llm_concepts.py --samples "$SAMPLES" --strengths 0 0.5 1 --ppl-texts "$PPL" \
   --out "$OUT/llm_concepts.json"

