@@ -47,12 +47,18 @@ def load_model(name: str = "smollm2"):
     return model, tokenizer
 
 
+def _presets(sites: str | Sequence[str]) -> str | list[str]:
+    """``"post_norms+mlp_out"`` -> ``["post_norms", "mlp_out"]`` (a union of presets)."""
+    return sites.split("+") if isinstance(sites, str) and "+" in sites else sites
+
+
 def fit_or_load(model, tokenizer, data_name: str, source: Sequence[str], target: Sequence[str],
                 method: str, sites: str | Sequence[str], stages: int | None = None, *,
                 incremental: bool = True, tag: str | None = None) -> MapSet:
     """Fit maps (or load them from the cache when the same texts were fitted before).
 
-    ``sites`` is a preset or a list of site names (then ``tag`` names it in the cache file);
+    ``sites`` is a preset, presets joined by ``+`` (their union, e.g. ``post_norms+mlp_out``),
+    or a list of site names (then ``tag`` names it in the cache file);
     ``incremental=False`` fits all at once (``stages`` is then ignored).
     """
     name = data_name.replace(":", "-")
@@ -66,8 +72,8 @@ def fit_or_load(model, tokenizer, data_name: str, source: Sequence[str], target:
             return maps
     path.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    maps = hf.fit_lm(model, tokenizer, source, target, sites, method=method, stages=stages,
-                     incremental=incremental)
+    maps = hf.fit_lm(model, tokenizer, source, target, _presets(sites), method=method,
+                     stages=stages, incremental=incremental)
     log.info("fitted %s/%s on %d+%d texts at %d sites in %.0f s", data_name, method,
              len(source), len(target), len(maps), time.perf_counter() - start)
     hf.save_lm_maps(path, maps, model, source_texts=source, target_texts=target,
@@ -83,6 +89,7 @@ def fit_all_at_once(model, tokenizer, data_name: str, source: Sequence[str],
     All-at-once fitting (no incremental passes): every estimator sees the same samples, so the
     comparison between estimators is exact and the cost is two passes over the texts. Once the
     activations are recorded, every estimator of :data:`ALL_METHODS` is fitted and cached.
+    ``sites``: a preset, or presets joined by ``+`` (their union).
     """
     tag = data_name.replace(":", "-")
     paths = {m: cache_dir() / "llm_maps" / f"{tag}_{m}_{sites}_once.safetensors"
@@ -98,8 +105,8 @@ def fit_all_at_once(model, tokenizer, data_name: str, source: Sequence[str],
     if not missing:
         return out
     start = time.perf_counter()
-    src = hf.record_texts(model, tokenizer, source, sites)
-    tgt = hf.record_texts(model, tokenizer, target, sites)
+    src = hf.record_texts(model, tokenizer, source, _presets(sites))
+    tgt = hf.record_texts(model, tokenizer, target, _presets(sites))
     log.info("recorded %d+%d texts at %d sites in %.0f s", len(source), len(target), len(src),
              time.perf_counter() - start)
     for method in ALL_METHODS if set(missing) <= set(ALL_METHODS) else missing:
