@@ -3,7 +3,8 @@
 # time). The configurations were chosen on development data only by
 # benchmarks/llm_dev_sweep.py (its commands are in docs/llm.md); the benchmarks' defaults are
 # those configurations. Toxicity: the toxic fit prefixes -> the same prefixes with their
-# offensive words swapped (toxicity:paired), post_norms sites, all at once, support q0.05-0.95.
+# offensive words swapped (toxicity:paired), post_norms + mlp_out sites, all at once, support
+# q0.05-0.95.
 # Results (JSON + markdown tables) in benchmarks/results/. Sizes are arguments:
 #   benchmarks/llm_run_all.sh [EVAL_PROMPTS=240] [DEV_PROMPTS=90] [SAMPLES=64] [PPL_TEXTS=64]
 set -euo pipefail
@@ -16,22 +17,26 @@ mkdir -p "$OUT"
 # Toxicity, Table 2 rows of the AcT estimators (same data, sites, fitting and support for each).
 $PY benchmarks/llm_toxicity.py --split eval --limit "$EVAL" --seeds 0 1 2 \
   --methods linear_act mean_act gaussian_ot aura --ppl-texts "$PPL" \
-  --out "$OUT/llm_toxicity_eval_paired.json"
+  --out "$OUT/llm_toxicity_eval_paired_mlp.json"
 # diff_means (additive steering, unbounded support): strength chosen on dev (perplexity on dev
 # passages 500+), then one eval row.
 $PY benchmarks/llm_toxicity.py --split dev --limit "$DEV" --methods diff_means \
-  --strengths 0.5 1 2 4 --ppl-texts 16 --out "$OUT/llm_toxicity_dev_paired.json"
+  --strengths 0.5 1 2 4 --ppl-texts 16 --out "$OUT/llm_toxicity_dev_paired_mlp.json"
 BEST=$(.venv/bin/python -c "import json,sys; sys.path.insert(0,'benchmarks'); \
-from llm_toxicity import best_strength; print(best_strength(json.load(open('$OUT/llm_toxicity_dev_paired.json'))))")
+from llm_toxicity import best_strength; print(best_strength(json.load(open('$OUT/llm_toxicity_dev_paired_mlp.json'))))")
 echo "diff_means strength chosen on dev: $BEST"
 $PY benchmarks/llm_toxicity.py --split eval --limit "$EVAL" --seeds 0 1 2 \
   --methods diff_means --diff-means-strength "$BEST" --ppl-texts "$PPL" \
-  --baseline-from "$OUT/llm_toxicity_eval_paired.json" \
-  --out "$OUT/llm_toxicity_eval_paired_diff_means.json"
-# Ablation: the same sites and fitting, with the non-toxic prefixes as the target.
+  --baseline-from "$OUT/llm_toxicity_eval_paired_mlp.json" \
+  --out "$OUT/llm_toxicity_eval_paired_mlp_diff_means.json"
+# Comparison rows: post_norms alone (paired), and post_norms with the non-toxic prefixes as the
+# target (unpaired).
 $PY benchmarks/llm_toxicity.py --split eval --limit "$EVAL" --seeds 0 1 2 --methods linear_act \
-  --data toxicity --ppl-texts "$PPL" --baseline-from "$OUT/llm_toxicity_eval_paired.json" \
-  --out "$OUT/llm_toxicity_eval_unpaired.json"
+  --sites post_norms --ppl-texts "$PPL" --baseline-from "$OUT/llm_toxicity_eval_paired_mlp.json" \
+  --out "$OUT/llm_toxicity_eval_paired.json"
+$PY benchmarks/llm_toxicity.py --split eval --limit "$EVAL" --seeds 0 1 2 --methods linear_act \
+  --data toxicity --sites post_norms --ppl-texts "$PPL" \
+  --baseline-from "$OUT/llm_toxicity_eval_paired_mlp.json" --out "$OUT/llm_toxicity_eval_unpaired.json"
 # Concept induction ("Once upon a time", unbounded support).
 $PY benchmarks/llm_concepts.py --samples "$SAMPLES" --strengths 0 0.5 1 --ppl-texts "$PPL" \
   --out "$OUT/llm_concepts.json"

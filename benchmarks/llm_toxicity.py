@@ -47,8 +47,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="built-in fitting pair (default toxicity:paired, chosen on dev: the toxic "
                         "fit prefixes -> the same prefixes with their offensive words swapped; "
                         "toxicity: toxic -> other, non-toxic prefixes)")
-    p.add_argument("--sites", default="post_norms", help="site preset (default post_norms, "
-                   "chosen on dev)")
+    p.add_argument("--sites", default="post_norms+mlp_out",
+                   help="site preset, or presets joined by '+' (default post_norms+mlp_out, "
+                        "chosen on dev)")
     p.add_argument("--all-at-once", action=argparse.BooleanOptionalAction, default=True,
                    help="fit every method from one recording (2 passes; the default, chosen on "
                         "dev); --no-all-at-once fits incrementally in --stages stages")
