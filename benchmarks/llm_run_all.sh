@@ -29,11 +29,19 @@ $PY benchmarks/llm_toxicity.py --split eval --limit "$EVAL" --seeds 0 1 2 \
   --methods diff_means --diff-means-strength "$BEST" --ppl-texts "$PPL" \
   --baseline-from "$OUT/llm_toxicity_eval_paired_mlp.json" \
   --out "$OUT/llm_toxicity_eval_paired_mlp_diff_means.json"
-# Comparison rows: post_norms alone (paired), and post_norms with the non-toxic prefixes as the
-# target (unpaired).
-$PY benchmarks/llm_toxicity.py --split eval --limit "$EVAL" --seeds 0 1 2 --methods linear_act \
-  --sites post_norms --ppl-texts "$PPL" --baseline-from "$OUT/llm_toxicity_eval_paired_mlp.json" \
-  --out "$OUT/llm_toxicity_eval_paired.json"
+# Comparison rows: post_norms alone (paired; the estimators and diff_means' own dev choice), and
+# post_norms with the non-toxic prefixes as the target (unpaired).
+$PY benchmarks/llm_toxicity.py --split eval --limit "$EVAL" --seeds 0 1 2 --sites post_norms \
+  --methods linear_act mean_act gaussian_ot aura --ppl-texts "$PPL" \
+  --baseline-from "$OUT/llm_toxicity_eval_paired_mlp.json" --out "$OUT/llm_toxicity_eval_paired.json"
+$PY benchmarks/llm_toxicity.py --split dev --limit "$DEV" --methods diff_means --sites post_norms \
+  --strengths 0.5 1 2 4 --ppl-texts 16 --out "$OUT/llm_toxicity_dev_paired.json"
+BEST=$(.venv/bin/python -c "import json,sys; sys.path.insert(0,'benchmarks'); \
+from llm_toxicity import best_strength; print(best_strength(json.load(open('$OUT/llm_toxicity_dev_paired.json'))))")
+$PY benchmarks/llm_toxicity.py --split eval --limit "$EVAL" --seeds 0 1 2 --sites post_norms \
+  --methods diff_means --diff-means-strength "$BEST" --ppl-texts "$PPL" \
+  --baseline-from "$OUT/llm_toxicity_eval_paired_mlp.json" \
+  --out "$OUT/llm_toxicity_eval_paired_diff_means.json"
 $PY benchmarks/llm_toxicity.py --split eval --limit "$EVAL" --seeds 0 1 2 --methods linear_act \
   --data toxicity --sites post_norms --ppl-texts "$PPL" \
   --baseline-from "$OUT/llm_toxicity_eval_paired_mlp.json" --out "$OUT/llm_toxicity_eval_unpaired.json"

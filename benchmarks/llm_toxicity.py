@@ -113,7 +113,7 @@ def main(argv=None) -> dict:
     model, tokenizer = load_model()
     prompts = data.rtp_split(args.split)[: args.limit]
     source, target = data.load_builtin(args.data)
-    log.info("%d %s prompts; fit on %d toxic + %d non-toxic prefixes (%s)", len(prompts),
+    log.info("%d %s prompts; fit on %d source + %d target texts (%s)", len(prompts),
              args.split, len(source), len(target), args.data)
     if args.baseline_from:
         base = reuse_baseline(args, len(prompts))

@@ -101,7 +101,7 @@ class Toy:
                 [c[0][1]["pooled_output"] for c in conds for _ in range(seeds)])
         return [[torch.cat(tensors), extras]]
 
-    def sample(self, model, prompts: list[str], seeds: int) -> np.ndarray:
+    def sample(self, model, prompts: list[str], seeds: int, cfg: float = CFG) -> np.ndarray:
         """Images (len(prompts) * seeds, H, W, 3) uint8; the noise of prompt k is seed
         BASE_SEED + k's batch, as a KSampler with batch_size = seeds would draw it."""
         import comfy.sample
@@ -115,7 +115,7 @@ class Toy:
                            for k in range(len(prompts))])
         batch = torch.zeros_like(noise)
         with torch.no_grad():
-            out = comfy.sample.sample(model, noise, STEPS, CFG, "euler", "normal", positive,
+            out = comfy.sample.sample(model, noise, STEPS, cfg, "euler", "normal", positive,
                                       self.negative, batch, disable_pbar=True, seed=BASE_SEED)
             pixels = self.vae.decode(out)
         return (pixels.clamp(0, 1).numpy() * 255).round().astype(np.uint8)

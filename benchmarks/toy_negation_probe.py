@@ -20,8 +20,7 @@ import json
 import time
 
 import torch
-import toy_methods
-from toy_methods import Toy, score
+from toy_methods import CFG, Toy, score
 
 from toyworld.act_eval import negation_experiment
 
@@ -46,10 +45,10 @@ def main(argv=None) -> None:
     for setting in args.apply:
         kwargs = json.loads(setting)
         strength = kwargs.pop("strength")
-        toy_methods.CFG = kwargs.pop("cfg", 5.0)
+        cfg = kwargs.pop("cfg", CFG)
         model = toy.pack.nodes.apply.patch_model(toy.model, maps, strength, **kwargs)
-        r = score(exp, toy.sample(model, prompts, 1), 1)
-        print(f"strength {strength:g} cfg {toy_methods.CFG:g} {kwargs}: dot {r['presence']:.2f} "
+        r = score(exp, toy.sample(model, prompts, 1, cfg), 1)
+        print(f"strength {strength:g} cfg {cfg:g} {kwargs}: dot {r['presence']:.2f} "
               f"colour {r['colour']:.2f} shape {r['shape']:.2f}", flush=True)
 
 

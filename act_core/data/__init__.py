@@ -24,7 +24,7 @@ import random
 from pathlib import Path
 
 from act_core.data._common import DataUnavailableError, package_dir
-from act_core.data.detox import soften_all
+from act_core.data.detox import soften
 from act_core.data.judges import is_toxic
 
 __all__ = [
@@ -117,7 +117,7 @@ def toxicity_paired_pair(threshold: float = 0.5) -> tuple[list[str], list[str]]:
     between toxic and non-toxic prefixes.
     """
     source, _ = toxicity_pair(threshold)
-    return source, soften_all(source)
+    return source, [soften(t) for t in source]
 
 
 def concept_pairs(concept: str) -> tuple[list[str], list[str]]:
@@ -171,10 +171,11 @@ def load_builtin(name: str) -> tuple[list[str], list[str]]:
     if name == "toxicity:paired":
         return toxicity_paired_pair()
     concept = name.removeprefix("concept:")
-    if name.startswith("concept:") and concept.endswith(":paired"):
-        if concept.removesuffix(":paired") in concept_names():
-            return concept_pairs(concept.removesuffix(":paired"))
+    paired = concept.endswith(":paired")
+    concept = concept.removesuffix(":paired")
     if name.startswith("concept:") and concept in concept_names():
+        if paired:
+            return concept_pairs(concept)
         source = read_lines(DATA_DIR / "neutral.txt")
         return source, read_lines(DATA_DIR / f"concept_{concept}.txt")
     raise DataUnavailableError(f"unknown built-in data {name!r}; use one of {builtin_names()}")

@@ -14,7 +14,6 @@ erase them.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 
 __all__ = ["SUBSTITUTIONS", "soften"]
 
@@ -72,7 +71,3 @@ def soften(text: str) -> str:
         return word if new is None else _case_like(new, word)
 
     return _WORD.sub(swap, text)
-
-
-def soften_all(texts: Sequence[str]) -> list[str]:
-    return [soften(t) for t in texts]
