@@ -27,6 +27,7 @@ import itertools
 import logging
 import re
 import time
+from pathlib import Path
 
 import numpy as np
 from llm_common import finish, fit_all_at_once, fit_or_load, load_model, save_json, setup
@@ -44,6 +45,10 @@ _RANGE = re.compile(r"^(\w+)\[(\d*):(\d*)\]$")
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", default="toxicity", help="toxicity or concept:NAME")
+    p.add_argument("--source-files", nargs="+", default=None,
+                   help="fit from these text files (one example per line, concatenated) instead "
+                   "of the built-in source; --data still names the judge")
+    p.add_argument("--target-files", nargs="+", default=None, help="likewise for the target")
     p.add_argument("--sites", nargs="+", default=["post_norms", "attn_out", "mlp_out"])
     p.add_argument("--fits", nargs="+", default=["once"], help="once, inc or incN")
     p.add_argument("--supports", nargs="+", default=["minmax"])
@@ -75,17 +80,29 @@ def site_list(model, spec: str):
     return names, f"{preset}-{lo}-{min(hi, 999)}"
 
 
-def fit_config(model, tokenizer, args, sites_spec: str, fit: str):
+def fitting_data(args) -> tuple[str, list[str], list[str]]:
+    """``(cache name, source texts, target texts)``: the built-in pair, or the files given."""
     source, target = data.load_builtin(args.data)
+    name = args.data
+    for side, paths in (("source", args.source_files), ("target", args.target_files)):
+        if paths:
+            texts = [t for path in paths for t in data.read_lines(Path(path))]
+            source, target = (texts, target) if side == "source" else (source, texts)
+            name += "-" + "+".join(Path(path).stem for path in paths)
+    return name, source, target
+
+
+def fit_config(model, tokenizer, args, sites_spec: str, fit: str):
+    name, source, target = fitting_data(args)
     sites, tag = site_list(model, sites_spec)
     if fit == "once":
         if isinstance(sites, str):
-            return fit_all_at_once(model, tokenizer, args.data, source, target, [args.method],
+            return fit_all_at_once(model, tokenizer, name, source, target, [args.method],
                                    sites)[args.method]
-        return fit_or_load(model, tokenizer, args.data, source, target, args.method, sites,
+        return fit_or_load(model, tokenizer, name, source, target, args.method, sites,
                            incremental=False, tag=tag)
     stages = int(fit[3:]) if fit[3:] else None
-    return fit_or_load(model, tokenizer, args.data, source, target, args.method, sites, stages,
+    return fit_or_load(model, tokenizer, name, source, target, args.method, sites, stages,
                        tag=tag)
 
 
