@@ -84,11 +84,12 @@ def fitting_data(args) -> tuple[str, list[str], list[str]]:
     """``(cache name, source texts, target texts)``: the built-in pair, or the files given."""
     source, target = data.load_builtin(args.data)
     name = args.data
-    for side, paths in (("source", args.source_files), ("target", args.target_files)):
-        if paths:
-            texts = [t for path in paths for t in data.read_lines(Path(path))]
-            source, target = (texts, target) if side == "source" else (source, texts)
-            name += "-" + "+".join(Path(path).stem for path in paths)
+    if args.source_files:
+        source = [t for path in args.source_files for t in data.read_lines(path)]
+        name += "-" + "+".join(Path(path).stem for path in args.source_files)
+    if args.target_files:
+        target = [t for path in args.target_files for t in data.read_lines(path)]
+        name += "-" + "+".join(Path(path).stem for path in args.target_files)
     return name, source, target
 
 

@@ -14,6 +14,11 @@ export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 PY="nice -n 10 .venv/bin/python"
 OUT=benchmarks/results
 mkdir -p "$OUT"
+# The diff_means strength chosen on dev from a dev result file (llm_toxicity.best_strength).
+best_strength() {
+  .venv/bin/python -c "import json,sys; sys.path.insert(0,'benchmarks'); \
+from llm_toxicity import best_strength; print(best_strength(json.load(open(sys.argv[1]))))" "$1"
+}
 # Toxicity, Table 2 rows of the AcT estimators (same data, sites, fitting and support for each).
 $PY benchmarks/llm_toxicity.py --split eval --limit "$EVAL" --seeds 0 1 2 \
   --methods linear_act mean_act gaussian_ot aura --ppl-texts "$PPL" \
@@ -22,8 +27,7 @@ $PY benchmarks/llm_toxicity.py --split eval --limit "$EVAL" --seeds 0 1 2 \
 # passages 500+), then one eval row.
 $PY benchmarks/llm_toxicity.py --split dev --limit "$DEV" --methods diff_means \
   --strengths 0.5 1 2 4 --ppl-texts 16 --out "$OUT/llm_toxicity_dev_paired_mlp.json"
-BEST=$(.venv/bin/python -c "import json,sys; sys.path.insert(0,'benchmarks'); \
-from llm_toxicity import best_strength; print(best_strength(json.load(open('$OUT/llm_toxicity_dev_paired_mlp.json'))))")
+BEST=$(best_strength "$OUT/llm_toxicity_dev_paired_mlp.json")
 echo "diff_means strength chosen on dev: $BEST"
 $PY benchmarks/llm_toxicity.py --split eval --limit "$EVAL" --seeds 0 1 2 \
   --methods diff_means --diff-means-strength "$BEST" --ppl-texts "$PPL" \
@@ -36,8 +40,7 @@ $PY benchmarks/llm_toxicity.py --split eval --limit "$EVAL" --seeds 0 1 2 --site
   --baseline-from "$OUT/llm_toxicity_eval_paired_mlp.json" --out "$OUT/llm_toxicity_eval_paired.json"
 $PY benchmarks/llm_toxicity.py --split dev --limit "$DEV" --methods diff_means --sites post_norms \
   --strengths 0.5 1 2 4 --ppl-texts 16 --out "$OUT/llm_toxicity_dev_paired.json"
-BEST=$(.venv/bin/python -c "import json,sys; sys.path.insert(0,'benchmarks'); \
-from llm_toxicity import best_strength; print(best_strength(json.load(open('$OUT/llm_toxicity_dev_paired.json'))))")
+BEST=$(best_strength "$OUT/llm_toxicity_dev_paired.json")
 $PY benchmarks/llm_toxicity.py --split eval --limit "$EVAL" --seeds 0 1 2 --sites post_norms \
   --methods diff_means --diff-means-strength "$BEST" --ppl-texts "$PPL" \
   --baseline-from "$OUT/llm_toxicity_eval_paired_mlp.json" \
