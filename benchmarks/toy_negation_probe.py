@@ -1,8 +1,9 @@
-"""Probe one negation recipe on the toy world: learn once, then apply it several ways.
+"""Probe one negation (or style) recipe on the toy world: learn once, then apply it several ways.
 
 In-process, with the same functions and split as ``toy_methods.py`` (``learn_maps`` and
-``patch_model`` of the pack, 18 held-out dot prompts x 1 seed, ComfyUI's sampler, euler, 20
-steps, cfg 5). Prints dot presence / colour kept / shape kept for every apply setting.
+``patch_model`` of the pack, 18 held-out dot prompts x ``--seeds`` seeds, ComfyUI's sampler,
+euler, 20 steps, cfg 5). Prints presence / colour kept / shape kept for every apply setting.
+``--experiment style`` probes the plain -> striped maps on the 6 held-out plain prompts instead.
 
 Example (the time-steered trajectory maps applied whole, over the first half only, and over
 the second half only)::
@@ -22,7 +23,7 @@ import time
 import torch
 from toy_methods import CFG, Toy, score
 
-from toyworld.act_eval import negation_experiment
+from toyworld.act_eval import EXPERIMENTS
 
 
 def main(argv=None) -> None:
@@ -32,10 +33,12 @@ def main(argv=None) -> None:
     parser.add_argument("--apply", nargs="+", default=['{"strength": 1}'],
                         help="patch_model settings, one JSON object each (strength required; "
                         "\"cfg\" changes the sampler's guidance scale, default 5)")
+    parser.add_argument("--experiment", choices=sorted(EXPERIMENTS), default="negation")
+    parser.add_argument("--seeds", type=int, default=1, help="noise seeds per held-out prompt")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    exp = negation_experiment()
+    exp = EXPERIMENTS[args.experiment]()
     options = {"support": exp.support, **json.loads(args.learn)}
     toy = Toy()
     start = time.perf_counter()
@@ -47,8 +50,8 @@ def main(argv=None) -> None:
         strength = kwargs.pop("strength")
         cfg = kwargs.pop("cfg", CFG)
         model = toy.pack.nodes.apply.patch_model(toy.model, maps, strength, **kwargs)
-        r = score(exp, toy.sample(model, prompts, 1, cfg), 1)
-        print(f"strength {strength:g} cfg {cfg:g} {kwargs}: dot {r['presence']:.2f} "
+        r = score(exp, toy.sample(model, prompts, args.seeds, cfg), args.seeds)
+        print(f"strength {strength:g} cfg {cfg:g} {kwargs}: {exp.presence} {r['presence']:.2f} "
               f"colour {r['colour']:.2f} shape {r['shape']:.2f}", flush=True)
 
 

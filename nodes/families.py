@@ -27,6 +27,9 @@ DEFAULT_SIZE = {"sd15": 512, "sd2": 768, "sdxl": 1024, "flux": 1024, "sd3": 1024
 
 _UNET = {
     "norm layers (reference)": ("norms",),
+    # the norms plus where the prompt enters the image features: removes a prompt-named object
+    # at strength 1 where the norms alone need about 1.25 (toy world, docs/results_toyworld.md)
+    "norms + cross-attention outputs": ("norms", r"re:.*transformer_blocks\.\d+\.attn2\.to_out\.0"),
     "transformer norms": (r"re:.*transformer_blocks\.\d+\.norm[123]",),
     "attention outputs": (r"re:.*transformer_blocks\.\d+\.attn[12]\.to_out\.0",),
     "resblock norms": (r"re:.*\.(in_layers|out_layers)\.0",),

@@ -262,7 +262,10 @@ class ActLearnTransport(IO.ComfyNode):
                 IO.Combo.Input("sites", options=SITE_CHOICES, default="auto",
                                tooltip="Where to intervene. auto = the reference choice for "
                                        "the model (every norm layer of a UNet; block outputs "
-                                       "of Flux/SD3); custom = the pattern below."),
+                                       "of Flux/SD3). For removing something the prompts "
+                                       "name (concept negation) on a UNet, 'norms + "
+                                       "cross-attention outputs' is stronger at the same "
+                                       "strength. custom = the pattern below."),
                 IO.String.Input("pattern", default="", advanced=True,
                                 tooltip="For sites = custom: comma-separated module-name "
                                         "globs or 're:' regexes, optionally ':index' for "

@@ -248,6 +248,24 @@ def test_strength_one_changes_the_samples(tiny, maps, nodes, baseline):
     assert not torch.allclose(out, baseline, rtol=1e-3, atol=1e-3)
 
 
+def test_the_cross_attention_preset_adds_the_attention_outputs(tiny, nodes, baseline):
+    """The UNet preset for negation: every norm plus every cross-attention output projection."""
+    if tiny.family != "sdxl":
+        pytest.skip("a UNet preset")
+    preset = "norms + cross-attention outputs"
+    maps = nodes.learn.learn_maps(tiny.model, tiny.source, tiny.target, sites=preset,
+                                  support="unbounded", latent={"samples": tiny.latent}, seed=3)
+    attn = {name: (m.out_features, "tokens")
+            for name, m in tiny.diffusion_model.named_modules() if name.endswith("attn2.to_out.0")}
+    assert attn and {site: (m.dim, m.mode) for site, m in maps.items()} == {**tiny.sites, **attn}
+    patched = nodes.apply.patch_model(tiny.model, maps, 1.0)
+    with _probe(tiny.diffusion_model) as seen:
+        _sample(patched, tiny)
+    assert seen and all(hooks == Counter(maps.keys()) for hooks in seen)
+    assert torch.equal(_sample(nodes.apply.patch_model(tiny.model, maps, 0.0), tiny), baseline)
+    assert _no_hooks_left(tiny.diffusion_model)
+
+
 def test_the_input_model_is_never_changed(tiny, maps, nodes, baseline):
     before = copy.deepcopy((tiny.model.model_options, tiny.model.wrappers,
                             tiny.model.object_patches, tiny.model.patches))

@@ -44,6 +44,7 @@ class Experiment:
     heldout: list[Scene]          # what is prompted at evaluation
     support: str
     presence: str                 # "striped" or "dot"
+    sites: str = "auto"           # ActLearnTransport's site preset
     notes: str = ""
     extra: dict = field(default_factory=dict)
 
@@ -65,7 +66,7 @@ def negation_experiment() -> Experiment:
         source=[Scene(c, s, st, True).prompt for st in STYLES for c, s in fit],
         target=[Scene(c, s, st, False).prompt for st in STYLES for c, s in fit],
         heldout=[Scene(c, s, st, True) for st in STYLES for c, s in heldout_combos()],
-        support="unbounded", presence="dot")
+        support="unbounded", presence="dot", sites="norms + cross-attention outputs")
 
 
 EXPERIMENTS = {"style": style_experiment, "negation": negation_experiment}
@@ -174,12 +175,15 @@ def main(argv=None) -> None:
         for name in args.experiments.split(","):
             exp = EXPERIMENTS[name]()
             strengths = [float(v) for v in args.strengths.split(",")]
-            rows, images = run_experiment(server, exp, strengths, seeds=args.seeds)
+            rows, images = run_experiment(server, exp, strengths, seeds=args.seeds,
+                                          sites=exp.sites)
             results[name] = {"rows": rows, "source": exp.source, "target": exp.target,
                              "heldout": [s.prompt for s in exp.heldout]}
             strength_grid(exp, images, args.out / "images" / f"act_{name}_grid.png")
             print(f"## {name}\n" + table(rows, f"{exp.presence} presence"))
-    (args.out / "results_toyworld.json").write_text(json.dumps(results, indent=2))
+    path = args.out / "results_toyworld.json"
+    earlier = json.loads(path.read_text()) if path.exists() else {}
+    path.write_text(json.dumps({**earlier, **results}, indent=2))  # keeps experiments not re-run
 
 
 if __name__ == "__main__":

@@ -105,14 +105,17 @@ def concept_negation() -> WorkflowSpec:
     ckpt, latent = _base(wf, (
         "Concept negation with AcT (toy checkpoint act_toyworld_sd15).\n\n"
         "Source = prompts that ask for a black dot; target = the same prompts without it. "
-        "Support 'unbounded': on this model 'minmax' (the reference's choice for removal) "
-        "leaves the dot in place. The maps act on the conditional half of the CFG batch "
-        "(apply_to, the default).\n\nThe held-out prompt 'a yellow square with a black "
-        "dot' is drawn with the maps at strength 1 (the dot should be gone), and the grid "
-        "shows strengths 0 to 1 for the same seed."))
+        "Sites 'norms + cross-attention outputs': the norm layers plus the outputs of the "
+        "cross-attention, where the prompt enters the image (the norms alone need strength "
+        "1.25 to remove the dot). Support 'unbounded': on this model 'minmax' (the "
+        "reference's choice for removal) leaves the dot in place. The maps act on the "
+        "conditional half of the CFG batch (apply_to, the default).\n\nThe held-out "
+        "prompt 'a yellow square with a black dot' is drawn with the maps at strength 1 "
+        "(the dot should be gone), and the grid shows strengths 0 to 1 for the same seed."))
     learn = wf.add("ActLearnTransport", (420, 0), model=ckpt.out("MODEL"), clip=ckpt.out("CLIP"),
                    latent=latent.out("LATENT"), source_prompts="\n".join(p + DOT for p in PLAIN),
-                   target_prompts="\n".join(PLAIN), support="unbounded", seed=0)
+                   target_prompts="\n".join(PLAIN), sites="norms + cross-attention outputs",
+                   support="unbounded", seed=0)
     pos, neg = _prompts(wf, ckpt, "a yellow square" + DOT, 0, 300)
     apply = wf.add("ActApplyTransport", (880, 380), model=ckpt.out("MODEL"),
                    maps=learn.out("maps"), strength=1.0)
