@@ -49,6 +49,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="fit from these text files (one example per line, concatenated) instead "
                    "of the built-in source; --data still names the judge")
     p.add_argument("--target-files", nargs="+", default=None, help="likewise for the target")
+    p.add_argument("--add-files", action="store_true",
+                   help="append the files' texts to the built-in source and target instead of "
+                   "replacing them")
     p.add_argument("--sites", nargs="+", default=["post_norms", "attn_out", "mlp_out"])
     p.add_argument("--fits", nargs="+", default=["once"], help="once, inc or incN")
     p.add_argument("--supports", nargs="+", default=["minmax"])
@@ -81,14 +84,17 @@ def site_list(model, spec: str):
 
 
 def fitting_data(args) -> tuple[str, list[str], list[str]]:
-    """``(cache name, source texts, target texts)``: the built-in pair, or the files given."""
+    """``(cache name, source texts, target texts)``: the built-in pair, the files given, or
+    (``--add-files``) both."""
     source, target = data.load_builtin(args.data)
-    name = args.data
+    name = args.data + ("-add" if args.add_files else "")
     if args.source_files:
-        source = [t for path in args.source_files for t in data.read_lines(path)]
+        texts = [t for path in args.source_files for t in data.read_lines(path)]
+        source = source + texts if args.add_files else texts
         name += "-" + "+".join(Path(path).stem for path in args.source_files)
     if args.target_files:
-        target = [t for path in args.target_files for t in data.read_lines(path)]
+        texts = [t for path in args.target_files for t in data.read_lines(path)]
+        target = target + texts if args.add_files else texts
         name += "-" + "+".join(Path(path).stem for path in args.target_files)
     return name, source, target
 
