@@ -2,8 +2,9 @@
 
 Starts ComfyUI 0.30 (CPU) on a free loopback port with this pack installed and the toy
 checkpoint in its models folder, runs the stock txt2img graph for a set of prompts, and writes a
-labelled grid PNG; then learns plain -> striped maps with ActLearnTransport and renders a
-held-out prompt at λ = 0, 0.25, 0.5, 0.75, 1 with ActStrengthGrid.
+labelled grid PNG; then learns maps that remove the black dot with ActLearnTransport (prompts
+that ask for it -> the same prompts without it) and renders a held-out prompt that asks for the
+dot at λ = 0, 0.25, 0.5, 0.75, 1 with ActStrengthGrid.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import logging
 import time
 from pathlib import Path
 
-from .act_eval import fit_combos
+from .act_eval import fit_combos, heldout_combos
 from .comfy_server import ComfyServer, txt2img_graph
 from .evaluate import save_grid
 from .render import Scene
@@ -37,14 +38,15 @@ def render_prompts(server: ComfyServer, prompts: list[str], seeds: int) -> list[
 
 
 def strength_grid_graph(prompt: str, seed: int, seeds: int) -> dict:
-    """Learn plain -> striped on some prompts, then a λ grid on a held-out prompt."""
+    """Learn to remove the black dot on some prompts, then a λ grid on a held-out prompt."""
     g = txt2img_graph(prompt, seed=seed, batch=seeds, prefix="demo_act")
     del g["5"], g["6"], g["7"]
     g["learn"] = {"class_type": "ActLearnTransport", "inputs": {
         "model": ["1", 0], "clip": ["1", 1],
-        "source_prompts": "\n".join(Scene(c, s).prompt for c, s in fit_combos()),
-        "target_prompts": "\n".join(Scene(c, s, "striped").prompt for c, s in fit_combos()),
-        "sites": "auto", "pattern": "", "method": "linear_act", "support": "unbounded",
+        "source_prompts": "\n".join(Scene(c, s, dot=True).prompt for c, s in fit_combos()),
+        "target_prompts": "\n".join(Scene(c, s).prompt for c, s in fit_combos()),
+        "sites": "norms + cross-attention outputs", "pattern": "", "method": "linear_act",
+        "support": "unbounded",
         "incremental": True, "stages": 8, "collect_at": 0.0, "timestep_ranges": 1, "seed": 0,
         "latent": ["4", 0]}}
     g["grid"] = {"class_type": "ActStrengthGrid", "inputs": {
@@ -70,14 +72,15 @@ def main(argv=None) -> None:
         save_grid(rows, DEMO_PROMPTS, path, col_labels=[f"seed {i}" for i in range(args.seeds)])
         logging.info("wrote %s (%d prompts x %d seeds, %.0f s)", path, len(rows), args.seeds,
                      time.time() - t0)
-        entry = server.run(strength_grid_graph("a yellow triangle", seed=7, seeds=args.seeds))
+        prompt = Scene(*heldout_combos()[-1], dot=True).prompt  # not among the learned ones
+        entry = server.run(strength_grid_graph(prompt, seed=7, seeds=args.seeds))
         grid = server.images(entry, node_id="save")[0]
     from PIL import Image
 
     act_path = (args.out / "demo_act_strength_grid.png").resolve()
     Image.fromarray(grid).save(act_path)
-    logging.info("wrote %s: 'a yellow triangle' with plain->striped maps at λ = 0 ... 1 "
-                 "(rows: seeds) (%.0f s)", act_path, time.time() - t0)
+    logging.info("wrote %s: '%s' with maps that remove the dot, at λ = 0 ... 1 (rows: seeds) "
+                 "(%.0f s)", act_path, prompt, time.time() - t0)
 
 
 if __name__ == "__main__":
