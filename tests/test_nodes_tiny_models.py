@@ -248,10 +248,9 @@ def test_strength_one_changes_the_samples(tiny, maps, nodes, baseline):
     assert not torch.allclose(out, baseline, rtol=1e-3, atol=1e-3)
 
 
+@pytest.mark.parametrize("tiny", ["sdxl"], indirect=True)  # a UNet preset
 def test_the_cross_attention_preset_adds_the_attention_outputs(tiny, nodes, baseline):
     """The UNet preset for negation: every norm plus every cross-attention output projection."""
-    if tiny.family != "sdxl":
-        pytest.skip("a UNet preset")
     preset = "norms + cross-attention outputs"
     maps = nodes.learn.learn_maps(tiny.model, tiny.source, tiny.target, sites=preset,
                                   support="unbounded", latent={"samples": tiny.latent}, seed=3)
