@@ -83,19 +83,23 @@ def site_list(model, spec: str):
     return names, f"{preset}-{lo}-{min(hi, 999)}"
 
 
+def _from_files(paths: list[str], builtin: list[str], add: bool) -> tuple[list[str], str]:
+    """The texts of ``paths`` (after ``builtin`` with ``add``) and their cache-name suffix."""
+    texts = [t for path in paths for t in data.read_lines(path)]
+    return (builtin + texts if add else texts), "-" + "+".join(Path(p).stem for p in paths)
+
+
 def fitting_data(args) -> tuple[str, list[str], list[str]]:
     """``(cache name, source texts, target texts)``: the built-in pair, the files given, or
     (``--add-files``) both."""
     source, target = data.load_builtin(args.data)
     name = args.data + ("-add" if args.add_files else "")
     if args.source_files:
-        texts = [t for path in args.source_files for t in data.read_lines(path)]
-        source = source + texts if args.add_files else texts
-        name += "-" + "+".join(Path(path).stem for path in args.source_files)
+        source, suffix = _from_files(args.source_files, source, args.add_files)
+        name += suffix
     if args.target_files:
-        texts = [t for path in args.target_files for t in data.read_lines(path)]
-        target = target + texts if args.add_files else texts
-        name += "-" + "+".join(Path(path).stem for path in args.target_files)
+        target, suffix = _from_files(args.target_files, target, args.add_files)
+        name += suffix
     return name, source, target
 
 

@@ -21,10 +21,13 @@ from .evaluate import save_grid
 from .metrics import read_image
 from .render import COLOURS, SHAPES, STYLES, Scene
 
-__all__ = ["Experiment", "EXPERIMENTS", "fit_combos", "heldout_combos", "run_experiment"]
+__all__ = ["Experiment", "EXPERIMENTS", "NEGATION_SITES", "fit_combos", "heldout_combos",
+           "run_experiment"]
 
 CKPT = "act_toyworld_sd15.safetensors"
 STRENGTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
+# the site preset for removing the dot: the norms alone need strength 1.25 (results_toyworld.md)
+NEGATION_SITES = "norms + cross-attention outputs"
 
 
 def fit_combos() -> list[tuple[str, str]]:
@@ -66,7 +69,7 @@ def negation_experiment() -> Experiment:
         source=[Scene(c, s, st, True).prompt for st in STYLES for c, s in fit],
         target=[Scene(c, s, st, False).prompt for st in STYLES for c, s in fit],
         heldout=[Scene(c, s, st, True) for st in STYLES for c, s in heldout_combos()],
-        support="unbounded", presence="dot", sites="norms + cross-attention outputs")
+        support="unbounded", presence="dot", sites=NEGATION_SITES)
 
 
 EXPERIMENTS = {"style": style_experiment, "negation": negation_experiment}
@@ -75,7 +78,7 @@ EXPERIMENTS = {"style": style_experiment, "negation": negation_experiment}
 def _graph(exp: Experiment, strength: float, seeds: int, *, method: str, fit_batch: int,
            timestep_ranges: int, support: str | None, incremental: bool, base_seed: int,
            source: list[str] | None = None, target: list[str] | None = None,
-           sites: str = "auto", pattern: str = "", collect_at: float = 0.0,
+           sites: str | None = None, pattern: str = "", collect_at: float = 0.0,
            apply_to: str = "conditional") -> dict:
     g = {
         "ckpt": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": CKPT}},
@@ -86,9 +89,10 @@ def _graph(exp: Experiment, strength: float, seeds: int, *, method: str, fit_bat
             "model": ["ckpt", 0], "clip": ["ckpt", 1],
             "source_prompts": "\n".join(source or exp.source),
             "target_prompts": "\n".join(target or exp.target),
-            "sites": sites, "pattern": pattern, "method": method, "support": exp.support,
-            "incremental": incremental, "stages": 8, "collect_at": collect_at,
-            "timestep_ranges": timestep_ranges, "seed": 0, "latent": ["fitlat", 0]}},
+            "sites": sites or exp.sites, "pattern": pattern, "method": method,
+            "support": exp.support, "incremental": incremental, "stages": 8,
+            "collect_at": collect_at, "timestep_ranges": timestep_ranges, "seed": 0,
+            "latent": ["fitlat", 0]}},
         "apply": {"class_type": "ActApplyTransport", "inputs": {
             "model": ["ckpt", 0], "maps": ["learn", 0], "strength": strength,
             "start_percent": 0.0, "end_percent": 1.0, "apply_to": apply_to,
@@ -127,7 +131,7 @@ def run_experiment(server: ComfyServer, exp: Experiment, strengths=STRENGTHS, se
                    method: str = "linear_act", fit_batch: int = 8, timestep_ranges: int = 1,
                    support: str | None = None, incremental: bool = True, base_seed: int = 5000,
                    source: list[str] | None = None, target: list[str] | None = None,
-                   sites: str = "auto", pattern: str = "", collect_at: float = 0.0,
+                   sites: str | None = None, pattern: str = "", collect_at: float = 0.0,
                    apply_to: str = "conditional"):
     """Run the experiment at every strength; returns (rows, images[strength][prompt])."""
     rows, images = [], {}
@@ -175,8 +179,7 @@ def main(argv=None) -> None:
         for name in args.experiments.split(","):
             exp = EXPERIMENTS[name]()
             strengths = [float(v) for v in args.strengths.split(",")]
-            rows, images = run_experiment(server, exp, strengths, seeds=args.seeds,
-                                          sites=exp.sites)
+            rows, images = run_experiment(server, exp, strengths, seeds=args.seeds)
             results[name] = {"rows": rows, "source": exp.source, "target": exp.target,
                              "heldout": [s.prompt for s in exp.heldout]}
             strength_grid(exp, images, args.out / "images" / f"act_{name}_grid.png")

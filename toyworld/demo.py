@@ -14,7 +14,7 @@ import logging
 import time
 from pathlib import Path
 
-from .act_eval import fit_combos, heldout_combos
+from .act_eval import NEGATION_SITES, fit_combos, heldout_combos
 from .comfy_server import ComfyServer, txt2img_graph
 from .evaluate import save_grid
 from .render import Scene
@@ -45,8 +45,7 @@ def strength_grid_graph(prompt: str, seed: int, seeds: int) -> dict:
         "model": ["1", 0], "clip": ["1", 1],
         "source_prompts": "\n".join(Scene(c, s, dot=True).prompt for c, s in fit_combos()),
         "target_prompts": "\n".join(Scene(c, s).prompt for c, s in fit_combos()),
-        "sites": "norms + cross-attention outputs", "pattern": "", "method": "linear_act",
-        "support": "unbounded",
+        "sites": NEGATION_SITES, "pattern": "", "method": "linear_act", "support": "unbounded",
         "incremental": True, "stages": 8, "collect_at": 0.0, "timestep_ranges": 1, "seed": 0,
         "latent": ["4", 0]}}
     g["grid"] = {"class_type": "ActStrengthGrid", "inputs": {

@@ -22,6 +22,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from .act_eval import NEGATION_SITES
 from .checkpoint import CHECKPOINT_NAME, checkpoint_path
 from .comfy_server import ROOT, ComfyServer
 from .example_maps import STRIPED_MAP, install_example_maps
@@ -114,8 +115,8 @@ def concept_negation() -> WorkflowSpec:
         "(the dot should be gone), and the grid shows strengths 0 to 1 for the same seed."))
     learn = wf.add("ActLearnTransport", (420, 0), model=ckpt.out("MODEL"), clip=ckpt.out("CLIP"),
                    latent=latent.out("LATENT"), source_prompts="\n".join(p + DOT for p in PLAIN),
-                   target_prompts="\n".join(PLAIN), sites="norms + cross-attention outputs",
-                   support="unbounded", seed=0)
+                   target_prompts="\n".join(PLAIN), sites=NEGATION_SITES, support="unbounded",
+                   seed=0)
     pos, neg = _prompts(wf, ckpt, "a yellow square" + DOT, 0, 300)
     apply = wf.add("ActApplyTransport", (880, 380), model=ckpt.out("MODEL"),
                    maps=learn.out("maps"), strength=1.0)
