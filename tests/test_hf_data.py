@@ -24,15 +24,20 @@ def test_concept_files_are_nonempty_and_disjoint_from_neutral():
     assert len(neutral) >= 100
     for concept in data.concept_names():
         source, target = data.load_builtin(f"concept:{concept}")
-        assert set(source) == neutral and len(target) >= 50
+        # the source is every neutral sentence that is not already about the concept
+        about = {s for s in neutral if judges.is_about([s], concept)[0]}
+        assert set(source) == neutral - about and len(source) >= 90 and len(target) >= 50
         assert not set(target) & neutral
+    source, _ = data.load_builtin("concept:medicine")
+    assert "The doctor told him to drink more water and rest." not in source
 
 
 def test_every_concept_has_a_lexicon_that_recognises_its_own_sentences():
     for concept in data.concept_names():
         _, target = data.load_builtin(f"concept:{concept}")
         assert sum(judges.is_about(target, concept)) / len(target) >= 0.7
-        assert sum(judges.is_about(data.read_lines(data.DATA_DIR / "neutral.txt"), concept)) == 0
+        source, _ = data.load_builtin(f"concept:{concept}")
+        assert sum(judges.is_about(source, concept)) == 0
 
 
 def test_lexicon_matches_whole_words_only():
@@ -91,7 +96,8 @@ def test_concept_pairs_rewrite_the_first_neutral_sentences_about_the_concept():
     neutral = data.read_lines(data.DATA_DIR / "neutral.txt")
     for concept in data.concept_names():
         source, target = data.load_builtin(f"concept:{concept}:paired")
-        assert source == neutral[: len(source)] and len(source) == len(target) >= 50
+        assert set(source) <= set(neutral[:60]) and len(source) == len(target) >= 50
+        assert source == [s for s in neutral[:60] if s in source]  # in order
         assert sum(judges.is_about(target, concept)) >= 0.9 * len(target)
         assert not any(judges.is_about(source, concept))
     assert "concept:football:paired" in data.builtin_names()

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from act_core.data._common import DataUnavailableError, package_dir
 from act_core.data.detox import soften
-from act_core.data.judges import is_toxic
+from act_core.data.judges import is_about, is_toxic
 
 __all__ = [
     "DATA_DIR",
@@ -134,7 +134,19 @@ def concept_pairs(concept: str) -> tuple[list[str], list[str]]:
     bad = [i + 1 for i, row in enumerate(rows) if len(row) != 2 or not all(r.strip() for r in row)]
     if bad:
         raise DataUnavailableError(f"{path.name}: lines {bad[:5]} are not 'neutral<TAB>concept'")
-    return [r[0].strip() for r in rows], [r[1].strip() for r in rows]
+    rows = [(a.strip(), b.strip()) for a, b in rows]
+    keep = _not_about([a for a, _ in rows], concept)
+    return [a for a, _ in _keep(rows, keep)], [b for _, b in _keep(rows, keep)]
+
+
+def _not_about(texts: list[str], concept: str) -> list[bool]:
+    """Which texts the concept's lexicon does not match (a neutral source must not already be
+    about the concept: ``neutral.txt`` mentions a doctor and an email, for instance)."""
+    return [not hit for hit in is_about(texts, concept)]
+
+
+def _keep(rows: list, keep: list[bool]) -> list:
+    return [row for row, k in zip(rows, keep, strict=True) if k]
 
 
 def concept_names() -> list[str]:
@@ -177,5 +189,6 @@ def load_builtin(name: str) -> tuple[list[str], list[str]]:
         if paired:
             return concept_pairs(concept)
         source = read_lines(DATA_DIR / "neutral.txt")
-        return source, read_lines(DATA_DIR / f"concept_{concept}.txt")
+        return (_keep(source, _not_about(source, concept)),
+                read_lines(DATA_DIR / f"concept_{concept}.txt"))
     raise DataUnavailableError(f"unknown built-in data {name!r}; use one of {builtin_names()}")

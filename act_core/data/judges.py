@@ -37,6 +37,30 @@ CONCEPT_LEXICONS: dict[str, tuple[str, ...]] = {
         "black hole", "astronomer", "astronomers", "telescopes", "spaceport", "supernova",
         "meteor", "meteors", "pluto", "deep space", "mission control",
     ),
+    # computers and medicine were added on 2026-12-02, their lexicons written before any
+    # continuation was generated for them (words common in stories, such as "screen",
+    # "mouse", "robot", "code", "medicine" or "ill", are left out)
+    "computers": (
+        "computer", "computers", "laptop", "laptops", "software", "internet", "website",
+        "websites", "smartphone", "smartphones", "keyboard", "keyboards", "programmer",
+        "programmers", "programming", "app", "apps", "email", "emails", "online", "digital",
+        "algorithm", "algorithms", "database", "databases", "wifi", "wi-fi", "download",
+        "downloaded", "downloads", "password", "passwords", "browser", "server", "servers",
+        "processor", "hard drive", "operating system", "spreadsheet", "coding", "source code",
+        "cybersecurity", "hacker", "hackers", "artificial intelligence", "video game",
+        "video games", "social media", "usb", "router", "chatbot", "data", "technology",
+        "microchip", "silicon",
+    ),
+    "medicine": (
+        "doctor", "doctors", "hospital", "hospitals", "nurse", "nurses", "patient", "patients",
+        "disease", "diseases", "symptom", "symptoms", "vaccine", "vaccines", "surgery",
+        "surgeon", "surgeons", "diagnosis", "diagnosed", "treatment", "treatments", "clinic",
+        "clinics", "prescription", "prescribed", "antibiotic", "antibiotics", "infection",
+        "infections", "blood pressure", "diabetes", "cancer", "therapy", "pharmacy",
+        "pharmacist", "virus", "bacteria", "immune system", "x-ray", "medication",
+        "medications", "physician", "physicians", "health care", "healthcare", "medical",
+        "chronic", "vaccination",
+    ),
 }
 
 
