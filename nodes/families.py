@@ -30,6 +30,9 @@ _UNET = {
     # the norms plus where the prompt enters the image features: removes a prompt-named object
     # at strength 1 where the norms alone need about 1.25 (toy world, docs/results_toyworld.md)
     "norms + cross-attention outputs": ("norms", r"re:.*transformer_blocks\.\d+\.attn2\.to_out\.0"),
+    # only where the prompt enters: adds a style that the model draws from the prompt's
+    # global code (toy world: stripes at strength 1, docs/results_toyworld.md)
+    "cross-attention outputs": (r"re:.*transformer_blocks\.\d+\.attn2\.to_out\.0",),
     "transformer norms": (r"re:.*transformer_blocks\.\d+\.norm[123]",),
     "attention outputs": (r"re:.*transformer_blocks\.\d+\.attn[12]\.to_out\.0",),
     "resblock norms": (r"re:.*\.(in_layers|out_layers)\.0",),

@@ -262,10 +262,12 @@ class ActLearnTransport(IO.ComfyNode):
                 IO.Combo.Input("sites", options=SITE_CHOICES, default="auto",
                                tooltip="Where to intervene. auto = the reference choice for "
                                        "the model (every norm layer of a UNet; block outputs "
-                                       "of Flux/SD3). For removing something the prompts "
-                                       "name (concept negation) on a UNet, 'norms + "
-                                       "cross-attention outputs' is stronger at the same "
-                                       "strength. custom = the pattern below."),
+                                       "of Flux/SD3). On a UNet, 'cross-attention outputs' "
+                                       "(where the prompt enters) adds a style the model "
+                                       "draws from the whole prompt, and 'norms + "
+                                       "cross-attention outputs' removes something the "
+                                       "prompts name; both are stronger than the norms at "
+                                       "the same strength. custom = the pattern below."),
                 IO.String.Input("pattern", default="", advanced=True,
                                 tooltip="For sites = custom: comma-separated module-name "
                                         "globs or 're:' regexes, optionally ':index' for "

@@ -248,15 +248,19 @@ def test_strength_one_changes_the_samples(tiny, maps, nodes, baseline):
     assert not torch.allclose(out, baseline, rtol=1e-3, atol=1e-3)
 
 
-@pytest.mark.parametrize("tiny", ["sdxl"], indirect=True)  # a UNet preset
-def test_the_cross_attention_preset_adds_the_attention_outputs(tiny, nodes, baseline):
-    """The UNet preset for negation: every norm plus every cross-attention output projection."""
-    preset = "norms + cross-attention outputs"
+@pytest.mark.parametrize("tiny", ["sdxl"], indirect=True)  # UNet presets
+@pytest.mark.parametrize("preset, with_norms", [("norms + cross-attention outputs", True),
+                                                ("cross-attention outputs", False)])
+def test_the_cross_attention_presets_hook_the_attention_outputs(tiny, nodes, baseline, preset,
+                                                                with_norms):
+    """The UNet presets for negation (every norm plus every cross-attention output projection)
+    and for a style drawn from the prompt (the cross-attention output projections only)."""
     maps = nodes.learn.learn_maps(tiny.model, tiny.source, tiny.target, sites=preset,
                                   support="unbounded", latent={"samples": tiny.latent}, seed=3)
     attn = {name: (m.out_features, "tokens")
             for name, m in tiny.diffusion_model.named_modules() if name.endswith("attn2.to_out.0")}
-    assert attn and {site: (m.dim, m.mode) for site, m in maps.items()} == {**tiny.sites, **attn}
+    expected = {**tiny.sites, **attn} if with_norms else attn
+    assert attn and {site: (m.dim, m.mode) for site, m in maps.items()} == expected
     patched = nodes.apply.patch_model(tiny.model, maps, 1.0)
     with _probe(tiny.diffusion_model) as seen:
         _sample(patched, tiny)

@@ -1,4 +1,4 @@
-"""Train the toy-world text-to-image checkpoint, ``act_toyworld_sd15.safetensors``.
+"""Train stage 1 of the toy-world text-to-image checkpoint (``toyworld.train_global`` is stage 2).
 
 The file is an ordinary SD1.5 checkpoint that ComfyUI's stock CheckpointLoaderSimple loads:
 - UNet: ComfyUI's own ``UNetModel`` with SD1.5's width (320 channels, 768-d context) and one
@@ -165,18 +165,24 @@ def sd15_alphas_cumprod() -> torch.Tensor:
     return torch.cumprod(1 - betas, 0).float()
 
 
-def train_unet(latents, conds, scene_idx, uncond, steps, seed, batch=16, lr=4e-4):
-    """eps-prediction training on (latent, prompt) pairs with 10% unconditional dropout."""
-    unet = build_unet(seed)
+def train_unet(latents, conds, scene_idx, uncond, steps, seed, batch=16, lr=4e-4,
+               unet=None, trainable=None, warmup=100):
+    """eps-prediction training on (latent, prompt) pairs with 10% unconditional dropout.
+
+    A fresh UNet from ``seed`` unless ``unet`` is given; ``trainable(name)`` picks the
+    parameters the optimiser updates (default: all). Returns the EMA of the weights.
+    """
+    unet = unet if unet is not None else build_unet(seed)
+    params = [p for n, p in unet.named_parameters() if trainable is None or trainable(n)]
     ema = {k: v.detach().clone() for k, v in unet.state_dict().items()}
-    opt = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=0.01)
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
     acp = sd15_alphas_cumprod()
     gen = torch.Generator().manual_seed(seed + 2)
     idx = torch.tensor(scene_idx)
     t0 = time.time()
     for step in range(steps):
         for g in opt.param_groups:
-            g["lr"] = _cosine_lr(step, steps, lr, 100)
+            g["lr"] = _cosine_lr(step, steps, lr, warmup)
         pick = torch.randint(0, len(latents), (batch,), generator=gen)
         x0 = latents[pick]
         ctx = conds[idx[pick]].clone()
@@ -189,7 +195,7 @@ def train_unet(latents, conds, scene_idx, uncond, steps, seed, batch=16, lr=4e-4
         loss = torch.nn.functional.mse_loss(unet(xt, t.float(), context=ctx), noise)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         decay = min(0.999, (1 + step) / (10 + step))
         with torch.no_grad():
@@ -238,7 +244,7 @@ def save_checkpoint(sd: dict[str, torch.Tensor], path: Path, info: dict) -> str:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--out", type=Path,
-                    default=Path("models/checkpoints/act_toyworld_sd15.safetensors"))
+                    default=Path("models/checkpoints/act_toyworld_sd15_stage1.safetensors"))
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--vae-steps", type=int, default=1500)
     ap.add_argument("--unet-steps", type=int, default=2400)
