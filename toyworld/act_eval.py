@@ -21,13 +21,15 @@ from .evaluate import save_grid
 from .metrics import read_image
 from .render import COLOURS, SHAPES, STYLES, Scene
 
-__all__ = ["Experiment", "EXPERIMENTS", "NEGATION_SITES", "fit_combos", "heldout_combos",
-           "run_experiment"]
+__all__ = ["Experiment", "EXPERIMENTS", "NEGATION_SITES", "STYLE_SITES", "fit_combos",
+           "heldout_combos", "run_experiment"]
 
 CKPT = "act_toyworld_sd15.safetensors"
 STRENGTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
 # the site preset for removing the dot: the norms alone need strength 1.25 (results_toyworld.md)
 NEGATION_SITES = "norms + cross-attention outputs"
+# the site preset for adding stripes: where the prompt's global code enters the UNet
+STYLE_SITES = "cross-attention outputs"
 
 
 def fit_combos() -> list[tuple[str, str]]:
@@ -59,7 +61,7 @@ def style_experiment(style: str = "striped") -> Experiment:
         source=[Scene(c, s).prompt for c, s in fit],
         target=[Scene(c, s, style).prompt for c, s in fit],
         heldout=[Scene(c, s) for c, s in heldout_combos()],
-        support="unbounded", presence=style)
+        support="unbounded", presence=style, sites=STYLE_SITES)
 
 
 def negation_experiment() -> Experiment:

@@ -1,10 +1,11 @@
-"""``make demo``: render toy-world prompts through the real ComfyUI server and save a grid.
+"""``make demo``: render toy-world prompts through the real ComfyUI server and save grids.
 
 Starts ComfyUI 0.30 (CPU) on a free loopback port with this pack installed and the toy
 checkpoint in its models folder, runs the stock txt2img graph for a set of prompts, and writes a
-labelled grid PNG; then learns maps that remove the black dot with ActLearnTransport (prompts
-that ask for it -> the same prompts without it) and renders a held-out prompt that asks for the
-dot at λ = 0, 0.25, 0.5, 0.75, 1 with ActStrengthGrid.
+labelled grid PNG; then learns two sets of maps with ActLearnTransport and renders a held-out
+prompt at λ = 0, 0.25, 0.5, 0.75, 1 with ActStrengthGrid for each: maps that remove the black
+dot (prompts that ask for it -> the same prompts without it) and maps that add the striped style
+(plain prompts -> the same prompts with "striped").
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import logging
 import time
 from pathlib import Path
 
-from .act_eval import NEGATION_SITES, fit_combos, heldout_combos
+from .act_eval import NEGATION_SITES, STYLE_SITES, fit_combos, heldout_combos
 from .comfy_server import ComfyServer, txt2img_graph
 from .evaluate import save_grid
 from .render import Scene
@@ -37,17 +38,16 @@ def render_prompts(server: ComfyServer, prompts: list[str], seeds: int) -> list[
     return rows
 
 
-def strength_grid_graph(prompt: str, seed: int, seeds: int) -> dict:
-    """Learn to remove the black dot on some prompts, then a λ grid on a held-out prompt."""
+def strength_grid_graph(prompt: str, seed: int, seeds: int, source: list[str],
+                        target: list[str], sites: str) -> dict:
+    """Learn maps from ``source`` to ``target`` prompts, then a λ grid on ``prompt``."""
     g = txt2img_graph(prompt, seed=seed, batch=seeds, prefix="demo_act")
     del g["5"], g["6"], g["7"]
     g["learn"] = {"class_type": "ActLearnTransport", "inputs": {
-        "model": ["1", 0], "clip": ["1", 1],
-        "source_prompts": "\n".join(Scene(c, s, dot=True).prompt for c, s in fit_combos()),
-        "target_prompts": "\n".join(Scene(c, s).prompt for c, s in fit_combos()),
-        "sites": NEGATION_SITES, "pattern": "", "method": "linear_act", "support": "unbounded",
-        "incremental": True, "stages": 8, "collect_at": 0.0, "timestep_ranges": 1, "seed": 0,
-        "latent": ["4", 0]}}
+        "model": ["1", 0], "clip": ["1", 1], "source_prompts": "\n".join(source),
+        "target_prompts": "\n".join(target), "sites": sites, "pattern": "",
+        "method": "linear_act", "support": "unbounded", "incremental": True, "stages": 8,
+        "collect_at": 0.0, "timestep_ranges": 1, "seed": 0, "latent": ["4", 0]}}
     g["grid"] = {"class_type": "ActStrengthGrid", "inputs": {
         "model": ["1", 0], "maps": ["learn", 0], "positive": ["2", 0], "negative": ["3", 0],
         "latent_image": ["4", 0], "vae": ["1", 2], "strengths": "0, 0.25, 0.5, 0.75, 1",
@@ -71,15 +71,32 @@ def main(argv=None) -> None:
         save_grid(rows, DEMO_PROMPTS, path, col_labels=[f"seed {i}" for i in range(args.seeds)])
         logging.info("wrote %s (%d prompts x %d seeds, %.0f s)", path, len(rows), args.seeds,
                      time.time() - t0)
-        prompt = Scene(*heldout_combos()[-1], dot=True).prompt  # not among the learned ones
-        entry = server.run(strength_grid_graph(prompt, seed=7, seeds=args.seeds))
-        grid = server.images(entry, node_id="save")[0]
+        fit = fit_combos()
+        held = heldout_combos()[-1]  # not among the learned ones
+        grids = {
+            "demo_act_negation_grid.png": (
+                "maps that remove the dot", Scene(*held, dot=True).prompt,
+                [Scene(c, s, dot=True).prompt for c, s in fit],
+                [Scene(c, s).prompt for c, s in fit], NEGATION_SITES),
+            "demo_act_style_grid.png": (
+                "maps that add stripes", Scene(*held).prompt,
+                [Scene(c, s).prompt for c, s in fit],
+                [Scene(c, s, "striped").prompt for c, s in fit], STYLE_SITES),
+        }
+        for name, (what, prompt, source, target, sites) in grids.items():
+            entry = server.run(strength_grid_graph(prompt, 7, args.seeds, source, target, sites))
+            grid = server.images(entry, node_id="save")[0]
+            path = (args.out / name).resolve()
+            _save_png(grid, path)
+            logging.info("wrote %s: '%s' with %s, at λ = 0 ... 1 (rows: seeds) (%.0f s)",
+                         path, prompt, what, time.time() - t0)
+
+
+def _save_png(image, path: Path) -> None:
     from PIL import Image
 
-    act_path = (args.out / "demo_act_strength_grid.png").resolve()
-    Image.fromarray(grid).save(act_path)
-    logging.info("wrote %s: '%s' with maps that remove the dot, at λ = 0 ... 1 (rows: seeds) "
-                 "(%.0f s)", act_path, prompt, time.time() - t0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image).save(path)
 
 
 if __name__ == "__main__":

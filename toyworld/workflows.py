@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from .act_eval import NEGATION_SITES
+from .act_eval import NEGATION_SITES, STYLE_SITES
 from .checkpoint import CHECKPOINT_NAME, checkpoint_path
 from .comfy_server import ROOT, ComfyServer
 from .example_maps import STRIPED_MAP, install_example_maps
@@ -80,14 +80,16 @@ def style_intensity() -> WorkflowSpec:
         "Style intensity with AcT (toy checkpoint act_toyworld_sd15).\n\n"
         "AcT Learn Transport compares the model's activations on plain prompts (source) with "
         "the same prompts in the 'striped' style (target) and fits one small transport map per "
-        "unit. Support 'unbounded' suits adding a style.\n\nThe strength grid draws a prompt "
+        "unit. Sites 'cross-attention outputs': where the prompt enters the image features "
+        "(this model draws its style from the whole prompt, as one code for the image). "
+        "Support 'unbounded' suits adding a style.\n\nThe strength grid draws a prompt "
         "that was NOT used for learning ('a yellow triangle') at strengths 0 to 1; the bottom "
         "row applies strength 0.5 through a normal KSampler. AcT Save Maps writes "
         "models/act_maps/act/toyworld_striped_00001.safetensors for AcT Load Maps."))
     learn = wf.add("ActLearnTransport", (420, 0), model=ckpt.out("MODEL"), clip=ckpt.out("CLIP"),
                    latent=latent.out("LATENT"), source_prompts="\n".join(PLAIN),
                    target_prompts="\n".join(p.replace("a ", "a striped ", 1) for p in PLAIN),
-                   support="unbounded", seed=0)
+                   sites=STYLE_SITES, support="unbounded", seed=0)
     wf.add("ActSaveMaps", (420, 460), maps=learn.out("maps"),
            filename_prefix="act/toyworld_striped")
     pos, neg = _prompts(wf, ckpt, "a yellow triangle", 0, 300)
