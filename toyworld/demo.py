@@ -15,7 +15,7 @@ import logging
 import time
 from pathlib import Path
 
-from .act_eval import NEGATION_SITES, STYLE_SITES, fit_combos, heldout_combos
+from .act_eval import NEGATION_SITES, fit_combos, heldout_combos, style_experiment
 from .comfy_server import ComfyServer, txt2img_graph
 from .evaluate import save_grid
 from .render import Scene
@@ -73,15 +73,15 @@ def main(argv=None) -> None:
                      time.time() - t0)
         fit = fit_combos()
         held = heldout_combos()[-1]  # not among the learned ones
+        style = style_experiment()  # the same plain -> striped prompts and sites as act_eval
         grids = {
             "demo_act_negation_grid.png": (
                 "maps that remove the dot", Scene(*held, dot=True).prompt,
                 [Scene(c, s, dot=True).prompt for c, s in fit],
                 [Scene(c, s).prompt for c, s in fit], NEGATION_SITES),
             "demo_act_style_grid.png": (
-                "maps that add stripes", Scene(*held).prompt,
-                [Scene(c, s).prompt for c, s in fit],
-                [Scene(c, s, "striped").prompt for c, s in fit], STYLE_SITES),
+                "maps that add stripes", style.heldout[-1].prompt, style.source, style.target,
+                style.sites),
         }
         for name, (what, prompt, source, target, sites) in grids.items():
             entry = server.run(strength_grid_graph(prompt, 7, args.seeds, source, target, sites))

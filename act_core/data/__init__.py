@@ -135,8 +135,8 @@ def concept_pairs(concept: str) -> tuple[list[str], list[str]]:
     if bad:
         raise DataUnavailableError(f"{path.name}: lines {bad[:5]} are not 'neutral<TAB>concept'")
     rows = [(a.strip(), b.strip()) for a, b in rows]
-    keep = _not_about([a for a, _ in rows], concept)
-    return [a for a, _ in _keep(rows, keep)], [b for _, b in _keep(rows, keep)]
+    kept = _keep(rows, _not_about([a for a, _ in rows], concept))
+    return [a for a, _ in kept], [b for _, b in kept]
 
 
 def _not_about(texts: list[str], concept: str) -> list[bool]:
