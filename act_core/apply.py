@@ -18,10 +18,14 @@ from .sites import Site, find_module, read_output, write_output
 from .support import SupportLike, parse_support, support_bounds
 from .transport import StrengthLike, check_strength, transport, transport_channels
 
-__all__ = ["StrengthSource", "apply_transport", "transport_output"]
+__all__ = ["KeepTokens", "StrengthSource", "apply_transport", "transport_output"]
 
 #: A strength, or a zero-argument callable evaluated at every hook call (for schedules).
 StrengthSource = StrengthLike | Callable[[], StrengthLike]
+
+#: A zero-argument callable evaluated at every hook call of a ``tokens`` site whose output is
+#: (B, T, D): a (B, T) bool tensor of the tokens to leave unchanged, or None for none.
+KeepTokens = Callable[[], "torch.Tensor | None"]
 
 
 def transport_output(x: torch.Tensor, tmap: TransportMap, strength: StrengthLike,
@@ -52,8 +56,9 @@ class _SiteHook:
     """Forward hook of one site; caches the map per device (a copy, never the shared map)."""
 
     def __init__(self, site: Site, tmap: TransportMap, strength: StrengthSource,
-                 support: SupportLike) -> None:
+                 support: SupportLike, keep_tokens: KeepTokens | None = None) -> None:
         self.site, self.tmap, self.strength, self.support = site, tmap, strength, support
+        self.keep_tokens = keep_tokens
         self._moved: dict[torch.device, TransportMap] = {}
 
     def __call__(self, module: nn.Module, args: object, output: object) -> object | None:
@@ -68,13 +73,17 @@ class _SiteHook:
         y = transport_output(x, tmap, strength, self.support, str(self.site))
         if y is x:
             return None
+        if self.keep_tokens is not None and tmap.mode == "tokens" and x.ndim == 3:
+            keep = self.keep_tokens()
+            if keep is not None and tuple(keep.shape) == tuple(x.shape[:2]):
+                y = torch.where(keep.to(x.device).unsqueeze(-1), x, y)
         return y if whole else write_output(output, self.site, y)
 
 
 @contextmanager
 def apply_transport(model: nn.Module, maps: Mapping[str, TransportMap],
-                    strength: StrengthSource = 1.0, support: SupportLike = "minmax"
-                    ) -> Iterator[None]:
+                    strength: StrengthSource = 1.0, support: SupportLike = "minmax",
+                    keep_tokens: KeepTokens | None = None) -> Iterator[None]:
     """Transport the outputs of the maps' sites during forward passes run inside the context.
 
     Parameters
@@ -87,6 +96,10 @@ def apply_transport(model: nn.Module, maps: Mapping[str, TransportMap],
         hook call and may return a float or a (B,) tensor (timestep schedules, CFG halves).
     support : str, tuple or Support
         ``"minmax"`` (default), ``"unbounded"`` or a quantile support such as ``"q0.05-0.95"``.
+    keep_tokens : callable, optional
+        Returns, at every hook call, a (B, T) bool tensor of the tokens that pass unchanged
+        through every (B, T, D) ``tokens`` site (or None). Language models use it to leave each
+        sequence's first token alone (:func:`act_core.hf.first_token_mask`).
 
     Raises
     ------
@@ -118,7 +131,8 @@ def apply_transport(model: nn.Module, maps: Mapping[str, TransportMap],
     handles = []
     try:
         for site, module, tmap in installs:
-            handles.append(module.register_forward_hook(_SiteHook(site, tmap, strength, support)))
+            handles.append(module.register_forward_hook(_SiteHook(site, tmap, strength, support,
+                                                                    keep_tokens)))
         yield
     finally:
         for handle in handles:

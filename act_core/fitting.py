@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from .apply import StrengthSource, apply_transport
+from .apply import KeepTokens, StrengthSource, apply_transport
 from .errors import FitError
 from .estimators import ESTIMATORS, fit_many
 from .maps import TransportMap
@@ -82,7 +82,8 @@ def fit_sites(model: nn.Module, sites: Sequence[Site | str], run_source: RunFn,
               stages: int | None = None, support_for_incremental: SupportLike = "minmax",
               strength_for_incremental: StrengthSource = 1.0,
               progress: Callable[[int, int], None] | None = None,
-              device: torch.device | str = "cpu", **options: float) -> dict[str, TransportMap]:
+              device: torch.device | str = "cpu", keep_tokens: KeepTokens | None = None,
+              **options: float) -> dict[str, TransportMap]:
     """Record source and target activations at ``sites`` and fit one map per site.
 
     Parameters
@@ -107,6 +108,9 @@ def fit_sites(model: nn.Module, sites: Sequence[Site | str], run_source: RunFn,
         Called after every forward pass; ``total`` is the number of passes.
     device : device
         Where pooled activations are kept and maps are fitted.
+    keep_tokens : callable, optional
+        Tokens the earlier stages' maps leave unchanged during incremental fitting (see
+        :func:`~act_core.apply.apply_transport`).
     **options
         Passed to the estimator (e.g. ``eps``).
 
@@ -133,7 +137,7 @@ def fit_sites(model: nn.Module, sites: Sequence[Site | str], run_source: RunFn,
     maps: dict[str, TransportMap] = {}
     for done, group in enumerate(split_stages(order, stages), start=2):
         with apply_transport(model, dict(maps), strength_for_incremental,
-                             support_for_incremental):
+                             support_for_incremental, keep_tokens):
             source, _ = _record(model, [by_key[key] for key in group], run_source, device,
                                 "source")
         maps.update(_fit_group(group, source, target, layouts, method, options))

@@ -12,6 +12,14 @@ strings into batched, padded forward passes and records the model hint in the ma
 
 Every example contributes one vector per site: the mean over its non-padding tokens (the
 recorder's ``token_mask`` is set to the batch's attention mask). Transformers is imported lazily.
+
+**The first token.** Causal LMs park huge values on each sequence's first token (an "attention
+sink": on SmolLM2 a feed-forward output reaches 22,000 there, against about 6 on any other
+token). A mean over tokens is then dominated by ``x_0 / length``, and a map fitted on such means
+scales that outlier at apply time. ``skip_first_token=True`` (``fit_lm``, ``record_texts``,
+``run_texts``) pools over the other tokens only, and :func:`steering` then leaves each
+sequence's first token unchanged; the choice is stored in the map file (``SKIP_FIRST_TOKEN``
+in its extra metadata) and read back by :func:`steering`.
 """
 
 from __future__ import annotations
@@ -35,8 +43,10 @@ from act_core.record import Recorder, record_activations
 from act_core.sites import Site, resolve_sites
 
 __all__ = [
+    "SKIP_FIRST_TOKEN",
     "check_model_hint",
     "detect_family",
+    "first_token_mask",
     "fit_lm",
     "load_causal_lm",
     "load_lm_maps",
@@ -47,10 +57,14 @@ __all__ = [
     "record_texts",
     "run_texts",
     "save_lm_maps",
+    "skips_first_token",
     "steering",
 ]
 
 log = logging.getLogger(__name__)
+
+#: Key of the map file's extra metadata that records ``skip_first_token`` fitting.
+SKIP_FIRST_TOKEN = "skip_first_token"
 
 
 def progress_bar(iterable: Any, total: int | None = None, desc: str = "", enabled: bool = False):
@@ -76,11 +90,12 @@ def _batches(texts: Sequence[str], batch_size: int) -> list[list[str]]:
 @torch.inference_mode()
 def run_texts(model: Any, tokenizer: Any, texts: Sequence[str], recorder: Recorder | None = None,
               *, batch_size: int = 16, max_length: int = 64, progress: bool = False,
-              desc: str = "forward") -> None:
+              desc: str = "forward", skip_first_token: bool = False) -> None:
     """Run the forward pass over ``texts`` in right-padded batches.
 
     When ``recorder`` is given its ``token_mask`` is set to each batch's attention mask (B, T),
-    so that padding tokens are not pooled.
+    so that padding tokens are not pooled; with ``skip_first_token`` each text's first token is
+    not pooled either (kept for a text of one token, which has no other).
     """
     device = next(model.parameters()).device
     batches = _batches(texts, batch_size)
@@ -88,7 +103,11 @@ def run_texts(model: Any, tokenizer: Any, texts: Sequence[str], recorder: Record
         enc = tokenizer(batch, return_tensors="pt", padding=True, truncation=True,
                         max_length=max_length, padding_side="right").to(device)
         if recorder is not None:
-            recorder.token_mask = enc["attention_mask"]  # (B, T)
+            mask = enc["attention_mask"]  # (B, T), right padding: column 0 is the first token
+            if skip_first_token and mask.shape[1] > 1:
+                mask = mask.clone()
+                mask[:, 0] = (mask[:, 1] == 0).to(mask.dtype)
+            recorder.token_mask = mask
         model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], use_cache=False)
 
 
@@ -104,8 +123,8 @@ def record_texts(model: Any, tokenizer: Any, texts: Sequence[str],
 def fit_lm(model: Any, tokenizer: Any, source_texts: Sequence[str], target_texts: Sequence[str],
            sites: str | Sequence[str] = "attn_out", *, method: str = "linear_act",
            incremental: bool = True, stages: int | None = None, batch_size: int = 16,
-           max_length: int = 64, progress: bool | Callable[[int, int], None] = False
-           ) -> dict[str, TransportMap]:
+           max_length: int = 64, progress: bool | Callable[[int, int], None] = False,
+           skip_first_token: bool = False) -> dict[str, TransportMap]:
     """Fit one map per site carrying source-text activations onto target-text activations.
 
     Parameters
@@ -125,21 +144,29 @@ def fit_lm(model: Any, tokenizer: Any, source_texts: Sequence[str], target_texts
         source passes (None: one pass per site, the paper's procedure).
     progress : bool or callable(done, total)
         True shows a progress bar over the forward passes (tqdm); a callable is called instead.
+    skip_first_token : bool
+        Pool each text over its tokens after the first (see the module notes); during
+        incremental fitting the earlier maps then leave the first token unchanged, as
+        :func:`steering` will. Save with ``save_lm_maps(..., skip_first_token=True)``.
 
     Returns
     -------
     dict of site -> TransportMap (each of width D = the site's output width), forward order.
     """
     resolved = lm_sites(model, sites)
-    options = {"batch_size": batch_size, "max_length": max_length}
+    options = {"batch_size": batch_size, "max_length": max_length,
+               "skip_first_token": skip_first_token}
 
     def run(texts: Sequence[str]):
         return lambda recorder: run_texts(model, tokenizer, texts, recorder, **options)
 
     callback = _pass_bar() if progress is True else (progress or None)
+    tracking = first_token_mask(model) if skip_first_token else nullcontext()
     try:
-        return fit_sites(model, resolved, run(source_texts), run(target_texts), method=method,
-                         incremental=incremental, stages=stages, progress=callback)
+        with tracking as keep:
+            return fit_sites(model, resolved, run(source_texts), run(target_texts),
+                             method=method, incremental=incremental, stages=stages,
+                             progress=callback, keep_tokens=keep)
     finally:
         getattr(callback, "close", lambda: None)()
 
@@ -166,13 +193,95 @@ class _pass_bar:  # noqa: N801 - used like a function
 def save_lm_maps(path: Any, maps: Mapping[str, TransportMap], model: Any, *,
                  source_texts: Sequence[str] | None = None,
                  target_texts: Sequence[str] | None = None,
-                 metadata: Mapping[str, Any] | None = None, support: str = "minmax") -> Any:
-    """Save maps with the model hint (:func:`model_hint`) so another model is refused on load."""
+                 metadata: Mapping[str, Any] | None = None, support: str = "minmax",
+                 skip_first_token: bool | None = None) -> Any:
+    """Save maps with the model hint (:func:`model_hint`) so another model is refused on load.
+
+    ``skip_first_token`` records how the maps were fitted (:func:`fit_lm`), under
+    :data:`SKIP_FIRST_TOKEN` in the extra metadata, so that :func:`steering` applies them the
+    same way; None keeps what ``metadata`` or a loaded MapSet already says.
+    """
     digest = None
     if source_texts is not None and target_texts is not None:
         digest = prompt_hash(source_texts, target_texts)
+    if skip_first_token is not None:
+        if metadata is None and isinstance(maps, MapSet):
+            metadata = maps.metadata.get("extra")
+        metadata = {**(metadata or {}), SKIP_FIRST_TOKEN: bool(skip_first_token)}
     return save_maps(path, maps, metadata, model=model_hint(model), prompt_hash=digest,
                      support=support)
+
+
+def skips_first_token(maps: Mapping[str, TransportMap] | None) -> bool:
+    """Whether a loaded map file was fitted with ``skip_first_token`` (False for plain dicts)."""
+    if not isinstance(maps, MapSet):
+        return False
+    return bool((maps.metadata.get("extra") or {}).get(SKIP_FIRST_TOKEN, False))
+
+
+def _cached_length(kwargs: dict) -> int:
+    """Tokens already in the KV cache of a forward call (0 without a cache)."""
+    past = kwargs.get("past_key_values")
+    if hasattr(past, "get_seq_length"):
+        return int(past.get_seq_length())
+    if isinstance(past, (tuple, list)) and past and isinstance(past[0], (tuple, list)):
+        return int(past[0][0].shape[-2])  # legacy (key, value) tuples, (B, H, T, d)
+    cache_position = kwargs.get("cache_position")
+    if isinstance(cache_position, torch.Tensor) and cache_position.numel() > 0:
+        return int(cache_position.reshape(-1)[0])
+    return 0
+
+
+class _FirstTokens:
+    """Forward pre-hook of a causal LM: where each sequence's first token is in this call."""
+
+    def __init__(self) -> None:
+        self.mask: torch.Tensor | None = None
+
+    def __call__(self, module: Any, args: tuple, kwargs: dict) -> None:
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        if ids is None:
+            ids = kwargs.get("inputs_embeds")
+        if ids is None:
+            self.mask = None
+            return
+        batch, length = ids.shape[0], ids.shape[1]
+        attention = kwargs.get("attention_mask")
+        if isinstance(attention, torch.Tensor) and attention.ndim == 2:
+            # the mask covers the cached tokens too; its first 1 is the first real token
+            first = attention.to(torch.int8).argmax(dim=1) - (attention.shape[1] - length)
+        else:  # no padding: the first token is at cache position 0
+            first = torch.full((batch,), -_cached_length(kwargs), dtype=torch.long,
+                               device=ids.device)
+        inside = (first >= 0) & (first < length)
+        if not bool(inside.any()):
+            self.mask = None
+            return
+        mask = torch.zeros(batch, length, dtype=torch.bool, device=ids.device)
+        rows = torch.nonzero(inside).reshape(-1)
+        mask[rows, first[rows]] = True
+        self.mask = mask
+
+    def get(self) -> torch.Tensor | None:
+        return self.mask
+
+
+@contextmanager
+def first_token_mask(model: Any) -> Iterator[Callable[[], torch.Tensor | None]]:
+    """Track each sequence's first token across the model's forward calls.
+
+    Yields a callable for :func:`act_core.apply.apply_transport`'s ``keep_tokens``: it returns
+    a (B, T) bool mask of the first (non-padding) token of every sequence in the current call,
+    or None when the call holds none (decoding steps with a cache). Works with left or right
+    padding: the position is read from the attention mask, which covers cached tokens too.
+    The pre-hook is removed when the context exits.
+    """
+    tracker = _FirstTokens()
+    handle = model.register_forward_pre_hook(tracker, with_kwargs=True)
+    try:
+        yield tracker.get
+    finally:
+        handle.remove()
 
 
 def check_model_hint(maps: Mapping[str, TransportMap], model: Any) -> None:
@@ -224,8 +333,17 @@ def load_lm_maps(path: Any, model: Any | None = None) -> MapSet:
 
 @contextmanager
 def steering(model: Any, maps: Mapping[str, TransportMap] | None, strength: float = 1.0,
-             support: str = "minmax") -> Iterator[None]:
-    """Apply ``maps`` at ``strength`` inside the context (nothing when maps is empty or None)."""
-    ctx = apply_transport(model, maps, strength, support) if maps else nullcontext()
-    with ctx:
+             support: str = "minmax", skip_first_token: bool | None = None) -> Iterator[None]:
+    """Apply ``maps`` at ``strength`` inside the context (nothing when maps is empty or None).
+
+    ``skip_first_token`` leaves each sequence's first token unchanged; None (default) does
+    what the map file records (:func:`skips_first_token`), False for maps not from a file.
+    """
+    if not maps:
         yield
+        return
+    if skip_first_token is None:
+        skip_first_token = skips_first_token(maps)
+    with first_token_mask(model) if skip_first_token else nullcontext() as keep:
+        with apply_transport(model, maps, strength, support, keep_tokens=keep):
+            yield

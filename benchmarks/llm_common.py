@@ -54,15 +54,17 @@ def _presets(sites: str | Sequence[str]) -> str | list[str]:
 
 def fit_or_load(model, tokenizer, data_name: str, source: Sequence[str], target: Sequence[str],
                 method: str, sites: str | Sequence[str], stages: int | None = None, *,
-                incremental: bool = True, tag: str | None = None) -> MapSet:
+                incremental: bool = True, tag: str | None = None,
+                skip_first_token: bool = False) -> MapSet:
     """Fit maps (or load them from the cache when the same texts were fitted before).
 
     ``sites`` is a preset, presets joined by ``+`` (their union, e.g. ``post_norms+mlp_out``),
     or a list of site names (then ``tag`` names it in the cache file);
-    ``incremental=False`` fits all at once (``stages`` is then ignored).
+    ``incremental=False`` fits all at once (``stages`` is then ignored);
+    ``skip_first_token`` pools over each text's tokens after the first (``hf.fit_lm``).
     """
     name = data_name.replace(":", "-")
-    fitting = f"s{stages}" if incremental else "once"
+    fitting = (f"s{stages}" if incremental else "once") + ("_skip1" if skip_first_token else "")
     sites_tag = tag or (sites if isinstance(sites, str) else f"{len(sites)}sites")
     path = cache_dir() / "llm_maps" / f"{name}_{method}_{sites_tag}_{fitting}.safetensors"
     if path.exists():
@@ -73,26 +75,29 @@ def fit_or_load(model, tokenizer, data_name: str, source: Sequence[str], target:
     path.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     maps = hf.fit_lm(model, tokenizer, source, target, _presets(sites), method=method,
-                     stages=stages, incremental=incremental)
+                     stages=stages, incremental=incremental, skip_first_token=skip_first_token)
     log.info("fitted %s/%s on %d+%d texts at %d sites in %.0f s", data_name, method,
              len(source), len(target), len(maps), time.perf_counter() - start)
     hf.save_lm_maps(path, maps, model, source_texts=source, target_texts=target,
                     metadata={"data": data_name, "sites": sites_tag, "stages": stages,
-                              "incremental": incremental})
+                              "incremental": incremental}, skip_first_token=skip_first_token)
     return hf.load_lm_maps(path, model)
 
 
 def fit_all_at_once(model, tokenizer, data_name: str, source: Sequence[str],
-                    target: Sequence[str], methods: Sequence[str], sites: str) -> dict:
+                    target: Sequence[str], methods: Sequence[str], sites: str, *,
+                    skip_first_token: bool = False) -> dict:
     """Maps of several estimators from ONE recording of the source and target activations.
 
     All-at-once fitting (no incremental passes): every estimator sees the same samples, so the
     comparison between estimators is exact and the cost is two passes over the texts. Once the
     activations are recorded, every estimator of :data:`ALL_METHODS` is fitted and cached.
-    ``sites``: a preset, or presets joined by ``+`` (their union).
+    ``sites``: a preset, or presets joined by ``+`` (their union). ``skip_first_token``: as
+    :func:`fit_or_load`.
     """
     tag = data_name.replace(":", "-")
-    paths = {m: cache_dir() / "llm_maps" / f"{tag}_{m}_{sites}_once.safetensors"
+    once = "once_skip1" if skip_first_token else "once"
+    paths = {m: cache_dir() / "llm_maps" / f"{tag}_{m}_{sites}_{once}.safetensors"
              for m in (*methods, *ALL_METHODS)}
     digest = prompt_hash(source, target)
     out = {}
@@ -105,15 +110,18 @@ def fit_all_at_once(model, tokenizer, data_name: str, source: Sequence[str],
     if not missing:
         return out
     start = time.perf_counter()
-    src = hf.record_texts(model, tokenizer, source, _presets(sites))
-    tgt = hf.record_texts(model, tokenizer, target, _presets(sites))
+    src = hf.record_texts(model, tokenizer, source, _presets(sites),
+                          skip_first_token=skip_first_token)
+    tgt = hf.record_texts(model, tokenizer, target, _presets(sites),
+                          skip_first_token=skip_first_token)
     log.info("recorded %d+%d texts at %d sites in %.0f s", len(source), len(target), len(src),
              time.perf_counter() - start)
     for method in ALL_METHODS if set(missing) <= set(ALL_METHODS) else missing:
         maps = fit_many({site: (src[site], tgt[site]) for site in src}, method)
         paths[method].parent.mkdir(parents=True, exist_ok=True)
         hf.save_lm_maps(paths[method], maps, model, source_texts=source, target_texts=target,
-                        metadata={"data": data_name, "sites": sites, "incremental": False})
+                        metadata={"data": data_name, "sites": sites, "incremental": False},
+                        skip_first_token=skip_first_token)
         if method in methods:
             out[method] = hf.load_lm_maps(paths[method], model)
     return out

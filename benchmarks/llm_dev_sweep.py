@@ -66,6 +66,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--ppl-only", action="store_true", help="perplexity only, no generation")
     p.add_argument("--max-ppl-change", type=float, default=None,
                    help="skip generation for configurations above this perplexity change")
+    p.add_argument("--skip-first-token", action="store_true",
+                   help="pool each text over its tokens after the first, and leave the first "
+                   "token unchanged when steering (hf.fit_lm's skip_first_token)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--out", default=None)
     return p.parse_args(argv)
@@ -109,12 +112,12 @@ def fit_config(model, tokenizer, args, sites_spec: str, fit: str):
     if fit == "once":
         if isinstance(sites, str):
             return fit_all_at_once(model, tokenizer, name, source, target, [args.method],
-                                   sites)[args.method]
+                                   sites, skip_first_token=args.skip_first_token)[args.method]
         return fit_or_load(model, tokenizer, name, source, target, args.method, sites,
-                           incremental=False, tag=tag)
+                           incremental=False, tag=tag, skip_first_token=args.skip_first_token)
     stages = int(fit[3:]) if fit[3:] else None
     return fit_or_load(model, tokenizer, name, source, target, args.method, sites, stages,
-                       tag=tag)
+                       tag=tag, skip_first_token=args.skip_first_token)
 
 
 def measure(model, tokenizer, args, maps, strength, support) -> dict:

@@ -152,3 +152,63 @@ def test_fit_reports_progress_over_passes():
     hf.fit_lm(model, tokenizer, SOURCE, TARGET, "attn_out", progress=lambda d, n: calls.append(
         (d, n)))
     assert calls == [(1, 3), (2, 3), (3, 3)]  # 1 target pass + 1 source pass per site
+
+
+def test_skip_first_token_pools_the_other_tokens_only():
+    model, tokenizer = tiny_causal_lm("llama")
+    texts = ["one two", "three four five six", "x"]
+    rec = hf.record_texts(model, tokenizer, texts, ["model.norm"], batch_size=3,
+                          skip_first_token=True)["model.norm"]
+    for i, text in enumerate(texts):
+        enc = tokenizer([text], return_tensors="pt")
+        with torch.inference_mode():
+            hidden = model(**enc, output_hidden_states=True).hidden_states[-1][0]
+        expected = hidden[1:].mean(0) if hidden.shape[0] > 1 else hidden[0]  # one token: kept
+        torch.testing.assert_close(rec[i], expected, atol=1e-5, rtol=1e-5)
+
+
+def _first_token_logits(model, tokenizer, texts):
+    """Logits at each text's first real token, in a left-padded batch: (B, V)."""
+    enc = tokenizer(texts, return_tensors="pt", padding=True, padding_side="left")
+    with torch.inference_mode():
+        logits = model(**enc).logits
+    first = enc["attention_mask"].argmax(1)
+    return logits[torch.arange(len(texts)), first], logits[:, -1]
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_steering_leaves_the_first_token_alone_when_the_file_says_so(tmp_path, family):
+    model, tokenizer = tiny_causal_lm(family)
+    maps = hf.fit_lm(model, tokenizer, SOURCE, TARGET, "post_norms", stages=2,
+                     skip_first_token=True)
+    path = hf.save_lm_maps(tmp_path / "m.safetensors", maps, model, skip_first_token=True)
+    loaded = hf.load_lm_maps(path, model)
+    assert hf.skips_first_token(loaded) and not hf.skips_first_token(maps)
+    texts = ["a much longer prompt here", "hi there", "mid"]
+    base_first, base_last = _first_token_logits(model, tokenizer, texts)
+    with hf.steering(model, loaded, 1.0, "unbounded"):  # the file's choice
+        first, last = _first_token_logits(model, tokenizer, texts)
+    # a causal model's first position sees only itself: unchanged exactly when it is skipped
+    torch.testing.assert_close(first, base_first, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(last, base_last, atol=1e-3)
+    with hf.steering(model, loaded, 1.0, "unbounded", skip_first_token=False):
+        first, _ = _first_token_logits(model, tokenizer, texts)
+    assert not torch.allclose(first, base_first, atol=1e-3)
+
+
+def test_skip_first_token_generation_is_the_same_batched_and_alone():
+    model, tokenizer = tiny_causal_lm("llama")
+    maps = hf.fit_lm(model, tokenizer, SOURCE, TARGET, "post_norms", incremental=False,
+                     skip_first_token=True)
+    prompts = ["a longer prompt here", "hi", "medium one"]
+    options = {"max_new_tokens": 6, "do_sample": False}
+    batched = generate(model, tokenizer, prompts, maps, 2.0, "unbounded", batch_size=3,
+                       **options)
+    with hf.steering(model, maps, 2.0, "unbounded", skip_first_token=True):
+        skipped = generate(model, tokenizer, prompts, batch_size=3, **options)
+    alone = []
+    for prompt in prompts:
+        with hf.steering(model, maps, 2.0, "unbounded", skip_first_token=True):
+            alone += generate(model, tokenizer, [prompt], **options)
+    assert skipped == alone  # left padding puts the first token elsewhere in each row
+    assert skipped != batched  # a plain dict applies everywhere (skip_first_token is False)
