@@ -66,6 +66,10 @@ def _add_fit(sub) -> None:
                    help="fit every site from one pass (faster) instead of incrementally")
     p.add_argument("--stages", type=int, default=None,
                    help="incremental fitting in N stages of sites (default: one per site)")
+    p.add_argument("--skip-first-token", action="store_true",
+                   help="leave each text's first token out of fitting and unchanged when "
+                        "steering (the attention-sink token; recorded in the map file, which "
+                        "'act generate' reads)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-length", type=int, default=64, help="tokens per example (truncation)")
 
@@ -139,11 +143,11 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     maps = hf.fit_lm(model, tokenizer, source, target, sites, method=args.method,
                      incremental=not args.all_at_once, stages=args.stages,
                      batch_size=args.batch_size, max_length=args.max_length,
-                     progress=sys.stderr.isatty())
+                     progress=sys.stderr.isatty(), skip_first_token=args.skip_first_token)
     meta = {"data": name, "sites": args.sites, "incremental": not args.all_at_once,
             "stages": args.stages}
     hf.save_lm_maps(args.output, maps, model, source_texts=source, target_texts=target,
-                    metadata=meta)
+                    metadata=meta, skip_first_token=args.skip_first_token)
     print(f"wrote {len(maps)} maps ({args.method}) to {args.output}")
     return 0
 

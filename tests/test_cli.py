@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 pytest.importorskip("transformers")
 
@@ -57,6 +58,28 @@ def test_fit_info_generate_roundtrip(model_dir, texts, tmp_path, capsys):
     assert main(args + ["--maps", str(out), "--strength", "3", "--support", "unbounded"]) == 0
     steered = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["text"] for r in steered] != [r["text"] for r in plain]
+
+
+def test_fit_skip_first_token_is_recorded_for_generate(model_dir, texts, tmp_path, capsys):
+    from act_core import hf
+    from act_core.mapfile import load_maps
+
+    out = tmp_path / "skip.safetensors"
+    assert main(["fit", "--model", str(model_dir), "--source", str(texts / "src.txt"),
+                 "--target", str(texts / "tgt.txt"), "--sites", "mlp_out", "--all-at-once",
+                 "--skip-first-token", "-o", str(out)]) == 0
+    assert main(["info", str(out)]) == 0
+    assert '"skip_first_token": true' in capsys.readouterr().out
+    assert hf.skips_first_token(load_maps(out))
+    plain = tmp_path / "plain.safetensors"
+    assert main(["fit", "--model", str(model_dir), "--source", str(texts / "src.txt"),
+                 "--target", str(texts / "tgt.txt"), "--sites", "mlp_out", "--all-at-once",
+                 "-o", str(plain)]) == 0
+    assert not hf.skips_first_token(load_maps(plain))
+    # the two fits pool different tokens, so the maps differ
+    a, b = load_maps(out), load_maps(plain)
+    site = next(iter(a))
+    assert not torch.allclose(a[site].shift, b[site].shift)
 
 
 def test_sites_and_data_commands(model_dir, tmp_path, capsys):
