@@ -38,6 +38,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="incremental stages (default 6; 0: one per site)")
     p.add_argument("--all-at-once", action="store_true",
                    help="fit from one recording (2 passes) instead of incrementally")
+    p.add_argument("--skip-first-token", action="store_true",
+                   help="fit without each text's first token and leave it unchanged when "
+                        "steering (hf.fit_lm's skip_first_token)")
     p.add_argument("--max-new-tokens", type=int, default=32)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--ppl-texts", type=int, default=64)
@@ -57,10 +60,12 @@ def main(argv=None) -> dict:
         source, target = data.load_builtin(f"concept:{concept}")
         if args.all_at_once:
             maps = fit_all_at_once(model, tokenizer, f"concept:{concept}", source, target,
-                                   [args.method], args.sites)[args.method]
+                                   [args.method], args.sites,
+                                   skip_first_token=args.skip_first_token)[args.method]
         else:
             maps = fit_or_load(model, tokenizer, f"concept:{concept}", source, target,
-                               args.method, args.sites, args.stages or None)
+                               args.method, args.sites, args.stages or None,
+                               skip_first_token=args.skip_first_token)
         for strength in args.strengths:
             texts = generate(model, tokenizer, [args.prompt] * args.samples, maps, strength,
                              args.support, max_new_tokens=args.max_new_tokens, seed=args.seed,
