@@ -54,6 +54,9 @@ $PY benchmarks/llm_concepts.py --samples "$SAMPLES" --strengths 0 0.5 1 --ppl-te
 # The same with the dev choice of 2026-12-03: mlp_out, each text's first token skipped.
 $PY benchmarks/llm_concepts.py --sites mlp_out --skip-first-token --samples "$SAMPLES" \
   --strengths 0 0.5 1 --ppl-texts "$PPL" --out "$OUT/llm_concepts_mlp_skip1.json"
+# And with attn_out + mlp_out, first token skipped (the dev choice that followed).
+$PY benchmarks/llm_concepts.py --sites attn_out+mlp_out --skip-first-token --samples "$SAMPLES" \
+  --strengths 0 1 --ppl-texts "$PPL" --out "$OUT/llm_concepts_attn_mlp_skip1.json"
 # Overhead: maps on every norm site (61) vs none, alternating in one process.
 $PY benchmarks/llm_overhead.py --threads 1 --rounds 5 --new-tokens 32 \
   --out "$OUT/llm_overhead.json"
