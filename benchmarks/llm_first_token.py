@@ -3,8 +3,7 @@
 For every site of the given presets, records each text's tokens (no padding) and reports, per
 layer, the largest |activation| of the first token and of all the other tokens, and the standard
 deviation of the per-text means (what the fitting pools; the largest over the units) with and
-without the first token. The
-project's 100 neutral sentences are the texts by default.
+without the first token. The project's 100 neutral sentences are the texts by default.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/llm_first_token.py \
         --out benchmarks/results/llm_first_token.json
@@ -13,14 +12,11 @@ project's 100 neutral sentences are the texts by default.
 from __future__ import annotations
 
 import argparse
-import logging
 
 import torch
 from llm_common import finish, load_model, setup
 
 from act_core import data, hf
-
-log = logging.getLogger("benchmarks")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
