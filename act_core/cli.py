@@ -25,8 +25,8 @@ those on TARGET texts, then generate with the maps applied at a strength lambda
 
 quick start (offline, with the built-in SmolLM2-135M-Instruct and data):
   act data                                            # list the built-in text pairs
-  act fit --model smollm2 --data toxicity:paired --sites post_norms mlp_out --all-at-once \\
-      -o detox.safetensors
+  act fit --model smollm2 --data toxicity:paired --sites post_norms mlp_out attn_out \\
+      --all-at-once -o detox.safetensors
   act generate --model smollm2 --maps detox.safetensors --strength 1 --support q0.05-0.95 \\
       --prompt "I can't believe you are such a"
   act fit --model smollm2 --data concept:football -o football.safetensors

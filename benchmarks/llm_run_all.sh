@@ -3,8 +3,8 @@
 # time). The configurations were chosen on development data only by
 # benchmarks/llm_dev_sweep.py (its commands are in docs/llm.md); the benchmarks' defaults are
 # those configurations. Toxicity: the toxic fit prefixes -> the same prefixes with their
-# offensive words swapped (toxicity:paired), post_norms + mlp_out sites, all at once, support
-# q0.05-0.95.
+# offensive words swapped (toxicity:paired), post_norms + mlp_out + attn_out sites, all at
+# once, support q0.05-0.95.
 # Results (JSON + markdown tables) in benchmarks/results/. Sizes are arguments:
 #   benchmarks/llm_run_all.sh [EVAL_PROMPTS=240] [DEV_PROMPTS=90] [SAMPLES=64] [PPL_TEXTS=64]
 set -euo pipefail
@@ -20,34 +20,44 @@ best_strength() {
 from llm_toxicity import best_strength; print(best_strength(json.load(open(sys.argv[1]))))" "$1"
 }
 # Toxicity, Table 2 rows of the AcT estimators (same data, sites, fitting and support for each).
+MAIN="$OUT/llm_toxicity_eval_paired_mlp_attn.json"
 $PY benchmarks/llm_toxicity.py --split eval --limit "$EVAL" --seeds 0 1 2 \
-  --methods linear_act mean_act gaussian_ot aura --ppl-texts "$PPL" \
-  --out "$OUT/llm_toxicity_eval_paired_mlp.json"
+  --methods linear_act mean_act gaussian_ot aura --ppl-texts "$PPL" --out "$MAIN"
 # diff_means (additive steering, unbounded support): strength chosen on dev (perplexity on dev
 # passages 500+), then one eval row.
 $PY benchmarks/llm_toxicity.py --split dev --limit "$DEV" --methods diff_means \
-  --strengths 0.5 1 2 4 --ppl-texts 16 --out "$OUT/llm_toxicity_dev_paired_mlp.json"
-BEST=$(best_strength "$OUT/llm_toxicity_dev_paired_mlp.json")
+  --strengths 0.5 1 2 4 --ppl-texts 16 --out "$OUT/llm_toxicity_dev_paired_mlp_attn.json"
+BEST=$(best_strength "$OUT/llm_toxicity_dev_paired_mlp_attn.json")
 echo "diff_means strength chosen on dev: $BEST"
 $PY benchmarks/llm_toxicity.py --split eval --limit "$EVAL" --seeds 0 1 2 \
-  --methods diff_means --diff-means-strength "$BEST" --ppl-texts "$PPL" \
-  --baseline-from "$OUT/llm_toxicity_eval_paired_mlp.json" \
+  --methods diff_means --diff-means-strength "$BEST" --ppl-texts "$PPL" --baseline-from "$MAIN" \
+  --out "$OUT/llm_toxicity_eval_paired_mlp_attn_diff_means.json"
+# Comparison rows: post_norms + mlp_out (the dev choice before 2026-12-04), post_norms alone
+# (paired; the estimators and diff_means' own dev choice), and post_norms with the non-toxic
+# prefixes as the target (unpaired).
+$PY benchmarks/llm_toxicity.py --split eval --limit "$EVAL" --seeds 0 1 2 --sites post_norms+mlp_out \
+  --methods linear_act mean_act gaussian_ot aura --ppl-texts "$PPL" --baseline-from "$MAIN" \
+  --out "$OUT/llm_toxicity_eval_paired_mlp.json"
+$PY benchmarks/llm_toxicity.py --split dev --limit "$DEV" --methods diff_means \
+  --sites post_norms+mlp_out --strengths 0.5 1 2 4 --ppl-texts 16 \
+  --out "$OUT/llm_toxicity_dev_paired_mlp.json"
+BEST=$(best_strength "$OUT/llm_toxicity_dev_paired_mlp.json")
+$PY benchmarks/llm_toxicity.py --split eval --limit "$EVAL" --seeds 0 1 2 --sites post_norms+mlp_out \
+  --methods diff_means --diff-means-strength "$BEST" --ppl-texts "$PPL" --baseline-from "$MAIN" \
   --out "$OUT/llm_toxicity_eval_paired_mlp_diff_means.json"
-# Comparison rows: post_norms alone (paired; the estimators and diff_means' own dev choice), and
-# post_norms with the non-toxic prefixes as the target (unpaired).
 $PY benchmarks/llm_toxicity.py --split eval --limit "$EVAL" --seeds 0 1 2 --sites post_norms \
   --methods linear_act mean_act gaussian_ot aura --ppl-texts "$PPL" \
-  --baseline-from "$OUT/llm_toxicity_eval_paired_mlp.json" --out "$OUT/llm_toxicity_eval_paired.json"
+  --baseline-from "$MAIN" --out "$OUT/llm_toxicity_eval_paired.json"
 $PY benchmarks/llm_toxicity.py --split dev --limit "$DEV" --methods diff_means --sites post_norms \
   --strengths 0.5 1 2 4 --ppl-texts 16 --out "$OUT/llm_toxicity_dev_paired.json"
 BEST=$(best_strength "$OUT/llm_toxicity_dev_paired.json")
 $PY benchmarks/llm_toxicity.py --split eval --limit "$EVAL" --seeds 0 1 2 --sites post_norms \
   --methods diff_means --diff-means-strength "$BEST" --ppl-texts "$PPL" \
-  --baseline-from "$OUT/llm_toxicity_eval_paired_mlp.json" \
+  --baseline-from "$MAIN" \
   --out "$OUT/llm_toxicity_eval_paired_diff_means.json"
 $PY benchmarks/llm_toxicity.py --split eval --limit "$EVAL" --seeds 0 1 2 --methods linear_act \
   --data toxicity --sites post_norms --ppl-texts "$PPL" \
-  --baseline-from "$OUT/llm_toxicity_eval_paired_mlp.json" --out "$OUT/llm_toxicity_eval_unpaired.json"
+  --baseline-from "$MAIN" --out "$OUT/llm_toxicity_eval_unpaired.json"
 # Concept induction ("Once upon a time", unbounded support).
 $PY benchmarks/llm_concepts.py --samples "$SAMPLES" --strengths 0 0.5 1 --ppl-texts "$PPL" \
   --out "$OUT/llm_concepts.json"

@@ -47,9 +47,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="built-in fitting pair (default toxicity:paired, chosen on dev: the toxic "
                         "fit prefixes -> the same prefixes with their offensive words swapped; "
                         "toxicity: toxic -> other, non-toxic prefixes)")
-    p.add_argument("--sites", default="post_norms+mlp_out",
-                   help="site preset, or presets joined by '+' (default post_norms+mlp_out, "
-                        "chosen on dev)")
+    p.add_argument("--sites", default="post_norms+mlp_out+attn_out",
+                   help="site preset, or presets joined by '+' (default "
+                        "post_norms+mlp_out+attn_out, chosen on dev)")
     p.add_argument("--all-at-once", action=argparse.BooleanOptionalAction, default=True,
                    help="fit every method from one recording (2 passes; the default, chosen on "
                         "dev); --no-all-at-once fits incrementally in --stages stages")
@@ -134,15 +134,18 @@ def main(argv=None) -> dict:
             support = args.diff_means_support if method == "diff_means" else args.support
             res = evaluate(model, tokenizer, prompts, maps, strength, args, support)
             res["support"] = support
-            res["reduction"] = base["toxic"] / max(res["toxic"], 1e-9)
+            # no toxic continuation left: the reduction has no finite value (None, "all")
+            res["reduction"] = base["toxic"] / res["toxic"] if res["toxic"] > 0 else None
             res["ppl_change"] = res["ppl"] / base["ppl"] - 1.0
             rows.append({"method": method, "strength": strength, **res})
-            log.info("%s @ %g: %.4f toxic (%.1fx less), ppl %.2f (%+.1f%%)", method, strength,
-                     res["toxic"], res["reduction"], res["ppl"], 100 * res["ppl_change"])
+            less = f"{res['reduction']:.1f}x less" if res["reduction"] else "none left"
+            log.info("%s @ %g: %.4f toxic (%s), ppl %.2f (%+.1f%%)", method, strength,
+                     res["toxic"], less, res["ppl"], 100 * res["ppl_change"])
             if args.out:  # partial results survive an interrupted run
                 save_json(args.out, {"args": vars(args), "n_prompts": len(prompts), "rows": rows})
     table = markdown_table(
-        [{**r, "toxic %": 100 * r["toxic"], "ppl change %": 100 * r["ppl_change"]} for r in rows],
+        [{**r, "toxic %": 100 * r["toxic"], "ppl change %": 100 * r["ppl_change"],
+          "reduction": "all" if r["reduction"] is None else r["reduction"]} for r in rows],
         ["method", "strength", "support", "toxic %", "reduction", "ppl", "ppl change %"])
     print(table)
     result = {"args": vars(args), "n_prompts": len(prompts), "rows": rows, "table": table}
