@@ -23,6 +23,10 @@ from llm_toxicity import best_strength; print(best_strength(json.load(open(sys.a
 MAIN="$OUT/llm_toxicity_eval_paired_mlp_attn.json"
 $PY benchmarks/llm_toxicity.py --split eval --limit "$EVAL" --seeds 0 1 2 \
   --methods linear_act mean_act gaussian_ot aura --ppl-texts "$PPL" --out "$MAIN"
+# Linear-AcT at half strength (the dial; no choice depends on it).
+$PY benchmarks/llm_toxicity.py --split eval --limit "$EVAL" --seeds 0 1 2 --methods linear_act \
+  --strengths 0.5 --ppl-texts "$PPL" --baseline-from "$MAIN" \
+  --out "$OUT/llm_toxicity_eval_paired_mlp_attn_half.json"
 # diff_means (additive steering, unbounded support): strength chosen on dev (perplexity on dev
 # passages 500+), then one eval row.
 $PY benchmarks/llm_toxicity.py --split dev --limit "$DEV" --methods diff_means \
