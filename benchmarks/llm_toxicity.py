@@ -138,7 +138,8 @@ def main(argv=None) -> dict:
             res["reduction"] = base["toxic"] / res["toxic"] if res["toxic"] > 0 else None
             res["ppl_change"] = res["ppl"] / base["ppl"] - 1.0
             rows.append({"method": method, "strength": strength, **res})
-            less = f"{res['reduction']:.1f}x less" if res["reduction"] else "none left"
+            less = ("none left" if res["reduction"] is None
+                    else f"{res['reduction']:.1f}x less")
             log.info("%s @ %g: %.4f toxic (%s), ppl %.2f (%+.1f%%)", method, strength,
                      res["toxic"], less, res["ppl"], 100 * res["ppl_change"])
             if args.out:  # partial results survive an interrupted run
