@@ -86,22 +86,29 @@ def _run_rows_in_mode(modes: tuple[bool, bool], *args) -> None:
 
 def affine(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
            out: torch.Tensor | None = None) -> torch.Tensor:
-    """Return ``a * x + b`` (the unbounded support): one multiply-add pass.
+    """Return ``a * x + b`` (the unbounded support): one multiply-add kernel.
+
+    Reduced-precision ``x`` is computed in the coefficients' dtype (float32) inside the same
+    kernel and written back in the dtype of ``x``: no separate casts, one pass over memory.
 
     Parameters
     ----------
-    x : Tensor, shape (R, D)
-    a, b : Tensor, shape (D,), in :func:`compute_dtype` of ``x``.
-    out : Tensor, shape (R, D), dtype of ``x``, optional
+    x : Tensor, shape (..., D)
+    a, b : Tensor, broadcastable to ``x`` (e.g. (D,) or (B, 1, ..., 1, D)), in
+        :func:`compute_dtype` of ``x``.
+    out : Tensor, shape of ``x``, dtype of ``x``, optional
 
     Returns
     -------
-    Tensor, shape (R, D), dtype of ``x``.
+    Tensor, shape and dtype of ``x``.
     """
     if x.dtype == a.dtype:
         return torch.addcmul(b, x, a, out=out)
-    result = torch.addcmul(b, x.to(a.dtype), a).to(x.dtype)
-    return result if out is None else out.copy_(result)
+    if out is None:
+        if torch.is_grad_enabled() and (x.requires_grad or a.requires_grad or b.requires_grad):
+            return torch.addcmul(b, x.to(a.dtype), a).to(x.dtype)  # out= is not differentiable
+        out = torch.empty_like(x, memory_format=torch.contiguous_format)
+    return torch.addcmul(b, x, a, out=out)
 
 
 def masked_shift(x: torch.Tensor, k: torch.Tensor, b: torch.Tensor,

@@ -186,7 +186,7 @@ def transport(x: torch.Tensor, tmap: TransportMap, strength: StrengthLike = 1.0,
             dtype = compute_dtype(x.dtype)
             a, b = _prepared(tmap, ("affine", lam, dtype, x.device),
                              lambda: fold(tmap, lam, dtype, x.device))  # (D,)
-            return _addcmul(x, a, b)  # one multiply-add, broadcast over the last dim
+            return affine(x, a, b)  # one multiply-add, broadcast over the last dim
         return _transport_rows(x, tmap, lam, support)
     if unbounded:
         return _affine_items(x, tmap, lam)
@@ -233,15 +233,6 @@ def _prepared(tmap: TransportMap, key: tuple, build: Callable[[], _T]) -> _T:
     return value
 
 
-def _addcmul(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
-             out: torch.Tensor | None = None) -> torch.Tensor:
-    """``a * x + b`` (broadcasting) in the dtype of ``a``, returned in the dtype of ``x``."""
-    if x.dtype == a.dtype:
-        return torch.addcmul(b, x, a, out=out)
-    result = torch.addcmul(b, x.to(a.dtype), a).to(x.dtype)
-    return result if out is None else out.copy_(result)
-
-
 def _affine_items(x: torch.Tensor, tmap: TransportMap, lam: list[float]) -> torch.Tensor:
     """Unbounded transport with one strength per item of dim 0: one multiply-add over ``x``
     with per-item coefficients; an item of strength 0 gets ``x * 1 + -0.0``, its own bits."""
@@ -258,10 +249,10 @@ def _affine_items(x: torch.Tensor, tmap: TransportMap, lam: list[float]) -> torc
 
     a, b = _prepared(tmap, ("items", tuple(lam), dtype, x.device, x.ndim), build)
     if _inline_step(x, x.shape[-1]) is None:
-        return _addcmul(x, a, b)
+        return affine(x, a, b)
     out = torch.empty_like(x, memory_format=torch.contiguous_format)
     for index in range(x.shape[0]):  # items as blocks, each op inline when small enough
-        _addcmul(x[index], a[index], b[index], out=out[index])
+        affine(x[index], a[index], b[index], out=out[index])
     return out
 
 

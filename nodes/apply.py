@@ -50,12 +50,22 @@ PREFIX = "diffusion_model."  # of the diffusion model's keys in the ModelPatcher
 
 
 def _make_wrapper(buckets: list[MapSet], schedule: Schedule, support: str):
+    # the maps moved once to each device the model runs on: every later call reuses the same
+    # tensors (no host-to-device copy per call and site) and, through them, the coefficients
+    # that act_core.transport derives once per map, strength and dtype
+    on_device: dict[torch.device, list[dict]] = {}
+
     def act_apply_model(executor, x, t, c_concat, c_crossattn, control, transformer_options,
                         **kwargs):
         sigma = float(t.reshape(-1).max())
         if not schedule.active(sigma):
             return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
-        maps = buckets[min(schedule.bucket(sigma), len(buckets) - 1)]
+        moved = on_device.get(x.device)
+        if moved is None:
+            moved = on_device[x.device] = [
+                {site: tmap.to(device=x.device) for site, tmap in bucket.items()}
+                for bucket in buckets]
+        maps = moved[min(schedule.bucket(sigma), len(buckets) - 1)]
         strength = schedule.per_item(transformer_options.get("cond_or_uncond"), x.shape[0])
         diffusion_model = executor.class_obj.diffusion_model
         with apply_transport(diffusion_model, maps, strength, support):

@@ -7,12 +7,15 @@ tree, which is put on ``sys.path`` here; ``--cpu`` is forced before model manage
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 __all__ = ["COMFYUI_DIR", "import_comfy"]
 
-COMFYUI_DIR = Path(__file__).resolve().parent.parent / ".comfyui" / "ComfyUI"
+#: ComfyUI's source folder: the one scripts/setup_env.sh installs, or $ACT_COMFYUI_DIR
+COMFYUI_DIR = Path(os.environ.get("ACT_COMFYUI_DIR")
+                   or Path(__file__).resolve().parent.parent / ".comfyui" / "ComfyUI")
 
 
 def import_comfy(cpu: bool = True, pytorch_attention: bool = True, fp32_text_encoder: bool = True):
