@@ -18,7 +18,7 @@ from .sites import Site, find_module, read_output, write_output
 from .support import SupportLike, parse_support, support_bounds
 from .transport import StrengthLike, check_strength, transport, transport_channels
 
-__all__ = ["KeepTokens", "StrengthSource", "apply_transport", "transport_output"]
+__all__ = ["KeepTokens", "StrengthSource", "TransportPlan", "apply_transport", "transport_output"]
 
 #: A strength, or a zero-argument callable evaluated at every hook call (for schedules).
 StrengthSource = StrengthLike | Callable[[], StrengthLike]
@@ -59,7 +59,7 @@ class _SiteHook:
                  support: SupportLike, keep_tokens: KeepTokens | None = None) -> None:
         self.site, self.tmap, self.strength, self.support = site, tmap, strength, support
         self.keep_tokens = keep_tokens
-        self._moved: dict[torch.device, TransportMap] = {}
+        self._moved: dict[torch.device, TransportMap] = {tmap.scale.device: tmap}
 
     def __call__(self, module: nn.Module, args: object, output: object) -> object | None:
         strength = self.strength() if callable(self.strength) else self.strength
@@ -78,6 +78,65 @@ class _SiteHook:
             if keep is not None and tuple(keep.shape) == tuple(x.shape[:2]):
                 y = torch.where(keep.to(x.device).unsqueeze(-1), x, y)
         return y if whole else write_output(output, self.site, y)
+
+
+class TransportPlan:
+    """Maps resolved on one model once, to be applied at many forward calls.
+
+    Resolving the sites and validating the maps and support happens here, once; each
+    :meth:`applied` context then only installs one forward hook per site and removes it on
+    exit (also on error). Samplers that call the model at every step keep one plan for the run.
+
+    Parameters
+    ----------
+    model, maps, support, keep_tokens
+        As for :func:`apply_transport`.
+
+    Raises
+    ------
+    SiteError, SupportError, MapCompatibilityError
+        For a site the model lacks, an invalid support, or a value that is not a TransportMap.
+    """
+
+    def __init__(self, model: nn.Module, maps: Mapping[str, TransportMap],
+                 support: SupportLike = "minmax", keep_tokens: KeepTokens | None = None) -> None:
+        parse_support(support)
+        self.model, self.support, self.keep_tokens = model, support, keep_tokens
+        self.installs: list[tuple[Site, nn.Module, TransportMap]] = []
+        for key, tmap in maps.items():
+            if not isinstance(tmap, TransportMap):
+                raise MapCompatibilityError(f"maps[{key!r}] is a {type(tmap).__name__}, "
+                                            "not a TransportMap")
+            site = Site.parse(key)
+            support_bounds(tmap, support)
+            self.installs.append((site, find_module(model, site), tmap))
+
+    @contextmanager
+    def applied(self, strength: StrengthSource = 1.0) -> Iterator[None]:
+        """Transport the sites' outputs with ``strength`` during the calls inside the context.
+
+        Raises StrengthError at entry for an invalid fixed strength; a strength of 0 installs
+        nothing.
+        """
+        installs = self.installs
+        if not callable(strength):
+            if isinstance(strength, torch.Tensor) and strength.ndim > 1:
+                raise StrengthError(f"strength must be a number or a (B,) tensor, "
+                                    f"found shape {tuple(strength.shape)}")
+            if not isinstance(strength, torch.Tensor):
+                for _, _, tmap in installs:
+                    check_strength(strength, None, tmap)
+                if strength == 0:
+                    installs = []
+        handles = []
+        try:
+            for site, module, tmap in installs:
+                handles.append(module.register_forward_hook(
+                    _SiteHook(site, tmap, strength, self.support, self.keep_tokens)))
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
 
 
 @contextmanager
@@ -109,31 +168,9 @@ def apply_transport(model: nn.Module, maps: Mapping[str, TransportMap],
         At entry, for an invalid support or fixed strength.
     MapCompatibilityError
         At a forward call, if a site's output width is not the map's D.
+
+    A caller that applies the same maps at many calls (a sampler's steps) can build one
+    :class:`TransportPlan` and enter ``plan.applied(strength)`` per call instead.
     """
-    parse_support(support)
-    installs = []
-    for key, tmap in maps.items():
-        if not isinstance(tmap, TransportMap):
-            raise MapCompatibilityError(f"maps[{key!r}] is a {type(tmap).__name__}, "
-                                        "not a TransportMap")
-        site = Site.parse(key)
-        support_bounds(tmap, support)
-        installs.append((site, find_module(model, site), tmap))
-    if not callable(strength):
-        if isinstance(strength, torch.Tensor) and strength.ndim > 1:
-            raise StrengthError(f"strength must be a number or a (B,) tensor, "
-                                f"found shape {tuple(strength.shape)}")
-        if not isinstance(strength, torch.Tensor):
-            for _, _, tmap in installs:
-                check_strength(strength, None, tmap)
-            if strength == 0:
-                installs = []
-    handles = []
-    try:
-        for site, module, tmap in installs:
-            handles.append(module.register_forward_hook(_SiteHook(site, tmap, strength, support,
-                                                                    keep_tokens)))
+    with TransportPlan(model, maps, support, keep_tokens).applied(strength):
         yield
-    finally:
-        for handle in handles:
-            handle.remove()

@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
-__all__ = ["BLOCK_ELEMENTS", "affine", "compute_dtype", "masked_shift"]
+__all__ = ["BLOCK_ELEMENTS", "add_shift", "affine", "compute_dtype", "masked_shift"]
 
 #: Upper bound on values per CPU block: torch runs elementwise ops on fewer than 32768 values
 #: inline in the calling thread (128 KiB of float32, an L2-resident working set).
@@ -109,6 +109,17 @@ def affine(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
             return torch.addcmul(b, x.to(a.dtype), a).to(x.dtype)  # out= is not differentiable
         out = torch.empty_like(x, memory_format=torch.contiguous_format)
     return torch.addcmul(b, x, a, out=out)
+
+
+def add_shift(x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+    """Return ``x + delta`` (broadcasting) in the dtype of ``x``, computed in the dtype of
+    ``delta``: for reduced-precision ``x`` one add kernel that casts on the fly (no separate
+    cast of ``delta``, no rounding of it before the add)."""
+    if x.dtype == delta.dtype:
+        return x + delta
+    if torch.is_grad_enabled() and (x.requires_grad or delta.requires_grad):
+        return (x + delta).to(x.dtype)  # out= is not differentiable
+    return torch.add(x, delta, out=torch.empty_like(x, memory_format=torch.contiguous_format))
 
 
 def masked_shift(x: torch.Tensor, k: torch.Tensor, b: torch.Tensor,

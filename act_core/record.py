@@ -74,6 +74,12 @@ def pool(x: torch.Tensor, layout: str, token_mask: torch.Tensor | None = None,
     return x.detach().float()
 
 
+def _check_finite(key: str, pooled: torch.Tensor) -> None:
+    if not bool(torch.isfinite(pooled).all()):
+        raise ActivationError(f"site {key!r}: recorded activations contain NaN or infinite "
+                              "values; run the model in float32 or choose other sites")
+
+
 class Recorder:
     """Collects pooled activations; created by :func:`record_activations`.
 
@@ -124,16 +130,29 @@ class Recorder:
             raise ActivationError(f"site {key!r}: layout changed from {self.layouts[key]} to "
                                   f"{layout} between calls (shape {tuple(x.shape)})")
         pooled = pool(x, layout, self._token_mask, site)  # (B, D)
-        if not bool(torch.isfinite(pooled).all()):
-            raise ActivationError(f"site {key!r}: recorded activations contain NaN or infinite "
-                                  "values; run the model in float32 or choose other sites")
+        if pooled.device.type == "cpu":
+            _check_finite(key, pooled)  # at once, where the check costs no device sync
         if key not in self.order:
             self.order.append(key)
-        self._samples[key].append(pooled.to(self.device))
+        # kept where it was computed until stacked(): no copy (and so no wait for the
+        # accelerator) per call and site
+        self._samples[key].append(pooled)
 
     def stacked(self) -> dict[str, torch.Tensor]:
-        """Return ``{site: Tensor (N, D)}`` for every site that ran at least once."""
-        return {key: torch.cat(rows) for key, rows in self._samples.items() if rows}
+        """Return ``{site: Tensor (N, D)}`` on :attr:`device` for every site that ran at least
+        once.
+
+        Raises ActivationError for non-finite samples recorded on an accelerator (on the CPU
+        they are refused when recorded).
+        """
+        out = {}
+        for key, rows in self._samples.items():
+            if rows:
+                samples = torch.cat([row.to(rows[0].device) for row in rows])  # (N, D)
+                if samples.device.type != "cpu":
+                    _check_finite(key, samples)
+                out[key] = samples.to(self.device)
+        return out
 
     def counts(self) -> dict[str, int]:
         """Number of recorded rows per site (0 for sites that never ran)."""

@@ -30,7 +30,7 @@ import torch
 
 from . import kernels
 from .errors import MapCompatibilityError, StrengthError
-from .kernels import affine, compute_dtype, masked_shift
+from .kernels import add_shift, affine, compute_dtype, masked_shift
 from .maps import TransportMap
 from .support import SupportLike, parse_support, support_bounds
 
@@ -340,10 +340,10 @@ def transport_channels(x: torch.Tensor, tmap: TransportMap, strength: StrengthLi
             keep = inside if keep is None else keep & inside
     if keep is not None:
         delta = torch.where(keep, delta, -0.0)  # x + (-0.0) == x bit for bit
+    if rows is None:  # (B|1, C, 1, ..., 1)
+        return add_shift(x, delta.view(delta.shape[0], delta.shape[1], *((1,) * (x.ndim - 2))))
     if delta.dtype != x.dtype:
         delta = delta.to(x.dtype)
-    if rows is None:  # (B|1, C, 1, ..., 1)
-        return x + delta.view(delta.shape[0], delta.shape[1], *((1,) * (x.ndim - 2)))
     column = delta.expand(x.shape[0], -1).reshape(-1, 1)  # (B * C, 1)
     out = torch.empty_like(x, memory_format=torch.contiguous_format)
     dest = out.view(-1, spatial)

@@ -175,10 +175,10 @@ def _clocked(fn: Callable, clock: list[float]) -> Callable:
 @contextmanager
 def _clocked_act(pack, clock: list[float]):
     """Add the CPU time spent in AcT's code while sampling to ``clock[0]``: every site hook
-    call, and entering and leaving the per-call ``apply_transport`` context."""
+    call, and entering and leaving the per-call ``TransportPlan.applied`` context."""
     hooks = pack.act_core.apply._SiteHook
-    apply_module = pack.nodes.apply
-    original_call, original_context = hooks.__call__, apply_module.apply_transport
+    plan = pack.act_core.apply.TransportPlan
+    original_call, original_context = hooks.__call__, plan.applied
 
     @contextmanager
     def context(*args, **kwargs):
@@ -197,11 +197,11 @@ def _clocked_act(pack, clock: list[float]):
             clock[0] += time.process_time() - start
 
     hooks.__call__ = _clocked(original_call, clock)
-    apply_module.apply_transport = context
+    plan.applied = context
     try:
         yield
     finally:
-        hooks.__call__, apply_module.apply_transport = original_call, original_context
+        hooks.__call__, plan.applied = original_call, original_context
 
 
 def bench_apply(pack, model, clip, batch: int, steps: int, repeats: int, samples: int) -> dict:
@@ -521,7 +521,7 @@ def _apply_lines(result: dict, args: argparse.Namespace) -> list[str]:
         "The same overhead measured inside one run, free of the run-to-run noise: one more "
         "sampling of each hooks variant with a CPU clock around the code that runs only because "
         "of the transport (the site hooks; for ours also entering and leaving the per-call "
-        "`apply_transport` context): that time over the rest of the run. The folded variant "
+        "`TransportPlan.applied` context): that time over the rest of the run. The folded variant "
         "has no hook, no wrapper and no extra op: its patches are applied when the model loads.",
         "",
         "| variant | CPU time in the transport code | rest of the run | overhead |",

@@ -3,7 +3,7 @@
 #
 # The GPU machine lent to some sessions (see the device tool) has Python 3.12 and PyTorch with
 # CUDA but reaches no package registry, so what the benchmark needs beyond that travels with the
-# call, in the git-ignored folder .gpu/ (about 12 MiB):
+# call, in the git-ignored folder .gpu/ (about 45 MiB, most of it the av wheel):
 #   .gpu/ComfyUI/  ComfyUI's Python sources from this checkout's .comfyui/ (no tokenizer data,
 #                  no front end: the benchmark builds models from configurations, random weights)
 #   .gpu/whl/      wheels for Python 3.12 of ComfyUI requirements that image lacks
@@ -14,7 +14,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
-WHEELS="comfy-aimdo==0.4.11 torchsde==0.2.6 trampoline==0.1.2"
+WHEELS="av==18.1.0 comfy-aimdo==0.4.11 torchsde==0.2.6 trampoline==0.1.2"  # av: comfy_api imports it
 
 pack() {
   [ -d .comfyui/ComfyUI/comfy ] || { echo "run scripts/setup_env.sh --with-comfyui first" >&2; exit 2; }
@@ -27,6 +27,13 @@ pack() {
   .venv/bin/python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
     --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
     --platform manylinux2014_x86_64 -d .gpu/whl $WHEELS
+  # comfy_kitchen: ComfyUI 0.30 runs Flux's rotary embedding through it. Its wheel (45 MB, CUDA
+  # and ROCm extensions) does not fit the 64 MiB a call carries; its Python part does, and
+  # without the extensions it runs its triton and eager (PyTorch) backends, as on a machine
+  # where the CUDA extension does not load. The same for every variant of a model.
+  .venv/bin/python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+    --implementation cp --platform manylinux_2_28_x86_64 -d .gpu/ck comfy-kitchen==0.2.26
+  mkdir -p .gpu/site && unzip -q .gpu/ck/*.whl -x '*/_C.abi3.so' -d .gpu/site && rm -rf .gpu/ck
   grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || echo '/.gpu/' >> "$(git rev-parse --git-common-dir)/info/exclude"
   du -sh .gpu
 }
@@ -53,7 +60,7 @@ case "${1:-run}" in
     [ -d .gpu/ComfyUI ] || { echo "no .gpu/: run 'benchmarks/gpu_check.sh pack' here and carry .gpu" >&2; exit 2; }
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
       --target /tmp/act_site .gpu/whl/*.whl
-    export PYTHONPATH="/tmp/act_site:$ROOT" ACT_COMFYUI_DIR="$ROOT/.gpu/ComfyUI"
+    export PYTHONPATH="/tmp/act_site:$ROOT/.gpu/site:$ROOT" ACT_COMFYUI_DIR="$ROOT/.gpu/ComfyUI"
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
     python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"
     bench cuda "${OUT:-out}/gpu_check" 1024 8 3 sdxl fp16 bf16

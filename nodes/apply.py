@@ -3,8 +3,9 @@
 Mode ``hooks`` (default): the patch is an APPLY_MODEL wrapper (one signature for every
 architecture). At each model call it reads the current sigma and the CFG layout from
 ``transformer_options``, picks the maps of the current timestep range, and runs the call inside
-``act_core.apply_transport``, whose hooks are removed when the call returns or raises: between
-calls no hook is ever left on the model.
+``TransportPlan.applied`` (act_core.apply), whose hooks are removed when the call returns or
+raises: between calls no hook is ever left on the model. The plan (maps on the model's device,
+sites resolved) is built once, at the first call.
 
 Mode ``folded``: with a fixed strength and the unbounded support every map is one affine function
 per unit, ``y = a x + c`` (``a = 1 + lambda (omega - 1)``, ``c = lambda beta``), and a site that is
@@ -24,7 +25,8 @@ from comfy.patcher_extension import WrappersMP
 from comfy_api.latest import IO
 from torch import nn
 
-from ..act_core import MapSet, apply_transport, check_compatible
+from ..act_core import MapSet, check_compatible
+from ..act_core.apply import TransportPlan
 from ..act_core.errors import MapCompatibilityError
 from ..act_core.sites import Site, find_module
 from ..act_core.support import parse_support
@@ -50,25 +52,30 @@ PREFIX = "diffusion_model."  # of the diffusion model's keys in the ModelPatcher
 
 
 def _make_wrapper(buckets: list[MapSet], schedule: Schedule, support: str):
-    # the maps moved once to each device the model runs on: every later call reuses the same
-    # tensors (no host-to-device copy per call and site) and, through them, the coefficients
-    # that act_core.transport derives once per map, strength and dtype
-    on_device: dict[torch.device, list[dict]] = {}
+    # One TransportPlan per timestep range, built at the first call on a device: the maps are
+    # moved there once and the sites resolved once, so a call only installs its hooks (no
+    # host-to-device copy, no validation per call and site); rebuilt when the call runs another
+    # diffusion model object or device (e.g. a torch.compile wrapper swapped it in)
+    cache: dict[str, object] = {}
+
+    def plans_for(diffusion_model, device: torch.device) -> list[TransportPlan]:
+        if cache.get("model") is not diffusion_model or cache.get("device") != device:
+            cache.update(model=diffusion_model, device=device, plans=[
+                TransportPlan(diffusion_model,
+                              {site: tmap.to(device=device) for site, tmap in bucket.items()},
+                              support)
+                for bucket in buckets])
+        return cache["plans"]
 
     def act_apply_model(executor, x, t, c_concat, c_crossattn, control, transformer_options,
                         **kwargs):
         sigma = float(t.reshape(-1).max())
         if not schedule.active(sigma):
             return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
-        moved = on_device.get(x.device)
-        if moved is None:
-            moved = on_device[x.device] = [
-                {site: tmap.to(device=x.device) for site, tmap in bucket.items()}
-                for bucket in buckets]
-        maps = moved[min(schedule.bucket(sigma), len(buckets) - 1)]
+        plans = plans_for(executor.class_obj.diffusion_model, x.device)
+        plan = plans[min(schedule.bucket(sigma), len(buckets) - 1)]
         strength = schedule.per_item(transformer_options.get("cond_or_uncond"), x.shape[0])
-        diffusion_model = executor.class_obj.diffusion_model
-        with apply_transport(diffusion_model, maps, strength, support):
+        with plan.applied(strength):
             return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
 
     return act_apply_model
