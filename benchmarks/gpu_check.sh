@@ -46,6 +46,7 @@ bench() {  # bench DEVICE OUTDIR SIZE STEPS REPEATS UNET_ARCH UNET_DTYPE FLUX_DT
   timeout 200 python3 -m benchmarks.bench_realsize --device "$device" --dtype "$unet_dtype" \
     --archs "$unet" --size "$size" --steps "$steps" --repeats "$repeats" --prompts 8 \
     --samples 2 --out "$out/$unet.json" 2>&1 | tee "$out/$unet.log" || echo "[gpu_check] $unet: exit $?"
+  [ "${ACT_GPU_CHECK_FLUX:-1}" = 1 ] || return 0
   timeout 230 python3 -m benchmarks.bench_realsize --device "$device" --dtype "$flux_dtype" \
     --archs flux --size "$size" --steps "$steps" --repeats "$repeats" --prompts 8 --samples 1 \
     --out "$out/flux.json" "$@" 2>&1 | tee "$out/flux.log" || echo "[gpu_check] flux: exit $?"

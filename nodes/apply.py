@@ -69,11 +69,15 @@ def _make_wrapper(buckets: list[MapSet], schedule: Schedule, support: str):
 
     def act_apply_model(executor, x, t, c_concat, c_crossattn, control, transformer_options,
                         **kwargs):
-        sigma = float(t.reshape(-1).max())
-        if not schedule.active(sigma):
-            return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
         plans = plans_for(executor.class_obj.diffusion_model, x.device)
-        plan = plans[min(schedule.bucket(sigma), len(buckets) - 1)]
+        if schedule.constant:  # no sigma needed: no wait for the device
+            plan = plans[0]
+        else:
+            sigma = float(t.reshape(-1).max())
+            if not schedule.active(sigma):
+                return executor(x, t, c_concat, c_crossattn, control, transformer_options,
+                                **kwargs)
+            plan = plans[min(schedule.bucket(sigma), len(buckets) - 1)]
         strength = schedule.per_item(transformer_options.get("cond_or_uncond"), x.shape[0])
         with plan.applied(strength):
             return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)

@@ -39,6 +39,14 @@ class Schedule:
     apply_to: str = "both"
     bucket_sigmas: tuple[float, ...] = ()
 
+    @property
+    def constant(self) -> bool:
+        """True when every step gets the same maps and strength: the whole schedule, one
+        timestep range. The current sigma is then not needed (reading it from the device
+        would make the host wait for the accelerator at every model call)."""
+        return (not self.bucket_sigmas and self.sigma_start >= 999999999.0
+                and self.sigma_end <= 0.0)
+
     def active(self, sigma: float) -> bool:
         return self.strength != 0 and self.sigma_end <= sigma <= self.sigma_start
 
