@@ -19,6 +19,7 @@ import torch
 from comfy_api.latest import IO
 
 from ..act_core import ESTIMATORS, MapSet, apply_transport, fit_sites, prompt_hash
+from . import memo
 from .common import family_of
 from .families import DEFAULT_SIZE, arch_of, preset_names, preset_patterns, resolve_patterns
 from .schedule import bucket_key
@@ -328,13 +329,23 @@ class ActLearnTransport(IO.ComfyNode):
                 trajectory_steps=10) -> IO.NodeOutput:
         source = parse_prompts(source_prompts, "source_prompts")
         target = parse_prompts(target_prompts, "target_prompts")
-        maps = learn_maps(model, encode_prompts(clip, source), encode_prompts(clip, target),
-                          source=source, target=target, sites=sites, pattern=pattern,
-                          method=method, support=support, incremental=incremental,
-                          stages=stages, collect_at=collect_at,
-                          timestep_ranges=timestep_ranges, seed=seed, latent=latent,
-                          samples_per_prompt=samples_per_prompt, collect=collect,
-                          trajectory_steps=trajectory_steps)
+        src_conds, tgt_conds = encode_prompts(clip, source), encode_prompts(clip, target)
+        settings = dict(source=source, target=target, sites=sites, pattern=pattern,
+                        method=method, support=support, incremental=incremental,
+                        stages=stages, collect_at=collect_at, timestep_ranges=timestep_ranges,
+                        seed=seed, samples_per_prompt=samples_per_prompt, collect=collect,
+                        trajectory_steps=trajectory_steps)
+        key = memo.fingerprint(model, (src_conds, tgt_conds),
+                               {**settings, "latent": None if latent is None
+                                else list(latent["samples"].shape)})
+        maps = memo.recall(key)
+        if maps is not None:
+            log.info("AcT: reusing the %d maps learned earlier in this process from the same "
+                     "model, prompts and settings (ComfyUI had dropped its cached copy)",
+                     len(maps))
+            return IO.NodeOutput(maps)
+        maps = learn_maps(model, src_conds, tgt_conds, latent=latent, **settings)
+        memo.remember(key, maps)
         log.info("AcT: learned %d maps (%s, %d source / %d target prompts)", len(maps), method,
                  len(source), len(target))
         return IO.NodeOutput(maps)
