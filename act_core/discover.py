@@ -1,0 +1,281 @@
+"""Site discovery by structure: the main stacks of repeated blocks of any model.
+
+A diffusion transformer, a UNet or a text encoder is, at its core, one or a few lists of
+repeated blocks (``blocks.0 .. blocks.29``, ``double_blocks`` + ``single_blocks``,
+``encoder.layers``). Their outputs, and the affine norm layers inside them, are where AcT acts
+when nobody has published a better choice for the architecture. Discovery needs no names:
+
+1. :func:`find_block_stacks` reads the module tree (no forward pass): every ``nn.ModuleList``
+   or ``nn.Sequential`` whose children are >= 2 blocks of one class, outermost only, and of
+   those the ones that hold a sizeable share of the parameters (the "main" stacks);
+2. :func:`probe_outputs` runs the model once (the caller's ``run``) and records what each
+   candidate module returns, so that tuple outputs (``(img, txt)`` streams) become one site per
+   computed tensor element and norm layers applied to attention heads are left out;
+3. :func:`discover_sites` puts both together: block outputs and/or affine norms, in forward
+   order.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .errors import SiteError
+from .sites import Site
+
+__all__ = ["BlockStack", "DISCOVERY_KINDS", "OutputElement", "discover_sites",
+           "find_block_stacks", "probe_outputs"]
+
+#: What :func:`discover_sites` can offer: block outputs, affine norms inside the blocks, or both.
+DISCOVERY_KINDS: tuple[str, ...] = ("blocks", "norms", "blocks+norms")
+
+# norms applied to queries/keys (per head): they transport attention logits, not features
+_QK_NORM = re.compile(r"(^|_)(q|k|query|key)_?(rms_?)?norm|norm_(added_)?(q|k)($|_)")
+
+
+# a module that attends: by class or module name (Flux's single blocks hold only a QKNorm)
+_ATTENTION = re.compile(r"attn|attention|qkv|query|to_q|q_proj", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class BlockStack:
+    """One list of repeated blocks.
+
+    Attributes
+    ----------
+    name : str
+        Path of the ``ModuleList``/``Sequential`` in ``model.named_modules()``.
+    block_type : str
+        Class name of the repeated block.
+    blocks : tuple of str
+        Module paths of the blocks of that class, in order.
+    parameters : int
+        Parameters held by those blocks.
+    """
+
+    name: str
+    block_type: str
+    blocks: tuple[str, ...]
+    parameters: int
+
+
+@dataclass(frozen=True)
+class OutputElement:
+    """A tensor a module returned on the probe pass: ``index`` None = the output itself."""
+
+    index: int | None
+    shape: tuple[int, ...]
+
+
+def _is_norm(module: nn.Module) -> bool:
+    return re.search(r"Norm(\d+d)?$", type(module).__name__) is not None
+
+
+def _affine_width(module: nn.Module) -> int | None:
+    """Width of a norm's 1-D affine weight; None when it has none."""
+    weight = getattr(module, "weight", None)
+    if isinstance(weight, torch.Tensor) and weight.ndim == 1 and weight.numel() > 0:
+        return int(weight.numel())
+    return None
+
+
+def _attends(model: nn.Module, stack: BlockStack) -> bool:
+    """True when a block of the stack holds an attention layer (by class or module name)."""
+    modules = dict(model.named_modules())
+    return any(_ATTENTION.search(f"{name}.{type(m).__name__}")
+               for block in stack.blocks for name, m in modules[block].named_modules())
+
+
+def find_block_stacks(model: nn.Module, min_length: int = 2,
+                      min_share: float = 0.1) -> list[BlockStack]:
+    """The main stacks of repeated blocks of ``model``, from its module tree alone.
+
+    Parameters
+    ----------
+    model : nn.Module
+    min_length : int
+        Fewest blocks of one class a list must hold to count as a stack.
+    min_share : float
+        Keep stacks holding at least this fraction of the parameters of the largest stack
+        (drops small helper lists such as embedders' MLPs). Where some stacks' blocks hold an
+        attention layer (a module whose class or name says ``attn``/``attention``), only
+        those count (drops lists of MLPs such as a mixture of experts or a modulation
+        approximator).
+
+    Returns
+    -------
+    list of BlockStack, outermost stacks only (a stack inside a block of another stack is not
+    returned), in ``named_modules()`` order. Empty when the model has no repeated blocks.
+    """
+    stacks: list[BlockStack] = []
+    for name, module in model.named_modules():
+        if not isinstance(module, (nn.ModuleList, nn.Sequential)):
+            continue
+        if any(name.startswith(f"{block}.") for stack in stacks for block in stack.blocks):
+            continue  # nested inside a block already found
+        by_type: dict[type, list[tuple[str, nn.Module]]] = {}
+        for child_name, child in module.named_children():
+            if next(child.children(), None) is not None:  # a block, not a leaf layer
+                by_type.setdefault(type(child), []).append((child_name, child))
+        if not by_type:
+            continue
+        block_type, children = max(by_type.items(), key=lambda item: len(item[1]))
+        if len(children) < min_length:
+            continue
+        prefix = f"{name}." if name else ""
+        count = sum(p.numel() for _, child in children for p in child.parameters())
+        stacks.append(BlockStack(name, block_type.__name__,
+                                 tuple(f"{prefix}{child_name}" for child_name, _ in children),
+                                 count))
+    attending = [stack for stack in stacks if _attends(model, stack)]
+    stacks = attending or stacks  # transformer stacks, where there are any
+    if not stacks:
+        return []
+    largest = max(stack.parameters for stack in stacks)
+    return [stack for stack in stacks if stack.parameters >= min_share * largest]
+
+
+def probe_outputs(model: nn.Module, names: Iterable[str], run: Callable[[], None]
+                  ) -> dict[str, list[OutputElement]]:
+    """Run ``run()`` once and record, per module, the tensors its first call returned.
+
+    A tensor output gives one element with index None; a tuple or list gives one element per
+    tensor it holds that the module computed (an element that is the very tensor object it was
+    given as an input, such as a text stream a block passes through, is left out). Modules that
+    did not run are absent. Hooks are removed when ``run`` returns or raises.
+
+    Returns
+    -------
+    dict of str to list of OutputElement, in the order the modules first ran.
+    """
+    seen: dict[str, list[OutputElement]] = {}
+    handles = []
+
+    def hook(name: str):
+        def observe(module: nn.Module, args: tuple, kwargs: dict, output: object) -> None:
+            if name in seen:
+                return
+            given = {id(a) for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)}
+            if isinstance(output, torch.Tensor):
+                seen[name] = [OutputElement(None, tuple(output.shape))]
+            elif isinstance(output, (tuple, list)):
+                seen[name] = [OutputElement(i, tuple(x.shape)) for i, x in enumerate(output)
+                              if isinstance(x, torch.Tensor) and id(x) not in given]
+            else:
+                seen[name] = []
+        return observe
+
+    modules = dict(model.named_modules())
+    try:
+        for name in names:
+            handles.append(modules[name].register_forward_hook(hook(name), with_kwargs=True))
+        run()
+    finally:
+        for handle in handles:
+            handle.remove()
+    return seen
+
+
+def _widths(block: nn.Module) -> tuple[set[int], set[int]]:
+    """(feature widths of linear layers and layer norms, channel counts of convs and
+    group norms) inside a block."""
+    features: set[int] = set()
+    channels: set[int] = set()
+    for m in block.modules():
+        if isinstance(m, nn.Linear):
+            features |= {m.in_features, m.out_features}
+        elif isinstance(m, nn.LayerNorm) and m.normalized_shape:
+            features.add(int(m.normalized_shape[-1]))
+        elif isinstance(m, nn.modules.conv._ConvNd):
+            channels |= {m.in_channels, m.out_channels}
+        elif isinstance(m, nn.GroupNorm):
+            channels.add(m.num_channels)
+    return features, channels
+
+
+def _layout(shape: tuple[int, ...], features: set[int], channels: set[int]) -> str:
+    """``tokens`` for (B, T, D) and channel-last grids (B, *positions, D) such as a video
+    transformer's (B, T, H, W, D) (the last dim is a feature width of the block, dim 1 is no
+    channel count); ``auto`` (channels (B, C, *spatial) from rank >= 4) otherwise."""
+    if len(shape) == 3 or (shape[-1] in features and shape[1] not in channels
+                           and shape[1] != shape[-1]):
+        return "tokens"
+    return "auto"
+
+
+def _block_sites(name: str, block: nn.Module, elements: list[OutputElement]) -> list[Site]:
+    """Sites for a block's computed outputs of rank >= 3 (token streams and feature maps)."""
+    elements = [e for e in elements if len(e.shape) >= 3]
+    features, channels = _widths(block)
+    return [Site(name, e.index, _layout(e.shape, features, channels)) for e in elements]
+
+
+def _norm_site(name: str, module: nn.Module, elements: list[OutputElement]) -> Site | None:
+    """A norm is a site when its affine weight spans the features of its (B, T, D) or
+    (B, C, *spatial) output; per-head norms of queries and keys are not."""
+    width = _affine_width(module)
+    if width is None or _QK_NORM.search(name.rsplit('.', 1)[-1]) or len(elements) != 1:
+        return None
+    shape = elements[0].shape
+    if len(shape) >= 3 and shape[-1] == width and (len(shape) == 3 or shape[1] != width):
+        return Site(name, layout="tokens")  # (B, T, D) or channel-last (B, *positions, D)
+    if len(shape) >= 4 and shape[1] == width:
+        return Site(name, layout="channels")
+    return None
+
+
+def discover_sites(model: nn.Module, run: Callable[[], None], kind: str = "blocks",
+                   stacks: list[BlockStack] | None = None) -> list[Site]:
+    """Sites of ``model`` found by structure: its main block stacks' outputs and/or norms.
+
+    Parameters
+    ----------
+    model : nn.Module
+    run : callable
+        Runs one forward pass of ``model`` (any input it is used with; batch 1 is enough).
+    kind : str
+        One of :data:`DISCOVERY_KINDS`: ``"blocks"`` = the output of every block of the main
+        stacks (one site per computed tensor element of a tuple output, e.g. both streams of a
+        dual-stream block); ``"norms"`` = every norm layer with a 1-D affine weight inside
+        those blocks whose output it spans (tokens (B, T, D) or channels (B, C, ...));
+        ``"blocks+norms"`` = both.
+    stacks : list of BlockStack, optional
+        Default :func:`find_block_stacks` of ``model``.
+
+    Returns
+    -------
+    list of Site in the order the modules first ran on the probe pass.
+
+    Raises
+    ------
+    SiteError
+        If the model has no stack of repeated blocks, or none of the kind asked for ran.
+    """
+    if kind not in DISCOVERY_KINDS:
+        raise SiteError(f"discovery kind must be one of {DISCOVERY_KINDS}, found {kind!r}")
+    stacks = find_block_stacks(model) if stacks is None else stacks
+    if not stacks:
+        raise SiteError(f"{type(model).__name__} has no list of >= 2 repeated blocks to "
+                        "choose sites from; give module-name patterns instead")
+    blocks = [block for stack in stacks for block in stack.blocks]
+    modules = dict(model.named_modules())
+    norms = [name for block in blocks for name, module in modules[block].named_modules(prefix=block)
+             if _is_norm(module) and _affine_width(module) is not None]
+    candidates = (blocks if kind != "norms" else []) + (norms if kind != "blocks" else [])
+    seen = probe_outputs(model, candidates, run)
+    sites: list[Site] = []
+    for name, elements in seen.items():
+        if name in norms and kind != "blocks":
+            site = _norm_site(name, modules[name], elements)
+            sites += [site] if site is not None else []
+        elif name in blocks:
+            sites += _block_sites(name, modules[name], elements)
+    if not sites:
+        found = [f"{s.name} ({len(s.blocks)} x {s.block_type})" for s in stacks]
+        raise SiteError(f"no {kind} sites ran in the probe pass of the stacks {found}; "
+                        "choose another kind or give module-name patterns")
+    return sites
