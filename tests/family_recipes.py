@@ -39,7 +39,7 @@ UNET = dict(  # a two-level UNet with one transformer level (SD1/SD2/SDXL layout
     image_size=32, in_channels=4, out_channels=4, model_channels=32, num_res_blocks=[1, 1],
     channel_mult=[1, 2], transformer_depth=[0, 1], transformer_depth_output=[0, 0, 1, 1],
     transformer_depth_middle=1, context_dim=48, use_linear_in_transformer=True,
-    use_spatial_transformer=True, legacy=False, num_head_channels=16,
+    use_spatial_transformer=True, legacy=False,
     use_temporal_resblock=False, use_temporal_attention=False)
 
 RECIPES: dict[str, Recipe] = {
@@ -140,6 +140,89 @@ RECIPES: dict[str, Recipe] = {
 }
 
 
+
+def _variant(base: str, config: str, **changes) -> Recipe:
+    """Another supported_models entry built like ``base`` with some fields changed."""
+    recipe = RECIPES[base]
+    fields = {k: changes.pop(k) for k in ("context_dim", "latent", "pooled_dim", "extra")
+              if k in changes}
+    return Recipe(config, {**recipe.unet_config, **changes},
+                  fields.get("context_dim", recipe.context_dim),
+                  fields.get("latent", recipe.latent),
+                  fields.get("pooled_dim", recipe.pooled_dim),
+                  fields.get("extra", recipe.extra))
+
+
+WAN = RECIPES["WAN21_T2V"].unet_config
+RECIPES.update({
+    "SD20": _variant("SD15", "SD20", use_linear_in_transformer=True),
+    "SSD1B": _variant("SDXL", "SSD1B"),
+    "Segmind_Vega": _variant("SDXL", "Segmind_Vega"),
+    "KOALA_700M": _variant("SDXL", "KOALA_700M"),
+    "KOALA_1B": _variant("SDXL", "KOALA_1B"),
+    "SDXLRefiner": _variant("SDXL", "SDXLRefiner", adm_in_channels=2560),
+    "SD15_instructpix2pix": _variant("SD15", "SD15_instructpix2pix", in_channels=8),
+    "SDXL_instructpix2pix": _variant("SDXL", "SDXL_instructpix2pix", in_channels=8),
+    "Flux": _variant("FluxSchnell", "Flux", guidance_embed=True, extra={"guidance": 3.5}),
+    "FluxInpaint": _variant("FluxSchnell", "FluxInpaint", guidance_embed=True, in_channels=96,
+                            extra={"guidance": 3.5}),
+    "LongCatImage": _variant("FluxSchnell", "LongCatImage", vec_in_dim=None,
+                             txt_ids_dims=[1, 2], pooled_dim=None),
+    "HunyuanVideoI2V": _variant("HunyuanVideo", "HunyuanVideoI2V", in_channels=33),
+    "HunyuanVideoSkyreelsI2V": _variant("HunyuanVideo", "HunyuanVideoSkyreelsI2V",
+                                        in_channels=32),
+    "HunyuanImage21": _variant("HunyuanVideo", "HunyuanImage21", vec_in_dim=None,
+                               patch_size=[1, 1], axes_dim=[16, 16], in_channels=64,
+                               out_channels=64, latent=(64, 4, 4), pooled_dim=None),
+    "PixArtAlpha": _variant("PixArtSigma", "PixArtAlpha", image_model="pixart_alpha",
+                            micro_condition=True, hidden_size=96),  # size embeddings: 3 x 32
+    "HunyuanDiT1": _variant("HunyuanDiT", "HunyuanDiT1", image_model="hydit1"),
+    "WAN22_T2V": _variant("WAN21_T2V", "WAN22_T2V", in_dim=48, out_dim=48,
+                          latent=(48, 2, 8, 8)),
+    "WAN21_I2V": _variant("WAN21_T2V", "WAN21_I2V", model_type="i2v", in_dim=36),
+    "WAN21_FunControl2V": _variant("WAN21_T2V", "WAN21_FunControl2V", model_type="i2v",
+                                   in_dim=48),
+    "WAN21_FlowRVS": _variant("WAN21_T2V", "WAN21_FlowRVS", model_type="flow_rvs"),
+    "Kandinsky5Image": _variant("Kandinsky5", "Kandinsky5Image", visual_embed_dim=64,
+                                latent=(16, 8, 8)),
+    "CosmosI2VPredict2": _variant("CosmosT2IPredict2", "CosmosI2VPredict2", in_channels=17),
+    "Omnigen2": Recipe("Omnigen2", dict(
+        image_model="omnigen2", patch_size=2, in_channels=16, hidden_size=64, num_layers=2,
+        num_refiner_layers=1, num_attention_heads=2, num_kv_heads=2, multiple_of=16,
+        axes_dim_rope=(8, 12, 12), text_feat_dim=48), 48, (16, 8, 8),
+        extra={"attention_mask": MASK}),
+    "Boogu": Recipe("Boogu", dict(
+        image_model="boogu", patch_size=2, in_channels=16, hidden_size=64, num_layers=3,
+        num_double_stream_layers=2, num_refiner_layers=1, num_attention_heads=2,
+        num_kv_heads=2, multiple_of=16, axes_dim_rope=(8, 12, 12), instruction_feat_dim=48),
+        48, (16, 8, 8), extra={"attention_mask": MASK}),
+    "MageFlow": Recipe("MageFlow", dict(
+        image_model="mage_flow", in_channels=128, out_channels=128, num_layers=2,
+        attention_head_dim=32, num_attention_heads=2, joint_attention_dim=48,
+        axes_dims_rope=(8, 12, 12)), 48, (128, 4, 4)),
+    "JoyImage": Recipe("JoyImage", dict(
+        image_model="joyimage", patch_size=[1, 2, 2], in_channels=16, hidden_size=64,
+        num_attention_heads=2, text_dim=48, mlp_width_ratio=2.0, num_layers=2,
+        rope_dim_list=[8, 12, 12]), 48, (16, 1, 8, 8)),
+    "Ideogram4": Recipe("Ideogram4", dict(
+        image_model="ideogram4", in_channels=128, num_layers=2, num_attention_heads=2,
+        attention_head_dim=32, intermediate_size=128, adaln_dim=32, llm_features_dim=48,
+        mrope_section=(6, 5, 5)), 48, (128, 4, 4)),
+    "Krea2": Recipe("Krea2", dict(
+        image_model="krea2", features=64, tdim=32, txtdim=48, heads=2, kvheads=2,
+        multiplier=2, layers=2, patch=2, channels=16, txtlayers=2, txtheads=2, txtkvheads=2),
+        96, (16, 1, 8, 8)),  # a 2-layer text feature stack: 2 x 48
+    "Lens": Recipe("Lens", dict(
+        image_model="lens", patch_size=2, in_channels=128, out_channels=32, num_layers=2,
+        attention_head_dim=32, num_attention_heads=2, enc_hidden_dim=48,
+        axes_dims_rope=(8, 12, 12), selected_layer_index=(0, 1)), 96, (128, 4, 4)),
+    "ErnieImage": Recipe("ErnieImage", dict(
+        image_model="ernie", hidden_size=64, num_attention_heads=2, num_layers=2,
+        ffn_hidden_size=128, in_channels=128, out_channels=128, patch_size=1, text_in_dim=48,
+        rope_axes_dim=(8, 12, 12)), 48, (128, 4, 4)),
+})
+
+
 def _init_weights(module: nn.Module, seed: int) -> None:
     """ComfyUI builds layers uninitialised (comfy.ops.disable_weight_init): run torch's init,
     and give every other parameter and buffer left empty a small random value."""
@@ -172,6 +255,7 @@ def build(recipe: Recipe, seed: int = 0):
     import comfy.supported_models
 
     config = getattr(comfy.supported_models, recipe.config)(dict(recipe.unet_config))
+    config.unet_config.update(recipe.unet_config)  # over the class's fixed full-size extras
     model = config.get_model({})
     model.diffusion_model.float()
     _init_weights(model.diffusion_model, seed)
