@@ -91,7 +91,7 @@ def _attends(model: nn.Module, stack: BlockStack) -> bool:
 
 
 def find_block_stacks(model: nn.Module, min_length: int = 2,
-                      min_share: float = 0.1) -> list[BlockStack]:
+                      min_share: float = 0.0) -> list[BlockStack]:
     """The main stacks of repeated blocks of ``model``, from its module tree alone.
 
     Parameters
@@ -248,7 +248,8 @@ def discover_sites(model: nn.Module, run: Callable[[], None], kind: str = "block
 
     Returns
     -------
-    list of Site in the order the modules first ran on the probe pass.
+    list of Site in the order the modules first ran on the probe pass. Outputs whose dim 0 is
+    not the batch of the model's own output are left out (per-item strengths need it).
 
     Raises
     ------
@@ -265,14 +266,27 @@ def discover_sites(model: nn.Module, run: Callable[[], None], kind: str = "block
     modules = dict(model.named_modules())
     norms = [name for block in blocks for name, module in modules[block].named_modules(prefix=block)
              if _is_norm(module) and _affine_width(module) is not None]
-    candidates = (blocks if kind != "norms" else []) + (norms if kind != "blocks" else [])
-    seen = probe_outputs(model, candidates, run)
+    # a container whose forward is never called (a UNet's TimestepEmbedSequential is iterated
+    # by its parent) stands for its layers: their outputs are the sites instead
+    layers = {block: [f"{block}.{child}" for child, _ in modules[block].named_children()]
+              for block in blocks}
+    candidates = ([b for block in blocks for b in (block, *layers[block])] if kind != "norms"
+                  else []) + (norms if kind != "blocks" else [])
+    seen = probe_outputs(model, ["", *candidates], run)
+    outputs = set() if kind == "norms" else (
+        {block for block in blocks if block in seen}
+        | {layer for block in blocks if block not in seen for layer in layers[block]})
+    root = seen.pop("", [])
+    batch = root[0].shape[0] if root and root[0].shape else None
     sites: list[Site] = []
     for name, elements in seen.items():
+        # outputs whose dim 0 is not the model's batch (frames or pixels folded into it, as
+        # temporal layers do) cannot take per-item strengths (CFG halves): not sites
+        elements = [e for e in elements if batch is None or (e.shape and e.shape[0] == batch)]
         if name in norms and kind != "blocks":
             site = _norm_site(name, modules[name], elements)
             sites += [site] if site is not None else []
-        elif name in blocks:
+        elif name in outputs:
             sites += _block_sites(name, modules[name], elements)
     if not sites:
         found = [f"{s.name} ({len(s.blocks)} x {s.block_type})" for s in stacks]

@@ -65,8 +65,8 @@ def arch_of(diffusion_model: nn.Module) -> str:
     """``unet``, ``flux`` or ``mmdit`` (the families with presets) from the diffusion model's
     class and layout; ``other`` otherwise (sites found by structure)."""
     name = type(diffusion_model).__name__
-    if name == "UNetModel":
-        return "unet"
+    if name == "UNetModel" and not getattr(diffusion_model, "use_temporal_resblocks", False):
+        return "unet"  # SVD's UNet (temporal layers fold frames into the batch) is 'other'
     if name.startswith("Flux") and hasattr(diffusion_model, "double_blocks"):
         return "flux"
     if ("MMDiT" in name or "MMDIT" in name) and hasattr(diffusion_model, "joint_blocks"):

@@ -28,6 +28,7 @@ class Recipe:
     latent: tuple[int, ...]  # latent shape without the batch: (C, H, W) or (C, T, H, W)
     pooled_dim: int | None = None  # pooled text vector, where the family takes one
     extra: dict = field(default_factory=dict)  # more keys of the CONDITIONING dict
+    weights: dict = field(default_factory=dict)  # state-dict shapes get_model reads
 
 
 FLUX_DIT = dict(image_model="flux", in_channels=16, out_channels=16, patch_size=2, hidden_size=64,
@@ -221,6 +222,49 @@ RECIPES.update({
         ffn_hidden_size=128, in_channels=128, out_channels=128, patch_size=1, text_in_dim=48,
         rope_axes_dim=(8, 12, 12)), 48, (128, 4, 4)),
 })
+RECIPES.update({
+    "WAN21_CausalAR_T2V": _variant("WAN21_T2V", "WAN21_CausalAR_T2V", causal_ar=True),
+    "WAN21_Vace": _variant("WAN21_T2V", "WAN21_Vace", model_type="vace", vace_in_dim=96,
+                           vace_layers=1),
+    "WAN21_Camera": _variant("WAN21_T2V", "WAN21_Camera", model_type="camera", in_dim=32),
+    "WAN22_Camera": _variant("WAN21_T2V", "WAN22_Camera", model_type="camera_2.2", in_dim=36),
+    "WAN22_S2V": _variant("WAN21_T2V", "WAN22_S2V", model_type="s2v"),
+    "WAN21_HuMo": _variant("WAN21_T2V", "WAN21_HuMo", model_type="humo"),
+    "WAN22_Animate": _variant("WAN21_T2V", "WAN22_Animate", model_type="animate"),
+    "WAN21_SCAIL": _variant("WAN21_T2V", "WAN21_SCAIL", model_type="scail"),
+    "WAN21_SCAIL2": _variant("WAN21_T2V", "WAN21_SCAIL2", model_type="scail2"),
+    "WAN22_WanDancer": _variant("WAN21_T2V", "WAN22_WanDancer", model_type="wandancer",
+                                in_dim=36),
+    "HunyuanVideo15": _variant("HunyuanVideo", "HunyuanVideo15", vision_in_dim=32,
+                               in_channels=65, out_channels=32, vec_in_dim=None,
+                               guidance_embed=False, use_cond_type_embedding=True,
+                               latent=(32, 2, 8, 8), pooled_dim=32, extra={}),
+    "HunyuanImage21Refiner": _variant("HunyuanVideo", "HunyuanImage21Refiner",
+                                      patch_size=[1, 1, 1], vec_in_dim=None, in_channels=128,
+                                      out_channels=64, latent=(64, 2, 4, 4), pooled_dim=None),
+    "Anima": _variant("CosmosT2IPredict2", "Anima", image_model="anima"),
+    "ChromaRadiance": _variant("Chroma", "ChromaRadiance", image_model="chroma_radiance",
+                               in_channels=3, out_channels=3, patch_size=4,
+                               nerf_hidden_size=16, nerf_mlp_ratio=2, nerf_depth=2,
+                               nerf_max_freqs=4, nerf_tile_size=64,
+                               nerf_final_head_type="linear",
+                               nerf_embedder_dtype=torch.float32, use_x0=False,
+                               use_sequential_txt_ids=False, latent=(3, 16, 16)),
+    "SVD_img2vid": _variant("SDXL", "SVD_img2vid", in_channels=8, adm_in_channels=768,
+                            use_temporal_attention=True, use_temporal_resblock=True,
+                            extra_ff_mix_layer=True, use_spatial_context=True,
+                            merge_strategy="learned_with_images", merge_factor=0.0,
+                            video_kernel_size=[3, 1, 1], disable_temporal_crossattention=False,
+                            num_classes="sequential", pooled_dim=None, latent=(4, 8, 8)),
+    # its cc_projection (clip-vision + camera -> context) is read from the checkpoint
+    "Stable_Zero123": Recipe("Stable_Zero123", dict(RECIPES["SD15"].unet_config, in_channels=8),
+                             52, (4, 8, 8), weights={"cc_projection.weight": (48, 52),
+                                                     "cc_projection.bias": (48,)}),
+    "SD21UnclipL": _variant("SD15", "SD21UnclipL", use_linear_in_transformer=True,
+                            num_classes="sequential", adm_in_channels=1536),
+    "SD21UnclipH": _variant("SD15", "SD21UnclipH", use_linear_in_transformer=True,
+                            num_classes="sequential", adm_in_channels=2048),
+})
 
 
 def _init_weights(module: nn.Module, seed: int) -> None:
@@ -255,8 +299,13 @@ def build(recipe: Recipe, seed: int = 0):
     import comfy.supported_models
 
     config = getattr(comfy.supported_models, recipe.config)(dict(recipe.unet_config))
-    config.unet_config.update(recipe.unet_config)  # over the class's fixed full-size extras
-    model = config.get_model({})
+    for key in type(config).unet_extra_config:  # the class's fixed full-size extras
+        if key in recipe.unet_config:
+            config.unet_config[key] = recipe.unet_config[key]
+    gen = torch.Generator().manual_seed(seed)
+    state_dict = {key: torch.randn(shape, generator=gen) * 0.1
+                  for key, shape in recipe.weights.items()}
+    model = config.get_model(state_dict)
     model.diffusion_model.float()
     _init_weights(model.diffusion_model, seed)
     cpu = torch.device("cpu")

@@ -124,10 +124,9 @@ def test_a_saved_and_loaded_map_file_samples_bit_identically(case, nodes, tmp_pa
 
 
 def test_maps_of_another_family_are_refused_naming_both(case, nodes, foreign):
-    other = next(name for name in FOREIGN if name != case.name)
-    maps = foreign[other]
-    ours, theirs = nodes.common.family_of(case.model), maps.metadata["model"]["family"]
-    assert ours != theirs
+    ours = nodes.common.family_of(case.model)
+    maps = next(m for m in foreign.values() if m.metadata["model"]["family"] != ours)
+    theirs = maps.metadata["model"]["family"]
     with pytest.raises(ValueError) as error:
         nodes.apply.patch_model(case.model, maps, 1.0)
     assert repr(theirs) in str(error.value) and repr(ours) in str(error.value)
@@ -151,5 +150,6 @@ def test_folded_mode_is_exact_wherever_it_folds(case, nodes):
     hooks = nodes.apply.patch_model(case.model, maps, 1.0, apply_to="both",
                                     support="unbounded")
     expected = _sample(hooks, case)
-    assert not torch.allclose(expected, case.baseline, rtol=1e-3, atol=1e-3)
-    torch.testing.assert_close(_sample(folded, case), expected, rtol=1e-4, atol=1e-4)
+    effect = float((expected - case.baseline).abs().max())
+    error = float((_sample(folded, case) - expected).abs().max())
+    assert effect > 1e-3 and error <= min(1e-3, 1e-2 * effect)  # float rounding only
