@@ -18,7 +18,7 @@ when nobody has published a better choice for the architecture. Discovery needs 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -31,7 +31,7 @@ __all__ = ["BlockStack", "DISCOVERY_KINDS", "OutputElement", "discover_sites",
            "find_block_stacks", "probe_outputs"]
 
 #: What :func:`discover_sites` can offer: block outputs, affine norms inside the blocks, or both.
-DISCOVERY_KINDS: tuple[str, ...] = ("blocks", "norms", "blocks+norms")
+DISCOVERY_KINDS: tuple[str, ...] = ("blocks", "norms", "blocks+norms", "final_norms")
 
 # norms applied to queries/keys (per head): they transport attention logits, not features
 _QK_NORM = re.compile(r"(^|_)(q|k|query|key)_?(rms_?)?norm|norm_(added_)?(q|k)($|_)")
@@ -145,7 +145,8 @@ def probe_outputs(model: nn.Module, names: Iterable[str], run: Callable[[], None
 
     A tensor output gives one element with index None; a tuple or list gives one element per
     tensor it holds that the module computed (an element that is the very tensor object it was
-    given as an input, such as a text stream a block passes through, is left out). Modules that
+    given as an input, unmodified, such as a text stream a block passes through, is left out;
+    one updated in place counts as computed). Modules that
     did not run are absent. Hooks are removed when ``run`` returns or raises.
 
     Returns
@@ -154,17 +155,28 @@ def probe_outputs(model: nn.Module, names: Iterable[str], run: Callable[[], None
     """
     seen: dict[str, list[OutputElement]] = {}
     handles = []
+    versions: dict[str, dict[int, int]] = {}  # tensor inputs of the call: id -> version
+
+    def before(name: str):
+        def remember(module: nn.Module, args: tuple, kwargs: dict) -> None:
+            versions[name] = {id(a): a._version for a in (*args, *kwargs.values())
+                              if isinstance(a, torch.Tensor)}
+        return remember
 
     def hook(name: str):
         def observe(module: nn.Module, args: tuple, kwargs: dict, output: object) -> None:
             if name in seen:
                 return
-            given = {id(a) for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)}
+            given = versions.get(name, {})
+
+            def computed(x: object) -> bool:  # not an input passed through untouched
+                return isinstance(x, torch.Tensor) and given.get(id(x)) != x._version
+
             if isinstance(output, torch.Tensor):
                 seen[name] = [OutputElement(None, tuple(output.shape))]
             elif isinstance(output, (tuple, list)):
                 seen[name] = [OutputElement(i, tuple(x.shape)) for i, x in enumerate(output)
-                              if isinstance(x, torch.Tensor) and id(x) not in given]
+                              if computed(x)]
             else:
                 seen[name] = []
         return observe
@@ -172,7 +184,9 @@ def probe_outputs(model: nn.Module, names: Iterable[str], run: Callable[[], None
     modules = dict(model.named_modules())
     try:
         for name in names:
-            handles.append(modules[name].register_forward_hook(hook(name), with_kwargs=True))
+            module = modules[name]
+            handles.append(module.register_forward_pre_hook(before(name), with_kwargs=True))
+            handles.append(module.register_forward_hook(hook(name), with_kwargs=True))
         run()
     finally:
         for handle in handles:
@@ -211,6 +225,9 @@ def _block_sites(name: str, block: nn.Module, elements: list[OutputElement]) -> 
     """Sites for a block's computed outputs of rank >= 3 (token streams and feature maps)."""
     elements = [e for e in elements if len(e.shape) >= 3]
     features, channels = _widths(block)
+    if features or channels:  # feature streams only, not e.g. attention biases (B, H, T, T)
+        elements = [e for e in elements if e.shape[-1] in features
+                    or (len(e.shape) >= 4 and e.shape[1] in channels)]
     return [Site(name, e.index, _layout(e.shape, features, channels)) for e in elements]
 
 
@@ -228,8 +245,33 @@ def _norm_site(name: str, module: nn.Module, elements: list[OutputElement]) -> S
     return None
 
 
+def _final_norms(model: nn.Module, blocks: list[str]) -> list[str]:
+    """Affine norms outside every block (candidates for an encoder's final norm)."""
+    return [name for name, module in model.named_modules()
+            if name and _is_norm(module) and _affine_width(module) is not None
+            and not any(name == b or name.startswith(f"{b}.") for b in blocks)]
+
+
+def _candidates(model: nn.Module, blocks: list[str], kind: str
+                ) -> tuple[list[str], dict[str, list[str]], list[str]]:
+    """(modules to probe, the layers standing for each block, the norm candidates)."""
+    modules = dict(model.named_modules())
+    # a container whose forward is never called (a UNet's TimestepEmbedSequential is iterated
+    # by its parent) stands for its layers: their outputs are the sites instead
+    layers = {block: [f"{block}.{child}" for child, _ in modules[block].named_children()]
+              for block in blocks}
+    if kind == "final_norms":
+        norms = _final_norms(model, blocks)
+        return [*blocks, *norms], layers, norms
+    norms = [name for block in blocks for name, module in modules[block].named_modules(prefix=block)
+             if _is_norm(module) and _affine_width(module) is not None]
+    probed = [b for block in blocks for b in (block, *layers[block])] if kind != "norms" else []
+    return probed + (norms if kind != "blocks" else []), layers, norms
+
+
 def discover_sites(model: nn.Module, run: Callable[[], None], kind: str = "blocks",
-                   stacks: list[BlockStack] | None = None) -> list[Site]:
+                   stacks: list[BlockStack] | None = None,
+                   within: Sequence[str] | None = None) -> list[Site]:
     """Sites of ``model`` found by structure: its main block stacks' outputs and/or norms.
 
     Parameters
@@ -238,13 +280,16 @@ def discover_sites(model: nn.Module, run: Callable[[], None], kind: str = "block
     run : callable
         Runs one forward pass of ``model`` (any input it is used with; batch 1 is enough).
     kind : str
-        One of :data:`DISCOVERY_KINDS`: ``"blocks"`` = the output of every block of the main
-        stacks (one site per computed tensor element of a tuple output, e.g. both streams of a
+        One of :data:`DISCOVERY_KINDS`: ``"blocks"`` = the output of every block of the stacks
+        (one site per computed tensor element of a tuple output, e.g. both streams of a
         dual-stream block); ``"norms"`` = every norm layer with a 1-D affine weight inside
         those blocks whose output it spans (tokens (B, T, D) or channels (B, C, ...));
-        ``"blocks+norms"`` = both.
+        ``"blocks+norms"`` = both; ``"final_norms"`` = affine norms outside the blocks that
+        run after a block (an encoder's final layer norm).
     stacks : list of BlockStack, optional
         Default :func:`find_block_stacks` of ``model``.
+    within : sequence of str, optional
+        Keep only stacks and modules under these module paths (one encoder of several).
 
     Returns
     -------
@@ -259,37 +304,46 @@ def discover_sites(model: nn.Module, run: Callable[[], None], kind: str = "block
     if kind not in DISCOVERY_KINDS:
         raise SiteError(f"discovery kind must be one of {DISCOVERY_KINDS}, found {kind!r}")
     stacks = find_block_stacks(model) if stacks is None else stacks
+    if within is not None:
+        stacks = [s for s in stacks if any(s.name.startswith(f"{w}.") for w in within)]
     if not stacks:
-        raise SiteError(f"{type(model).__name__} has no list of >= 2 repeated blocks to "
+        where = "" if within is None else f" under {list(within)}"
+        raise SiteError(f"{type(model).__name__} has no list of >= 2 repeated blocks{where} to "
                         "choose sites from; give module-name patterns instead")
     blocks = [block for stack in stacks for block in stack.blocks]
-    modules = dict(model.named_modules())
-    norms = [name for block in blocks for name, module in modules[block].named_modules(prefix=block)
-             if _is_norm(module) and _affine_width(module) is not None]
-    # a container whose forward is never called (a UNet's TimestepEmbedSequential is iterated
-    # by its parent) stands for its layers: their outputs are the sites instead
-    layers = {block: [f"{block}.{child}" for child, _ in modules[block].named_children()]
-              for block in blocks}
-    candidates = ([b for block in blocks for b in (block, *layers[block])] if kind != "norms"
-                  else []) + (norms if kind != "blocks" else [])
+    candidates, layers, norms = _candidates(model, blocks, kind)
+    if within is not None:
+        candidates = [c for c in candidates if any(c.startswith(f"{w}.") for w in within)]
     seen = probe_outputs(model, ["", *candidates], run)
-    outputs = set() if kind == "norms" else (
-        {block for block in blocks if block in seen}
-        | {layer for block in blocks if block not in seen for layer in layers[block]})
-    root = seen.pop("", [])
-    batch = root[0].shape[0] if root and root[0].shape else None
-    sites: list[Site] = []
-    for name, elements in seen.items():
-        # outputs whose dim 0 is not the model's batch (frames or pixels folded into it, as
-        # temporal layers do) cannot take per-item strengths (CFG halves): not sites
-        elements = [e for e in elements if batch is None or (e.shape and e.shape[0] == batch)]
-        if name in norms and kind != "blocks":
-            site = _norm_site(name, modules[name], elements)
-            sites += [site] if site is not None else []
-        elif name in outputs:
-            sites += _block_sites(name, modules[name], elements)
+    sites = _sites_from(model, seen, kind, blocks, layers, norms)
     if not sites:
         found = [f"{s.name} ({len(s.blocks)} x {s.block_type})" for s in stacks]
         raise SiteError(f"no {kind} sites ran in the probe pass of the stacks {found}; "
                         "choose another kind or give module-name patterns")
+    return sites
+
+
+def _sites_from(model: nn.Module, seen: dict[str, list[OutputElement]], kind: str,
+                blocks: list[str], layers: dict[str, list[str]], norms: list[str]
+                ) -> list[Site]:
+    modules = dict(model.named_modules())
+    outputs = set() if kind in ("norms", "final_norms") else (
+        {block for block in blocks if block in seen}
+        | {layer for block in blocks if block not in seen for layer in layers[block]})
+    root = seen.pop("", [])
+    batch = root[0].shape[0] if root and root[0].shape else None
+    order = list(seen)
+    first_block = min((order.index(b) for b in blocks if b in seen), default=len(order))
+    sites: list[Site] = []
+    for position, (name, elements) in enumerate(seen.items()):
+        # outputs whose dim 0 is not the model's batch (frames or pixels folded into it, as
+        # temporal layers do) cannot take per-item strengths (CFG halves): not sites
+        elements = [e for e in elements if batch is None or (e.shape and e.shape[0] == batch)]
+        if name in norms and kind != "blocks":
+            if kind == "final_norms" and position < first_block:
+                continue  # a norm before the blocks (an embedding norm), not a final one
+            site = _norm_site(name, modules[name], elements)
+            sites += [site] if site is not None else []
+        elif name in outputs:
+            sites += _block_sites(name, modules[name], elements)
     return sites
