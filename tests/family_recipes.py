@@ -265,6 +265,14 @@ RECIPES.update({
     "SD21UnclipH": _variant("SD15", "SD21UnclipH", use_linear_in_transformer=True,
                             num_classes="sequential", adm_in_channels=2048),
 })
+RECIPES.update({  # variants of the entries above
+    "CogVideoX_I2V": _variant("CogVideoX_T2V", "CogVideoX_I2V", in_channels=32),
+    "CogVideoX_Inpaint": _variant("CogVideoX_T2V", "CogVideoX_Inpaint", in_channels=48),
+    "SV3D_u": _variant("SVD_img2vid", "SV3D_u", adm_in_channels=256),
+    "SV3D_p": _variant("SVD_img2vid", "SV3D_p", adm_in_channels=1280),
+    "HunyuanVideo15_SR_Distilled": _variant("HunyuanVideo15", "HunyuanVideo15_SR_Distilled",
+                                            in_channels=98),
+})
 
 
 def _init_weights(module: nn.Module, seed: int) -> None:
@@ -322,3 +330,36 @@ def conds(recipe: Recipe, n: int, gen: torch.Generator, shift: float = 0.0) -> l
         context = torch.randn(1, TOKENS, recipe.context_dim, generator=gen) + shift
         out.append([[context, extra]])
     return out
+
+#: supported_models entries that do not generate images or video (not AcT targets here)
+EXCLUDED: dict[str, str] = {
+    "LotusD": "dense prediction (depth / normals) from an image",
+    "SD_X4Upscaler": "upscaler",
+    "SeedVR2": "video restoration / upscaler",
+    "StableAudio": "audio", "StableAudio3": "audio", "ACEStep": "audio (music)",
+    "ACEStep15": "audio (music)",
+    "Hunyuan3Dv2": "3D shapes", "Hunyuan3Dv2_1": "3D shapes", "Hunyuan3Dv2mini": "3D shapes",
+    "TripoSplat": "3D (Gaussian splats)",
+    "RT_DETR_v4": "object detection", "SAM3": "segmentation", "SAM31": "segmentation",
+    "DepthAnything3": "depth estimation",
+}
+
+#: image/video entries without a passing tiny instance, and what blocks them
+BLOCKED: dict[str, str] = {
+    "CosmosT2V": "built tiny, but its blocks run in (T, H, W, B, D) layout: no block output "
+                 "has the batch first, which per-item strengths (CFG halves) need; auto "
+                 "refuses with that message",
+    "CosmosI2V": "as CosmosT2V (same GeneralDIT, (T, H, W, B, D) blocks)",
+    "Stable_Cascade_C": "not built tiny in this round (StageC's per-level width, head and "
+                        "block lists not shrunk yet)",
+    "Stable_Cascade_B": "not built tiny in this round (as Stable_Cascade_C)",
+    "LTXAV": "not built tiny in this round (joint audio-video model: needs audio latents and "
+             "conditioning beside the video)",
+    "MiniMaxH3": "not built tiny in this round (joint audio-video model)",
+    "ZImagePixelSpace": "not built tiny in this round (pixel-space decoder head config)",
+    "PixelDiTT2I": "not built tiny in this round (its config class carries only image_model; "
+                   "sizes are the class defaults, full size)",
+    "PiD": "not built tiny in this round (as PixelDiTT2I, plus a latent-conditioned decoder)",
+    "HiDreamO1": "not built tiny in this round (pixel-space model fed token ids and reference "
+                 "images by its own conditioning code)",
+}

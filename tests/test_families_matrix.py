@@ -34,6 +34,7 @@ def _load_recipes():
 
 
 RECIPES, build, conds = _load_recipes().RECIPES, _load_recipes().build, _load_recipes().conds
+EXCLUDED, BLOCKED = _load_recipes().EXCLUDED, _load_recipes().BLOCKED
 pytestmark = pytest.mark.comfyui
 
 STEPS, CFG, SEED = 2, 2.0, 7  # cfg != 1: both halves of the CFG batch run
@@ -81,6 +82,14 @@ def _sample(model, case) -> torch.Tensor:
     noise = comfy.sample.prepare_noise(case.latent, SEED)
     return comfy.sample.sample(model, noise, STEPS, CFG, "euler", "normal", case.positive,
                                case.negative, case.latent, seed=SEED, disable_pbar=True)
+
+
+def test_every_supported_model_is_in_the_matrix_or_has_its_reason(act_pack):
+    import comfy.supported_models
+
+    entries = [m.__name__ for m in comfy.supported_models.models]
+    assert sorted(entries) == sorted([*RECIPES, *EXCLUDED, *BLOCKED])
+    assert not set(RECIPES) & (set(EXCLUDED) | set(BLOCKED))
 
 
 @pytest.fixture(scope="module", params=list(RECIPES))
