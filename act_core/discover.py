@@ -155,22 +155,26 @@ def probe_outputs(model: nn.Module, names: Iterable[str], run: Callable[[], None
     """
     seen: dict[str, list[OutputElement]] = {}
     handles = []
-    versions: dict[str, dict[int, int]] = {}  # tensor inputs of the call: id -> version
+    inputs: dict[str, dict[int, torch.Tensor]] = {}  # the call's tensor inputs, copied
 
     def before(name: str):
         def remember(module: nn.Module, args: tuple, kwargs: dict) -> None:
-            versions[name] = {id(a): a._version for a in (*args, *kwargs.values())
-                              if isinstance(a, torch.Tensor)}
+            if name not in seen:  # copies, not versions: inference tensors have none
+                inputs[name] = {id(a): a.detach().clone() for a in (*args, *kwargs.values())
+                                if isinstance(a, torch.Tensor)}
         return remember
 
     def hook(name: str):
         def observe(module: nn.Module, args: tuple, kwargs: dict, output: object) -> None:
             if name in seen:
                 return
-            given = versions.get(name, {})
+            given = inputs.pop(name, {})
 
             def computed(x: object) -> bool:  # not an input passed through untouched
-                return isinstance(x, torch.Tensor) and given.get(id(x)) != x._version
+                if not isinstance(x, torch.Tensor):
+                    return False
+                before = given.get(id(x))
+                return before is None or not torch.equal(before, x)
 
             if isinstance(output, torch.Tensor):
                 seen[name] = [OutputElement(None, tuple(output.shape))]

@@ -363,3 +363,11 @@ BLOCKED: dict[str, str] = {
     "HiDreamO1": "not built tiny in this round (pixel-space model fed token ids and reference "
                  "images by its own conditioning code)",
 }
+
+#: entries whose model generates video (the others generate images)
+VIDEO: frozenset[str] = frozenset({
+    "SVD_img2vid", "SV3D_u", "SV3D_p", "GenmoMochi", "LTXV", "HunyuanVideo",
+    "HunyuanVideoI2V", "HunyuanVideoSkyreelsI2V", "HunyuanVideo15",
+    "HunyuanVideo15_SR_Distilled", "CosmosI2VPredict2", "Kandinsky5", "CogVideoX_T2V",
+    "CogVideoX_I2V", "CogVideoX_Inpaint", *(name for name in RECIPES if name.startswith("WAN")),
+})

@@ -98,7 +98,10 @@ def test_probe_records_computed_tensors_and_leaves_no_hook():
     assert [e.index for e in seen["blocks.0"]] == [0, 1]
     assert [e.index for e in seen["blocks.1"]] == [0]  # txt passed through unchanged
     assert "unused.0" not in seen
-    assert not any(m._forward_hooks for m in net.modules())
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in net.modules())
+    with torch.inference_mode():  # as ComfyUI runs models: inference tensors work too
+        assert probe_outputs(net, ["blocks.0", "blocks.1"], _run(net)) == {
+            k: seen[k] for k in ("blocks.0", "blocks.1")}
 
 
 def test_block_sites_per_stream_with_their_layout():
