@@ -265,6 +265,16 @@ RECIPES.update({
     "SD21UnclipH": _variant("SD15", "SD21UnclipH", use_linear_in_transformer=True,
                             num_classes="sequential", adm_in_channels=2048),
 })
+RECIPES.update({
+    "Stable_Cascade_C": Recipe("Stable_Cascade_C", dict(
+        stable_cascade_stage="c", c_in=16, c_out=16, c_cond=64, c_hidden=[32, 64],
+        nhead=[2, 2], blocks=[[1, 1], [1, 1]], block_repeat=[[1, 1], [1, 1]],
+        c_clip_text=48, c_clip_text_pooled=32, c_clip_img=768), 48, (16, 8, 8), 32),
+    "Stable_Cascade_B": Recipe("Stable_Cascade_B", dict(
+        stable_cascade_stage="b", c_in=4, c_out=4, c_cond=64, c_hidden=[16, 32, 64, 64],
+        nhead=[-1, -1, 2, 2], blocks=[[1, 1, 1, 1], [1, 1, 1, 1]],
+        block_repeat=[[1, 1, 1, 1], [1, 1, 1, 1]], c_clip=32), 48, (4, 16, 16), 32),
+})
 RECIPES.update({  # variants of the entries above
     "CogVideoX_I2V": _variant("CogVideoX_T2V", "CogVideoX_I2V", in_channels=32),
     "CogVideoX_Inpaint": _variant("CogVideoX_T2V", "CogVideoX_Inpaint", in_channels=48),
@@ -350,9 +360,6 @@ BLOCKED: dict[str, str] = {
                  "has the batch first, which per-item strengths (CFG halves) need; auto "
                  "refuses with that message",
     "CosmosI2V": "as CosmosT2V (same GeneralDIT, (T, H, W, B, D) blocks)",
-    "Stable_Cascade_C": "not built tiny in this round (StageC's per-level width, head and "
-                        "block lists not shrunk yet)",
-    "Stable_Cascade_B": "not built tiny in this round (as Stable_Cascade_C)",
     "LTXAV": "not built tiny in this round (joint audio-video model: needs audio latents and "
              "conditioning beside the video)",
     "MiniMaxH3": "not built tiny in this round (joint audio-video model)",
