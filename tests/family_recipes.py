@@ -275,6 +275,17 @@ RECIPES.update({
         nhead=[-1, -1, 2, 2], blocks=[[1, 1, 1, 1], [1, 1, 1, 1]],
         block_repeat=[[1, 1, 1, 1], [1, 1, 1, 1]], c_clip=32), 48, (4, 16, 16), 32),
 })
+RECIPES.update({
+    "PixelDiTT2I": Recipe("PixelDiTT2I", dict(
+        image_model="pixeldit_t2i", in_channels=3, num_groups=2, hidden_size=64,
+        pixel_hidden_size=8, pixel_attn_hidden_size=32, pixel_num_groups=2, patch_depth=2,
+        pixel_depth=2, patch_size=4, txt_embed_dim=48, txt_max_length=TOKENS),
+        48, (3, 16, 16)),
+    "ZImagePixelSpace": _variant("ZImage", "ZImagePixelSpace", image_model="zimage_pixel",
+                                 in_channels=3, patch_size=2, decoder_hidden_size=32,
+                                 decoder_num_res_blocks=2, decoder_max_freqs=4,
+                                 decoder_in_channels=12, latent=(3, 16, 16)),
+})
 RECIPES.update({  # variants of the entries above
     "CogVideoX_I2V": _variant("CogVideoX_T2V", "CogVideoX_I2V", in_channels=32),
     "CogVideoX_Inpaint": _variant("CogVideoX_T2V", "CogVideoX_Inpaint", in_channels=48),
@@ -363,10 +374,8 @@ BLOCKED: dict[str, str] = {
     "LTXAV": "not built tiny in this round (joint audio-video model: needs audio latents and "
              "conditioning beside the video)",
     "MiniMaxH3": "not built tiny in this round (joint audio-video model)",
-    "ZImagePixelSpace": "not built tiny in this round (pixel-space decoder head config)",
-    "PixelDiTT2I": "not built tiny in this round (its config class carries only image_model; "
-                   "sizes are the class defaults, full size)",
-    "PiD": "not built tiny in this round (as PixelDiTT2I, plus a latent-conditioned decoder)",
+    "PiD": "not built tiny in this round (PixelDiT's pixel decoder fed a low-resolution "
+           "latent through its own lq_proj conditioning)",
     "HiDreamO1": "not built tiny in this round (pixel-space model fed token ids and reference "
                  "images by its own conditioning code)",
 }
