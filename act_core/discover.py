@@ -1,4 +1,4 @@
-"""Site discovery by structure: the main stacks of repeated blocks of any model.
+"""Site discovery by structure: the stacks of repeated blocks of any model.
 
 A diffusion transformer, a UNet or a text encoder is, at its core, one or a few lists of
 repeated blocks (``blocks.0 .. blocks.29``, ``double_blocks`` + ``single_blocks``,
@@ -7,10 +7,11 @@ when nobody has published a better choice for the architecture. Discovery needs 
 
 1. :func:`find_block_stacks` reads the module tree (no forward pass): every ``nn.ModuleList``
    or ``nn.Sequential`` whose children are >= 2 blocks of one class, outermost only, and of
-   those the ones that hold a sizeable share of the parameters (the "main" stacks);
+   those the ones whose blocks attend (transformer stacks) where there are any;
 2. :func:`probe_outputs` runs the model once (the caller's ``run``) and records what each
    candidate module returns, so that tuple outputs (``(img, txt)`` streams) become one site per
-   computed tensor element and norm layers applied to attention heads are left out;
+   computed tensor element, stacks that do not run for this input (an audio injector without
+   audio) are dropped, and norm layers applied to attention heads are left out;
 3. :func:`discover_sites` puts both together: block outputs and/or affine norms, in forward
    order.
 """
@@ -101,7 +102,8 @@ def find_block_stacks(model: nn.Module, min_length: int = 2,
         Fewest blocks of one class a list must hold to count as a stack.
     min_share : float
         Keep stacks holding at least this fraction of the parameters of the largest stack
-        (drops small helper lists such as embedders' MLPs). Where some stacks' blocks hold an
+        (default 0: every stack; tiny test instances make shares meaningless, and the probe
+        pass drops stacks that do not run). Where some stacks' blocks hold an
         attention layer (a module whose class or name says ``attn``/``attention``), only
         those count (drops lists of MLPs such as a mixture of experts or a modulation
         approximator).
