@@ -22,6 +22,7 @@ The package never imports ComfyUI; hosts (``nodes/``) translate their inputs int
 
 from ._version import __version__
 from .apply import apply_transport, transport_output
+from .discover import discover_sites, find_block_stacks
 from .errors import (
     ActError,
     ActivationError,
@@ -57,7 +58,8 @@ __all__ = [
     "ActError", "ActivationError", "FitError", "MapCompatibilityError", "MapError",
     "MapFileError", "MapSet", "Recorder", "Site", "SiteError", "StrengthError", "Support",
     "SupportError", "TransportMap", "__version__", "apply_transport", "aura", "check_compatible",
-    "diff_means", "fit", "fit_many", "fit_sites", "gaussian_ot", "linear_act", "load_maps",
+    "diff_means", "discover_sites", "find_block_stacks", "fit", "fit_many", "fit_sites",
+    "gaussian_ot", "linear_act", "load_maps",
     "mean_act", "parse_support", "prompt_hash", "read_output", "record_activations",
     "resolve_sites", "save_maps", "transport", "transport_channels", "transport_output",
     "write_output",

@@ -3,7 +3,9 @@
 Every forward call of a site's module contributes one pooled vector per batch item:
 
 * tokens (B, T, D): mean over the non-padding tokens (``recorder.token_mask``, (B, T); all
-  tokens when it is None);
+  tokens when it is None); a site whose layout is set to ``tokens`` may also output
+  channel-last grids (B, *positions, D), e.g. (B, T, H, W, D) of a video transformer: mean
+  over every position (frames included);
 * channels (B, C, *spatial): mean over the spatial dims;
 * vector (B, D): as is.
 
@@ -24,7 +26,7 @@ from .sites import Site, find_module, read_output
 
 __all__ = ["Recorder", "detect_layout", "pool", "record_activations"]
 
-_RANKS = {"tokens": (3,), "vector": (2,)}
+_RANKS = {"tokens": tuple(range(3, 9)), "vector": (2,)}
 
 
 def detect_layout(x: torch.Tensor, site: Site) -> str:
@@ -41,15 +43,18 @@ def detect_layout(x: torch.Tensor, site: Site) -> str:
     ranks = _RANKS.get(layout, tuple(range(3, 9)))
     if not layout or x.ndim not in ranks:
         raise ActivationError(f"site {str(site)!r}: output of shape {tuple(x.shape)} does not fit "
-                              f"layout {site.layout!r}; expected (B, D), (B, T, D) or "
-                              f"(B, C, *spatial)")
+                              f"layout {site.layout!r}; expected (B, D), (B, T, D) (or "
+                              f"(B, *positions, D) with layout 'tokens') or (B, C, *spatial)")
     return layout
 
 
 def _pool_tokens(x: torch.Tensor, token_mask: torch.Tensor | None, site: Site) -> torch.Tensor:
-    values = x.detach().float()  # (B, T, D)
+    values = x.detach().float()  # (B, T, D) or (B, *positions, D)
     if token_mask is None:
-        return values.mean(dim=1)
+        return values.mean(dim=tuple(range(1, values.ndim - 1)))  # (B, D)
+    if values.ndim != 3:
+        raise ActivationError(f"site {str(site)!r}: a token_mask needs (B, T, D) outputs, found "
+                              f"shape {tuple(x.shape)}; set recorder.token_mask to None")
     mask = token_mask.to(device=x.device, dtype=torch.bool)
     if tuple(mask.shape) != tuple(x.shape[:2]):
         raise ActivationError(f"site {str(site)!r}: token_mask has shape {tuple(mask.shape)} but "

@@ -2,7 +2,11 @@
 
 The reference method leaves the text encoder alone; this is the project's extension for users
 who want to steer the conditioning itself. Token outputs are pooled by their mean over the
-encoder's full context (padding included) and transported per token.
+encoder's full context (padding included) and transported per token. Sites are found by
+structure (the encoder's stack of layers, its final norm or the norms in its layers), so every
+encoder ComfyUI's CLIPLoader, DualCLIPLoader and TripleCLIPLoader build works; on a CLIP with
+several encoders (SDXL's CLIP-L + CLIP-G; SD3 and Flux with T5-XXL) one, some or all of them
+are steered.
 """
 
 from __future__ import annotations
@@ -10,29 +14,75 @@ from __future__ import annotations
 import comfy.utils
 from comfy_api.latest import IO
 
-from ..act_core import ESTIMATORS, MapSet, apply_transport, fit_sites, prompt_hash, resolve_sites
-from .common import check_strength_range
+from ..act_core import (
+    ESTIMATORS,
+    MapSet,
+    apply_transport,
+    check_compatible,
+    fit_sites,
+    prompt_hash,
+    resolve_sites,
+)
+from ..act_core.discover import discover_sites
+from ..act_core.errors import MapCompatibilityError
+from ..act_core.sites import Site, find_module
+from .common import check_strength_range, site_width
 from .learn import parse_prompts
 
-__all__ = ["ActApplyTransportCLIP", "ActLearnTextTransport", "patch_clip", "TEXT_TARGET"]
+__all__ = ["ActApplyTransportCLIP", "ActLearnTextTransport", "TEXT_PRESETS", "TEXT_TARGET",
+           "encoders_of", "learn_text_maps", "patch_clip"]
 
 TEXT_TARGET = "text_encoder"
-TEXT_PRESETS = {
-    "final norm": (r"re:.*final_layer_norm",),
-    "layer outputs": (r"re:.*encoder\.layers\.\d+",),
-}
+# found by structure (act_core.discover) on every encoder ComfyUI's CLIP loaders build:
+# CLIP-L/G, T5-XXL, UMT5-XXL, the language-model encoders (Llama, Qwen, Gemma, ...)
+TEXT_PRESETS = {"layer outputs": "blocks", "final norm": "final_norms", "layer norms": "norms"}
+
+
+def encoders_of(clip) -> list[str]:
+    """The encoders of a CLIP (``clip_l``, ``clip_g``, ``t5xxl``, ``umt5xxl``, ``qwen3_4b``...):
+    the sub-modules of its ``cond_stage_model`` that hold weights."""
+    return [name for name, module in clip.cond_stage_model.named_children()
+            if next(module.parameters(), None) is not None]
+
+
+def _chosen_encoders(clip, encoder: str) -> list[str] | None:
+    """None for every encoder ('all'); else the named ones, checked against the CLIP's."""
+    names = [e.strip() for e in (encoder or "all").split(",") if e.strip()]
+    if not names or names == ["all"]:
+        return None
+    available = encoders_of(clip)
+    unknown = [n for n in names if n not in available]
+    if unknown:
+        raise ValueError(f"encoder {unknown} is not in this CLIP: it has {available}; give "
+                         "'all' or a comma-separated subset of those")
+    return names
 
 
 def _encode(clip, prompt: str) -> None:
     clip.encode_from_tokens(clip.tokenize(prompt))
 
 
+def choose_text_sites(clip, sites: str, pattern: str, encoder: str, probe_prompt: str):
+    """(patterns, sites) on ``clip.cond_stage_model``: a structure preset restricted to the
+    chosen encoders, or custom patterns (full module paths, any encoder)."""
+    model = clip.cond_stage_model
+    if sites == "custom":
+        patterns = [p.strip() for p in pattern.split(",") if p.strip()]
+        if not patterns:
+            raise ValueError("sites is 'custom' but the pattern is empty: give module-name "
+                             "patterns such as 're:clip_l\\..*layers\\.\\d+'")
+        return patterns, resolve_sites(model, patterns)
+    if sites not in TEXT_PRESETS:
+        raise ValueError(f"sites must be one of {[*TEXT_PRESETS, 'custom']}, got {sites!r}")
+    chosen = discover_sites(model, lambda: _encode(clip, probe_prompt), TEXT_PRESETS[sites],
+                            within=_chosen_encoders(clip, encoder))
+    return [str(site) for site in chosen], chosen
+
+
 def learn_text_maps(clip, source: list[str], target: list[str], sites: str, pattern: str,
-                    method: str, support: str) -> MapSet:
-    encoder = clip.cond_stage_model
-    patterns = ([p.strip() for p in pattern.split(",") if p.strip()] if sites == "custom"
-                else list(TEXT_PRESETS[sites]))
-    chosen = resolve_sites(encoder, patterns)
+                    method: str, support: str, encoder: str = "all") -> MapSet:
+    encoder_model = clip.cond_stage_model
+    patterns, chosen = choose_text_sites(clip, sites, pattern, encoder, source[0])
     pbar = comfy.utils.ProgressBar(len(source) + len(target))
 
     def runner(prompts):
@@ -42,12 +92,28 @@ def learn_text_maps(clip, source: list[str], target: list[str], sites: str, patt
                 pbar.update(1)
         return run
 
-    maps = fit_sites(encoder, chosen, runner(source), runner(target), method=method,
+    maps = fit_sites(encoder_model, chosen, runner(source), runner(target), method=method,
                      incremental=False)
-    metadata = {"model": {"family": type(encoder).__name__, "target": TEXT_TARGET},
+    metadata = {"model": {"family": type(encoder_model).__name__, "target": TEXT_TARGET,
+                          "encoders": sorted({str(s).split(".", 1)[0] for s in chosen})},
                 "prompt_hash": prompt_hash(source, target), "support": support,
-                "method": method, "extra": {"sites": sites, "patterns": patterns}}
+                "method": method, "extra": {"sites": sites, "patterns": patterns,
+                                            "encoder": encoder}}
     return MapSet(maps, metadata)
+
+
+def validate_text_maps(clip, maps: MapSet) -> None:
+    """MapCompatibilityError naming both encoder families, missing sites or widths."""
+    model = clip.cond_stage_model
+    widths = {}
+    for site in maps:
+        try:
+            module = find_module(model, Site.parse(site))
+        except LookupError:
+            continue
+        width = site_width(module)
+        widths[site] = width if width is not None else maps[site].dim
+    check_compatible(maps, widths, type(model).__name__)
 
 
 def patch_clip(clip, maps: MapSet, strength: float):
@@ -56,6 +122,10 @@ def patch_clip(clip, maps: MapSet, strength: float):
         raise ValueError("these maps were learned on the diffusion model, not the text "
                          "encoder: use AcT Apply Transport on the MODEL instead")
     check_strength_range(strength, maps)
+    try:
+        validate_text_maps(clip, maps)
+    except MapCompatibilityError as error:
+        raise ValueError(f"AcT Apply Transport (CLIP): {error}") from error
     support = str(maps.metadata.get("support") or "minmax")
     patched = clip.clone()
     encode, clone = patched.encode_from_tokens, patched.clone
@@ -90,8 +160,10 @@ class ActLearnTextTransport(IO.ComfyNode):
                                 default="a striped red circle",
                                 tooltip="One prompt per line: what you want instead."),
                 IO.Combo.Input("sites", options=[*TEXT_PRESETS, "custom"],
-                               default="final norm",
-                               tooltip="Where to intervene in the text encoder."),
+                               default="layer outputs",
+                               tooltip="Where to intervene in the text encoder, found by "
+                                       "structure: the output of every layer, the final "
+                                       "norm, or the norms inside the layers."),
                 IO.String.Input("pattern", default="", advanced=True,
                                 tooltip="For sites = custom: comma-separated module-name "
                                         "globs or 're:' regexes."),
@@ -99,6 +171,10 @@ class ActLearnTextTransport(IO.ComfyNode):
                                tooltip="Estimator (linear_act is the paper's default)."),
                 IO.Combo.Input("support", options=["unbounded", "minmax"], default="unbounded",
                                tooltip="Recorded default support for applying."),
+                IO.String.Input("encoder", default="all", optional=True,
+                                tooltip="Which encoder(s) of the CLIP to steer: 'all', or "
+                                        "names such as clip_l, clip_g, t5xxl (comma-"
+                                        "separated); an unknown name lists the CLIP's."),
             ],
             outputs=[IO.Custom("ACT_MAPS").Output(display_name="maps",
                                                   tooltip="Maps for the text encoder.")],
@@ -106,11 +182,11 @@ class ActLearnTextTransport(IO.ComfyNode):
 
     @classmethod
     def execute(cls, clip, source_prompts, target_prompts, sites, pattern, method,
-                support) -> IO.NodeOutput:
+                support, encoder="all") -> IO.NodeOutput:
         source = parse_prompts(source_prompts, "source_prompts")
         target = parse_prompts(target_prompts, "target_prompts")
         return IO.NodeOutput(learn_text_maps(clip, source, target, sites, pattern, method,
-                                             support))
+                                             support, encoder))
 
 
 class ActApplyTransportCLIP(IO.ComfyNode):

@@ -7,14 +7,16 @@ Site presets name modules of ComfyUI's diffusion model (``model.model.diffusion_
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from torch import nn
 
 from ..act_core import Site, SiteError, resolve_sites
+from ..act_core.discover import discover_sites
 
-__all__ = ["FAMILY_BY_CONFIG", "SITE_PRESETS", "DEFAULT_SIZE", "arch_of", "family_of_config",
-           "preset_names", "preset_patterns", "resolve_patterns"]
+__all__ = ["FAMILY_BY_CONFIG", "SITE_PRESETS", "STRUCTURE_PRESETS", "DEFAULT_SIZE", "arch_of",
+           "choose_sites", "family_of_config", "preset_names", "preset_patterns",
+           "resolve_patterns"]
 
 FAMILY_BY_CONFIG = {
     "SD15": "sd15", "SD20": "sd2", "SD21UnclipL": "sd2", "SD21UnclipH": "sd2",
@@ -47,6 +49,11 @@ _MMDIT = {
     "image stream blocks": (r"re:joint_blocks\.\d+:1",),
 }
 SITE_PRESETS = {"unet": _UNET, "flux": _FLUX, "mmdit": _MMDIT}
+# found by structure on any model (act_core.discover): preset label -> discovery kind.
+# The first is what ``auto`` picks for an architecture without presets of its own.
+STRUCTURE_PRESETS = {"block outputs (structure)": "blocks",
+                     "block norms (structure)": "norms",
+                     "block outputs + norms (structure)": "blocks+norms"}
 
 
 def family_of_config(config_class_name: str) -> str:
@@ -55,14 +62,15 @@ def family_of_config(config_class_name: str) -> str:
 
 
 def arch_of(diffusion_model: nn.Module) -> str:
-    """``unet``, ``flux`` or ``mmdit`` from the diffusion model's class; ``other`` otherwise."""
+    """``unet``, ``flux`` or ``mmdit`` (the families with presets) from the diffusion model's
+    class and layout; ``other`` otherwise (sites found by structure)."""
     name = type(diffusion_model).__name__
-    if name == "UNetModel":
-        return "unet"
-    if name.startswith("Flux"):
+    if name == "UNetModel" and not getattr(diffusion_model, "use_temporal_resblocks", False):
+        return "unet"  # SVD's UNet (temporal layers fold frames into the batch) is 'other'
+    if name.startswith("Flux") and hasattr(diffusion_model, "double_blocks"):
         return "flux"
-    if "MMDiT" in name or "MMDIT" in name:
-        return "mmdit"
+    if ("MMDiT" in name or "MMDIT" in name) and hasattr(diffusion_model, "joint_blocks"):
+        return "mmdit"  # SD3; AuraFlow's MMDiT (double_layers, single_layers) is 'other'
     return "other"
 
 
@@ -71,22 +79,49 @@ def preset_names() -> list[str]:
     names: list[str] = []
     for presets in SITE_PRESETS.values():
         names += [n for n in presets if n not in names]
-    return names
+    return names + list(STRUCTURE_PRESETS)
 
 
 def preset_patterns(arch: str, preset: str) -> tuple[str, ...]:
     """Site patterns of a preset for an architecture; ValueError naming the valid presets."""
-    if preset == "auto":
-        presets = SITE_PRESETS.get(arch)
-        if not presets:
-            raise ValueError(f"no default sites for a {arch!r} model; choose 'custom' and "
-                             "give module-name patterns")
-        return next(iter(presets.values()))
+    if preset == "auto" and arch in SITE_PRESETS:
+        return next(iter(SITE_PRESETS[arch].values()))
     presets = SITE_PRESETS.get(arch, {})
+    if preset == "auto" or preset in STRUCTURE_PRESETS:
+        raise ValueError(f"site preset {preset!r} on a {arch!r} model is found by structure, "
+                         "not by patterns: use choose_sites()")
     if preset not in presets:
         raise ValueError(f"site preset {preset!r} does not apply to a {arch!r} model; "
-                         f"use one of {['auto', *presets, 'custom']}")
+                         f"use one of {['auto', *presets, *STRUCTURE_PRESETS, 'custom']}")
     return presets[preset]
+
+
+def choose_sites(diffusion_model: nn.Module, preset: str, pattern: str = "",
+                 probe: Callable[[], None] | None = None) -> tuple[list[str], list[Site]]:
+    """The sites a learn node's ``sites``/``pattern`` inputs name: (patterns, sites).
+
+    ``auto`` is the family's first preset (the reference choice) where it has presets, and
+    ``block outputs (structure)`` on any other architecture. Structure presets are found by
+    :func:`act_core.discover.discover_sites`, which needs ``probe``: a callable that runs one
+    forward pass of the diffusion model (the patterns returned are then the sites' names).
+    ``custom``: comma-separated patterns from ``pattern``.
+    """
+    arch = arch_of(diffusion_model)
+    if preset == "custom":
+        patterns = [p.strip() for p in pattern.split(",") if p.strip()]
+        if not patterns:
+            raise ValueError("sites is 'custom' but the pattern is empty: give module-name "
+                             "patterns such as 're:.*norm1' or 'input_blocks.*.0.out_layers.0'")
+        return patterns, resolve_patterns(diffusion_model, patterns)
+    if preset == "auto" and arch not in SITE_PRESETS:
+        preset = next(iter(STRUCTURE_PRESETS))
+    if preset in STRUCTURE_PRESETS:
+        if probe is None:
+            raise ValueError(f"site preset {preset!r} needs a probe pass of the model")
+        sites = discover_sites(diffusion_model, probe, STRUCTURE_PRESETS[preset])
+        return [str(site) for site in sites], sites
+    patterns = list(preset_patterns(arch, preset))
+    return patterns, resolve_patterns(diffusion_model, patterns)
 
 
 _INDEXED_REGEX = re.compile(r"(re:.+):(\d+)")

@@ -21,7 +21,7 @@ from comfy_api.latest import IO
 from ..act_core import ESTIMATORS, MapSet, apply_transport, fit_sites, prompt_hash
 from . import memo
 from .common import family_of
-from .families import DEFAULT_SIZE, arch_of, preset_names, preset_patterns, resolve_patterns
+from .families import DEFAULT_SIZE, choose_sites, preset_names
 from .schedule import bucket_key
 
 __all__ = ["ActLearnTransport", "encode_prompts", "learn_maps", "parse_prompts"]
@@ -54,6 +54,7 @@ def _collect_sigma(sampling, percent: float) -> float:
 
 
 COLLECT = ("first step", "trajectory")
+_NO_PROGRESS = type("NoProgress", (), {"update": staticmethod(lambda n: None)})()
 
 
 def _trajectory_sampler(box: dict, recorded: tuple[int, int]):
@@ -142,8 +143,10 @@ def _empty_latent(model, latent: dict | None, samples_per_prompt: int) -> torch.
     if latent is not None:
         return torch.zeros(samples_per_prompt, *latent["samples"].shape[1:])
     size = DEFAULT_SIZE.get(family_of(model), 512)
-    channels = model.get_model_object("latent_format").latent_channels
-    return torch.zeros(samples_per_prompt, channels, size // 8, size // 8)
+    latent_format = model.get_model_object("latent_format")
+    frames = (1,) * (getattr(latent_format, "latent_dimensions", 2) - 2)  # video: (T=1,)
+    return torch.zeros(samples_per_prompt, latent_format.latent_channels, *frames, size // 8,
+                       size // 8)
 
 
 def encode_prompts(clip, prompts: list[str]) -> list:
@@ -177,15 +180,12 @@ def learn_maps(model, src_conds: list, tgt_conds: list, *, source: list[str] | N
     if collect == "trajectory" and not 1 <= trajectory_steps <= 1000:
         raise ValueError(f"trajectory_steps must be in [1, 1000], got {trajectory_steps}")
     diffusion_model = model.get_model_object("diffusion_model")
-    arch = arch_of(diffusion_model)
-    patterns = ([p.strip() for p in pattern.split(",") if p.strip()] if sites == "custom"
-                else list(preset_patterns(arch, sites)))
-    if not patterns:
-        raise ValueError("sites is 'custom' but the pattern is empty: give module-name "
-                         "patterns such as 're:.*norm1' or 'input_blocks.*.0.out_layers.0'")
-    chosen = resolve_patterns(diffusion_model, patterns)
     lat = _empty_latent(model, latent, samples_per_prompt)
     sampling = model.get_model_object("model_sampling")
+    # structure presets look at one denoiser pass (first source prompt, one noise sample)
+    probe = _runner(model, src_conds[:1], lat[:1], seed, _collect_sigma(sampling, 0.0),
+                    _NO_PROGRESS)
+    patterns, chosen = choose_sites(diffusion_model, sites, pattern, lambda: probe(None))
     passes = (1 + (len(chosen) if stages <= 0 else min(stages, len(chosen)))) if incremental else 2
     per_pass = {"target": len(tgt_conds), "source": len(src_conds)}
     pbar = comfy.utils.ProgressBar(timestep_ranges * (per_pass["target"]
@@ -263,7 +263,10 @@ class ActLearnTransport(IO.ComfyNode):
                 IO.Combo.Input("sites", options=SITE_CHOICES, default="auto",
                                tooltip="Where to intervene. auto = the reference choice for "
                                        "the model (every norm layer of a UNet; block outputs "
-                                       "of Flux/SD3). On a UNet, 'cross-attention outputs' "
+                                       "of Flux/SD3; on any other model the outputs of its "
+                                       "main stacks of repeated blocks, found by structure; "
+                                       "'(structure)' presets do that on any model). On "
+                                       "a UNet, 'cross-attention outputs' "
                                        "(where the prompt enters) adds a style the model "
                                        "draws from the whole prompt, and 'norms + "
                                        "cross-attention outputs' removes something the "

@@ -1,0 +1,355 @@
+"""Site discovery by structure: the stacks of repeated blocks of any model.
+
+A diffusion transformer, a UNet or a text encoder is, at its core, one or a few lists of
+repeated blocks (``blocks.0 .. blocks.29``, ``double_blocks`` + ``single_blocks``,
+``encoder.layers``). Their outputs, and the affine norm layers inside them, are where AcT acts
+when nobody has published a better choice for the architecture. Discovery needs no names:
+
+1. :func:`find_block_stacks` reads the module tree (no forward pass): every ``nn.ModuleList``
+   or ``nn.Sequential`` whose children are >= 2 blocks of one class, outermost only, and of
+   those the ones whose blocks attend (transformer stacks) where there are any;
+2. :func:`probe_outputs` runs the model once (the caller's ``run``) and records what each
+   candidate module returns, so that tuple outputs (``(img, txt)`` streams) become one site per
+   computed tensor element, stacks that do not run for this input (an audio injector without
+   audio) are dropped, and norm layers applied to attention heads are left out;
+3. :func:`discover_sites` puts both together: block outputs and/or affine norms, in forward
+   order.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .errors import SiteError
+from .sites import Site
+
+__all__ = ["BlockStack", "DISCOVERY_KINDS", "OutputElement", "discover_sites",
+           "find_block_stacks", "probe_outputs"]
+
+#: What :func:`discover_sites` can offer: block outputs, affine norms inside the blocks, or both.
+DISCOVERY_KINDS: tuple[str, ...] = ("blocks", "norms", "blocks+norms", "final_norms")
+
+# norms applied to queries/keys (per head): they transport attention logits, not features
+_QK_NORM = re.compile(r"(^|_)(q|k|query|key)_?(rms_?)?norm|norm_(added_)?(q|k)($|_)")
+
+
+# a module that attends: by class or module name (Flux's single blocks hold only a QKNorm)
+_ATTENTION = re.compile(r"attn|attention|qkv|query|to_q|q_proj", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class BlockStack:
+    """One list of repeated blocks.
+
+    Attributes
+    ----------
+    name : str
+        Path of the ``ModuleList``/``Sequential`` in ``model.named_modules()``.
+    block_type : str
+        Class name of the repeated block.
+    blocks : tuple of str
+        Module paths of the blocks of that class, in order.
+    parameters : int
+        Parameters held by those blocks.
+    """
+
+    name: str
+    block_type: str
+    blocks: tuple[str, ...]
+    parameters: int
+
+
+@dataclass(frozen=True)
+class OutputElement:
+    """A tensor a module returned on the probe pass: ``index`` None = the output itself."""
+
+    index: int | None
+    shape: tuple[int, ...]
+
+
+def _is_norm(module: nn.Module) -> bool:
+    return re.search(r"Norm(\d+d)?$", type(module).__name__) is not None
+
+
+def _affine_width(module: nn.Module) -> int | None:
+    """Width of a norm's 1-D affine weight; None when it has none."""
+    weight = getattr(module, "weight", None)
+    if isinstance(weight, torch.Tensor) and weight.ndim == 1 and weight.numel() > 0:
+        return int(weight.numel())
+    return None
+
+
+def _attends(model: nn.Module, stack: BlockStack) -> bool:
+    """True when a block of the stack holds an attention layer (by class or module name)."""
+    modules = dict(model.named_modules())
+    return any(_ATTENTION.search(f"{name}.{type(m).__name__}")
+               for block in stack.blocks for name, m in modules[block].named_modules())
+
+
+def find_block_stacks(model: nn.Module, min_length: int = 2,
+                      min_share: float = 0.0) -> list[BlockStack]:
+    """The main stacks of repeated blocks of ``model``, from its module tree alone.
+
+    Parameters
+    ----------
+    model : nn.Module
+    min_length : int
+        Fewest blocks of one class a list must hold to count as a stack.
+    min_share : float
+        Keep stacks holding at least this fraction of the parameters of the largest stack
+        (default 0: every stack; tiny test instances make shares meaningless, and the probe
+        pass drops stacks that do not run). Where some stacks' blocks hold an
+        attention layer (a module whose class or name says ``attn``/``attention``), only
+        those count (drops lists of MLPs such as a mixture of experts or a modulation
+        approximator).
+
+    Returns
+    -------
+    list of BlockStack, outermost stacks only (a stack inside a block of another stack is not
+    returned), in ``named_modules()`` order. Empty when the model has no repeated blocks.
+    """
+    stacks: list[BlockStack] = []
+    for name, module in model.named_modules():
+        if not isinstance(module, (nn.ModuleList, nn.Sequential)):
+            continue
+        if any(name.startswith(f"{block}.") for stack in stacks for block in stack.blocks):
+            continue  # nested inside a block already found
+        by_type: dict[type, list[tuple[str, nn.Module]]] = {}
+        for child_name, child in module.named_children():
+            if next(child.children(), None) is not None:  # a block, not a leaf layer
+                by_type.setdefault(type(child), []).append((child_name, child))
+        if not by_type:
+            continue
+        block_type, children = max(by_type.items(), key=lambda item: len(item[1]))
+        if len(children) < min_length:
+            continue
+        prefix = f"{name}." if name else ""
+        count = sum(p.numel() for _, child in children for p in child.parameters())
+        stacks.append(BlockStack(name, block_type.__name__,
+                                 tuple(f"{prefix}{child_name}" for child_name, _ in children),
+                                 count))
+    attending = [stack for stack in stacks if _attends(model, stack)]
+    stacks = attending or stacks  # transformer stacks, where there are any
+    if not stacks:
+        return []
+    largest = max(stack.parameters for stack in stacks)
+    return [stack for stack in stacks if stack.parameters >= min_share * largest]
+
+
+def probe_outputs(model: nn.Module, names: Iterable[str], run: Callable[[], None]
+                  ) -> dict[str, list[OutputElement]]:
+    """Run ``run()`` once and record, per module, the tensors its first call returned.
+
+    A tensor output gives one element with index None; a tuple or list gives one element per
+    tensor it holds that the module computed (an element that is the very tensor object it was
+    given as an input, unmodified, such as a text stream a block passes through, is left out;
+    one updated in place counts as computed). Modules that
+    did not run are absent. Hooks are removed when ``run`` returns or raises.
+
+    Returns
+    -------
+    dict of str to list of OutputElement, in the order the modules first ran.
+    """
+    seen: dict[str, list[OutputElement]] = {}
+    handles = []
+    inputs: dict[str, dict[int, torch.Tensor]] = {}  # the call's tensor inputs, copied
+
+    def before(name: str):
+        def remember(module: nn.Module, args: tuple, kwargs: dict) -> None:
+            if name not in seen:  # copies, not versions: inference tensors have none
+                inputs[name] = {id(a): a.detach().clone() for a in (*args, *kwargs.values())
+                                if isinstance(a, torch.Tensor)}
+        return remember
+
+    def hook(name: str):
+        def observe(module: nn.Module, args: tuple, kwargs: dict, output: object) -> None:
+            if name in seen:
+                return
+            given = inputs.pop(name, {})
+
+            def computed(x: object) -> bool:  # not an input passed through untouched
+                if not isinstance(x, torch.Tensor):
+                    return False
+                before = given.get(id(x))
+                return before is None or not torch.equal(before, x)
+
+            if isinstance(output, torch.Tensor):
+                seen[name] = [OutputElement(None, tuple(output.shape))]
+            elif isinstance(output, (tuple, list)):
+                seen[name] = [OutputElement(i, tuple(x.shape)) for i, x in enumerate(output)
+                              if computed(x)]
+            else:
+                seen[name] = []
+        return observe
+
+    modules = dict(model.named_modules())
+    try:
+        for name in names:
+            module = modules[name]
+            handles.append(module.register_forward_pre_hook(before(name), with_kwargs=True))
+            handles.append(module.register_forward_hook(hook(name), with_kwargs=True))
+        run()
+    finally:
+        for handle in handles:
+            handle.remove()
+    return seen
+
+
+def _widths(block: nn.Module) -> tuple[set[int], set[int]]:
+    """(feature widths of linear layers and layer norms, channel counts of convs and
+    group norms) inside a block."""
+    features: set[int] = set()
+    channels: set[int] = set()
+    for m in block.modules():
+        if isinstance(m, nn.Linear):
+            features |= {m.in_features, m.out_features}
+        elif isinstance(m, nn.LayerNorm) and m.normalized_shape:
+            features.add(int(m.normalized_shape[-1]))
+        elif isinstance(m, nn.modules.conv._ConvNd):
+            channels |= {m.in_channels, m.out_channels}
+        elif isinstance(m, nn.GroupNorm):
+            channels.add(m.num_channels)
+    return features, channels
+
+
+def _layout(shape: tuple[int, ...], features: set[int], channels: set[int]) -> str:
+    """``tokens`` for (B, T, D) and channel-last grids (B, *positions, D) such as a video
+    transformer's (B, T, H, W, D) (the last dim is a feature width of the block, dim 1 is no
+    channel count); ``auto`` (channels (B, C, *spatial) from rank >= 4) otherwise."""
+    if len(shape) == 3 or (shape[-1] in features and shape[1] not in channels
+                           and shape[1] != shape[-1]):
+        return "tokens"
+    return "auto"
+
+
+def _block_sites(name: str, block: nn.Module, elements: list[OutputElement]) -> list[Site]:
+    """Sites for a block's computed outputs of rank >= 3 (token streams and feature maps)."""
+    elements = [e for e in elements if len(e.shape) >= 3]
+    features, channels = _widths(block)
+    if features or channels:  # feature streams only, not e.g. attention biases (B, H, T, T)
+        elements = [e for e in elements if e.shape[-1] in features
+                    or (len(e.shape) >= 4 and e.shape[1] in channels)]
+    return [Site(name, e.index, _layout(e.shape, features, channels)) for e in elements]
+
+
+def _norm_site(name: str, module: nn.Module, elements: list[OutputElement]) -> Site | None:
+    """A norm is a site when its affine weight spans the features of its (B, T, D) or
+    (B, C, *spatial) output; per-head norms of queries and keys are not."""
+    width = _affine_width(module)
+    if width is None or _QK_NORM.search(name.rsplit('.', 1)[-1]) or len(elements) != 1:
+        return None
+    shape = elements[0].shape
+    if len(shape) >= 3 and shape[-1] == width and (len(shape) == 3 or shape[1] != width):
+        return Site(name, layout="tokens")  # (B, T, D) or channel-last (B, *positions, D)
+    if len(shape) >= 4 and shape[1] == width:
+        return Site(name, layout="channels")
+    return None
+
+
+def _final_norms(model: nn.Module, blocks: list[str]) -> list[str]:
+    """Affine norms outside every block (candidates for an encoder's final norm)."""
+    return [name for name, module in model.named_modules()
+            if name and _is_norm(module) and _affine_width(module) is not None
+            and not any(name == b or name.startswith(f"{b}.") for b in blocks)]
+
+
+def _candidates(model: nn.Module, blocks: list[str], kind: str
+                ) -> tuple[list[str], dict[str, list[str]], list[str]]:
+    """(modules to probe, the layers standing for each block, the norm candidates)."""
+    modules = dict(model.named_modules())
+    # a container whose forward is never called (a UNet's TimestepEmbedSequential is iterated
+    # by its parent) stands for its layers: their outputs are the sites instead
+    layers = {block: [f"{block}.{child}" for child, _ in modules[block].named_children()]
+              for block in blocks}
+    if kind == "final_norms":
+        norms = _final_norms(model, blocks)
+        return [*blocks, *norms], layers, norms
+    norms = [name for block in blocks for name, module in modules[block].named_modules(prefix=block)
+             if _is_norm(module) and _affine_width(module) is not None]
+    probed = [b for block in blocks for b in (block, *layers[block])] if kind != "norms" else []
+    return probed + (norms if kind != "blocks" else []), layers, norms
+
+
+def discover_sites(model: nn.Module, run: Callable[[], None], kind: str = "blocks",
+                   stacks: list[BlockStack] | None = None,
+                   within: Sequence[str] | None = None) -> list[Site]:
+    """Sites of ``model`` found by structure: its main block stacks' outputs and/or norms.
+
+    Parameters
+    ----------
+    model : nn.Module
+    run : callable
+        Runs one forward pass of ``model`` (any input it is used with; batch 1 is enough).
+    kind : str
+        One of :data:`DISCOVERY_KINDS`: ``"blocks"`` = the output of every block of the stacks
+        (one site per computed tensor element of a tuple output, e.g. both streams of a
+        dual-stream block); ``"norms"`` = every norm layer with a 1-D affine weight inside
+        those blocks whose output it spans (tokens (B, T, D) or channels (B, C, ...));
+        ``"blocks+norms"`` = both; ``"final_norms"`` = affine norms outside the blocks that
+        run after a block (an encoder's final layer norm).
+    stacks : list of BlockStack, optional
+        Default :func:`find_block_stacks` of ``model``.
+    within : sequence of str, optional
+        Keep only stacks and modules under these module paths (one encoder of several).
+
+    Returns
+    -------
+    list of Site in the order the modules first ran on the probe pass. Outputs whose dim 0 is
+    not the batch of the model's own output are left out (per-item strengths need it).
+
+    Raises
+    ------
+    SiteError
+        If the model has no stack of repeated blocks, or none of the kind asked for ran.
+    """
+    if kind not in DISCOVERY_KINDS:
+        raise SiteError(f"discovery kind must be one of {DISCOVERY_KINDS}, found {kind!r}")
+    stacks = find_block_stacks(model) if stacks is None else stacks
+    if within is not None:
+        stacks = [s for s in stacks if any(s.name.startswith(f"{w}.") for w in within)]
+    if not stacks:
+        where = "" if within is None else f" under {list(within)}"
+        raise SiteError(f"{type(model).__name__} has no list of >= 2 repeated blocks{where} to "
+                        "choose sites from; give module-name patterns instead")
+    blocks = [block for stack in stacks for block in stack.blocks]
+    candidates, layers, norms = _candidates(model, blocks, kind)
+    if within is not None:
+        candidates = [c for c in candidates if any(c.startswith(f"{w}.") for w in within)]
+    seen = probe_outputs(model, ["", *candidates], run)
+    sites = _sites_from(model, seen, kind, blocks, layers, norms)
+    if not sites:
+        found = [f"{s.name} ({len(s.blocks)} x {s.block_type})" for s in stacks]
+        raise SiteError(f"no {kind} sites ran in the probe pass of the stacks {found}; "
+                        "choose another kind or give module-name patterns")
+    return sites
+
+
+def _sites_from(model: nn.Module, seen: dict[str, list[OutputElement]], kind: str,
+                blocks: list[str], layers: dict[str, list[str]], norms: list[str]
+                ) -> list[Site]:
+    modules = dict(model.named_modules())
+    outputs = set() if kind in ("norms", "final_norms") else (
+        {block for block in blocks if block in seen}
+        | {layer for block in blocks if block not in seen for layer in layers[block]})
+    root = seen.pop("", [])
+    batch = root[0].shape[0] if root and root[0].shape else None
+    order = list(seen)
+    first_block = min((order.index(b) for b in blocks if b in seen), default=len(order))
+    sites: list[Site] = []
+    for position, (name, elements) in enumerate(seen.items()):
+        # outputs whose dim 0 is not the model's batch (frames or pixels folded into it, as
+        # temporal layers do) cannot take per-item strengths (CFG halves): not sites
+        elements = [e for e in elements if batch is None or (e.shape and e.shape[0] == batch)]
+        if name in norms and kind != "blocks":
+            if kind == "final_norms" and position < first_block:
+                continue  # a norm before the blocks (an embedding norm), not a final one
+            site = _norm_site(name, modules[name], elements)
+            sites += [site] if site is not None else []
+        elif name in outputs:
+            sites += _block_sites(name, modules[name], elements)
+    return sites

@@ -1,0 +1,156 @@
+"""Write docs/families.md: what AcT's ``auto`` sites are on every ComfyUI model family.
+
+For every entry of ``comfy.supported_models.models`` with a tiny recipe (tests/family_recipes.py)
+this builds the model with ComfyUI's classes, learns maps with AcT Learn Transport's defaults
+(as tests/test_families_matrix.py does), counts the sites by kind, checks that strength 0 is
+bit-identical and strength 1 changes a 2-step sample, and tries folded mode on the affine norms
+inside the blocks. The text encoders of tests/encoder_recipes.py get their sites per encoder.
+Entries without a recipe are listed with their reason. The pass/fail columns are re-measured
+here; the full matrix (save/load, foreign maps) is the test suite's.
+
+    python benchmarks/families_table.py --out docs/families.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import logging
+import sys
+from collections import Counter
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from toyworld.comfy_env import import_comfy  # noqa: E402
+
+PACK = "act_pack"
+
+
+def _load(name: str, path: Path, package: bool = False):
+    spec = importlib.util.spec_from_file_location(
+        name, path, submodule_search_locations=[str(path.parent)] if package else None)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _sample(model, case) -> torch.Tensor:
+    import comfy.sample
+
+    noise = comfy.sample.prepare_noise(case["latent"], 7)
+    return comfy.sample.sample(model, noise, 2, 2.0, "euler", "normal", case["positive"],
+                               case["negative"], case["latent"], seed=7, disable_pbar=True)
+
+
+def _kinds(maps, chosen: str) -> str:
+    modes = Counter(m.mode for m in maps.values())
+    counts = ", ".join(f"{n} {mode}" for mode, n in sorted(modes.items()))
+    return f"{chosen}: {len(maps)} ({counts})"
+
+
+def _fold_status(nodes, case) -> str:
+    try:
+        maps = _learn(nodes, case, "block norms (structure)")
+    except LookupError:
+        return "no: no affine norm spans the blocks' features"
+    try:
+        folded = nodes.apply.patch_model(case["model"], maps, 1.0, apply_to="both",
+                                         support="unbounded", mode="folded")
+    except ValueError as error:
+        text = str(error)
+        if "RMSNorm" in text:
+            return f"no: {len(maps)} norms, RMSNorm (no bias to absorb the shift)"
+        if "channel means" in text:
+            return f"no: {len(maps)} norms, GroupNorm maps with ω ≠ 1 (mean_act folds)"
+        return "no: " + text.split(", and here ")[-1].split("; use mode")[0]
+    hooks = nodes.apply.patch_model(case["model"], maps, 1.0, apply_to="both",
+                                    support="unbounded")
+    expected = _sample(hooks, case)
+    error = float((_sample(folded, case) - expected).abs().max())
+    effect = float((expected - case["baseline"]).abs().max())
+    exact = error <= min(1e-3, 1e-2 * effect)
+    return f"{'yes' if exact else 'NOT EXACT'}: {len(maps)} norms (max error {error:.1e})"
+
+
+def _learn(nodes, case, sites: str = "auto"):
+    return nodes.learn.learn_maps(case["model"], case["source"], case["target"], sites=sites,
+                                  support="unbounded", latent={"samples": case["latent"]},
+                                  seed=3, samples_per_prompt=2, incremental=False)
+
+
+def family_row(nodes, recipes, name: str) -> str:
+    recipe = recipes.RECIPES[name]
+    gen = torch.Generator().manual_seed(1)
+    model = recipes.build(recipe)
+    case = {"model": model, "source": recipes.conds(recipe, 3, gen),
+            "target": recipes.conds(recipe, 3, gen, shift=0.5),
+            "positive": recipes.conds(recipe, 1, gen)[0],
+            "negative": recipes.conds(recipe, 1, gen)[0],
+            "latent": torch.zeros(1, *recipe.latent)}
+    diffusion_model = model.get_model_object("diffusion_model")
+    arch = nodes.families.arch_of(diffusion_model)
+    chosen = ("preset " + next(iter(nodes.families.SITE_PRESETS[arch]))
+              if arch in nodes.families.SITE_PRESETS else "block outputs (structure)")
+    maps = _learn(nodes, case)
+    case["baseline"] = _sample(model, case)
+    zero = torch.equal(_sample(nodes.apply.patch_model(model, maps, 0.0), case),
+                       case["baseline"])
+    one = _sample(nodes.apply.patch_model(model, maps, 1.0), case)
+    changed = not torch.allclose(one, case["baseline"], rtol=1e-3, atol=1e-3)
+    video = "video" if name in recipes.VIDEO else "image"
+    status = (f"λ=0 {'identical' if zero else 'DIFFERS'}, "
+              f"λ=1 {'changes' if changed else 'NO CHANGE'}")
+    return (f"| {name} | {type(diffusion_model).__name__} | {video} | {_kinds(maps, chosen)} "
+            f"| yes | {status} | {_fold_status(nodes, case)} |")
+
+
+def encoder_row(clip_nodes, encoders, family: str) -> str:
+    clip = encoders.build_clip(family)
+    cells = []
+    for preset in ("layer outputs", "final norm", "layer norms"):
+        _, sites = clip_nodes.choose_text_sites(clip, preset, "", "all", "a red circle")
+        per = Counter(str(s).split(".", 1)[0] for s in sites)
+        cells.append(", ".join(f"{enc} {n}" for enc, n in per.items()))
+    names = ", ".join(clip_nodes.encoders_of(clip))
+    model = type(clip.cond_stage_model).__name__
+    return f"| {family} | {model} | {names} | " + " | ".join(cells) + " |"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", default=str(ROOT / "docs" / "families.md"))
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    torch.set_num_threads(1)
+    import_comfy()
+    pack = _load(PACK, ROOT / "__init__.py", package=True)
+    nodes = type("Nodes", (), {})()
+    for part in ("learn", "apply", "families", "clip"):
+        setattr(nodes, part, importlib.import_module(f"{pack.__name__}.nodes.{part}"))
+    recipes = _load("family_recipes", ROOT / "tests" / "family_recipes.py")
+    encoders = _load("encoder_recipes", ROOT / "tests" / "encoder_recipes.py")
+    import comfy.supported_models
+
+    order = [m.__name__ for m in comfy.supported_models.models]
+    rows = [family_row(nodes, recipes, n) for n in order if n in recipes.RECIPES]
+    blocked = [f"| {n} | {recipes.BLOCKED[n]} |" for n in order if n in recipes.BLOCKED]
+    excluded = [f"| {n} | {recipes.EXCLUDED[n]} |" for n in order if n in recipes.EXCLUDED]
+    text_rows = [encoder_row(nodes.clip, encoders, f) for f in encoders.ENCODERS]
+    Path(args.out).write_text(_document(rows, blocked, excluded, text_rows, len(order)))
+    print(args.out)
+
+
+def _document(rows, blocked, excluded, text_rows, total: int) -> str:
+    template = (ROOT / "benchmarks" / "families_template.md").read_text()
+    return template.format(
+        total=total, passing=len(rows), blocked_count=len(blocked),
+        excluded_count=len(excluded), rows="\n".join(rows), blocked="\n".join(blocked),
+        excluded="\n".join(excluded), text_rows="\n".join(text_rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,143 @@
+"""Site discovery by structure (act_core.discover) on small plain-torch models."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from act_core import Site, SiteError, record_activations
+from act_core.discover import discover_sites, find_block_stacks, probe_outputs
+
+
+class Attention(nn.Module):
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.norm_q = nn.LayerNorm(dim // 2)  # per-head query norm: not a site
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, _, v = self.qkv(x).chunk(3, dim=-1)
+        q = self.norm_q(q.unflatten(-1, (2, -1)))  # (B, T, heads, head_dim)
+        return self.proj(v * q.flatten(-2).sigmoid())
+
+
+class DualBlock(nn.Module):
+    """Returns (img, txt): txt is updated, except in the last block where it passes through."""
+
+    def __init__(self, dim: int, last: bool = False) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.norm2 = nn.LayerNorm(dim, elementwise_affine=False)  # no affine weight
+        self.attn = Attention(dim)
+        self.txt_mlp = nn.Linear(dim, dim)
+        self.last = last
+
+    def forward(self, img: torch.Tensor, txt: torch.Tensor):
+        img = img + self.attn(self.norm1(img)) + self.norm2(img)
+        return img, (txt if self.last else txt + self.txt_mlp(txt))
+
+
+class GridBlock(nn.Module):
+    """Channel-last video grid (B, T, H, W, D), as Cosmos' blocks."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.attn = Attention(dim)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.norm(self.attn(x))
+
+
+class Net(nn.Module):
+    def __init__(self, dim: int = 8) -> None:
+        super().__init__()
+        self.embed = nn.Sequential(nn.Linear(4, dim), nn.SiLU(), nn.Linear(dim, dim))
+        self.mlps = nn.ModuleList([nn.Sequential(nn.Linear(dim, dim)) for _ in range(3)])
+        self.blocks = nn.ModuleList([DualBlock(dim), DualBlock(dim, last=True)])
+        self.grid = nn.ModuleList([GridBlock(dim) for _ in range(2)])
+        self.unused = nn.ModuleList([GridBlock(dim) for _ in range(2)])  # never runs
+        self.frames = nn.ModuleList([GridBlock(dim) for _ in range(2)])  # batch folded
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x (B, T, 4)
+        img = self.embed(x)
+        txt = img.flip(1)
+        for mlp in self.mlps:
+            txt = mlp(txt)
+        for block in self.blocks:
+            img, txt = block(img, txt)
+        grid = img.unflatten(1, (2, 2, -1)).unsqueeze(1)  # (B, 1, 2, 2, T/4, D)
+        grid = grid.flatten(1, 2)  # (B, 2, 2, T/4, D): channel-last
+        for block in self.grid:
+            grid = block(grid)
+        folded = grid.flatten(0, 1)  # (B * 2, 2, T/4, D): frames in the batch
+        for block in self.frames:
+            folded = block(folded)
+        return grid.flatten(1, 3) + folded.unflatten(0, (x.shape[0], -1)).flatten(1, 3)
+
+
+def _run(model: nn.Module, batch: int = 3):
+    x = torch.randn(batch, 8, 4, generator=torch.Generator().manual_seed(0))
+    return lambda: model(x)
+
+
+def test_stacks_are_the_lists_of_repeated_attention_blocks():
+    net = Net()
+    stacks = {s.name: (s.block_type, s.blocks) for s in find_block_stacks(net)}
+    assert stacks == {"blocks": ("DualBlock", ("blocks.0", "blocks.1")),
+                      "grid": ("GridBlock", ("grid.0", "grid.1")),
+                      "unused": ("GridBlock", ("unused.0", "unused.1")),
+                      "frames": ("GridBlock", ("frames.0", "frames.1"))}  # not the MLP list
+
+
+def test_probe_records_computed_tensors_and_leaves_no_hook():
+    net = Net()
+    seen = probe_outputs(net, ["blocks.0", "blocks.1", "unused.0"], _run(net))
+    assert [e.index for e in seen["blocks.0"]] == [0, 1]
+    assert [e.index for e in seen["blocks.1"]] == [0]  # txt passed through unchanged
+    assert "unused.0" not in seen
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in net.modules())
+    with torch.inference_mode():  # as ComfyUI runs models: inference tensors work too
+        assert probe_outputs(net, ["blocks.0", "blocks.1"], _run(net)) == {
+            k: seen[k] for k in ("blocks.0", "blocks.1")}
+
+
+def test_block_sites_per_stream_with_their_layout():
+    net = Net()
+    sites = discover_sites(net, _run(net), "blocks")
+    assert sites == [Site("blocks.0", 0, "tokens"), Site("blocks.0", 1, "tokens"),
+                     Site("blocks.1", 0, "tokens"),
+                     Site("grid.0", None, "tokens"), Site("grid.1", None, "tokens")]
+
+
+def test_norm_sites_are_affine_feature_norms_only():
+    net = Net()
+    sites = discover_sites(net, _run(net), "norms")
+    assert [str(s) for s in sites] == ["blocks.0.norm1", "blocks.1.norm1", "grid.0.norm",
+                                       "grid.1.norm"]
+    assert {s.layout for s in sites} == {"tokens"}
+
+
+def test_discovered_sites_record_one_vector_per_item():
+    """Channel-last grids pool over every position, frames included."""
+    net = Net()
+    sites = discover_sites(net, _run(net), "blocks+norms")
+    with record_activations(net, sites) as recorder:
+        _run(net, batch=5)()
+    stacked = recorder.stacked()
+    assert set(stacked) == {str(s) for s in sites}
+    assert all(v.shape == (5, 8) for v in stacked.values())
+    grid = {}
+    net.grid[1].register_forward_hook(lambda m, a, out: grid.setdefault("x", out))
+    _run(net, batch=5)()
+    torch.testing.assert_close(stacked["grid.1"], grid["x"].mean(dim=(1, 2, 3)))
+
+
+def test_a_model_without_repeated_blocks_is_refused_with_the_fix():
+    net = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 4))
+    with pytest.raises(SiteError, match="no list of >= 2 repeated blocks"):
+        discover_sites(net, lambda: net(torch.zeros(1, 4)))
+    with pytest.raises(SiteError, match="kind must be one of"):
+        discover_sites(Net(), lambda: None, "everything")

@@ -1,0 +1,164 @@
+"""The nodes on a tiny random-weight instance of every image and video family ComfyUI loads.
+
+Each family of ``tests/family_recipes.py`` is built with ComfyUI's own model classes, learned on
+with AcT Learn Transport's default sites (``auto``: the family's preset, or the main block
+stacks found by structure) and sampled through ComfyUI's sampling path. For each: strength 0
+is bit-identical to the unpatched model, strength 1 changes the samples, a save/load round trip
+of the map file gives bit-identical samples, maps of another family are refused with a message
+naming both, and folded mode is exact wherever it does not refuse. CONDITIONING values are
+seeded random tensors shaped as the family's text encoder returns them (source and target
+differ by a shift of the text embedding).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+
+def _load_recipes():
+    """tests/family_recipes.py (pytest runs with --import-mode=importlib: no tests/ on the path)."""
+    if "family_recipes" not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            "family_recipes", Path(__file__).with_name("family_recipes.py"))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["family_recipes"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["family_recipes"]
+
+
+RECIPES, build, conds = _load_recipes().RECIPES, _load_recipes().build, _load_recipes().conds
+EXCLUDED, BLOCKED = _load_recipes().EXCLUDED, _load_recipes().BLOCKED
+pytestmark = pytest.mark.comfyui
+
+STEPS, CFG, SEED = 2, 2.0, 7  # cfg != 1: both halves of the CFG batch run
+FOREIGN = ("FluxSchnell", "WAN21_T2V")  # maps learned here are applied to the other families
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def nodes(act_pack):
+    name = act_pack.__name__
+    return SimpleNamespace(act_core=importlib.import_module(f"{name}.act_core"),
+                           **{part: importlib.import_module(f"{name}.nodes.{part}")
+                              for part in ("learn", "apply", "families", "common")})
+
+
+def _learn(case, nodes, sites: str = "auto"):
+    return nodes.learn.learn_maps(case.model, case.source, case.target, sites=sites,
+                                  support="unbounded", latent={"samples": case.latent}, seed=3,
+                                  samples_per_prompt=2, incremental=False)
+
+
+def _case(name: str, nodes) -> SimpleNamespace:
+    recipe = RECIPES[name]
+    gen = torch.Generator().manual_seed(1)
+    case = SimpleNamespace(
+        name=name, model=build(recipe), source=conds(recipe, 3, gen),
+        target=conds(recipe, 3, gen, shift=0.5), positive=conds(recipe, 1, gen)[0],
+        negative=conds(recipe, 1, gen)[0], latent=torch.zeros(1, *recipe.latent))
+    case.diffusion_model = case.model.get_model_object("diffusion_model")
+    case.maps = _learn(case, nodes)
+    case.baseline = _sample(case.model, case)
+    return case
+
+
+def _sample(model, case) -> torch.Tensor:
+    import comfy.sample
+
+    noise = comfy.sample.prepare_noise(case.latent, SEED)
+    return comfy.sample.sample(model, noise, STEPS, CFG, "euler", "normal", case.positive,
+                               case.negative, case.latent, seed=SEED, disable_pbar=True)
+
+
+def test_every_supported_model_is_in_the_matrix_or_has_its_reason(act_pack):
+    import comfy.supported_models
+
+    entries = [m.__name__ for m in comfy.supported_models.models]
+    assert sorted(entries) == sorted([*RECIPES, *EXCLUDED, *BLOCKED])
+    assert not set(RECIPES) & (set(EXCLUDED) | set(BLOCKED))
+
+
+@pytest.fixture(scope="module", params=list(RECIPES))
+def case(request, nodes):
+    return _case(request.param, nodes)
+
+
+@pytest.fixture(scope="module")
+def foreign(nodes):
+    return {name: _case(name, nodes).maps for name in FOREIGN}
+
+
+def test_auto_learns_maps_on_every_family(case, nodes):
+    assert len(case.maps) >= 2
+    for site, tmap in case.maps.items():
+        assert torch.isfinite(tmap.scale).all() and torch.isfinite(tmap.shift).all(), site
+        assert tmap.mode in ("tokens", "channels")
+    assert not any(m._forward_hooks or m._forward_pre_hooks
+                   for m in case.diffusion_model.modules())
+    assert case.maps.metadata["model"]["family"] == nodes.common.family_of(case.model)
+
+
+def test_strength_zero_is_bit_identical(case, nodes):
+    assert torch.equal(_sample(nodes.apply.patch_model(case.model, case.maps, 0.0), case),
+                       case.baseline)
+
+
+def test_strength_one_changes_the_samples(case, nodes):
+    out = _sample(nodes.apply.patch_model(case.model, case.maps, 1.0), case)
+    assert torch.isfinite(case.baseline).all() and torch.isfinite(out).all()
+    assert not torch.allclose(out, case.baseline, rtol=1e-3, atol=1e-3)
+
+
+def test_a_saved_and_loaded_map_file_samples_bit_identically(case, nodes, tmp_path):
+    path = tmp_path / f"{case.name}.safetensors"
+    nodes.act_core.save_maps(path, case.maps)
+    loaded = nodes.act_core.load_maps(path)
+    assert loaded.metadata["model"] == case.maps.metadata["model"]
+    direct = _sample(nodes.apply.patch_model(case.model, case.maps, 1.0), case)
+    assert torch.equal(_sample(nodes.apply.patch_model(case.model, loaded, 1.0), case), direct)
+
+
+def test_maps_of_another_family_are_refused_naming_both(case, nodes, foreign):
+    ours = nodes.common.family_of(case.model)
+    maps = next(m for m in foreign.values() if m.metadata["model"]["family"] != ours)
+    theirs = maps.metadata["model"]["family"]
+    with pytest.raises(ValueError) as error:
+        nodes.apply.patch_model(case.model, maps, 1.0)
+    assert repr(theirs) in str(error.value) and repr(ours) in str(error.value)
+
+
+def test_folded_mode_is_exact_wherever_it_folds(case, nodes):
+    """Maps on the affine norms inside the blocks: folded into the weights, the samples equal
+    the hooks' (both CFG halves, unbounded support); where folding is not exact it refuses
+    and says why."""
+    try:
+        maps = _learn(case, nodes, sites="block norms (structure)")
+    except LookupError as error:  # SiteError: no affine norm spans a block's features
+        assert "no norms sites ran" in str(error)
+        pytest.skip(f"{case.name}: {error}")
+    try:
+        folded = nodes.apply.patch_model(case.model, maps, 1.0, apply_to="both",
+                                         support="unbounded", mode="folded")
+    except ValueError as error:
+        assert "mode 'folded' is exact only" in str(error)
+        pytest.skip(f"{case.name}: not foldable: {error}")
+    hooks = nodes.apply.patch_model(case.model, maps, 1.0, apply_to="both",
+                                    support="unbounded")
+    expected = _sample(hooks, case)
+    effect = float((expected - case.baseline).abs().max())
+    error = float((_sample(folded, case) - expected).abs().max())
+    assert effect > 1e-3 and error <= min(1e-3, 1e-2 * effect)  # float rounding only

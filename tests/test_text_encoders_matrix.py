@@ -1,0 +1,149 @@
+"""The text-encoder nodes on tiny random-weight instances of the encoders ComfyUI's CLIP
+loaders build: CLIP-L (SD1), CLIP-L + CLIP-G (SDXL), CLIP-L + CLIP-G + T5-XXL (SD3),
+CLIP-L + T5-XXL (Flux), UMT5-XXL (Wan), Qwen3 (Z-Image), CLIP-L + Llama (HunyuanVideo) and
+Gemma-2 (Lumina 2), built with ComfyUI's own CLIP classes (tests/encoder_recipes.py).
+
+For each: the structure presets find sites on every encoder; strength 0 encodes
+bit-identically, strength 1 changes the encoding; a save/load round trip encodes
+bit-identically; maps of another encoder family are refused naming both; on a CLIP with several
+encoders, steering one leaves the others' part of the conditioning unchanged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import importlib.util
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+pytestmark = pytest.mark.comfyui
+
+SOURCE = ["a red circle", "a blue square", "a green triangle"]
+TARGET = ["a red circle, watercolor", "a blue square, watercolor", "a green triangle, watercolor"]
+PROMPT = "a yellow circle"
+
+
+def _load(name: str):
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+ENCODERS = _load("encoder_recipes").ENCODERS
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def clip_nodes(act_pack):
+    return importlib.import_module(f"{act_pack.__name__}.nodes.clip")
+
+
+def _encode(clip, prompt: str = PROMPT) -> tuple[torch.Tensor, torch.Tensor | None]:
+    cond, pooled = clip.encode_from_tokens(clip.tokenize(prompt), return_pooled=True)
+    return cond, pooled
+
+
+def _equal(a, b) -> bool:
+    return all((x is None and y is None) or torch.equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+@pytest.fixture(scope="module", params=list(ENCODERS))
+def case(request, clip_nodes):
+    clip = _load("encoder_recipes").build_clip(request.param)
+    maps = clip_nodes.learn_text_maps(clip, SOURCE, TARGET, "layer outputs", "", "linear_act",
+                                      "unbounded")
+    return SimpleNamespace(family=request.param, clip=clip, maps=maps, baseline=_encode(clip))
+
+
+def test_layer_outputs_of_every_encoder_are_found(case, clip_nodes):
+    encoders = clip_nodes.encoders_of(case.clip)
+    assert set(encoders) == set(ENCODERS[case.family])
+    assert case.maps.metadata["model"]["encoders"] == sorted(encoders)
+    for site, tmap in case.maps.items():
+        assert torch.isfinite(tmap.scale).all() and torch.isfinite(tmap.shift).all(), site
+    assert not any(m._forward_hooks for m in case.clip.cond_stage_model.modules())
+
+
+def test_final_norm_and_layer_norm_presets_find_sites(case, clip_nodes):
+    for preset in ("final norm", "layer norms"):
+        patterns, sites = clip_nodes.choose_text_sites(case.clip, preset, "", "all", PROMPT)
+        assert sites and all(s.layout == "tokens" for s in sites), preset
+    final, _ = clip_nodes.choose_text_sites(case.clip, "final norm", "", "all", PROMPT)
+    assert {p.split(".", 1)[0] for p in final} <= set(ENCODERS[case.family])
+
+
+def test_strength_zero_is_bit_identical_and_one_changes(case, clip_nodes):
+    assert _equal(_encode(clip_nodes.patch_clip(case.clip, case.maps, 0.0)), case.baseline)
+    cond, _ = _encode(clip_nodes.patch_clip(case.clip, case.maps, 1.0))
+    assert torch.isfinite(cond).all()
+    assert not torch.allclose(cond, case.baseline[0], rtol=1e-3, atol=1e-3)
+    assert _equal(_encode(case.clip), case.baseline)  # the input CLIP is unchanged
+
+
+def test_a_saved_and_loaded_map_file_encodes_bit_identically(case, clip_nodes, act_pack,
+                                                             tmp_path):
+    act_core = importlib.import_module(f"{act_pack.__name__}.act_core")
+    path = tmp_path / "text.safetensors"
+    act_core.save_maps(path, case.maps)
+    loaded = act_core.load_maps(path)
+    direct = _encode(clip_nodes.patch_clip(case.clip, case.maps, 1.0))
+    assert _equal(_encode(clip_nodes.patch_clip(case.clip, loaded, 1.0)), direct)
+
+
+def test_maps_of_another_encoder_family_are_refused_naming_both(case, clip_nodes):
+    other = "WAN21_T2V" if case.family != "WAN21_T2V" else "SD15"
+    clip = _load("encoder_recipes").build_clip(other)
+    maps = clip_nodes.learn_text_maps(clip, SOURCE[:2], TARGET[:2], "final norm", "",
+                                      "mean_act", "unbounded")
+    ours = type(case.clip.cond_stage_model).__name__
+    theirs = maps.metadata["model"]["family"]
+    with pytest.raises(ValueError) as error:
+        clip_nodes.patch_clip(case.clip, maps, 1.0)
+    assert repr(theirs) in str(error.value) and repr(ours) in str(error.value)
+
+
+def _per_encoder(clip, act_core, encoders: list[str], maps=None) -> dict[str, tuple]:
+    """Each encoder's own (cond, pooled) for PROMPT, with ``maps`` applied at strength 1."""
+    model, tokens = clip.cond_stage_model, clip.tokenize(PROMPT)
+    with contextlib.ExitStack() as stack:
+        if maps is not None:
+            stack.enter_context(act_core.apply_transport(model, maps, 1.0, "unbounded"))
+        return {name: tuple(getattr(model, name).encode_token_weights(
+                    tokens[name.removeprefix("clip_")])[:2])
+                for name in encoders}
+
+
+def test_one_encoder_of_several_is_steered_alone(case, clip_nodes, act_pack):
+    """Maps learned with encoder = one name sit on that encoder only; with them applied, that
+    encoder's output changes and every other encoder's output is bit-identical."""
+    act_core = importlib.import_module(f"{act_pack.__name__}.act_core")
+    encoders = list(ENCODERS[case.family])
+    if len(encoders) < 2:
+        pytest.skip(f"{case.family} has one encoder")
+    plain = _per_encoder(case.clip, act_core, encoders)
+    for name in encoders:
+        maps = clip_nodes.learn_text_maps(case.clip, SOURCE, TARGET, "layer outputs", "",
+                                          "linear_act", "unbounded", encoder=name)
+        assert {site.split(".", 1)[0] for site in maps} == {name}
+        steered = _per_encoder(case.clip, act_core, encoders, maps)
+        for other in encoders:
+            same = _equal(steered[other], plain[other])
+            assert same == (other != name), (name, other)
+    with pytest.raises(ValueError, match="is not in this CLIP"):
+        clip_nodes.learn_text_maps(case.clip, SOURCE, TARGET, "layer outputs", "",
+                                   "linear_act", "unbounded", encoder="no_such_encoder")
