@@ -16,7 +16,13 @@ from .errors import MapCompatibilityError, StrengthError
 from .maps import TransportMap
 from .sites import Site, find_module, read_output, write_output
 from .support import SupportLike, parse_support, support_bounds
-from .transport import StrengthLike, check_strength, transport, transport_channels
+from .transport import (
+    CheckedStrengths,
+    StrengthLike,
+    check_strength,
+    transport,
+    transport_channels,
+)
 
 __all__ = ["KeepTokens", "StrengthSource", "TransportPlan", "apply_transport", "transport_output"]
 
@@ -128,6 +134,8 @@ class TransportPlan:
                     check_strength(strength, None, tmap)
                 if strength == 0:
                     installs = []
+            elif strength.ndim == 1 and installs:  # converted and checked once, not per site
+                strength = CheckedStrengths.of(strength, installs[0][2])
         handles = []
         try:
             for site, module, tmap in installs:

@@ -35,7 +35,8 @@ from .maps import TransportMap
 from .support import SupportLike, parse_support, support_bounds
 
 __all__ = [
-    "EXTRAPOLATION_BOUND", "INLINE_ELEMENTS", "StrengthLike", "check_strength", "fold",
+    "EXTRAPOLATION_BOUND", "INLINE_ELEMENTS", "CheckedStrengths", "StrengthLike",
+    "check_strength", "fold",
     "transport", "transport_channels",
 ]
 
@@ -76,6 +77,16 @@ def _warn_extrapolation(value: float, tmap: TransportMap) -> None:
                        value, EXTRAPOLATION_BOUND, tmap.method)
 
 
+class CheckedStrengths(tuple):
+    """Per-item strengths (floats) that :func:`check_strength` has validated: a caller that
+    applies one (B,) strength at many sites converts and checks it once
+    (:meth:`act_core.apply.TransportPlan.applied`), not at every site."""
+
+    @classmethod
+    def of(cls, strength: torch.Tensor, tmap: TransportMap) -> CheckedStrengths:
+        return cls(check_strength(strength, strength.shape[0], tmap))
+
+
 def check_strength(strength: StrengthLike, batch: int | None, tmap: TransportMap
                    ) -> float | list[float]:
     """Validate a strength and return it as a float or a list of B floats.
@@ -95,6 +106,10 @@ def check_strength(strength: StrengthLike, batch: int | None, tmap: TransportMap
     """
     if type(strength) is float and 0.0 <= strength <= EXTRAPOLATION_BOUND:
         return strength  # the common case, checked at every hook call (NaN fails the test)
+    if type(strength) is CheckedStrengths:  # validated once for a whole forward call
+        if len(strength) != batch:
+            raise StrengthError(f"{len(strength)} per-item strengths for a batch of {batch}")
+        return list(strength)
     if isinstance(strength, torch.Tensor):
         if strength.ndim > 1 or (strength.ndim == 1 and strength.shape[0] != batch):
             raise StrengthError(f"a strength tensor must have shape () or (B,) = ({batch},), "
