@@ -67,6 +67,9 @@ class _SiteHook:
         self.keep_tokens = keep_tokens
         self._moved: dict[torch.device, TransportMap] = {tmap.scale.device: tmap}
 
+    # torch.compile (ComfyUI's TorchCompileModel) runs the hook eagerly, as a graph break:
+    # tracing its per-map caches fails inside dynamo (torch 2.13)
+    @torch.compiler.disable
     def __call__(self, module: nn.Module, args: object, output: object) -> object | None:
         strength = self.strength() if callable(self.strength) else self.strength
         if not isinstance(strength, torch.Tensor) and strength == 0:
