@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 
 import torch
+import torch._dynamo
 
 from benchmarks.bench_apply_comfyui import _pack
 from benchmarks.bench_realsize import init_random
@@ -33,7 +34,6 @@ def main() -> None:
     import comfy.model_patcher
     import comfy.sample
     import comfy.supported_models
-    import torch._dynamo
     from comfy_api.torch_helpers import set_torch_compile_wrapper
 
     pack = _pack()
