@@ -188,3 +188,19 @@ def test_tiny_models_lora_equals_folded_transport(act_pack, loras, family):
         _check_equal(act_pack, model, maps, loras, _sampler(ctx))
     finally:
         torch.set_num_threads(threads)
+
+
+def test_kohya_key_names_are_read_by_comfyui_the_same(act_pack, toy, loras):
+    unet = toy.model.get_model_object("diffusion_model")
+    maps = _maps(act_pack, unet, "sd15", max_sites=1000)
+    generic = _export(act_pack, toy.model, maps, "act/generic")
+    kohya = _export(act_pack, toy.model, maps, "act/kohya", key_format="kohya")
+    sample = _sampler(toy)
+    a, _ = _lora_model(toy.model, loras, generic, 0.7)
+    b, lora = _lora_model(toy.model, loras, kohya, 0.7)
+    assert all(k.startswith("lora_unet_") for k in lora)
+    assert any(k.endswith(".w_norm") for k in lora) and any(k.endswith(".diff_b") for k in lora)
+    # kohya pairs are complete (zeros where nothing changes): a superset of the weights
+    assert {k for k in a.patches if k not in toy.model.patches} <= {
+        k for k in b.patches if k not in toy.model.patches}
+    torch.testing.assert_close(sample(b), sample(a), rtol=1e-5, atol=1e-5)
