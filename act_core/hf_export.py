@@ -104,7 +104,7 @@ def _with_biases(model: Any, flags: set[str]) -> Any:
     for flag in flags:
         setattr(config, flag, True)
     dtype = next(model.parameters()).dtype
-    new = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    new = AutoModelForCausalLM.from_config(config).to(dtype)
     missing, unexpected = new.load_state_dict(model.state_dict(), strict=False)
     wrong = [k for k in missing if not k.endswith(".bias")] + list(unexpected)
     if wrong:

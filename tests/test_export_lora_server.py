@@ -21,6 +21,7 @@ pytestmark = pytest.mark.comfyui
 
 STYLE_SITES = "cross-attention outputs"
 SEED = 21
+STEPS = 8  # euler; enough for the comparison, and the server test stays short
 SOURCE = "\n".join(Scene(c, s).prompt for c, s in fit_combos())
 TARGET = "\n".join(Scene(c, s, "striped").prompt for c, s in fit_combos())
 HELDOUT = [Scene(c, s).prompt for c, s in heldout_combos()[:1]]
@@ -36,7 +37,7 @@ def learn_node(sites: str) -> dict:
 
 def act_graph(prompt: str, seed: int, strength: float, maps_node: dict, **apply_over) -> dict:
     """txt2img with ActLearnTransport -> ActApplyTransport in front of the KSampler."""
-    g = txt2img_graph(prompt, seed=seed, batch=2, prefix="act")
+    g = txt2img_graph(prompt, seed=seed, batch=1, steps=STEPS, prefix="act")
     g["fit_latent"] = {"class_type": "EmptyLatentImage",
                        "inputs": {"width": 64, "height": 64, "batch_size": 4}}
     g["learn"] = maps_node
@@ -60,7 +61,7 @@ def _export_graph() -> dict:
 
 
 def _lora_graph(lora_name: str, strength: float) -> dict:
-    g = txt2img_graph(HELDOUT[0], seed=SEED, batch=2, prefix="lora")
+    g = txt2img_graph(HELDOUT[0], seed=SEED, batch=1, steps=STEPS, prefix="lora")
     g["lora"] = {"class_type": "LoraLoaderModelOnly",
                  "inputs": {"model": ["1", 0], "lora_name": lora_name,
                             "strength_model": strength}}
@@ -73,7 +74,8 @@ def test_stock_lora_loader_equals_folded_transport(comfy_server):
     text = " ".join(entry["outputs"]["export"]["text"])
     name = re.search(r"models/loras/(\S+\.safetensors)", text).group(1)
     assert (comfy_server.base / "models" / "loras" / name).is_file()
-    plain = images_of(comfy_server, txt2img_graph(HELDOUT[0], seed=SEED, batch=2, prefix="p"))
+    plain = images_of(comfy_server, txt2img_graph(HELDOUT[0], seed=SEED, batch=1, steps=STEPS,
+                                                  prefix="p"))
     for strength in (0.0, 0.5, 1.0):
         lora = images_of(comfy_server, _lora_graph(name, strength))
         folded = images_of(comfy_server, act_graph(
