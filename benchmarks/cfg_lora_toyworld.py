@@ -117,6 +117,7 @@ def table(rows: list[dict]) -> str:
 
 
 def main(argv=None) -> None:
+    global STEPS
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--experiments", default="style,negation")
@@ -124,7 +125,6 @@ def main(argv=None) -> None:
     ap.add_argument("--steps", type=int, default=STEPS)
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
-    global STEPS
     STEPS = args.steps
     rows = []
     with ComfyServer() as server:

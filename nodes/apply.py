@@ -167,9 +167,10 @@ class ActApplyTransport(IO.ComfyNode):
                                        "layers' weights once, so sampling costs nothing extra; "
                                        "exact only with the unbounded support, apply_to both, "
                                        "the whole schedule, one timestep range and maps that "
-                                       "act elementwise (LayerNorm sites, or pure shifts such "
-                                       "as mean_act on GroupNorm sites). Otherwise it stops "
-                                       "with the reason."),
+                                       "act elementwise (LayerNorm and Linear sites, or pure "
+                                       "shifts such as mean_act on GroupNorm sites). Otherwise "
+                                       "it stops with the reason. AcT Export LoRA writes the "
+                                       "same change as a LoRA file."),
             ],
             outputs=[IO.Model.Output(tooltip="The patched copy of the model.")],
         )
