@@ -133,7 +133,8 @@ def test_sites_that_are_not_affine_norms_are_refused(act_pack, toy):
     wrong_mode = dict(maps)
     wrong_mode[group_site] = maps[layer_site]  # a tokens map on a GroupNorm (same width)
     metadata = maps.metadata
-    for bad, message in ((conv, r"\(ResBlock\) has no affine weight"), (wrong_mode, "'tokens' mode")):
+    for bad, message in ((conv, r"\(ResBlock\) has no affine weight"),
+                         (wrong_mode, "'tokens' mode")):
         with pytest.raises(ValueError, match=message):
             act_pack.nodes.apply.patch_model(model, MapSet(bad, metadata), 1.0, apply_to="both",
                                              mode="folded")
