@@ -7,6 +7,7 @@ from typing_extensions import override
 
 from .apply import ActApplyTransport
 from .clip import ActApplyTransportCLIP, ActLearnTextTransport
+from .export import ActExportLoRA
 from .files import ActLoadMaps, ActSaveMaps, register_folder
 from .grid import ActStrengthGrid
 from .learn import ActLearnTransport
@@ -17,7 +18,7 @@ register_folder()
 
 NODES: list[type[IO.ComfyNode]] = [ActLearnTransport, ActApplyTransport, ActSaveMaps,
                                    ActLoadMaps, ActStrengthGrid, ActLearnTextTransport,
-                                   ActApplyTransportCLIP]
+                                   ActApplyTransportCLIP, ActExportLoRA]
 
 
 class ActExtension(ComfyExtension):

@@ -9,28 +9,23 @@ sites resolved) is built once, at the first call.
 
 Mode ``folded``: with a fixed strength and the unbounded support every map is one affine function
 per unit, ``y = a x + c`` (``a = 1 + lambda (omega - 1)``, ``c = lambda beta``), and a site that is
-the output of a norm layer with affine weights can absorb it: ``weight' = a weight``,
-``bias' = a bias + c``. The clone carries this as ordinary ComfyUI weight patches, so sampling
-runs no extra op at all. :func:`fold_model` refuses, with the reason, every case where that would
-not be exact (see there).
+the output of a layer with affine weights (a norm, a linear layer) can absorb it:
+``weight' = a weight``, ``bias' = a bias + c``. The clone carries this as ordinary ComfyUI weight
+patches, so sampling runs no extra op at all. :func:`nodes.fold.fold_model` refuses, with the
+reason, every case where that would not be exact.
 """
 
 from __future__ import annotations
 
 import logging
 
-import comfy.lora
-import torch
 from comfy.patcher_extension import WrappersMP
 from comfy_api.latest import IO
-from torch import nn
 
 from ..act_core import MapSet, check_compatible
 from ..act_core.apply import TransportPlan
 from ..act_core.errors import MapCompatibilityError
 from ..act_core.sites import Site, find_module
-from ..act_core.support import parse_support
-from ..act_core.transport import fold
 from .common import (
     buckets_of,
     check_strength_range,
@@ -40,6 +35,7 @@ from .common import (
     site_width,
     sites_of,
 )
+from .fold import fold_model
 from .schedule import APPLY_TO, Schedule
 
 __all__ = ["MODES", "ActApplyTransport", "fold_model", "patch_model"]
@@ -48,7 +44,6 @@ log = logging.getLogger(__name__)
 SUPPORTS = ["from maps", "minmax", "unbounded", "q0.01-0.99", "q0.05-0.95", "q0.1-0.9"]
 MODES = ("hooks", "folded")
 WRAPPER_KEY = "act_transport"
-PREFIX = "diffusion_model."  # of the diffusion model's keys in the ModelPatcher's state dict
 
 
 def _make_wrapper(buckets: list[MapSet], schedule: Schedule, support: str):
@@ -140,110 +135,6 @@ def patch_model(model, maps: MapSet, strength: float, start_percent: float = 0.0
     return m
 
 
-def _not_foldable(reason: str) -> ValueError:
-    return ValueError(f"AcT Apply Transport: mode 'folded' is exact only for a fixed affine map "
-                      f"per unit, and here {reason}; use mode 'hooks' (same result, applied "
-                      "while sampling)")
-
-
-def _fold_target(diffusion_model: nn.Module, site: str, tmap) -> nn.Module:
-    """The norm module that can absorb ``tmap`` exactly; ValueError saying why not otherwise."""
-    parsed = Site.parse(site)
-    module = find_module(diffusion_model, parsed)
-    kind = type(module).__name__
-    if parsed.output_index is not None:
-        raise _not_foldable(f"site {site!r} is one element of a tuple output, not a norm output")
-    if not isinstance(module, (nn.GroupNorm, nn.LayerNorm)):
-        raise _not_foldable(f"site {site!r} is a {kind}, not a GroupNorm or LayerNorm whose "
-                            "affine weights could absorb the map")
-    weight, bias = getattr(module, "weight", None), getattr(module, "bias", None)
-    if not isinstance(weight, torch.Tensor) or not isinstance(bias, torch.Tensor):
-        raise _not_foldable(f"site {site!r} ({kind}) has no affine weight and bias to fold into")
-    if isinstance(module, nn.GroupNorm):
-        if tmap.mode != "channels":
-            raise _not_foldable(f"site {site!r} is a GroupNorm but its map is in "
-                                f"{tmap.mode!r} mode, not 'channels'")
-        if not bool(torch.all(tmap.scale == 1.0)):
-            raise _not_foldable(
-                f"the map of site {site!r} ({tmap.method}) acts on channel means with "
-                "omega != 1: each channel is shifted by an amount that depends on its mean in "
-                "the current image, which no fixed weight can do (only pure shifts, e.g. "
-                "mean_act or diff_means maps, fold on a GroupNorm)")
-    elif tmap.mode not in ("tokens", "vector"):
-        raise _not_foldable(f"site {site!r} is a LayerNorm but its map is in {tmap.mode!r} "
-                            "mode; only elementwise (tokens/vector) maps fold into it")
-    if weight.shape[-1] != tmap.dim or (isinstance(module, nn.GroupNorm)
-                                        and weight.shape != (tmap.dim,)):
-        raise _not_foldable(f"site {site!r} has affine weights of shape {tuple(weight.shape)} "
-                            f"but the map has D={tmap.dim}")
-    return module
-
-
-def fold_model(model, maps: MapSet, strength: float, *, start_percent: float = 0.0,
-               end_percent: float = 1.0, apply_to: str = "both", support: str = "unbounded"):
-    """Return a clone of ``model`` with every map folded into the affine weights of its norm.
-
-    Exact (up to float rounding) and free at sampling time, but only when the transport is one
-    fixed affine map per unit on every call: a fixed strength over the whole schedule
-    (``start_percent`` 0, ``end_percent`` 1, one timestep range), both CFG halves (the halves
-    share the weights), the unbounded support (a bounded one tests every value), and at every
-    site a GroupNorm/LayerNorm with affine weight and bias whose output the map acts on
-    elementwise: a tokens/vector map on a LayerNorm, or a channel map that is a pure shift
-    (omega = 1) on a GroupNorm. A channel-mean map with omega != 1 is not foldable: the shift it
-    gives a channel depends on that channel's mean in the current image.
-
-    The patches are diffs against the weights as they are at this point (the model's own
-    patches included), so later patches add to the folded weights. A folded map acts inside
-    its norm, so before any hooks-mode transport of the same site, whatever the order of the
-    nodes. The input is not changed.
-
-    Raises
-    ------
-    ValueError
-        Naming the first reason the maps cannot be folded exactly, and saying to use 'hooks'.
-    """
-    if len(buckets_of(maps)) != 1:
-        raise _not_foldable(f"the maps have {len(buckets_of(maps))} timestep ranges (per-step "
-                            "maps change during sampling; folded weights cannot)")
-    if start_percent != 0.0 or end_percent != 1.0:
-        raise _not_foldable(f"the transport is limited to {start_percent:g}-{end_percent:g} of "
-                            "the schedule (folded weights act at every step)")
-    if apply_to != "both":
-        raise _not_foldable(f"apply_to is {apply_to!r} (the conditional and unconditional "
-                            "halves of a CFG batch run through the same weights, so only "
-                            "'both' can be folded)")
-    if parse_support(support).kind != "unbounded":
-        raise _not_foldable(f"the support is {support!r} (a bounded support transports a value "
-                            "only inside its range; only 'unbounded' is one affine map)")
-    diffusion_model = model.get_model_object("diffusion_model")
-    targets = {site: (_fold_target(diffusion_model, site, tmap), tmap)
-               for site, tmap in maps_by_bucket(maps)[0].items()}
-    folded = model.clone()
-    if float(strength) == 0.0:
-        return folded
-    current = model.get_key_patches(PREFIX)  # key -> [(weight, convert), *patches]
-    patches = {}
-    for site, (_module, tmap) in targets.items():
-        scale, offset = fold(tmap, float(strength), torch.float64)  # a, c: (D,), on the CPU
-        for name, add in (("weight", None), ("bias", offset)):
-            key = f"{PREFIX}{site}.{name}"
-            if key not in current:
-                raise _not_foldable(f"the model has no weight {key!r} to patch")
-            weight, convert = current[key][0]  # unpatched, as the patcher holds it
-            value = convert(weight.to(torch.float32, copy=True), inplace=True)
-            if len(current[key]) > 1:  # the model's own patches of this weight, applied
-                value = comfy.lora.calculate_weight(current[key][1:], value, key)
-            value = value.to("cpu", torch.float64)
-            diff = (scale - 1.0) * value + (0.0 if add is None else add)  # a w + c - w
-            patches[key] = (diff.to(torch.float32),)
-    added = folded.add_patches(patches, strength_patch=1.0)
-    if len(added) != len(patches):
-        missing = sorted(set(patches) - set(added))
-        raise _not_foldable(f"the model has no weights {missing[:3]} to patch")
-    log.info("AcT: folded %d maps into norm weights (strength %g)", len(targets), strength)
-    return folded
-
-
 class ActApplyTransport(IO.ComfyNode):
     """Apply transport maps to a MODEL with a strength lambda (0 = unchanged, 1 = target)."""
 
@@ -297,9 +188,10 @@ class ActApplyTransport(IO.ComfyNode):
                                        "layers' weights once, so sampling costs nothing extra; "
                                        "exact only with the unbounded support, apply_to both, "
                                        "the whole schedule, one timestep range and maps that "
-                                       "act elementwise (LayerNorm sites, or pure shifts such "
-                                       "as mean_act on GroupNorm sites). Otherwise it stops "
-                                       "with the reason."),
+                                       "act elementwise (LayerNorm and Linear sites, or pure "
+                                       "shifts such as mean_act on GroupNorm sites). Otherwise "
+                                       "it stops with the reason. AcT Export LoRA writes the "
+                                       "same change as a LoRA file."),
             ],
             outputs=[IO.Model.Output(tooltip="The patched copy of the model.")],
         )

@@ -15,7 +15,7 @@ from comfy_api.latest import IO
 from ..act_core import MapSet, load_maps, save_maps
 from ..act_core.errors import MapFileError
 
-__all__ = ["ActLoadMaps", "ActSaveMaps", "FOLDER", "register_folder"]
+__all__ = ["FOLDER", "ActLoadMaps", "ActSaveMaps", "next_path", "register_folder"]
 
 FOLDER = "act_maps"
 
@@ -28,11 +28,12 @@ def register_folder() -> None:
     os.makedirs(path, exist_ok=True)
 
 
-def _next_path(prefix: str) -> str:
+def next_path(prefix: str, folder_name: str = FOLDER) -> str:
+    """A new ``<prefix>_<counter>.safetensors`` path inside ComfyUI's folder ``folder_name``."""
     if not prefix or os.path.isabs(prefix) or ".." in prefix.replace("\\", "/").split("/"):
         raise ValueError(f"filename_prefix {prefix!r} must be a relative name inside "
-                         "models/act_maps (sub-folders allowed, no '..')")
-    folder = folder_paths.get_folder_paths(FOLDER)[0]
+                         f"models/{folder_name} (sub-folders allowed, no '..')")
+    folder = folder_paths.get_folder_paths(folder_name)[0]
     subdir, base = os.path.split(prefix)
     target = os.path.join(folder, subdir)
     os.makedirs(target, exist_ok=True)
@@ -64,7 +65,7 @@ class ActSaveMaps(IO.ComfyNode):
 
     @classmethod
     def execute(cls, maps: MapSet, filename_prefix: str) -> IO.NodeOutput:
-        path = _next_path(filename_prefix)
+        path = next_path(filename_prefix)
         save_maps(path, maps)
         rel = os.path.relpath(path, folder_paths.get_folder_paths(FOLDER)[0])
         return IO.NodeOutput(ui={"text": [f"saved {rel}"]})

@@ -129,11 +129,12 @@ def test_sites_that_are_not_affine_norms_are_refused(act_pack, toy):
     group_site = "input_blocks.1.0.in_layers.0"
     layer_site = "input_blocks.1.1.transformer_blocks.0.norm1"
     conv = dict(maps)
-    conv["input_blocks.1.0.in_layers.2"] = maps[group_site]  # the conv after the GroupNorm
+    conv["input_blocks.1.0"] = maps[group_site]  # the whole ResBlock (same width)
     wrong_mode = dict(maps)
     wrong_mode[group_site] = maps[layer_site]  # a tokens map on a GroupNorm (same width)
     metadata = maps.metadata
-    for bad, message in ((conv, "is a Conv2d"), (wrong_mode, "'tokens' mode")):
+    for bad, message in ((conv, r"\(ResBlock\) has no affine weight"),
+                         (wrong_mode, "'tokens' mode")):
         with pytest.raises(ValueError, match=message):
             act_pack.nodes.apply.patch_model(model, MapSet(bad, metadata), 1.0, apply_to="both",
                                              mode="folded")

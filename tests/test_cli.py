@@ -112,3 +112,52 @@ def test_errors_name_the_fix(model_dir, texts, tmp_path, capsys):
     code = main(["generate", "--model", str(gpt2_dir), "--maps", str(maps), "--prompt", "x"])
     assert code == 2
     assert "fit maps for this model" in capsys.readouterr().err
+
+
+def test_export_writes_a_checkpoint_that_generates_like_the_hooked_model(model_dir, texts,
+                                                                        tmp_path, capsys):
+    maps = tmp_path / "dm.safetensors"
+    assert main(["fit", "--model", str(model_dir), "--source", str(texts / "src.txt"),
+                 "--target", str(texts / "tgt.txt"), "--sites", "post_norms", "mlp_out",
+                 "attn_out", "--method", "diff_means", "--all-at-once", "-o", str(maps)]) == 0
+    args = ["generate", "--prompt", "hello", "--prompt", "why", "--max-new-tokens", "6",
+            "--greedy", "--json"]
+    assert main([*args, "--model", str(model_dir), "--maps", str(maps), "--strength", "4",
+                 "--support", "unbounded"]) == 0
+    capsys.readouterr()
+    out = tmp_path / "steered"
+    assert main(["export", "--model", str(model_dir), "--maps", str(maps), "--strength", "4",
+                 "-o", str(out)]) == 0
+    assert "LlamaForCausalLM checkpoint with 8 maps" in capsys.readouterr().out
+    assert main([*args, "--model", str(model_dir), "--maps", str(maps), "--strength", "4",
+                 "--support", "unbounded"]) == 0
+    hooked = [json.loads(line)["text"] for line in capsys.readouterr().out.splitlines()]
+    assert main([*args, "--model", str(out)]) == 0
+    exported = [json.loads(line)["text"] for line in capsys.readouterr().out.splitlines()]
+    assert main([*args, "--model", str(model_dir)]) == 0
+    plain = [json.loads(line)["text"] for line in capsys.readouterr().out.splitlines()]
+    assert exported == hooked != plain
+    # refusals: a bounded support; a control vector for maps that are not all on mlp_out
+    assert main(["export", "--model", str(model_dir), "--maps", str(maps), "--support",
+                 "minmax", "-o", str(tmp_path / "x")]) == 2
+    assert "support is 'minmax'" in capsys.readouterr().err
+    assert main(["export", "--maps", str(maps), "--format", "control-vector",
+                 "-o", str(tmp_path / "x.gguf")]) == 2
+    assert "not a feed-forward output" in capsys.readouterr().err
+
+
+def test_export_control_vector(model_dir, texts, tmp_path, capsys):
+    from act_core.gguf_export import read_control_vector
+    from act_core.mapfile import load_maps
+
+    maps = tmp_path / "mlp.safetensors"
+    assert main(["fit", "--model", str(model_dir), "--source", str(texts / "src.txt"),
+                 "--target", str(texts / "tgt.txt"), "--sites", "model.layers.1.mlp.down_proj",
+                 "--method", "mean_act", "--all-at-once", "-o", str(maps)]) == 0
+    out = tmp_path / "cv.gguf"
+    assert main(["export", "--maps", str(maps), "--format", "control-vector", "--strength",
+                 "0.5", "-o", str(out)]) == 0
+    vectors, fields = read_control_vector(out)
+    assert list(vectors) == [1] and fields["controlvector.model_hint"] == "llama"
+    shift = load_maps(maps)["model.layers.1.mlp.down_proj"].shift
+    torch.testing.assert_close(torch.from_numpy(vectors[1]), 0.5 * shift.float())
