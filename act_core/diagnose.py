@@ -33,7 +33,7 @@ from .samples import pair_sorted, sort_units
 __all__ = ["MOVED_WARNING", "SIGNAL_WARNING", "Diagnosis", "SiteDiagnosis", "diagnose"]
 
 #: Below this signal-to-noise ratio at every site, source and target are said to barely differ.
-SIGNAL_WARNING = 2.0
+SIGNAL_WARNING = 3.0
 #: Below this displacement (target standard deviations) at every site, the maps move nothing.
 MOVED_WARNING = 0.02
 
@@ -95,7 +95,7 @@ def _distance(a: torch.Tensor, b: torch.Tensor, total_var: float) -> float:
     return float(((pa.double() - pb.double()) ** 2).mean(dim=1).sum()) / total_var
 
 
-def _noise(a: torch.Tensor, b: torch.Tensor, total_var: float, splits: int = 4) -> float:
+def _noise(a: torch.Tensor, b: torch.Tensor, total_var: float, splits: int = 8) -> float:
     """Mean distance between random splits (sizes N and M) of the pooled sample."""
     both = torch.cat([a, b])  # (N + M, D)
     gen = torch.Generator().manual_seed(0)
