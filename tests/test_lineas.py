@@ -184,7 +184,7 @@ def test_bad_inputs_say_what_to_do():
 def test_diagnose_warns_when_source_and_target_are_the_same_distribution():
     model = Tokens()
     gen = torch.Generator().manual_seed(5)
-    source, target = torch.randn(32, 5, 4, generator=gen), torch.randn(32, 5, 4, generator=gen)
+    source, target = torch.randn(64, 5, 4, generator=gen), torch.randn(64, 5, 4, generator=gen)
     fitted = _fit(model, ["a", "b"], source, target, steps=5)
     report = diagnose(fitted.source, fitted.target, fitted.maps, fitted.transported)
     assert all(s.signal < 3 for s in report.sites)
