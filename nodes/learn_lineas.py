@@ -16,6 +16,7 @@ latents with their backward pass).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Sequence
 
@@ -44,6 +45,45 @@ def with_gradients(model):
 
     m.set_model_unet_function_wrapper(wrapper)
     return m
+
+
+@contextlib.contextmanager
+def normal_weights(module: torch.nn.Module):
+    """Swap weights created under ``torch.inference_mode`` (as ComfyUI's loaders make them)
+    for normal copies while the context runs, so autograd may save them for the backward pass;
+    the original tensors are put back on exit (the copies cost the memory of those weights)."""
+    swapped = []
+    try:
+        with torch.inference_mode(False):
+            for owner in module.modules():
+                for table in (owner._parameters, owner._buffers):
+                    for name, value in table.items():
+                        if value is not None and value.is_inference():
+                            copy = value.clone()
+                            if isinstance(value, torch.nn.Parameter):
+                                copy = torch.nn.Parameter(copy, requires_grad=False)
+                            swapped.append((table, name, value))
+                            table[name] = copy
+        if swapped:
+            log.info("AcT lineas: %d weight tensors made differentiable for the fit",
+                     len(swapped))
+        yield
+    finally:
+        for table, name, value in reversed(swapped):
+            table[name] = value
+
+
+def _normal(value):
+    """A copy of a CONDITIONING value (nested lists/dicts) with normal, not inference, tensors."""
+    if isinstance(value, torch.Tensor):
+        return value.clone() if value.is_inference() else value
+    if isinstance(value, list):
+        return [_normal(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_normal(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _normal(v) for k, v in value.items()}
+    return value
 
 
 def _evaluate_once(model, x, sigmas, extra_args=None, callback=None, disable=None):
@@ -88,7 +128,8 @@ def fit_lineas_comfy(model, sites: Sequence, src_conds: list, tgt_conds: list,
     training = comfy.model_management.in_training  # ComfyUI's switch to differentiable ops
     comfy.model_management.in_training = True
     try:
-        with torch.inference_mode(False):
+        with torch.inference_mode(False), normal_weights(diffusion_model):
+            src_conds, tgt_conds = _normal(src_conds), _normal(tgt_conds)
             return fit_lineas(diffusion_model, sites, run_source, len(src_conds), run_target,
                               config=config, progress=progress, device=latent.device)
     finally:
