@@ -79,6 +79,14 @@ class Diagnosis:
         lines += [f"WARNING: {w}" for w in self.warnings]
         return "\n".join(lines)
 
+    @classmethod
+    def from_dict(cls, data: Mapping) -> Diagnosis:
+        """Inverse of :meth:`as_dict` (e.g. read back from a map file's metadata)."""
+        sites = tuple(SiteDiagnosis(site=site, **{k: row[k] for k in (
+            "separation", "noise", "remaining", "moved", "kept", "units")})
+            for site, row in (data.get("sites") or {}).items())
+        return cls(sites, tuple(data.get("warnings") or ()))
+
     def as_dict(self) -> dict:
         """JSON-ready form (for map metadata and ``act info``)."""
         return {"warnings": list(self.warnings),
