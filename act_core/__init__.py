@@ -22,6 +22,7 @@ The package never imports ComfyUI; hosts (``nodes/``) translate their inputs int
 
 from ._version import __version__
 from .apply import apply_transport, transport_output
+from .diagnose import Diagnosis, diagnose
 from .discover import discover_sites, find_block_stacks
 from .errors import (
     ActError,
@@ -45,6 +46,7 @@ from .estimators import (
     mean_act,
 )
 from .fitting import fit_sites
+from .lineas import LineasConfig, LineasFit, fit_lineas
 from .mapfile import load_maps, save_maps
 from .maps import MODES, QUANTILE_LEVELS, TransportMap
 from .mapset import MapSet, check_compatible, prompt_hash
@@ -55,11 +57,11 @@ from .transport import EXTRAPOLATION_BOUND, transport, transport_channels
 
 __all__ = [
     "ESTIMATORS", "EXTRAPOLATION_BOUND", "MODES", "PRESETS", "QUANTILE_LEVELS", "SUPPORT_CHOICES",
-    "ActError", "ActivationError", "FitError", "MapCompatibilityError", "MapError",
-    "MapFileError", "MapSet", "Recorder", "Site", "SiteError", "StrengthError", "Support",
-    "SupportError", "TransportMap", "__version__", "apply_transport", "aura", "check_compatible",
-    "diff_means", "discover_sites", "find_block_stacks", "fit", "fit_many", "fit_sites",
-    "gaussian_ot", "linear_act", "load_maps",
+    "ActError", "ActivationError", "Diagnosis", "FitError", "LineasConfig", "LineasFit",
+    "MapCompatibilityError", "MapError", "MapFileError", "MapSet", "Recorder", "Site", "SiteError",
+    "StrengthError", "Support", "SupportError", "TransportMap", "__version__", "apply_transport",
+    "aura", "check_compatible", "diagnose", "diff_means", "discover_sites", "find_block_stacks",
+    "fit", "fit_lineas", "fit_many", "fit_sites", "gaussian_ot", "linear_act", "load_maps",
     "mean_act", "parse_support", "prompt_hash", "read_output", "record_activations",
     "resolve_sites", "save_maps", "transport", "transport_channels", "transport_output",
     "write_output",

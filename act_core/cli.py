@@ -62,7 +62,20 @@ def _add_fit(sub) -> None:
                         "globs or 're:<regex>' over module names (default: attn_out, the "
                         "attention output projections; see docs/llm.md for why)")
     p.add_argument("--method", default="linear_act",
-                   choices=("linear_act", "mean_act", "gaussian_ot", "aura", "diff_means"))
+                   choices=("linear_act", "mean_act", "gaussian_ot", "aura", "diff_means",
+                            "lineas"),
+                   help="estimator; lineas learns every site jointly, end to end, through the "
+                        "model (LinEAS; its options below)")
+    lin = p.add_argument_group("lineas")
+    lin.add_argument("--lineas-steps", type=int, default=100, help="Adam steps (default 100)")
+    lin.add_argument("--lineas-batch", type=int, default=8,
+                     help="source texts per step; bounds the memory (default 8)")
+    lin.add_argument("--lineas-lr", type=float, default=0.1, help="learning rate (default 0.1)")
+    lin.add_argument("--sparsity", type=float, default=0.0,
+                     help="group penalty that switches off unneeded sites (default 0)")
+    lin.add_argument("--l1", type=float, default=0.0,
+                     help="per-unit penalty that switches off unneeded units (default 0)")
+    lin.add_argument("--seed", type=int, default=0, help="order of the source batches")
     p.add_argument("--all-at-once", action="store_true",
                    help="fit every site from one pass (faster) instead of incrementally")
     p.add_argument("--stages", type=int, default=None,
@@ -163,16 +176,32 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         raise SystemExit("act fit: need at least 2 source and 2 target examples")
     model, tokenizer = hf.load_causal_lm(args.model)
     sites = args.sites[0] if len(args.sites) == 1 else args.sites
+    from act_core.diagnose import diagnose
+    from act_core.lineas import LineasConfig
+
     log.info("fitting %s on %d source and %d target examples", args.method, len(source),
              len(target))
+    lineas = None
+    if args.method == "lineas":
+        lineas = LineasConfig(steps=args.lineas_steps, batch_size=args.lineas_batch,
+                              lr=args.lineas_lr, group=args.sparsity, l1=args.l1,
+                              seed=args.seed)
+    samples: dict = {}
     maps = hf.fit_lm(model, tokenizer, source, target, sites, method=args.method,
                      incremental=not args.all_at_once, stages=args.stages,
                      batch_size=args.batch_size, max_length=args.max_length,
-                     progress=sys.stderr.isatty(), skip_first_token=args.skip_first_token)
+                     progress=sys.stderr.isatty(), skip_first_token=args.skip_first_token,
+                     lineas=lineas, samples=samples)
+    diagnosis = diagnose(samples["source"], samples["target"], maps,
+                         samples.get("transported"))
     meta = {"data": name, "sites": args.sites, "incremental": not args.all_at_once,
-            "stages": args.stages}
+            "stages": args.stages, "diagnosis": diagnosis.as_dict(),
+            **({"lineas": vars(lineas)} if lineas else {})}
     hf.save_lm_maps(args.output, maps, model, source_texts=source, target_texts=target,
                     metadata=meta, skip_first_token=args.skip_first_token)
+    print(diagnosis.text())
+    for warning in diagnosis.warnings:
+        log.warning("%s", warning)
     print(f"wrote {len(maps)} maps ({args.method}) to {args.output}")
     return 0
 
@@ -229,10 +258,17 @@ def _cmd_info(args: argparse.Namespace) -> int:
     print(f"{args.path}: {len(maps)} sites, method {meta.get('method')}, "
           f"support {meta.get('support')}")
     print(f"model: {json.dumps(meta.get('model'))}")
-    print(f"extra: {json.dumps(meta.get('extra'))}")
+    from act_core.diagnose import Diagnosis
+
+    extra = dict(meta.get("extra") or {})
+    report = extra.pop("diagnosis", None)
+    print(f"extra: {json.dumps(extra)}")
     for site, tmap in maps.items():
+        kept = int(((tmap.scale != 1) | (tmap.shift != 0)).sum())
         print(f"  {site}  D={tmap.dim} mode={tmap.mode} n={tmap.n_source}/{tmap.n_target} "
-              f"guarded={tmap.guarded}")
+              f"guarded={tmap.guarded} kept={kept}")
+    if report:
+        print(Diagnosis.from_dict(report).text())
     return 0
 
 

@@ -83,7 +83,7 @@ def fit_sites(model: nn.Module, sites: Sequence[Site | str], run_source: RunFn,
               strength_for_incremental: StrengthSource = 1.0,
               progress: Callable[[int, int], None] | None = None,
               device: torch.device | str = "cpu", keep_tokens: KeepTokens | None = None,
-              **options: float) -> dict[str, TransportMap]:
+              samples: dict | None = None, **options: float) -> dict[str, TransportMap]:
     """Record source and target activations at ``sites`` and fit one map per site.
 
     Parameters
@@ -111,6 +111,9 @@ def fit_sites(model: nn.Module, sites: Sequence[Site | str], run_source: RunFn,
     keep_tokens : callable, optional
         Tokens the earlier stages' maps leave unchanged during incremental fitting (see
         :func:`~act_core.apply.apply_transport`).
+    samples : dict, optional
+        When given, filled with ``"source"`` and ``"target"``: ``{site: Tensor (N, D)}``, the
+        pooled samples each map was fitted on (for :func:`~act_core.diagnose.diagnose`).
     **options
         Passed to the estimator (e.g. ``eps``).
 
@@ -130,9 +133,13 @@ def fit_sites(model: nn.Module, sites: Sequence[Site | str], run_source: RunFn,
     by_key = {str(site): site for site in parsed}
     order = [key for key in recorder.order if key in by_key]
     layouts = recorder.layouts
+    if samples is not None:
+        samples.update(source={}, target=target)
     if not incremental:
         source, _ = _record(model, parsed, run_source, device, "source")
         _report(progress, 2, total)
+        if samples is not None:
+            samples["source"] = source
         return _fit_group(order, source, target, layouts, method, options)
     maps: dict[str, TransportMap] = {}
     for done, group in enumerate(split_stages(order, stages), start=2):
@@ -141,6 +148,8 @@ def fit_sites(model: nn.Module, sites: Sequence[Site | str], run_source: RunFn,
             source, _ = _record(model, [by_key[key] for key in group], run_source, device,
                                 "source")
         maps.update(_fit_group(group, source, target, layouts, method, options))
+        if samples is not None:
+            samples["source"].update(source)
         _report(progress, done, total)
     return maps
 

@@ -48,6 +48,7 @@ __all__ = [
     "detect_family",
     "first_token_mask",
     "fit_lm",
+    "forward_texts",
     "load_causal_lm",
     "load_lm_maps",
     "lm_sites",
@@ -97,6 +98,15 @@ def run_texts(model: Any, tokenizer: Any, texts: Sequence[str], recorder: Record
     so that padding tokens are not pooled; with ``skip_first_token`` each text's first token is
     not pooled either (kept for a text of one token, which has no other).
     """
+    forward_texts(model, tokenizer, texts, recorder, batch_size=batch_size,
+                  max_length=max_length, progress=progress, desc=desc,
+                  skip_first_token=skip_first_token)
+
+
+def forward_texts(model: Any, tokenizer: Any, texts: Sequence[str], recorder: Any = None, *,
+                  batch_size: int = 16, max_length: int = 64, progress: bool = False,
+                  desc: str = "forward", skip_first_token: bool = False) -> None:
+    """:func:`run_texts` in the caller's grad mode (LinEAS runs it with gradients on)."""
     device = next(model.parameters()).device
     batches = _batches(texts, batch_size)
     for batch in progress_bar(batches, len(batches), desc, progress):
@@ -124,7 +134,8 @@ def fit_lm(model: Any, tokenizer: Any, source_texts: Sequence[str], target_texts
            sites: str | Sequence[str] = "attn_out", *, method: str = "linear_act",
            incremental: bool = True, stages: int | None = None, batch_size: int = 16,
            max_length: int = 64, progress: bool | Callable[[int, int], None] = False,
-           skip_first_token: bool = False) -> dict[str, TransportMap]:
+           skip_first_token: bool = False, lineas: Any = None,
+           samples: dict | None = None) -> dict[str, TransportMap]:
     """Fit one map per site carrying source-text activations onto target-text activations.
 
     Parameters
@@ -138,7 +149,8 @@ def fit_lm(model: Any, tokenizer: Any, source_texts: Sequence[str], target_texts
         The default ``attn_out`` (attention output projections, the paper's Llama-3 choice)
         measured far cheaper in perplexity than ``post_norms`` on SmolLM2 (docs/llm.md).
     method : str
-        Estimator (``linear_act``, ``mean_act``, ``gaussian_ot``, ``aura``, ``diff_means``).
+        Estimator (``linear_act``, ``mean_act``, ``gaussian_ot``, ``aura``, ``diff_means``),
+        or ``lineas`` (every site learned jointly, end to end: :mod:`act_core.lineas`).
     incremental, stages
         See :func:`act_core.fitting.fit_sites`; ``stages`` groups sites to bound the number of
         source passes (None: one pass per site, the paper's procedure).
@@ -148,6 +160,11 @@ def fit_lm(model: Any, tokenizer: Any, source_texts: Sequence[str], target_texts
         Pool each text over its tokens after the first (see the module notes); during
         incremental fitting the earlier maps then leave the first token unchanged, as
         :func:`steering` will. Save with ``save_lm_maps(..., skip_first_token=True)``.
+    lineas : LineasConfig, optional
+        Settings of ``method="lineas"`` (:mod:`act_core.lineas`: all sites learned jointly).
+    samples : dict, optional
+        Filled with the pooled ``"source"`` and ``"target"`` samples (and, for LinEAS, the
+        ``"transported"`` source), for :func:`act_core.diagnose.diagnose`.
 
     Returns
     -------
@@ -156,6 +173,15 @@ def fit_lm(model: Any, tokenizer: Any, source_texts: Sequence[str], target_texts
     resolved = lm_sites(model, sites)
     options = {"batch_size": batch_size, "max_length": max_length,
                "skip_first_token": skip_first_token}
+    if method == "lineas":
+        from act_core.hf_lineas import fit_lm_lineas
+
+        fitted = fit_lm_lineas(model, tokenizer, source_texts, target_texts, resolved,
+                               lineas=lineas, progress=progress, **options)
+        if samples is not None:
+            samples.update(source=fitted.source, target=fitted.target,
+                           transported=fitted.transported)
+        return fitted.maps
 
     def run(texts: Sequence[str]):
         return lambda recorder: run_texts(model, tokenizer, texts, recorder, **options)
@@ -166,7 +192,7 @@ def fit_lm(model: Any, tokenizer: Any, source_texts: Sequence[str], target_texts
         with tracking as keep:
             return fit_sites(model, resolved, run(source_texts), run(target_texts),
                              method=method, incremental=incremental, stages=stages,
-                             progress=callback, keep_tokens=keep)
+                             progress=callback, keep_tokens=keep, samples=samples)
     finally:
         getattr(callback, "close", lambda: None)()
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 
+import torch
 from comfy.patcher_extension import WrappersMP
 from comfy_api.latest import IO
 

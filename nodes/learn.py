@@ -19,9 +19,20 @@ import torch
 from comfy_api.latest import IO
 
 from ..act_core import ESTIMATORS, MapSet, apply_transport, fit_sites, prompt_hash
+from ..act_core.diagnose import Diagnosis, diagnose
+from ..act_core.lineas import LineasConfig
 from . import memo
+from .chart import diagnosis_image
 from .common import family_of
-from .families import DEFAULT_SIZE, choose_sites, preset_names
+from .families import (
+    DEFAULT_SIZE,
+    SITE_PRESETS,
+    arch_of,
+    choose_sites,
+    preset_names,
+    resolve_patterns,
+)
+from .learn_lineas import fit_lineas_comfy
 from .schedule import bucket_key
 
 __all__ = ["ActLearnTransport", "encode_prompts", "learn_maps", "parse_prompts"]
@@ -29,6 +40,13 @@ __all__ = ["ActLearnTransport", "encode_prompts", "learn_maps", "parse_prompts"]
 log = logging.getLogger(__name__)
 SITE_CHOICES = ["auto", *preset_names(), "custom"]
 SUPPORT_CHOICES = ["minmax", "unbounded", "q0.01-0.99", "q0.05-0.95"]
+METHOD_CHOICES = [*ESTIMATORS, "lineas"]
+
+
+def lineas_candidates(arch: str) -> list[str]:
+    """``auto`` with LinEAS: every preset's sites of the architecture together (the candidates;
+    LinEAS's sparsity and the diagnostics say which it used)."""
+    return list(dict.fromkeys(p for preset in SITE_PRESETS[arch].values() for p in preset))
 
 
 def parse_prompts(text: str, which: str) -> list[str]:
@@ -160,7 +178,8 @@ def learn_maps(model, src_conds: list, tgt_conds: list, *, source: list[str] | N
                incremental: bool = True, stages: int = 8, collect_at: float = 0.0,
                timestep_ranges: int = 1, seed: int = 0, latent: dict | None = None,
                samples_per_prompt: int = 8, collect: str = "first step",
-               trajectory_steps: int = 10, paired_noise: bool = False) -> MapSet:
+               trajectory_steps: int = 10, paired_noise: bool = False,
+               lineas: LineasConfig | None = None) -> MapSet:
     """Fit maps for ``model`` from two lists of CONDITIONING; returns a MapSet.
 
     ``source``/``target`` are the prompt texts (for the hash in the metadata), when known.
@@ -172,27 +191,62 @@ def learn_maps(model, src_conds: list, tgt_conds: list, *, source: list[str] | N
     ranges applied on their steps, and a range's own earlier stages only on its steps.
     ``paired_noise``: target prompt i gets the same noise seed as source prompt i (by default
     the target seeds are offset, so the two sets see independent noise).
+    ``method = "lineas"`` learns every site jointly (:mod:`act_core.lineas`, settings in
+    ``lineas``; first-step collection only). The per-site diagnosis is stored in the metadata
+    (``extra.diagnosis``); :func:`learn_and_diagnose` also returns it.
     """
+    return learn_and_diagnose(
+        model, src_conds, tgt_conds, source=source, target=target, sites=sites,
+        pattern=pattern, method=method, support=support, incremental=incremental,
+        stages=stages, collect_at=collect_at, timestep_ranges=timestep_ranges, seed=seed,
+        latent=latent, samples_per_prompt=samples_per_prompt, collect=collect,
+        trajectory_steps=trajectory_steps, paired_noise=paired_noise, lineas=lineas)[0]
+
+
+def learn_and_diagnose(model, src_conds: list, tgt_conds: list, *, source=None, target=None,
+                       sites: str = "auto", pattern: str = "", method: str = "linear_act",
+                       support: str = "minmax", incremental: bool = True, stages: int = 8,
+                       collect_at: float = 0.0, timestep_ranges: int = 1, seed: int = 0,
+                       latent: dict | None = None, samples_per_prompt: int = 8,
+                       collect: str = "first step", trajectory_steps: int = 10,
+                       paired_noise: bool = False, lineas: LineasConfig | None = None
+                       ) -> tuple[MapSet, Diagnosis]:
+    """:func:`learn_maps`, returning the maps and their :class:`~act_core.diagnose.Diagnosis`."""
     if len(src_conds) == 0 or len(tgt_conds) == 0:
         raise ValueError("need at least one source and one target conditioning")
     if collect not in COLLECT:
         raise ValueError(f"collect must be one of {COLLECT}, got {collect!r}")
     if collect == "trajectory" and not 1 <= trajectory_steps <= 1000:
         raise ValueError(f"trajectory_steps must be in [1, 1000], got {trajectory_steps}")
+    if method == "lineas" and collect != "first step":
+        raise ValueError("method lineas learns from one denoiser evaluation per prompt: set "
+                         "collect to 'first step' (or choose another method for trajectory)")
     diffusion_model = model.get_model_object("diffusion_model")
+    arch = arch_of(diffusion_model)
+    if method == "lineas" and arch == "flux":
+        raise ValueError("method lineas does not support Flux models yet: ComfyUI's Flux blocks "
+                         "change activations in place, which backpropagation refuses; choose "
+                         "linear_act")
     lat = _empty_latent(model, latent, samples_per_prompt)
     sampling = model.get_model_object("model_sampling")
     # structure presets look at one denoiser pass (first source prompt, one noise sample)
     probe = _runner(model, src_conds[:1], lat[:1], seed, _collect_sigma(sampling, 0.0),
                     _NO_PROGRESS)
-    patterns, chosen = choose_sites(diffusion_model, sites, pattern, lambda: probe(None))
+    if sites == "auto" and method == "lineas" and SITE_PRESETS.get(arch):
+        patterns = lineas_candidates(arch)
+        chosen = resolve_patterns(diffusion_model, patterns)
+    else:
+        patterns, chosen = choose_sites(diffusion_model, sites, pattern, lambda: probe(None))
     passes = (1 + (len(chosen) if stages <= 0 else min(stages, len(chosen)))) if incremental else 2
     per_pass = {"target": len(tgt_conds), "source": len(src_conds)}
-    pbar = comfy.utils.ProgressBar(timestep_ranges * (per_pass["target"]
-                                                      + (passes - 1) * per_pass["source"]))
+    total = per_pass["target"] + (passes - 1) * per_pass["source"]
+    if method == "lineas":
+        total = (lineas or LineasConfig()).steps + 3  # fit_lineas reports every step
+    pbar = comfy.utils.ProgressBar(timestep_ranges * total)
     maps: dict = {}
     buckets = [(k / timestep_ranges, (k + 1) / timestep_ranges) for k in range(timestep_ranges)]
     recorded_steps = []
+    samples: dict = {"source": {}, "target": {}, "transported": {}}
     earlier: list = []  # (maps, steps) of the ranges fitted so far, with collect = trajectory
     for k, (lo, hi) in enumerate(buckets):
         percent = collect_at if timestep_ranges == 1 else (lo + hi) / 2
@@ -209,13 +263,26 @@ def learn_maps(model, src_conds: list, tgt_conds: list, *, source: list[str] | N
         if trajectory is not None and incremental:
             strength = _during(box, trajectory[1])
             run_source = _steered(diffusion_model, run_source, earlier, box, support)
-        fitted = fit_sites(diffusion_model, chosen, run_source, run_target,
-                           method=method, incremental=incremental,
-                           stages=None if stages <= 0 else stages,
-                           support_for_incremental=support, strength_for_incremental=strength)
+        if method == "lineas":
+            config = lineas or LineasConfig(seed=seed)
+            result = fit_lineas_comfy(model, chosen, src_conds, tgt_conds, lat, seed, sigma,
+                                      pbar, config, tgt_seed)
+            fitted, found = result.maps, vars(result)
+        else:
+            found = {}
+            fitted = fit_sites(diffusion_model, chosen, run_source, run_target,
+                               method=method, incremental=incremental,
+                               stages=None if stages <= 0 else stages,
+                               support_for_incremental=support,
+                               strength_for_incremental=strength, samples=found)
+        for part in samples:
+            samples[part].update({bucket_key(site, k, timestep_ranges): value
+                                  for site, value in (found.get(part) or {}).items()})
         if trajectory is not None:
             earlier.append((fitted, trajectory[1]))
         maps.update({bucket_key(site, k, timestep_ranges): m for site, m in fitted.items()})
+    diagnosis = diagnose(samples["source"], samples["target"], maps,
+                         samples["transported"] or None)
     metadata = {
         "model": {"family": family_of(model), "arch": type(diffusion_model).__name__,
                   "config": type(model.model.model_config).__name__, "target": "diffusion_model"},
@@ -227,9 +294,12 @@ def learn_maps(model, src_conds: list, tgt_conds: list, *, source: list[str] | N
                      if collect == "trajectory" else {}),
                   "sites": sites, "patterns": patterns, "incremental": incremental,
                   "stages": stages, "seed": seed, "latent_shape": list(lat.shape),
-                  "source_prompts": len(src_conds), "target_prompts": len(tgt_conds)},
+                  "source_prompts": len(src_conds), "target_prompts": len(tgt_conds),
+                  **({"lineas": vars(lineas or LineasConfig(seed=seed))}
+                     if method == "lineas" else {}),
+                  "diagnosis": diagnosis.as_dict()},
     }
-    return MapSet(maps, metadata)
+    return MapSet(maps, metadata), diagnosis
 
 
 class ActLearnTransport(IO.ComfyNode):
@@ -276,10 +346,13 @@ class ActLearnTransport(IO.ComfyNode):
                                 tooltip="For sites = custom: comma-separated module-name "
                                         "globs or 're:' regexes, optionally ':index' for "
                                         "tuple outputs."),
-                IO.Combo.Input("method", options=list(ESTIMATORS), default="linear_act",
+                IO.Combo.Input("method", options=METHOD_CHOICES, default="linear_act",
                                tooltip="Estimator: linear_act (the paper's default), "
-                                       "mean_act, gaussian_ot, aura, or diff_means (an "
-                                       "unbounded steering vector, for comparison)."),
+                                       "mean_act, gaussian_ot, aura, diff_means (an "
+                                       "unbounded steering vector, for comparison), or "
+                                       "lineas (every site learned jointly, end to end, "
+                                       "through the model; with sites = auto it chooses "
+                                       "among all preset sites itself)."),
                 IO.Combo.Input("support", options=SUPPORT_CHOICES, default="unbounded",
                                tooltip="Recorded default for applying: 'unbounded' to add a "
                                        "style or concept, 'minmax' to remove one."),
@@ -320,16 +393,42 @@ class ActLearnTransport(IO.ComfyNode):
                              advanced=True,
                              tooltip="For collect = trajectory: euler steps of the recorded "
                                      "sampling run."),
+                IO.Int.Input("lineas_steps", default=60, min=1, max=100000, optional=True,
+                             advanced=True,
+                             tooltip="For lineas: optimisation steps (one batch of source "
+                                     "prompts through the model, forward and backward)."),
+                IO.Int.Input("lineas_batch", default=4, min=1, max=1024, optional=True,
+                             advanced=True,
+                             tooltip="For lineas: source prompts per step (memory grows "
+                                     "with it: prompts x samples_per_prompt latents)."),
+                IO.Float.Input("lineas_lr", default=0.1, min=0.0001, max=10.0, step=0.01,
+                               optional=True, advanced=True,
+                               tooltip="For lineas: Adam learning rate (scale change and "
+                                       "shift in target standard deviations per step)."),
+                IO.Float.Input("sparsity", default=0.0, min=0.0, max=10.0, step=0.05,
+                               optional=True, advanced=True,
+                               tooltip="For lineas: switches off sites that are not needed "
+                                       "(group penalty; 0 = keep all). The diagnostics show "
+                                       "which sites were kept."),
             ],
             outputs=[IO.Custom("ACT_MAPS").Output(display_name="maps",
-                                                  tooltip="The fitted transport maps.")],
+                                                  tooltip="The fitted transport maps."),
+                     IO.Image.Output(display_name="diagnostics",
+                                     tooltip="Per site: how far apart source and target are "
+                                             "(blue), what is left after the maps (orange), "
+                                             "sites switched off (grey). Connect a Preview "
+                                             "Image node."),
+                     IO.String.Output(display_name="report",
+                                      tooltip="The same per-site numbers and any warning, "
+                                              "as text.")],
         )
 
     @classmethod
     def execute(cls, model, clip, source_prompts, target_prompts, sites, pattern, method,
                 support, incremental, stages, collect_at, timestep_ranges, seed,
                 latent=None, samples_per_prompt=8, collect="first step",
-                trajectory_steps=10) -> IO.NodeOutput:
+                trajectory_steps=10, lineas_steps=60, lineas_batch=4, lineas_lr=0.1,
+                sparsity=0.0) -> IO.NodeOutput:
         source = parse_prompts(source_prompts, "source_prompts")
         target = parse_prompts(target_prompts, "target_prompts")
         src_conds, tgt_conds = encode_prompts(clip, source), encode_prompts(clip, target)
@@ -338,17 +437,26 @@ class ActLearnTransport(IO.ComfyNode):
                         stages=stages, collect_at=collect_at, timestep_ranges=timestep_ranges,
                         seed=seed, samples_per_prompt=samples_per_prompt, collect=collect,
                         trajectory_steps=trajectory_steps)
+        config = LineasConfig(steps=lineas_steps, batch_size=lineas_batch, lr=lineas_lr,
+                              group=sparsity, seed=seed)
         key = memo.fingerprint(model, (src_conds, tgt_conds),
-                               {**settings, "latent": None if latent is None
-                                else list(latent["samples"].shape)})
-        maps = memo.recall(key)
-        if maps is not None:
+                               {**settings, "lineas": repr(config), "latent": None
+                                if latent is None else list(latent["samples"].shape)})
+        kept = memo.recall(key)
+        if kept is not None:
+            maps, diagnosis = kept
             log.info("AcT: reusing the %d maps learned earlier in this process from the same "
                      "model, prompts and settings (ComfyUI had dropped its cached copy)",
                      len(maps))
-            return IO.NodeOutput(maps)
-        maps = learn_maps(model, src_conds, tgt_conds, latent=latent, **settings)
-        memo.remember(key, maps)
-        log.info("AcT: learned %d maps (%s, %d source / %d target prompts)", len(maps), method,
-                 len(source), len(target))
-        return IO.NodeOutput(maps)
+        else:
+            maps, diagnosis = learn_and_diagnose(model, src_conds, tgt_conds, latent=latent,
+                                                 lineas=config, **settings)
+            memo.remember(key, (maps, diagnosis))
+        report = diagnosis.text()
+        if kept is None:
+            log.info("AcT: learned %d maps (%s, %d source / %d target prompts)\n%s", len(maps),
+                     method, len(source), len(target), report)
+            for warning in diagnosis.warnings:
+                log.warning("AcT Learn Transport: %s", warning)
+        return IO.NodeOutput(maps, diagnosis_image(diagnosis), report,
+                             ui={"text": (report,)})

@@ -161,3 +161,28 @@ def test_export_control_vector(model_dir, texts, tmp_path, capsys):
     assert list(vectors) == [1] and fields["controlvector.model_hint"] == "llama"
     shift = load_maps(maps)["model.layers.1.mlp.down_proj"].shift
     torch.testing.assert_close(torch.from_numpy(vectors[1]), 0.5 * shift.float())
+
+
+def test_fit_method_lineas_and_the_diagnosis_in_fit_and_info(model_dir, texts, tmp_path,
+                                                              capsys):
+    out = tmp_path / "lineas.safetensors"
+    assert main(["fit", "--model", str(model_dir), "--source", str(texts / "src.txt"),
+                 "--target", str(texts / "tgt.txt"), "--sites", "post_norms", "--method",
+                 "lineas", "--lineas-steps", "5", "--lineas-batch", "2", "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "wrote 4 maps (lineas)" in printed and "separation" in printed
+    assert main(["info", str(out)]) == 0
+    info = capsys.readouterr().out
+    assert "method lineas" in info and "separation" in info and "kept=" in info
+    for site in ("model.layers.0.input_layernorm", "model.layers.1.post_attention_layernorm"):
+        assert sum(site in line for line in info.splitlines()) >= 2  # map line + diagnosis
+
+
+def test_fit_warns_when_source_and_target_are_the_same(model_dir, texts, tmp_path, capsys):
+    out = tmp_path / "same.safetensors"
+    assert main(["fit", "--model", str(model_dir), "--source", str(texts / "src.txt"),
+                 "--target", str(texts / "src.txt"), "--sites", "post_norms",
+                 "-o", str(out)]) == 0
+    assert "barely differ" in capsys.readouterr().out
+    assert main(["info", str(out)]) == 0
+    assert "barely differ" in capsys.readouterr().out

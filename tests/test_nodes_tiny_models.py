@@ -347,3 +347,34 @@ def test_collect_is_checked(tiny, nodes):
     with pytest.raises(ValueError, match="collect must be one of"):
         nodes.learn.learn_maps(tiny.model, tiny.source, tiny.target, collect="everywhere",
                                latent={"samples": tiny.latent})
+
+
+@pytest.mark.parametrize("tiny", ["sdxl", "sd3"], indirect=True)
+def test_lineas_learns_through_comfyuis_sampling_path(tiny, nodes):
+    """method = lineas: gradients reach every map through ComfyUI's own (no_grad) sampling
+    path, inside the executor's inference mode; with sites = auto it takes every preset's
+    sites; the diagnosis covers every site; nothing is left on the model."""
+    from act_core.lineas import LineasConfig
+
+    grads = [p.requires_grad for p in tiny.diffusion_model.parameters()]
+    with torch.inference_mode():
+        maps, report = nodes.learn.learn_and_diagnose(
+            tiny.model, tiny.source, tiny.target, method="lineas", support="unbounded",
+            latent={"samples": tiny.latent}, seed=3, samples_per_prompt=2,
+            lineas=LineasConfig(steps=3, batch_size=2, lr=0.1))
+    assert set(tiny.sites) <= set(maps)
+    assert all(m.method == "lineas" for m in maps.values())
+    moved = [site for site, m in maps.items() if bool((m.scale != 1).any())]
+    assert len(moved) == len(maps)  # every map received a gradient
+    assert [s.site for s in report.sites] == list(maps)
+    assert maps.metadata["extra"]["diagnosis"]["sites"].keys() == maps.keys()
+    assert [p.requires_grad for p in tiny.diffusion_model.parameters()] == grads
+    assert _no_hooks_left(tiny.diffusion_model)
+    assert "model_function_wrapper" not in tiny.model.model_options
+
+
+@pytest.mark.parametrize("tiny", ["flux"], indirect=True)
+def test_lineas_on_flux_is_refused_with_the_fix(tiny, nodes):
+    with pytest.raises(ValueError, match="linear_act"):
+        nodes.learn.learn_maps(tiny.model, tiny.source, tiny.target, method="lineas",
+                               latent={"samples": tiny.latent})

@@ -1,0 +1,413 @@
+"""LinEAS: per-unit affine maps for every site, learned jointly through the frozen model.
+
+Rodriguez et al., "End-to-end learning of activation steering with a distributional loss"
+(NeurIPS 2025, arXiv 2503.10679). The maps are AcT's (``omega_j x + beta_j`` per unit), but all
+sites are fitted at once, end to end, so a map at site k accounts for what the maps before it do:
+
+1. the target inputs run once through the unmodified model; their pooled activations ``V_l``
+   (M, D_l) are kept (sorted per unit);
+2. every step, a batch of source inputs runs through the model with ALL current maps applied
+   (gradients flow through the frozen model into every earlier map); the pooled, transported
+   activations ``Z_l`` (B, D_l) of every site are compared with ``V_l``::
+
+       loss = sum_l  sum_j W2^2(Z_lj, V_lj) / sum_j var(V_lj)
+
+   ``W2^2`` is the 1-D squared Wasserstein distance: sort both samples and average the squared
+   differences of quantiles (unequal sizes pair by quantiles, as Linear-AcT does). Dividing by
+   the site's total target variance makes sites of any scale count alike;
+3. an Adam step on ``(omega - 1, b)`` with ``beta = s * b`` (``s`` (D,) = the target standard
+   deviation of each unit, so ``b`` is in units of the target's spread), then proximal
+   sparsity steps: soft-thresholding of every unit's ``(omega - 1, b)`` by ``lr * l1`` and
+   shrinking of every site's whole group by ``lr * group * sqrt(2 D)`` in norm. Sites and units
+   that end at the identity need no hook: this is LinEAS's own choice of where to act.
+
+The result is an ordinary ``{site: TransportMap}`` (``method="lineas"``): apply, fold, save and
+load work unchanged. The support of each map (``lo``, ``hi``, quantiles) is read from a last
+source pass with all maps applied, i.e. from the activations each map sees at strength 1.
+
+Memory is bounded by design: one step holds the autograd graph of ``batch_size`` source inputs
+(the model's own weights are frozen, so nothing is kept for their gradients), and the target and
+source samples are pooled vectors, O(N D) per site.
+
+The host supplies two callables, so any model works (transformers, ComfyUI's denoisers):
+``run_target(recorder)`` runs every target input; ``run_source(indices, recorder)`` runs the
+source inputs ``indices`` (called with gradients enabled; it must not disable them). Both may
+set ``recorder.token_mask`` to the batch's (B, T) attention mask.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .errors import FitError
+from .maps import TransportMap
+from .record import Recorder, detect_layout, record_activations
+from .samples import interpolate_sorted, sort_units, source_support
+from .sites import Site, find_module, read_output, write_output
+
+__all__ = ["LineasConfig", "LineasFit", "SourceBatchFn", "fit_lineas"]
+
+log = logging.getLogger(__name__)
+
+#: Runs the source inputs with the given indices; receives the recorder (``token_mask``).
+SourceBatchFn = Callable[[Sequence[int], object], object]
+
+
+@dataclass(frozen=True)
+class LineasConfig:
+    """Optimisation settings of :func:`fit_lineas` (validated; ValueError names the fix)."""
+
+    steps: int = 100  # Adam steps (one source batch each)
+    batch_size: int = 8  # source inputs per step; bounds the memory of a step
+    lr: float = 0.1  # Adam learning rate, in (omega - 1) and in target standard deviations
+    l1: float = 0.0  # per-unit soft threshold, a fraction of lr per step
+    group: float = 0.0  # per-site group threshold, a fraction of lr * sqrt(2 D) per step
+    seed: int = 0  # order of the source batches
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.batch_size < 1:
+            raise ValueError(f"steps and batch_size must be >= 1, found {self.steps} and "
+                             f"{self.batch_size}")
+        for name in ("lr", "l1", "group"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0 or (name == "lr" and value == 0):
+                raise ValueError(f"LineasConfig.{name} must be finite and >= 0 (lr > 0), "
+                                 f"found {value}")
+
+
+@dataclass
+class LineasFit:
+    """What :func:`fit_lineas` learned, and the samples the diagnostics need.
+
+    Attributes
+    ----------
+    maps : dict of str to TransportMap
+        One map per site, in forward order (identity maps included: ``kept`` says which act).
+    source, target : dict of str to Tensor (N, D) / (M, D)
+        Pooled activations of the source (unmodified model) and of the target.
+    transported : dict of str to Tensor (N, D)
+        Pooled source activations with every map applied at strength 1 (what reaches the target).
+    losses : list of float
+        The loss of every step.
+    """
+
+    maps: dict[str, TransportMap]
+    source: dict[str, torch.Tensor]
+    target: dict[str, torch.Tensor]
+    transported: dict[str, torch.Tensor]
+    losses: list[float] = field(default_factory=list)
+
+    def kept(self) -> dict[str, int]:
+        """Units per site whose map is not the identity."""
+        return {key: int(((m.scale != 1) | (m.shift != 0)).sum()) for key, m in self.maps.items()}
+
+
+def _pool(x: torch.Tensor, layout: str, token_mask: torch.Tensor | None) -> torch.Tensor:
+    """Differentiable pooling to (B, D) float32 (tokens: mean over ``token_mask``)."""
+    if layout == "channels":
+        return x.mean(dim=tuple(range(2, x.ndim)), dtype=torch.float32)  # (B, C)
+    if layout == "vector":
+        return x.float()
+    if token_mask is None:
+        return x.float().mean(dim=1)  # (B, T, D) -> (B, D)
+    mask = token_mask.to(device=x.device, dtype=torch.float32).unsqueeze(-1)  # (B, T, 1)
+    return (x.float() * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+
+
+class _State:
+    """Parameters, per-call records and the recorder interface hosts see (``token_mask``)."""
+
+    def __init__(self, keys: Sequence[str], widths: dict[str, int], scales: dict[str, torch.Tensor],
+                 device: torch.device) -> None:
+        self.delta = {k: torch.zeros(widths[k], device=device, requires_grad=True) for k in keys}
+        self.shift = {k: torch.zeros(widths[k], device=device, requires_grad=True) for k in keys}
+        self.scales = scales  # (D,) per site: beta = scales * shift
+        self.token_mask: torch.Tensor | None = None
+        self.paused = False
+        self.layouts: dict[str, str] = {}
+        self.pooled: dict[str, list[torch.Tensor]] = {k: [] for k in keys}
+        self.moved: dict[str, list[torch.Tensor]] = {k: [] for k in keys}
+
+    def params(self) -> list[torch.Tensor]:
+        return [*self.delta.values(), *self.shift.values()]
+
+    def coefficients(self, key: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """``omega`` and ``beta`` (D,) of a site, differentiable."""
+        return 1.0 + self.delta[key], self.scales[key] * self.shift[key]
+
+    def clear(self) -> None:
+        for rows in (*self.pooled.values(), *self.moved.values()):
+            rows.clear()
+
+
+def _make_hook(state: _State, site: Site, keep_tokens: Callable[[], torch.Tensor | None] | None):
+    key = str(site)
+
+    def hook(module: nn.Module, args: object, output: object) -> object | None:
+        if state.paused:
+            return None
+        whole = site.output_index is None and isinstance(output, torch.Tensor)
+        x = output if whole else read_output(output, site)
+        layout = state.layouts.setdefault(key, detect_layout(x, site))
+        pooled = _pool(x, layout, state.token_mask)  # (B, D), what the map sees
+        omega, beta = state.coefficients(key)
+        state.pooled[key].append(pooled.detach())
+        state.moved[key].append(pooled * omega + beta)  # (B, D), pooled transported output
+        if layout == "channels":
+            delta = (omega - 1.0) * pooled + beta  # (B, C): every value of a channel shifts
+            y = x + delta.to(x.dtype).view(*delta.shape, *([1] * (x.ndim - 2)))
+        else:
+            y = x * omega.to(x.dtype) + beta.to(x.dtype)  # (..., D)
+            if keep_tokens is not None and x.ndim == 3:
+                keep = keep_tokens()
+                if keep is not None and tuple(keep.shape) == tuple(x.shape[:2]):
+                    y = torch.where(keep.to(x.device).unsqueeze(-1), x, y)
+        return y if whole else write_output(output, site, y)
+
+    return hook
+
+
+def _sorted_target(target: torch.Tensor, rows: int) -> torch.Tensor:
+    """Target quantiles (D, rows) at the levels a batch of ``rows`` sorted values has."""
+    sorted_v = sort_units(target)  # (D, M)
+    if rows == sorted_v.shape[1]:
+        return sorted_v
+    return interpolate_sorted(sorted_v, torch.linspace(0.0, 1.0, rows, dtype=torch.float64))
+
+
+def _site_loss(z: torch.Tensor, target: torch.Tensor, cache: dict, key: str,
+               weight: float) -> torch.Tensor:
+    """``sum_j W2^2(z_j, v_j) * weight`` for batch ``z`` (B, D) against target (M, D)."""
+    rows = int(z.shape[0])
+    ref = cache.get((key, rows))
+    if ref is None:
+        ref = cache[(key, rows)] = _sorted_target(target, rows).to(z.device)  # (D, B)
+    sorted_z = torch.sort(z.t(), dim=1).values  # (D, B), differentiable
+    return ((sorted_z - ref) ** 2).mean(dim=1).sum() * weight
+
+
+def _proximal(state: _State, lr: float, l1: float, group: float) -> None:
+    """Soft-threshold every unit (L1), then shrink every site's group (group lasso)."""
+    with torch.no_grad():
+        for key in state.delta:
+            d, b = state.delta[key], state.shift[key]
+            if l1 > 0:
+                for p in (d, b):
+                    p.copy_(p.sign() * (p.abs() - lr * l1).clamp(min=0.0))
+            if group > 0:
+                norm = torch.sqrt((d ** 2).sum() + (b ** 2).sum())
+                threshold = lr * group * math.sqrt(2 * d.numel())
+                factor = (1.0 - threshold / norm).clamp(min=0.0) if norm > 0 else norm
+                d.mul_(factor)
+                b.mul_(factor)
+
+
+def _batches(n: int, size: int, steps: int, seed: int) -> list[list[int]]:
+    """``steps`` batches of ``min(size, n)`` indices, epoch after epoch of seeded permutations."""
+    gen = torch.Generator().manual_seed(seed)
+    size, order, out = min(size, n), [], []
+    for _ in range(steps):
+        batch = []
+        while len(batch) < size:
+            if not order:
+                order = torch.randperm(n, generator=gen).tolist()
+            take = [i for i in order[: size - len(batch)] if i not in batch]
+            order = order[size - len(batch):]
+            batch += take
+        out.append(batch)
+    return out
+
+
+@dataclass
+class _Hooks:
+    """Installs the training hooks on the sites; removed in ``close`` (always, in finally)."""
+
+    model: nn.Module
+    sites: Sequence[Site]
+    state: _State
+    keep_tokens: Callable[[], torch.Tensor | None] | None
+    handles: list = field(default_factory=list)
+
+    def __enter__(self) -> _Hooks:
+        try:
+            for site in self.sites:
+                module = find_module(self.model, site)
+                self.handles.append(module.register_forward_hook(
+                    _make_hook(self.state, site, self.keep_tokens)))
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+        self.handles.clear()
+
+
+def _record_target(model: nn.Module, sites: Sequence[Site], run_target, device
+                   ) -> tuple[dict[str, torch.Tensor], Recorder]:
+    with torch.no_grad(), record_activations(model, sites, device=device) as recorder:
+        run_target(recorder)
+    target = recorder.stacked()
+    missing = [str(s) for s in sites if str(s) not in target]
+    if missing:
+        raise FitError(f"sites {missing[:5]} never ran during the target pass; check that "
+                       "run_target runs the model's forward and that these modules are used")
+    small = [k for k, v in target.items() if v.shape[0] < 2]
+    if small:
+        raise FitError(f"sites {small[:5]} recorded fewer than 2 target rows; give at least 2 "
+                       "target inputs")
+    return target, recorder
+
+
+def _pass(state: _State, run_source: SourceBatchFn, n: int, size: int, keys: Sequence[str]
+          ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """A no-grad pass over every source input: pooled inputs and outputs of every map."""
+    seen: dict[str, list] = {k: [] for k in keys}
+    moved: dict[str, list] = {k: [] for k in keys}
+    with torch.no_grad():
+        for start in range(0, n, size):
+            state.clear()
+            run_source(list(range(start, min(n, start + size))), state)
+            for k in keys:
+                seen[k] += state.pooled[k]
+                moved[k] += [z.detach() for z in state.moved[k]]
+    state.clear()
+    empty = [k for k in keys if not seen[k]]
+    if empty:
+        raise FitError(f"sites {empty[:5]} never ran during the source pass; run_source must "
+                       "run the model's forward on the inputs it is given")
+    return ({k: torch.cat(seen[k]).cpu() for k in keys},
+            {k: torch.cat(moved[k]).cpu() for k in keys})
+
+
+def fit_lineas(model: nn.Module, sites: Sequence[Site | str], run_source: SourceBatchFn,
+               n_source: int, run_target: Callable[[Recorder], object], *,
+               config: LineasConfig | None = None,
+               progress: Callable[[int, int], None] | None = None,
+               device: torch.device | str = "cpu",
+               keep_tokens: Callable[[], torch.Tensor | None] | None = None) -> LineasFit:
+    """Learn one affine map per site, jointly, by LinEAS (see the module docstring).
+
+    Parameters
+    ----------
+    model : nn.Module
+        Frozen during the fit (its parameters' ``requires_grad`` is restored afterwards).
+    sites : sequence of Site or str
+    run_source : callable(indices, recorder)
+        Runs the source inputs ``indices`` (a list of ints in ``range(n_source)``) through the
+        model's forward with gradients enabled.
+    n_source : int
+        Number of source inputs (>= 2).
+    run_target : callable(recorder)
+        Runs every target input (called once, without gradients).
+    config : LineasConfig, optional
+    progress : callable(done, total), optional
+        Called after the target pass, every step and the final passes.
+    device : device
+        Where the maps' parameters live (the model's device).
+    keep_tokens : callable, optional
+        Tokens the maps leave unchanged (see :func:`~act_core.apply.apply_transport`).
+
+    Returns
+    -------
+    LineasFit
+        ``.maps`` is ``{site: TransportMap}`` in forward order, ``method="lineas"``.
+
+    Raises
+    ------
+    FitError
+        No sites, fewer than 2 inputs on a side, a site that never runs, a non-finite loss.
+    """
+    config = config or LineasConfig()
+    parsed = [Site.parse(site) for site in sites]
+    if not parsed:
+        raise FitError("no sites to fit; resolve some with resolve_sites(model, patterns)")
+    if n_source < 2:
+        raise FitError(f"LinEAS needs at least 2 source inputs, found {n_source}")
+    device = torch.device(device)
+    frozen = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        for p, _ in frozen:
+            p.requires_grad_(False)
+        return _fit(model, parsed, run_source, n_source, run_target, config, progress, device,
+                    keep_tokens)
+    finally:
+        for p, flag in frozen:
+            p.requires_grad_(flag)
+
+
+def _fit(model, parsed, run_source, n_source, run_target, config, progress, device,
+         keep_tokens) -> LineasFit:
+    total = config.steps + 3
+    target, recorder = _record_target(model, parsed, run_target, "cpu")
+    _report(progress, 1, total)
+    keys = [k for k in recorder.order if k in {str(s) for s in parsed}]
+    by_key = {str(s): s for s in parsed}
+    widths = {k: int(target[k].shape[1]) for k in keys}
+    std = {k: target[k].double().std(dim=0) for k in keys}  # (D,)
+    scales = {k: (s.clamp(min=1e-3 * float(s.mean()) + 1e-12)).float().to(device)
+              for k, s in std.items()}
+    weights = {k: 1.0 / max(float((s ** 2).sum()), 1e-12) for k, s in std.items()}
+    state = _State(keys, widths, scales, device)
+    state.layouts = dict(recorder.layouts)
+    optimiser = torch.optim.Adam(state.params(), lr=config.lr)
+    cache: dict = {}
+    losses: list[float] = []
+    size = min(config.batch_size, n_source)
+    with _Hooks(model, [by_key[k] for k in keys], state, keep_tokens):
+        source, _ = _pass(state, run_source, n_source, size, keys)
+        _report(progress, 2, total)
+        for step, batch in enumerate(_batches(n_source, size, config.steps, config.seed)):
+            state.clear()
+            with torch.enable_grad():
+                run_source(batch, state)
+                loss = sum(_site_loss(torch.cat(state.moved[k]), target[k], cache, k, weights[k])
+                           for k in keys if state.moved[k])
+                if not isinstance(loss, torch.Tensor) or not loss.requires_grad:
+                    raise FitError("no site produced a differentiable output during a source "
+                                   "step; run_source must run the forward with gradients on")
+                grads = torch.autograd.grad(loss, state.params(), allow_unused=True)
+            loss = loss.detach()
+            if not math.isfinite(float(loss)):
+                raise FitError(f"LinEAS loss became {float(loss)} at step {step}; lower lr "
+                               "(or check the model's numerics)")
+            for p, g in zip(state.params(), grads, strict=True):
+                p.grad = g
+            optimiser.step()
+            _proximal(state, config.lr, config.l1, config.group)
+            losses.append(float(loss))
+            _report(progress, 3 + step, total)
+        state.clear()
+        seen, moved = _pass(state, run_source, n_source, size, keys)
+    _report(progress, total, total)
+    maps = {k: _build(k, state, seen[k], target[k].shape[0], recorder.layouts[k]) for k in keys}
+    log.info("LinEAS: %d steps, loss %.4g -> %.4g, %d of %d sites kept", config.steps,
+             losses[0], losses[-1], sum(1 for m in maps.values()
+                                         if bool(((m.scale != 1) | (m.shift != 0)).any())),
+             len(maps))
+    return LineasFit(maps=maps, source=source, target=target, transported=moved, losses=losses)
+
+
+def _build(key: str, state: _State, seen: torch.Tensor, n_target: int, layout: str
+           ) -> TransportMap:
+    omega, beta = state.coefficients(key)
+    lo, hi, quantiles = source_support(sort_units(seen.float()))
+    return TransportMap(scale=omega.detach().float().cpu(), shift=beta.detach().float().cpu(),
+                        lo=lo, hi=hi, quantiles=quantiles, method="lineas", mode=layout,
+                        n_source=int(seen.shape[0]), n_target=int(n_target))
+
+
+def _report(progress: Callable[[int, int], None] | None, done: int, total: int) -> None:
+    if progress is not None:
+        progress(done, total)

@@ -1,0 +1,103 @@
+"""Cost of LinEAS against Linear-AcT: learn time and peak memory, same prompts, one run.
+
+Each method learns in its own fresh process (so peak memory is its own), through the pack's
+learn function on the toy checkpoint, at the learn node's defaults (Linear-AcT: sites auto =
+every norm, incremental in 8 stages; LinEAS: sites auto = every preset's sites, 60 steps of 4
+prompts), on the style prompts of docs/results_toyworld.md (6 plain + 6 striped, 8 noise
+samples each), one torch thread (CPU time is the process's own work on the shared machine;
+wall time is shown too). Peak memory is the process's resident high-water mark minus its
+resident size just before learning. Prints one JSON line per method, then the ratios, and writes
+benchmarks/results/toy_lineas_cost.json. Run:
+``.venv/bin/python benchmarks/toy_lineas_cost.py``
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def _rss_kib() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def _pack():
+    import torch
+
+    from toyworld.comfy_env import import_comfy
+
+    torch.set_num_threads(1)  # on the shared 2 cores, 2 threads wait for each other (results.md)
+
+    import_comfy()
+    spec = importlib.util.spec_from_file_location("act_pack", ROOT / "__init__.py",
+                                                  submodule_search_locations=[str(ROOT)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["act_pack"] = module
+    spec.loader.exec_module(module)
+    return importlib.import_module("act_pack.nodes.learn")
+
+
+def one(method: str, experiment: str) -> dict:
+    learn = _pack()
+    import comfy.sd
+    import torch
+
+    from toyworld.act_eval import EXPERIMENTS
+    from toyworld.checkpoint import checkpoint_path
+
+    model, clip, _, _ = comfy.sd.load_checkpoint_guess_config(
+        str(checkpoint_path()), output_vae=False, output_clip=True)
+    exp = EXPERIMENTS[experiment]()
+    with torch.inference_mode():  # as ComfyUI's executor runs nodes
+        src = learn.encode_prompts(clip, exp.source)
+        tgt = learn.encode_prompts(clip, exp.target)
+        latent = {"samples": torch.zeros(1, 4, 8, 8)}
+        before = _rss_kib()
+        start, cpu = time.perf_counter(), time.process_time()
+        maps, report = learn.learn_and_diagnose(model, src, tgt, method=method,
+                                                support=exp.support, latent=latent)
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    kept = sum(1 for s in report.sites if s.kept)
+    return {"method": method, "experiment": experiment, "seconds": round(seconds, 2),
+            "cpu_seconds": round(cpu, 2),
+            "peak_extra_mib": round((peak - before) / 1024, 1), "sites": len(maps),
+            "sites_kept": kept, "warnings": list(report.warnings),
+            "separation_closed": round(1 - sum(s.remaining for s in report.sites)
+                                       / max(sum(s.separation for s in report.sites), 1e-12), 4)}
+
+
+def main() -> None:
+    if len(sys.argv) > 2 and sys.argv[1] == "--one":
+        print(json.dumps(one(sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else "style")))
+        return
+    experiment = sys.argv[1] if len(sys.argv) > 1 else "style"
+    rows = {}
+    for method in ("linear_act", "lineas"):
+        out = subprocess.run([sys.executable, __file__, "--one", method, experiment],
+                             check=True, capture_output=True, text=True).stdout
+        rows[method] = json.loads(out.strip().splitlines()[-1])
+        print(json.dumps(rows[method]))
+    ratios = {"time": round(rows["lineas"]["seconds"] / rows["linear_act"]["seconds"], 2),
+              "cpu_time": round(rows["lineas"]["cpu_seconds"]
+                                / rows["linear_act"]["cpu_seconds"], 2),
+              "peak_memory": round(rows["lineas"]["peak_extra_mib"]
+                                   / max(rows["linear_act"]["peak_extra_mib"], 1e-9), 2)}
+    print(json.dumps({"lineas_over_linear_act": ratios}))
+    path = ROOT / "benchmarks" / "results" / f"toy_lineas_cost_{experiment}.json"
+    path.write_text(json.dumps({"rows": rows, "ratios": ratios}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,147 @@
+"""LinEAS inside AcT Learn Transport: every site learned jointly through ComfyUI's denoiser.
+
+The prompts run through ComfyUI's own sampling path once per evaluation (as for the other
+estimators: seeded noise at the chosen point of the schedule, cfg 1, conditional half). ComfyUI
+evaluates the model under ``torch.no_grad`` and runs nodes under ``torch.inference_mode``; a
+clone of the MODEL gets a model-function wrapper that turns gradients back on around the model
+call, so LinEAS's loss reaches every map, and ComfyUI's ``in_training`` switch selects its
+differentiable kernels (Flux's rotary embedding) while the fit runs. The input MODEL is not
+changed.
+
+A LinEAS source *input* is one prompt with its ``samples_per_prompt`` noise samples; every step
+draws ``batch_size`` prompts with fresh seeded noise, so the maps see more noise than the
+target's fixed draws (the memory of a step is that of ``batch_size * samples_per_prompt``
+latents with their backward pass).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Sequence
+
+import comfy.model_management
+import comfy.sample
+import comfy.samplers
+import torch
+
+from ..act_core.lineas import LineasConfig, LineasFit, fit_lineas
+
+__all__ = ["fit_lineas_comfy", "with_gradients"]
+
+log = logging.getLogger(__name__)
+
+
+def with_gradients(model):
+    """A clone of ``model`` whose denoiser calls run with gradients enabled."""
+    m = model.clone()
+    previous = m.model_options.get("model_function_wrapper")
+
+    def wrapper(apply_model, args):
+        with torch.enable_grad():
+            if previous is not None:
+                return previous(apply_model, args)
+            return apply_model(args["input"], args["timestep"], **args["c"])
+
+    m.set_model_unet_function_wrapper(wrapper)
+    return m
+
+
+@contextlib.contextmanager
+def normal_weights(module: torch.nn.Module):
+    """Swap weights created under ``torch.inference_mode`` (as ComfyUI's loaders make them)
+    for normal copies while the context runs, so autograd may save them for the backward pass;
+    the original tensors are put back on exit (the copies cost the memory of those weights)."""
+    swapped = []
+    try:
+        with torch.inference_mode(False):
+            for owner in module.modules():
+                for table in (owner._parameters, owner._buffers):
+                    for name, value in table.items():
+                        if value is not None and value.is_inference():
+                            copy = value.clone()
+                            if isinstance(value, torch.nn.Parameter):
+                                copy = torch.nn.Parameter(copy, requires_grad=False)
+                            swapped.append((table, name, value))
+                            table[name] = copy
+        if swapped:
+            log.info("AcT lineas: %d weight tensors made differentiable for the fit",
+                     len(swapped))
+        yield
+    finally:
+        for table, name, value in reversed(swapped):
+            table[name] = value
+
+
+def _normal(value):
+    """A copy of a CONDITIONING value (nested lists/dicts) with normal, not inference, tensors."""
+    if isinstance(value, torch.Tensor):
+        return value.clone() if value.is_inference() else value
+    if isinstance(value, list):
+        return [_normal(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_normal(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _normal(v) for k, v in value.items()}
+    return value
+
+
+def _evaluate_once(model, x, sigmas, extra_args=None, callback=None, disable=None):
+    model(x, sigmas[0] * x.new_ones([x.shape[0]]), **(extra_args or {}))
+    return x
+
+
+def fit_lineas_comfy(model, sites: Sequence, src_conds: list, tgt_conds: list,
+                     latent: torch.Tensor, seed: int, sigma: float, pbar,
+                     config: LineasConfig, target_seed: int) -> LineasFit:
+    """Run :func:`act_core.lineas.fit_lineas` on ComfyUI's denoiser (see the module notes).
+
+    ``latent`` (S, C, h, w) is the empty latent of one prompt's S noise samples; prompt i of
+    the target uses seed ``target_seed + i``, of the source ``seed + i`` in the passes that
+    record the support and ``seed + i + 7919 * k`` at step k.
+    """
+    m = with_gradients(model)
+    diffusion_model = m.get_model_object("diffusion_model")
+    sampler = comfy.samplers.KSAMPLER(_evaluate_once)
+    sigmas = torch.tensor([sigma, 0.0])
+    calls = {"n": 0}
+
+    def evaluate(cond, noise_seed: int) -> None:
+        comfy.model_management.throw_exception_if_processing_interrupted()
+        noise = comfy.sample.prepare_noise(latent, noise_seed)
+        comfy.sample.sample_custom(m, noise, 1.0, sampler, sigmas, cond, cond, latent,
+                                   disable_pbar=True, seed=noise_seed)
+
+    def run_source(indices, recorder) -> None:
+        calls["n"] += 1  # steps draw fresh noise; the two whole passes use the plain seeds
+        fresh = 7919 * calls["n"] if _in_steps(calls["n"], len(src_conds), config) else 0
+        for i in indices:
+            evaluate(src_conds[i], seed + i + fresh)
+
+    def run_target(recorder) -> None:
+        for i, cond in enumerate(tgt_conds):
+            evaluate(cond, target_seed + i)
+
+    def progress(done: int, total: int) -> None:
+        pbar.update(1)
+
+    training = comfy.model_management.in_training  # ComfyUI's switch to differentiable ops
+    comfy.model_management.in_training = True
+    try:
+        with torch.inference_mode(False), normal_weights(diffusion_model):
+            src_conds, tgt_conds = _normal(src_conds), _normal(tgt_conds)
+            return fit_lineas(diffusion_model, sites, run_source, len(src_conds), run_target,
+                              config=config, progress=progress, device=latent.device)
+    finally:
+        comfy.model_management.in_training = training
+
+
+def _in_steps(call: int, n_source: int, config: LineasConfig) -> bool:
+    """Whether the current source call is a training step (not a support/report pass).
+
+    fit_lineas makes one pass of ceil(n / batch) calls, then ``steps`` step calls, then
+    another pass.
+    """
+    size = min(config.batch_size, n_source)
+    per_pass = -(-n_source // size)
+    return per_pass < call <= per_pass + config.steps

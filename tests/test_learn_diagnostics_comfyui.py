@@ -1,0 +1,59 @@
+"""The learn node's diagnosis through the real ComfyUI server on the toy checkpoint: it warns
+when the two prompt sets do not differ, and when the fitted maps move nothing, in the node's
+text, in the server log and in the picture a Preview Image node shows."""
+
+from __future__ import annotations
+
+import pytest
+
+from toyworld.act_eval import fit_combos
+from toyworld.render import Scene
+
+pytestmark = pytest.mark.comfyui
+
+COMBOS = fit_combos()[:6]  # a few prompts: the server tests stay short
+SOURCE = "\n".join(Scene(c, s).prompt for c, s in COMBOS)
+TARGET = "\n".join(Scene(c, s, "striped").prompt for c, s in COMBOS)
+
+
+def _graph(source: str, target: str, **over) -> dict:
+    inputs = {"model": ["1", 0], "clip": ["1", 1], "source_prompts": source,
+              "target_prompts": target, "sites": "auto", "pattern": "", "method": "linear_act",
+              "support": "unbounded", "incremental": False, "stages": 1, "collect_at": 0.0,
+              "timestep_ranges": 1, "seed": 0, "latent": ["latent", 0],
+              "samples_per_prompt": 4}
+    inputs.update(over)
+    return {
+        "1": {"class_type": "CheckpointLoaderSimple",
+              "inputs": {"ckpt_name": "act_toyworld_sd15.safetensors"}},
+        "latent": {"class_type": "EmptyLatentImage",
+                   "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+        "learn": {"class_type": "ActLearnTransport", "inputs": inputs},
+        "preview": {"class_type": "PreviewImage", "inputs": {"images": ["learn", 1]}},
+    }
+
+
+def _run(server, graph: dict) -> tuple[str, list]:
+    entry = server.run(graph)
+    text = "\n".join(entry["outputs"]["learn"]["text"])
+    images = server.images(entry, "preview")
+    return text, images
+
+
+def test_a_learn_with_source_equal_to_target_warns(comfy_server):
+    text, images = _run(comfy_server, _graph(SOURCE, SOURCE))
+    assert "barely differ" in text
+    assert "barely differ" in comfy_server.log_tail(200000)
+    assert len(images) == 1 and images[0].shape[1] >= 640  # the chart, one picture
+    assert images[0].std() > 0  # bars and text, not a blank image
+
+
+def test_a_learn_whose_maps_move_nothing_says_so(comfy_server):
+    """LinEAS with a sparsity that switches off every site, on prompt sets that do differ:
+    the diagnosis says the maps move nothing (and not that the sets are alike)."""
+    text, images = _run(comfy_server, _graph(SOURCE, TARGET, method="lineas",
+                                             lineas_steps=3, lineas_batch=2, sparsity=10.0))
+    assert "move almost nothing" in text and "barely differ" not in text
+    assert "0 with a non-identity map" in text
+    assert "move almost nothing" in comfy_server.log_tail(200000)
+    assert len(images) == 1

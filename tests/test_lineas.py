@@ -1,0 +1,192 @@
+"""LinEAS (act_core.lineas) and the diagnostics (act_core.diagnose) on tiny in-process models."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from act_core import FitError, apply_transport, load_maps, record_activations, save_maps
+from act_core.diagnose import diagnose
+from act_core.lineas import LineasConfig, fit_lineas
+
+
+class Tokens(nn.Module):
+    """(B, T, 4) -> two linear sites and a norm site, (B, T, 8) each."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.a = nn.Linear(4, 8)
+        self.b = nn.Linear(8, 8)
+        self.norm = nn.LayerNorm(8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.b(torch.relu(self.a(x))))
+
+
+class Images(nn.Module):
+    """(B, 3, 6, 6) -> a conv site and a GroupNorm site (channels mode)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, 6, 3, padding=1)
+        self.gn = nn.GroupNorm(2, 6, affine=True)
+        self.head = nn.Conv2d(6, 6, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.gn(self.conv(x))))
+
+
+def _data(shape: tuple[int, ...], n: int, m: int, shift: float = 1.5, scale: float = 2.0):
+    gen = torch.Generator().manual_seed(1)
+    source = torch.randn(n, *shape, generator=gen)
+    target = torch.randn(m, *shape, generator=gen) * scale + shift
+    return source, target
+
+
+def _runners(model: nn.Module, source: torch.Tensor, target: torch.Tensor):
+    def run_source(indices, recorder) -> None:
+        model(source[list(indices)])
+
+    def run_target(recorder) -> None:
+        for start in range(0, len(target), 8):
+            model(target[start:start + 8])
+
+    return run_source, run_target
+
+
+def _fit(model, sites, source, target, **config):
+    run_source, run_target = _runners(model, source, target)
+    options = {"steps": 60, "batch_size": 8, "lr": 0.1, **config}
+    return fit_lineas(model, sites, run_source, len(source), run_target,
+                      config=LineasConfig(**options))
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_lineas_carries_the_source_onto_the_target_at_every_site():
+    model = Tokens()
+    source, target = _data((5, 4), 40, 24)  # N != M: paired by quantiles
+    fitted = _fit(model, ["a", "b", "norm"], source, target)
+    assert list(fitted.maps) == ["a", "b", "norm"]
+    assert fitted.losses[-1] < 0.2 * fitted.losses[0]
+    report = diagnose(fitted.source, fitted.target, fitted.maps, fitted.transported)
+    for site in report.sites:
+        assert site.signal > 5 and site.remaining < 0.25 * site.separation, site
+    assert not report.warnings
+    for tmap in fitted.maps.values():
+        assert tmap.method == "lineas" and tmap.mode == "tokens"
+        assert (tmap.n_source, tmap.n_target) == (40, 24)
+
+
+def test_applying_the_maps_reproduces_what_lineas_measured(tmp_path):
+    """The saved, reloaded maps applied by act_core's hooks at strength 1 (unbounded) give
+    exactly the transported activations the fit recorded: same maps, same file format."""
+    model = Tokens()
+    source, target = _data((5, 4), 16, 16)
+    fitted = _fit(model, ["a", "b", "norm"], source, target, steps=10)
+    save_maps(tmp_path / "m.safetensors", fitted.maps)
+    maps = load_maps(tmp_path / "m.safetensors")
+    with torch.no_grad(), apply_transport(model, maps, 1.0, "unbounded"), \
+            record_activations(model, ["a", "b", "norm"]) as recorder:
+        model(source)
+    for site, values in recorder.stacked().items():
+        torch.testing.assert_close(values, fitted.transported[site], rtol=1e-4, atol=1e-5)
+
+
+def test_channel_sites_shift_whole_channels_and_converge():
+    model = Images()
+    source, target = _data((3, 6, 6), 24, 24, shift=0.8, scale=1.5)
+    fitted = _fit(model, ["conv", "gn"], source, target)
+    assert {m.mode for m in fitted.maps.values()} == {"channels"}
+    report = diagnose(fitted.source, fitted.target, fitted.maps, fitted.transported)
+    for site in report.sites:
+        assert site.remaining < 0.3 * site.separation, site
+
+
+def test_the_same_seed_gives_the_same_maps_and_another_seed_other_maps():
+    model = Tokens()
+    source, target = _data((5, 4), 24, 24)
+    first = _fit(model, ["a", "norm"], source, target, steps=8, batch_size=4, seed=3)
+    again = _fit(model, ["a", "norm"], source, target, steps=8, batch_size=4, seed=3)
+    other = _fit(model, ["a", "norm"], source, target, steps=8, batch_size=4, seed=4)
+    for site in first.maps:
+        assert torch.equal(first.maps[site].scale, again.maps[site].scale)
+        assert torch.equal(first.maps[site].shift, again.maps[site].shift)
+    assert not torch.equal(first.maps["a"].shift, other.maps["a"].shift)
+
+
+def test_group_sparsity_switches_off_sites_and_a_strong_one_all_of_them():
+    model = Tokens()
+    source, target = _data((5, 4), 32, 32)
+    dense = _fit(model, ["a", "b", "norm"], source, target)
+    sparse = _fit(model, ["a", "b", "norm"], source, target, group=0.9, steps=100)
+    off = _fit(model, ["a", "b", "norm"], source, target, group=5.0)
+    kept = sparse.kept()
+    assert sum(dense.kept().values()) == 3 * 8
+    assert 0 < sum(1 for n in kept.values() if n) < 3  # some sites switched off, not all
+    assert sum(off.kept().values()) == 0
+    report = diagnose(off.source, off.target, off.maps, off.transported)
+    assert any("move almost nothing" in w for w in report.warnings)
+    assert not any("barely differ" in w for w in report.warnings)
+
+
+def test_l1_sparsity_switches_off_units():
+    model = Tokens()
+    source, target = _data((5, 4), 32, 32)
+    fitted = _fit(model, ["a", "b"], source, target, l1=0.9)
+    assert 0 < sum(fitted.kept().values()) < 2 * 8
+
+
+def test_the_model_is_left_as_it_was_and_hooks_removed_also_on_error():
+    model = Tokens()
+    model.a.weight.requires_grad_(False)
+    source, target = _data((5, 4), 8, 8)
+    _fit(model, ["a", "norm"], source, target, steps=2)
+    assert not model.a.weight.requires_grad and model.b.weight.requires_grad
+    assert not any(m._forward_hooks for m in model.modules())
+    calls = []
+
+    def failing(indices, recorder) -> None:
+        calls.append(1)
+        if len(calls) > 1:
+            raise RuntimeError("stop")
+        model(source[list(indices)])
+
+    with pytest.raises(RuntimeError, match="stop"):
+        fit_lineas(model, ["a"], failing, 8, _runners(model, source, target)[1])
+    assert not any(m._forward_hooks for m in model.modules())
+    assert model.b.weight.requires_grad
+
+
+def test_bad_inputs_say_what_to_do():
+    model = Tokens()
+    source, target = _data((5, 4), 8, 8)
+    run_source, run_target = _runners(model, source, target)
+    with pytest.raises(FitError, match="at least 2 source"):
+        fit_lineas(model, ["a"], run_source, 1, run_target)
+    with pytest.raises(FitError, match="no sites"):
+        fit_lineas(model, [], run_source, 8, run_target)
+    with pytest.raises(FitError, match="never ran during the target pass"):
+        fit_lineas(model, ["a"], run_source, 8, lambda recorder: None)
+    with pytest.raises(ValueError, match="lr"):
+        LineasConfig(lr=0.0)
+
+
+def test_diagnose_warns_when_source_and_target_are_the_same_distribution():
+    model = Tokens()
+    gen = torch.Generator().manual_seed(5)
+    source, target = torch.randn(64, 5, 4, generator=gen), torch.randn(64, 5, 4, generator=gen)
+    fitted = _fit(model, ["a", "b"], source, target, steps=5)
+    report = diagnose(fitted.source, fitted.target, fitted.maps, fitted.transported)
+    assert all(s.signal < 3 for s in report.sites)
+    assert any("barely differ" in w for w in report.warnings)
+    assert "WARNING" in report.text()
