@@ -1,10 +1,10 @@
 """Write docs/families.md: what AcT's ``auto`` sites are on every ComfyUI model family.
 
-For every entry of ``comfy.supported_models.models`` with a tiny recipe (tests/family_recipes.py)
+For every entry of ``comfy.supported_models.models`` with a tiny recipe (toyworld/family_recipes.py)
 this builds the model with ComfyUI's classes, learns maps with AcT Learn Transport's defaults
 (as tests/test_families_matrix.py does), counts the sites by kind, checks that strength 0 is
 bit-identical and strength 1 changes a 2-step sample, and tries folded mode on the affine norms
-inside the blocks. The text encoders of tests/encoder_recipes.py get their sites per encoder.
+inside the blocks. The text encoders of toyworld/encoder_recipes.py get their sites per encoder.
 Entries without a recipe are listed with their reason. The pass/fail columns are re-measured
 here; the full matrix (save/load, foreign maps) is the test suite's.
 
@@ -131,9 +131,10 @@ def main() -> None:
     nodes = type("Nodes", (), {})()
     for part in ("learn", "apply", "families", "clip"):
         setattr(nodes, part, importlib.import_module(f"{pack.__name__}.nodes.{part}"))
-    recipes = _load("family_recipes", ROOT / "tests" / "family_recipes.py")
-    encoders = _load("encoder_recipes", ROOT / "tests" / "encoder_recipes.py")
     import comfy.supported_models
+
+    from toyworld import encoder_recipes as encoders
+    from toyworld import family_recipes as recipes
 
     order = [m.__name__ for m in comfy.supported_models.models]
     rows = [family_row(nodes, recipes, n) for n in order if n in recipes.RECIPES]

@@ -71,3 +71,15 @@ def act_pack(tmp_path_factory):
             del sys.modules[PACK]
             raise
     return module
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module of tiny models: threads only add overhead there, and on a
+    busy machine they stall each other."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -1,6 +1,6 @@
 """The nodes on a tiny random-weight instance of every image and video family ComfyUI loads.
 
-Each family of ``tests/family_recipes.py`` is built with ComfyUI's own model classes, learned on
+Each family of ``toyworld/family_recipes.py`` is built with ComfyUI's own model classes, learned on
 with AcT Learn Transport's default sites (``auto``: the family's preset, or the main block
 stacks found by structure) and sampled through ComfyUI's sampling path. For each: strength 0
 is bit-identical to the unpatched model, strength 1 changes the samples, a save/load round trip
@@ -14,39 +14,19 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
 
+from toyworld import family_recipes
 
-def _load_recipes():
-    """tests/family_recipes.py (pytest runs with --import-mode=importlib: no tests/ on the path)."""
-    if "family_recipes" not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            "family_recipes", Path(__file__).with_name("family_recipes.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["family_recipes"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["family_recipes"]
-
-
-RECIPES, build, conds = _load_recipes().RECIPES, _load_recipes().build, _load_recipes().conds
-EXCLUDED, BLOCKED = _load_recipes().EXCLUDED, _load_recipes().BLOCKED
-pytestmark = pytest.mark.comfyui
+RECIPES, build, conds = family_recipes.RECIPES, family_recipes.build, family_recipes.conds
+EXCLUDED, BLOCKED = family_recipes.EXCLUDED, family_recipes.BLOCKED
+pytestmark = [pytest.mark.comfyui, pytest.mark.usefixtures("one_thread")]
 
 STEPS, CFG, SEED = 2, 2.0, 7  # cfg != 1: both halves of the CFG batch run
 FOREIGN = ("FluxSchnell", "WAN21_T2V")  # maps learned here are applied to the other families
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ import pytest
 import torch
 from torch import nn
 
-pytestmark = pytest.mark.comfyui
+pytestmark = [pytest.mark.comfyui, pytest.mark.usefixtures("one_thread")]
 
 STEPS, CFG, SEED = 3, 2.0, 7  # cfg != 1: both halves of the CFG batch run
 TOKENS = 7  # text tokens per conditioning
@@ -104,15 +104,6 @@ def _norm_sites(diffusion_model: nn.Module) -> dict[str, tuple[int, str]]:
         elif isinstance(m, nn.LayerNorm):
             sites[name] = (m.normalized_shape[-1], "tokens")
     return sites
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models: threads only add overhead, and on a busy machine they stall each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 """The text-encoder nodes on tiny random-weight instances of the encoders ComfyUI's CLIP
 loaders build: CLIP-L (SD1), CLIP-L + CLIP-G (SDXL), CLIP-L + CLIP-G + T5-XXL (SD3),
 CLIP-L + T5-XXL (Flux), UMT5-XXL (Wan), Qwen3 (Z-Image), CLIP-L + Llama (HunyuanVideo) and
-Gemma-2 (Lumina 2), built with ComfyUI's own CLIP classes (tests/encoder_recipes.py).
+Gemma-2 (Lumina 2), built with ComfyUI's own CLIP classes (toyworld/encoder_recipes.py).
 
 For each: the structure presets find sites on every encoder; strength 0 encodes
 bit-identically, strength 1 changes the encoding; a save/load round trip encodes
@@ -14,38 +14,21 @@ from __future__ import annotations
 import contextlib
 import importlib
 import importlib.util
-import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
 
-pytestmark = pytest.mark.comfyui
+from toyworld import encoder_recipes
+
+pytestmark = [pytest.mark.comfyui, pytest.mark.usefixtures("one_thread")]
 
 SOURCE = ["a red circle", "a blue square", "a green triangle"]
 TARGET = ["a red circle, watercolor", "a blue square, watercolor", "a green triangle, watercolor"]
 PROMPT = "a yellow circle"
 
 
-def _load(name: str):
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-ENCODERS = _load("encoder_recipes").ENCODERS
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+ENCODERS = encoder_recipes.ENCODERS
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +47,7 @@ def _equal(a, b) -> bool:
 
 @pytest.fixture(scope="module", params=list(ENCODERS))
 def case(request, clip_nodes):
-    clip = _load("encoder_recipes").build_clip(request.param)
+    clip = encoder_recipes.build_clip(request.param)
     maps = clip_nodes.learn_text_maps(clip, SOURCE, TARGET, "layer outputs", "", "linear_act",
                                       "unbounded")
     return SimpleNamespace(family=request.param, clip=clip, maps=maps, baseline=_encode(clip))
@@ -107,7 +90,7 @@ def test_a_saved_and_loaded_map_file_encodes_bit_identically(case, clip_nodes, a
 
 def test_maps_of_another_encoder_family_are_refused_naming_both(case, clip_nodes):
     other = "WAN21_T2V" if case.family != "WAN21_T2V" else "SD15"
-    clip = _load("encoder_recipes").build_clip(other)
+    clip = encoder_recipes.build_clip(other)
     maps = clip_nodes.learn_text_maps(clip, SOURCE[:2], TARGET[:2], "final norm", "",
                                       "mean_act", "unbounded")
     ours = type(case.clip.cond_stage_model).__name__

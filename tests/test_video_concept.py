@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
 import torch
+
+from toyworld import encoder_recipes, family_recipes
 
 pytestmark = pytest.mark.comfyui
 
@@ -25,19 +25,12 @@ PROMPTS = ["a dog running on a beach", "a city street at night", "a boat on a la
 FRAMES, STEPS, CFG, SEED = 4, 3, 3.0, 11
 
 
-def _load(name: str):
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
 
 
 @pytest.fixture(scope="module")
 def video(act_pack):
     torch.set_num_threads(1)
-    families, encoders = _load("family_recipes"), _load("encoder_recipes")
+    families, encoders = family_recipes, encoder_recipes
     recipe = families.RECIPES["WAN21_T2V"]
     recipe = families.Recipe(recipe.config, {**recipe.unet_config, "text_dim": 32}, 32,
                              (16, FRAMES, 8, 8))  # the tiny UMT5 is 32 wide
