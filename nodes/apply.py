@@ -26,14 +26,13 @@ from comfy_api.latest import IO
 from ..act_core import MapSet, check_compatible
 from ..act_core.apply import TransportPlan
 from ..act_core.errors import MapCompatibilityError
-from ..act_core.sites import Site, find_module
 from .common import (
     buckets_of,
     check_strength_range,
     default_support,
     family_of,
     maps_by_bucket,
-    site_width,
+    site_widths,
     sites_of,
 )
 from .fold import fold_model
@@ -85,15 +84,8 @@ def validate_maps_for_model(model, maps: MapSet) -> None:
     """Raise MapCompatibilityError naming the family, missing sites or width mismatches."""
     diffusion_model = model.get_model_object("diffusion_model")
     first = maps_by_bucket(maps)[0]
-    widths = {}
-    for site in sites_of(maps):
-        try:
-            module = find_module(diffusion_model, Site.parse(site))
-        except LookupError:
-            continue
-        width = site_width(module)
-        widths[site] = width if width is not None else first[site].dim
-    check_compatible(first, widths, family_of(model))
+    check_compatible(first, site_widths(diffusion_model, sites_of(maps), first),
+                     family_of(model))
 
 
 def patch_model(model, maps: MapSet, strength: float, start_percent: float = 0.0,

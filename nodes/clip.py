@@ -25,8 +25,7 @@ from ..act_core import (
 )
 from ..act_core.discover import discover_sites
 from ..act_core.errors import MapCompatibilityError
-from ..act_core.sites import Site, find_module
-from .common import check_strength_range, site_width
+from .common import check_strength_range, site_widths
 from .learn import parse_prompts
 
 __all__ = ["ActApplyTransportCLIP", "ActLearnTextTransport", "TEXT_PRESETS", "TEXT_TARGET",
@@ -105,15 +104,7 @@ def learn_text_maps(clip, source: list[str], target: list[str], sites: str, patt
 def validate_text_maps(clip, maps: MapSet) -> None:
     """MapCompatibilityError naming both encoder families, missing sites or widths."""
     model = clip.cond_stage_model
-    widths = {}
-    for site in maps:
-        try:
-            module = find_module(model, Site.parse(site))
-        except LookupError:
-            continue
-        width = site_width(module)
-        widths[site] = width if width is not None else maps[site].dim
-    check_compatible(maps, widths, type(model).__name__)
+    check_compatible(maps, site_widths(model, maps, maps), type(model).__name__)
 
 
 def patch_clip(clip, maps: MapSet, strength: float):

@@ -5,11 +5,13 @@ from __future__ import annotations
 from torch import nn
 
 from ..act_core import MapSet
+from ..act_core.sites import Site, find_module
 from .families import family_of_config
 from .schedule import split_bucket_key
 
 __all__ = ["MAX_STRENGTH", "MAX_UNBOUNDED_STRENGTH", "buckets_of", "check_strength_range",
-           "default_support", "family_of", "maps_by_bucket", "site_width", "sites_of"]
+           "default_support", "family_of", "maps_by_bucket", "site_width", "site_widths",
+           "sites_of"]
 
 MAX_STRENGTH = 2.0            # documented range for OT maps: [0, 2] (> 1 extrapolates)
 MAX_UNBOUNDED_STRENGTH = 10.0  # diff_means maps are steering vectors without a natural scale
@@ -72,3 +74,18 @@ def site_width(module: nn.Module) -> int | None:
     if isinstance(module, nn.modules.conv._ConvNd):
         return module.out_channels
     return None
+
+
+def site_widths(model: nn.Module, sites, maps) -> dict[str, int]:
+    """``{site: width}`` of the sites' modules in ``model`` (the map's own D where a module's
+    width cannot be read), for :func:`act_core.check_compatible`; sites the model lacks are left
+    out, so that the check names them."""
+    widths = {}
+    for site in sites:
+        try:
+            module = find_module(model, Site.parse(site))
+        except LookupError:
+            continue
+        width = site_width(module)
+        widths[site] = width if width is not None else maps[site].dim
+    return widths
