@@ -34,7 +34,6 @@ pack() {
   .venv/bin/python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
     --implementation cp --platform manylinux_2_28_x86_64 -d .gpu/ck comfy-kitchen==0.2.26
   mkdir -p .gpu/site && unzip -q .gpu/ck/*.whl -x '*/_C.abi3.so' -d .gpu/site && rm -rf .gpu/ck
-  grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || echo '/.gpu/' >> "$(git rev-parse --git-common-dir)/info/exclude"
   du -sh .gpu
 }
 
