@@ -83,3 +83,14 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def toy_checkpoint(act_pack):
+    """(MODEL, CLIP) of the toy checkpoint, loaded in-process by ComfyUI's own loader."""
+    _require_comfyui()
+    import comfy.sd
+
+    model, clip, _, _ = comfy.sd.load_checkpoint_guess_config(
+        str(checkpoint_path()), output_vae=False, output_clip=True)
+    return model, clip

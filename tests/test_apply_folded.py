@@ -12,22 +12,14 @@ import pytest
 import torch
 from torch import nn
 
-from toyworld.checkpoint import checkpoint_path
-
 pytestmark = pytest.mark.comfyui
 
 STEPS, CFG, SEED = 3, 3.0, 11  # cfg != 1: both halves of the CFG batch run
 
 
 @pytest.fixture(scope="module")
-def toy(act_pack):
-    if not checkpoint_path().exists():
-        pytest.fail("the toy checkpoint is not installed: run `python -m toyworld.checkpoint "
-                    "install` (make test does it)", pytrace=False)
-    import comfy.sd
-
-    model, clip, _, _ = comfy.sd.load_checkpoint_guess_config(
-        str(checkpoint_path()), output_vae=False, output_clip=True)
+def toy(act_pack, toy_checkpoint):
+    model, clip = toy_checkpoint
     encode = act_pack.nodes.learn.encode_prompts
     positive, negative = encode(clip, ["a red circle", ""])
     return model, positive, negative

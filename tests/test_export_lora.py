@@ -18,8 +18,6 @@ import pytest
 import torch
 from torch import nn
 
-from toyworld.checkpoint import checkpoint_path
-
 pytestmark = pytest.mark.comfyui
 
 STEPS, CFG, SEED = 3, 3.0, 11  # cfg != 1: both halves of the CFG batch run
@@ -113,14 +111,8 @@ def _check_equal(act_pack, model, maps, loras, sample):
 
 
 @pytest.fixture(scope="module")
-def toy(act_pack):
-    if not checkpoint_path().exists():
-        pytest.fail("the toy checkpoint is not installed: run `python -m toyworld.checkpoint "
-                    "install`", pytrace=False)
-    import comfy.sd
-
-    model, clip, _, _ = comfy.sd.load_checkpoint_guess_config(
-        str(checkpoint_path()), output_vae=False, output_clip=True)
+def toy(act_pack, toy_checkpoint):
+    model, clip = toy_checkpoint
     positive, negative = act_pack.nodes.learn.encode_prompts(clip, ["a red circle", ""])
     return SimpleNamespace(model=model, positive=positive, negative=negative,
                            latent=torch.zeros(1, 4, 8, 8))

@@ -6,17 +6,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from toyworld.checkpoint import checkpoint_path
-
 pytestmark = pytest.mark.comfyui
 
 
 @pytest.fixture(scope="module")
-def toy(act_pack):
-    import comfy.sd
-
-    model, clip, _, _ = comfy.sd.load_checkpoint_guess_config(
-        str(checkpoint_path()), output_vae=False, output_clip=True)
+def toy(act_pack, toy_checkpoint):
+    model, clip = toy_checkpoint
     encode = act_pack.nodes.learn.encode_prompts
     return act_pack.nodes.memo, model, encode(clip, ["a red circle"]), encode(clip,
                                                                               ["a blue circle"])
