@@ -1,11 +1,14 @@
-"""Applying maps to a model: forward hooks that transport site outputs, inside a context.
+"""Applying maps to a model: each site's output is transported, inside a context.
 
-Maps are never modified; hooks are removed when the context exits, also on error. A strength of
+Inside the context each site module's ``forward`` is its own forward followed by the transport
+(the effect of a forward hook, without PyTorch's hook dispatch); on exit, also on error, the
+modules are restored. Maps are never modified. A strength of
 0 installs nothing, so the model's outputs stay bit-identical.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 
@@ -13,6 +16,7 @@ import torch
 from torch import nn
 
 from .errors import MapCompatibilityError, StrengthError
+from .fastpath import Prepared, prepare
 from .maps import TransportMap
 from .sites import Site, find_module, read_output, write_output
 from .support import SupportLike, parse_support, support_bounds
@@ -24,7 +28,8 @@ from .transport import (
     transport_channels,
 )
 
-__all__ = ["KeepTokens", "StrengthSource", "TransportPlan", "apply_transport", "transport_output"]
+__all__ = ["KeepTokens", "StrengthSource", "TransportPlan", "apply_transport", "interventions",
+           "transport_output"]
 
 #: A strength, or a zero-argument callable evaluated at every hook call (for schedules).
 StrengthSource = StrengthLike | Callable[[], StrengthLike]
@@ -46,43 +51,83 @@ def transport_output(x: torch.Tensor, tmap: TransportMap, strength: StrengthLike
     MapCompatibilityError
         If the width of ``x`` is not the map's D (the message names the site).
     """
+    _check_output(x, tmap, site)
     channels = tmap.mode == "channels"
-    width_dim = 1 if channels else -1
-    if x.ndim < (3 if channels else 1) or x.shape[width_dim] != tmap.dim:
-        where = "channel dim 1" if channels else "last dim"
-        raise MapCompatibilityError(
-            f"site {site!r}: expected a {tmap.mode} output with D={tmap.dim} in its {where}, "
-            f"found shape {tuple(x.shape)}; the map was fitted on another model or site")
     if channels:
         return transport_channels(x, tmap, strength, support)
     return transport(x, tmap, strength, support)
 
 
+def _check_output(x: torch.Tensor, tmap: TransportMap, site: str) -> None:
+    """Raise MapCompatibilityError unless ``x`` has the map's width where its mode reads it."""
+    channels = tmap.mode == "channels"
+    if x.ndim < (3 if channels else 1) or x.shape[1 if channels else -1] != tmap.dim:
+        where = "channel dim 1" if channels else "last dim"
+        raise MapCompatibilityError(
+            f"site {site!r}: expected a {tmap.mode} output with D={tmap.dim} in its {where}, "
+            f"found shape {tuple(x.shape)}; the map was fitted on another model or site")
+
+
+_MISSING = object()
+_RUNS_PER_SITE = 32  # prepared (shape, dtype, device) entries kept per site and strength
+
+
 class _SiteHook:
-    """Forward hook of one site; caches the map per device (a copy, never the shared map)."""
+    """The transport of one site's output; caches the map per device (a copy, never the
+    shared map).
+
+    With a fixed strength, ``runs`` (owned by the plan, kept across calls) holds the site's
+    transport prepared per input shape, dtype and device (:func:`act_core.fastpath.prepare`):
+    after the first call of a sampler, a call only launches the kernels.
+    """
 
     def __init__(self, site: Site, tmap: TransportMap, strength: StrengthSource,
-                 support: SupportLike, keep_tokens: KeepTokens | None = None) -> None:
+                 support: SupportLike, keep_tokens: KeepTokens | None = None,
+                 runs: dict | None = None,
+                 moved: dict[torch.device, TransportMap] | None = None) -> None:
         self.site, self.tmap, self.strength, self.support = site, tmap, strength, support
         self.keep_tokens = keep_tokens
-        self._moved: dict[torch.device, TransportMap] = {tmap.scale.device: tmap}
+        self.runs = runs
+        self._moved = {tmap.scale.device: tmap} if moved is None else moved
 
-    # torch.compile (ComfyUI's TorchCompileModel) runs the hook eagerly, as a graph break:
-    # tracing its per-map caches fails inside dynamo (torch 2.13)
-    @torch.compiler.disable
-    def __call__(self, module: nn.Module, args: object, output: object) -> object | None:
+    def _map_on(self, device: torch.device) -> TransportMap:
+        tmap = self._moved.get(device)
+        if tmap is None:
+            tmap = self._moved.setdefault(device, self.tmap.to(device=device))
+        return tmap
+
+    def _call(self, output: object) -> object | None:
+        whole = self.site.output_index is None and isinstance(output, torch.Tensor)
+        x = output if whole else read_output(output, self.site)
+        runs = self.runs
+        if runs is not None:
+            key = (x.shape, x.dtype, x.device)
+            run = runs.get(key, _MISSING)
+            if run is _MISSING:
+                run = self._prepare(x)
+                if len(runs) >= _RUNS_PER_SITE:
+                    runs.clear()
+                runs[key] = run
+            if run is not None:
+                y = run(x)
+                return None if y is None else self._finish(output, whole, x, y)
         strength = self.strength() if callable(self.strength) else self.strength
         if not isinstance(strength, torch.Tensor) and strength == 0:
             return None
-        whole = self.site.output_index is None and isinstance(output, torch.Tensor)
-        x = output if whole else read_output(output, self.site)
-        tmap = self._moved.get(x.device)
-        if tmap is None:
-            tmap = self._moved.setdefault(x.device, self.tmap.to(device=x.device))
+        tmap = self._map_on(x.device)
         y = transport_output(x, tmap, strength, self.support, str(self.site))
-        if y is x:
-            return None
-        if self.keep_tokens is not None and tmap.mode == "tokens" and x.ndim == 3:
+        return None if y is x else self._finish(output, whole, x, y)
+
+    def _prepare(self, x: torch.Tensor) -> Prepared | None:
+        tmap = self._map_on(x.device)
+        _check_output(x, tmap, str(self.site))
+        channels = tmap.mode == "channels"
+        lam = check_strength(self.strength, x.shape[0] if channels or x.ndim > 1 else None,
+                             tmap)
+        return prepare(x, tmap, lam, self.support)
+
+    def _finish(self, output: object, whole: bool, x: torch.Tensor, y: torch.Tensor) -> object:
+        if self.keep_tokens is not None and self.tmap.mode == "tokens" and x.ndim == 3:
             keep = self.keep_tokens()
             if keep is not None and tuple(keep.shape) == tuple(x.shape[:2]):
                 y = torch.where(keep.to(x.device).unsqueeze(-1), x, y)
@@ -93,8 +138,10 @@ class TransportPlan:
     """Maps resolved on one model once, to be applied at many forward calls.
 
     Resolving the sites and validating the maps and support happens here, once; each
-    :meth:`applied` context then only installs one forward hook per site and removes it on
-    exit (also on error). Samplers that call the model at every step keep one plan for the run.
+    :meth:`applied` context then only replaces each site module's ``forward`` by the module's
+    own forward followed by the transport (:class:`_Patched`) and restores it on exit (also on
+    error). Samplers that call the model at every step keep one plan for the run: with a fixed
+    strength, the patches and their prepared transports are reused from call to call.
 
     Parameters
     ----------
@@ -112,6 +159,8 @@ class TransportPlan:
         parse_support(support)
         self.model, self.support, self.keep_tokens = model, support, keep_tokens
         self.installs: list[tuple[Site, nn.Module, TransportMap]] = []
+        self._patches: dict[object, list[_Patched]] = {}  # fixed strength -> one per site
+        self._moved: list[dict[torch.device, TransportMap]] = []  # per site: the map per device
         for key, tmap in maps.items():
             if not isinstance(tmap, TransportMap):
                 raise MapCompatibilityError(f"maps[{key!r}] is a {type(tmap).__name__}, "
@@ -119,6 +168,7 @@ class TransportPlan:
             site = Site.parse(key)
             support_bounds(tmap, support)
             self.installs.append((site, find_module(model, site), tmap))
+            self._moved.append({tmap.scale.device: tmap})
 
     @contextmanager
     def applied(self, strength: StrengthSource = 1.0) -> Iterator[None]:
@@ -139,15 +189,88 @@ class TransportPlan:
                     installs = []
             elif strength.ndim == 1 and installs:  # converted and checked once, not per site
                 strength = CheckedStrengths.of(strength, installs[0][2])
-        handles = []
+        patches = self._patches_for(strength, installs)
+        installed: list[tuple[nn.Module, object]] = []
         try:
-            for site, module, tmap in installs:
-                handles.append(module.register_forward_hook(
-                    _SiteHook(site, tmap, strength, self.support, self.keep_tokens)))
+            for patch in patches:
+                installed.append((patch.module, patch.install()))
             yield
         finally:
-            for handle in handles:
-                handle.remove()
+            for module, previous in reversed(installed):
+                if previous is _MISSING:
+                    module.__dict__.pop("forward", None)
+                else:
+                    module.__dict__["forward"] = previous
+
+    def _patches_for(self, strength: StrengthSource, installs: list) -> list[_Patched]:
+        """One :class:`_Patched` per site; kept across calls for a fixed strength, so that a
+        sampler's calls reuse the same objects and their prepared transports."""
+        key = _strength_key(strength)
+        patches = None if key is None else self._patches.get(key)
+        if patches is None or len(patches) != len(installs):
+            patches = []
+            for index, (site, module, tmap) in enumerate(installs):
+                runs = None if key is None else {}
+                patches.append(_Patched(module, _SiteHook(
+                    site, tmap, strength, self.support, self.keep_tokens, runs,
+                    self._moved[index])))
+            if key is not None:
+                if len(self._patches) >= _RUNS_PER_SITE:
+                    self._patches.clear()
+                self._patches[key] = patches
+        return patches
+
+
+class _Patched:
+    """The instance ``forward`` of a site's module while a plan is applied: the module's own
+    forward, then the site's transport. Unlike a forward hook it keeps PyTorch's fast call
+    path (no hook dispatch), and it also acts when a caller runs ``module.forward`` directly.
+    """
+
+    __slots__ = ("hook", "inner", "module", "previous")
+    act_patch = True  # what :func:`interventions` recognises
+
+    def __init__(self, module: nn.Module, hook: _SiteHook) -> None:
+        self.module, self.hook = module, hook
+        self.previous: object = None
+        self.inner: Callable[..., object] | None = None
+
+    def install(self) -> object:
+        """Set ``module.forward`` to this patch; return what to restore (or ``_MISSING``)."""
+        previous = self.module.__dict__.get("forward", _MISSING)
+        if self.inner is None or previous is not self.previous:
+            self.previous = previous
+            self.inner = type(self.module).forward.__get__(self.module) \
+                if previous is _MISSING else previous
+        self.module.__dict__["forward"] = self
+        return previous
+
+    def __call__(self, *args: object, **kwargs: object) -> object:
+        if torch.compiler.is_compiling():
+            return self._call_eagerly(*args, **kwargs)
+        return self._call(*args, **kwargs)
+
+    def _call(self, *args: object, **kwargs: object) -> object:
+        output = self.inner(*args, **kwargs)
+        transported = self.hook._call(output)
+        return output if transported is None else transported
+
+    # under torch.compile (ComfyUI's TorchCompileModel) the site's module runs eagerly, as one
+    # graph break: tracing the transport's per-map caches fails inside dynamo (torch 2.13), and
+    # a break inside the module would make dynamo compile its forward once per site shape
+    @torch.compiler.disable
+    def _call_eagerly(self, *args: object, **kwargs: object) -> object:
+        return self._call(*args, **kwargs)
+
+
+def _strength_key(strength: StrengthSource) -> object | None:
+    """A hashable key of a fixed strength (a number or checked per-item strengths), or None
+    for strengths evaluated at every call (callables, unchecked tensors)."""
+    if type(strength) is CheckedStrengths:
+        return ("items", *strength)
+    if isinstance(strength, (int, float)) and not isinstance(strength, bool):
+        return float(strength)
+    return None
 
 
 @contextmanager
@@ -185,3 +308,20 @@ def apply_transport(model: nn.Module, maps: Mapping[str, TransportMap],
     """
     with TransportPlan(model, maps, support, keep_tokens).applied(strength):
         yield
+
+
+def interventions(model: nn.Module) -> Counter:
+    """What is attached to ``model``'s modules: per module name, its forward hooks and
+    pre-hooks plus every replaced ``forward`` (an applied plan's patches, nested ones counted
+    once each); modules with nothing are left out. Empty when no context is active: the check
+    that nothing was left behind."""
+    counts: Counter = Counter()
+    for name, module in model.named_modules():
+        count = len(module._forward_hooks) + len(module._forward_pre_hooks)
+        forward = module.__dict__.get("forward")
+        while callable(forward):  # (the pack's copy of this module has its own classes)
+            count += 1
+            forward = forward.previous if getattr(type(forward), "act_patch", False) else None
+        if count:
+            counts[name] = count
+    return counts

@@ -248,10 +248,10 @@ def _prepared(tmap: TransportMap, key: tuple, build: Callable[[], _T]) -> _T:
     return value
 
 
-def _affine_items(x: torch.Tensor, tmap: TransportMap, lam: list[float]) -> torch.Tensor:
-    """Unbounded transport with one strength per item of dim 0: one multiply-add over ``x``
-    with per-item coefficients; an item of strength 0 gets ``x * 1 + -0.0``, its own bits."""
-    dtype = compute_dtype(x.dtype)
+def _affine_coefficients(x: torch.Tensor, tmap: TransportMap, lam: list[float],
+                         dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-item ``a`` and ``b``, (B, 1, ..., 1, D) in ``dtype``; an item of strength 0 gets
+    ``a = 1``, ``b = -0.0`` (``x * 1 + -0.0`` is ``x`` bit for bit)."""
 
     def build() -> tuple[torch.Tensor, torch.Tensor]:
         a, b = torch.ones(len(lam), tmap.dim, dtype=dtype, device=x.device), torch.full(
@@ -262,7 +262,13 @@ def _affine_items(x: torch.Tensor, tmap: TransportMap, lam: list[float]) -> torc
         shape = (len(lam), *([1] * (x.ndim - 2)), tmap.dim)  # (B, 1, ..., 1, D)
         return a.view(shape), b.view(shape)
 
-    a, b = _prepared(tmap, ("items", tuple(lam), dtype, x.device, x.ndim), build)
+    return _prepared(tmap, ("items", tuple(lam), dtype, x.device, x.ndim), build)
+
+
+def _affine_items(x: torch.Tensor, tmap: TransportMap, lam: list[float]) -> torch.Tensor:
+    """Unbounded transport with one strength per item of dim 0: one multiply-add over ``x``
+    with per-item coefficients."""
+    a, b = _affine_coefficients(x, tmap, lam, compute_dtype(x.dtype))
     if _inline_step(x, x.shape[-1]) is None:
         return affine(x, a, b)
     out = torch.empty_like(x, memory_format=torch.contiguous_format)

@@ -108,14 +108,16 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _timed(fn, device: torch.device) -> tuple[float, float]:
-    """(CPU seconds of this process, wall seconds) of ``fn()``, the device drained first and
-    after."""
+def _timed(fn, device: torch.device) -> tuple[float, float, float]:
+    """(CPU seconds of this process, wall seconds, CPU seconds of this thread) of ``fn()``, the
+    device drained first and after. On an accelerator, a thread time close to the wall time
+    says the sampler is bound by the host (Python and kernel launches), not by the device."""
     _sync(device)
-    cpu, wall = time.process_time(), time.perf_counter()
+    cpu, wall, thread = time.process_time(), time.perf_counter(), time.thread_time()
     fn()
     _sync(device)
-    return time.process_time() - cpu, time.perf_counter() - wall
+    return (time.process_time() - cpu, time.perf_counter() - wall,
+            time.thread_time() - thread)
 
 
 @torch.no_grad()
@@ -263,7 +265,11 @@ def bench_apply(pack, model, arch: Arch, maps: dict, latent: torch.Tensor, steps
     ratios = {name: statistics.median(a[clock] / b[clock]
                                       for a, b in zip(times[name], times["plain"]))
               for name in names}
-    logger.info("apply ratios: %s", {k: f"{v:.4f}" for k, v in ratios.items()})
+    # the sampling thread's CPU time over the wall time: near 1, the host sets the pace
+    host_share = {name: statistics.median(t[2] / t[1] for t in times[name]) for name in names}
+    logger.info("apply ratios: %s; sampling thread busy: %s",
+                {k: f"{v:.4f}" for k, v in ratios.items()},
+                {k: f"{v:.2f}" for k, v in host_share.items()})
 
     def diff(a: str, b: str) -> float | None:
         """Largest difference of two variants' latents, relative to the largest value."""
@@ -271,7 +277,7 @@ def bench_apply(pack, model, arch: Arch, maps: dict, latent: torch.Tensor, steps
             return None
         return float((outputs[a] - outputs[b]).abs().max() / outputs[b].abs().max())
 
-    return {"times": times, "ratios": ratios, "not_folded": not_folded,
+    return {"times": times, "ratios": ratios, "not_folded": not_folded, "host_share": host_share,
             "plain_seconds": statistics.median(t[clock] for t in times["plain"]),
             "checks": {"folded_vs_mean_hooks": diff("folded", "mean_hooks"),
                        "hooks_vs_plain": diff("hooks", "plain")}}

@@ -63,7 +63,7 @@ case "${1:-run}" in
     export PYTHONPATH="/tmp/act_site:$ROOT/.gpu/site:$ROOT" ACT_COMFYUI_DIR="$ROOT/.gpu/ComfyUI"
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
     python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"
-    bench cuda "${OUT:-out}/gpu_check" 1024 8 3 sdxl fp16 bf16
+    bench cuda "${OUT:-out}/gpu_check" 1024 8 "${ACT_GPU_CHECK_REPEATS:-3}" sdxl fp16 bf16
     ;;
   *) echo "usage: $0 pack|cpu|run" >&2; exit 2 ;;
 esac

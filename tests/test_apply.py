@@ -15,6 +15,7 @@ from act_core import (
     fit,
     record_activations,
 )
+from act_core.apply import interventions
 
 
 def _mlp() -> nn.Module:
@@ -33,7 +34,7 @@ def _pooled(model: nn.Module, site: str, x: torch.Tensor) -> torch.Tensor:
 
 
 def _hooks(model: nn.Module) -> int:
-    return sum(len(m._forward_hooks) for m in model.modules())
+    return sum(interventions(model).values())
 
 
 def test_full_strength_moves_source_activations_onto_the_target():

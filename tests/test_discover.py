@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from act_core import Site, SiteError, record_activations
+from act_core.apply import interventions
 from act_core.discover import discover_sites, find_block_stacks, probe_outputs
 
 
@@ -98,7 +99,7 @@ def test_probe_records_computed_tensors_and_leaves_no_hook():
     assert [e.index for e in seen["blocks.0"]] == [0, 1]
     assert [e.index for e in seen["blocks.1"]] == [0]  # txt passed through unchanged
     assert "unused.0" not in seen
-    assert not any(m._forward_hooks or m._forward_pre_hooks for m in net.modules())
+    assert not interventions(net)
     with torch.inference_mode():  # as ComfyUI runs models: inference tensors work too
         assert probe_outputs(net, ["blocks.0", "blocks.1"], _run(net)) == {
             k: seen[k] for k in ("blocks.0", "blocks.1")}

@@ -19,6 +19,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from act_core.apply import interventions
 from toyworld import family_recipes
 
 RECIPES, build, conds = family_recipes.RECIPES, family_recipes.build, family_recipes.conds
@@ -87,8 +88,7 @@ def test_auto_learns_maps_on_every_family(case, nodes):
     for site, tmap in case.maps.items():
         assert torch.isfinite(tmap.scale).all() and torch.isfinite(tmap.shift).all(), site
         assert tmap.mode in ("tokens", "channels")
-    assert not any(m._forward_hooks or m._forward_pre_hooks
-                   for m in case.diffusion_model.modules())
+    assert not interventions(case.diffusion_model)
     assert case.maps.metadata["model"]["family"] == nodes.common.family_of(case.model)
 
 

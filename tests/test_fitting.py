@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from act_core import FitError, apply_transport, fit, fit_sites, record_activations
+from act_core.apply import interventions
 from act_core.fitting import split_stages
 
 SITES = ["0", "2", "4"]
@@ -152,4 +153,4 @@ def test_errors_name_the_problem(model):
         fit_sites(model, [], _runner(model, SOURCE), _runner(model, TARGET))
     with pytest.raises(FitError, match=r"never ran during the target pass"):
         fit_sites(model, SITES, _runner(model, SOURCE), lambda recorder: None)
-    assert sum(len(m._forward_hooks) for m in model.modules()) == 0
+    assert not interventions(model)

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from act_core import FitError, apply_transport, load_maps, record_activations, save_maps
+from act_core.apply import interventions
 from act_core.diagnose import diagnose
 from act_core.lineas import LineasConfig, fit_lineas
 
@@ -152,7 +153,7 @@ def test_the_model_is_left_as_it_was_and_hooks_removed_also_on_error():
     source, target = _data((5, 4), 8, 8)
     _fit(model, ["a", "norm"], source, target, steps=2)
     assert not model.a.weight.requires_grad and model.b.weight.requires_grad
-    assert not any(m._forward_hooks for m in model.modules())
+    assert not interventions(model)
     calls = []
 
     def failing(indices, recorder) -> None:
@@ -163,7 +164,7 @@ def test_the_model_is_left_as_it_was_and_hooks_removed_also_on_error():
 
     with pytest.raises(RuntimeError, match="stop"):
         fit_lineas(model, ["a"], failing, 8, _runners(model, source, target)[1])
-    assert not any(m._forward_hooks for m in model.modules())
+    assert not interventions(model)
     assert model.b.weight.requires_grad
 
 

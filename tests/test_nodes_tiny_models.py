@@ -21,6 +21,8 @@ import pytest
 import torch
 from torch import nn
 
+from act_core.apply import interventions
+
 pytestmark = [pytest.mark.comfyui, pytest.mark.usefixtures("one_thread")]
 
 STEPS, CFG, SEED = 3, 2.0, 7  # cfg != 1: both halves of the CFG batch run
@@ -154,13 +156,14 @@ def baseline(tiny):
 
 
 def _forward_hooks(model: nn.Module) -> Counter:
-    """Forward hooks per module name (modules without any are left out)."""
-    return Counter({name: len(m._forward_hooks) for name, m in model.named_modules()
-                    if m._forward_hooks})
+    """Hooks and patched forwards per submodule name (modules without any are left out)."""
+    counts = interventions(model)
+    counts.pop("", None)  # the probe's own pre-hook on the model
+    return counts
 
 
 def _no_hooks_left(model: nn.Module) -> bool:
-    return not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+    return not interventions(model)
 
 
 @contextmanager
@@ -308,7 +311,7 @@ def test_incremental_trajectory_maps_are_fitted_on_the_states_sampling_reaches(
     the earlier ranges' maps have already steered. So when the source prompts are sampled with
     the maps applied (AcT Apply Transport, λ = 1, the stock euler sampler, the seeds learning
     used), the first site of the last range sees exactly the activations its map was fitted
-    on: the map's source min and max are what the site outputs there."""
+    on: the map's source min and max are what the site outputs there (before its own map).""" 
     import comfy.sample
 
     act_core = importlib.import_module(f"{act_pack.__name__}.act_core")
@@ -319,7 +322,9 @@ def test_incremental_trajectory_maps_are_fitted_on_the_states_sampling_reaches(
         trajectory_steps=steps, samples_per_prompt=samples)
     assert maps.metadata["extra"]["recorded_steps"] == [[0, 2], [2, 3]]
     latent = torch.zeros(samples, *tiny.latent.shape[1:])
-    patched = nodes.apply.patch_model(tiny.model, maps, 1.0, apply_to="both")
+    # the earlier range's maps steer steps 0-1; the last range's own maps are left off, since
+    # the recorder sees a site's output after that site's transport
+    patched = nodes.apply.patch_model(tiny.model, maps, 1.0, apply_to="both", end_percent=0.5)
     with act_core.record_activations(tiny.diffusion_model, list(tiny.sites)) as recorder:
         for i, cond in enumerate(tiny.source):
             noise = comfy.sample.prepare_noise(latent, seed + i)

@@ -19,6 +19,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from act_core.apply import interventions
 from toyworld import encoder_recipes
 
 pytestmark = [pytest.mark.comfyui, pytest.mark.usefixtures("one_thread")]
@@ -59,7 +60,7 @@ def test_layer_outputs_of_every_encoder_are_found(case, clip_nodes):
     assert case.maps.metadata["model"]["encoders"] == sorted(encoders)
     for site, tmap in case.maps.items():
         assert torch.isfinite(tmap.scale).all() and torch.isfinite(tmap.shift).all(), site
-    assert not any(m._forward_hooks for m in case.clip.cond_stage_model.modules())
+    assert not interventions(case.clip.cond_stage_model)
 
 
 def test_final_norm_and_layer_norm_presets_find_sites(case, clip_nodes):
