@@ -221,7 +221,7 @@ def bench_learn(pack, model, arch: Arch, latent: torch.Tensor, n: int, repeats: 
     row = {"n": n, "samples_per_prompt": spp, "evaluations": 2 * n, "times": times,
            "memory_mib": memory, "sites": len(maps["linear_act"]), "units": units,
            "recorded_mib": 2 * n * spp * units * 4 / 2**20}
-    logger.info("learn: %s", {k: [f"{w:.2f}" for _, w in v] for k, v in times.items()})
+    logger.info("learn: %s", {k: [f"{t[1]:.2f}" for t in v] for k, v in times.items()})
     return row, maps
 
 
