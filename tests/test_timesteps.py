@@ -113,7 +113,6 @@ def _recorder(net: nn.Module, norm: str, consumer: str, calls: list):
 def test_the_fixture_applies_through_the_nodes_range_by_range(act_pack, toy_checkpoint):
     import comfy.sample
     import folder_paths
-
     from act_pack.act_core.apply import transport_output
     from act_pack.nodes.apply import ActApplyTransport
     from act_pack.nodes.files import ActLoadMaps
