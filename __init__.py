@@ -6,9 +6,13 @@ ComfyUI (pytest, plain ``import``) nothing of ComfyUI is imported: the library i
 
 import importlib.util
 
+#: Served by ComfyUI under /extensions/<folder>/: the node library's help pages are
+#: web/docs/<node id>.md (pictures in web/docs/images/).
+WEB_DIRECTORY = "./web"
+
 if importlib.util.find_spec("comfy_api") is not None:
     from .nodes import comfy_entrypoint  # noqa: F401
 
-    __all__ = ["comfy_entrypoint"]
+    __all__ = ["WEB_DIRECTORY", "comfy_entrypoint"]
 else:
-    __all__ = []
+    __all__ = ["WEB_DIRECTORY"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 
 import torch
 from torch import nn
@@ -20,6 +20,7 @@ from .fastpath import Prepared, prepare
 from .maps import TransportMap
 from .sites import Site, find_module, read_output, write_output
 from .support import SupportLike, parse_support, support_bounds
+from .timesteps import maps_by_range, range_index, split_range_key, timestep_ranges
 from .transport import (
     CheckedStrengths,
     StrengthLike,
@@ -273,10 +274,47 @@ def _strength_key(strength: StrengthSource) -> object | None:
     return None
 
 
+def _has_ranges(maps: Mapping[str, TransportMap]) -> bool:
+    return len(timestep_ranges(maps)) > 1 or any(split_range_key(k)[0] != k for k in maps)
+
+
+@contextmanager
+def _apply_ranges(model: nn.Module, maps: Mapping[str, TransportMap], strength: StrengthSource,
+                  support: SupportLike, keep_tokens: KeepTokens | None,
+                  progress: Callable[[], float] | float | None) -> Iterator[None]:
+    """One plan per timestep range; a range's hooks act only while progress is in it."""
+    ranges = timestep_ranges(maps)
+    if progress is None:
+        raise MapCompatibilityError(
+            f"these maps hold {len(ranges)} timestep ranges {list(ranges)} (keys <site>@<k>): "
+            "pass progress= (a number or a callable giving the position in the sampling "
+            "schedule, 0 = first step, 1 = last), or pick one range with "
+            "act_core.timesteps.maps_by_range(maps)[k]")
+    parts = maps_by_range(maps)
+    if not callable(strength) and not isinstance(strength, torch.Tensor):
+        for tmap in maps.values():
+            check_strength(strength, None, tmap)
+
+    def during(k: int) -> Callable[[], StrengthLike]:
+        def strength_now() -> StrengthLike:
+            now = progress() if callable(progress) else progress
+            if range_index(float(now), ranges) != k:
+                return 0.0
+            return strength() if callable(strength) else strength
+        return strength_now
+
+    with ExitStack() as stack:
+        for k, part in enumerate(parts):
+            plan = TransportPlan(model, part, support, keep_tokens)
+            stack.enter_context(plan.applied(during(k)))
+        yield
+
+
 @contextmanager
 def apply_transport(model: nn.Module, maps: Mapping[str, TransportMap],
                     strength: StrengthSource = 1.0, support: SupportLike = "minmax",
-                    keep_tokens: KeepTokens | None = None) -> Iterator[None]:
+                    keep_tokens: KeepTokens | None = None,
+                    progress: Callable[[], float] | float | None = None) -> Iterator[None]:
     """Transport the outputs of the maps' sites during forward passes run inside the context.
 
     Parameters
@@ -293,11 +331,17 @@ def apply_transport(model: nn.Module, maps: Mapping[str, TransportMap],
         Returns, at every hook call, a (B, T) bool tensor of the tokens that pass unchanged
         through every (B, T, D) ``tokens`` site (or None). Language models use it to leave each
         sequence's first token alone (:func:`act_core.hf.first_token_mask`).
+    progress : float or callable, optional
+        Only for maps with timestep ranges (keys ``<site>@<k>``, :mod:`act_core.timesteps`):
+        the position in the sampling schedule (0 = first step, 1 = last), or a callable
+        evaluated at every hook call; each range's maps act only while it falls in that range.
 
     Raises
     ------
     SiteError
         At entry, if a site does not exist in the model.
+    MapCompatibilityError
+        At entry, for maps with timestep ranges and no ``progress``.
     SupportError, StrengthError
         At entry, for an invalid support or fixed strength.
     MapCompatibilityError
@@ -306,6 +350,10 @@ def apply_transport(model: nn.Module, maps: Mapping[str, TransportMap],
     A caller that applies the same maps at many calls (a sampler's steps) can build one
     :class:`TransportPlan` and enter ``plan.applied(strength)`` per call instead.
     """
+    if _has_ranges(maps):
+        with _apply_ranges(model, maps, strength, support, keep_tokens, progress):
+            yield
+        return
     with TransportPlan(model, maps, support, keep_tokens).applied(strength):
         yield
 

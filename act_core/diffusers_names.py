@@ -32,6 +32,7 @@ from typing import Any
 from act_core.errors import SiteError
 from act_core.maps import TransportMap
 from act_core.mapset import MapSet
+from act_core.timesteps import RANGE_SEP, split_range_key
 
 __all__ = ["COMFY_UNET_FAMILIES", "comfy_site_to_diffusers", "translate_comfy_maps"]
 
@@ -125,10 +126,17 @@ def translate_comfy_maps(maps: Mapping[str, TransportMap], unet: Any) -> MapSet:
     """Rename the sites of ComfyUI-fitted UNet maps to the modules of a diffusers ``unet``.
 
     The metadata (when ``maps`` is a MapSet) is kept, with ``extra["translated_from"] =
-    "comfyui"``. Widths are checked when the maps are applied.
+    "comfyui"``. Timestep-range keys (``<site>@<k>``, :mod:`act_core.timesteps`) keep their
+    range. Widths are checked when the maps are applied.
     """
     config = unet.config
-    renamed = {comfy_site_to_diffusers(site, config): tmap for site, tmap in maps.items()}
+
+    def rename(key: str) -> str:
+        site, k = split_range_key(key)
+        new = comfy_site_to_diffusers(site, config)
+        return new if site == key else f"{new}{RANGE_SEP}{k}"
+
+    renamed = {rename(key): tmap for key, tmap in maps.items()}
     metadata = maps.metadata if isinstance(maps, MapSet) else {}
     metadata.setdefault("extra", {})["translated_from"] = "comfyui"
     return MapSet(renamed, metadata)

@@ -4,7 +4,8 @@ The same estimators and map files as the ComfyUI nodes and the transformers inte
 live in the pipeline's denoiser (``pipe.unet``, or ``pipe.transformer`` for DiT pipelines); the
 text encoder is not touched. As in the paper, activations are collected at ONE denoising step,
 the first (noisiest), without classifier-free guidance (the conditional pass only), and the same
-map is applied at every step::
+map is applied at every step (maps with timestep ranges, e.g. from the ComfyUI nodes, apply
+each range's maps on its part of the schedule)::
 
     from act_core import diffusers_pipeline as dp
     maps = dp.fit_pipeline(pipe, plain_prompts, styled_prompts, sites="norms")
@@ -35,6 +36,7 @@ from act_core.maps import TransportMap
 from act_core.mapset import MapSet, check_compatible, prompt_hash
 from act_core.record import Recorder
 from act_core.sites import Site, resolve_sites
+from act_core.timesteps import split_range_key, timestep_ranges
 
 __all__ = [
     "PIPELINE_PRESETS",
@@ -197,12 +199,38 @@ def _checked(maps: MapSet, pipe: Any) -> MapSet:
     modules = dict(denoiser(pipe).named_modules())
     widths = {}
     for site in maps:
-        module = modules.get(Site.parse(site).name)
+        module = modules.get(Site.parse(split_range_key(site)[0]).name)
         weight = getattr(module, "weight", None)
         if isinstance(weight, torch.Tensor):
             widths[site] = int(weight.shape[0])
     check_compatible(maps, widths)
     return maps
+
+
+def _progress_tracker(pipe: Any, net: torch.nn.Module) -> tuple[Any, dict[str, float]]:
+    """A forward pre-hook on the denoiser that stores the schedule progress of each call.
+
+    progress = 1 - t / num_train_timesteps (0 = pure noise), with t the denoiser's timestep;
+    pipelines that pass t / num_train_timesteps (FLUX) are recognised by comparing with the
+    scheduler's own timesteps.
+    """
+    scheduler = pipe.scheduler
+    total = float(getattr(scheduler.config, "num_train_timesteps", 1000) or 1000)
+    state = {"progress": 0.0}
+
+    def hook(module, args, kwargs):
+        t = kwargs.get("timestep", args[1] if len(args) > 1 else None)
+        if t is None:
+            return None
+        value = float(torch.as_tensor(t).reshape(-1)[0])
+        steps = torch.as_tensor(getattr(scheduler, "timesteps", []), dtype=torch.float64)
+        if value <= 1.0 and steps.numel() and not bool(((steps - value).abs() < 1e-3).any()) \
+                and bool(((steps - value * total).abs() < 0.5).any()):
+            value *= total  # the pipeline scaled t to [0, 1]
+        state["progress"] = min(max(1.0 - value / total, 0.0), 1.0)
+        return None
+
+    return net.register_forward_pre_hook(hook, with_kwargs=True), state
 
 
 @contextmanager
@@ -212,7 +240,18 @@ def steer_pipeline(pipe: Any, maps: Mapping[str, TransportMap], strength: float 
 
     The maps act on the whole denoiser batch, including the unconditional half under
     classifier-free guidance. Use ``support="unbounded"`` to induce a style or concept and
-    ``"minmax"`` (default) to mitigate one.
+    ``"minmax"`` (default) to mitigate one. Maps with timestep ranges
+    (:mod:`act_core.timesteps`) act on their range of the schedule only, with progress
+    ``1 - t / num_train_timesteps`` of the denoiser's timestep ``t``.
     """
-    with apply_transport(denoiser(pipe), maps, strength, support):
-        yield
+    net = denoiser(pipe)
+    if len(timestep_ranges(maps)) == 1:
+        with apply_transport(net, maps, strength, support):
+            yield
+        return
+    handle, state = _progress_tracker(pipe, net)
+    try:
+        with apply_transport(net, maps, strength, support, progress=lambda: state["progress"]):
+            yield
+    finally:
+        handle.remove()

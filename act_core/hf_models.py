@@ -5,7 +5,8 @@
 caches it as safetensors under ``<cache>/smollm2``; later loads read the cache (about 1 s).
 Any other name is passed to ``from_pretrained`` (a local folder, or a hub name when online).
 
-The cache folder is ``$ACT_CACHE_DIR`` when set, else ``.cache/`` of the source checkout, else
+The cache folder is the user's cache directory, never the source checkout:
+``$ACT_CACHE_DIR`` when set, else ``$XDG_CACHE_HOME/activation-transport``, else
 ``~/.cache/activation-transport``.
 """
 
@@ -35,14 +36,14 @@ class ModelUnavailableError(ActError, OSError):
 
 
 def cache_dir() -> Path:
-    """Folder for cached model files (created on demand)."""
+    """Folder for cached model files (created on demand): ``$ACT_CACHE_DIR``, else
+    ``$XDG_CACHE_HOME/activation-transport``, else ``~/.cache/activation-transport``."""
     env = os.environ.get("ACT_CACHE_DIR")
     if env:
-        return Path(env)
-    checkout = Path(__file__).resolve().parent.parent
-    if (checkout / "pyproject.toml").exists():
-        return checkout / ".cache"
-    return Path.home() / ".cache" / "activation-transport"
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg and Path(xdg).is_absolute() else Path.home() / ".cache"
+    return base / "activation-transport"
 
 
 def _smollm2_gguf_folder() -> Path:

@@ -19,6 +19,14 @@ Layout of a file:
   estimators; ``extra`` holds the caller's ``metadata`` argument unchanged (it must be
   JSON-serialisable).
 
+* timestep ranges: maps that act on one part of the sampling schedule are keyed
+  ``<site>@<k>`` (range ``k``) and the ranges are listed in ``extra.buckets`` as contiguous
+  ``[start, end]`` fractions of the schedule from 0 (noisiest) to 1, e.g.
+  ``"extra": {"buckets": [[0.0, 0.5], [0.5, 1.0]]}`` with keys ``out.0@0`` and ``out.0@1``. A
+  file without ``buckets`` (or with one range) has plain site keys that act at every step.
+  :mod:`act_core.timesteps` splits such a set per range; ``apply_transport`` applies it with a
+  ``progress`` callable. Checked on loading.
+
 Saving is atomic (temporary file in the same directory, then ``os.replace``).
 """
 
@@ -40,6 +48,7 @@ from .errors import MapError, MapFileError
 from .maps import TransportMap
 from .mapset import MapSet
 from .support import SupportLike, parse_support
+from .timesteps import validate_ranges
 
 __all__ = ["FORMAT", "METADATA_KEY", "VERSION", "load_maps", "save_maps"]
 
@@ -240,6 +249,8 @@ def load_maps(path: str | os.PathLike) -> MapSet:
     except SafetensorError as error:
         raise MapFileError(f"{path}: corrupted or truncated safetensors data: {error}") from error
     _check_keys(path, tensors, act["sites"])
+    extra = act.get("extra") if isinstance(act.get("extra"), dict) else {}
+    validate_ranges(extra.get("buckets"), list(act["sites"]), str(path))
     maps = {site: _build_map(path, site, entry, tensors, act["quantile_levels"])
             for site, entry in act["sites"].items()}
     return MapSet(maps, act)

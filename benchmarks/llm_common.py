@@ -2,8 +2,8 @@
 
 Run the benchmarks from the repository root with the project's venv, e.g.
 ``nice -n 19 .venv/bin/python benchmarks/llm_toxicity.py --split eval``.
-Fitted maps are cached under ``.cache/llm_maps/`` (keyed by data, method and sites), so a rerun
-only regenerates text.
+Fitted maps are cached under ``<cache>/llm_maps/`` (``act_core.hf_models.cache_dir()``, keyed
+by data, method and sites), so a rerun only regenerates text.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Choose the SmolLM2 configuration on development data only (never the eval split).
 
 For every combination of sites x fitting x support x strength, the maps of one built-in pair are
-fitted (cached under ``.cache/llm_maps/``) and measured on data that the reported tables never
-use:
+fitted (cached under ``<cache>/llm_maps/``, ``act_core.hf_models.cache_dir()``) and measured
+on data that the reported tables never use:
 
 * perplexity on *dev prose*: the book-cloze passages ``--dev-prose-offset`` onwards (the
   reported tables use the first 64 passages);

@@ -6,8 +6,10 @@ from torch import nn
 
 from ..act_core import MapSet
 from ..act_core.sites import Site, find_module
+from ..act_core.timesteps import maps_by_range as maps_by_bucket
+from ..act_core.timesteps import range_sites as sites_of
+from ..act_core.timesteps import timestep_ranges as buckets_of
 from .families import family_of_config
-from .schedule import split_bucket_key
 
 __all__ = ["MAX_STRENGTH", "MAX_UNBOUNDED_STRENGTH", "buckets_of", "check_strength_range",
            "default_support", "family_of", "maps_by_bucket", "site_width", "site_widths",
@@ -20,32 +22,6 @@ MAX_UNBOUNDED_STRENGTH = 10.0  # diff_means maps are steering vectors without a 
 def family_of(model) -> str:
     """Family of a ComfyUI MODEL (ModelPatcher), e.g. ``sd15``."""
     return family_of_config(type(model.model.model_config).__name__)
-
-
-def buckets_of(mapset: MapSet) -> list[tuple[float, float]]:
-    """Timestep ranges (fractions of the schedule) the set holds maps for."""
-    extra = mapset.metadata.get("extra") or {}
-    return [tuple(b) for b in extra.get("buckets", [[0.0, 1.0]])]
-
-
-def sites_of(mapset: MapSet) -> list[str]:
-    seen: dict[str, None] = {}
-    for key in mapset:
-        seen.setdefault(split_bucket_key(key)[0], None)
-    return list(seen)
-
-
-def maps_by_bucket(mapset: MapSet) -> list[MapSet]:
-    """One MapSet per timestep range, keyed by plain site names."""
-    n = len(buckets_of(mapset))
-    parts: list[dict] = [{} for _ in range(n)]
-    for key, tmap in mapset.items():
-        site, bucket = split_bucket_key(key)
-        if bucket >= n:
-            raise ValueError(f"map key {key!r} names timestep range {bucket}, but the file "
-                             f"records only {n} range(s)")
-        parts[bucket][site] = tmap
-    return [MapSet(p, mapset.metadata) for p in parts]
 
 
 def default_support(mapset: MapSet) -> str:

@@ -10,19 +10,12 @@ from dataclasses import dataclass
 
 import torch
 
+from ..act_core.timesteps import range_key as bucket_key
+from ..act_core.timesteps import split_range_key as split_bucket_key
+
 __all__ = ["APPLY_TO", "Schedule", "bucket_key", "split_bucket_key"]
 
 APPLY_TO = ("both", "conditional", "unconditional")
-
-
-def bucket_key(site: str, bucket: int, buckets: int) -> str:
-    """Map key of a site in timestep range ``bucket`` (plain site name when only one range)."""
-    return site if buckets == 1 else f"{site}@{bucket}"
-
-
-def split_bucket_key(key: str) -> tuple[str, int]:
-    site, sep, bucket = key.rpartition("@")
-    return (site, int(bucket)) if sep else (key, 0)
 
 
 @dataclass(frozen=True)

@@ -178,3 +178,46 @@ def test_a_comfyui_map_file_loads_on_a_diffusers_pipeline(pipe, tmp_path):
     save_maps(path, {"output_blocks.3.0.out_layers.0": tmap}, model={"family": "sd15"})
     with pytest.raises(MapCompatibilityError, match="width"):
         dp.load_pipeline_maps(path, pipe)  # that norm has 32 channels, the map 64
+
+
+def test_the_nodes_map_file_with_timestep_ranges_steers_a_diffusers_unet(tmp_path):
+    """The committed map file (learn node, toy SD1.5 UNet, two timestep ranges) on a diffusers
+    UNet with the same channel layout: each step gets the maps of its range."""
+    from pathlib import Path
+
+    from act_core.apply import transport_output
+    from act_core.timesteps import maps_by_range
+
+    fixture = Path(__file__).with_name("fixtures") / "maps_v1_timestep_ranges.safetensors"
+    pipe = tiny_pipeline(tmp_path, block_out_channels=(320, 320))
+    maps = dp.load_pipeline_maps(fixture, pipe)
+    norm = "down_blocks.0.attentions.0.norm"
+    assert list(maps)[:3] == [f"{norm}@0", "mid_block.attentions.0.transformer_blocks.0.attn2."
+                              "to_out.0@0", "conv_norm_out@0"]
+    parts = maps_by_range(maps)
+    net = dp.denoiser(pipe)
+    calls: list = []
+
+    def on_net(module, args, kwargs):
+        calls.append({"t": float(torch.as_tensor(kwargs.get("timestep", args[1])).reshape(-1)[0])})
+
+    handles = [net.register_forward_pre_hook(on_net, with_kwargs=True),
+               net.get_submodule(norm).register_forward_hook(
+                   lambda m, a, out: calls[-1].update(x=out.detach().clone())),
+               net.get_submodule("down_blocks.0.attentions.0.proj_in").register_forward_pre_hook(
+                   lambda m, a: calls[-1].update(y=a[0].detach().clone()))]
+    try:
+        base = _image(pipe)
+        with dp.steer_pipeline(pipe, maps, 1.0, "unbounded"):
+            steered = _image(pipe)
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert not torch.allclose(steered, base)
+    steps = calls[len(calls) // 2:]  # the steered run (2 steps; DDIM timesteps 501 and 1)
+    assert [c["t"] for c in steps] == [501.0, 1.0]
+    for call, k in zip(steps, (0, 1)):  # progress 1 - t/1000: 0.499 -> range 0, 0.999 -> 1
+        want = transport_output(call["x"], parts[k][norm], 1.0, "unbounded")
+        assert torch.allclose(call["y"], want, atol=1e-5), k
+    assert not torch.allclose(steps[0]["y"], transport_output(
+        steps[0]["x"], parts[1][norm], 1.0, "unbounded"), atol=1e-3)

