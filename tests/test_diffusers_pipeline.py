@@ -202,8 +202,10 @@ def test_the_nodes_map_file_with_timestep_ranges_steers_a_diffusers_unet(tmp_pat
         calls.append({"t": float(torch.as_tensor(kwargs.get("timestep", args[1])).reshape(-1)[0])})
 
     handles = [net.register_forward_pre_hook(on_net, with_kwargs=True),
-               net.get_submodule(norm).register_forward_hook(
-                   lambda m, a, out: calls[-1].update(x=out.detach().clone())),
+               # the norm's own output, recomputed from its input: a hook after its forward
+               # sees the transported output (the plan patches the module's forward)
+               net.get_submodule(norm).register_forward_pre_hook(
+                   lambda m, a: calls[-1].update(x=type(m).forward(m, *a).detach().clone())),
                net.get_submodule("down_blocks.0.attentions.0.proj_in").register_forward_pre_hook(
                    lambda m, a: calls[-1].update(y=a[0].detach().clone()))]
     try:

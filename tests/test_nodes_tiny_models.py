@@ -311,7 +311,7 @@ def test_incremental_trajectory_maps_are_fitted_on_the_states_sampling_reaches(
     the earlier ranges' maps have already steered. So when the source prompts are sampled with
     the maps applied (AcT Apply Transport, λ = 1, the stock euler sampler, the seeds learning
     used), the first site of the last range sees exactly the activations its map was fitted
-    on: the map's source min and max are what the site outputs there (before its own map).""" 
+    on: the map's source min and max are what the site outputs there (before its own map)."""
     import comfy.sample
 
     act_core = importlib.import_module(f"{act_pack.__name__}.act_core")

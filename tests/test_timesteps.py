@@ -98,14 +98,17 @@ def _recorder(net: nn.Module, norm: str, consumer: str, calls: list):
         t = kwargs.get("timestep", kwargs.get("timesteps", args[1] if len(args) > 1 else None))
         calls.append({"t": float(torch.as_tensor(t).reshape(-1)[0])})
 
-    def on_norm(module, args, output):
-        calls[-1]["x"] = output.detach().clone()
+    def on_norm(module, args):
+        # the site's own output: its class forward on its input (a hook after the forward
+        # would see the transported output, since the plan patches the module's forward)
+        with torch.no_grad():
+            calls[-1]["x"] = type(module).forward(module, *args).detach().clone()
 
     def on_consumer(module, args):
         calls[-1]["y"] = args[0].detach().clone()
 
     return [net.register_forward_pre_hook(on_net, with_kwargs=True),
-            net.get_submodule(norm).register_forward_hook(on_norm),
+            net.get_submodule(norm).register_forward_pre_hook(on_norm),
             net.get_submodule(consumer).register_forward_pre_hook(on_consumer)]
 
 
