@@ -10,7 +10,8 @@ function that only launches the kernels: one multiply-add for element-wise maps,
 a multiply-add and an add for channel maps. The results are the same, bit for bit.
 
 Cases that need the general code (bounded supports with per-item strengths, CPU tensors that the
-transport cuts into inline blocks) get ``None``, and the caller uses the formula's functions.
+transport cuts into inline blocks, other layouts, gated maps) get ``None``, and the caller uses
+the formula's functions.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from .transport import (
 )
 
 __all__ = ["Prepared", "prepare"]
+
+_MODES = ("tokens", "vector", "channels")  # the layouts prepared here
 
 #: Transport of one site's output for one shape: ``y = run(x)``; ``None`` means "unchanged".
 Prepared = Callable[[torch.Tensor], "torch.Tensor | None"]
@@ -61,6 +64,8 @@ def prepare(x: torch.Tensor, tmap: TransportMap, lam: float | list[float],
     A function of one tensor of the same shape, dtype and device, or None where only the
     general path applies.
     """
+    if tmap.mode not in _MODES or getattr(tmap, "gate", None) is not None:
+        return None  # other layouts and gated maps: the general path
     if isinstance(lam, list) and len(set(lam)) == 1:
         lam = lam[0]
     if not isinstance(lam, list) and lam == 0.0:
