@@ -6,11 +6,14 @@ sampled (euler, 4 steps, cfg 2) plain and with AcT maps in hooks mode, and with 
 Prints: whether the compiled samples equal the eager ones (within float tolerance), and how many
 graphs dynamo compiled and how often it recompiled for each variant.
 
-Usage: ``.venv/bin/python -m benchmarks.compile_check``
+Usage: ``.venv/bin/python -m benchmarks.compile_check`` (CPU, inductor). On a GPU, CUDA graphs
+too: ``python -m benchmarks.compile_check --device cuda --backend cudagraphs`` or ``--backend
+inductor --mode reduce-overhead`` (inductor's CUDA graph trees).
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
 
 import torch
@@ -29,6 +32,11 @@ SDXL_TINY = dict(image_size=32, in_channels=4, out_channels=4, model_channels=32
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--backend", default="inductor", help="torch.compile backend")
+    parser.add_argument("--mode", default=None, help="torch.compile mode, e.g. reduce-overhead")
+    args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     import_comfy()
     import comfy.model_patcher
@@ -39,9 +47,11 @@ def main() -> None:
     pack = _pack()
     config = comfy.supported_models.SDXL(dict(SDXL_TINY))
     model = config.get_model({})
+    device = torch.device(args.device)
+    model.diffusion_model.to(device)
     init_random(model.diffusion_model, 0)
-    cpu = torch.device("cpu")
-    patcher = comfy.model_patcher.ModelPatcher(model, load_device=cpu, offload_device=cpu)
+    patcher = comfy.model_patcher.ModelPatcher(model, load_device=device,
+                                               offload_device=torch.device("cpu"))
     gen = torch.Generator().manual_seed(1)
 
     def conds(n, shift=0.0):
@@ -68,14 +78,15 @@ def main() -> None:
     for name, make in variants.items():
         eager = sample(make(patcher))
         compiled = patcher.clone()
-        set_torch_compile_wrapper(compiled, backend="inductor")
+        set_torch_compile_wrapper(compiled, backend=args.backend, mode=args.mode)
         torch._dynamo.reset()
         torch._dynamo.utils.counters.clear()
         try:
             out = sample(make(compiled))
             counters = torch._dynamo.utils.counters
             close = torch.allclose(out, eager, rtol=1e-3, atol=1e-3)
-            print(f"{name}: compiled == eager: {close} (max diff "
+            print(f"{args.device} {args.backend} {args.mode or ''} {name}: compiled == eager: "
+                  f"{close} (max diff "
                   f"{float((out - eager).abs().max()):.2e}); graphs compiled "
                   f"{counters['stats'].get('unique_graphs', 0)}, recompiles "
                   f"{sum(counters['recompiles'].values())}, graph breaks "
