@@ -232,11 +232,15 @@ def learn_and_diagnose(model, src_conds: list, tgt_conds: list, *, source=None, 
     # structure presets look at one denoiser pass (first source prompt, one noise sample)
     probe = _runner(model, src_conds[:1], lat[:1], seed, _collect_sigma(sampling, 0.0),
                     _NO_PROGRESS)
+    # the same pass with twice the batch: the dim that doubles is each output's batch dim
+    probe_double = _runner(model, src_conds[:1], lat[:1].repeat_interleave(2, dim=0), seed,
+                           _collect_sigma(sampling, 0.0), _NO_PROGRESS)
     if sites == "auto" and method == "lineas" and SITE_PRESETS.get(arch):
         patterns = lineas_candidates(arch)
         chosen = resolve_patterns(diffusion_model, patterns)
     else:
-        patterns, chosen = choose_sites(diffusion_model, sites, pattern, lambda: probe(None))
+        patterns, chosen = choose_sites(diffusion_model, sites, pattern, lambda: probe(None),
+                                        lambda: probe_double(None))
     passes = (1 + (len(chosen) if stages <= 0 else min(stages, len(chosen)))) if incremental else 2
     per_pass = {"target": len(tgt_conds), "source": len(src_conds)}
     total = per_pass["target"] + (passes - 1) * per_pass["source"]

@@ -286,11 +286,23 @@ RECIPES.update({
                                  decoder_num_res_blocks=2, decoder_max_freqs=4,
                                  decoder_in_channels=12, latent=(3, 16, 16)),
 })
+RECIPES.update({
+    # Cosmos 1: its blocks run in (T, H, W, B, D) layout (batch in dim -2: 'seq_first' sites)
+    "CosmosT2V": Recipe("CosmosT2V", dict(
+        image_model="cosmos", max_img_h=64, max_img_w=64, max_frames=8, in_channels=16,
+        out_channels=16, patch_spatial=2, patch_temporal=1, model_channels=64,
+        block_config="FA-CA-MLP", concat_padding_mask=True, pos_emb_cls="rope3d",
+        pos_emb_learnable=False, pos_emb_interpolation="crop", block_x_format="THWBD",
+        affline_emb_norm=True, use_adaln_lora=True, adaln_lora_dim=16, num_blocks=2,
+        num_heads=2, crossattn_emb_channels=48, extra_per_block_abs_pos_emb=True,
+        extra_per_block_abs_pos_emb_type="learnable"), 48, (16, 2, 8, 8)),
+})
 RECIPES.update({  # variants of the entries above
     "CogVideoX_I2V": _variant("CogVideoX_T2V", "CogVideoX_I2V", in_channels=32),
     "CogVideoX_Inpaint": _variant("CogVideoX_T2V", "CogVideoX_Inpaint", in_channels=48),
     "SV3D_u": _variant("SVD_img2vid", "SV3D_u", adm_in_channels=256),
     "SV3D_p": _variant("SVD_img2vid", "SV3D_p", adm_in_channels=1280),
+    "CosmosI2V": _variant("CosmosT2V", "CosmosI2V", in_channels=17),
     "HunyuanVideo15_SR_Distilled": _variant("HunyuanVideo15", "HunyuanVideo15_SR_Distilled",
                                             in_channels=98),
 })
@@ -367,10 +379,6 @@ EXCLUDED: dict[str, str] = {
 
 #: image/video entries without a passing tiny instance, and what blocks them
 BLOCKED: dict[str, str] = {
-    "CosmosT2V": "built tiny, but its blocks run in (T, H, W, B, D) layout: no block output "
-                 "has the batch first, which per-item strengths (CFG halves) need; auto "
-                 "refuses with that message",
-    "CosmosI2V": "as CosmosT2V (same GeneralDIT, (T, H, W, B, D) blocks)",
     "LTXAV": "not built tiny in this round (joint audio-video model: needs audio latents and "
              "conditioning beside the video)",
     "MiniMaxH3": "not built tiny in this round (joint audio-video model)",
@@ -384,6 +392,6 @@ BLOCKED: dict[str, str] = {
 VIDEO: frozenset[str] = frozenset({
     "SVD_img2vid", "SV3D_u", "SV3D_p", "GenmoMochi", "LTXV", "HunyuanVideo",
     "HunyuanVideoI2V", "HunyuanVideoSkyreelsI2V", "HunyuanVideo15",
-    "HunyuanVideo15_SR_Distilled", "CosmosI2VPredict2", "Kandinsky5", "CogVideoX_T2V",
+    "HunyuanVideo15_SR_Distilled", "CosmosT2V", "CosmosI2V", "CosmosI2VPredict2", "Kandinsky5", "CogVideoX_T2V",
     "CogVideoX_I2V", "CogVideoX_Inpaint", *(name for name in RECIPES if name.startswith("WAN")),
 })
