@@ -337,7 +337,7 @@ def discover_sites(model: nn.Module, run: Callable[[], None], kind: str = "block
     if within is not None:
         candidates = [c for c in candidates if any(c.startswith(f"{w}.") for w in within)]
     seen = probe_outputs(model, ["", *candidates], run)
-    doubled = None if run_double is None else probe_outputs(model, candidates, run_double)
+    doubled = None if run_double is None else probe_outputs(model, ["", *candidates], run_double)
     sites = _sites_from(model, seen, kind, blocks, layers, norms, doubled)
     if not sites:
         found = [f"{s.name} ({len(s.blocks)} x {s.block_type})" for s in stacks]
@@ -366,6 +366,9 @@ def _sites_from(model: nn.Module, seen: dict[str, list[OutputElement]], kind: st
         | {layer for block in blocks if block not in seen for layer in layers[block]})
     root = seen.pop("", [])
     batch = root[0].shape[0] if root and root[0].shape else None
+    if root and doubled is not None:  # the model's own batch dim: the one that doubles
+        dim = _batch_dim(root[0], doubled.pop("", []))
+        batch = batch if dim is None else root[0].shape[dim]
     order = list(seen)
     first_block = min((order.index(b) for b in blocks if b in seen), default=len(order))
     sites: list[Site] = []
