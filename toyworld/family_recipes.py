@@ -392,6 +392,7 @@ BLOCKED: dict[str, str] = {
 VIDEO: frozenset[str] = frozenset({
     "SVD_img2vid", "SV3D_u", "SV3D_p", "GenmoMochi", "LTXV", "HunyuanVideo",
     "HunyuanVideoI2V", "HunyuanVideoSkyreelsI2V", "HunyuanVideo15",
-    "HunyuanVideo15_SR_Distilled", "CosmosT2V", "CosmosI2V", "CosmosI2VPredict2", "Kandinsky5", "CogVideoX_T2V",
+    "HunyuanVideo15_SR_Distilled", "CosmosT2V", "CosmosI2V", "CosmosI2VPredict2", "Kandinsky5",
+    "CogVideoX_T2V",
     "CogVideoX_I2V", "CogVideoX_Inpaint", *(name for name in RECIPES if name.startswith("WAN")),
 })
