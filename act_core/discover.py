@@ -7,7 +7,8 @@ when nobody has published a better choice for the architecture. Discovery needs 
 
 1. :func:`find_block_stacks` reads the module tree (no forward pass): every ``nn.ModuleList``,
    ``nn.Sequential`` or ``nn.ModuleDict`` whose children are >= 2 blocks of one class,
-   outermost only, and of those the ones whose blocks attend (transformer stacks) where there are any;
+   outermost only, and of those the ones whose blocks attend (transformer stacks) where there
+   are any;
 2. :func:`probe_outputs` runs the model once (the caller's ``run``) and records what each
    candidate module returns, so that tuple outputs (``(img, txt)`` streams) become one site per
    computed tensor element, stacks that do not run for this input (an audio injector without
