@@ -40,6 +40,8 @@ DISCOVERY_KINDS: tuple[str, ...] = ("blocks", "norms", "blocks+norms", "final_no
 
 # norms applied to queries/keys (per head): they transport attention logits, not features
 _QK_NORM = re.compile(r"(^|_)(q|k|query|key)_?(rms_?)?norm|norm_(added_)?(q|k)($|_)")
+# a norm inside a query/key projection container (Cosmos 1's ``attn.to_q.1``)
+_QK_PARENT = re.compile(r"(^|\.)(to_[qk]|[qk]_proj|query|key)\.\d+$")
 
 
 # a module that attends: by class or module name (Flux's single blocks hold only a QKNorm)
@@ -250,7 +252,8 @@ def _norm_site(name: str, module: nn.Module, elements: list[OutputElement],
     (B, C, *spatial) output (or (*positions, B, D) when ``seq_first``); per-head norms of
     queries and keys are not."""
     width = _affine_width(module)
-    if width is None or _QK_NORM.search(name.rsplit('.', 1)[-1]) or len(elements) != 1:
+    if (width is None or _QK_NORM.search(name.rsplit('.', 1)[-1]) or _QK_PARENT.search(name)
+            or len(elements) != 1):
         return None
     shape = elements[0].shape
     if seq_first:

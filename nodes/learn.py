@@ -23,7 +23,7 @@ from ..act_core.diagnose import Diagnosis, diagnose
 from ..act_core.lineas import LineasConfig
 from . import memo
 from .chart import diagnosis_image
-from .common import family_of
+from .common import drop_cached_state, family_of
 from .families import (
     DEFAULT_SIZE,
     SITE_PRESETS,
@@ -146,12 +146,17 @@ def _runner(model, conds, latent, seed: int, sigma: float, pbar, trajectory=None
     def run(recorder) -> None:
         if trajectory is not None:
             box["recorder"] = recorder
-        for i, cond in enumerate(conds):
-            comfy.model_management.throw_exception_if_processing_interrupted()
-            noise = comfy.sample.prepare_noise(latent, seed + i)
-            comfy.sample.sample_custom(model, noise, 1.0, sampler, sigmas, cond, cond, latent,
-                                       disable_pbar=True, seed=seed + i)
-            pbar.update(1)
+        diffusion_model = model.get_model_object("diffusion_model")
+        try:
+            for i, cond in enumerate(conds):
+                comfy.model_management.throw_exception_if_processing_interrupted()
+                drop_cached_state(diffusion_model)  # maps may be applied: no shared cache
+                noise = comfy.sample.prepare_noise(latent, seed + i)
+                comfy.sample.sample_custom(model, noise, 1.0, sampler, sigmas, cond, cond,
+                                           latent, disable_pbar=True, seed=seed + i)
+                pbar.update(1)
+        finally:
+            drop_cached_state(diffusion_model)
 
     return run
 

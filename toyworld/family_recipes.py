@@ -29,6 +29,9 @@ class Recipe:
     pooled_dim: int | None = None  # pooled text vector, where the family takes one
     extra: dict = field(default_factory=dict)  # more keys of the CONDITIONING dict
     weights: dict = field(default_factory=dict)  # state-dict shapes get_model reads
+    # the prompt reaches the model as token ids (extra "text_input_ids", the context is a
+    # placeholder), as HiDream-O1's pass-through text encoder gives them
+    token_ids: bool = False
 
 
 FLUX_DIT = dict(image_model="flux", in_channels=16, out_channels=16, patch_size=2, hidden_size=64,
@@ -297,6 +300,27 @@ RECIPES.update({
         num_heads=2, crossattn_emb_channels=48, extra_per_block_abs_pos_emb=True,
         extra_per_block_abs_pos_emb_type="learnable"), 48, (16, 2, 8, 8)),
 })
+RECIPES.update({
+    # PixelDiT's pixel decoder fed a low-resolution latent (lq_latent, as PiDConditioning
+    # attaches it) with its degradation level
+    "PiD": _variant("PixelDiTT2I", "PiD", image_model="pid", lq_latent_channels=16,
+                    lq_hidden_dim=16, lq_num_res_blocks=1, lq_interval=1, sr_scale=1,
+                    latent_spatial_down_factor=8,
+                    extra={"lq_latent": torch.ones(1, 16, 2, 2) * 0.1,
+                           "degrade_sigma": torch.tensor([0.2])}),
+})
+RECIPES.update({
+    # pixel-space Qwen3-VL language model that reads the prompt's token ids itself; made small
+    # with the model's own text_config_overrides / vision_config_overrides
+    "HiDreamO1": Recipe("HiDreamO1", dict(
+        image_model="hidream_o1",
+        text_config_overrides=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                   num_attention_heads=2, num_key_value_heads=1, head_dim=32,
+                                   rope_dims=[6, 5, 5]),
+        vision_config_overrides=dict(hidden_size=32, num_heads=2, intermediate_size=64, depth=1,
+                                     num_position_embeddings=64, deepstack_visual_indexes=())),
+        1, (3, 64, 64), token_ids=True),
+})
 RECIPES.update({  # variants of the entries above
     "CogVideoX_I2V": _variant("CogVideoX_T2V", "CogVideoX_I2V", in_channels=32),
     "CogVideoX_Inpaint": _variant("CogVideoX_T2V", "CogVideoX_Inpaint", in_channels=48),
@@ -353,11 +377,24 @@ def build(recipe: Recipe, seed: int = 0):
     return comfy.model_patcher.ModelPatcher(model, load_device=cpu, offload_device=cpu)
 
 
+# HiDream-O1's template: <|im_start|>user\n ... <|im_end|>\n<|im_start|>assistant\n<|boi|><|tms|>
+_TEMPLATE = ((151644, 872, 198), (151645, 198, 151644, 77091, 198, 151669, 151673))
+
+
 def conds(recipe: Recipe, n: int, gen: torch.Generator, shift: float = 0.0) -> list:
-    """``n`` CONDITIONING values ``[[context (1, T, C), {...}]]`` from seeded random tensors."""
+    """``n`` CONDITIONING values ``[[context (1, T, C), {...}]]`` from seeded random tensors.
+
+    Token-id recipes get HiDream-O1's chat template around seeded random text ids, drawn from
+    ids 1000-1999, or 3000-3999 when ``shift`` is not 0 (source and target differ in words)."""
     out = []
     for _ in range(n):
         extra = dict(recipe.extra)
+        if recipe.token_ids:
+            low = 3000 if shift else 1000
+            text = torch.randint(low, low + 1000, (TOKENS,), generator=gen).tolist()
+            ids = torch.tensor([[*_TEMPLATE[0], *text, *_TEMPLATE[1]]])  # (1, T)
+            out.append([[ids.unsqueeze(-1).float(), {**extra, "text_input_ids": ids}]])
+            continue
         if recipe.pooled_dim is not None:
             extra["pooled_output"] = torch.randn(1, recipe.pooled_dim, generator=gen)
         context = torch.randn(1, TOKENS, recipe.context_dim, generator=gen) + shift
@@ -382,10 +419,6 @@ BLOCKED: dict[str, str] = {
     "LTXAV": "not built tiny in this round (joint audio-video model: needs audio latents and "
              "conditioning beside the video)",
     "MiniMaxH3": "not built tiny in this round (joint audio-video model)",
-    "PiD": "not built tiny in this round (PixelDiT's pixel decoder fed a low-resolution "
-           "latent through its own lq_proj conditioning)",
-    "HiDreamO1": "not built tiny in this round (pixel-space model fed token ids and reference "
-                 "images by its own conditioning code)",
 }
 
 #: entries whose model generates video (the others generate images)
