@@ -237,7 +237,8 @@ def _block_sites(name: str, block: nn.Module, elements: list[OutputElement],
                  seq_first: set[int | None]) -> list[Site]:
     """Sites for a block's computed outputs of rank >= 3 (token streams and feature maps);
     elements whose index is in ``seq_first`` have their batch in dim -2."""
-    elements = [e for e in elements if len(e.shape) >= 3]
+    # an empty stream (LTX-2's audio when sampling video alone) has nothing to transport
+    elements = [e for e in elements if len(e.shape) >= 3 and min(e.shape) > 0]
     features, channels = _widths(block)
     if features or channels:  # feature streams only, not e.g. attention biases (B, H, T, T)
         elements = [e for e in elements if e.shape[-1] in features
@@ -256,6 +257,8 @@ def _norm_site(name: str, module: nn.Module, elements: list[OutputElement],
             or len(elements) != 1):
         return None
     shape = elements[0].shape
+    if min(shape, default=0) == 0:  # an empty stream: nothing to transport
+        return None
     if seq_first:
         return Site(name, layout="seq_first") if shape[-1] == width else None
     if len(shape) >= 3 and shape[-1] == width and (len(shape) == 3 or shape[1] != width):
