@@ -45,7 +45,8 @@ def transport_output(x: torch.Tensor, tmap: TransportMap, strength: StrengthLike
     """Transport one site output according to the map's mode.
 
     ``tokens`` / ``vector`` maps act elementwise on the last dim of ``x`` (..., D); ``channels``
-    maps act on the spatial means of dim 1 of ``x`` (B, C, *spatial).
+    maps act on the spatial means of dim 1 of ``x`` (B, C, *spatial); ``seq_first`` maps act
+    elementwise on ``x`` (*positions, B, D), whose per-item strengths index dim -2.
 
     Raises
     ------
@@ -56,6 +57,9 @@ def transport_output(x: torch.Tensor, tmap: TransportMap, strength: StrengthLike
     channels = tmap.mode == "channels"
     if channels:
         return transport_channels(x, tmap, strength, support)
+    if tmap.mode == "seq_first" and x.ndim >= 3:  # batch to the front and back: (B, ..., D)
+        y = transport(x.movedim(-2, 0), tmap, strength, support)
+        return x if y.data_ptr() == x.data_ptr() else y.movedim(0, -2).contiguous()
     return transport(x, tmap, strength, support)
 
 

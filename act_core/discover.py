@@ -5,15 +5,19 @@ repeated blocks (``blocks.0 .. blocks.29``, ``double_blocks`` + ``single_blocks`
 ``encoder.layers``). Their outputs, and the affine norm layers inside them, are where AcT acts
 when nobody has published a better choice for the architecture. Discovery needs no names:
 
-1. :func:`find_block_stacks` reads the module tree (no forward pass): every ``nn.ModuleList``
-   or ``nn.Sequential`` whose children are >= 2 blocks of one class, outermost only, and of
-   those the ones whose blocks attend (transformer stacks) where there are any;
+1. :func:`find_block_stacks` reads the module tree (no forward pass): every ``nn.ModuleList``,
+   ``nn.Sequential`` or ``nn.ModuleDict`` whose children are >= 2 blocks of one class,
+   outermost only, and of those the ones whose blocks attend (transformer stacks) where there
+   are any;
 2. :func:`probe_outputs` runs the model once (the caller's ``run``) and records what each
    candidate module returns, so that tuple outputs (``(img, txt)`` streams) become one site per
    computed tensor element, stacks that do not run for this input (an audio injector without
    audio) are dropped, and norm layers applied to attention heads are left out;
 3. :func:`discover_sites` puts both together: block outputs and/or affine norms, in forward
-   order.
+   order. Given a second pass with twice the batch, it finds each output's batch dim as the
+   one dim that doubles: batch first (B, ..., D) or (B, C, ...) as usual, or in dim -2
+   (*positions, B, D), as sequence-first blocks keep it (Cosmos 1's (T, H, W, B, D)): a
+   ``seq_first`` site, whose per-item strengths (CFG halves) index that dim.
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ DISCOVERY_KINDS: tuple[str, ...] = ("blocks", "norms", "blocks+norms", "final_no
 
 # norms applied to queries/keys (per head): they transport attention logits, not features
 _QK_NORM = re.compile(r"(^|_)(q|k|query|key)_?(rms_?)?norm|norm_(added_)?(q|k)($|_)")
+# a norm inside a query/key projection container (Cosmos 1's ``attn.to_q.1``)
+_QK_PARENT = re.compile(r"(^|\.)(to_[qk]|[qk]_proj|query|key)\.\d+$")
 
 
 # a module that attends: by class or module name (Flux's single blocks hold only a QKNorm)
@@ -115,7 +121,7 @@ def find_block_stacks(model: nn.Module, min_length: int = 2,
     """
     stacks: list[BlockStack] = []
     for name, module in model.named_modules():
-        if not isinstance(module, (nn.ModuleList, nn.Sequential)):
+        if not isinstance(module, (nn.ModuleList, nn.Sequential, nn.ModuleDict)):
             continue
         if any(name.startswith(f"{block}.") for stack in stacks for block in stack.blocks):
             continue  # nested inside a block already found
@@ -227,23 +233,34 @@ def _layout(shape: tuple[int, ...], features: set[int], channels: set[int]) -> s
     return "auto"
 
 
-def _block_sites(name: str, block: nn.Module, elements: list[OutputElement]) -> list[Site]:
-    """Sites for a block's computed outputs of rank >= 3 (token streams and feature maps)."""
-    elements = [e for e in elements if len(e.shape) >= 3]
+def _block_sites(name: str, block: nn.Module, elements: list[OutputElement],
+                 seq_first: set[int | None]) -> list[Site]:
+    """Sites for a block's computed outputs of rank >= 3 (token streams and feature maps);
+    elements whose index is in ``seq_first`` have their batch in dim -2."""
+    # an empty stream (LTX-2's audio when sampling video alone) has nothing to transport
+    elements = [e for e in elements if len(e.shape) >= 3 and min(e.shape) > 0]
     features, channels = _widths(block)
     if features or channels:  # feature streams only, not e.g. attention biases (B, H, T, T)
         elements = [e for e in elements if e.shape[-1] in features
-                    or (len(e.shape) >= 4 and e.shape[1] in channels)]
-    return [Site(name, e.index, _layout(e.shape, features, channels)) for e in elements]
+                    or (len(e.shape) >= 4 and e.shape[1] in channels and e.index not in seq_first)]
+    return [Site(name, e.index, "seq_first" if e.index in seq_first
+                 else _layout(e.shape, features, channels)) for e in elements]
 
 
-def _norm_site(name: str, module: nn.Module, elements: list[OutputElement]) -> Site | None:
+def _norm_site(name: str, module: nn.Module, elements: list[OutputElement],
+               seq_first: bool = False) -> Site | None:
     """A norm is a site when its affine weight spans the features of its (B, T, D) or
-    (B, C, *spatial) output; per-head norms of queries and keys are not."""
+    (B, C, *spatial) output (or (*positions, B, D) when ``seq_first``); per-head norms of
+    queries and keys are not."""
     width = _affine_width(module)
-    if width is None or _QK_NORM.search(name.rsplit('.', 1)[-1]) or len(elements) != 1:
+    if (width is None or _QK_NORM.search(name.rsplit('.', 1)[-1]) or _QK_PARENT.search(name)
+            or len(elements) != 1):
         return None
     shape = elements[0].shape
+    if min(shape, default=0) == 0:  # an empty stream: nothing to transport
+        return None
+    if seq_first:
+        return Site(name, layout="seq_first") if shape[-1] == width else None
     if len(shape) >= 3 and shape[-1] == width and (len(shape) == 3 or shape[1] != width):
         return Site(name, layout="tokens")  # (B, T, D) or channel-last (B, *positions, D)
     if len(shape) >= 4 and shape[1] == width:
@@ -277,7 +294,8 @@ def _candidates(model: nn.Module, blocks: list[str], kind: str
 
 def discover_sites(model: nn.Module, run: Callable[[], None], kind: str = "blocks",
                    stacks: list[BlockStack] | None = None,
-                   within: Sequence[str] | None = None) -> list[Site]:
+                   within: Sequence[str] | None = None,
+                   run_double: Callable[[], None] | None = None) -> list[Site]:
     """Sites of ``model`` found by structure: its main block stacks' outputs and/or norms.
 
     Parameters
@@ -296,11 +314,16 @@ def discover_sites(model: nn.Module, run: Callable[[], None], kind: str = "block
         Default :func:`find_block_stacks` of ``model``.
     within : sequence of str, optional
         Keep only stacks and modules under these module paths (one encoder of several).
+    run_double : callable, optional
+        Runs the pass of ``run`` with twice its batch. Each output's batch dim is then the one
+        dim whose size doubles: dim 0 gives the usual sites, dim -2 of a token stream
+        (*positions, B, D) a ``seq_first`` site; outputs with no such dim (frames or pixels
+        folded into the batch) are left out. Without it, outputs whose dim 0 is not the batch
+        of the model's own output are left out (per-item strengths need the batch dim).
 
     Returns
     -------
-    list of Site in the order the modules first ran on the probe pass. Outputs whose dim 0 is
-    not the batch of the model's own output are left out (per-item strengths need it).
+    list of Site in the order the modules first ran on the probe pass.
 
     Raises
     ------
@@ -321,7 +344,8 @@ def discover_sites(model: nn.Module, run: Callable[[], None], kind: str = "block
     if within is not None:
         candidates = [c for c in candidates if any(c.startswith(f"{w}.") for w in within)]
     seen = probe_outputs(model, ["", *candidates], run)
-    sites = _sites_from(model, seen, kind, blocks, layers, norms)
+    doubled = None if run_double is None else probe_outputs(model, ["", *candidates], run_double)
+    sites = _sites_from(model, seen, kind, blocks, layers, norms, doubled)
     if not sites:
         found = [f"{s.name} ({len(s.blocks)} x {s.block_type})" for s in stacks]
         raise SiteError(f"no {kind} sites ran in the probe pass of the stacks {found}; "
@@ -329,27 +353,49 @@ def discover_sites(model: nn.Module, run: Callable[[], None], kind: str = "block
     return sites
 
 
+def _batch_dim(element: OutputElement, doubled: list[OutputElement]) -> int | None:
+    """The one dim of ``element`` whose size doubled in the pass with twice the batch."""
+    twin = next((d for d in doubled if d.index == element.index), None)
+    if twin is None or len(twin.shape) != len(element.shape):
+        return None
+    changed = [i for i, (a, b) in enumerate(zip(element.shape, twin.shape)) if a != b]
+    if len(changed) != 1 or twin.shape[changed[0]] != 2 * element.shape[changed[0]]:
+        return None
+    return changed[0]
+
+
 def _sites_from(model: nn.Module, seen: dict[str, list[OutputElement]], kind: str,
-                blocks: list[str], layers: dict[str, list[str]], norms: list[str]
-                ) -> list[Site]:
+                blocks: list[str], layers: dict[str, list[str]], norms: list[str],
+                doubled: dict[str, list[OutputElement]] | None = None) -> list[Site]:
     modules = dict(model.named_modules())
     outputs = set() if kind in ("norms", "final_norms") else (
         {block for block in blocks if block in seen}
         | {layer for block in blocks if block not in seen for layer in layers[block]})
     root = seen.pop("", [])
     batch = root[0].shape[0] if root and root[0].shape else None
+    if root and doubled is not None:  # the model's own batch dim: the one that doubles
+        dim = _batch_dim(root[0], doubled.pop("", []))
+        batch = batch if dim is None else root[0].shape[dim]
     order = list(seen)
     first_block = min((order.index(b) for b in blocks if b in seen), default=len(order))
     sites: list[Site] = []
     for position, (name, elements) in enumerate(seen.items()):
-        # outputs whose dim 0 is not the model's batch (frames or pixels folded into it, as
-        # temporal layers do) cannot take per-item strengths (CFG halves): not sites
-        elements = [e for e in elements if batch is None or (e.shape and e.shape[0] == batch)]
+        # outputs without the model's batch in dim 0 (or, seen with twice the batch, in dim
+        # -2 of a token stream) cannot take per-item strengths (CFG halves): not sites. Frames
+        # or pixels folded into the batch, as temporal layers do, are such outputs.
+        seq_first: set[int | None] = set()
+        if doubled is not None:
+            dims = {e.index: _batch_dim(e, doubled.get(name, [])) for e in elements}
+            seq_first = {e.index for e in elements if len(e.shape) >= 3
+                         and dims[e.index] == len(e.shape) - 2 and e.shape[-2] == batch}
+            elements = [e for e in elements if dims[e.index] == 0 or e.index in seq_first]
+        elements = [e for e in elements if e.index in seq_first
+                    or batch is None or (e.shape and e.shape[0] == batch)]
         if name in norms and kind != "blocks":
             if kind == "final_norms" and position < first_block:
                 continue  # a norm before the blocks (an embedding norm), not a final one
-            site = _norm_site(name, modules[name], elements)
+            site = _norm_site(name, modules[name], elements, bool(seq_first))
             sites += [site] if site is not None else []
         elif name in outputs:
-            sites += _block_sites(name, modules[name], elements)
+            sites += _block_sites(name, modules[name], elements, seq_first)
     return sites

@@ -13,12 +13,12 @@ So :func:`fold_deltas` at ``lambda = 1`` is a weight difference that any "weight
 
 What folds exactly (:func:`check_foldable` raises :class:`FoldError` with the reason otherwise):
 
-==================================  ==================  ===================================
-layer whose output is the site      map mode            condition
-==================================  ==================  ===================================
-LayerNorm, RMSNorm, Linear          tokens / vector     a shift (beta != 0) needs a bias
-GroupNorm, Conv                     channels            omega == 1 (a pure shift), a bias
-==================================  ==================  ===================================
+==================================  ===========================  ==============================
+layer whose output is the site      map mode                     condition
+==================================  ===========================  ==============================
+LayerNorm, RMSNorm, Linear          tokens / vector / seq_first  a shift (beta != 0) needs a bias
+GroupNorm, Conv                     channels                     omega == 1 (a pure shift), a bias
+==================================  ===========================  ==============================
 
 A channel map with ``omega != 1`` shifts a channel by an amount that depends on the channel's
 spatial mean in the current image; no fixed weight does that. A site that is one element of a
@@ -90,9 +90,9 @@ def check_foldable(module: nn.Module, tmap: TransportMap, site: str | Site, *,
                 "image, which no fixed weight can do (only pure shifts, e.g. mean_act or "
                 "diff_means maps, fold on a GroupNorm or convolution)")
     elif isinstance(module, _ELEMENTWISE) or _is_rms_like(module):
-        if tmap.mode not in ("tokens", "vector"):
+        if tmap.mode not in ("tokens", "vector", "seq_first"):
             raise FoldError(f"site {site!r} is a {kind} but its map is in {tmap.mode!r} mode; "
-                            "only elementwise (tokens/vector) maps fold into it")
+                            "only elementwise (tokens/vector/seq_first) maps fold into it")
     else:
         raise FoldError(f"site {site!r} is a {kind}, not a norm, linear or convolution layer "
                         "whose affine weights could absorb the map")

@@ -114,6 +114,8 @@ def _pool(x: torch.Tensor, layout: str, token_mask: torch.Tensor | None) -> torc
         return x.mean(dim=tuple(range(2, x.ndim)), dtype=torch.float32)  # (B, C)
     if layout == "vector":
         return x.float()
+    if layout == "seq_first":  # (*positions, B, D): the batch in dim -2
+        return x.float().movedim(-2, 0).flatten(1, -2).mean(dim=1)
     if token_mask is None:
         return x.float().mean(dim=1)  # (B, T, D) -> (B, D)
     mask = token_mask.to(device=x.device, dtype=torch.float32).unsqueeze(-1)  # (B, T, 1)

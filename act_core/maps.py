@@ -27,8 +27,9 @@ QUANTILE_LEVELS: tuple[float, ...] = (
 #: How a map is applied to a site's output.
 #: ``tokens``: elementwise on every token of a (B, T, D) output (also any (..., D) output);
 #: ``channels``: on the spatial mean of every channel of a (B, C, H, W) output;
-#: ``vector``: elementwise on a (B, D) output.
-MODES: tuple[str, ...] = ("tokens", "channels", "vector")
+#: ``vector``: elementwise on a (B, D) output;
+#: ``seq_first``: elementwise on every token of a (*positions, B, D) output (batch in dim -2).
+MODES: tuple[str, ...] = ("tokens", "channels", "vector", "seq_first")
 
 _VECTOR_FIELDS = ("scale", "shift", "lo", "hi")
 

@@ -6,6 +6,8 @@ Every forward call of a site's module contributes one pooled vector per batch it
   tokens when it is None); a site whose layout is set to ``tokens`` may also output
   channel-last grids (B, *positions, D), e.g. (B, T, H, W, D) of a video transformer: mean
   over every position (frames included);
+* seq_first (*positions, B, D), the batch in dim -2 (sequence-first transformers, Cosmos 1's
+  (T, H, W, B, D) blocks): mean over every position;
 * channels (B, C, *spatial): mean over the spatial dims;
 * vector (B, D): as is.
 
@@ -26,7 +28,7 @@ from .sites import Site, find_module, read_output
 
 __all__ = ["Recorder", "detect_layout", "pool", "record_activations"]
 
-_RANKS = {"tokens": tuple(range(3, 9)), "vector": (2,)}
+_RANKS = {"tokens": tuple(range(3, 9)), "seq_first": tuple(range(3, 9)), "vector": (2,)}
 
 
 def detect_layout(x: torch.Tensor, site: Site) -> str:
@@ -44,7 +46,8 @@ def detect_layout(x: torch.Tensor, site: Site) -> str:
     if not layout or x.ndim not in ranks:
         raise ActivationError(f"site {str(site)!r}: output of shape {tuple(x.shape)} does not fit "
                               f"layout {site.layout!r}; expected (B, D), (B, T, D) (or "
-                              f"(B, *positions, D) with layout 'tokens') or (B, C, *spatial)")
+                              f"(B, *positions, D) with layout 'tokens', (*positions, B, D) "
+                              f"with 'seq_first') or (B, C, *spatial)")
     return layout
 
 
@@ -74,6 +77,8 @@ def pool(x: torch.Tensor, layout: str, token_mask: torch.Tensor | None = None,
     site = site or Site("?")
     if layout == "tokens":
         return _pool_tokens(x, token_mask, site)
+    if layout == "seq_first":  # (*positions, B, D) -> (B, *positions, D), then as tokens
+        return _pool_tokens(x.movedim(-2, 0), None, site)
     if layout == "channels":
         return x.detach().mean(dim=tuple(range(2, x.ndim)), dtype=torch.float32)
     return x.detach().float()

@@ -112,7 +112,8 @@ def encoder_row(clip_nodes, encoders, family: str) -> str:
     clip = encoders.build_clip(family)
     cells = []
     for preset in ("layer outputs", "final norm", "layer norms"):
-        _, sites = clip_nodes.choose_text_sites(clip, preset, "", "all", "a red circle")
+        _, sites = clip_nodes.choose_text_sites(clip, preset, "", "all",
+                                                'a red circle, "sun"')  # ByT5: quoted text
         per = Counter(str(s).split(".", 1)[0] for s in sites)
         cells.append(", ".join(f"{enc} {n}" for enc, n in per.items()))
     names = ", ".join(clip_nodes.encoders_of(clip))

@@ -30,6 +30,7 @@ from .common import (
     buckets_of,
     check_strength_range,
     default_support,
+    drop_cached_state,
     family_of,
     maps_by_bucket,
     site_widths,
@@ -64,7 +65,8 @@ def _make_wrapper(buckets: list[MapSet], schedule: Schedule, support: str):
 
     def act_apply_model(executor, x, t, c_concat, c_crossattn, control, transformer_options,
                         **kwargs):
-        plans = plans_for(executor.class_obj.diffusion_model, x.device)
+        diffusion_model = executor.class_obj.diffusion_model
+        plans = plans_for(diffusion_model, x.device)
         if schedule.constant:  # no sigma needed: no wait for the device
             plan = plans[0]
         else:
@@ -74,8 +76,13 @@ def _make_wrapper(buckets: list[MapSet], schedule: Schedule, support: str):
                                 **kwargs)
             plan = plans[min(schedule.bucket(sigma), len(buckets) - 1)]
         strength = schedule.per_item(transformer_options.get("cond_or_uncond"), x.shape[0])
-        with plan.applied(strength):
-            return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
+        drop_cached_state(diffusion_model)  # no plain run's cached prompt keys/values
+        try:
+            with plan.applied(strength):
+                return executor(x, t, c_concat, c_crossattn, control, transformer_options,
+                                **kwargs)
+        finally:
+            drop_cached_state(diffusion_model)  # nor this call's for a plain run
 
     return act_apply_model
 

@@ -12,8 +12,8 @@ from ..act_core.timesteps import timestep_ranges as buckets_of
 from .families import family_of_config
 
 __all__ = ["MAX_STRENGTH", "MAX_UNBOUNDED_STRENGTH", "buckets_of", "check_strength_range",
-           "default_support", "family_of", "maps_by_bucket", "site_width", "site_widths",
-           "sites_of"]
+           "default_support", "drop_cached_state", "family_of", "maps_by_bucket", "site_width",
+           "site_widths", "sites_of"]
 
 MAX_STRENGTH = 2.0            # documented range for OT maps: [0, 2] (> 1 extrapolates)
 MAX_UNBOUNDED_STRENGTH = 10.0  # diff_means maps are steering vectors without a natural scale
@@ -22,6 +22,19 @@ MAX_UNBOUNDED_STRENGTH = 10.0  # diff_means maps are steering vectors without a 
 def family_of(model) -> str:
     """Family of a ComfyUI MODEL (ModelPatcher), e.g. ``sd15``."""
     return family_of_config(type(model.model.model_config).__name__)
+
+
+def drop_cached_state(diffusion_model: nn.Module) -> None:
+    """Empty what a diffusion model keeps across calls, where it exposes ``clear_kv_cache``.
+
+    HiDream-O1 keeps the keys and values of its prompt's tokens from one call to the next,
+    keyed by the token ids only. Steering changes them, so steered and plain calls must never
+    share that cache: the nodes clear it around every steered call (such a call then computes
+    the prompt's tokens afresh) and before every learning pass.
+    """
+    clear = getattr(diffusion_model, "clear_kv_cache", None)
+    if callable(clear):
+        clear()
 
 
 def default_support(mapset: MapSet) -> str:

@@ -97,13 +97,17 @@ def preset_patterns(arch: str, preset: str) -> tuple[str, ...]:
 
 
 def choose_sites(diffusion_model: nn.Module, preset: str, pattern: str = "",
-                 probe: Callable[[], None] | None = None) -> tuple[list[str], list[Site]]:
+                 probe: Callable[[], None] | None = None,
+                 probe_double: Callable[[], None] | None = None
+                 ) -> tuple[list[str], list[Site]]:
     """The sites a learn node's ``sites``/``pattern`` inputs name: (patterns, sites).
 
     ``auto`` is the family's first preset (the reference choice) where it has presets, and
     ``block outputs (structure)`` on any other architecture. Structure presets are found by
     :func:`act_core.discover.discover_sites`, which needs ``probe``: a callable that runs one
-    forward pass of the diffusion model (the patterns returned are then the sites' names).
+    forward pass of the diffusion model (the patterns returned are then the sites' names), and
+    may use ``probe_double``, the same pass with twice the batch, to find each output's batch
+    dim (blocks that keep the batch in dim -2, as Cosmos 1's, then get ``seq_first`` sites).
     ``custom``: comma-separated patterns from ``pattern``.
     """
     arch = arch_of(diffusion_model)
@@ -118,7 +122,8 @@ def choose_sites(diffusion_model: nn.Module, preset: str, pattern: str = "",
     if preset in STRUCTURE_PRESETS:
         if probe is None:
             raise ValueError(f"site preset {preset!r} needs a probe pass of the model")
-        sites = discover_sites(diffusion_model, probe, STRUCTURE_PRESETS[preset])
+        sites = discover_sites(diffusion_model, probe, STRUCTURE_PRESETS[preset],
+                               run_double=probe_double)
         return [str(site) for site in sites], sites
     patterns = list(preset_patterns(arch, preset))
     return patterns, resolve_patterns(diffusion_model, patterns)

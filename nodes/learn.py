@@ -23,7 +23,7 @@ from ..act_core.diagnose import Diagnosis, diagnose
 from ..act_core.lineas import LineasConfig
 from . import memo
 from .chart import diagnosis_image
-from .common import family_of
+from .common import drop_cached_state, family_of
 from .families import (
     DEFAULT_SIZE,
     SITE_PRESETS,
@@ -146,12 +146,17 @@ def _runner(model, conds, latent, seed: int, sigma: float, pbar, trajectory=None
     def run(recorder) -> None:
         if trajectory is not None:
             box["recorder"] = recorder
-        for i, cond in enumerate(conds):
-            comfy.model_management.throw_exception_if_processing_interrupted()
-            noise = comfy.sample.prepare_noise(latent, seed + i)
-            comfy.sample.sample_custom(model, noise, 1.0, sampler, sigmas, cond, cond, latent,
-                                       disable_pbar=True, seed=seed + i)
-            pbar.update(1)
+        diffusion_model = model.get_model_object("diffusion_model")
+        try:
+            for i, cond in enumerate(conds):
+                comfy.model_management.throw_exception_if_processing_interrupted()
+                drop_cached_state(diffusion_model)  # maps may be applied: no shared cache
+                noise = comfy.sample.prepare_noise(latent, seed + i)
+                comfy.sample.sample_custom(model, noise, 1.0, sampler, sigmas, cond, cond,
+                                           latent, disable_pbar=True, seed=seed + i)
+                pbar.update(1)
+        finally:
+            drop_cached_state(diffusion_model)
 
     return run
 
@@ -232,11 +237,15 @@ def learn_and_diagnose(model, src_conds: list, tgt_conds: list, *, source=None, 
     # structure presets look at one denoiser pass (first source prompt, one noise sample)
     probe = _runner(model, src_conds[:1], lat[:1], seed, _collect_sigma(sampling, 0.0),
                     _NO_PROGRESS)
+    # the same pass with twice the batch: the dim that doubles is each output's batch dim
+    probe_double = _runner(model, src_conds[:1], lat[:1].repeat_interleave(2, dim=0), seed,
+                           _collect_sigma(sampling, 0.0), _NO_PROGRESS)
     if sites == "auto" and method == "lineas" and SITE_PRESETS.get(arch):
         patterns = lineas_candidates(arch)
         chosen = resolve_patterns(diffusion_model, patterns)
     else:
-        patterns, chosen = choose_sites(diffusion_model, sites, pattern, lambda: probe(None))
+        patterns, chosen = choose_sites(diffusion_model, sites, pattern, lambda: probe(None),
+                                        lambda: probe_double(None))
     passes = (1 + (len(chosen) if stages <= 0 else min(stages, len(chosen)))) if incremental else 2
     per_pass = {"target": len(tgt_conds), "source": len(src_conds)}
     total = per_pass["target"] + (passes - 1) * per_pass["source"]

@@ -142,3 +142,56 @@ def test_a_model_without_repeated_blocks_is_refused_with_the_fix():
         discover_sites(net, lambda: net(torch.zeros(1, 4)))
     with pytest.raises(SiteError, match="kind must be one of"):
         discover_sites(Net(), lambda: None, "everything")
+
+
+def _seq_first_encoder() -> nn.TransformerEncoder:
+    """torch's own encoder with ``batch_first=False``: its layers return (T, B, D)."""
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(8, 2, dim_feedforward=16, dropout=0.0, batch_first=False)
+    return nn.TransformerEncoder(layer, 2, enable_nested_tensor=False).eval()
+
+
+def test_a_second_pass_with_twice_the_batch_finds_sequence_first_sites():
+    """(T, B, D) outputs: the dim that doubles with the batch is dim -2: seq_first sites."""
+    net = _seq_first_encoder()
+    x = torch.randn(5, 1, 8)  # (T, B, D)
+    assert {s.layout for s in discover_sites(net, lambda: net(x))} == {"tokens"}  # T as batch
+    sites = discover_sites(net, lambda: net(x), "blocks+norms",
+                           run_double=lambda: net(x.repeat(1, 2, 1)))
+    assert sites[:3] == [Site("layers.0.norm1", None, "seq_first"),
+                         Site("layers.0.norm2", None, "seq_first"),
+                         Site("layers.0", None, "seq_first")]
+    assert {s.layout for s in sites} == {"seq_first"} and len(sites) == 6
+
+
+def test_seq_first_sites_pool_per_item_and_take_per_item_strengths():
+    """Recording pools each item over its positions; a (B,) strength moves item b of dim -2
+    only, exactly as a batch-first (B, T, D) transport of the same values would."""
+    from act_core import TransportMap, apply_transport
+    from act_core.apply import transport_output
+
+    net = _seq_first_encoder()
+    x = torch.randn(5, 3, 8)  # (T, B, D)
+    site = Site("layers.0", None, "seq_first")
+    with record_activations(net, [site]) as recorder:
+        net(x)
+    out = {}
+    handle = net.layers[0].register_forward_hook(lambda m, a, o: out.setdefault("x", o))
+    net(x)
+    handle.remove()
+    torch.testing.assert_close(recorder.stacked()["layers.0"], out["x"].mean(dim=0))  # (B, D)
+    gen = torch.Generator().manual_seed(1)
+    zeros = torch.zeros(8)
+    tmap = TransportMap(scale=1 + 0.1 * torch.rand(8, generator=gen),
+                        shift=torch.randn(8, generator=gen), lo=zeros - 9, hi=zeros + 9,
+                        quantiles=torch.zeros(13, 8), mode="seq_first")
+    strength = torch.tensor([0.0, 1.0, 0.5])
+    y = transport_output(out["x"], tmap, strength, "unbounded")
+    assert torch.equal(y[:, 0], out["x"][:, 0])  # strength 0: that item's own bits
+    batch_first = transport_output(out["x"].transpose(0, 1).contiguous(),
+                                   TransportMap(**{**tmap.__dict__, "mode": "tokens"}),
+                                   strength, "unbounded")
+    assert torch.equal(y, batch_first.transpose(0, 1))
+    with apply_transport(net, {"layers.0": tmap}, strength, "unbounded"):
+        steered = net(x)
+    assert not torch.allclose(steered[:, 1], net(x)[:, 1])

@@ -87,7 +87,7 @@ def test_auto_learns_maps_on_every_family(case, nodes):
     assert len(case.maps) >= 2
     for site, tmap in case.maps.items():
         assert torch.isfinite(tmap.scale).all() and torch.isfinite(tmap.shift).all(), site
-        assert tmap.mode in ("tokens", "channels")
+        assert tmap.mode in ("tokens", "channels", "seq_first")
     assert not interventions(case.diffusion_model)
     assert case.maps.metadata["model"]["family"] == nodes.common.family_of(case.model)
 
@@ -142,3 +142,15 @@ def test_folded_mode_is_exact_wherever_it_folds(case, nodes):
     effect = float((expected - case.baseline).abs().max())
     error = float((_sample(folded, case) - expected).abs().max())
     assert effect > 1e-3 and error <= min(1e-3, 1e-2 * effect)  # float rounding only
+
+
+def test_a_model_that_caches_prompt_keys_never_mixes_steered_and_plain_runs(nodes):
+    """HiDream-O1 keeps its prompt tokens' keys/values from call to call, keyed by the token
+    ids only: a steered run must not leave its keys to a plain run, nor reuse a plain run's."""
+    case = _case("HiDreamO1", nodes)
+    assert callable(getattr(case.diffusion_model, "clear_kv_cache", None))
+    fresh = build(RECIPES["HiDreamO1"])
+    steered_first = _sample(nodes.apply.patch_model(fresh, case.maps, 1.0), case)
+    assert torch.equal(_sample(fresh, case), case.baseline)
+    steered = _sample(nodes.apply.patch_model(case.model, case.maps, 1.0), case)
+    assert torch.equal(steered, steered_first)

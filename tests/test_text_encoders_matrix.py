@@ -1,7 +1,8 @@
 """The text-encoder nodes on tiny random-weight instances of the encoders ComfyUI's CLIP
 loaders build: CLIP-L (SD1), CLIP-L + CLIP-G (SDXL), CLIP-L + CLIP-G + T5-XXL (SD3),
-CLIP-L + T5-XXL (Flux), UMT5-XXL (Wan), Qwen3 (Z-Image), CLIP-L + Llama (HunyuanVideo) and
-Gemma-2 (Lumina 2), built with ComfyUI's own CLIP classes (toyworld/encoder_recipes.py).
+CLIP-L + T5-XXL (Flux), UMT5-XXL (Wan), Qwen3 (Z-Image), CLIP-L + Llama (HunyuanVideo),
+Gemma-2 (Lumina 2), Chinese BERT + mT5-XL (HunyuanDiT), Qwen2.5-VL + ByT5 (HunyuanImage 2.1)
+and Gemma 3 (CLIPLoader), built with ComfyUI's own CLIP classes (toyworld/encoder_recipes.py).
 
 For each: the structure presets find sites on every encoder; strength 0 encodes
 bit-identically, strength 1 changes the encoding; a save/load round trip encodes
@@ -24,9 +25,12 @@ from toyworld import encoder_recipes
 
 pytestmark = [pytest.mark.comfyui, pytest.mark.usefixtures("one_thread")]
 
-SOURCE = ["a red circle", "a blue square", "a green triangle"]
-TARGET = ["a red circle, watercolor", "a blue square, watercolor", "a green triangle, watercolor"]
-PROMPT = "a yellow circle"
+# quoted words: HunyuanImage's ByT5 encodes only the prompt's quoted text
+SOURCE = ['a red circle, "sun"', 'a blue square, "moon"', 'a green triangle, "star"']
+TARGET = ['a red circle, watercolor, "sun in watercolor"',
+          'a blue square, watercolor, "moon in watercolor"',
+          'a green triangle, watercolor, "star in watercolor"']
+PROMPT = 'a yellow circle, "sky"'
 
 
 ENCODERS = encoder_recipes.ENCODERS
@@ -108,7 +112,7 @@ def _per_encoder(clip, act_core, encoders: list[str], maps=None) -> dict[str, tu
         if maps is not None:
             stack.enter_context(act_core.apply_transport(model, maps, 1.0, "unbounded"))
         return {name: tuple(getattr(model, name).encode_token_weights(
-                    tokens[name.removeprefix("clip_")])[:2])
+                    tokens[encoder_recipes.TOKEN_KEYS.get(name, name)])[:2])
                 for name in encoders}
 
 

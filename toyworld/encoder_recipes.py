@@ -4,26 +4,31 @@ A family's text encoder is what its ``comfy.supported_models`` config's ``clip_t
 names (tokenizer and encoder classes, e.g. SDXL's CLIP-L + CLIP-G, SD3's L + G + T5-XXL,
 Wan's UMT5-XXL, Qwen-Image's Qwen2.5-VL). It is built through ``comfy.sd.CLIP`` at toy widths
 with ComfyUI's own override, ``model_options["<encoder>_model_config"]``, and its weights are
-initialised with torch's initialisers. Tokenizers are ComfyUI's own (shipped with it); UMT5's
-sentencepiece model, which ComfyUI reads from the checkpoint, is the T5-pile one it ships.
+initialised with torch's initialisers. Tokenizers are ComfyUI's own (shipped with it); the
+sentencepiece models ComfyUI reads from the checkpoint (UMT5's, mT5's, Gemma's) are stood in for
+by the T5-pile one it ships. A vision tower that ComfyUI builds at full size whatever the
+config (Qwen2.5-VL's, 658 M parameters) is left as ComfyUI allocates it, uninitialised: a text
+prompt never runs it, and untouched memory costs no RAM.
 """
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import torch
 from torch import nn
 
-__all__ = ["ENCODERS", "build_clip"]
+__all__ = ["ENCODERS", "TOKEN_KEYS", "build_clip"]
 
 CLIP = dict(num_hidden_layers=3, hidden_size=32, intermediate_size=64, num_attention_heads=2,
             projection_dim=32)
 T5 = dict(d_model=32, d_ff=64, num_layers=2, num_heads=2, d_kv=16)
 T5_4096 = dict(T5, d_model=4096)  # SD3 pads CLIP-L+G to T5-XXL's width 4096
+BERT = dict(hidden_size=32, intermediate_size=64, num_attention_heads=2, num_hidden_layers=2)
 LLM = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=2,
            num_key_value_heads=1)
-TINY = {"clip": CLIP, "t5": T5, "t5_4096": T5_4096, "llm": LLM}
+TINY = {"clip": CLIP, "t5": T5, "t5_4096": T5_4096, "llm": LLM, "bert": BERT}
 
 # family config -> {encoder attribute: config kind}
 ENCODERS: dict[str, dict[str, str]] = {
@@ -35,16 +40,38 @@ ENCODERS: dict[str, dict[str, str]] = {
     "ZImage": {"qwen3_4b": "llm"},
     "HunyuanVideo": {"clip_l": "clip", "llama": "llm"},
     "Lumina2": {"gemma2_2b": "llm"},
+    "HunyuanDiT": {"hydit_clip": "bert", "mt5xl": "t5"},  # Chinese BERT + mT5-XL
+    "HunyuanImage21": {"qwen25_7b": "llm", "byt5_small": "t5"},  # Qwen2.5-VL + ByT5
+    "Lumina2_gemma3_4b": {"gemma3_4b": "llm"},  # Gemma 3 (CLIPLoader, type lumina2)
 }
+
+#: CLIPs no supported_models config names (CLIPLoader builds them from the file's weights):
+#: row -> (tokenizer class, text-encoder factory, its keyword arguments), in comfy.text_encoders
+TARGETS: dict[str, tuple[str, str, dict]] = {
+    "Lumina2_gemma3_4b": ("lumina2.NTokenizer", "lumina2.te", {"model_type": "gemma3_4b"}),
+}
+
+#: ComfyUI reads an encoder's config override from ``model_options["<model_name>_model_config"]``;
+#: ByT5's model sets no name, so its key is the bare ``_model_config``
+_OPTION_NAMES = {"byt5_small": ""}
+
+#: the tokenizer's key for an encoder, where it is not the encoder's own name
+TOKEN_KEYS = {"byt5_small": "byt5", "clip_l": "l", "clip_g": "g"}
+
+_VISION = ("visual", "vision_model")  # vision towers: text prompts never run them
 
 
 def _init_weights(module: nn.Module, seed: int) -> None:
     """ComfyUI builds layers uninitialised: torch's init for torch layers, norms' scales at 1
-    and small random values for every other parameter (T5's relative position bias...)."""
+    and small random values for every other parameter (T5's relative position bias...).
+    Vision towers are left alone (see the module docstring)."""
     with torch.random.fork_rng(), torch.no_grad():
         torch.manual_seed(seed)
-        done = set()
+        done = {id(p) for name, m in module.named_modules()
+                if name.rsplit(".", 1)[-1] in _VISION for p in m.parameters()}
         for m in module.modules():
+            if id(next(m.parameters(recurse=False), None)) in done:
+                continue
             for base in (nn.Linear, nn.LayerNorm, nn.Embedding):
                 if isinstance(m, base):
                     base.reset_parameters(m)
@@ -55,24 +82,41 @@ def _init_weights(module: nn.Module, seed: int) -> None:
                 p.fill_(1.0) if p.ndim <= 1 else p.normal_(std=0.02)
 
 
-def build_clip(family: str, seed: int = 0):
-    """A ``comfy.sd.CLIP`` for the family's text encoder(s), tiny, on the CPU."""
-    import comfy.sd
+def _target(family: str):
+    """The family's ClipTarget: its supported_models config's clip_target(), which picks the
+    encoders by the checkpoint keys it finds (given here as placeholders), or :data:`TARGETS`."""
     import comfy.supported_models
+    import comfy.supported_models_base
 
-    config_class = getattr(comfy.supported_models, family)
-    prefix = "text_encoders."  # the checkpoint keys clip_target detects encoders by
+    if family in TARGETS:
+        tokenizer, factory, kwargs = TARGETS[family]
+
+        def attribute(path: str):
+            module, name = path.rsplit(".", 1)
+            return getattr(importlib.import_module(f"comfy.text_encoders.{module}"), name)
+
+        return comfy.supported_models_base.ClipTarget(attribute(tokenizer),
+                                                      attribute(factory)(**kwargs))
+    prefix = "text_encoders."
     detect = {f"{prefix}{name}.transformer.{key}": torch.zeros(1)
               for name in ENCODERS[family]
               for key in ("text_model.final_layer_norm.weight",
                           "encoder.final_layer_norm.weight")}
-    target = config_class({}).clip_target(detect)
-    options = {f"{name}_model_config": dict(TINY[kind])
+    return getattr(comfy.supported_models, family)({}).clip_target(detect)
+
+
+def build_clip(family: str, seed: int = 0):
+    """A ``comfy.sd.CLIP`` for the family's text encoder(s), tiny, on the CPU."""
+    import comfy.sd
+
+    target = _target(family)
+    options = {f"{_OPTION_NAMES.get(name, name)}_model_config": dict(TINY[kind])
                for name, kind in ENCODERS[family].items()}
     options.update(load_device=torch.device("cpu"), offload_device=torch.device("cpu"),
                    initial_device=torch.device("cpu"), dtype=torch.float32)
     spiece = Path(comfy.sd.__file__).parent / "text_encoders/t5_pile_tokenizer/tokenizer.model"
-    clip = comfy.sd.CLIP(target=target, tokenizer_data={"spiece_model": spiece.read_bytes()},
-                         model_options=options)
+    spiece = spiece.read_bytes()
+    clip = comfy.sd.CLIP(target=target, model_options=options,
+                         tokenizer_data={"spiece_model": spiece, "mt5xl.spiece_model": spiece})
     _init_weights(clip.cond_stage_model, seed)
     return clip

@@ -29,6 +29,9 @@ class Recipe:
     pooled_dim: int | None = None  # pooled text vector, where the family takes one
     extra: dict = field(default_factory=dict)  # more keys of the CONDITIONING dict
     weights: dict = field(default_factory=dict)  # state-dict shapes get_model reads
+    # the prompt reaches the model as token ids (extra "text_input_ids", the context is a
+    # placeholder), as HiDream-O1's pass-through text encoder gives them
+    token_ids: bool = False
 
 
 FLUX_DIT = dict(image_model="flux", in_channels=16, out_channels=16, patch_size=2, hidden_size=64,
@@ -286,11 +289,51 @@ RECIPES.update({
                                  decoder_num_res_blocks=2, decoder_max_freqs=4,
                                  decoder_in_channels=12, latent=(3, 16, 16)),
 })
+RECIPES.update({
+    # Cosmos 1: its blocks run in (T, H, W, B, D) layout (batch in dim -2: 'seq_first' sites)
+    "CosmosT2V": Recipe("CosmosT2V", dict(
+        image_model="cosmos", max_img_h=64, max_img_w=64, max_frames=8, in_channels=16,
+        out_channels=16, patch_spatial=2, patch_temporal=1, model_channels=64,
+        block_config="FA-CA-MLP", concat_padding_mask=True, pos_emb_cls="rope3d",
+        pos_emb_learnable=False, pos_emb_interpolation="crop", block_x_format="THWBD",
+        affline_emb_norm=True, use_adaln_lora=True, adaln_lora_dim=16, num_blocks=2,
+        num_heads=2, crossattn_emb_channels=48, extra_per_block_abs_pos_emb=True,
+        extra_per_block_abs_pos_emb_type="learnable"), 48, (16, 2, 8, 8)),
+})
+RECIPES.update({
+    # PixelDiT's pixel decoder fed a low-resolution latent (lq_latent, as PiDConditioning
+    # attaches it) with its degradation level
+    "PiD": _variant("PixelDiTT2I", "PiD", image_model="pid", lq_latent_channels=16,
+                    lq_hidden_dim=16, lq_num_res_blocks=1, lq_interval=1, sr_scale=1,
+                    latent_spatial_down_factor=8,
+                    extra={"lq_latent": torch.ones(1, 16, 2, 2) * 0.1,
+                           "degrade_sigma": torch.tensor([0.2])}),
+})
+RECIPES.update({
+    # pixel-space Qwen3-VL language model that reads the prompt's token ids itself; made small
+    # with the model's own text_config_overrides / vision_config_overrides
+    "HiDreamO1": Recipe("HiDreamO1", dict(
+        image_model="hidream_o1",
+        text_config_overrides=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                   num_attention_heads=2, num_key_value_heads=1, head_dim=32,
+                                   rope_dims=[6, 5, 5]),
+        vision_config_overrides=dict(hidden_size=32, num_heads=2, intermediate_size=64, depth=1,
+                                     num_position_embeddings=64, deepstack_visual_indexes=())),
+        1, (3, 64, 64), token_ids=True),
+})
+RECIPES.update({
+    # LTX-2's joint audio-video transformer, sampled on a video latent alone (no audio stream)
+    "LTXAV": _variant("LTXV", "LTXAV", image_model="ltxav", audio_in_channels=128,
+                      audio_cross_attention_dim=32, audio_attention_head_dim=16,
+                      audio_num_attention_heads=2, connector_attention_head_dim=24,
+                      connector_num_attention_heads=2, connector_num_layers=1, extra={}),
+})
 RECIPES.update({  # variants of the entries above
     "CogVideoX_I2V": _variant("CogVideoX_T2V", "CogVideoX_I2V", in_channels=32),
     "CogVideoX_Inpaint": _variant("CogVideoX_T2V", "CogVideoX_Inpaint", in_channels=48),
     "SV3D_u": _variant("SVD_img2vid", "SV3D_u", adm_in_channels=256),
     "SV3D_p": _variant("SVD_img2vid", "SV3D_p", adm_in_channels=1280),
+    "CosmosI2V": _variant("CosmosT2V", "CosmosI2V", in_channels=17),
     "HunyuanVideo15_SR_Distilled": _variant("HunyuanVideo15", "HunyuanVideo15_SR_Distilled",
                                             in_channels=98),
 })
@@ -341,11 +384,24 @@ def build(recipe: Recipe, seed: int = 0):
     return comfy.model_patcher.ModelPatcher(model, load_device=cpu, offload_device=cpu)
 
 
+# HiDream-O1's template: <|im_start|>user\n ... <|im_end|>\n<|im_start|>assistant\n<|boi|><|tms|>
+_TEMPLATE = ((151644, 872, 198), (151645, 198, 151644, 77091, 198, 151669, 151673))
+
+
 def conds(recipe: Recipe, n: int, gen: torch.Generator, shift: float = 0.0) -> list:
-    """``n`` CONDITIONING values ``[[context (1, T, C), {...}]]`` from seeded random tensors."""
+    """``n`` CONDITIONING values ``[[context (1, T, C), {...}]]`` from seeded random tensors.
+
+    Token-id recipes get HiDream-O1's chat template around seeded random text ids, drawn from
+    ids 1000-1999, or 3000-3999 when ``shift`` is not 0 (source and target differ in words)."""
     out = []
     for _ in range(n):
         extra = dict(recipe.extra)
+        if recipe.token_ids:
+            low = 3000 if shift else 1000
+            text = torch.randint(low, low + 1000, (TOKENS,), generator=gen).tolist()
+            ids = torch.tensor([[*_TEMPLATE[0], *text, *_TEMPLATE[1]]])  # (1, T)
+            out.append([[ids.unsqueeze(-1).float(), {**extra, "text_input_ids": ids}]])
+            continue
         if recipe.pooled_dim is not None:
             extra["pooled_output"] = torch.randn(1, recipe.pooled_dim, generator=gen)
         context = torch.randn(1, TOKENS, recipe.context_dim, generator=gen) + shift
@@ -367,23 +423,18 @@ EXCLUDED: dict[str, str] = {
 
 #: image/video entries without a passing tiny instance, and what blocks them
 BLOCKED: dict[str, str] = {
-    "CosmosT2V": "built tiny, but its blocks run in (T, H, W, B, D) layout: no block output "
-                 "has the batch first, which per-item strengths (CFG halves) need; auto "
-                 "refuses with that message",
-    "CosmosI2V": "as CosmosT2V (same GeneralDIT, (T, H, W, B, D) blocks)",
-    "LTXAV": "not built tiny in this round (joint audio-video model: needs audio latents and "
-             "conditioning beside the video)",
-    "MiniMaxH3": "not built tiny in this round (joint audio-video model)",
-    "PiD": "not built tiny in this round (PixelDiT's pixel decoder fed a low-resolution "
-           "latent through its own lq_proj conditioning)",
-    "HiDreamO1": "not built tiny in this round (pixel-space model fed token ids and reference "
-                 "images by its own conditioning code)",
+    "MiniMaxH3": "built tiny (it samples, cfg 2 included), but its denoiser takes batch 1 "
+                 "only (it raises otherwise) and packs text, video and audio into one (S, D) "
+                 "sequence: no block output has a batch dim, and discovery needs one (found "
+                 "by doubling the batch, which this model refuses)",
 }
 
 #: entries whose model generates video (the others generate images)
 VIDEO: frozenset[str] = frozenset({
     "SVD_img2vid", "SV3D_u", "SV3D_p", "GenmoMochi", "LTXV", "HunyuanVideo",
     "HunyuanVideoI2V", "HunyuanVideoSkyreelsI2V", "HunyuanVideo15",
-    "HunyuanVideo15_SR_Distilled", "CosmosI2VPredict2", "Kandinsky5", "CogVideoX_T2V",
+    "HunyuanVideo15_SR_Distilled", "CosmosT2V", "CosmosI2V", "CosmosI2VPredict2", "Kandinsky5",
+    "LTXAV",
+    "CogVideoX_T2V",
     "CogVideoX_I2V", "CogVideoX_Inpaint", *(name for name in RECIPES if name.startswith("WAN")),
 })
