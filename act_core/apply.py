@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .errors import MapCompatibilityError, StrengthError
-from .fastpath import Prepared, prepare
+from .fastpath import Prepared, prepare, prepares
 from .maps import TransportMap
 from .sites import Site, find_module, read_output, write_output
 from .support import SupportLike, parse_support, support_bounds
@@ -126,6 +126,8 @@ class _SiteHook:
     def _prepare(self, x: torch.Tensor) -> Prepared | None:
         tmap = self._map_on(x.device)
         _check_output(x, tmap, str(self.site))
+        if not prepares(tmap):
+            return None
         channels = tmap.mode == "channels"
         lam = check_strength(self.strength, x.shape[0] if channels or x.ndim > 1 else None,
                              tmap)

@@ -32,12 +32,18 @@ from .transport import (
     _row_coefficients,
 )
 
-__all__ = ["Prepared", "prepare"]
+__all__ = ["Prepared", "prepare", "prepares"]
 
 _MODES = ("tokens", "vector", "channels")  # the layouts prepared here
 
 #: Transport of one site's output for one shape: ``y = run(x)``; ``None`` means "unchanged".
 Prepared = Callable[[torch.Tensor], "torch.Tensor | None"]
+
+
+def prepares(tmap: TransportMap) -> bool:
+    """Whether :func:`prepare` handles this map's layout (other layouts and gated maps take the
+    general path)."""
+    return tmap.mode in _MODES and getattr(tmap, "gate", None) is None
 
 
 def _unchanged(x: torch.Tensor) -> None:
@@ -64,8 +70,8 @@ def prepare(x: torch.Tensor, tmap: TransportMap, lam: float | list[float],
     A function of one tensor of the same shape, dtype and device, or None where only the
     general path applies.
     """
-    if tmap.mode not in _MODES or getattr(tmap, "gate", None) is not None:
-        return None  # other layouts and gated maps: the general path
+    if not prepares(tmap):
+        return None
     if isinstance(lam, list) and len(set(lam)) == 1:
         lam = lam[0]
     if not isinstance(lam, list) and lam == 0.0:
