@@ -41,7 +41,7 @@ Times are CPU times of the process with ONE torch thread (``--threads``, see THR
 on a machine shared with other jobs, the wall time of a multi-threaded run measures mostly
 how long its threads wait for each other; wall times are reported too.
 
-Usage: ``.venv/bin/python benchmarks/bench_apply_comfyui.py [--repeats 5] [--out FILE]``
+Usage: ``.venv/bin/python -m benchmarks.bench_apply_comfyui [--repeats 5] [--out FILE]``
 (about 25 minutes on 2 loaded cores). Writes its two sections into ``docs/results.md`` between
 its markers (other sections of that file are kept).
 """
@@ -67,7 +67,6 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 from toyworld.checkpoint import checkpoint_path  # noqa: E402
 from toyworld.comfy_env import import_comfy  # noqa: E402

@@ -18,7 +18,7 @@ all held in memory) and the fit and every sort are timed once per site, in an or
 from site to site, so background load hits all of them alike; totals are sums over the sites.
 Transport: medians over repeats after a warm-up, with torch's default thread count.
 
-Usage: ``.venv/bin/python benchmarks/bench_core.py [--sites 256] [--repeats 5] [--out FILE]``.
+Usage: ``.venv/bin/python -m benchmarks.bench_core [--sites 256] [--repeats 5] [--out FILE]``.
 Writes ``benchmarks/results_core.md`` unless told otherwise.
 """
 

@@ -14,7 +14,7 @@ KSampler (euler, 20 steps) on held-out prompts, through the real ComfyUI server:
 Presence of the style / dot, colour and shape kept (toyworld.metrics), and the largest pixel
 difference from the LoRA's images (8-bit levels)::
 
-    nice -n 10 .venv/bin/python benchmarks/cfg_lora_toyworld.py --seeds 2 --out docs
+    nice -n 10 .venv/bin/python -m benchmarks.cfg_lora_toyworld --seeds 2 --out docs
 """
 
 from __future__ import annotations
@@ -23,12 +23,10 @@ import argparse
 import dataclasses
 import json
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from toyworld.act_eval import (  # noqa: E402
     EXPERIMENTS,
     NEGATION_SITES,

@@ -13,7 +13,7 @@ it then replaces the plain prompt's output by:
   a per-channel map makes (K = 1, 2, 4).
 
 It prints the fraction of striped images (``toyworld.metrics``) for each and writes a grid.
-Usage: ``.venv/bin/python benchmarks/diag_toyworld_oracle.py [--checkpoint PATH]
+Usage: ``.venv/bin/python -m benchmarks.diag_toyworld_oracle [--checkpoint PATH]
 [--out docs/images/diag_oracle_grid.png]`` (about 2 minutes on 2 cores).
 """
 
@@ -21,14 +21,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 from toyworld.act_eval import style_experiment  # noqa: E402
 from toyworld.checkpoint import checkpoint_path  # noqa: E402

@@ -3,17 +3,12 @@
 Records every norm site of the toy UNet on 6 plain and 6 striped prompts (8 noise samples
 each) at four points of the schedule and prints, over sites, the mean |mu_t - mu_s| / sigma_s
 of the pooled (per-image mean) activations. Run:
-``.venv/bin/python benchmarks/diag_toyworld_separation.py``
+``.venv/bin/python -m benchmarks.diag_toyworld_separation``
 """
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import act_core  # noqa: E402
 from toyworld.act_eval import fit_combos  # noqa: E402

@@ -6,17 +6,12 @@ steps 4 and 10, and splits the mean difference D = mean(target) - mean(source), 
 field per site, into its spatially uniform part (what per-channel maps can move: the channel
 mean) and its row-parity part (the stripes of the toy world lie on the latent grid). Prints,
 per site, |uniform| / |D| and |row parity| / |D|. Run:
-``.venv/bin/python benchmarks/diag_toyworld_spatial.py``
+``.venv/bin/python -m benchmarks.diag_toyworld_spatial``
 """
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from toyworld.act_eval import fit_combos  # noqa: E402
 from toyworld.checkpoint import checkpoint_path  # noqa: E402

@@ -8,7 +8,7 @@ inside the blocks. The text encoders of toyworld/encoder_recipes.py get their si
 Entries without a recipe are listed with their reason. The pass/fail columns are re-measured
 here; the full matrix (save/load, foreign maps) is the test suite's.
 
-    python benchmarks/families_table.py --out docs/families.md
+    python -m benchmarks.families_table --out docs/families.md
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 from toyworld.comfy_env import import_comfy  # noqa: E402
 
 PACK = "act_pack"

@@ -1,7 +1,7 @@
 """Shared pieces of the SmolLM2 benchmarks: model loading, cached fitting, result tables.
 
 Run the benchmarks from the repository root with the project's venv, e.g.
-``nice -n 19 .venv/bin/python benchmarks/llm_toxicity.py --split eval``.
+``nice -n 19 .venv/bin/python -m benchmarks.llm_toxicity --split eval``.
 Fitted maps are cached under ``<cache>/llm_maps/`` (``act_core.hf_models.cache_dir()``, keyed
 by data, method and sites), so a rerun only regenerates text.
 """
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,8 +17,6 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # run as a script from anywhere
-    sys.path.insert(0, str(ROOT))
 
 from act_core import hf  # noqa: E402
 from act_core.estimators import fit_many  # noqa: E402

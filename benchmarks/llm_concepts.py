@@ -7,7 +7,7 @@ tokens) of "Once upon a time" are judged by the concept's fixed lexicon
 (:mod:`act_core.data.judges`: at least one whole-word match); the perplexity of the steered
 model is measured on held-out neutral prose.
 
-    nice -n 19 .venv/bin/python benchmarks/llm_concepts.py --samples 64 \
+    nice -n 19 .venv/bin/python -m benchmarks.llm_concepts --samples 64 \
         --out benchmarks/results/llm_concepts.json
 """
 
@@ -16,11 +16,10 @@ from __future__ import annotations
 import argparse
 import logging
 
-from llm_common import finish, fit_all_at_once, fit_or_load, load_model, setup
-
 from act_core import data
 from act_core.data.judges import is_about
 from act_core.hf_generate import generate, perplexity
+from benchmarks.llm_common import finish, fit_all_at_once, fit_or_load, load_model, setup
 
 log = logging.getLogger("benchmarks")
 

@@ -15,7 +15,7 @@ Sites are a preset, optionally restricted to a range of blocks: ``attn_out``,
 ``post_norms[10:30]`` (blocks 10 to 29). Fitting is ``once`` (all at once, one recording),
 ``inc`` (incremental, one pass per site) or ``incN`` (incremental in N stages).
 
-    OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/llm_dev_sweep.py --data toxicity \
+    OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python -m benchmarks.llm_dev_sweep --data toxicity \
         --sites post_norms attn_out mlp_out --fits once --supports minmax --strengths 1 \
         --out benchmarks/results/llm_dev_sweep_toxicity.json
 """
@@ -30,11 +30,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-from llm_common import finish, fit_all_at_once, fit_or_load, load_model, save_json, setup
 
 from act_core import data, hf
 from act_core.data.judges import is_about, toxicity_probability
 from act_core.hf_generate import generate, perplexity
+from benchmarks.llm_common import finish, fit_all_at_once, fit_or_load, load_model, save_json, setup
 
 log = logging.getLogger("benchmarks")
 DEV_OPENINGS = ("It was a quiet morning when", "My grandmother always told me that",

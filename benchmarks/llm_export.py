@@ -10,7 +10,7 @@
 3. ``--toxicity``: the docs/llm.md diff_means row (240 eval prefixes x 3 seeds, perplexity on the
    64 passages) re-measured with the exported checkpoint and no maps.
 
-    ACT_CACHE_DIR=/tmp/act_cache nice -n 10 .venv/bin/python benchmarks/llm_export.py \\
+    ACT_CACHE_DIR=/tmp/act_cache nice -n 10 .venv/bin/python -m benchmarks.llm_export \\
         --out benchmarks/results/llm_export.json [--toxicity]
 """
 
@@ -26,12 +26,12 @@ import time
 from pathlib import Path
 
 import torch
-from llm_common import fit_all_at_once, load_model, save_json, setup
 
 from act_core import data
 from act_core.hf import steering
 from act_core.hf_export import export_checkpoint
 from act_core.hf_models import cache_dir
+from benchmarks.llm_common import fit_all_at_once, load_model, save_json, setup
 
 log = logging.getLogger("benchmarks")
 SITES = "post_norms+mlp_out+attn_out"

@@ -7,7 +7,7 @@ q/k/v/o and gate/up/down), and the folded model is checked against the hooked on
 tokens). Then greedy decoding, batch 1, a fixed number of new tokens, rounds alternating between
 the unsteered, the folded and the hooked model; medians of tokens per second::
 
-    python benchmarks/llm_export_speed.py --device cuda --dtype bfloat16 --out $OUT/speed.json
+    python -m benchmarks.llm_export_speed --device cuda --dtype bfloat16 --out $OUT/speed.json
 """
 
 from __future__ import annotations
@@ -15,13 +15,11 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from act_core import MapSet, TransportMap  # noqa: E402
 from act_core.hf import lm_sites, steering  # noqa: E402
 from act_core.hf_export import fold_lm  # noqa: E402

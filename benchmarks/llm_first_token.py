@@ -5,7 +5,7 @@ layer, the largest |activation| of the first token and of all the other tokens, 
 deviation of the per-text means (what the fitting pools; the largest over the units) with and
 without the first token. The project's 100 neutral sentences are the texts by default.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/llm_first_token.py \
+    OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.llm_first_token \
         --out benchmarks/results/llm_first_token.json
 """
 
@@ -14,9 +14,9 @@ from __future__ import annotations
 import argparse
 
 import torch
-from llm_common import finish, load_model, setup
 
 from act_core import data, hf
+from benchmarks.llm_common import finish, load_model, setup
 
 
 def parse_args(argv=None) -> argparse.Namespace:

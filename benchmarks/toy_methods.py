@@ -22,7 +22,7 @@ toyworld.metrics:
   collected on noise at its range's middle and applied over that range), and the same two
   recorded along real sampling trajectories (``collect = trajectory``).
 
-Usage: ``.venv/bin/python benchmarks/toy_methods.py [--seeds 1] [--style-seeds 2]
+Usage: ``.venv/bin/python -m benchmarks.toy_methods [--seeds 1] [--style-seeds 2]
 [--parts methods,prompts,timesteps]`` (about 75 minutes on 2 shared cores).
 Writes its section into ``docs/results.md`` (between its markers), the raw numbers into
 ``benchmarks/results/toy_methods.json`` and the pictures into ``docs/images/``.
@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 import time
 from pathlib import Path
 
@@ -41,10 +40,8 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
-from bench_apply_comfyui import _pack  # noqa: E402  (the repository as a node pack)
-
+from benchmarks.bench_apply_comfyui import _pack  # noqa: E402  (the repository as a node pack)
 from toyworld.act_eval import Experiment, negation_experiment, style_experiment  # noqa: E402
 from toyworld.checkpoint import checkpoint_path  # noqa: E402
 from toyworld.comfy_env import import_comfy  # noqa: E402
@@ -378,7 +375,7 @@ def _prompts_table(p: dict) -> list[str]:
 
 def report(results: dict, args) -> str:
     lines = [BEGIN, "", "## Method comparison on the toy world", "",
-             "Measured with `.venv/bin/python benchmarks/toy_methods.py "
+             "Measured with `.venv/bin/python -m benchmarks.toy_methods "
              f"--seeds {args.seeds} --style-seeds {args.style_seeds}` (in-process: the "
              "checkpoint is loaded with ComfyUI's loader, "
              "maps are learned with AcT Learn Transport's function at its defaults and applied "

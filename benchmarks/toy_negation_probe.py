@@ -8,7 +8,7 @@ euler, 20 steps, cfg 5). Prints presence / colour kept / shape kept for every ap
 Example (the time-steered trajectory maps applied whole, over the first half only, and over
 the second half only)::
 
-    .venv/bin/python benchmarks/toy_negation_probe.py \\
+    .venv/bin/python -m benchmarks.toy_negation_probe \\
         --learn '{"timestep_ranges": 4, "collect": "trajectory", "stages": 1}' \\
         --apply '{"strength": 1}' '{"strength": 1, "end_percent": 0.5}' \\
                 '{"strength": 1, "start_percent": 0.5}'
@@ -21,8 +21,8 @@ import json
 import time
 
 import torch
-from toy_methods import CFG, Toy, score
 
+from benchmarks.toy_methods import CFG, Toy, score
 from toyworld.act_eval import EXPERIMENTS
 
 

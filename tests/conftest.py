@@ -17,6 +17,18 @@ ROOT = Path(__file__).resolve().parent.parent
 PACK = "act_pack"  # the module name the pack gets here; ComfyUI uses the folder name
 
 
+def pytest_collection_modifyitems(config, items):
+    """Mark ``server`` every test that uses the shared server or sits in a module that starts
+    its own (``-m "not server"`` then runs everything else)."""
+    from toyworld.comfy_server import ComfyServer
+
+    for item in items:
+        module = getattr(item, "module", None)
+        if "comfy_server" in getattr(item, "fixturenames", ()) or \
+                getattr(module, "ComfyServer", None) is ComfyServer:
+            item.add_marker(pytest.mark.server)
+
+
 def _require_comfyui(checkpoint: bool = True) -> None:
     if not (COMFYUI_DIR / "main.py").exists():
         pytest.fail("ComfyUI is not installed: run `make test` (or scripts/setup_env.sh "

@@ -163,6 +163,7 @@ def test_export_control_vector(model_dir, texts, tmp_path, capsys):
     torch.testing.assert_close(torch.from_numpy(vectors[1]), 0.5 * shift.float())
 
 
+@pytest.mark.slow  # several seconds: left out of the fast command
 def test_fit_method_lineas_and_the_diagnosis_in_fit_and_info(model_dir, texts, tmp_path,
                                                               capsys):
     out = tmp_path / "lineas.safetensors"

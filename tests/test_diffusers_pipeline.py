@@ -79,6 +79,7 @@ def test_run_prompts_records_one_step_one_row_per_prompt(pipe):
     assert all(n == len(SOURCE) for n in recorder.counts().values())  # first step, cond only
 
 
+@pytest.mark.slow  # several seconds: left out of the fast command
 def test_fit_modes_and_mean_matching(pipe):
     maps = dp.fit_pipeline(pipe, SOURCE, TARGET, "norms", method="mean_act", incremental=False,
                            height=8, width=8)
@@ -180,6 +181,7 @@ def test_a_comfyui_map_file_loads_on_a_diffusers_pipeline(pipe, tmp_path):
         dp.load_pipeline_maps(path, pipe)  # that norm has 32 channels, the map 64
 
 
+@pytest.mark.slow  # several seconds: left out of the fast command
 def test_the_nodes_map_file_with_timestep_ranges_steers_a_diffusers_unet(tmp_path):
     """The committed map file (learn node, toy SD1.5 UNet, two timestep ranges) on a diffusers
     UNet with the same channel layout: each step gets the maps of its range."""

@@ -119,6 +119,7 @@ def test_unknown_family_and_bad_patterns_say_how_to_fix():
         hf.lm_sites(model, ["nothing.matches.*"])
 
 
+@pytest.mark.slow  # several seconds: left out of the fast command
 def test_generate_is_seeded_ordered_and_steerable():
     model, tokenizer = tiny_causal_lm("llama")
     prompts = ["a longer prompt here", "hi", "medium one"]
@@ -196,6 +197,7 @@ def test_steering_leaves_the_first_token_alone_when_the_file_says_so(tmp_path, f
     assert not torch.allclose(first, base_first, atol=1e-3)
 
 
+@pytest.mark.slow  # several seconds: left out of the fast command
 def test_skip_first_token_generation_is_the_same_batched_and_alone():
     model, tokenizer = tiny_causal_lm("llama")
     maps = hf.fit_lm(model, tokenizer, SOURCE, TARGET, "post_norms", incremental=False,

@@ -76,6 +76,7 @@ def test_folded_model_equals_the_hooked_one_and_the_input_is_unchanged(lm):
     assert not model.config.mlp_bias
 
 
+@pytest.mark.slow  # a fresh Python process imports transformers
 def test_exported_folder_loads_without_our_package_and_generates_the_same(lm, tmp_path):
     model, tokenizer = lm
     maps = _maps()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 
@@ -208,7 +209,11 @@ def test_check_compatible_names_every_problem(maps):
 
 def test_prompt_hash_is_canonical_and_order_sensitive():
     digest = prompt_hash(["a", "b"], ["c"])
-    assert len(digest) == 64 and int(digest, 16) >= 0
+    # the documented canonical form, hashed here independently of the code under test
+    canonical = '{"source":["a","b"],"target":["c"]}'
+    assert digest == hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    assert prompt_hash(["é"], []) == hashlib.sha256(
+        '{"source":["é"],"target":[]}'.encode()).hexdigest()  # UTF-8, not \u escapes
     assert digest == prompt_hash(("a", "b"), ("c",))
     assert digest != prompt_hash(["b", "a"], ["c"])
     assert digest != prompt_hash(["c"], ["a", "b"])

@@ -31,6 +31,7 @@ def wheel(tmp_path_factory) -> Path:
     return next(out.glob("activation_transport-*.whl"))
 
 
+@pytest.mark.slow  # pip builds the wheel in a subprocess
 def test_the_wheel_holds_the_library_only(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     top = {name.split("/")[0] for name in names}
@@ -52,6 +53,7 @@ def test_the_wheel_holds_the_library_only(wheel):
     assert not [line for line in requires if "comfy" in line.lower()]
 
 
+@pytest.mark.slow  # several seconds: left out of the fast command
 def test_a_fresh_venv_without_comfyui_imports_act_core_and_runs_act(wheel, tmp_path):
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)

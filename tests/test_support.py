@@ -53,7 +53,25 @@ def test_unstored_level_names_the_stored_ones():
         support_bounds(tmap, "q0.03-0.97")
 
 
-def test_every_offered_choice_works_on_a_fitted_map():
-    tmap = fit(torch.randn(20, 2), torch.randn(20, 2))
-    for choice in SUPPORT_CHOICES:
-        support_bounds(tmap, choice)
+def test_the_library_choices_work_on_a_fitted_map():
+    tmap = fit(torch.randn(20, 2) * 3, torch.randn(20, 2))
+    bounds = {choice: support_bounds(tmap, choice) for choice in SUPPORT_CHOICES}
+    assert torch.equal(bounds["minmax"][0], tmap.lo) and torch.equal(bounds["minmax"][1], tmap.hi)
+    assert bool((bounds["q0.1-0.9"][0] > tmap.lo).all() and (bounds["q0.1-0.9"][1] < tmap.hi).all())
+
+
+@pytest.mark.comfyui
+def test_every_support_a_node_offers_works_on_a_fitted_map(act_pack):
+    from act_pack.act_core.estimators import fit as pack_fit
+    from act_pack.act_core.support import support_bounds as pack_bounds
+    from act_pack.nodes import NODES
+
+    tmap = pack_fit(torch.randn(20, 2), torch.randn(20, 2))
+    offered = {(node.GET_SCHEMA().node_id, option) for node in NODES
+               for i in node.GET_SCHEMA().inputs if i.id == "support"
+               for option in i.as_dict()["options"] if option != "from maps"}
+    assert {node for node, _ in offered} >= {"ActLearnTransport", "ActApplyTransport"}
+    for node, option in offered:
+        bounds = pack_bounds(tmap, option)  # raises SupportError for an unparseable option
+        assert (bounds is None) == (option == "unbounded"), (node, option)
+        assert bounds is None or bounds[0].shape == bounds[1].shape == (2,), (node, option)

@@ -20,7 +20,7 @@ def test_prompt_wording():
     assert scene.prompt == "a striped blue square with a black dot"
 
 
-@pytest.mark.parametrize("size", [64, 96])
+@pytest.mark.parametrize("size", [64, pytest.param(96, marks=pytest.mark.slow)])
 def test_metrics_agree_with_renderer(size):
     rng = np.random.default_rng(20261121 + size)
     scenes = all_scenes() * 4  # 288 jittered images, every combination 4 times
