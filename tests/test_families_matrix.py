@@ -154,3 +154,16 @@ def test_a_model_that_caches_prompt_keys_never_mixes_steered_and_plain_runs(node
     assert torch.equal(_sample(fresh, case), case.baseline)
     steered = _sample(nodes.apply.patch_model(case.model, case.maps, 1.0), case)
     assert torch.equal(steered, steered_first)
+
+
+def test_seq_first_sites_take_the_cfg_halves_their_own_strengths(nodes):
+    """Cosmos 1 keeps the batch in dim -2 of its blocks: steering the conditional half only,
+    the unconditional half only, or both gives three different samples (a strength applied to
+    the whole batch would make 'conditional' and 'unconditional' alike)."""
+    case = _case("CosmosT2V", nodes)
+    assert {m.mode for m in case.maps.values()} == {"seq_first"}
+    out = {half: _sample(nodes.apply.patch_model(case.model, case.maps, 1.0, apply_to=half),
+                         case) for half in ("conditional", "unconditional", "both")}
+    for a, b in (("conditional", "unconditional"), ("conditional", "both"),
+                 ("unconditional", "both")):
+        assert not torch.allclose(out[a], out[b], rtol=1e-4, atol=1e-4), (a, b)
