@@ -51,7 +51,6 @@ from __future__ import annotations
 import argparse
 import ctypes
 import gc
-import importlib.util
 import json
 import logging
 import os
@@ -69,7 +68,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 
 from toyworld.checkpoint import checkpoint_path  # noqa: E402
-from toyworld.comfy_env import import_comfy  # noqa: E402
+from toyworld.comfy_env import import_comfy, import_pack  # noqa: E402
 
 logger = logging.getLogger("bench_apply_comfyui")
 RESULTS = ROOT / "docs" / "results.md"
@@ -88,14 +87,7 @@ TARGETS = {"act": "<= 1.05", "folded": "<= 1.01"}
 
 def _pack():
     """The repository imported as a ComfyUI custom node pack (relative imports work)."""
-    if PACK in sys.modules:
-        return sys.modules[PACK]
-    spec = importlib.util.spec_from_file_location(PACK, ROOT / "__init__.py",
-                                                  submodule_search_locations=[str(ROOT)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[PACK] = module
-    spec.loader.exec_module(module)
-    return module
+    return import_pack()
 
 
 def _setup():

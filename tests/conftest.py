@@ -3,7 +3,6 @@ the node pack imported in-process the way ComfyUI imports it."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -11,10 +10,9 @@ from pathlib import Path
 import pytest
 
 from toyworld.checkpoint import checkpoint_path
-from toyworld.comfy_env import COMFYUI_DIR
+from toyworld.comfy_env import COMFYUI_DIR, PACK  # PACK: the pack's module name in-process
 
 ROOT = Path(__file__).resolve().parent.parent
-PACK = "act_pack"  # the module name the pack gets here; ComfyUI uses the folder name
 
 
 def pytest_collection_modifyitems(config, items):
@@ -66,23 +64,14 @@ def act_pack(tmp_path_factory):
     _require_comfyui(checkpoint=False)
     if PACK in sys.modules:
         return sys.modules[PACK]
-    from toyworld.comfy_env import import_comfy
+    from toyworld.comfy_env import import_comfy, import_pack
 
     import_comfy()
     import folder_paths
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(folder_paths, "models_dir", str(tmp_path_factory.mktemp("comfy_models")))
-        spec = importlib.util.spec_from_file_location(PACK, ROOT / "__init__.py",
-                                                      submodule_search_locations=[str(ROOT)])
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[PACK] = module
-        try:
-            spec.loader.exec_module(module)
-        except BaseException:
-            del sys.modules[PACK]
-            raise
-    return module
+        return import_pack()
 
 
 @pytest.fixture(scope="module")

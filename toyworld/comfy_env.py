@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-__all__ = ["COMFYUI_DIR", "import_comfy"]
+__all__ = ["COMFYUI_DIR", "PACK", "import_comfy", "import_pack"]
 
 #: ComfyUI's source folder: the one scripts/setup_env.sh installs, or $ACT_COMFYUI_DIR
 COMFYUI_DIR = Path(os.environ.get("ACT_COMFYUI_DIR")
@@ -39,3 +39,29 @@ def import_comfy(cpu: bool = True, pytorch_attention: bool = True, fp32_text_enc
     if fp32_text_encoder:
         comfy.cli_args.args.fp32_text_enc = True
     return COMFYUI_DIR
+
+
+#: The module name the repository gets when imported as a node pack here (ComfyUI uses the
+#: folder name).
+PACK = "act_pack"
+
+
+def import_pack():
+    """The repository imported in-process as a custom node pack, as ComfyUI's loader does
+    (relative imports such as ``from ..act_core import`` work); ``import_comfy`` first."""
+    import importlib.util
+
+    if PACK in sys.modules:
+        return sys.modules[PACK]
+    import_comfy()
+    root = Path(__file__).resolve().parent.parent
+    spec = importlib.util.spec_from_file_location(PACK, root / "__init__.py",
+                                                  submodule_search_locations=[str(root)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[PACK] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[PACK]
+        raise
+    return module

@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import logging
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -118,28 +116,14 @@ def make_unit_chart(out: Path, width: int = 600, height: int = 220) -> Path:
     return out
 
 
-def _pack():
-    """The repository imported in-process as a custom node pack, as ComfyUI's loader does."""
-    from toyworld.comfy_env import import_comfy
-
-    import_comfy()
-    name = "act_pack"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "__init__.py",
-                                                      submodule_search_locations=[str(ROOT)])
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return name
-
-
 def make_learn_chart(out: Path) -> Path:
     """The learn node's diagnostics picture from a real learn of the toy style maps."""
     from toyworld.act_eval import fit_combos
     from toyworld.checkpoint import checkpoint_path
+    from toyworld.comfy_env import import_pack
     from toyworld.render import Scene
 
-    pack = _pack()
+    pack = import_pack().__name__
     import comfy.sd
 
     learn = importlib.import_module(f"{pack}.nodes.learn")
