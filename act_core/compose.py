@@ -1,0 +1,268 @@
+"""Several map sets applied together: sequential composition, one patch per site module.
+
+Meaning. Map sets ``[A, B, ...]`` applied together act **sequentially, in the given order, at
+each site**: a site's output ``x`` becomes ``T_B(T_A(x))`` (each with its own strength and
+support), and a site only one set has is transported by that set alone. Sites keep the model's
+forward order, so a map at a later site sees the earlier sites' transported activations, as
+with a single set. This is exactly what nesting the single-set contexts gives::
+
+    with apply_transport(model, A, a):        # outer: its patch wraps the module first
+        with apply_transport(model, B, b):    # inner: wraps A's patch, so it acts last
+            model(x)
+
+and what chained AcT Apply Transport nodes give in ComfyUI (the first node's APPLY_MODEL
+wrapper is the outer one). :class:`ComposedPlan` gives the same outputs, bit for bit, with one
+patched ``forward`` per module instead of one per set and site.
+
+Conflicts. :func:`find_conflicts` flags pairs of sets that push the same units of a site in
+opposite directions with comparable size (they partly cancel, and the order decides the rest).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .apply import (
+    _MISSING,
+    KeepTokens,
+    StrengthSource,
+    TransportPlan,
+    _Patched,
+    _strength_key,
+)
+from .errors import StrengthError
+from .maps import TransportMap
+from .support import SupportLike
+from .transport import CheckedStrengths, check_strength
+
+__all__ = ["ComposedPlan", "Conflict", "apply_composed", "find_conflicts", "unit_shifts"]
+
+log = logging.getLogger(__name__)
+_CACHED = 32  # composed patch lists kept per plan (one per combination of fixed strengths)
+
+
+class _Composed(_Patched):
+    """One module's ``forward`` for several sets: the module's own forward, then each set's
+    transport of that module's sites, in set order (within a set, in map order)."""
+
+    __slots__ = ("hooks",)
+
+    def __init__(self, module: nn.Module, hooks: list) -> None:
+        super().__init__(module, hooks[0])
+        self.hooks = hooks
+
+    def _call(self, *args: object, **kwargs: object) -> object:
+        output = self.inner(*args, **kwargs)
+        for hook in self.hooks:
+            transported = hook._call(output)
+            if transported is not None:
+                output = transported
+        return output
+
+
+def _checked(plan: TransportPlan, strength: StrengthSource) -> tuple[StrengthSource, list]:
+    """The strength as :meth:`TransportPlan.applied` would use it, and the installs it acts
+    on (none for a fixed strength of 0); StrengthError for an invalid fixed strength."""
+    installs = plan.installs
+    if callable(strength):
+        return strength, installs
+    if isinstance(strength, torch.Tensor):
+        if strength.ndim > 1:
+            raise StrengthError(f"strength must be a number or a (B,) tensor, found shape "
+                                f"{tuple(strength.shape)}")
+        if strength.ndim == 1 and installs:
+            strength = CheckedStrengths.of(strength, installs[0][2])
+        return strength, installs
+    for _, _, tmap in installs:
+        check_strength(strength, None, tmap)
+    return strength, ([] if strength == 0 else installs)
+
+
+class ComposedPlan:
+    """Map sets resolved on one model, applied together as one patch per site module.
+
+    Parameters
+    ----------
+    plans : sequence of TransportPlan
+        One per set, all on the same model, in the order of composition (first acts first).
+
+    Raises
+    ------
+    ValueError
+        If the plans are on different models or there are none.
+    """
+
+    def __init__(self, plans: Sequence[TransportPlan]) -> None:
+        if not plans:
+            raise ValueError("ComposedPlan needs at least one TransportPlan, found none")
+        if any(plan.model is not plans[0].model for plan in plans):
+            raise ValueError("every plan of a ComposedPlan must be on the same model")
+        self.plans = list(plans)
+        self._patches: dict[tuple, list[_Composed]] = {}
+
+    @contextmanager
+    def applied(self, strengths: Sequence[StrengthSource | None]) -> Iterator[None]:
+        """Transport with one strength per set (None or 0: that set is off) during the calls
+        inside the context; every module is restored on exit, also on error.
+
+        Raises StrengthError at entry for an invalid fixed strength, ValueError when the number
+        of strengths is not the number of sets.
+        """
+        if len(strengths) != len(self.plans):
+            raise ValueError(f"expected {len(self.plans)} strengths (one per map set), found "
+                             f"{len(strengths)}")
+        patches = self._patches_for(strengths)
+        installed: list[tuple[nn.Module, object]] = []
+        try:
+            for patch in patches:
+                installed.append((patch.module, patch.install()))
+            yield
+        finally:
+            for module, previous in reversed(installed):
+                if previous is _MISSING:
+                    module.__dict__.pop("forward", None)
+                else:
+                    module.__dict__["forward"] = previous
+
+    def _patches_for(self, strengths: Sequence[StrengthSource | None]) -> list[_Composed]:
+        """One :class:`_Composed` per module that an active set patches; kept across calls
+        when every strength is fixed (a sampler's calls then reuse the objects and their
+        prepared transports)."""
+        keys = tuple(None if s is None else _strength_key(s) for s in strengths)
+        cacheable = all(k is not None or s is None for k, s in zip(keys, strengths))
+        cached = self._patches.get(keys) if cacheable else None
+        if cached is not None:
+            return cached
+        by_module: dict[int, tuple[nn.Module, list]] = {}
+        for plan, strength in zip(self.plans, strengths, strict=True):
+            if strength is None:
+                continue
+            strength, installs = _checked(plan, strength)
+            # the plan's own per-site patches (with their prepared transports): the composed
+            # patch calls their hooks, the very code that nested plan.applied contexts run
+            for patch in plan._patches_for(strength, installs):
+                by_module.setdefault(id(patch.module), (patch.module, []))[1].append(patch.hook)
+        patches = [_Composed(module, hooks) for module, hooks in by_module.values()]
+        if cacheable:
+            if len(self._patches) >= _CACHED:
+                self._patches.clear()
+            self._patches[keys] = patches
+        return patches
+
+
+@contextmanager
+def apply_composed(model: nn.Module, map_sets: Sequence[Mapping[str, TransportMap]],
+                   strengths: Sequence[StrengthSource | None],
+                   support: SupportLike | Sequence[SupportLike] = "minmax",
+                   keep_tokens: KeepTokens | None = None) -> Iterator[None]:
+    """Transport with several map sets at once, sequentially in the given order at each site.
+
+    Parameters
+    ----------
+    model : nn.Module
+    map_sets : sequence of mappings of site -> TransportMap
+        The sets, first acts first (``T_B(T_A(x))`` for ``[A, B]``).
+    strengths : sequence
+        One per set: a float, a (B,) tensor, a callable (evaluated at every call, e.g. a
+        schedule) or None (off).
+    support : support or sequence of supports
+        One for all sets, or one per set.
+    keep_tokens : callable, optional
+        As for :func:`~act_core.apply.apply_transport`, for every set.
+
+    The outputs equal, bit for bit, those of the nested ``apply_transport`` contexts in the same
+    order; one ``forward`` per module is patched.
+    """
+    supports = ([support] * len(map_sets) if isinstance(support, str) or not
+                isinstance(support, Sequence) else list(support))
+    if len(supports) != len(map_sets):
+        raise ValueError(f"expected one support or {len(map_sets)}, found {len(supports)}")
+    plans = [TransportPlan(model, maps, sup, keep_tokens)
+             for maps, sup in zip(map_sets, supports, strict=True)]
+    with ComposedPlan(plans).applied(strengths):
+        yield
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """Two sets that push the same units of one site in opposite directions.
+
+    ``opposed`` is the fraction of the site's units (among those both move noticeably) whose
+    shifts at strength 1 have opposite signs and sizes within a factor ``ratio`` of each other;
+    ``first``/``second`` are the sets' indices (or labels) in the composition.
+    """
+
+    site: str
+    first: str
+    second: str
+    opposed: float
+    units: int
+
+    def message(self) -> str:
+        return (f"maps {self.first!r} and {self.second!r} fight at site {self.site!r}: "
+                f"{self.opposed:.0%} of its {self.units} shared moving units are pushed in "
+                f"opposite directions with comparable size, so they partly cancel and the "
+                f"order of the sliders decides the rest; lower one of them or use maps on "
+                f"other sites")
+
+
+def unit_shifts(tmap: TransportMap) -> torch.Tensor:
+    """Per-unit shift ``T(x) - x = (scale - 1) x + shift`` at a typical source value ``x``.
+
+    ``x`` is the middle of the unit's source range, ``(lo + hi) / 2``. Returns a (D,) float64
+    tensor.
+    """
+    mid = (tmap.lo.double() + tmap.hi.double()) / 2
+    return (tmap.scale.double() - 1) * mid + tmap.shift.double()
+
+
+def find_conflicts(map_sets: Sequence[Mapping[str, TransportMap]],
+                   labels: Sequence[str] | None = None, fraction: float = 0.25,
+                   ratio: float = 3.0, moving: float = 0.1) -> list[Conflict]:
+    """Pairs of sets that fight over the same units, per shared site; logged as warnings.
+
+    A unit is *moving* for a set when its shift (:func:`unit_shifts`) is at least ``moving``
+    times the largest shift of that set at the site; two sets are *opposed* on a unit when both
+    move it, with opposite signs, and the larger shift is at most ``ratio`` times the smaller.
+    A site is reported when the opposed units are at least ``fraction`` of the units both sets
+    move (and at least one unit). Sites with different widths or modes are skipped.
+
+    Returns the conflicts, in set order then site order.
+    """
+    names = list(labels) if labels is not None else [str(i) for i in range(len(map_sets))]
+    found: list[Conflict] = []
+    for i in range(len(map_sets)):
+        for j in range(i + 1, len(map_sets)):
+            for site, a_map in map_sets[i].items():
+                b_map = map_sets[j].get(site)
+                if b_map is None or b_map.dim != a_map.dim or b_map.mode != a_map.mode:
+                    continue
+                conflict = _site_conflict(site, names[i], names[j], unit_shifts(a_map),
+                                          unit_shifts(b_map), fraction, ratio, moving)
+                if conflict is not None:
+                    log.warning("AcT: %s", conflict.message())
+                    found.append(conflict)
+    return found
+
+
+def _site_conflict(site: str, first: str, second: str, a: torch.Tensor, b: torch.Tensor,
+                   fraction: float, ratio: float, moving: float) -> Conflict | None:
+    a_abs, b_abs = a.abs(), b.abs()
+    if float(a_abs.max()) == 0 or float(b_abs.max()) == 0:
+        return None
+    both = (a_abs >= moving * a_abs.max()) & (b_abs >= moving * b_abs.max())
+    shared = int(both.sum())
+    if shared == 0:
+        return None
+    big, small = torch.maximum(a_abs, b_abs), torch.minimum(a_abs, b_abs)
+    opposed = both & (torch.sign(a) != torch.sign(b)) & (big <= ratio * small)
+    share = int(opposed.sum()) / shared
+    if int(opposed.sum()) == 0 or share < fraction:
+        return None
+    return Conflict(site, first, second, share, shared)
