@@ -193,23 +193,25 @@ def apply_composed(model: nn.Module, map_sets: Sequence[Mapping[str, TransportMa
 class Conflict:
     """Two sets that push the same units of one site in opposite directions.
 
-    ``opposed`` is the fraction of the site's units (among those both move noticeably) whose
-    shifts at strength 1 have opposite signs and sizes within a factor ``ratio`` of each other;
-    ``first``/``second`` are the sets' indices (or labels) in the composition.
+    ``cosine`` is the cosine similarity of the two sets' per-unit shifts at strength 1 over the
+    units both move (:func:`unit_shifts`): -1 means exactly opposite; ``opposed`` the fraction
+    of those units whose shifts have opposite signs; ``size`` the ratio of the smaller shift
+    norm to the larger (1: the same size); ``first``/``second`` name the sets.
     """
 
     site: str
     first: str
     second: str
+    cosine: float
     opposed: float
+    size: float
     units: int
 
     def message(self) -> str:
-        return (f"maps {self.first!r} and {self.second!r} fight at site {self.site!r}: "
-                f"{self.opposed:.0%} of its {self.units} shared moving units are pushed in "
-                f"opposite directions with comparable size, so they partly cancel and the "
-                f"order of the sliders decides the rest; lower one of them or use maps on "
-                f"other sites")
+        return (f"maps {self.first!r} and {self.second!r} fight at site {self.site!r}: over "
+                f"the {self.units} units both move, their shifts point in opposite directions "
+                f"(cosine {self.cosine:.2f}, {self.opposed:.0%} of the units opposite, sizes "
+                f"{self.size:.2f} apart), so they partly cancel and the order decides the rest")
 
 
 def unit_shifts(tmap: TransportMap) -> torch.Tensor:
@@ -223,15 +225,16 @@ def unit_shifts(tmap: TransportMap) -> torch.Tensor:
 
 
 def find_conflicts(map_sets: Sequence[Mapping[str, TransportMap]],
-                   labels: Sequence[str] | None = None, fraction: float = 0.25,
-                   ratio: float = 3.0, moving: float = 0.1) -> list[Conflict]:
-    """Pairs of sets that fight over the same units, per shared site; logged as warnings.
+                   labels: Sequence[str] | None = None, cosine: float = -0.5,
+                   size: float = 1 / 3, moving: float = 0.1) -> list[Conflict]:
+    """Pairs of sets that fight over the same units, per shared site.
 
     A unit is *moving* for a set when its shift (:func:`unit_shifts`) is at least ``moving``
-    times the largest shift of that set at the site; two sets are *opposed* on a unit when both
-    move it, with opposite signs, and the larger shift is at most ``ratio`` times the smaller.
-    A site is reported when the opposed units are at least ``fraction`` of the units both sets
-    move (and at least one unit). Sites with different widths or modes are skipped.
+    times the set's largest shift at the site. Over the units both sets move, a site is
+    reported when the two shift vectors have a cosine similarity <= ``cosine`` (unrelated maps
+    have a cosine near 0, with about half their units opposite by chance) and comparable size
+    (the smaller norm at least ``size`` times the larger). Sites with different widths or modes
+    are skipped. One warning per fighting pair is logged.
 
     Returns the conflicts, in set order then site order.
     """
@@ -239,30 +242,37 @@ def find_conflicts(map_sets: Sequence[Mapping[str, TransportMap]],
     found: list[Conflict] = []
     for i in range(len(map_sets)):
         for j in range(i + 1, len(map_sets)):
+            pair, shared = [], 0
             for site, a_map in map_sets[i].items():
                 b_map = map_sets[j].get(site)
                 if b_map is None or b_map.dim != a_map.dim or b_map.mode != a_map.mode:
                     continue
+                shared += 1
                 conflict = _site_conflict(site, names[i], names[j], unit_shifts(a_map),
-                                          unit_shifts(b_map), fraction, ratio, moving)
-                if conflict is not None:
-                    log.warning("AcT: %s", conflict.message())
-                    found.append(conflict)
+                                          unit_shifts(b_map), moving)
+                if conflict is not None and conflict.cosine <= cosine and conflict.size >= size:
+                    pair.append(conflict)
+            if pair:
+                worst = min(pair, key=lambda c: c.cosine)
+                log.warning("AcT: maps %r and %r fight at %d of their %d shared sites, e.g. %s; "
+                            "lower one of them or use maps on other sites", names[i], names[j],
+                            len(pair), shared, worst.message())
+            found += pair
     return found
 
 
 def _site_conflict(site: str, first: str, second: str, a: torch.Tensor, b: torch.Tensor,
-                   fraction: float, ratio: float, moving: float) -> Conflict | None:
+                   moving: float) -> Conflict | None:
+    """The agreement numbers of two shift vectors (D,) over the units both move."""
     a_abs, b_abs = a.abs(), b.abs()
     if float(a_abs.max()) == 0 or float(b_abs.max()) == 0:
         return None
     both = (a_abs >= moving * a_abs.max()) & (b_abs >= moving * b_abs.max())
-    shared = int(both.sum())
-    if shared == 0:
+    units = int(both.sum())
+    if units == 0:
         return None
-    big, small = torch.maximum(a_abs, b_abs), torch.minimum(a_abs, b_abs)
-    opposed = both & (torch.sign(a) != torch.sign(b)) & (big <= ratio * small)
-    share = int(opposed.sum()) / shared
-    if int(opposed.sum()) == 0 or share < fraction:
-        return None
-    return Conflict(site, first, second, share, shared)
+    a, b = a[both], b[both]
+    norm_a, norm_b = float(a.norm()), float(b.norm())
+    return Conflict(site, first, second, cosine=float(a @ b) / (norm_a * norm_b),
+                    opposed=float((torch.sign(a) != torch.sign(b)).double().mean()),
+                    size=min(norm_a, norm_b) / max(norm_a, norm_b), units=units)

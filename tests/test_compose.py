@@ -3,6 +3,7 @@ nesting the single-set contexts; conflicts between sets that push units in oppos
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import pytest
@@ -175,17 +176,26 @@ def test_conflict_found_for_opposite_maps_and_not_for_unrelated(setup, caplog):
         conflicts = find_conflicts([a, back], labels=["warm", "cold"])
     assert {c.site for c in conflicts} == set(SITES)
     assert all(c.opposed == 1.0 and c.first == "warm" for c in conflicts)
-    assert "fight" in caplog.text and "'warm' and 'cold'" in caplog.text
+    assert all(c.cosine == pytest.approx(-1.0) and c.size == pytest.approx(1.0)
+               for c in conflicts)
+    assert "'warm' and 'cold' fight at 4 of their 4 shared sites" in caplog.text
     assert find_conflicts([a, a]) == []  # same direction: no fight
     # disjoint units: A moves the first half of the channels, the other map the second half
     half = {s: _masked(t, first=True) for s, t in a.items()}
     other = {s: _masked(back[s], first=False) for s in a}
     assert find_conflicts([half, other]) == []
+    # unrelated maps: random shifts, about half the units opposite by chance, not a fight
+    gen = torch.Generator().manual_seed(5)
+    noise = [{s: dataclasses.replace(t, scale=torch.ones(t.dim), shift=torch.randn(
+        t.dim, generator=gen)) for s, t in a.items()} for _ in range(2)]
+    assert find_conflicts(noise) == []
+    # a small opposite map is not a fight either (it only weakens the big one a little)
+    small = {s: dataclasses.replace(t, scale=1 + (t.scale - 1) * 0.1, shift=t.shift * 0.1)
+             for s, t in back.items()}
+    assert find_conflicts([a, small]) == []
 
 
 def _masked(tmap, first: bool):
-    import dataclasses
-
     keep = torch.arange(tmap.dim) < tmap.dim // 2
     keep = keep if first else ~keep
     return dataclasses.replace(tmap, scale=torch.where(keep, tmap.scale, 1.0),
