@@ -132,18 +132,19 @@ class ComposedPlan:
 
     def _patches_for(self, strengths: Sequence[StrengthSource | None]) -> list[_Composed]:
         """One :class:`_Composed` per module that an active set patches; kept across calls
-        when every strength is fixed (a sampler's calls then reuse the objects and their
-        prepared transports)."""
-        keys = tuple(None if s is None else _strength_key(s) for s in strengths)
-        cacheable = all(k is not None or s is None for k, s in zip(keys, strengths))
+        when every strength is fixed (a number or per-item strengths: a sampler's calls then
+        reuse the objects and their prepared transports)."""
+        checked = [(None, []) if s is None else _checked(plan, s)
+                   for plan, s in zip(self.plans, strengths, strict=True)]
+        keys = tuple(None if s is None else _strength_key(s) for s, _ in checked)
+        cacheable = all(k is not None or s is None for k, (s, _) in zip(keys, checked))
         cached = self._patches.get(keys) if cacheable else None
         if cached is not None:
             return cached
         by_module: dict[int, tuple[nn.Module, list]] = {}
-        for plan, strength in zip(self.plans, strengths, strict=True):
-            if strength is None:
+        for plan, (strength, installs) in zip(self.plans, checked):
+            if strength is None or not installs:
                 continue
-            strength, installs = _checked(plan, strength)
             # the plan's own per-site patches (with their prepared transports): the composed
             # patch calls their hooks, the very code that nested plan.applied contexts run
             for patch in plan._patches_for(strength, installs):

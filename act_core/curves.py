@@ -15,8 +15,9 @@ front      ``cos^2(pi p / 2)``: 1 at the start, 0.5 at p = 0.5, 0 at the end (fr
 late       ``sin^2(pi p / 2)``: 0 at the start, 0.5 at p = 0.5, 1 at the end
 keyframes  piecewise linear through ``(percent, value)`` points, held flat before the first
            and after the last
-hold       ComfyUI hook-keyframe semantics: the value of the last keyframe whose percent is
-           <= p; 1 before the first keyframe
+hold       ComfyUI hook-keyframe semantics (``HookKeyframeGroup``): the value of the last
+           keyframe whose percent is <= p; the first keyframe's value before it (ComfyUI makes
+           the first keyframe current from the start)
 ========== ==============================================================================
 """
 
@@ -88,7 +89,7 @@ class Curve:
         percents = [q for q, _ in self.points]
         if kind == "hold":
             i = bisect.bisect_right(percents, p)
-            return 1.0 if i == 0 else self.points[i - 1][1]
+            return self.points[max(i - 1, 0)][1]
         i = bisect.bisect_right(percents, p)
         if i == 0:
             return self.points[0][1]

@@ -18,7 +18,7 @@ from .panel import Slider, patch_panel, slider_strength_at
 from .schedule import APPLY_TO
 from .slider_chart import curves_image
 
-__all__ = ["CURVES", "SLOTS", "ActSliderPanel", "curve_of"]
+__all__ = ["CURVES", "SLOTS", "ActSliderPanel", "curve_of", "curve_of_hook_keyframes"]
 
 log = logging.getLogger(__name__)
 SLOTS = 4
@@ -37,6 +37,17 @@ def curve_of(name: str, keyframes: str = "") -> Curve:
         kind = "keyframes" if name == "keyframes" else "hold"
         return Curve(kind, points=parse_keyframes(keyframes))
     raise ValueError(f"curve must be one of {CURVES}, got {name!r}")
+
+
+def curve_of_hook_keyframes(group) -> Curve:
+    """ComfyUI's HOOK_KEYFRAMES value (a ``HookKeyframeGroup``) as a ``hold`` curve: each
+    keyframe's strength from its start percent on, the first one's before it, as ComfyUI's hooks
+    apply them (``guarantee_steps`` is not counted: keyframes switch on progress alone). An
+    empty group is the constant curve; of keyframes with the same start, the last one counts."""
+    points = {float(k.start_percent): float(k.strength) for k in group.keyframes}
+    if not points:
+        return Curve()
+    return Curve("hold", points=tuple(sorted(points.items())))
 
 
 def _slot_inputs(i: int) -> list:
@@ -70,7 +81,19 @@ def _slot_inputs(i: int) -> list:
                         tooltip=f"Slider {i}, curve keyframes / hold keyframes: "
                                 "'percent:value' pairs, e.g. '0:1, 0.5:0' (progress 0 = "
                                 "first step, 1 = last)."),
+        IO.HookKeyframes.Input(f"hook_keyframes_{i}", optional=True,
+                               tooltip=f"Slider {i}, optional: ComfyUI hook keyframes (from "
+                                       "the Create Hook Keyframe nodes) as its curve, in "
+                                       "place of curve_N: each keyframe's strength from its "
+                                       "start percent on."),
     ]
+
+
+def _curve_of_slot(slots: dict, i: int) -> Curve:
+    hooks = slots.get(f"hook_keyframes_{i}")
+    if hooks is not None:
+        return curve_of_hook_keyframes(hooks)
+    return curve_of(slots.get(f"curve_{i}", "constant"), slots.get(f"keyframes_{i}", ""))
 
 
 class ActSliderPanel(IO.ComfyNode):
@@ -125,8 +148,7 @@ class ActSliderPanel(IO.ComfyNode):
                 label = str(slots.get(f"label_{i}") or f"slider {i}")
                 sliders.append(Slider(
                     maps=maps, strength=float(slots.get(f"strength_{i}", 1.0)), label=label,
-                    curve=curve_of(slots.get(f"curve_{i}", "constant"),
-                                   slots.get(f"keyframes_{i}", "")),
+                    curve=_curve_of_slot(slots, i),
                     start_percent=float(slots.get(f"start_percent_{i}", 0.0)),
                     end_percent=float(slots.get(f"end_percent_{i}", 1.0)), support=support))
             patched, conflicts = patch_panel(model, sliders, apply_to)

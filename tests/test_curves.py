@@ -33,7 +33,7 @@ def test_keyframes_interpolate_and_hold_like_comfyui():
     assert [linear(p) for p in (0.0, 0.2, 0.35, 0.5, 0.65, 1.0)] == pytest.approx(
         [0.0, 0.0, 0.5, 1.0, 0.75, 0.5])
     hold = Curve("hold", points=points)  # ComfyUI HookKeyframe: hold until the next one
-    assert [hold(p) for p in (0.0, 0.19, 0.2, 0.49, 0.5, 0.9)] == [1.0, 1.0, 0.0, 0.0, 1.0, 0.5]
+    assert [hold(p) for p in (0.0, 0.19, 0.2, 0.49, 0.5, 0.9)] == [0.0, 0.0, 0.0, 0.0, 1.0, 0.5]
     assert len(linear.sample(11)) == 11 and linear.sample(3)[1] == (0.5, 1.0)
 
 

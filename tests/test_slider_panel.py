@@ -138,6 +138,14 @@ def test_hold_keyframes_equal_an_end_percent(nodes, tiny):
         tiny.a, 1.0, end_percent=0.5)])[0]
     first = _sample(nodes.panel.patch_panel(tiny.model, [held])[0], tiny)
     assert torch.equal(first, _sample(ranged, tiny))
+    # ComfyUI's own hook keyframes (Create Hook Keyframe: strength 1 at 0, 0 from 0.5) give
+    # the same curve
+    import comfy.hooks
+
+    group = comfy.hooks.HookKeyframeGroup()
+    group.add(comfy.hooks.HookKeyframe(strength=0.0, start_percent=0.5))
+    group.add(comfy.hooks.HookKeyframe(strength=1.0, start_percent=0.0))
+    assert nodes.sliders.curve_of_hook_keyframes(group) == curve
     late = nodes.panel.Slider(tiny.a, 1.0, curve=nodes.sliders.curve_of("late"))
     late_out = _sample(nodes.panel.patch_panel(tiny.model, [late])[0], tiny)
     assert not torch.equal(late_out, first)
