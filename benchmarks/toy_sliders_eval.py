@@ -76,6 +76,8 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", type=int, default=4)
     ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--cache", type=Path, default=None,
+                    help="folder to keep the learned maps in and reuse them from")
     args = ap.parse_args(argv)
     learn = _pack()
     apply = sys.modules["act_pack.nodes.apply"]
@@ -86,6 +88,7 @@ def main(argv=None) -> None:
     import comfy.sd
     import torch
 
+    from act_core import load_maps, save_maps
     from toyworld.act_eval import EXPERIMENTS
     from toyworld.checkpoint import checkpoint_path
     from toyworld.evaluate import save_grid
@@ -111,21 +114,28 @@ def main(argv=None) -> None:
         return [(vae.decode(s).reshape(-1, 64, 64, 3).clamp(0, 1).numpy() * 255).round()
                 .astype(np.uint8) for s in samples]
 
-    result: dict = {"args": vars(args)}
+    result: dict = {"args": {k: str(v) for k, v in vars(args).items()}}
     with torch.inference_mode():
         maps = {}
         for name in ("style", "negation"):
             exp = EXPERIMENTS[name]()
             start = time.perf_counter()
+            cached = None if args.cache is None else args.cache / f"{name}.safetensors"
+            if cached is not None and cached.is_file():
+                maps[name] = load_maps(cached)
+                continue
             maps[name] = learn.learn_maps(
                 model, learn.encode_prompts(clip, exp.source),
                 learn.encode_prompts(clip, exp.target), sites=exp.sites, support=exp.support,
                 latent={"samples": torch.zeros(8, 4, 8, 8)})
             print(f"learned {name}: {len(maps[name])} maps in "
                   f"{time.perf_counter() - start:.0f} s", flush=True)
+            if cached is not None:
+                cached.parent.mkdir(parents=True, exist_ok=True)
+                save_maps(cached, maps[name])
         style, dot = maps["style"], maps["negation"]
         heldout = EXPERIMENTS["style"]().heldout  # colour x shape combinations not fitted on
-        dotted = [Scene(s.colour, s.shape, None, True) for s in heldout]
+        dotted = [Scene(s.colour, s.shape, "plain", True) for s in heldout]
 
         def sliders(*pairs, **range_):
             return panel.patch_panel(model, [panel.Slider(m, 1.0, label, **range_)
