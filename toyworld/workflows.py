@@ -159,9 +159,9 @@ def slider_panel() -> WorkflowSpec:
         "both as one patch; they act one after the other at every site, slider 1 first, "
         "exactly like two chained AcT Apply Transport nodes (same image, bit for bit).\n\n"
         "Each slider has its own strength, curve over the steps and start/end range; the "
-        "'curves' output plots them. Here the dot is removed over the whole schedule and the "
-        "stripes come in with a 'late' curve. The report warns when two sliders push the "
-        "same units in opposite directions."), size=64)
+        "'curves' output plots them (both constant here; on this model stripes need the "
+        "early steps: a 'late' curve leaves the square plain, docs/sliders.md). The report "
+        "warns when two sliders push the same units in opposite directions."), size=64)
     stripes = wf.add("ActLoadMaps", (420, 0), map_name=STRIPED_MAP)
     learn = wf.add("ActLearnTransport", (420, 120), model=ckpt.out("MODEL"),
                    clip=ckpt.out("CLIP"), latent=latent.out("LATENT"),
@@ -170,7 +170,7 @@ def slider_panel() -> WorkflowSpec:
                    seed=0)
     panel = wf.add("ActSliderPanel", (880, 0), size=(340, 560), model=ckpt.out("MODEL"),
                    maps_1=stripes.out("maps"), label_1="stripes", strength_1=1.0,
-                   curve_1="late", maps_2=learn.out("maps"), label_2="no dot", strength_2=1.0)
+                   curve_1="constant", maps_2=learn.out("maps"), label_2="no dot", strength_2=1.0)
     wf.add("PreviewImage", (1240, 380), size=(420, 260), images=panel.out("curves"))
     pos, neg = _prompts(wf, ckpt, "a yellow square" + DOT, 0, 300)
     wf.thumbnail_node = _sample(wf, panel.out("MODEL"), pos, neg, latent, ckpt, 1240, 0,
