@@ -22,6 +22,7 @@ The package never imports ComfyUI; hosts (``nodes/``) translate their inputs int
 
 from ._version import __version__
 from .apply import apply_transport, transport_output
+from .compose import apply_composed, find_conflicts
 from .diagnose import Diagnosis, diagnose
 from .discover import discover_sites, find_block_stacks
 from .errors import (
@@ -66,3 +67,4 @@ __all__ = [
     "resolve_sites", "save_maps", "transport", "transport_channels", "transport_output",
     "write_output",
 ]
+__all__ += ["apply_composed", "find_conflicts"]  # several map sets at once (compose.py)

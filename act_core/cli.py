@@ -92,9 +92,12 @@ def _add_generate(sub) -> None:
     p = sub.add_parser("generate", help="generate text with maps applied at a strength",
                        description="Continue prompts, optionally with a map file applied.")
     _add_model(p)
-    p.add_argument("--maps", type=Path, help="map file from 'act fit' (omit for no steering)")
-    p.add_argument("--strength", type=float, default=1.0,
-                   help="lambda >= 0: 0 = unchanged, 1 = fully transported (default: 1)")
+    p.add_argument("--maps", type=Path, action="append", default=[],
+                   help="map file from 'act fit' (omit for no steering); repeat it to apply "
+                        "several together, sequentially in the given order at each site")
+    p.add_argument("--strength", type=float, action="append", default=[],
+                   help="lambda >= 0: 0 = unchanged, 1 = fully transported (default: 1); "
+                        "one for all map files, or one per --maps in the same order")
     p.add_argument("--support", default="minmax",
                    help="where maps apply: minmax (mitigation, default), unbounded (induction), "
                         "or quantiles such as q0.05-0.95")
@@ -213,10 +216,16 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     prompts = list(args.prompt) + (data.read_lines(args.prompts) if args.prompts else [])
     if not prompts:
         raise SystemExit("act generate: give at least one --prompt TEXT or --prompts FILE")
+    strengths = args.strength or [1.0]
+    if len(strengths) not in (1, max(len(args.maps), 1)):
+        raise SystemExit(f"act generate: give one --strength, or one per --maps "
+                         f"({len(args.maps)}), found {len(strengths)}")
     model, tokenizer = hf.load_causal_lm(args.model)
-    maps = hf.load_lm_maps(args.maps, model) if args.maps else None
+    sets = [hf.load_lm_maps(path, model) for path in args.maps]
+    maps = None if not sets else sets[0] if len(sets) == 1 else sets
+    strength = strengths[0] if len(strengths) == 1 else strengths
     for sample in range(args.num_samples):
-        texts = generate(model, tokenizer, prompts, maps, args.strength, args.support,
+        texts = generate(model, tokenizer, prompts, maps, strength, args.support,
                          max_new_tokens=args.max_new_tokens, seed=args.seed + 1000 * sample,
                          do_sample=not args.greedy, progress=sys.stderr.isatty())
         for prompt, text in zip(prompts, texts, strict=True):

@@ -2,21 +2,59 @@
 
 Both functions take ``maps`` (``None`` or empty: the model as it is), ``strength`` (lambda) and
 ``support``, and apply the maps with :func:`act_core.hf.steering` around the model calls only,
-so hooks never outlive a call.
+so hooks never outlive a call. :func:`generate` also takes a list of map sets with one strength
+each: they act together, sequentially in the given order at each site (:func:`steering_many`,
+:mod:`act_core.compose`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager, nullcontext
 from typing import Any
 
 import torch
 
-from act_core.hf import progress_bar, steering
+from act_core.compose import apply_composed
+from act_core.hf import first_token_mask, progress_bar, skips_first_token, steering
 from act_core.maps import TransportMap
 
-__all__ = ["generate", "perplexity"]
+__all__ = ["generate", "perplexity", "steering_many"]
+
+MapsArg = Mapping[str, TransportMap] | Sequence[Mapping[str, TransportMap]] | None
+
+
+@contextmanager
+def steering_many(model: Any, map_sets: Sequence[Mapping[str, TransportMap]],
+                  strengths: Sequence[float], support: str = "minmax") -> Iterator[None]:
+    """Apply several map sets together: ``T_2(T_1(x))`` at each site, in the given order.
+
+    One patch per site module (:func:`act_core.compose.apply_composed`) when every set agrees
+    on leaving the first token alone (as recorded in its file); otherwise the single-set
+    :func:`~act_core.hf.steering` contexts are nested in the same order, which has the same
+    meaning.
+    """
+    if len(strengths) != len(map_sets):
+        raise ValueError(f"expected one strength per map set ({len(map_sets)}), found "
+                         f"{len(strengths)}")
+    skips = {skips_first_token(m) for m in map_sets}
+    if len(skips) > 1:
+        with ExitStack() as stack:
+            for maps, strength in zip(map_sets, strengths, strict=True):
+                stack.enter_context(steering(model, maps, strength, support))
+            yield
+        return
+    with first_token_mask(model) if skips.pop() else nullcontext() as keep:
+        with apply_composed(model, map_sets, strengths, support, keep_tokens=keep):
+            yield
+
+
+def _steering(model: Any, maps: MapsArg, strength: float | Sequence[float], support: str):
+    if maps is None or isinstance(maps, Mapping):
+        return steering(model, maps, strength, support)
+    strengths = list(strength) if isinstance(strength, Sequence) else [strength] * len(maps)
+    return steering_many(model, list(maps), strengths, support)
 
 
 def _length_order(tokenizer: Any, texts: Sequence[str]) -> list[int]:
@@ -27,7 +65,7 @@ def _length_order(tokenizer: Any, texts: Sequence[str]) -> list[int]:
 
 @torch.inference_mode()
 def generate(model: Any, tokenizer: Any, prompts: Sequence[str],
-             maps: Mapping[str, TransportMap] | None = None, strength: float = 1.0,
+             maps: MapsArg = None, strength: float | Sequence[float] = 1.0,
              support: str = "minmax", *, max_new_tokens: int = 32, seed: int = 0,
              do_sample: bool = True, temperature: float = 1.0, top_p: float = 0.9,
              batch_size: int = 16, progress: bool = False) -> list[str]:
@@ -40,7 +78,9 @@ def generate(model: Any, tokenizer: Any, prompts: Sequence[str],
     ----------
     prompts : sequence of str, length P
     maps, strength, support
-        Maps to apply (None: none), lambda >= 0 and the support (``minmax``, ``unbounded``...).
+        Maps to apply (None: none), lambda >= 0 and the support (``minmax``, ``unbounded``...);
+        or a list of map sets with a list of strengths (one each), applied together in that
+        order (:func:`steering_many`).
     max_new_tokens, do_sample, temperature, top_p
         As in transformers' ``generate`` (greedy when ``do_sample`` is False).
 
@@ -57,7 +97,7 @@ def generate(model: Any, tokenizer: Any, prompts: Sequence[str],
         enc = tokenizer([prompts[i] for i in chunk], return_tensors="pt", padding=True,
                         padding_side="left").to(device)
         torch.manual_seed(seed + k)
-        with steering(model, maps, strength, support):
+        with _steering(model, maps, strength, support):
             ids = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=do_sample,
                                  pad_token_id=tokenizer.pad_token_id, **sampling)
         new = ids[:, enc["input_ids"].shape[1] :]  # (B, new tokens)

@@ -11,6 +11,7 @@ from .export import ActExportLoRA
 from .files import ActLoadMaps, ActSaveMaps, register_folder
 from .grid import ActStrengthGrid
 from .learn import ActLearnTransport
+from .sliders import ActSliderPanel
 
 __all__ = ["NODES", "ActExtension", "comfy_entrypoint"]
 
@@ -18,7 +19,7 @@ register_folder()
 
 NODES: list[type[IO.ComfyNode]] = [ActLearnTransport, ActApplyTransport, ActSaveMaps,
                                    ActLoadMaps, ActStrengthGrid, ActLearnTextTransport,
-                                   ActApplyTransportCLIP, ActExportLoRA]
+                                   ActApplyTransportCLIP, ActExportLoRA, ActSliderPanel]
 
 
 class ActExtension(ComfyExtension):

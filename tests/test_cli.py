@@ -187,3 +187,42 @@ def test_fit_warns_when_source_and_target_are_the_same(model_dir, texts, tmp_pat
     assert "barely differ" in capsys.readouterr().out
     assert main(["info", str(out)]) == 0
     assert "barely differ" in capsys.readouterr().out
+
+
+def test_generate_with_two_map_files_applies_them_in_order(model_dir, texts, tmp_path, capsys):
+    from contextlib import ExitStack
+
+    from act_core import hf
+    from act_core.hf_generate import steering_many
+
+    paths = [tmp_path / "a.safetensors", tmp_path / "b.safetensors"]
+    for path, (src, tgt) in zip(paths, [("src", "tgt"), ("tgt", "src")]):
+        assert main(["fit", "--model", str(model_dir), "--source", str(texts / f"{src}.txt"),
+                     "--target", str(texts / f"{tgt}.txt"), "--sites", "post_norms",
+                     "--all-at-once", "-o", str(path)]) == 0
+    args = ["generate", "--model", str(model_dir), "--prompt", "hello", "--max-new-tokens",
+            "6", "--greedy", "--json", "--support", "unbounded", "--maps", str(paths[0])]
+
+    def texts_of(extra):
+        assert main(args + extra) == 0
+        return [json.loads(line)["text"] for line in capsys.readouterr().out.splitlines()
+                if line.startswith("{")]
+
+    alone = texts_of(["--strength", "2"])
+    assert texts_of(["--maps", str(paths[1]), "--strength", "2", "--strength", "0"]) == alone
+    with pytest.raises(SystemExit, match="one per --maps"):
+        main(args + ["--maps", str(paths[1]), "--strength", "1", "--strength", "1",
+                     "--strength", "1"])
+    # the library: one patch per site, the same logits as the nested single-set contexts
+    model, tokenizer = hf.load_causal_lm(str(model_dir))
+    sets = [hf.load_lm_maps(p, model) for p in paths]
+    batch = tokenizer(["hello there", "why"], return_tensors="pt", padding=True)
+    with torch.no_grad():
+        with steering_many(model, sets, [2.0, 0.7], "unbounded"):
+            composed = model(**batch).logits
+        with ExitStack() as stack:
+            for maps, strength in zip(sets, [2.0, 0.7]):
+                stack.enter_context(hf.steering(model, maps, strength, "unbounded"))
+            nested = model(**batch).logits
+        plain = model(**batch).logits
+    assert torch.equal(composed, nested) and not torch.equal(composed, plain)

@@ -29,7 +29,8 @@ from .example_maps import STRIPED_MAP, install_example_maps
 from .workflow_format import WorkflowSpec, to_api, to_ui
 
 __all__ = ["EXAMPLES", "WORKFLOW_DIR", "concept_negation", "load_and_apply", "object_info_of",
-           "style_intensity", "to_api", "toy_server", "write_thumbnail", "write_workflows"]
+           "slider_panel", "style_intensity", "to_api", "toy_server", "write_thumbnail",
+           "write_workflows"]
 
 log = logging.getLogger(__name__)
 WORKFLOW_DIR = ROOT / "example_workflows"
@@ -147,8 +148,38 @@ def load_and_apply() -> WorkflowSpec:
     return wf
 
 
+def slider_panel() -> WorkflowSpec:
+    """Two sliders on one model: the shipped stripes maps and freshly learned dot removal."""
+    wf = WorkflowSpec("act_slider_panel")
+    ckpt, latent = _base(wf, (
+        "Two sliders at once with the AcT Slider Panel (toy checkpoint act_toyworld_sd15).\n\n"
+        f"Slider 1 'stripes': the shipped maps models/act_maps/{STRIPED_MAP} (plain -> "
+        "striped). Slider 2 'no dot': maps learned here from prompts with a black dot -> "
+        "the same prompts without it (as in the concept-negation example). The panel applies "
+        "both as one patch; they act one after the other at every site, slider 1 first, "
+        "exactly like two chained AcT Apply Transport nodes (same image, bit for bit).\n\n"
+        "Each slider has its own strength, curve over the steps and start/end range; the "
+        "'curves' output plots them (both constant here; on this model stripes need the "
+        "early steps: a 'late' curve leaves the square plain, docs/sliders.md). The report "
+        "warns when two sliders push the same units in opposite directions."), size=64)
+    stripes = wf.add("ActLoadMaps", (420, 0), map_name=STRIPED_MAP)
+    learn = wf.add("ActLearnTransport", (420, 120), model=ckpt.out("MODEL"),
+                   clip=ckpt.out("CLIP"), latent=latent.out("LATENT"),
+                   source_prompts="\n".join(p + DOT for p in PLAIN),
+                   target_prompts="\n".join(PLAIN), sites=NEGATION_SITES, support="unbounded",
+                   seed=0)
+    panel = wf.add("ActSliderPanel", (880, 0), size=(340, 560), model=ckpt.out("MODEL"),
+                   maps_1=stripes.out("maps"), label_1="stripes", strength_1=1.0,
+                   curve_1="constant", maps_2=learn.out("maps"), label_2="no dot", strength_2=1.0)
+    wf.add("PreviewImage", (1240, 380), size=(420, 260), images=panel.out("curves"))
+    pos, neg = _prompts(wf, ckpt, "a yellow square" + DOT, 0, 300)
+    wf.thumbnail_node = _sample(wf, panel.out("MODEL"), pos, neg, latent, ckpt, 1240, 0,
+                                "act/slider_panel", seed=5).id
+    return wf
+
+
 EXAMPLES = {"act_style_intensity": style_intensity, "act_concept_negation": concept_negation,
-            "act_load_and_apply": load_and_apply}
+            "act_load_and_apply": load_and_apply, "act_slider_panel": slider_panel}
 
 
 @contextlib.contextmanager
