@@ -32,6 +32,7 @@ from .families import (
     preset_names,
     resolve_patterns,
 )
+from .learn_auto import auto_report, choose_by_measurement
 from .learn_lineas import fit_lineas_comfy
 from .schedule import bucket_key
 
@@ -232,9 +233,16 @@ def learn_and_diagnose(model, src_conds: list, tgt_conds: list, *, source=None, 
     # structure presets look at one denoiser pass (first source prompt, one noise sample)
     probe = _runner(model, src_conds[:1], lat[:1], seed, _collect_sigma(sampling, 0.0),
                     _NO_PROGRESS)
+    selection = None
     if sites == "auto" and method == "lineas" and SITE_PRESETS.get(arch):
         patterns = lineas_candidates(arch)
         chosen = resolve_patterns(diffusion_model, patterns)
+    elif sites == "auto":  # chosen by measurement on held-out prompts (nodes/learn_auto.py)
+        at = _collect_sigma(sampling, collect_at if timestep_ranges == 1 else 0.0)
+        _, patterns, chosen, selection = choose_by_measurement(
+            model, src_conds, tgt_conds, lat, seed,
+            lambda conds, s: _runner(model, conds, lat, s, at, _NO_PROGRESS),
+            lambda: probe(None), method=method, support=support)
     else:
         patterns, chosen = choose_sites(diffusion_model, sites, pattern, lambda: probe(None))
     passes = (1 + (len(chosen) if stages <= 0 else min(stages, len(chosen)))) if incremental else 2
@@ -297,6 +305,7 @@ def learn_and_diagnose(model, src_conds: list, tgt_conds: list, *, source=None, 
                   "source_prompts": len(src_conds), "target_prompts": len(tgt_conds),
                   **({"lineas": vars(lineas or LineasConfig(seed=seed))}
                      if method == "lineas" else {}),
+                  **({"auto": selection.as_dict()} if selection is not None else {}),
                   "diagnosis": diagnosis.as_dict()},
     }
     return MapSet(maps, metadata), diagnosis
@@ -452,11 +461,11 @@ class ActLearnTransport(IO.ComfyNode):
             maps, diagnosis = learn_and_diagnose(model, src_conds, tgt_conds, latent=latent,
                                                  lineas=config, **settings)
             memo.remember(key, (maps, diagnosis))
-        report = diagnosis.text()
+        report, warnings = auto_report(maps, diagnosis)
         if kept is None:
             log.info("AcT: learned %d maps (%s, %d source / %d target prompts)\n%s", len(maps),
                      method, len(source), len(target), report)
-            for warning in diagnosis.warnings:
+            for warning in warnings:
                 log.warning("AcT Learn Transport: %s", warning)
         return IO.NodeOutput(maps, diagnosis_image(diagnosis), report,
                              ui={"text": (report,)})
