@@ -32,8 +32,8 @@ __all__ = ["SCORE_SAMPLES", "SCORE_STEPS", "auto_report", "candidate_names",
            "choose_by_measurement"]
 
 log = logging.getLogger(__name__)
-SCORE_STEPS = 10
-SCORE_SAMPLES = 4
+SCORE_STEPS = 6
+SCORE_SAMPLES = 2
 HELD_SEED = 60013
 RunFactory = Callable[[list, int], Callable]  # (conds, seed) -> run(recorder)
 
