@@ -111,12 +111,17 @@ def select(gaps: Mapping[str, float], baseline_gap: float, heldout: tuple[int, i
     """The candidate with the smallest held-out gap (ties: the first given).
 
     ``gaps``: candidate name -> held-out gap with its maps (from :func:`output_gap`);
-    ``baseline_gap``: the same gap without maps. Non-finite gaps count as no gain (1.0).
+    ``baseline_gap``: the same gap without maps. Non-finite gaps score infinity; with no gap
+    to close (``baseline_gap == 0``) every score is ``1 + gap``, so the warning fires and the
+    candidate that changes the outputs least is chosen.
     """
     if not gaps:
         raise ValueError("no candidate site groups to choose from")
-    scale = baseline_gap if baseline_gap > 0 else 1.0
-    scores = {name: (gap / scale if math.isfinite(gap) else math.inf)
-              for name, gap in gaps.items()}
+    if baseline_gap > 0:
+        scores = {name: (gap / baseline_gap if math.isfinite(gap) else math.inf)
+                  for name, gap in gaps.items()}
+    else:  # nothing to close (e.g. source = target): no candidate can help; least change wins
+        scores = {name: (1.0 + gap if math.isfinite(gap) else math.inf)
+                  for name, gap in gaps.items()}
     chosen = min(scores, key=lambda name: scores[name])
     return Selection(chosen, scores, baseline_gap, heldout, paired)

@@ -340,17 +340,20 @@ class ActLearnTransport(IO.ComfyNode):
                                 tooltip="One prompt per line: what you want instead. "
                                         "The sets may differ in size."),
                 IO.Combo.Input("sites", options=SITE_CHOICES, default="auto",
-                               tooltip="Where to intervene. auto = the reference choice for "
-                                       "the model (every norm layer of a UNet; block outputs "
-                                       "of Flux/SD3; on any other model the outputs of its "
-                                       "main stacks of repeated blocks, found by structure; "
-                                       "'(structure)' presets do that on any model). On "
-                                       "a UNet, 'cross-attention outputs' "
-                                       "(where the prompt enters) adds a style the model "
-                                       "draws from the whole prompt, and 'norms + "
+                               tooltip="Where to intervene. auto = chosen by measurement "
+                                       "on your prompts: the last third of each set (up to "
+                                       "4) is held out, every preset of the model is fitted "
+                                       "on the rest and sampled on the held-out prompts, and "
+                                       "the preset whose result comes closest to the "
+                                       "target's is learned from all prompts (the report "
+                                       "shows the scores; with method lineas: every "
+                                       "preset's sites at once). On a UNet, 'cross-attention "
+                                       "outputs' (where the prompt enters) adds a style the "
+                                       "model draws from the whole prompt, and 'norms + "
                                        "cross-attention outputs' removes something the "
-                                       "prompts name; both are stronger than the norms at "
-                                       "the same strength. custom = the pattern below."),
+                                       "prompts name. '(structure)' presets find the main "
+                                       "stacks of repeated blocks on any model. custom = the "
+                                       "pattern below."),
                 IO.String.Input("pattern", default="", advanced=True,
                                 tooltip="For sites = custom: comma-separated module-name "
                                         "globs or 're:' regexes, optionally ':index' for "

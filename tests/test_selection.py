@@ -58,3 +58,9 @@ def test_select_warns_when_no_candidate_helps():
     assert "WARNING" in chosen.text()
     with pytest.raises(ValueError, match="no candidate"):
         select({}, 1.0, (1, 1), True)
+
+
+def test_nothing_to_close_warns_and_prefers_the_least_change():
+    chosen = select({"a": 0.5, "b": 0.0}, 0.0, (2, 2), True)
+    assert chosen.chosen == "b" and chosen.scores == {"a": 1.5, "b": 1.0}
+    assert chosen.warnings
