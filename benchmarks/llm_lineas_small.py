@@ -107,6 +107,20 @@ def _fit(model, tokenizer, source, target, sites, method, args) -> tuple[dict, f
     return maps, time.perf_counter() - start
 
 
+def _reduction(before: float, after: float) -> float | str | None:
+    """before / after; None when nothing toxic is left; "-" when nothing was toxic before."""
+    if before == 0:
+        return "-"
+    return before / after if after > 0 else None
+
+
+def _prose(args) -> list[str]:
+    """The perplexity passages (as llm_toxicity.evaluate: 500+ on dev, 0+ on eval)."""
+    offset = args.ppl_offset if args.ppl_offset is not None else (
+        500 if args.split == "dev" else 0)
+    return data.heldout_prose(offset + args.ppl_texts)[offset:]
+
+
 def toxicity_rows(model, tokenizer, args, part: str, base: dict) -> list[dict]:
     source, target = data.load_builtin(args.data)
     if part == "small":
@@ -118,7 +132,7 @@ def toxicity_rows(model, tokenizer, args, part: str, base: dict) -> list[dict]:
         res = evaluate(model, tokenizer, prompts, maps, args.strength, args)
         rows.append({"part": part, "method": method, "texts": f"{len(source)}+{len(target)}",
                      "toxic": res["toxic"], "ppl": res["ppl"],
-                     "reduction": base["toxic"] / res["toxic"] if res["toxic"] > 0 else None,
+                     "reduction": _reduction(base["toxic"], res["toxic"]),
                      "ppl_change": res["ppl"] / base["ppl"] - 1.0, "fit_seconds": seconds,
                      "example": res["example"]})
         log.info("%s/%s: %.4f toxic, ppl %+.1f%%, fit %.1f s", part, method, res["toxic"],
@@ -127,7 +141,7 @@ def toxicity_rows(model, tokenizer, args, part: str, base: dict) -> list[dict]:
 
 
 def concept_rows(model, tokenizer, args) -> list[dict]:
-    prose = data.heldout_prose(args.ppl_texts)
+    prose = _prose(args)
     base_ppl = perplexity(model, tokenizer, prose)
     rows = []
     for concept in args.concepts:
@@ -170,8 +184,9 @@ def criteria(rows: list[dict]) -> dict[str, bool]:
                              and small_lin["ppl_change"] <= small_act["ppl_change"])
     full = row("full", "lineas")
     if full:
+        reduction = full["reduction"]  # None: nothing toxic left; "-": nothing toxic before
         out["full: lineas >= 4x at <= +3% perplexity"] = (
-            (full["reduction"] is None or full["reduction"] >= 4.0)
+            (reduction is None or (reduction != "-" and reduction >= 4.0))
             and full["ppl_change"] <= 0.03)
     concepts = [r for r in rows if r["part"].startswith("concept") and r["method"] == "lineas"]
     if concepts:
