@@ -1,13 +1,13 @@
 """``sites = auto`` in AcT Learn Transport: the site group chosen by measurement.
 
-The candidates are the architecture's site presets (the structure presets on a model without
-presets of its own). The node holds out the last prompts of each set
-(:func:`act_core.selection.heldout_split`), fits every candidate on the rest with the chosen
-estimator, all sites from one recorded pass (every candidate's maps come from the same two
-passes over the union of their sites), then samples each held-out source prompt with the
-candidate's maps at strength 1 and compares the final latents with those of the held-out
-target prompts on the same noise. The candidate that brings them closest wins; the node then
-learns its maps from all prompts with the settings the user chose.
+The candidates are the architecture's site presets (UNets, Flux, SD3); a model without
+presets of its own keeps the first structure preset, unmeasured. The node holds out the last
+prompts of each set (:func:`act_core.selection.heldout_split`), fits every candidate on the
+rest with the chosen estimator, all sites from one recorded pass (every candidate's maps come
+from the same two passes over the union of their sites), then samples each held-out source
+prompt with the candidate's maps at strength 1 and compares the final latents with those of
+the held-out target prompts on the same noise. The candidate that brings them closest wins;
+the node then learns its maps from all prompts with the settings the user chose.
 
 Sampling for the score: ``SCORE_STEPS`` euler steps on the model's 'normal' schedule, cfg 1
 (the conditional prediction only, the half the maps are learned on), ``SCORE_SAMPLES`` noise
@@ -39,9 +39,12 @@ RunFactory = Callable[[list, int], Callable]  # (conds, seed) -> run(recorder)
 
 
 def candidate_names(diffusion_model: torch.nn.Module) -> list[str]:
-    """The site presets ``auto`` chooses among on this model."""
+    """The site presets ``auto`` chooses among on this model: the architecture's presets;
+    on an architecture without presets only the first structure preset (one candidate, so
+    nothing is measured: choosing among the structure presets is not tested on the model
+    families yet)."""
     arch = arch_of(diffusion_model)
-    return list(SITE_PRESETS[arch]) if arch in SITE_PRESETS else list(STRUCTURE_PRESETS)
+    return list(SITE_PRESETS[arch]) if arch in SITE_PRESETS else list(STRUCTURE_PRESETS)[:1]
 
 
 def _candidates(diffusion_model, probe: Callable[[], None]) -> dict[str, tuple[list, list]]:
