@@ -16,10 +16,10 @@ Toxic fraction: continuations (32 new tokens, sampled, one run per seed) of the 
 prefixes classified toxic; perplexity: held-out neutral prose (passages 500+ on dev, 0+ on
 eval). Writes the rows, the criteria and a markdown table to ``--out`` (.json and .md).
 
-    # the reported run (GPU: about 5 minutes on an H200; CPU: hours)
+    # the reported run (GPU: a few minutes estimated, not measured; CPU: hours)
     python benchmarks/llm_lineas_small.py --device cuda --split eval --seeds 0 1 2 \\
         --out benchmarks/results/llm_lineas_small
-    # a smoke run on CPU (about 5 minutes on 2 shared cores)
+    # a smoke run on CPU (453 s measured on 2 heavily shared cores)
     python benchmarks/llm_lineas_small.py --split dev --limit 4 --seeds 0 --n 8 \\
         --lineas-steps 3 --samples 4 --ppl-texts 4 --max-new-tokens 8 --concepts football \\
         --out /tmp/lineas_smoke
