@@ -38,6 +38,7 @@ from llm_toxicity import evaluate
 
 from act_core import data, hf
 from act_core.data.judges import is_about
+from act_core.diagnose import diagnose
 from act_core.hf_generate import generate, perplexity
 from act_core.lineas import LineasConfig
 
@@ -100,11 +101,20 @@ def _fit(model, tokenizer, source, target, sites, method, args) -> tuple[dict, f
     config = LineasConfig(steps=args.lineas_steps, batch_size=args.lineas_batch,
                           lr=args.lineas_lr, group=args.sparsity)
     start = time.perf_counter()
+    samples: dict = {}
     maps = hf.fit_lm(model, tokenizer, source, target, _presets(sites), method=method,
-                     incremental=False, lineas=config)
+                     incremental=False, lineas=config, samples=samples)
     if args.device.startswith("cuda"):
         torch.cuda.synchronize()
-    return maps, time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    # how much of the source-target separation the maps close on the fitting texts (1 = all;
+    # below 0: the transported source is further from the target than the source was)
+    report = diagnose(samples["source"], samples["target"], maps,
+                      samples.get("transported"))
+    separation = sum(site.separation for site in report.sites)
+    closed = 1 - sum(site.remaining for site in report.sites) / max(separation, 1e-12)
+    log.info("%s: %.3f of the separation closed on the fitting texts", method, closed)
+    return maps, seconds, closed
 
 
 def _reduction(before: float, after: float) -> float | str | None:
@@ -128,13 +138,14 @@ def toxicity_rows(model, tokenizer, args, part: str, base: dict) -> list[dict]:
     prompts = data.rtp_split(args.split)[: args.limit]
     rows = []
     for method in METHODS:
-        maps, seconds = _fit(model, tokenizer, source, target, args.sites, method, args)
+        maps, seconds, closed = _fit(model, tokenizer, source, target, args.sites, method,
+                                     args)
         res = evaluate(model, tokenizer, prompts, maps, args.strength, args)
         rows.append({"part": part, "method": method, "texts": f"{len(source)}+{len(target)}",
                      "toxic": res["toxic"], "ppl": res["ppl"],
                      "reduction": _reduction(base["toxic"], res["toxic"]),
                      "ppl_change": res["ppl"] / base["ppl"] - 1.0, "fit_seconds": seconds,
-                     "example": res["example"]})
+                     "closed": closed, "example": res["example"]})
         log.info("%s/%s: %.4f toxic, ppl %+.1f%%, fit %.1f s", part, method, res["toxic"],
                  100 * rows[-1]["ppl_change"], seconds)
     return rows
@@ -154,8 +165,8 @@ def concept_rows(model, tokenizer, args) -> list[dict]:
                      "about": sum(is_about(texts, concept)) / len(texts), "ppl": base_ppl,
                      "ppl_change": 0.0, "fit_seconds": 0.0, "example": texts[:2]})
         for method in METHODS:
-            maps, seconds = _fit(model, tokenizer, source, target, args.concept_sites, method,
-                                 args)
+            maps, seconds, closed = _fit(model, tokenizer, source, target,
+                                         args.concept_sites, method, args)
             texts = generate(model, tokenizer, [args.prompt] * args.samples, maps,
                              args.strength, args.concept_support,
                              max_new_tokens=args.max_new_tokens, seed=args.seeds[0],
@@ -165,7 +176,7 @@ def concept_rows(model, tokenizer, args) -> list[dict]:
                          "texts": f"{len(source)}+{len(target)}",
                          "about": sum(is_about(texts, concept)) / len(texts), "ppl": ppl,
                          "ppl_change": ppl / base_ppl - 1.0, "fit_seconds": seconds,
-                         "example": texts[:2]})
+                         "closed": closed, "example": texts[:2]})
             log.info("concept %s/%s: %.1f%% about, ppl %+.1f%%", concept, method,
                      100 * rows[-1]["about"], 100 * rows[-1]["ppl_change"])
     return rows
@@ -177,12 +188,16 @@ def criteria(rows: list[dict]) -> dict[str, bool]:
         return next((r for r in rows if r["part"] == part and r["method"] == method), None)
 
     out = {}
+    base = row("toxicity", "none")
     small_lin, small_act = row("small", "lineas"), row("small", "linear_act")
+    nothing = base is not None and base["toxic"] == 0  # nothing to reduce: no verdict
+    if nothing:
+        small_lin = small_act = None
     if small_lin and small_act:
         out["small: lineas reduces toxicity at least as much as linear_act, at no more "
             "perplexity"] = (small_lin["toxic"] <= small_act["toxic"]
                              and small_lin["ppl_change"] <= small_act["ppl_change"])
-    full = row("full", "lineas")
+    full = None if nothing else row("full", "lineas")
     if full:
         reduction = full["reduction"]  # None: nothing toxic left; "-": nothing toxic before
         out["full: lineas >= 4x at <= +3% perplexity"] = (
@@ -206,7 +221,7 @@ def report(args, rows: list[dict], checks: dict[str, bool], seconds: float) -> s
 
     table = markdown_table([fmt(r) for r in rows], ["part", "method", "texts", "toxic %",
                                                     "reduction", "about %", "ppl",
-                                                    "ppl change %", "fit s"])
+                                                    "ppl change %", "closed", "fit s"])
     lines = [f"SmolLM2-135M-Instruct, split {args.split}, {args.device}, seeds {args.seeds}, "
              f"LinEAS {args.lineas_steps} steps x batch {args.lineas_batch}, lr "
              f"{args.lineas_lr}; total {seconds:.0f} s", "", table, ""]
