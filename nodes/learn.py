@@ -8,31 +8,36 @@ half only. act_core records the pooled site outputs and fits the maps.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 
-import comfy.model_management
-import comfy.sample
-import comfy.samplers
 import comfy.utils
-import torch
 from comfy_api.latest import IO
 
-from ..act_core import ESTIMATORS, MapSet, apply_transport, fit_sites, prompt_hash
+from ..act_core import ESTIMATORS, MapSet, fit_sites, prompt_hash
 from ..act_core.diagnose import Diagnosis, diagnose
 from ..act_core.lineas import LineasConfig
 from . import memo
 from .chart import diagnosis_image
-from .common import drop_cached_state, family_of
+from .common import family_of
 from .families import (
-    DEFAULT_SIZE,
     SITE_PRESETS,
     arch_of,
     choose_sites,
     preset_names,
     resolve_patterns,
 )
+from .learn_auto import auto_report, choose_by_measurement
 from .learn_lineas import fit_lineas_comfy
+from .learn_runs import (
+    COLLECT,
+    NO_PROGRESS,
+    collect_sigma,
+    during,
+    empty_latent,
+    range_steps,
+    runner,
+    steered,
+)
 from .schedule import bucket_key
 
 __all__ = ["ActLearnTransport", "encode_prompts", "learn_maps", "parse_prompts"]
@@ -57,119 +62,6 @@ def parse_prompts(text: str, which: str) -> list[str]:
         raise ValueError(f"{which} is empty: write one prompt per line (both sets are needed; "
                          "source = what the model does now, target = what you want)")
     return prompts
-
-
-def _one_evaluation(model, x, sigmas, extra_args=None, callback=None, disable=None):
-    """A 'sampler' that evaluates the model once at sigmas[0] and returns its input."""
-    model(x, sigmas[0] * x.new_ones([x.shape[0]]), **(extra_args or {}))
-    return x
-
-
-def _collect_sigma(sampling, percent: float) -> float:
-    if percent <= 0.0:
-        return float(sampling.sigma_max)
-    return float(sampling.percent_to_sigma(min(percent, 0.999)))
-
-
-COLLECT = ("first step", "trajectory")
-_NO_PROGRESS = type("NoProgress", (), {"update": staticmethod(lambda n: None)})()
-
-
-def _trajectory_sampler(box: dict, recorded: tuple[int, int]):
-    """An euler sampler that records only steps ``recorded[0] <= i < recorded[1]`` and stops
-    after the last of them (``box["recorder"]`` is the recorder of the current pass; the step
-    being run is kept in ``box["step"]``)."""
-    first, stop = recorded
-
-    def sample(model, x, sigmas, extra_args=None, callback=None, disable=None):
-        recorder = box["recorder"]
-        ones = x.new_ones([x.shape[0]])
-        for i in range(min(stop, len(sigmas) - 1)):
-            box["step"] = i
-            recorder.paused = not first <= i < stop
-            try:
-                denoised = model(x, sigmas[i] * ones, **(extra_args or {}))
-            finally:
-                recorder.paused = False
-            x = x + (x - denoised) / sigmas[i] * (sigmas[i + 1] - sigmas[i])
-        return x
-
-    return sample
-
-
-def _trajectory_steps(sampling, steps: int, bucket: int, buckets: int
-                      ) -> tuple[torch.Tensor, tuple[int, int]]:
-    """The 'normal' schedule of ``steps`` steps and the steps (first, stop) whose sigma falls in
-    timestep range ``bucket`` of ``buckets``, by the rule AcT Apply Transport applies them with."""
-    sigmas = comfy.samplers.calculate_sigmas(sampling, "normal", steps).cpu()
-    bounds = [float(sampling.percent_to_sigma(j / buckets)) for j in range(1, buckets)]
-    inside = [i for i in range(steps)
-              if sum(1 for bound in bounds if float(sigmas[i]) < bound) == bucket]
-    if not inside:  # a range narrower than one step: the step nearest to its middle
-        middle = float(sampling.percent_to_sigma((bucket + 0.5) / buckets))
-        inside = [int(torch.argmin((sigmas[:steps] - middle).abs()))]
-    return sigmas, (inside[0], inside[-1] + 1)
-
-
-def _during(box: dict, steps: tuple[int, int]):
-    """A strength callable: 1 while the trajectory sampler runs a step of ``steps``, else 0."""
-    first, stop = steps
-    return lambda: 1.0 if first <= box["step"] < stop else 0.0
-
-
-def _steered(diffusion_model, run, earlier: list, box: dict, support: str):
-    """``run`` with the maps of earlier timestep ranges applied on their own steps, as AcT
-    Apply Transport applies them, so a range is fitted on the states that sampling with the
-    earlier ranges' maps reaches (incremental fitting, across time)."""
-    def steered(recorder) -> None:
-        with contextlib.ExitStack() as stack:
-            for maps, steps in earlier:
-                stack.enter_context(apply_transport(diffusion_model, maps, _during(box, steps),
-                                                    support))
-            run(recorder)
-
-    return steered
-
-
-def _runner(model, conds, latent, seed: int, sigma: float, pbar, trajectory=None,
-            box: dict | None = None):
-    """A run(recorder) that evaluates the denoiser on every conditioning: once at ``sigma``,
-    or, with ``trajectory = (sigmas, (first, stop))`` and a ``box`` dict, along an euler
-    trajectory (cfg 1) recording the steps first..stop-1."""
-    if trajectory is None:
-        sampler = comfy.samplers.KSAMPLER(_one_evaluation)
-        sigmas = torch.tensor([sigma, 0.0])
-    else:
-        sigmas, recorded = trajectory
-        sampler = comfy.samplers.KSAMPLER(_trajectory_sampler(box, recorded))
-
-    def run(recorder) -> None:
-        if trajectory is not None:
-            box["recorder"] = recorder
-        diffusion_model = model.get_model_object("diffusion_model")
-        try:
-            for i, cond in enumerate(conds):
-                comfy.model_management.throw_exception_if_processing_interrupted()
-                drop_cached_state(diffusion_model)  # maps may be applied: no shared cache
-                noise = comfy.sample.prepare_noise(latent, seed + i)
-                comfy.sample.sample_custom(model, noise, 1.0, sampler, sigmas, cond, cond,
-                                           latent, disable_pbar=True, seed=seed + i)
-                pbar.update(1)
-        finally:
-            drop_cached_state(diffusion_model)
-
-    return run
-
-
-def _empty_latent(model, latent: dict | None, samples_per_prompt: int) -> torch.Tensor:
-    """``samples_per_prompt`` noise samples at the latent's size (or the family's usual one)."""
-    if latent is not None:
-        return torch.zeros(samples_per_prompt, *latent["samples"].shape[1:])
-    size = DEFAULT_SIZE.get(family_of(model), 512)
-    latent_format = model.get_model_object("latent_format")
-    frames = (1,) * (getattr(latent_format, "latent_dimensions", 2) - 2)  # video: (T=1,)
-    return torch.zeros(samples_per_prompt, latent_format.latent_channels, *frames, size // 8,
-                       size // 8)
 
 
 def encode_prompts(clip, prompts: list[str]) -> list:
@@ -232,17 +124,25 @@ def learn_and_diagnose(model, src_conds: list, tgt_conds: list, *, source=None, 
         raise ValueError("method lineas does not support Flux models yet: ComfyUI's Flux blocks "
                          "change activations in place, which backpropagation refuses; choose "
                          "linear_act")
-    lat = _empty_latent(model, latent, samples_per_prompt)
+    lat = empty_latent(model, latent, samples_per_prompt)
     sampling = model.get_model_object("model_sampling")
     # structure presets look at one denoiser pass (first source prompt, one noise sample)
-    probe = _runner(model, src_conds[:1], lat[:1], seed, _collect_sigma(sampling, 0.0),
-                    _NO_PROGRESS)
+    probe = runner(model, src_conds[:1], lat[:1], seed, collect_sigma(sampling, 0.0),
+                   NO_PROGRESS)
     # the same pass with twice the batch: the dim that doubles is each output's batch dim
-    probe_double = _runner(model, src_conds[:1], lat[:1].repeat_interleave(2, dim=0), seed,
-                           _collect_sigma(sampling, 0.0), _NO_PROGRESS)
+    probe_double = runner(model, src_conds[:1], lat[:1].repeat_interleave(2, dim=0), seed,
+                          collect_sigma(sampling, 0.0), NO_PROGRESS)
+    selection = None
     if sites == "auto" and method == "lineas" and SITE_PRESETS.get(arch):
         patterns = lineas_candidates(arch)
         chosen = resolve_patterns(diffusion_model, patterns)
+    elif sites == "auto":  # chosen by measurement on held-out prompts (nodes/learn_auto.py)
+        at = collect_sigma(sampling, collect_at if timestep_ranges == 1 else 0.0)
+        _, patterns, chosen, selection = choose_by_measurement(
+            model, src_conds, tgt_conds, lat, seed,
+            lambda conds, s: runner(model, conds, lat, s, at, NO_PROGRESS),
+            lambda: probe(None), method=method, support=support,
+            probe_double=lambda: probe_double(None))
     else:
         patterns, chosen = choose_sites(diffusion_model, sites, pattern, lambda: probe(None),
                                         lambda: probe_double(None))
@@ -259,19 +159,19 @@ def learn_and_diagnose(model, src_conds: list, tgt_conds: list, *, source=None, 
     earlier: list = []  # (maps, steps) of the ranges fitted so far, with collect = trajectory
     for k, (lo, hi) in enumerate(buckets):
         percent = collect_at if timestep_ranges == 1 else (lo + hi) / 2
-        sigma = _collect_sigma(sampling, percent)
-        trajectory = (_trajectory_steps(sampling, trajectory_steps, k, timestep_ranges)
+        sigma = collect_sigma(sampling, percent)
+        trajectory = (range_steps(sampling, trajectory_steps, k, timestep_ranges)
                       if collect == "trajectory" else None)
         if trajectory is not None:
             recorded_steps.append(list(trajectory[1]))
         box = {"recorder": None, "step": -1}
-        run_source = _runner(model, src_conds, lat, seed, sigma, pbar, trajectory, box)
+        run_source = runner(model, src_conds, lat, seed, sigma, pbar, trajectory, box)
         tgt_seed = seed if paired_noise else seed + 100003
-        run_target = _runner(model, tgt_conds, lat, tgt_seed, sigma, pbar, trajectory, box)
+        run_target = runner(model, tgt_conds, lat, tgt_seed, sigma, pbar, trajectory, box)
         strength = 1.0
         if trajectory is not None and incremental:
-            strength = _during(box, trajectory[1])
-            run_source = _steered(diffusion_model, run_source, earlier, box, support)
+            strength = during(box, trajectory[1])
+            run_source = steered(diffusion_model, run_source, earlier, box, support)
         if method == "lineas":
             config = lineas or LineasConfig(seed=seed)
             result = fit_lineas_comfy(model, chosen, src_conds, tgt_conds, lat, seed, sigma,
@@ -306,6 +206,7 @@ def learn_and_diagnose(model, src_conds: list, tgt_conds: list, *, source=None, 
                   "source_prompts": len(src_conds), "target_prompts": len(tgt_conds),
                   **({"lineas": vars(lineas or LineasConfig(seed=seed))}
                      if method == "lineas" else {}),
+                  **({"auto": selection.as_dict()} if selection is not None else {}),
                   "diagnosis": diagnosis.as_dict()},
     }
     return MapSet(maps, metadata), diagnosis
@@ -340,17 +241,20 @@ class ActLearnTransport(IO.ComfyNode):
                                 tooltip="One prompt per line: what you want instead. "
                                         "The sets may differ in size."),
                 IO.Combo.Input("sites", options=SITE_CHOICES, default="auto",
-                               tooltip="Where to intervene. auto = the reference choice for "
-                                       "the model (every norm layer of a UNet; block outputs "
-                                       "of Flux/SD3; on any other model the outputs of its "
-                                       "main stacks of repeated blocks, found by structure; "
-                                       "'(structure)' presets do that on any model). On "
-                                       "a UNet, 'cross-attention outputs' "
-                                       "(where the prompt enters) adds a style the model "
-                                       "draws from the whole prompt, and 'norms + "
+                               tooltip="Where to intervene. auto = chosen by measurement "
+                                       "on your prompts: the last third of each set (up to "
+                                       "4) is held out, every preset of the model is fitted "
+                                       "on the rest and sampled on the held-out prompts, and "
+                                       "the preset whose result comes closest to the "
+                                       "target's is learned from all prompts (the report "
+                                       "shows the scores; with method lineas: every "
+                                       "preset's sites at once). On a UNet, 'cross-attention "
+                                       "outputs' (where the prompt enters) adds a style the "
+                                       "model draws from the whole prompt, and 'norms + "
                                        "cross-attention outputs' removes something the "
-                                       "prompts name; both are stronger than the norms at "
-                                       "the same strength. custom = the pattern below."),
+                                       "prompts name. '(structure)' presets find the main "
+                                       "stacks of repeated blocks on any model. custom = the "
+                                       "pattern below."),
                 IO.String.Input("pattern", default="", advanced=True,
                                 tooltip="For sites = custom: comma-separated module-name "
                                         "globs or 're:' regexes, optionally ':index' for "
@@ -461,11 +365,11 @@ class ActLearnTransport(IO.ComfyNode):
             maps, diagnosis = learn_and_diagnose(model, src_conds, tgt_conds, latent=latent,
                                                  lineas=config, **settings)
             memo.remember(key, (maps, diagnosis))
-        report = diagnosis.text()
+        report, warnings = auto_report(maps, diagnosis)
         if kept is None:
             log.info("AcT: learned %d maps (%s, %d source / %d target prompts)\n%s", len(maps),
                      method, len(source), len(target), report)
-            for warning in diagnosis.warnings:
+            for warning in warnings:
                 log.warning("AcT Learn Transport: %s", warning)
         return IO.NodeOutput(maps, diagnosis_image(diagnosis), report,
                              ui={"text": (report,)})

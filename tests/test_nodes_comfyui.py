@@ -72,18 +72,19 @@ def test_strength_zero_is_bit_identical_to_the_unpatched_model(comfy_server):
     assert not all(np.array_equal(a, b) for a, b in zip(plain, one))
 
 
-STYLE_SITES = "cross-attention outputs"  # where the prompt's global code enters the UNet
+DEFAULTS = {"sites": "auto", "stages": 8}  # the learn node's defaults (auto: measured)
 
 
-def test_style_maps_add_stripes_on_held_out_prompts(comfy_server):
-    """Maps from plain to striped prompts draw stripes on held-out plain prompts at strength 1
-    and keep their colour; strength 0 draws none."""
+def test_default_learn_adds_stripes_on_held_out_prompts(comfy_server):
+    """With the learn node's defaults (no preset chosen), maps from plain to striped prompts
+    draw stripes on held-out plain prompts at strength 1 and keep their colour; strength 0
+    draws none."""
     reads = {}
     for strength in (0.0, 1.0):
         reads[strength] = []
         for k, prompt in enumerate(HELDOUT):
             graph = act_graph(prompt, seed=300 + k, strength=strength,
-                              maps_node=learn_node(sites=STYLE_SITES))
+                              maps_node=learn_node(**DEFAULTS))
             reads[strength] += [(parse_prompt(prompt), read_image(im))
                                 for im in images_of(comfy_server, graph)]
     presence = {s: np.mean([r.style == "striped" for _, r in rs]) for s, rs in reads.items()}
@@ -93,14 +94,14 @@ def test_style_maps_add_stripes_on_held_out_prompts(comfy_server):
 
 DOT = " with a black dot"
 NEGATION_STRENGTH = 1.0  # the issue's bound: the dot gone at strength 1
-NEGATION_SITES = "norms + cross-attention outputs"  # the norms alone need about 1.25
 NEG_HELDOUT = [Scene(c, s, "plain", True).prompt for c, s in heldout_combos()[:3]]
 
 
-def test_negation_maps_remove_the_dot_on_held_out_prompts(comfy_server):
-    """Maps from '... with a black dot' to the same prompts without it, on held-out prompts."""
+def test_default_learn_removes_the_dot_on_held_out_prompts(comfy_server):
+    """With the learn node's defaults, maps from '... with a black dot' to the same prompts
+    without it, on held-out prompts."""
     learn = learn_node(source="\n".join(p + DOT for p in SOURCE.splitlines()), target=SOURCE,
-                       stages=8, sites=NEGATION_SITES)
+                       **DEFAULTS)
     reads = {}
     for strength in (0.0, NEGATION_STRENGTH):
         reads[strength] = []

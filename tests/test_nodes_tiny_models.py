@@ -138,8 +138,12 @@ def tiny(request, act_pack):
 
 @pytest.fixture(scope="module")
 def maps(tiny, nodes):
-    return nodes.learn.learn_maps(tiny.model, tiny.source, tiny.target, support="unbounded",
-                                  latent={"samples": tiny.latent}, seed=3)
+    """Maps on the family's reference preset (what ``preset_patterns(arch, "auto")`` names;
+    the node's ``auto`` chooses among the presets by measurement)."""
+    families = nodes.families
+    reference = next(iter(families.SITE_PRESETS[families.arch_of(tiny.diffusion_model)]))
+    return nodes.learn.learn_maps(tiny.model, tiny.source, tiny.target, sites=reference,
+                                  support="unbounded", latent={"samples": tiny.latent}, seed=3)
 
 
 def _sample(model, tiny) -> torch.Tensor:
@@ -374,3 +378,23 @@ def test_lineas_on_flux_is_refused_with_the_fix(tiny, nodes):
     with pytest.raises(ValueError, match="linear_act"):
         nodes.learn.learn_maps(tiny.model, tiny.source, tiny.target, method="lineas",
                                latent={"samples": tiny.latent})
+
+
+def test_auto_sites_are_the_preset_that_scores_best_on_held_out_prompts(tiny, nodes):
+    """``sites = auto``: every preset of the family is scored on the held-out prompt, the
+    best one is learned, and the scores are in the map file's metadata."""
+    families = nodes.families
+    maps = nodes.learn.learn_maps(tiny.model, tiny.source, tiny.target, sites="auto",
+                                  support="unbounded", latent={"samples": tiny.latent}, seed=3,
+                                  samples_per_prompt=2, incremental=False)
+    auto = maps.metadata["extra"]["auto"]
+    arch = families.arch_of(tiny.diffusion_model)
+    assert set(auto["scores"]) <= set(families.SITE_PRESETS[arch]) and len(auto["scores"]) > 1
+    assert auto["scores"][auto["chosen"]] == min(auto["scores"].values())
+    assert auto["heldout"] == [1, 1] and auto["paired"] and auto["baseline_gap"] > 0
+    chosen = families.resolve_patterns(tiny.diffusion_model,
+                                       families.preset_patterns(arch, auto["chosen"]))
+    assert {str(site) for site in chosen} == set(maps)
+    assert maps.metadata["extra"]["patterns"] == list(families.preset_patterns(arch,
+                                                                              auto["chosen"]))
+    assert _no_hooks_left(tiny.diffusion_model)

@@ -12,7 +12,9 @@ Two experiments, each fitted on some colour/shape combinations and evaluated on 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -146,7 +148,10 @@ def run_experiment(server: ComfyServer, exp: Experiment, strengths=STRENGTHS, se
         entry = server.run(graph, timeout=1800)
         per_prompt = [server.images(entry, node_id=f"save{k}") for k in range(len(exp.heldout))]
         images[strength] = per_prompt
-        rows.append({"strength": strength, "method": method, **_score(exp, per_prompt)})
+        report = (entry.get("outputs", {}).get("learn", {}).get("text") or [""])[0]
+        chose = next((line for line in report.splitlines() if "auto chose" in line), None)
+        rows.append({"strength": strength, "method": method, **_score(exp, per_prompt),
+                     **({"auto": chose} if chose else {})})
     return rows, images
 
 
@@ -175,17 +180,35 @@ def main(argv=None) -> None:
     ap.add_argument("--experiments", default="style,negation")
     ap.add_argument("--strengths", default=",".join(f"{v:g}" for v in STRENGTHS),
                     help="comma-separated strengths (default: %(default)s)")
+    ap.add_argument("--sites", default=None,
+                    help="the learn node's site preset for every experiment (default: each "
+                         "experiment's own; 'auto' = the node's default, chosen by measurement)")
+    ap.add_argument("--checkpoint", type=Path, default=None,
+                    help="another toy checkpoint (e.g. stage 1), served under the usual name")
+    ap.add_argument("--tag", default="",
+                    help="suffix of the result keys and grid names (keeps earlier results)")
     args = ap.parse_args(argv)
     results = {}
-    with ComfyServer() as server:
+    with contextlib.ExitStack() as stack:
+        base = None
+        if args.checkpoint is not None:
+            base = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="act-eval-")))
+            (base / "models" / "checkpoints").mkdir(parents=True)
+            (base / "models" / "checkpoints" / CKPT).symlink_to(args.checkpoint.resolve())
+        server = stack.enter_context(ComfyServer(base_dir=base))
         for name in args.experiments.split(","):
             exp = EXPERIMENTS[name]()
             strengths = [float(v) for v in args.strengths.split(",")]
-            rows, images = run_experiment(server, exp, strengths, seeds=args.seeds)
-            results[name] = {"rows": rows, "source": exp.source, "target": exp.target,
-                             "heldout": [s.prompt for s in exp.heldout]}
-            strength_grid(exp, images, args.out / "images" / f"act_{name}_grid.png")
-            print(f"## {name}\n" + table(rows, f"{exp.presence} presence"))
+            rows, images = run_experiment(server, exp, strengths, seeds=args.seeds,
+                                          sites=args.sites)
+            key = f"{name}{args.tag}"
+            results[key] = {"rows": rows, "source": exp.source, "target": exp.target,
+                            "heldout": [s.prompt for s in exp.heldout],
+                            "sites": args.sites or exp.sites,
+                            "checkpoint": str(args.checkpoint or CKPT)}
+            strength_grid(exp, images, args.out / "images" / f"act_{key}_grid.png")
+            print(f"## {key} (sites {args.sites or exp.sites})\n"
+                  + table(rows, f"{exp.presence} presence"), flush=True)
     path = args.out / "results_toyworld.json"
     earlier = json.loads(path.read_text()) if path.exists() else {}
     path.write_text(json.dumps({**earlier, **results}, indent=2))  # keeps experiments not re-run
