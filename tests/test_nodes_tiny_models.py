@@ -136,13 +136,18 @@ def tiny(request, act_pack):
         latent=torch.zeros(1, recipe.latent_channels, 8, 8))
 
 
+def _reference(tiny, nodes) -> str:
+    """The family's reference preset: what ``auto`` meant before it measured."""
+    families = nodes.families
+    return next(iter(families.SITE_PRESETS[families.arch_of(tiny.diffusion_model)]))
+
+
 @pytest.fixture(scope="module")
 def maps(tiny, nodes):
     """Maps on the family's reference preset (what ``preset_patterns(arch, "auto")`` names;
     the node's ``auto`` chooses among the presets by measurement)."""
-    families = nodes.families
-    reference = next(iter(families.SITE_PRESETS[families.arch_of(tiny.diffusion_model)]))
-    return nodes.learn.learn_maps(tiny.model, tiny.source, tiny.target, sites=reference,
+    return nodes.learn.learn_maps(tiny.model, tiny.source, tiny.target,
+                                  sites=_reference(tiny, nodes),
                                   support="unbounded", latent={"samples": tiny.latent}, seed=3)
 
 
@@ -288,7 +293,8 @@ def test_trajectory_collection_records_each_range_on_its_own_steps(tiny, nodes):
 
     with _probe(tiny.diffusion_model, on_call=calls.append):
         traj = nodes.learn.learn_maps(
-            tiny.model, tiny.source, tiny.target, support="unbounded", incremental=False,
+            tiny.model, tiny.source, tiny.target, sites=_reference(tiny, nodes),
+            support="unbounded", incremental=False,
             latent={"samples": tiny.latent}, seed=3, timestep_ranges=ranges,
             collect="trajectory", trajectory_steps=steps, samples_per_prompt=samples)
     recorded = traj.metadata["extra"]["recorded_steps"]
@@ -302,7 +308,8 @@ def test_trajectory_collection_records_each_range_on_its_own_steps(tiny, nodes):
             tmap = traj[f"{site}@{k}"]
             assert tmap.n_target == len(tiny.target) * samples * (stop - first)
     noise_only = nodes.learn.learn_maps(
-        tiny.model, tiny.source, tiny.target, support="unbounded", incremental=False,
+        tiny.model, tiny.source, tiny.target, sites=_reference(tiny, nodes),
+        support="unbounded", incremental=False,
         latent={"samples": tiny.latent}, seed=3, timestep_ranges=ranges,
         samples_per_prompt=samples)
     site = next(iter(tiny.sites))
@@ -321,7 +328,8 @@ def test_incremental_trajectory_maps_are_fitted_on_the_states_sampling_reaches(
     act_core = importlib.import_module(f"{act_pack.__name__}.act_core")
     steps, samples, seed = 3, 2, 3  # 'normal' schedule: steps 0-1 in range 0, step 2 in range 1
     maps = nodes.learn.learn_maps(
-        tiny.model, tiny.source, tiny.target, support="unbounded", incremental=True,
+        tiny.model, tiny.source, tiny.target, sites=_reference(tiny, nodes),
+        support="unbounded", incremental=True,
         latent={"samples": tiny.latent}, seed=seed, timestep_ranges=2, collect="trajectory",
         trajectory_steps=steps, samples_per_prompt=samples)
     assert maps.metadata["extra"]["recorded_steps"] == [[0, 2], [2, 3]]
