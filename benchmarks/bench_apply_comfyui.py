@@ -85,6 +85,14 @@ VARIANTS = ("plain", "act", "act_both", "reference", "mean_hooks", "folded")
 TARGETS = {"act": "<= 1.05", "folded": "<= 1.01"}
 
 
+def reference_sites(pack, model) -> str:
+    """The family's reference site preset (every norm layer of a UNet, Flux's block outputs):
+    the sites these benchmarks measure, fixed, where ``auto`` would choose by measurement."""
+    families = pack.nodes.families
+    return next(iter(families.SITE_PRESETS[families.arch_of(
+        model.get_model_object("diffusion_model"))]))
+
+
 def _pack():
     """The repository imported as a ComfyUI custom node pack (relative imports work)."""
     return import_pack()
@@ -204,6 +212,7 @@ def bench_apply(pack, model, clip, batch: int, steps: int, repeats: int, samples
     source, target = encode(clip, FIT_SOURCE), encode(clip, FIT_TARGET)
     fit_latent = {"samples": torch.zeros(1, 4, SIZE // 8, SIZE // 8)}
     maps = {method: learn.learn_maps(model, source, target, method=method, support="unbounded",
+                                     sites=reference_sites(pack, model),
                                      incremental=False, latent=fit_latent,
                                      samples_per_prompt=samples)
             for method in ("linear_act", "mean_act")}
@@ -334,6 +343,7 @@ def _learn_jobs(pack, model, clip, n: int, size: int, incremental: bool, samples
 
     def run_learn():
         return learn.learn_maps(counted, source, target, support="unbounded",
+                                sites=reference_sites(pack, model),
                                 incremental=incremental, latent={"samples": latent},
                                 samples_per_prompt=samples)
 

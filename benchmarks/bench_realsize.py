@@ -55,6 +55,7 @@ from benchmarks.bench_apply_comfyui import (
     _reset_peak,
     _status_kb,
     plain_passes,
+    reference_sites,
     write_section,
 )
 from toyworld.comfy_env import import_comfy
@@ -191,6 +192,7 @@ def bench_learn(pack, model, arch: Arch, latent: torch.Tensor, n: int, repeats: 
 
     def run_learn(method: str = "linear_act"):
         return learn.learn_maps(counted, source, target, method=method, support="unbounded",
+                                sites=reference_sites(pack, model),
                                 incremental=False, latent={"samples": latent},
                                 samples_per_prompt=spp, seed=SEED)
 

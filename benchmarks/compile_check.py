@@ -19,7 +19,7 @@ import logging
 import torch
 import torch._dynamo
 
-from benchmarks.bench_apply_comfyui import _pack
+from benchmarks.bench_apply_comfyui import _pack, reference_sites
 from benchmarks.bench_realsize import init_random
 from toyworld.comfy_env import import_comfy
 
@@ -62,9 +62,11 @@ def main() -> None:
     (positive,), (negative,) = conds(1), conds(1)
     latent = torch.zeros(1, 4, 8, 8)
     learn, apply = pack.nodes.learn, pack.nodes.apply
-    maps = learn.learn_maps(patcher, source, target, support="unbounded",
+    reference = reference_sites(pack, patcher)
+    maps = learn.learn_maps(patcher, source, target, support="unbounded", sites=reference,
                             latent={"samples": latent}, seed=3, samples_per_prompt=2)
     mean = learn.learn_maps(patcher, source, target, method="mean_act", support="unbounded",
+                            sites=reference,
                             latent={"samples": latent}, seed=3, samples_per_prompt=2)
 
     def sample(m):
