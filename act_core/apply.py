@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from .errors import MapCompatibilityError, StrengthError
+from .gate import apply_gate, gate_values
 from .maps import TransportMap
 from .sites import Site, find_module, read_output, write_output
 from .support import SupportLike, parse_support, support_bounds
@@ -39,7 +40,9 @@ def transport_output(x: torch.Tensor, tmap: TransportMap, strength: StrengthLike
     """Transport one site output according to the map's mode.
 
     ``tokens`` / ``vector`` maps act elementwise on the last dim of ``x`` (..., D); ``channels``
-    maps act on the spatial means of dim 1 of ``x`` (B, C, *spatial).
+    maps act on the spatial means of dim 1 of ``x`` (B, C, *spatial). A gated map
+    (:mod:`act_core.gate`) transports with ``strength * g(x)``, per item or per token; on CPU,
+    a call whose every g is 0 returns ``x`` itself.
 
     Raises
     ------
@@ -53,9 +56,19 @@ def transport_output(x: torch.Tensor, tmap: TransportMap, strength: StrengthLike
         raise MapCompatibilityError(
             f"site {site!r}: expected a {tmap.mode} output with D={tmap.dim} in its {where}, "
             f"found shape {tuple(x.shape)}; the map was fitted on another model or site")
+    gate = tmap.gate
+    g = None
+    if gate is not None:
+        g = gate_values(x, gate, tmap.mode)  # (B,) or (B, T)
+        if x.device.type == "cpu" and not bool(g.any()):  # no sync on accelerators
+            return x
     if channels:
-        return transport_channels(x, tmap, strength, support)
-    return transport(x, tmap, strength, support)
+        y = transport_channels(x, tmap, strength, support)
+    else:
+        y = transport(x, tmap, strength, support)
+    if g is None or y is x:
+        return y
+    return apply_gate(x, y, g)
 
 
 class _SiteHook:
