@@ -1,19 +1,25 @@
-"""Gated maps on the toy world, through the real ComfyUI server and the pack's own nodes.
+"""Gated maps on the toy world: what the gate leaves alone, and what it still changes.
 
-Protocol of docs/results_toyworld.md (maps fitted on half of the colour x shape combinations,
-evaluated on held-out prompts; stock KSampler euler, 20 steps, cfg 5, 64x64, seeds 5000 + prompt
-index, a batch of ``--seeds``). One AcT Learn Transport with ``gate = learned``; the same maps
-applied at λ = 1 by AcT Apply Transport with ``gate = learned`` and with ``gate = off`` (the
-ungated map), against the plain model (λ = 0) on the same seeds:
+Protocol of docs/results_toyworld.md (maps fitted on half of the colour x shape combinations by
+AcT Learn Transport's function with ``gate = learned``, its defaults otherwise, the experiment's
+site preset; evaluated on held-out prompts; ComfyUI's own sampler, euler, 20 steps, cfg 5,
+64x64, the noise of a KSampler with seed 5000 + prompt index and a batch of ``--seeds``). The
+same maps applied at λ = 1 by AcT Apply Transport's function with ``gate = learned`` and with
+``gate = off`` (the ungated map), against the plain model (λ = 0) on the same noise:
 
 * prompts that are NOT like the source (negation: held-out prompts without the dot; style:
   held-out prompts that already ask for a style): mean absolute pixel change against λ = 0, in
   8-bit levels, and the fraction of images whose mean change is within one level (and whose
   every pixel is);
 * prompts like the source (negation: held-out prompts that ask for the dot; style: held-out
-  plain prompts): presence of the concept at λ = 1 (dot should go, stripes should come).
+  plain prompts): presence of the concept at λ = 1 (the dot should go, stripes should come).
 
-``python benchmarks/toy_gate.py --out docs`` writes docs/results_gate.md and .json.
+In-process (``benchmarks/toy_methods.Toy``: the checkpoint loaded with ComfyUI's loader, the
+pack's ``learn_maps`` and ``patch_model``, all prompts of a variant in one sampler call; on 2
+shared cores the server needs about 40 s per KSampler node, i.e. hours for this table). The
+server path is checked by ``tests/test_gate_server.py`` with :func:`graph`.
+
+``python benchmarks/toy_gate.py`` writes docs/results_gate.md and benchmarks/results/toy_gate.json.
 """
 
 from __future__ import annotations
@@ -28,13 +34,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from toyworld.act_eval import (  # noqa: E402
-    CKPT,
-    EXPERIMENTS,
-    heldout_combos,
-)
-from toyworld.comfy_server import ComfyServer  # noqa: E402
+from toyworld.act_eval import CKPT, EXPERIMENTS, heldout_combos  # noqa: E402
 from toyworld.metrics import read_image  # noqa: E402
 from toyworld.render import STYLES, Scene  # noqa: E402
 
@@ -99,47 +101,52 @@ def change(plain: list[np.ndarray], steered: list[np.ndarray]) -> dict:
             "images": len(diffs)}
 
 
-def presence(exp, scenes: list[Scene], images: list[list[np.ndarray]]) -> float:
-    hits = n = 0
-    for _scene, batch in zip(scenes, images):
-        for img in batch:
-            r = read_image(img)
-            hits += r.dot if exp.presence == "dot" else r.style == exp.presence
-            n += 1
-    return hits / max(1, n)
+def presence(exp, images: list[np.ndarray]) -> float:
+    """Fraction of images showing the experiment's concept (the dot, or the style)."""
+    hits = [read_image(img).dot if exp.presence == "dot" else read_image(img).style == exp.presence
+            for img in images]
+    return float(np.mean(hits)) if hits else float("nan")
 
 
-def run(server: ComfyServer, name: str, seeds: int) -> dict:
+def measure(toy, name: str, seeds: int) -> dict:
+    """Learn the gated maps of one experiment and compare the three variants."""
     exp = EXPERIMENTS[name]()
     sets = eval_sets(name)
-    scenes = sets["other"] + sets["source"]
-    start = time.time()
-    entry = server.run(graph(exp, scenes, seeds), timeout=3600)
-    images = {v: [server.images(entry, node_id=f"save_{v}_{k}") for k in range(len(scenes))]
-              for v in VARIANTS}
-    n_other = len(sets["other"])
-    result = {"seconds": round(time.time() - start, 1),
-              "other_prompts": [s.prompt for s in sets["other"]],
-              "source_prompts": [s.prompt for s in sets["source"]]}
+    start = time.perf_counter()
+    maps = toy.learn(exp.source, exp.target, sites=exp.sites, support=exp.support, gate=True)
+    learn_s = time.perf_counter() - start
+    prompts = [s.prompt for s in sets["other"] + sets["source"]]
+    apply = toy.pack.nodes.apply.patch_model
+    models = {"plain": toy.model, "gated": apply(toy.model, maps, 1.0, gate="learned"),
+              "ungated": apply(toy.model, maps, 1.0, gate="off")}
+    images, seconds = {}, {}
+    for variant, model in models.items():
+        start = time.perf_counter()
+        images[variant] = list(toy.sample(model, prompts, seeds))
+        seconds[variant] = round(time.perf_counter() - start, 1)
+    cut = len(sets["other"]) * seeds
+    result = {"learn_seconds": round(learn_s, 1), "sample_seconds": seconds,
+              "other_prompts": prompts[:len(sets["other"])],
+              "source_prompts": prompts[len(sets["other"]):], "seeds": seeds,
+              "gates": {site: {"auroc": round(t.gate.auroc, 3),
+                               "g_source": round(t.gate.source_gate, 3),
+                               "g_target": round(t.gate.target_gate, 3)}
+                        for site, t in maps.items()},
+              "plain": {"presence_source": presence(exp, images["plain"][cut:]),
+                        "presence_other": presence(exp, images["plain"][:cut])}}
     for variant in ("gated", "ungated"):
-        flat = lambda v, part: [img for batch in (images[v][:n_other] if part == "other"  # noqa: E731
-                                                  else images[v][n_other:]) for img in batch]
-        result[variant] = {"other": change(flat("plain", "other"), flat(variant, "other")),
-                           "source": change(flat("plain", "source"), flat(variant, "source")),
-                           "presence_source": presence(exp, sets["source"],
-                                                       images[variant][n_other:])}
-    result["plain"] = {"presence_source": presence(exp, sets["source"], images["plain"][n_other:]),
-                       "presence_other": presence(exp, sets["other"], images["plain"][:n_other])}
-    result["gated"]["presence_other"] = presence(exp, sets["other"], images["gated"][:n_other])
-    result["ungated"]["presence_other"] = presence(exp, sets["other"],
-                                                   images["ungated"][:n_other])
+        result[variant] = {
+            "other": change(images["plain"][:cut], images[variant][:cut]),
+            "source": change(images["plain"][cut:], images[variant][cut:]),
+            "presence_source": presence(exp, images[variant][cut:]),
+            "presence_other": presence(exp, images[variant][:cut])}
     return result
 
 
 def table(results: dict) -> str:
-    lines = ["| map | prompts unlike the source: mean abs change (levels) | within one level "
-             "(mean / every pixel) | prompts like the source: presence at λ = 1 (λ = 0) |",
-             "|---|---|---|---|"]
+    lines = ["| map | prompts unlike the source: mean abs change vs λ = 0 (8-bit levels) | "
+             "images within one level: mean / every pixel | prompts like the source: "
+             "presence at λ = 1 (at λ = 0) |", "|---|---|---|---|"]
     for name, r in results.items():
         for variant in ("ungated", "gated"):
             o = r[variant]["other"]
@@ -154,18 +161,23 @@ def table(results: dict) -> str:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", type=Path, default=Path("docs"))
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--experiments", default="negation,style")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--raw", type=Path, default=ROOT / "benchmarks" / "results" / "toy_gate.json")
     args = ap.parse_args(argv)
+    import torch
+    from toy_methods import Toy
+
+    torch.set_num_threads(args.threads)
+    toy = Toy()
     results = {}
-    with ComfyServer() as server:
-        for name in args.experiments.split(","):
-            results[name] = run(server, name, args.seeds)
-            print(f"{name}: {json.dumps({k: results[name][k] for k in VARIANTS})}", flush=True)
-    path = args.out / "results_gate.json"
-    earlier = json.loads(path.read_text()) if path.exists() else {}
-    path.write_text(json.dumps({**earlier, **results}, indent=2))
+    for name in args.experiments.split(","):
+        results[name] = measure(toy, name, args.seeds)
+        print(f"{name}: " + json.dumps({k: results[name][k]
+                                        for k in ("plain", "gated", "ungated")}), flush=True)
+    earlier = json.loads(args.raw.read_text()) if args.raw.exists() else {}
+    args.raw.write_text(json.dumps({**earlier, **results}, indent=1) + "\n")
     print(table(results))
 
 
