@@ -36,13 +36,15 @@ KeepTokens = Callable[[], "torch.Tensor | None"]
 
 
 def transport_output(x: torch.Tensor, tmap: TransportMap, strength: StrengthLike,
-                     support: SupportLike = "minmax", site: str = "?") -> torch.Tensor:
+                     support: SupportLike = "minmax", site: str = "?",
+                     gate_state: dict | None = None) -> torch.Tensor:
     """Transport one site output according to the map's mode.
 
     ``tokens`` / ``vector`` maps act elementwise on the last dim of ``x`` (..., D); ``channels``
     maps act on the spatial means of dim 1 of ``x`` (B, C, *spatial). A gated map
     (:mod:`act_core.gate`) transports with ``strength * g(x)``, per item or per token; on CPU,
-    a call whose every g is 0 returns ``x`` itself.
+    a call whose every g is 0 returns ``x`` itself. ``gate_state`` carries a ``prefix`` gate's
+    running sum from call to call (:func:`act_core.gate.gate_values`).
 
     Raises
     ------
@@ -59,7 +61,7 @@ def transport_output(x: torch.Tensor, tmap: TransportMap, strength: StrengthLike
     gate = tmap.gate
     g = None
     if gate is not None:
-        g = gate_values(x, gate, tmap.mode)  # (B,) or (B, T)
+        g = gate_values(x, gate, tmap.mode, gate_state)  # (B,) or (B, T)
         if x.device.type == "cpu" and not bool(g.any()):  # no sync on accelerators
             return x
     if channels:
@@ -78,6 +80,7 @@ class _SiteHook:
                  support: SupportLike, keep_tokens: KeepTokens | None = None) -> None:
         self.site, self.tmap, self.strength, self.support = site, tmap, strength, support
         self.keep_tokens = keep_tokens
+        self.gate_state: dict = {}  # a prefix gate's running sum, for this context's calls
         self._moved: dict[torch.device, TransportMap] = {tmap.scale.device: tmap}
 
     # torch.compile (ComfyUI's TorchCompileModel) runs the hook eagerly, as a graph break:
@@ -92,7 +95,7 @@ class _SiteHook:
         tmap = self._moved.get(x.device)
         if tmap is None:
             tmap = self._moved.setdefault(x.device, self.tmap.to(device=x.device))
-        y = transport_output(x, tmap, strength, self.support, str(self.site))
+        y = transport_output(x, tmap, strength, self.support, str(self.site), self.gate_state)
         if y is x:
             return None
         if self.keep_tokens is not None and tmap.mode == "tokens" and x.ndim == 3:

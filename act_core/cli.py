@@ -84,11 +84,13 @@ def _add_fit(sub) -> None:
                    help="leave each text's first token out of fitting and unchanged when "
                         "steering (the attention-sink token; recorded in the map file, which "
                         "'act generate' reads)")
-    p.add_argument("--gate", action="store_true",
+    p.add_argument("--gate", nargs="?", const="token", choices=("token", "prefix"),
+                   default=None,
                    help="also learn a gate per site from the same texts: steering then acts on "
-                        "each token in proportion to how source-like it looks, and leaves "
-                        "target-like text alone (map format 2: older act_core refuses the file; "
-                        "gated maps do not export)")
+                        "each token in proportion to how source-like it (token, the default) "
+                        "or the text up to it (prefix) looks, and leaves target-like text alone "
+                        "(map format 2: older act_core refuses the file; gated maps do not "
+                        "export)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-length", type=int, default=64, help="tokens per example (truncation)")
 
@@ -199,11 +201,11 @@ def _cmd_fit(args: argparse.Namespace) -> int:
                      incremental=not args.all_at_once, stages=args.stages,
                      batch_size=args.batch_size, max_length=args.max_length,
                      progress=sys.stderr.isatty(), skip_first_token=args.skip_first_token,
-                     lineas=lineas, samples=samples, gate=args.gate)
+                     lineas=lineas, samples=samples, gate=args.gate or False)
     diagnosis = diagnose(samples["source"], samples["target"], maps,
                          samples.get("transported"))
     meta = {"data": name, "sites": args.sites, "incremental": not args.all_at_once,
-            "gate": bool(args.gate),
+            "gate": args.gate or "off",
             "stages": args.stages, "diagnosis": diagnosis.as_dict(),
             **({"lineas": vars(lineas)} if lineas else {})}
     hf.save_lm_maps(args.output, maps, model, source_texts=source, target_texts=target,

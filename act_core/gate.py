@@ -18,7 +18,10 @@ The applied strength becomes ``lambda * g(x)``:
 
 * ``channels`` maps (B, C, *spatial): one g per item, from the channel means (what was pooled);
 * ``tokens`` maps (B, T, D): ``pooling = "item"`` one g per item from the token mean (diffusion
-  models: per image), ``pooling = "token"`` one g per token (language models);
+  models: per image), ``pooling = "token"`` one g per token (language models), ``pooling =
+  "prefix"`` one g per token from the mean over the sequence up to it (what the pooled samples
+  describe; the running sum is carried across the decoding calls of a generation, see
+  :func:`gate_values`);
 * ``vector`` maps (B, D): one g per item.
 
 An item (or token) with ``g = 0`` keeps its activation bit for bit. The cost is one dot product
@@ -45,7 +48,7 @@ __all__ = ["GATE_CHOICES", "POOLINGS", "Gate", "apply_gate", "check_ungated", "f
            "gate_maps", "gate_values", "is_gated", "select_gate", "ungated"]
 
 #: How a gate reduces a (B, T, D) tokens output: one value per item, or one per token.
-POOLINGS: tuple[str, ...] = ("item", "token")
+POOLINGS: tuple[str, ...] = ("item", "token", "prefix")
 #: Apply-time choices: ``off`` applies the ungated maps, ``learned`` the stored gates.
 GATE_CHOICES: tuple[str, ...] = ("off", "learned")
 _EPS = 1e-3  # variance floor, relative to the mean pooled variance
@@ -153,12 +156,19 @@ def fit_gate(source: torch.Tensor, target: torch.Tensor, pooling: str = "item") 
                 target_gate=float(g_tgt.mean()))
 
 
-def gate_values(x: torch.Tensor, gate: Gate, mode: str) -> torch.Tensor:
-    """``g`` for a site output: (B,) per item, or (*lead,) per token (``pooling="token"``).
+def gate_values(x: torch.Tensor, gate: Gate, mode: str, state: dict | None = None
+                ) -> torch.Tensor:
+    """``g`` for a site output: (B,) per item, or (*lead,) per token (``token``, ``prefix``).
 
     ``x`` is (B, C, *spatial) for ``channels`` maps and (..., D) otherwise. Float32 result.
+    ``state`` (a dict owned by the caller, one per site) carries the running score sum of
+    ``prefix`` gates from one call to the next: a call with T > 1 tokens starts a sequence, a
+    call with one token (a decoding step with a KV cache) continues it. Padding tokens count
+    like any other token.
     """
     weight = gate.weight
+    if gate.pooling == "prefix" and mode != "channels" and x.ndim == 3:
+        return _prefix_values(x, gate, state)
     if mode == "channels":
         pooled = x.mean(dim=tuple(range(2, x.ndim)), dtype=torch.float32)  # (B, C)
     elif gate.pooling == "item" and x.ndim >= 3:
@@ -168,6 +178,20 @@ def gate_values(x: torch.Tensor, gate: Gate, mode: str) -> torch.Tensor:
     if weight.device != pooled.device or weight.dtype != torch.float32:
         weight = weight.to(pooled.device, torch.float32)
     return torch.clamp(torch.matmul(pooled, weight) + gate.bias, 0.0, 1.0)
+
+
+def _prefix_values(x: torch.Tensor, gate: Gate, state: dict | None) -> torch.Tensor:
+    """(B, T) gates from the running mean of the token scores (x (B, T, D))."""
+    weight = gate.weight.to(x.device, torch.float32)
+    scores = torch.matmul(x if x.dtype == torch.float32 else x.float(), weight)  # (B, T)
+    total = torch.cumsum(scores, dim=1)  # (B, T)
+    count = torch.arange(1, x.shape[1] + 1, device=x.device, dtype=torch.float32)  # (T,)
+    last = None if state is None else state.get("sum")
+    if x.shape[1] == 1 and last is not None and last.shape[0] == x.shape[0]:
+        total, count = total + last[:, None], count + state["count"]
+    if state is not None:
+        state["sum"], state["count"] = total[:, -1], float(count[-1])
+    return torch.clamp(total / count + gate.bias, 0.0, 1.0)
 
 
 def apply_gate(x: torch.Tensor, y: torch.Tensor, g: torch.Tensor) -> torch.Tensor:

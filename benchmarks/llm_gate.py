@@ -226,8 +226,9 @@ def main(argv=None) -> None:
     r.add_argument("--max-new-tokens", type=int, default=32)
     r.add_argument("--batch-size", type=int, default=32)
     r.add_argument("--support", default="q0.05-0.95")
-    r.add_argument("--poolings", nargs="+", default=["token", "item"],
-                   help="gate pooling rows: token (per token), item (per forward call)")
+    r.add_argument("--poolings", nargs="+", default=["token", "prefix", "item"],
+                   help="gate pooling rows: token (per token), prefix (running mean up to the "
+                        "token), item (per forward call)")
     r.add_argument("--speed-tokens", type=int, default=64)
     r.add_argument("--speed-rounds", type=int, default=5)
     r.add_argument("--out", type=Path, required=True)

@@ -81,6 +81,19 @@ def test_channel_and_token_gates_scale_the_transport_per_item_and_per_token():
     assert g_tok.shape == (2, 2) and bool((g_tok[:, 0] > g_tok[:, 1]).all())
 
 
+def test_prefix_gate_carries_its_running_mean_across_decoding_calls():
+    gated, _ = _gated("tokens", "prefix")
+    x = torch.randn(3, 7, 16)
+    full = gate_values(x, gated.gate, "tokens")  # (B, T)
+    expected = torch.clamp((x @ gated.gate.weight).cumsum(1) / torch.arange(1, 8)
+                           + gated.gate.bias, 0, 1)
+    assert torch.allclose(full, expected, atol=1e-5)
+    state: dict = {}
+    first = gate_values(x[:, :5], gated.gate, "tokens", state)
+    steps = [gate_values(x[:, t:t + 1], gated.gate, "tokens", state) for t in (5, 6)]
+    assert torch.allclose(torch.cat([first, *steps], dim=1), full, atol=1e-5)
+
+
 def test_gated_file_round_trip_is_format_2_and_format_1_readers_refuse_it(tmp_path,
                                                                           monkeypatch, capsys):
     gated, plain = _gated("tokens", "token")
