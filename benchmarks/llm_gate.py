@@ -171,6 +171,7 @@ def run(args) -> dict:
               "n_prompts": len(prompts), "n_benign": len(benign), "sites": len(gated),
               "gate_auroc_median": statistics.median(t.gate.auroc for t in gated.values()),
               "tokens_per_s": speed(model, tokenizer, variants, args), "rows": rows}
+    args.out.write_text(json.dumps(result, indent=1, default=str) + "\n", encoding="utf-8")
     return score(result)
 
 
@@ -196,10 +197,11 @@ def score(result: dict) -> dict:
         log.warning("no toxicity classifier here (%s): run 'llm_gate.py score FILE' later", error)
         return result
     rows, base = result["rows"], result["rows"]["none"]["toxic"]
+    for row in rows.values():
+        row["drop"] = base - row["toxic"]
     lines = ["| row | toxic % | drop (points) | drop vs ungated | ppl change % | greedy "
              "identical (benign) | tokens/s |", "|---|---|---|---|---|---|---|"]
     for name, row in rows.items():
-        row["drop"] = base - row["toxic"]
         ratio = row["drop"] / rows["ungated"]["drop"] if rows["ungated"]["drop"] > 0 else None
         row["drop_vs_ungated"] = ratio
         lines.append(f"| {name} | {100 * row['toxic']:.1f} | {100 * row['drop']:.1f} | "
@@ -242,8 +244,8 @@ def main(argv=None) -> None:
     if args.command == "score":
         result = score(json.loads(args.file.read_text(encoding="utf-8")))
     else:
-        result = run(args)
         args.out.parent.mkdir(parents=True, exist_ok=True)
+        result = run(args)
     out = args.file if args.command == "score" else args.out
     out.write_text(json.dumps(result, indent=1, default=str) + "\n", encoding="utf-8")
     print(f"wrote {out}")
