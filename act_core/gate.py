@@ -10,8 +10,10 @@ variance) projects an activation onto one score, and a clamped ramp turns the sc
     g(x) = clamp((s(x) - s0) / (s1 - s0), 0, 1)
 
 ``s0`` is the largest target score and ``s1`` the smallest source score when the two pooled
-samples separate (every training target gets g = 0, every training source g = 1); when they
-overlap, the medians of the two score samples. Stored folded: ``g = clamp(<weight, x> + bias,
+samples separate (every training target gets g = 0, every training source g = 1). When they
+overlap, ``ramp = "balanced"`` (default) uses the medians of the two score samples, and
+``ramp = "strict"`` keeps ``s0`` at the largest target score (every training target still gets
+g = 0) and ramps up to the largest source score. Stored folded: ``g = clamp(<weight, x> + bias,
 0, 1)`` with ``weight = w / (s1 - s0)`` and ``bias = -s0 / (s1 - s0)``.
 
 The applied strength becomes ``lambda * g(x)``:
@@ -44,11 +46,13 @@ from .errors import FitError, MapError
 if TYPE_CHECKING:
     from .maps import TransportMap
 
-__all__ = ["GATE_CHOICES", "POOLINGS", "Gate", "apply_gate", "check_ungated", "fit_gate",
+__all__ = ["GATE_CHOICES", "POOLINGS", "RAMPS", "Gate", "apply_gate", "check_ungated", "fit_gate",
            "gate_maps", "gate_values", "is_gated", "select_gate", "ungated"]
 
 #: How a gate reduces a (B, T, D) tokens output: one value per item, or one per token.
 POOLINGS: tuple[str, ...] = ("item", "token", "prefix")
+#: Where the ramp sits when the pooled source and target scores overlap (see above).
+RAMPS: tuple[str, ...] = ("balanced", "strict")
 #: Apply-time choices: ``off`` applies the ungated maps, ``learned`` the stored gates.
 GATE_CHOICES: tuple[str, ...] = ("off", "learned")
 _EPS = 1e-3  # variance floor, relative to the mean pooled variance
@@ -120,7 +124,8 @@ def _auroc(pos: torch.Tensor, neg: torch.Tensor) -> float:
     return float(greater + 0.5 * ties)
 
 
-def fit_gate(source: torch.Tensor, target: torch.Tensor, pooling: str = "item") -> Gate:
+def fit_gate(source: torch.Tensor, target: torch.Tensor, pooling: str = "item",
+             ramp: str = "balanced") -> Gate:
     """Fit a gate from pooled source (N, D) and target (M, D) samples (float64 inside).
 
     Raises
@@ -135,6 +140,8 @@ def fit_gate(source: torch.Tensor, target: torch.Tensor, pooling: str = "item") 
         raise FitError("a gate needs at least one source and one target sample")
     if pooling not in POOLINGS:
         raise FitError(f"pooling must be one of {POOLINGS}, found {pooling!r}")
+    if ramp not in RAMPS:
+        raise FitError(f"ramp must be one of {RAMPS}, found {ramp!r}")
     a, b = source.detach().to("cpu", torch.float64), target.detach().to("cpu", torch.float64)
     n, m = a.shape[0], b.shape[0]
     ss = ((a - a.mean(0)) ** 2).sum(0) + ((b - b.mean(0)) ** 2).sum(0)  # (D,)
@@ -143,7 +150,9 @@ def fit_gate(source: torch.Tensor, target: torch.Tensor, pooling: str = "item") 
     w = (a.mean(0) - b.mean(0)) / var  # (D,)
     s_src, s_tgt = a @ w, b @ w  # (N,), (M,)
     s0, s1 = float(s_tgt.max()), float(s_src.min())
-    if not s1 > s0:  # the samples overlap: ramp between the medians
+    if not s1 > s0 and ramp == "strict":  # overlap: up to the most source-like sample
+        s1 = float(s_src.max())
+    elif not s1 > s0:  # overlap: ramp between the medians
         s0, s1 = float(s_tgt.median()), float(s_src.median())
     if not s1 - s0 > 1e-12 * max(1.0, abs(s0), abs(s1)):  # no separation: keep the plain map
         weight, bias = torch.zeros_like(w), 1.0
@@ -247,8 +256,8 @@ def select_gate(maps: Mapping[str, TransportMap], gate: str) -> Mapping[str, Tra
 
 
 def gate_maps(maps: Mapping[str, TransportMap], source: Mapping[str, torch.Tensor],
-              target: Mapping[str, torch.Tensor], pooling: str = "item"
-              ) -> dict[str, TransportMap]:
+              target: Mapping[str, torch.Tensor], pooling: str = "item",
+              ramp: str = "balanced") -> dict[str, TransportMap]:
     """Fit one gate per site from the pooled samples the maps were fitted on.
 
     Parameters
@@ -257,7 +266,10 @@ def gate_maps(maps: Mapping[str, TransportMap], source: Mapping[str, torch.Tenso
     source, target : mapping of site to Tensor (N, D) / (M, D)
         E.g. the ``samples`` filled by :func:`~act_core.fitting.fit_sites`.
     pooling : str
-        For ``tokens`` maps: ``"item"`` (diffusion) or ``"token"`` (language models).
+        For ``tokens`` maps: ``"item"`` (diffusion), ``"token"`` or ``"prefix"`` (language
+        models).
+    ramp : str
+        ``"balanced"`` or ``"strict"`` (see the module docstring).
 
     Returns
     -------
@@ -272,8 +284,9 @@ def gate_maps(maps: Mapping[str, TransportMap], source: Mapping[str, torch.Tenso
     if missing:
         raise FitError(f"no recorded samples for site(s) {missing[:5]} to learn a gate from; "
                        "pass the samples the maps were fitted on")
-    return {site: dataclasses.replace(tmap, gate=fit_gate(source[site], target[site], pooling))
-            for site, tmap in maps.items()}
+    return {site: dataclasses.replace(
+        tmap, gate=fit_gate(source[site], target[site], pooling, ramp))
+        for site, tmap in maps.items()}
 
 
 def _like(maps: Mapping[str, TransportMap], new: dict) -> Mapping[str, TransportMap]:

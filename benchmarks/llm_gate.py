@@ -2,9 +2,9 @@
 
 Protocol of docs/llm.md (toxicity): maps fitted all at once on ``toxicity:paired`` (the toxic
 ``fit`` prefixes -> the same prefixes with offensive words swapped) at ``post_norms + mlp_out +
-attn_out``, support q0.05-0.95, λ = 1; a per-token gate per site learned from the same pooled
-samples (:mod:`act_core.gate`). Rows: unsteered, the ungated maps, the gated maps (one row per
-``--poolings``). Per row:
+attn_out``, support q0.05-0.95, λ = 1; a gate per site learned from the same pooled samples
+(:mod:`act_core.gate`). Rows: unsteered, the ungated maps, the gated maps (one row per
+``--poolings`` x ``--ramps``). Per row:
 
 * toxic fraction of sampled continuations (32 new tokens) of the ``eval`` prefixes x seeds, by
   alt-profanity-check, and the reduction against unsteered (issue 23: gated >= 90% of the
@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from act_core import hf  # noqa: E402
-from act_core.gate import ungated  # noqa: E402
+from act_core.gate import gate_maps, ungated  # noqa: E402
 from act_core.hf_generate import generate, perplexity  # noqa: E402
 
 log = logging.getLogger("llm_gate")
@@ -140,13 +140,15 @@ def run(args) -> dict:
     log.info("fitting on %d + %d texts at %s (all at once, with gates)", len(payload["source"]),
              len(payload["target"]), "+".join(SITES))
     start = time.perf_counter()
+    samples: dict = {}
     gated = hf.fit_lm(model, tokenizer, payload["source"], payload["target"], SITES,
-                      incremental=False, gate=True, batch_size=args.batch_size)
+                      incremental=False, gate=True, batch_size=args.batch_size, samples=samples)
     fit_s = time.perf_counter() - start
     variants = {"none": None, "ungated": ungated(gated)}
-    for pooling in args.poolings:
-        variants[f"gated_{pooling}"] = {site: _pooled(tmap, pooling)
-                                        for site, tmap in gated.items()}
+    for ramp in args.ramps:
+        for pooling in args.poolings:
+            variants[f"gated_{pooling}_{ramp}"] = gate_maps(
+                gated, samples["source"], samples["target"], pooling, ramp)
     prompts = payload["eval"]
     benign = [p for p, q in zip(prompts, payload["eval_toxic_prob"]) if q < 0.5]
     rows = {}
@@ -173,12 +175,6 @@ def run(args) -> dict:
               "tokens_per_s": speed(model, tokenizer, variants, args), "rows": rows}
     args.out.write_text(json.dumps(result, indent=1, default=str) + "\n", encoding="utf-8")
     return score(result)
-
-
-def _pooled(tmap, pooling: str):
-    import dataclasses
-
-    return dataclasses.replace(tmap, gate=dataclasses.replace(tmap.gate, pooling=pooling))
 
 
 def _device_name(device: str) -> str:
@@ -231,6 +227,8 @@ def main(argv=None) -> None:
     r.add_argument("--poolings", nargs="+", default=["token", "prefix", "item"],
                    help="gate pooling rows: token (per token), prefix (running mean up to the "
                         "token), item (per forward call)")
+    r.add_argument("--ramps", nargs="+", default=["balanced", "strict"],
+                   help="gate ramps (act_core.gate.RAMPS) to run, each with every pooling")
     r.add_argument("--speed-tokens", type=int, default=64)
     r.add_argument("--speed-rounds", type=int, default=5)
     r.add_argument("--out", type=Path, required=True)
