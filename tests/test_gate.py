@@ -44,6 +44,14 @@ def test_gate_is_in_unit_range_and_separates_held_out_samples():
     assert float((g_tgt == 0).float().mean()) > 0.8  # most target-like inputs: exactly 0
 
 
+def test_overlapping_samples_ramp_between_medians_or_strictly_above_every_target():
+    source, target = _clouds(64, offset=0.5)  # overlapping scores
+    balanced, strict = fit_gate(source, target), fit_gate(source, target, ramp="strict")
+    assert 0.5 < balanced.auroc < 1.0
+    assert 0.0 < balanced.target_gate < balanced.source_gate < 1.0
+    assert strict.target_gate == 0.0 and 0.0 < strict.source_gate < balanced.source_gate
+
+
 def test_strength_zero_and_gate_zero_leave_the_input_unchanged():
     gated, _ = _gated("vector")
     _, held_tgt = _clouds(32, seed=2)
