@@ -77,10 +77,12 @@ class _SiteHook:
     """Forward hook of one site; caches the map per device (a copy, never the shared map)."""
 
     def __init__(self, site: Site, tmap: TransportMap, strength: StrengthSource,
-                 support: SupportLike, keep_tokens: KeepTokens | None = None) -> None:
+                 support: SupportLike, keep_tokens: KeepTokens | None = None,
+                 gate_state: dict | None = None) -> None:
         self.site, self.tmap, self.strength, self.support = site, tmap, strength, support
         self.keep_tokens = keep_tokens
-        self.gate_state: dict = {}  # a prefix gate's running sum, for this context's calls
+        # a prefix gate's running sum, or a held gate (act_core.gate.gate_values)
+        self.gate_state: dict = {} if gate_state is None else gate_state
         self._moved: dict[torch.device, TransportMap] = {tmap.scale.device: tmap}
 
     # torch.compile (ComfyUI's TorchCompileModel) runs the hook eagerly, as a graph break:
@@ -137,11 +139,13 @@ class TransportPlan:
             self.installs.append((site, find_module(model, site), tmap))
 
     @contextmanager
-    def applied(self, strength: StrengthSource = 1.0) -> Iterator[None]:
+    def applied(self, strength: StrengthSource = 1.0,
+                gate_states: dict[str, dict] | None = None) -> Iterator[None]:
         """Transport the sites' outputs with ``strength`` during the calls inside the context.
 
         Raises StrengthError at entry for an invalid fixed strength; a strength of 0 installs
-        nothing.
+        nothing. ``gate_states`` (site -> dict, kept by the caller across contexts) lets gated
+        maps keep a gate decided at an earlier call (:func:`act_core.gate.gate_values`).
         """
         installs = self.installs
         if not callable(strength):
@@ -158,8 +162,10 @@ class TransportPlan:
         handles = []
         try:
             for site, module, tmap in installs:
+                state = None if gate_states is None else gate_states.setdefault(
+                    str(site), {"hold": True})
                 handles.append(module.register_forward_hook(
-                    _SiteHook(site, tmap, strength, self.support, self.keep_tokens)))
+                    _SiteHook(site, tmap, strength, self.support, self.keep_tokens, state)))
             yield
         finally:
             for handle in handles:

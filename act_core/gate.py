@@ -173,11 +173,24 @@ def gate_values(x: torch.Tensor, gate: Gate, mode: str, state: dict | None = Non
     ``state`` (a dict owned by the caller, one per site) carries the running score sum of
     ``prefix`` gates from one call to the next: a call with T > 1 tokens starts a sequence, a
     call with one token (a decoding step with a KV cache) continues it. Padding tokens count
-    like any other token.
+    like any other token. For the other poolings, a state with ``"hold": True`` keeps the
+    first g it computes (``state["held"]``) and returns it at later calls with the same batch
+    size: a diffusion sampler decides each image's gate at the first step it transports (the
+    noisiest, where the gate was learned) and keeps it for the rest of the run.
     """
-    weight = gate.weight
     if gate.pooling == "prefix" and mode != "channels" and x.ndim == 3:
         return _prefix_values(x, gate, state)
+    held = None if state is None else state.get("held")
+    if held is not None and held.shape[0] == x.shape[0] and held.device == x.device:
+        return held  # decided at an earlier call (see ``hold``)
+    g = _item_values(x, gate, mode)
+    if state is not None and state.get("hold"):
+        state["held"] = g
+    return g
+
+
+def _item_values(x: torch.Tensor, gate: Gate, mode: str) -> torch.Tensor:
+    weight = gate.weight
     if mode == "channels":
         pooled = x.mean(dim=tuple(range(2, x.ndim)), dtype=torch.float32)  # (B, C)
     elif gate.pooling == "item" and x.ndim >= 3:

@@ -26,7 +26,7 @@ from comfy_api.latest import IO
 from ..act_core import MapSet, check_compatible
 from ..act_core.apply import TransportPlan
 from ..act_core.errors import MapCompatibilityError, MapError
-from ..act_core.gate import GATE_CHOICES, select_gate
+from ..act_core.gate import GATE_CHOICES, is_gated, select_gate
 from .common import (
     buckets_of,
     check_strength_range,
@@ -49,12 +49,15 @@ WRAPPER_KEY = "act_transport"
 DEFAULT_GATE = "learned"
 
 
-def _make_wrapper(buckets: list[MapSet], schedule: Schedule, support: str):
+def _make_wrapper(buckets: list[MapSet], schedule: Schedule, support: str, gated: bool = False):
     # One TransportPlan per timestep range, built at the first call on a device: the maps are
     # moved there once and the sites resolved once, so a call only installs its hooks (no
     # host-to-device copy, no validation per call and site); rebuilt when the call runs another
     # diffusion model object or device (e.g. a torch.compile wrapper swapped it in)
     cache: dict[str, object] = {}
+    # gated maps: each image's gate is decided at the first step the maps act on (the noisiest,
+    # where the gate was learned) and kept until sigma rises again (a new sampling run)
+    held: dict = {"sigma": None, "states": {}}
 
     def plans_for(diffusion_model, device: torch.device) -> list[TransportPlan]:
         if cache.get("model") is not diffusion_model or cache.get("device") != device:
@@ -76,8 +79,16 @@ def _make_wrapper(buckets: list[MapSet], schedule: Schedule, support: str):
                 return executor(x, t, c_concat, c_crossattn, control, transformer_options,
                                 **kwargs)
             plan = plans[min(schedule.bucket(sigma), len(buckets) - 1)]
-        strength = schedule.per_item(transformer_options.get("cond_or_uncond"), x.shape[0])
-        with plan.applied(strength):
+        layout = transformer_options.get("cond_or_uncond")
+        strength = schedule.per_item(layout, x.shape[0])
+        states = None
+        if gated:
+            sigma = float(t.reshape(-1).max())
+            if held["sigma"] is None or sigma > held["sigma"]:
+                held["states"] = {}
+            held["sigma"] = sigma
+            states = held["states"].setdefault((tuple(layout or ()), x.shape[0]), {})
+        with plan.applied(strength, states):
             return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
 
     return act_apply_model
@@ -130,7 +141,8 @@ def patch_model(model, maps: MapSet, strength: float, start_percent: float = 0.0
     m = model.clone()
     key = f"{WRAPPER_KEY}_{len(m.wrappers.get(WrappersMP.APPLY_MODEL, {}))}"
     m.add_wrapper_with_key(WrappersMP.APPLY_MODEL, key,
-                           _make_wrapper(maps_by_bucket(maps), schedule, chosen))
+                           _make_wrapper(maps_by_bucket(maps), schedule, chosen,
+                                         is_gated(maps)))
     return m
 
 

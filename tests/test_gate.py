@@ -102,6 +102,24 @@ def test_prefix_gate_carries_its_running_mean_across_decoding_calls():
     assert torch.allclose(torch.cat([first, *steps], dim=1), full, atol=1e-5)
 
 
+def test_a_held_gate_is_decided_at_the_first_call_and_kept():
+    from act_core.apply import TransportPlan
+
+    gated, _ = _gated("vector")
+    model = torch.nn.Sequential(torch.nn.Identity())
+    plan = TransportPlan(model, {"0": gated}, "unbounded")
+    held_src, held_tgt = _clouds(4, seed=5)
+    states: dict = {}
+    with plan.applied(1.0, states):
+        first = model(held_tgt)  # target-like: g = 0, unchanged
+    assert torch.equal(first, held_tgt)
+    with plan.applied(1.0, states):
+        later = model(held_src)  # source-like input, but the gate decided at the first call
+    assert torch.equal(later, held_src)
+    with plan.applied(1.0):  # no held state: decided per call
+        assert not torch.equal(model(held_src), held_src)
+
+
 def test_gated_file_round_trip_is_format_2_and_format_1_readers_refuse_it(tmp_path,
                                                                           monkeypatch, capsys):
     gated, plain = _gated("tokens", "token")
