@@ -108,12 +108,12 @@ def presence(exp, images: list[np.ndarray]) -> float:
     return float(np.mean(hits)) if hits else float("nan")
 
 
-def measure(toy, name: str, seeds: int) -> dict:
+def measure(toy, name: str, seeds: int, ramp: str = "balanced") -> dict:
     """Learn the gated maps of one experiment and compare the three variants."""
     exp = EXPERIMENTS[name]()
     sets = eval_sets(name)
     start = time.perf_counter()
-    maps = toy.learn(exp.source, exp.target, sites=exp.sites, support=exp.support, gate=True)
+    maps = toy.learn(exp.source, exp.target, sites=exp.sites, support=exp.support, gate=ramp)
     learn_s = time.perf_counter() - start
     prompts = [s.prompt for s in sets["other"] + sets["source"]]
     apply = toy.pack.nodes.apply.patch_model
@@ -164,6 +164,7 @@ def main(argv=None) -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--experiments", default="negation,style")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--ramp", default="balanced", help="gate ramp (act_core.gate.RAMPS)")
     ap.add_argument("--raw", type=Path, default=ROOT / "benchmarks" / "results" / "toy_gate.json")
     args = ap.parse_args(argv)
     import torch
@@ -173,9 +174,10 @@ def main(argv=None) -> None:
     toy = Toy()
     results = {}
     for name in args.experiments.split(","):
-        results[name] = measure(toy, name, args.seeds)
-        print(f"{name}: " + json.dumps({k: results[name][k]
-                                        for k in ("plain", "gated", "ungated")}), flush=True)
+        key = name if args.ramp == "balanced" else f"{name}_{args.ramp}"
+        results[key] = measure(toy, name, args.seeds, args.ramp)
+        print(f"{key}: " + json.dumps({k: results[key][k]
+                                       for k in ("plain", "gated", "ungated")}), flush=True)
     earlier = json.loads(args.raw.read_text()) if args.raw.exists() else {}
     args.raw.write_text(json.dumps({**earlier, **results}, indent=1) + "\n")
     print(table(results))

@@ -180,7 +180,7 @@ def learn_maps(model, src_conds: list, tgt_conds: list, *, source: list[str] | N
                timestep_ranges: int = 1, seed: int = 0, latent: dict | None = None,
                samples_per_prompt: int = 8, collect: str = "first step",
                trajectory_steps: int = 10, paired_noise: bool = False,
-               lineas: LineasConfig | None = None, gate: bool = False) -> MapSet:
+               lineas: LineasConfig | None = None, gate: bool | str = False) -> MapSet:
     """Fit maps for ``model`` from two lists of CONDITIONING; returns a MapSet.
 
     ``source``/``target`` are the prompt texts (for the hash in the metadata), when known.
@@ -212,7 +212,7 @@ def learn_and_diagnose(model, src_conds: list, tgt_conds: list, *, source=None, 
                        latent: dict | None = None, samples_per_prompt: int = 8,
                        collect: str = "first step", trajectory_steps: int = 10,
                        paired_noise: bool = False, lineas: LineasConfig | None = None,
-                       gate: bool = False) -> tuple[MapSet, Diagnosis]:
+                       gate: bool | str = False) -> tuple[MapSet, Diagnosis]:
     """:func:`learn_maps`, returning the maps and their :class:`~act_core.diagnose.Diagnosis`."""
     if len(src_conds) == 0 or len(tgt_conds) == 0:
         raise ValueError("need at least one source and one target conditioning")
@@ -286,7 +286,8 @@ def learn_and_diagnose(model, src_conds: list, tgt_conds: list, *, source=None, 
     diagnosis = diagnose(samples["source"], samples["target"], maps,
                          samples["transported"] or None)
     if gate:  # one gate per site and range, from the same pooled samples: no extra pass
-        maps = gate_maps(maps, samples["source"], samples["target"], pooling="item")
+        maps = gate_maps(maps, samples["source"], samples["target"], pooling="item",
+                         ramp=gate if isinstance(gate, str) else "balanced")
     metadata = {
         "model": {"family": family_of(model), "arch": type(diffusion_model).__name__,
                   "config": type(model.model.model_config).__name__, "target": "diffusion_model"},
