@@ -17,6 +17,7 @@ from torch import nn
 
 from .errors import MapCompatibilityError, StrengthError
 from .fastpath import Prepared, prepare, prepares
+from .gate import apply_gate, gate_values
 from .maps import TransportMap
 from .sites import Site, find_module, read_output, write_output
 from .support import SupportLike, parse_support, support_bounds
@@ -41,12 +42,16 @@ KeepTokens = Callable[[], "torch.Tensor | None"]
 
 
 def transport_output(x: torch.Tensor, tmap: TransportMap, strength: StrengthLike,
-                     support: SupportLike = "minmax", site: str = "?") -> torch.Tensor:
+                     support: SupportLike = "minmax", site: str = "?",
+                     gate_state: dict | None = None) -> torch.Tensor:
     """Transport one site output according to the map's mode.
 
     ``tokens`` / ``vector`` maps act elementwise on the last dim of ``x`` (..., D); ``channels``
     maps act on the spatial means of dim 1 of ``x`` (B, C, *spatial); ``seq_first`` maps act
-    elementwise on ``x`` (*positions, B, D), whose per-item strengths index dim -2.
+    elementwise on ``x`` (*positions, B, D), whose per-item strengths index dim -2. A gated map
+    (:mod:`act_core.gate`) transports with ``strength * g(x)``, per item or per token; on CPU,
+    a call whose every g is 0 returns ``x`` itself. ``gate_state`` carries a ``prefix`` gate's
+    running sum from call to call (:func:`act_core.gate.gate_values`).
 
     Raises
     ------
@@ -54,13 +59,21 @@ def transport_output(x: torch.Tensor, tmap: TransportMap, strength: StrengthLike
         If the width of ``x`` is not the map's D (the message names the site).
     """
     _check_output(x, tmap, site)
-    channels = tmap.mode == "channels"
-    if channels:
-        return transport_channels(x, tmap, strength, support)
-    if tmap.mode == "seq_first" and x.ndim >= 3:  # batch to the front and back: (B, ..., D)
+    g = None
+    if tmap.gate is not None:
+        g = gate_values(x, tmap.gate, tmap.mode, gate_state)  # (B,) or (B, T)
+        if x.device.type == "cpu" and not bool(g.any()):  # no sync on accelerators
+            return x
+    if tmap.mode == "channels":
+        y = transport_channels(x, tmap, strength, support)
+    elif tmap.mode == "seq_first" and x.ndim >= 3:  # batch to the front and back: (B, ..., D)
         y = transport(x.movedim(-2, 0), tmap, strength, support)
-        return x if y.data_ptr() == x.data_ptr() else y.movedim(0, -2).contiguous()
-    return transport(x, tmap, strength, support)
+        y = x if y.data_ptr() == x.data_ptr() else y.movedim(0, -2).contiguous()
+    else:
+        y = transport(x, tmap, strength, support)
+    if g is None or y is x:
+        return y
+    return apply_gate(x, y, g)
 
 
 def _check_output(x: torch.Tensor, tmap: TransportMap, site: str) -> None:
@@ -89,11 +102,15 @@ class _SiteHook:
     def __init__(self, site: Site, tmap: TransportMap, strength: StrengthSource,
                  support: SupportLike, keep_tokens: KeepTokens | None = None,
                  runs: dict | None = None,
-                 moved: dict[torch.device, TransportMap] | None = None) -> None:
+                 moved: dict[torch.device, TransportMap] | None = None,
+                 gate_state: dict | None = None) -> None:
         self.site, self.tmap, self.strength, self.support = site, tmap, strength, support
         self.keep_tokens = keep_tokens
         self.runs = runs
         self._moved = {tmap.scale.device: tmap} if moved is None else moved
+        # a prefix gate's running sum, or a held gate (act_core.gate.gate_values); set anew
+        # for every context by the plan
+        self.gate_state: dict = {} if gate_state is None else gate_state
 
     def _map_on(self, device: torch.device) -> TransportMap:
         tmap = self._moved.get(device)
@@ -120,7 +137,7 @@ class _SiteHook:
         if not isinstance(strength, torch.Tensor) and strength == 0:
             return None
         tmap = self._map_on(x.device)
-        y = transport_output(x, tmap, strength, self.support, str(self.site))
+        y = transport_output(x, tmap, strength, self.support, str(self.site), self.gate_state)
         return None if y is x else self._finish(output, whole, x, y)
 
     def _prepare(self, x: torch.Tensor) -> Prepared | None:
@@ -178,11 +195,14 @@ class TransportPlan:
             self._moved.append({tmap.scale.device: tmap})
 
     @contextmanager
-    def applied(self, strength: StrengthSource = 1.0) -> Iterator[None]:
+    def applied(self, strength: StrengthSource = 1.0,
+                gate_states: dict[str, dict] | None = None) -> Iterator[None]:
         """Transport the sites' outputs with ``strength`` during the calls inside the context.
 
         Raises StrengthError at entry for an invalid fixed strength; a strength of 0 installs
-        nothing.
+        nothing. ``gate_states`` (site -> dict, kept by the caller across contexts) lets gated
+        maps keep a gate decided at an earlier call (:func:`act_core.gate.gate_values`); without
+        it, each context starts its gates afresh.
         """
         installs = self.installs
         if not callable(strength):
@@ -196,7 +216,7 @@ class TransportPlan:
                     installs = []
             elif strength.ndim == 1 and installs:  # converted and checked once, not per site
                 strength = CheckedStrengths.of(strength, installs[0][2])
-        patches = self._patches_for(strength, installs)
+        patches = self._patches_for(strength, installs, gate_states)
         installed: list[tuple[nn.Module, object]] = []
         try:
             for patch in patches:
@@ -209,9 +229,11 @@ class TransportPlan:
                 else:
                     module.__dict__["forward"] = previous
 
-    def _patches_for(self, strength: StrengthSource, installs: list) -> list[_Patched]:
+    def _patches_for(self, strength: StrengthSource, installs: list,
+                     gate_states: dict[str, dict] | None = None) -> list[_Patched]:
         """One :class:`_Patched` per site; kept across calls for a fixed strength, so that a
-        sampler's calls reuse the same objects and their prepared transports."""
+        sampler's calls reuse the same objects and their prepared transports. Gated maps get
+        their gate state for this context (fresh, or the caller's ``gate_states``)."""
         key = _strength_key(strength)
         patches = None if key is None else self._patches.get(key)
         if patches is None or len(patches) != len(installs):
@@ -225,6 +247,11 @@ class TransportPlan:
                 if len(self._patches) >= _RUNS_PER_SITE:
                     self._patches.clear()
                 self._patches[key] = patches
+        for patch in patches:
+            if patch.hook.tmap.gate is not None:
+                site = str(patch.hook.site)
+                patch.hook.gate_state = ({} if gate_states is None else
+                                         gate_states.setdefault(site, {"hold": True}))
         return patches
 
 

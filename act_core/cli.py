@@ -84,6 +84,13 @@ def _add_fit(sub) -> None:
                    help="leave each text's first token out of fitting and unchanged when "
                         "steering (the attention-sink token; recorded in the map file, which "
                         "'act generate' reads)")
+    p.add_argument("--gate", nargs="?", const="token", choices=("token", "prefix"),
+                   default=None,
+                   help="also learn a gate per site from the same texts: steering then acts on "
+                        "each token in proportion to how source-like it (token, the default) "
+                        "or the text up to it (prefix) looks, and leaves target-like text alone "
+                        "(map format 2: older act_core refuses the file; gated maps do not "
+                        "export)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-length", type=int, default=64, help="tokens per example (truncation)")
 
@@ -101,6 +108,9 @@ def _add_generate(sub) -> None:
     p.add_argument("--support", default="minmax",
                    help="where maps apply: minmax (mitigation, default), unbounded (induction), "
                         "or quantiles such as q0.05-0.95")
+    p.add_argument("--gate", choices=("learned", "off"), default="learned",
+                   help="learned (default): use the map file's gate when it has one (fitted "
+                        "with 'act fit --gate'); off: steer every token, ignoring the gate")
     p.add_argument("--prompt", action="append", default=[], help="a prompt (repeatable)")
     p.add_argument("--prompts", type=Path, help="text file of prompts, one per line")
     p.add_argument("--num-samples", type=int, default=1, help="continuations per prompt")
@@ -194,10 +204,11 @@ def _cmd_fit(args: argparse.Namespace) -> int:
                      incremental=not args.all_at_once, stages=args.stages,
                      batch_size=args.batch_size, max_length=args.max_length,
                      progress=sys.stderr.isatty(), skip_first_token=args.skip_first_token,
-                     lineas=lineas, samples=samples)
+                     lineas=lineas, samples=samples, gate=args.gate or False)
     diagnosis = diagnose(samples["source"], samples["target"], maps,
                          samples.get("transported"))
     meta = {"data": name, "sites": args.sites, "incremental": not args.all_at_once,
+            "gate": args.gate or "off",
             "stages": args.stages, "diagnosis": diagnosis.as_dict(),
             **({"lineas": vars(lineas)} if lineas else {})}
     hf.save_lm_maps(args.output, maps, model, source_texts=source, target_texts=target,
@@ -222,6 +233,10 @@ def _cmd_generate(args: argparse.Namespace) -> int:
                          f"({len(args.maps)}), found {len(strengths)}")
     model, tokenizer = hf.load_causal_lm(args.model)
     sets = [hf.load_lm_maps(path, model) for path in args.maps]
+    if sets:
+        from act_core.gate import select_gate
+
+        sets = [select_gate(one, args.gate) for one in sets]
     maps = None if not sets else sets[0] if len(sets) == 1 else sets
     strength = strengths[0] if len(strengths) == 1 else strengths
     for sample in range(args.num_samples):
@@ -264,8 +279,10 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
     maps = load_maps(args.path)
     meta = maps.metadata
+    gated = sum(tmap.gate is not None for tmap in maps.values())
     print(f"{args.path}: {len(maps)} sites, method {meta.get('method')}, "
-          f"support {meta.get('support')}")
+          f"support {meta.get('support')}, format version {meta.get('version')}"
+          + (f", gated ({gated} sites)" if gated else ", no gate"))
     print(f"model: {json.dumps(meta.get('model'))}")
     from act_core.diagnose import Diagnosis
 
@@ -274,8 +291,9 @@ def _cmd_info(args: argparse.Namespace) -> int:
     print(f"extra: {json.dumps(extra)}")
     for site, tmap in maps.items():
         kept = int(((tmap.scale != 1) | (tmap.shift != 0)).sum())
+        gate = f" {tmap.gate.describe()}" if tmap.gate is not None else ""
         print(f"  {site}  D={tmap.dim} mode={tmap.mode} n={tmap.n_source}/{tmap.n_target} "
-              f"guarded={tmap.guarded} kept={kept}")
+              f"guarded={tmap.guarded} kept={kept}{gate}")
     if report:
         print(Diagnosis.from_dict(report).text())
     return 0

@@ -73,6 +73,10 @@ def check_foldable(module: nn.Module, tmap: TransportMap, site: str | Site, *,
     """
     parsed = Site.parse(site)
     kind = type(module).__name__
+    if tmap.gate is not None:
+        raise FoldError(f"the map of site {site!r} is gated: its strength is scaled by how "
+                        "source-like each input is (a gate depends on the input), which no "
+                        "fixed weight can do; apply it with hooks, or with gate 'off'")
     if parsed.output_index is not None:
         raise FoldError(f"site {site!r} is one element of a tuple output, not the output of a "
                         "layer with affine weights")

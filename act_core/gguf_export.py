@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from act_core.fold import FoldError, is_pure_shift
+from act_core.gate import check_ungated
 from act_core.maps import TransportMap
 from act_core.mapset import MapSet
 from act_core.support import parse_support
@@ -52,6 +53,7 @@ def control_vectors(maps: Mapping[str, TransportMap], strength: float = 1.0,
     if extra.get("skip_first_token"):
         raise FoldError("the maps leave each sequence's first token unchanged "
                         "(skip_first_token); a control vector is added to every token")
+    check_ungated(maps, "a llama.cpp control vector")
     out: dict[int, np.ndarray] = {}
     for site, tmap in maps.items():
         match = _MLP_OUT.match(site)

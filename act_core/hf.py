@@ -34,6 +34,7 @@ import torch
 from act_core.apply import apply_transport
 from act_core.errors import MapCompatibilityError
 from act_core.fitting import fit_sites
+from act_core.gate import gate_maps
 from act_core.hf_models import load_causal_lm
 from act_core.hf_presets import detect_family, model_hint, preset_names, site_patterns
 from act_core.mapfile import load_maps, save_maps
@@ -135,7 +136,7 @@ def fit_lm(model: Any, tokenizer: Any, source_texts: Sequence[str], target_texts
            incremental: bool = True, stages: int | None = None, batch_size: int = 16,
            max_length: int = 64, progress: bool | Callable[[int, int], None] = False,
            skip_first_token: bool = False, lineas: Any = None,
-           samples: dict | None = None) -> dict[str, TransportMap]:
+           samples: dict | None = None, gate: bool | str = False) -> dict[str, TransportMap]:
     """Fit one map per site carrying source-text activations onto target-text activations.
 
     Parameters
@@ -165,11 +166,23 @@ def fit_lm(model: Any, tokenizer: Any, source_texts: Sequence[str], target_texts
     samples : dict, optional
         Filled with the pooled ``"source"`` and ``"target"`` samples (and, for LinEAS, the
         ``"transported"`` source), for :func:`act_core.diagnose.diagnose`.
+    gate : bool or str
+        Also learn a gate per site from the same samples (:mod:`act_core.gate`): steering then
+        acts on a token in proportion to how source-like it looks. True or ``"token"``: each
+        token by itself; ``"prefix"``: the text up to the token (its running mean).
 
     Returns
     -------
     dict of site -> TransportMap (each of width D = the site's output width), forward order.
     """
+    if gate:
+        samples = {} if samples is None else samples
+        maps = fit_lm(model, tokenizer, source_texts, target_texts, sites, method=method,
+                      incremental=incremental, stages=stages, batch_size=batch_size,
+                      max_length=max_length, progress=progress,
+                      skip_first_token=skip_first_token, lineas=lineas, samples=samples)
+        pooling = gate if isinstance(gate, str) else "token"
+        return gate_maps(maps, samples["source"], samples["target"], pooling=pooling)
     resolved = lm_sites(model, sites)
     options = {"batch_size": batch_size, "max_length": max_length,
                "skip_first_token": skip_first_token}

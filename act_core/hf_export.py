@@ -39,6 +39,7 @@ from typing import Any
 import torch
 
 from act_core.fold import FoldError, check_foldable, fold_deltas
+from act_core.gate import check_ungated
 from act_core.maps import TransportMap
 from act_core.mapset import MapSet
 from act_core.support import parse_support
@@ -62,6 +63,7 @@ _FLAG = {"input_layernorm": "attention_bias", "self_attn.o_proj": "attention_bia
 
 def _check(model: Any, maps: Mapping[str, TransportMap], support: str) -> dict[str, str]:
     """Validate; return ``{site: kind}`` (kind: a key of _CONSUMERS, or "final_norm")."""
+    check_ungated(maps, "a folded checkpoint")
     if parse_support(support).kind != "unbounded":
         raise FoldError(f"the support is {support!r}: a bounded support transports a value only "
                         "inside its range, which no fixed weight does; export with support "

@@ -3,7 +3,8 @@
 Layout of a file:
 
 * tensors ``<site>.scale``, ``<site>.shift``, ``<site>.lo``, ``<site>.hi`` (float32, (D,)) and
-  ``<site>.quantiles`` (float32, (K, D)) for every site;
+  ``<site>.quantiles`` (float32, (K, D)) for every site, and ``<site>.gate`` (float32, (D,))
+  for every gated site (:mod:`act_core.gate`);
 * the safetensors metadata key ``act`` holds a JSON object::
 
     {"format": "act-maps", "version": 1, "created_with": "act_core 0.1.0",
@@ -11,8 +12,14 @@ Layout of a file:
      "model": {"family": "sd15", ...}, "prompt_hash": "<sha256>" | null,
      "sites": {"<site>": {"mode": "channels", "pooling": "mean", "dim": 320, "n_source": 1024,
                           "n_target": 1024, "guarded": 0, "method": "linear_act",
-                          "unbounded_strength": false}, ...},
+                          "unbounded_strength": false,
+                          "gate": {"bias": 0.0, "pooling": "item", "auroc": 1.0,
+                                   "source_gate": 1.0, "target_gate": 0.0}}, ...},
      "extra": {...}}
+
+  ``gate`` is present on gated sites only. A file with a gated site is format version 2 (so
+  readers of version 1, which would silently drop the gate, refuse it); every other file is
+  still written as version 1, and both versions load.
 
   ``sites`` keeps the order of the saved mapping (the forward order for maps from
   :func:`~act_core.fitting.fit_sites`). ``method`` is ``"mixed"`` when sites used different
@@ -45,6 +52,7 @@ from safetensors import SafetensorError
 
 from ._version import __version__
 from .errors import MapError, MapFileError
+from .gate import Gate
 from .maps import TransportMap
 from .mapset import MapSet
 from .support import SupportLike, parse_support
@@ -53,16 +61,32 @@ from .timesteps import validate_ranges
 __all__ = ["FORMAT", "METADATA_KEY", "VERSION", "load_maps", "save_maps"]
 
 FORMAT = "act-maps"
-VERSION = 1
+VERSION = 2
+#: Version written for files without gates (readable by every act_core release).
+VERSION_UNGATED = 1
 METADATA_KEY = "act"
 _FIELDS = ("scale", "shift", "lo", "hi", "quantiles")
 _MAX_HEADER = 100 * 1024 * 1024
 
 
 def _site_entry(tmap: TransportMap) -> dict:
-    return {"mode": tmap.mode, "pooling": "mean", "dim": tmap.dim, "n_source": tmap.n_source,
-            "n_target": tmap.n_target, "guarded": tmap.guarded, "method": tmap.method,
-            "unbounded_strength": tmap.unbounded_strength}
+    entry = {"mode": tmap.mode, "pooling": "mean", "dim": tmap.dim, "n_source": tmap.n_source,
+             "n_target": tmap.n_target, "guarded": tmap.guarded, "method": tmap.method,
+             "unbounded_strength": tmap.unbounded_strength}
+    if tmap.gate is not None:
+        gate = tmap.gate
+        entry["gate"] = {"bias": gate.bias, "pooling": gate.pooling, "auroc": gate.auroc,
+                         "source_gate": gate.source_gate, "target_gate": gate.target_gate}
+    return entry
+
+
+def _fields(tmap: TransportMap) -> tuple[str, ...]:
+    return (*_FIELDS, "gate") if tmap.gate is not None else _FIELDS
+
+
+def _tensor(tmap: TransportMap, field: str) -> torch.Tensor:
+    value = tmap.gate.weight if field == "gate" else getattr(tmap, field)
+    return value.detach().to("cpu", torch.float32).clone()
 
 
 def _header(maps: Mapping[str, TransportMap], metadata: Mapping | None, model: Mapping | None,
@@ -71,8 +95,10 @@ def _header(maps: Mapping[str, TransportMap], metadata: Mapping | None, model: M
     if len(levels) != 1:
         raise MapFileError("all maps of one file must store the same quantile levels")
     methods = {tmap.method for tmap in maps.values()}
+    gated = any(tmap.gate is not None for tmap in maps.values())
     return {
-        "format": FORMAT, "version": VERSION, "created_with": f"act_core {__version__}",
+        "format": FORMAT, "version": VERSION if gated else VERSION_UNGATED,
+        "created_with": f"act_core {__version__}",
         "method": methods.pop() if len(methods) == 1 else "mixed",
         "support": str(parse_support(support)), "quantile_levels": list(levels.pop()),
         "model": dict(model or {}), "prompt_hash": prompt_hash,
@@ -125,8 +151,8 @@ def save_maps(path: str | os.PathLike, maps: Mapping[str, TransportMap],
         header = json.dumps(_header(maps, metadata, model, prompt_hash, support))
     except (TypeError, ValueError) as error:
         raise MapFileError(f"metadata must be JSON-serialisable: {error}") from error
-    tensors = {f"{site}.{field}": getattr(tmap, field).detach().to("cpu", torch.float32).clone()
-               for site, tmap in maps.items() for field in _FIELDS}
+    tensors = {f"{site}.{field}": _tensor(tmap, field)
+               for site, tmap in maps.items() for field in _fields(tmap)}
     data = safetensors.torch.save(tensors, metadata={METADATA_KEY: header})
     target = Path(path)
     _write_atomic(target, data)
@@ -193,7 +219,8 @@ def _check_header(path: Path, act: object) -> dict:
 
 
 def _check_keys(path: Path, tensors: Mapping[str, torch.Tensor], sites: Mapping) -> None:
-    expected = {f"{site}.{field}" for site in sites for field in _FIELDS}
+    expected = {f"{site}.{field}" for site, entry in sites.items()
+                for field in ((*_FIELDS, "gate") if _gate_entry(entry) else _FIELDS)}
     missing, extra = sorted(expected - set(tensors)), sorted(set(tensors) - expected)
     if missing or extra:
         raise MapFileError(f"{path}: tensors do not match the listed sites; missing "
@@ -215,13 +242,32 @@ def _build_map(path: Path, site: str, entry: object, tensors: Mapping[str, torch
             n_target=int(entry.get("n_target", 0)), guarded=int(entry.get("guarded", 0)),
             quantile_levels=tuple(levels),
             unbounded_strength=bool(entry.get("unbounded_strength", False)),
+            gate=_build_gate(entry, tensors, site),
         )
-    except (MapError, TypeError, ValueError) as error:
+    except (MapError, TypeError, ValueError, KeyError) as error:
         raise MapFileError(f"{path}: site {site!r} is invalid: {error}") from error
     if entry.get("dim", tmap.dim) != tmap.dim:
         raise MapFileError(f"{path}: site {site!r} lists dim {entry.get('dim')} but its tensors "
                            f"have D={tmap.dim}")
     return tmap
+
+
+def _gate_entry(entry: object) -> dict | None:
+    gate = entry.get("gate") if isinstance(entry, dict) else None
+    return gate if gate else None
+
+
+def _build_gate(entry: dict, tensors: Mapping[str, torch.Tensor], site: str) -> Gate | None:
+    gate = _gate_entry(entry)
+    if gate is None:
+        return None
+    weight = tensors[f"{site}.gate"]
+    if weight.dtype != torch.float32:
+        raise MapError(f"{site}.gate has dtype {weight.dtype}, expected float32")
+    return Gate(weight=weight, bias=float(gate["bias"]), pooling=str(gate.get("pooling", "item")),
+                auroc=float(gate.get("auroc", 0.5)),
+                source_gate=float(gate.get("source_gate", 1.0)),
+                target_gate=float(gate.get("target_gate", 0.0)))
 
 
 def load_maps(path: str | os.PathLike) -> MapSet:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from .errors import MapError
+from .gate import Gate
 
 __all__ = ["MODES", "QUANTILE_LEVELS", "TransportMap"]
 
@@ -61,6 +62,9 @@ class TransportMap:
     unbounded_strength : bool
         True for additive steering maps (``diff_means``) whose strength has no calibrated
         meaning; no extrapolation warning is logged for them.
+    gate : Gate or None
+        When set, the strength is scaled by how source-like each input is
+        (:mod:`act_core.gate`); None (default) transports every input.
 
     Raises
     ------
@@ -80,6 +84,7 @@ class TransportMap:
     guarded: int = 0
     quantile_levels: tuple[float, ...] = QUANTILE_LEVELS
     unbounded_strength: bool = False
+    gate: Gate | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "quantile_levels", tuple(float(q) for q in self.quantile_levels))
@@ -123,13 +128,18 @@ class TransportMap:
         for name in ("n_source", "n_target", "guarded"):
             if int(getattr(self, name)) < 0:
                 raise MapError(f"TransportMap.{name} must be >= 0, found {getattr(self, name)}")
+        if self.gate is not None and (not isinstance(self.gate, Gate)
+                                      or self.gate.dim != self.dim):
+            raise MapError(f"TransportMap.gate must be a Gate of width D ({self.dim}), found "
+                           f"{self.gate!r}")
         if int(self.guarded) > self.dim:
             raise MapError(f"TransportMap.guarded ({self.guarded}) exceeds the width "
                            f"D ({self.dim})")
 
     def __repr__(self) -> str:
         return (f"TransportMap(method={self.method!r}, mode={self.mode!r}, D={self.dim}, "
-                f"n_source={self.n_source}, n_target={self.n_target}, guarded={self.guarded})")
+                f"n_source={self.n_source}, n_target={self.n_target}, guarded={self.guarded}"
+                f"{', gated' if self.gate is not None else ''})")
 
     @property
     def dim(self) -> int:
@@ -151,17 +161,18 @@ class TransportMap:
             return self
         moved = {name: getattr(self, name).to(device=device, dtype=dtype)
                  for name in (*_VECTOR_FIELDS, "quantiles")}
-        if all(moved[name] is getattr(self, name) for name in moved):
+        gate = None if self.gate is None else self.gate.to(device=device)
+        if all(moved[name] is getattr(self, name) for name in moved) and gate is self.gate:
             return self
-        return dataclasses.replace(self, **moved)
+        return dataclasses.replace(self, **moved, gate=gate)
 
     def inverse(self) -> TransportMap:
         """Return the map that carries the target back onto the source (target -> source).
 
         Every unit's map ``x -> scale * x + shift`` is inverted to ``y -> (y - shift) / scale``;
         the support becomes the image of the source support (``scale * lo + shift`` ...), and the
-        stored quantiles are mapped the same way. This is the meaning AcT gives to "negative
-        strength": apply ``tmap.inverse()`` with a positive strength.
+        stored quantiles are mapped the same way; a gate is flipped (``1 - g``). This is the
+        meaning AcT gives to "negative strength": apply ``tmap.inverse()`` with a positive strength.
 
         Raises
         ------
@@ -178,4 +189,5 @@ class TransportMap:
             self, scale=scale, shift=-self.shift * scale,
             lo=self.lo * self.scale + self.shift, hi=self.hi * self.scale + self.shift,
             quantiles=image, n_source=self.n_target, n_target=self.n_source,
+            gate=None if self.gate is None else self.gate.flipped(),
         )

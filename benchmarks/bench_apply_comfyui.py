@@ -7,6 +7,8 @@
     * ``act``: our ``patch_model`` (AcT Apply Transport, mode hooks, its defaults: the
       conditional CFG half) with linear_act maps on all 27 norm sites of the UNet, strength 1,
       unbounded support;
+    * ``act_gated``: the same maps with a learned gate per site (``gate = learned``); the
+      prompt is source-like, so every site computes its gate and transports (the gate's cost);
     * ``act_both``: the same with apply_to both (every item of the CFG batch);
     * ``reference``: a reference-style implementation of the same maps: one plain Python
       forward hook per site, registered for the whole sampling, that casts the output to
@@ -81,7 +83,7 @@ FIT_SOURCE = ["a red circle", "a blue square", "a green triangle", "a yellow cir
 FIT_TARGET = ["a striped " + p.removeprefix("a ") for p in FIT_SOURCE]
 PROMPT, NEGATIVE = "a blue triangle", ""
 CFG, SIZE, SAMPLER, SCHEDULER, SEED = 5.0, 64, "euler", "normal", 0
-VARIANTS = ("plain", "act", "act_both", "reference", "mean_hooks", "folded")
+VARIANTS = ("plain", "act", "act_gated", "act_both", "reference", "mean_hooks", "folded")
 TARGETS = {"act": "<= 1.05", "folded": "<= 1.01"}
 
 
@@ -216,6 +218,8 @@ def bench_apply(pack, model, clip, batch: int, steps: int, repeats: int, samples
                                      incremental=False, latent=fit_latent,
                                      samples_per_prompt=samples)
             for method in ("linear_act", "mean_act")}
+    maps["gated"] = learn.learn_maps(model, source, target, support="unbounded", incremental=False,
+                                     latent=fit_latent, samples_per_prompt=samples, gate=True)
     positive, negative = encode(clip, [PROMPT, NEGATIVE])
     latent = torch.zeros(batch, 4, SIZE // 8, SIZE // 8)
     noise = comfy.sample.prepare_noise(latent, SEED)
@@ -223,6 +227,7 @@ def bench_apply(pack, model, clip, batch: int, steps: int, repeats: int, samples
     models = {
         "plain": model,
         "act": apply.patch_model(model, maps["linear_act"], 1.0),
+        "act_gated": apply.patch_model(model, maps["gated"], 1.0, gate="learned"),
         "act_both": apply.patch_model(model, maps["linear_act"], 1.0, apply_to="both"),
         "reference": model,
         "mean_hooks": apply.patch_model(model, maps["mean_act"], 1.0, apply_to="both"),
@@ -254,7 +259,7 @@ def bench_apply(pack, model, clip, batch: int, steps: int, repeats: int, samples
                     ", ".join(f"{n} {t[-1][0]:.2f}/{t[-1][1]:.2f}" for n, t in times.items()))
 
     attributed = {}
-    for name in ("act", "act_both", "mean_hooks", "reference"):
+    for name in ("act", "act_gated", "act_both", "mean_hooks", "reference"):
         clock = [0.0]
         patched = models[name]
         comfy.model_management.load_models_gpu([patched])
@@ -279,6 +284,7 @@ def bench_apply(pack, model, clip, batch: int, steps: int, repeats: int, samples
             "checks": {"reference_vs_act_both": diff("reference", "act_both"),
                        "folded_vs_mean_hooks": diff("folded", "mean_hooks"),
                        "act_vs_plain": diff("act", "plain"),
+                       "gated_vs_act": diff("act_gated", "act"),
                        "mean_hooks_vs_plain": diff("mean_hooks", "plain")}}
 
 
@@ -463,6 +469,8 @@ def _cpu_name() -> str:
 LABELS = {
     "plain": "no AcT (baseline)",
     "act": "AcT Apply Transport, hooks, apply_to conditional (default), linear_act",
+    "act_gated": "the same maps **gated** (gate learned; the prompt is source-like, so every "
+                 "gated site computes its gate and transports)",
     "act_both": "AcT Apply Transport, hooks, apply_to both, linear_act",
     "reference": "reference-style Python hooks (float32 casts), both halves, linear_act",
     "mean_hooks": "AcT Apply Transport, hooks, apply_to both, mean_act",
@@ -536,7 +544,8 @@ def _apply_lines(result: dict, args: argparse.Namespace) -> list[str]:
         f"Checks on the samples (max abs difference of the latents): reference-style hooks vs "
         f"ours (both halves) {checks['reference_vs_act_both']:.1e}; folded vs hooks with the "
         f"same maps {checks['folded_vs_mean_hooks']:.1e}; for scale, AcT changes the samples "
-        f"by {checks['act_vs_plain']:.2f} (linear_act, conditional half) and "
+        f"by {checks['act_vs_plain']:.2f} (linear_act, conditional half; the gated maps differ "
+        f"from them by {checks.get('gated_vs_act', float('nan')):.2f}) and "
         f"{checks['mean_hooks_vs_plain']:.2f} (mean_act, both halves).",
         "",
         "CPU seconds per repeat: " + "; ".join(

@@ -25,7 +25,8 @@ from comfy_api.latest import IO
 
 from ..act_core import MapSet, check_compatible
 from ..act_core.apply import TransportPlan
-from ..act_core.errors import MapCompatibilityError
+from ..act_core.errors import MapCompatibilityError, MapError
+from ..act_core.gate import GATE_CHOICES, is_gated, select_gate
 from .common import (
     buckets_of,
     check_strength_range,
@@ -45,14 +46,19 @@ log = logging.getLogger(__name__)
 SUPPORTS = ["from maps", "minmax", "unbounded", "q0.01-0.99", "q0.05-0.95", "q0.1-0.9"]
 MODES = ("hooks", "folded")
 WRAPPER_KEY = "act_transport"
+#: Gate used when the maps carry one (docs/results_gate.md measures both).
+DEFAULT_GATE = "learned"
 
 
-def _make_wrapper(buckets: list[MapSet], schedule: Schedule, support: str):
+def _make_wrapper(buckets: list[MapSet], schedule: Schedule, support: str, gated: bool = False):
     # One TransportPlan per timestep range, built at the first call on a device: the maps are
     # moved there once and the sites resolved once, so a call only installs its hooks (no
     # host-to-device copy, no validation per call and site); rebuilt when the call runs another
     # diffusion model object or device (e.g. a torch.compile wrapper swapped it in)
     cache: dict[str, object] = {}
+    # gated maps: each image's gate is decided at the first step the maps act on (the noisiest,
+    # where the gate was learned) and kept until sigma rises again (a new sampling run)
+    held: dict = {"sigma": None, "states": {}}
 
     def plans_for(diffusion_model, device: torch.device) -> list[TransportPlan]:
         if cache.get("model") is not diffusion_model or cache.get("device") != device:
@@ -75,10 +81,18 @@ def _make_wrapper(buckets: list[MapSet], schedule: Schedule, support: str):
                 return executor(x, t, c_concat, c_crossattn, control, transformer_options,
                                 **kwargs)
             plan = plans[min(schedule.bucket(sigma), len(buckets) - 1)]
-        strength = schedule.per_item(transformer_options.get("cond_or_uncond"), x.shape[0])
+        layout = transformer_options.get("cond_or_uncond")
+        strength = schedule.per_item(layout, x.shape[0])
+        states = None
+        if gated:
+            sigma = float(t.reshape(-1).max())
+            if held["sigma"] is None or sigma > held["sigma"]:
+                held["states"] = {}
+            held["sigma"] = sigma
+            states = held["states"].setdefault((tuple(layout or ()), x.shape[0]), {})
         drop_cached_state(diffusion_model)  # no plain run's cached prompt keys/values
         try:
-            with plan.applied(strength):
+            with plan.applied(strength, states):
                 return executor(x, t, c_concat, c_crossattn, control, transformer_options,
                                 **kwargs)
         finally:
@@ -97,12 +111,15 @@ def validate_maps_for_model(model, maps: MapSet) -> None:
 
 def patch_model(model, maps: MapSet, strength: float, start_percent: float = 0.0,
                 end_percent: float = 1.0, apply_to: str = "conditional",
-                support: str = "from maps", mode: str = "hooks"):
+                support: str = "from maps", mode: str = "hooks", gate: str = DEFAULT_GATE):
     """Return a clone of ``model`` that transports activations while sampling.
 
     ``mode`` is ``"hooks"`` (every case) or ``"folded"`` (maps folded into the norm weights; see
     :func:`fold_model` for when that is exact, and the ValueError it raises otherwise).
+    ``gate`` is ``"learned"`` (the maps' gates scale the strength per image, when they carry
+    one) or ``"off"`` (every image transported; :mod:`act_core.gate`).
     """
+    maps = select_gate(maps, gate)
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if (maps.metadata.get("model") or {}).get("target") == "text_encoder":
@@ -131,7 +148,8 @@ def patch_model(model, maps: MapSet, strength: float, start_percent: float = 0.0
     m = model.clone()
     key = f"{WRAPPER_KEY}_{len(m.wrappers.get(WrappersMP.APPLY_MODEL, {}))}"
     m.add_wrapper_with_key(WrappersMP.APPLY_MODEL, key,
-                           _make_wrapper(maps_by_bucket(maps), schedule, chosen))
+                           _make_wrapper(maps_by_bucket(maps), schedule, chosen,
+                                         is_gated(maps)))
     return m
 
 
@@ -192,15 +210,23 @@ class ActApplyTransport(IO.ComfyNode):
                                        "shifts such as mean_act on GroupNorm sites). Otherwise "
                                        "it stops with the reason. AcT Export LoRA writes the "
                                        "same change as a LoRA file."),
+                IO.Combo.Input("gate", options=list(GATE_CHOICES), default=DEFAULT_GATE,
+                               optional=True,
+                               tooltip="For maps learned with a gate (AcT Learn Transport, "
+                                       "gate = learned): learned scales the strength by how "
+                                       "much each image looks like the source prompts, so "
+                                       "images without the concept stay as they are; off "
+                                       "transports every image. Maps without a gate are "
+                                       "applied as they are."),
             ],
             outputs=[IO.Model.Output(tooltip="The patched copy of the model.")],
         )
 
     @classmethod
     def execute(cls, model, maps, strength, start_percent, end_percent, apply_to,
-                support, mode="hooks") -> IO.NodeOutput:
+                support, mode="hooks", gate=DEFAULT_GATE) -> IO.NodeOutput:
         try:
             return IO.NodeOutput(patch_model(model, maps, strength, start_percent, end_percent,
-                                             apply_to, support, mode))
-        except MapCompatibilityError as error:
+                                             apply_to, support, mode, gate))
+        except (MapCompatibilityError, MapError) as error:
             raise ValueError(f"AcT Apply Transport: {error}") from error

@@ -15,6 +15,7 @@ from comfy_api.latest import IO
 
 from ..act_core import ESTIMATORS, MapSet, fit_sites, prompt_hash
 from ..act_core.diagnose import Diagnosis, diagnose
+from ..act_core.gate import gate_maps
 from ..act_core.lineas import LineasConfig
 from . import memo
 from .chart import diagnosis_image
@@ -76,7 +77,7 @@ def learn_maps(model, src_conds: list, tgt_conds: list, *, source: list[str] | N
                timestep_ranges: int = 1, seed: int = 0, latent: dict | None = None,
                samples_per_prompt: int = 8, collect: str = "first step",
                trajectory_steps: int = 10, paired_noise: bool = False,
-               lineas: LineasConfig | None = None) -> MapSet:
+               lineas: LineasConfig | None = None, gate: bool | str = False) -> MapSet:
     """Fit maps for ``model`` from two lists of CONDITIONING; returns a MapSet.
 
     ``source``/``target`` are the prompt texts (for the hash in the metadata), when known.
@@ -97,7 +98,8 @@ def learn_maps(model, src_conds: list, tgt_conds: list, *, source: list[str] | N
         pattern=pattern, method=method, support=support, incremental=incremental,
         stages=stages, collect_at=collect_at, timestep_ranges=timestep_ranges, seed=seed,
         latent=latent, samples_per_prompt=samples_per_prompt, collect=collect,
-        trajectory_steps=trajectory_steps, paired_noise=paired_noise, lineas=lineas)[0]
+        trajectory_steps=trajectory_steps, paired_noise=paired_noise, lineas=lineas,
+        gate=gate)[0]
 
 
 def learn_and_diagnose(model, src_conds: list, tgt_conds: list, *, source=None, target=None,
@@ -106,8 +108,8 @@ def learn_and_diagnose(model, src_conds: list, tgt_conds: list, *, source=None, 
                        collect_at: float = 0.0, timestep_ranges: int = 1, seed: int = 0,
                        latent: dict | None = None, samples_per_prompt: int = 8,
                        collect: str = "first step", trajectory_steps: int = 10,
-                       paired_noise: bool = False, lineas: LineasConfig | None = None
-                       ) -> tuple[MapSet, Diagnosis]:
+                       paired_noise: bool = False, lineas: LineasConfig | None = None,
+                       gate: bool | str = False) -> tuple[MapSet, Diagnosis]:
     """:func:`learn_maps`, returning the maps and their :class:`~act_core.diagnose.Diagnosis`."""
     if len(src_conds) == 0 or len(tgt_conds) == 0:
         raise ValueError("need at least one source and one target conditioning")
@@ -192,6 +194,9 @@ def learn_and_diagnose(model, src_conds: list, tgt_conds: list, *, source=None, 
         maps.update({bucket_key(site, k, timestep_ranges): m for site, m in fitted.items()})
     diagnosis = diagnose(samples["source"], samples["target"], maps,
                          samples["transported"] or None)
+    if gate:  # one gate per site and range, from the same pooled samples: no extra pass
+        maps = gate_maps(maps, samples["source"], samples["target"], pooling="item",
+                         ramp=gate if isinstance(gate, str) else "balanced")
     metadata = {
         "model": {"family": family_of(model), "arch": type(diffusion_model).__name__,
                   "config": type(model.model.model_config).__name__, "target": "diffusion_model"},
@@ -202,6 +207,7 @@ def learn_and_diagnose(model, src_conds: list, tgt_conds: list, *, source=None, 
                   **({"trajectory_steps": trajectory_steps, "recorded_steps": recorded_steps}
                      if collect == "trajectory" else {}),
                   "sites": sites, "patterns": patterns, "incremental": incremental,
+                  "gate": "learned" if gate else "off",
                   "stages": stages, "seed": seed, "latent_shape": list(lat.shape),
                   "source_prompts": len(src_conds), "target_prompts": len(tgt_conds),
                   **({"lineas": vars(lineas or LineasConfig(seed=seed))}
@@ -323,6 +329,13 @@ class ActLearnTransport(IO.ComfyNode):
                                tooltip="For lineas: switches off sites that are not needed "
                                        "(group penalty; 0 = keep all). The diagnostics show "
                                        "which sites were kept."),
+                IO.Combo.Input("gate", options=["off", "learned"], default="off", optional=True,
+                               tooltip="learned: also learn, per site, a gate from the same "
+                                       "recordings (no extra pass) that says how much each "
+                                       "image looks like the source prompts; AcT Apply "
+                                       "Transport then scales the strength by it, so images "
+                                       "without the concept are left as they are. Gated "
+                                       "maps cannot be folded or exported as a LoRA."),
             ],
             outputs=[IO.Custom("ACT_MAPS").Output(display_name="maps",
                                                   tooltip="The fitted transport maps."),
@@ -341,7 +354,7 @@ class ActLearnTransport(IO.ComfyNode):
                 support, incremental, stages, collect_at, timestep_ranges, seed,
                 latent=None, samples_per_prompt=8, collect="first step",
                 trajectory_steps=10, lineas_steps=60, lineas_batch=4, lineas_lr=0.1,
-                sparsity=0.0) -> IO.NodeOutput:
+                sparsity=0.0, gate="off") -> IO.NodeOutput:
         source = parse_prompts(source_prompts, "source_prompts")
         target = parse_prompts(target_prompts, "target_prompts")
         src_conds, tgt_conds = encode_prompts(clip, source), encode_prompts(clip, target)
@@ -349,7 +362,7 @@ class ActLearnTransport(IO.ComfyNode):
                         method=method, support=support, incremental=incremental,
                         stages=stages, collect_at=collect_at, timestep_ranges=timestep_ranges,
                         seed=seed, samples_per_prompt=samples_per_prompt, collect=collect,
-                        trajectory_steps=trajectory_steps)
+                        trajectory_steps=trajectory_steps, gate=gate == "learned")
         config = LineasConfig(steps=lineas_steps, batch_size=lineas_batch, lr=lineas_lr,
                               group=sparsity, seed=seed)
         key = memo.fingerprint(model, (src_conds, tgt_conds),

