@@ -14,7 +14,7 @@ With ``--host``: the host (Python) cost per site and model call of N sets, chain
 composed, where the arithmetic is negligible (:func:`host_cost`); on an accelerator this is what
 a sampler with hundreds of sites pays (docs/results.md, issue 24).
 
-Usage: ``.venv/bin/python benchmarks/bench_sliders.py [--repeats 5] [--n 1,2,4] [--host]``;
+Usage: ``.venv/bin/python -m benchmarks.bench_sliders [--repeats 5] [--n 1,2,4] [--host]``;
 writes benchmarks/results/bench_sliders.json (or bench_sliders_host.json).
 """
 
@@ -25,12 +25,11 @@ import dataclasses
 import json
 import logging
 import statistics
-import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+
 
 PROMPT, FIT_SOURCE, FIT_TARGET = "a red circle", ["a red circle", "a blue square",
                                                   "a green triangle"], [
@@ -134,7 +133,7 @@ def main(argv=None) -> None:
     import torch
 
     torch.set_num_threads(1)
-    from toy_lineas_cost import _pack
+    from benchmarks.toy_lineas_cost import _pack
 
     learn = _pack()
     logging.getLogger().setLevel(logging.WARNING)

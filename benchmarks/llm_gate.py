@@ -17,14 +17,14 @@ attn_out``, support q0.05-0.95, λ = 1; a gate per site learned from the same po
 Three ways to run it::
 
     # here (CPU, everything installed): the whole protocol, or a tiny check
-    python benchmarks/llm_gate.py run --out benchmarks/results/llm_gate.json
-    python benchmarks/llm_gate.py run --limit 6 --seeds 0 --ppl-texts 4 --max-new-tokens 8 \
+    python -m benchmarks.llm_gate run --out benchmarks/results/llm_gate.json
+    python -m benchmarks.llm_gate run --limit 6 --seeds 0 --ppl-texts 4 --max-new-tokens 8 \
         --speed-tokens 8 --out out/llm_gate_tiny.json
     # a GPU machine with torch + transformers only: pack here, carry .gpu/llm_a then .gpu/llm_b
     # (each under 64 MiB: the GGUF weights travel in two halves), run there, score here
-    python benchmarks/llm_gate.py pack
+    python -m benchmarks.llm_gate pack
     python3 benchmarks/llm_gate.py run --device cuda --pack .gpu --out $OUT/llm_gate.json
-    python benchmarks/llm_gate.py score out/llm_gate.json      # the classifier, on this machine
+    python -m benchmarks.llm_gate score out/llm_gate.json      # the classifier, on this machine
 """
 
 from __future__ import annotations
@@ -39,12 +39,11 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from act_core import hf
+from act_core.gate import gate_maps, ungated
+from act_core.hf_generate import generate, perplexity
 
-from act_core import hf  # noqa: E402
-from act_core.gate import gate_maps, ungated  # noqa: E402
-from act_core.hf_generate import generate, perplexity  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 log = logging.getLogger("llm_gate")
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -19,26 +19,23 @@ pack's ``learn_maps`` and ``patch_model``, all prompts of a variant in one sampl
 shared cores the server needs about 40 s per KSampler node, i.e. hours for this table). The
 server path is checked by ``tests/test_gate_server.py`` with :func:`graph`.
 
-``python benchmarks/toy_gate.py`` writes docs/results_gate.md and benchmarks/results/toy_gate.json.
+``python -m benchmarks.toy_gate`` writes docs/results_gate.md and benchmarks/results/toy_gate.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
+from toyworld.act_eval import CKPT, EXPERIMENTS, heldout_combos
+from toyworld.metrics import read_image
+from toyworld.render import STYLES, Scene
 
-from toyworld.act_eval import CKPT, EXPERIMENTS, heldout_combos  # noqa: E402
-from toyworld.metrics import read_image  # noqa: E402
-from toyworld.render import STYLES, Scene  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 VARIANTS = ("plain", "gated", "ungated")
 
@@ -168,7 +165,8 @@ def main(argv=None) -> None:
     ap.add_argument("--raw", type=Path, default=ROOT / "benchmarks" / "results" / "toy_gate.json")
     args = ap.parse_args(argv)
     import torch
-    from toy_methods import Toy
+
+    from benchmarks.toy_methods import Toy
 
     torch.set_num_threads(args.threads)
     toy = Toy()

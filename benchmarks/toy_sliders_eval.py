@@ -15,7 +15,7 @@ outputs); then samples held-out prompts through ComfyUI's KSampler path (euler, 
    is left: stripes, edges), against the unsteered image.
 
 Writes benchmarks/results/toy_sliders.json and grids under docs/images/. Run:
-``.venv/bin/python benchmarks/toy_sliders_eval.py --seeds 4``
+``.venv/bin/python -m benchmarks.toy_sliders_eval --seeds 4``
 """
 
 from __future__ import annotations
@@ -28,11 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
+from benchmarks.toy_lineas_cost import _pack
 
-from toy_lineas_cost import _pack  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _score(scenes, images) -> dict:
