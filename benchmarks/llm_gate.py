@@ -23,7 +23,7 @@ Three ways to run it::
     # a GPU machine with torch + transformers only: pack here, carry .gpu/llm_a then .gpu/llm_b
     # (each under 64 MiB: the GGUF weights travel in two halves), run there, score here
     python -m benchmarks.llm_gate pack
-    python3 benchmarks/llm_gate.py run --device cuda --pack .gpu --out $OUT/llm_gate.json
+    python3 -m benchmarks.llm_gate run --device cuda --pack .gpu --out $OUT/llm_gate.json
     python -m benchmarks.llm_gate score out/llm_gate.json      # the classifier, on this machine
 """
 

@@ -7,7 +7,7 @@ ComfyUI's sampler (euler, 20 steps, cfg 5) through ``benchmarks/toy_methods.Toy`
 ``--sites`` entry (``auto`` and/or preset names) it prints the learn time, auto's choice and
 scores, and presence / colour kept / shape kept at every strength; ``--out`` saves JSON.
 
-    .venv/bin/python benchmarks/toy_auto_eval.py --experiment style --strengths 0,1 \\
+    .venv/bin/python -m benchmarks.toy_auto_eval --experiment style --strengths 0,1 \\
         --checkpoint /tmp/stage1/act_toyworld_sd15.safetensors --out /tmp/style_stage1.json
 """
 
@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import torch
-from toy_methods import Toy, score
+from benchmarks.toy_methods import Toy, score
 
 from toyworld.act_eval import EXPERIMENTS
 
