@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 
 import torch
-from benchmarks.toy_methods import Toy, score
 
+from benchmarks.toy_methods import Toy, score
 from toyworld.act_eval import EXPERIMENTS
 
 
