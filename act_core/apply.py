@@ -216,18 +216,8 @@ class TransportPlan:
                     installs = []
             elif strength.ndim == 1 and installs:  # converted and checked once, not per site
                 strength = CheckedStrengths.of(strength, installs[0][2])
-        patches = self._patches_for(strength, installs, gate_states)
-        installed: list[tuple[nn.Module, object]] = []
-        try:
-            for patch in patches:
-                installed.append((patch.module, patch.install()))
+        with installed(self._patches_for(strength, installs, gate_states)):
             yield
-        finally:
-            for module, previous in reversed(installed):
-                if previous is _MISSING:
-                    module.__dict__.pop("forward", None)
-                else:
-                    module.__dict__["forward"] = previous
 
     def _patches_for(self, strength: StrengthSource, installs: list,
                      gate_states: dict[str, dict] | None = None) -> list[_Patched]:
@@ -253,6 +243,23 @@ class TransportPlan:
                 patch.hook.gate_state = ({} if gate_states is None else
                                          gate_states.setdefault(site, {"hold": True}))
         return patches
+
+
+@contextmanager
+def installed(patches: list) -> Iterator[None]:
+    """Install each patch's ``forward`` (``patch.install()``) for the context; restore every
+    module on exit, last installed first, also on error."""
+    done: list[tuple[nn.Module, object]] = []
+    try:
+        for patch in patches:
+            done.append((patch.module, patch.install()))
+        yield
+    finally:
+        for module, previous in reversed(done):
+            if previous is _MISSING:
+                module.__dict__.pop("forward", None)
+            else:
+                module.__dict__["forward"] = previous
 
 
 class _Patched:

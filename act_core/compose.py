@@ -29,12 +29,12 @@ import torch
 from torch import nn
 
 from .apply import (
-    _MISSING,
     KeepTokens,
     StrengthSource,
     TransportPlan,
     _Patched,
     _strength_key,
+    installed,
 )
 from .errors import StrengthError
 from .maps import TransportMap
@@ -117,18 +117,8 @@ class ComposedPlan:
         if len(strengths) != len(self.plans):
             raise ValueError(f"expected {len(self.plans)} strengths (one per map set), found "
                              f"{len(strengths)}")
-        patches = self._patches_for(strengths)
-        installed: list[tuple[nn.Module, object]] = []
-        try:
-            for patch in patches:
-                installed.append((patch.module, patch.install()))
+        with installed(self._patches_for(strengths)):
             yield
-        finally:
-            for module, previous in reversed(installed):
-                if previous is _MISSING:
-                    module.__dict__.pop("forward", None)
-                else:
-                    module.__dict__["forward"] = previous
 
     def _patches_for(self, strengths: Sequence[StrengthSource | None]) -> list[_Composed]:
         """One :class:`_Composed` per module that an active set patches; kept across calls

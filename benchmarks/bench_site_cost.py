@@ -62,6 +62,23 @@ def _map(mode: str, gen: torch.Generator) -> TransportMap:
         mode=mode)
 
 
+def alternate(variants: dict, repeats: int, calls: int) -> dict[str, list[float]]:
+    """Thread CPU seconds per call of each variant, per repeat: one warm-up call each (prepared
+    transports, allocator), then the variants in an order that rotates from repeat to repeat."""
+    names = list(variants)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for name in names:
+        variants[name]()
+    for repeat in range(repeats):
+        turn = repeat % len(names)
+        for name in names[turn:] + names[:turn]:
+            start = time.thread_time()
+            for _ in range(calls):
+                variants[name]()
+            times[name].append((time.thread_time() - start) / calls)
+    return times
+
+
 def measure(sites: int, repeats: int, calls: int = 5) -> dict[str, float]:
     """Microseconds per site and call above ``plain``, per variant."""
     torch.set_num_threads(1)
@@ -98,18 +115,8 @@ def measure(sites: int, repeats: int, calls: int = 5) -> dict[str, float]:
         "act both": lambda: act(1.0),
         "act cond": lambda: act(items),
     }
-    names = list(variants)
-    times: dict[str, list[float]] = {name: [] for name in names}
     with torch.inference_mode():
-        for name in names:  # warm-up: prepared transports, allocator
-            variants[name]()
-        for repeat in range(repeats):
-            turn = repeat % len(names)
-            for name in names[turn:] + names[:turn]:
-                start = time.thread_time()
-                for _ in range(calls):
-                    variants[name]()
-                times[name].append((time.thread_time() - start) / calls)
+        times = alternate(variants, repeats, calls)
     plain = statistics.median(times["plain"])
     return {name: (statistics.median(v) - plain) / sites * 1e6
             for name, v in times.items() if name != "plain"} | {"plain_ms": plain * 1e3}

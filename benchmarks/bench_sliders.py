@@ -28,6 +28,8 @@ import statistics
 import time
 from pathlib import Path
 
+from benchmarks.bench_site_cost import alternate
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -81,18 +83,8 @@ def host_cost(sites: int, sets: int, repeats: int, calls: int = 5) -> dict[str, 
             model(x, t)
 
     variants = {"plain": lambda: model(x, t), "chained": chained, "panel": panel}
-    names = list(variants)
-    times: dict[str, list[float]] = {name: [] for name in names}
     with torch.inference_mode():
-        for name in names:
-            variants[name]()
-        for repeat in range(repeats):
-            turn = repeat % len(names)
-            for name in names[turn:] + names[:turn]:
-                start = time.thread_time()
-                for _ in range(calls):
-                    variants[name]()
-                times[name].append((time.thread_time() - start) / calls)
+        times = alternate(variants, repeats, calls)
         same = torch.equal(torch.cat([o.flatten() for o in _outputs(chained, model, x, t)]),
                            torch.cat([o.flatten() for o in _outputs(panel, model, x, t)]))
     plain = statistics.median(times["plain"])
