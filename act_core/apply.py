@@ -204,20 +204,27 @@ class TransportPlan:
         maps keep a gate decided at an earlier call (:func:`act_core.gate.gate_values`); without
         it, each context starts its gates afresh.
         """
-        installs = self.installs
-        if not callable(strength):
-            if isinstance(strength, torch.Tensor) and strength.ndim > 1:
-                raise StrengthError(f"strength must be a number or a (B,) tensor, "
-                                    f"found shape {tuple(strength.shape)}")
-            if not isinstance(strength, torch.Tensor):
-                for _, _, tmap in installs:
-                    check_strength(strength, None, tmap)
-                if strength == 0:
-                    installs = []
-            elif strength.ndim == 1 and installs:  # converted and checked once, not per site
-                strength = CheckedStrengths.of(strength, installs[0][2])
+        strength, installs = self.checked(strength)
         with installed(self._patches_for(strength, installs, gate_states)):
             yield
+
+    def checked(self, strength: StrengthSource) -> tuple[StrengthSource, list]:
+        """The strength as :meth:`applied` uses it (a (B,) tensor converted and checked once,
+        not per site) and the installs it acts on (none for a fixed strength of 0);
+        StrengthError for an invalid fixed strength."""
+        installs = self.installs
+        if callable(strength):
+            return strength, installs
+        if isinstance(strength, torch.Tensor):
+            if strength.ndim > 1:
+                raise StrengthError(f"strength must be a number or a (B,) tensor, "
+                                    f"found shape {tuple(strength.shape)}")
+            if strength.ndim == 1 and installs:
+                strength = CheckedStrengths.of(strength, installs[0][2])
+            return strength, installs
+        for _, _, tmap in installs:
+            check_strength(strength, None, tmap)
+        return strength, ([] if strength == 0 else installs)
 
     def _patches_for(self, strength: StrengthSource, installs: list,
                      gate_states: dict[str, dict] | None = None) -> list[_Patched]:

@@ -36,10 +36,8 @@ from .apply import (
     _strength_key,
     installed,
 )
-from .errors import StrengthError
 from .maps import TransportMap
 from .support import SupportLike
-from .transport import CheckedStrengths, check_strength
 
 __all__ = ["ComposedPlan", "Conflict", "apply_composed", "find_conflicts", "unit_shifts"]
 
@@ -64,24 +62,6 @@ class _Composed(_Patched):
             if transported is not None:
                 output = transported
         return output
-
-
-def _checked(plan: TransportPlan, strength: StrengthSource) -> tuple[StrengthSource, list]:
-    """The strength as :meth:`TransportPlan.applied` would use it, and the installs it acts
-    on (none for a fixed strength of 0); StrengthError for an invalid fixed strength."""
-    installs = plan.installs
-    if callable(strength):
-        return strength, installs
-    if isinstance(strength, torch.Tensor):
-        if strength.ndim > 1:
-            raise StrengthError(f"strength must be a number or a (B,) tensor, found shape "
-                                f"{tuple(strength.shape)}")
-        if strength.ndim == 1 and installs:
-            strength = CheckedStrengths.of(strength, installs[0][2])
-        return strength, installs
-    for _, _, tmap in installs:
-        check_strength(strength, None, tmap)
-    return strength, ([] if strength == 0 else installs)
 
 
 class ComposedPlan:
@@ -124,7 +104,7 @@ class ComposedPlan:
         """One :class:`_Composed` per module that an active set patches; kept across calls
         when every strength is fixed (a number or per-item strengths: a sampler's calls then
         reuse the objects and their prepared transports)."""
-        checked = [(None, []) if s is None else _checked(plan, s)
+        checked = [(None, []) if s is None else plan.checked(s)
                    for plan, s in zip(self.plans, strengths, strict=True)]
         keys = tuple(None if s is None else _strength_key(s) for s, _ in checked)
         cacheable = all(k is not None or s is None for k, (s, _) in zip(keys, checked))
