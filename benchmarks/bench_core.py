@@ -11,7 +11,7 @@
     (N, D) samples can reach) and ``torch.sort`` (on every 8th site).
 (b) Transport: a (16, 4096, 1280) float32 activation, against one elementwise multiply-add over
     the same tensor (``torch.addcmul(b, x, a)`` with (1280,) vectors). Targets: min-max support
-    <= 2.0, unbounded ~ 1.0.
+    <= 1.5 (issue 24), unbounded ~ 1.0.
 
 Fitting: each site's data is generated untimed just before it is used (the 256 sites are not
 all held in memory) and the fit and every sort are timed once per site, in an order that rotates
@@ -199,7 +199,7 @@ def _table(fit: dict[str, float], move: dict[str, float], args: argparse.Namespa
         f"{fit['torch_sort']:.2f} s | {fit['fit_at_torch_sort']:.2f} s | "
         f"{fit['fit_at_torch_sort'] / fit['torch_sort']:.2f} | (info) |",
         f"| transport min-max, (16, 4096, 1280) float32 | addcmul {base * 1e3:.0f} ms | "
-        f"{move['minmax'] * 1e3:.0f} ms | **{move['minmax'] / base:.2f}** | <= 2.0 |",
+        f"{move['minmax'] * 1e3:.0f} ms | **{move['minmax'] / base:.2f}** | <= 1.5 |",
         f"| transport unbounded, same tensor | addcmul {base * 1e3:.0f} ms | "
         f"{move['unbounded'] * 1e3:.0f} ms | **{move['unbounded'] / base:.2f}** | ~ 1.0 |",
         "",
@@ -218,12 +218,13 @@ def _table(fit: dict[str, float], move: dict[str, float], args: argparse.Namespa
         f"Median over sites of fit / that site's fastest floor candidate: "
         f"{fit['median_site_ratio']:.2f}. Values inside the min-max support in (b): "
         f"{move['inside']:.0%}. Transport: median of {args.repeats} repeats after a warm-up.",
-        f"Command: `{' '.join([Path(sys.executable).name, *sys.argv])}`.",
+        f"Command: `{' '.join(['python -m benchmarks.bench_core', *sys.argv[1:]])}`.",
         f"Machine: {_cpu_name()} ({platform.machine()}), {os.cpu_count()} CPU(s); torch "
         f"{torch.__version__} with {torch.get_num_threads()} threads (transport, torch.sort, the "
         f"copy of the `x.t().contiguous()` candidate); NumPy {np.__version__} (its sort, and so "
         f"the fit and the other floor candidates, runs on one thread); load average "
-        f"{loads[0]:.1f} at the start, {loads[1]:.1f} at the end (other jobs were running).",
+        f"{loads[0]:.1f} at the start, {loads[1]:.1f} at the end "
+        f"({'idle: no other job' if max(loads) < 1.5 else 'other jobs were running'}).",
     ]
     return "\n".join(rows + notes) + "\n"
 
