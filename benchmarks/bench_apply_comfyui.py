@@ -69,8 +69,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 
+from harness.comfy_env import import_comfy, import_pack  # noqa: E402
 from toyworld.checkpoint import checkpoint_path  # noqa: E402
-from toyworld.comfy_env import import_comfy, import_pack  # noqa: E402
 
 logger = logging.getLogger("bench_apply_comfyui")
 RESULTS = ROOT / "docs" / "results.md"

@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from benchmarks.timing import write_section
 
 from benchmarks.bench_apply_comfyui import (
     _counting,
@@ -56,9 +57,8 @@ from benchmarks.bench_apply_comfyui import (
     _status_kb,
     plain_passes,
     reference_sites,
-    write_section,
 )
-from toyworld.comfy_env import import_comfy
+from harness.comfy_env import import_comfy
 
 logger = logging.getLogger("bench_realsize")
 ROOT = Path(__file__).resolve().parent.parent

@@ -26,11 +26,11 @@ import time
 from pathlib import Path
 
 import torch
+from benchmarks.timing import write_section
 from torch import nn
 
 from act_core.apply import TransportPlan
 from act_core.maps import QUANTILE_LEVELS, TransportMap
-from benchmarks.bench_apply_comfyui import write_section
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "results.md"
 BEGIN, END = "<!-- bench_site_cost:begin -->", "<!-- bench_site_cost:end -->"

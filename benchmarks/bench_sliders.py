@@ -28,7 +28,7 @@ import statistics
 import time
 from pathlib import Path
 
-from benchmarks.bench_site_cost import alternate
+from benchmarks.timing import alternate
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -12,7 +12,7 @@ it then replaces the plain prompt's output by:
   of this image at this step that is the same at every position, which is the kind of change
   a per-channel map makes (K = 1, 2, 4).
 
-It prints the fraction of striped images (``toyworld.metrics``) for each and writes a grid.
+It prints the fraction of striped images (``evaluation.metrics``) for each and writes a grid.
 Usage: ``.venv/bin/python -m benchmarks.diag_toyworld_oracle [--checkpoint PATH]
 [--out docs/images/diag_oracle_grid.png]`` (about 2 minutes on 2 cores).
 """
@@ -28,11 +28,11 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 
-from toyworld.act_eval import style_experiment  # noqa: E402
+from evaluation.grids import save_grid  # noqa: E402
+from evaluation.metrics import read_image  # noqa: E402
+from harness.comfy_env import import_comfy  # noqa: E402
 from toyworld.checkpoint import checkpoint_path  # noqa: E402
-from toyworld.comfy_env import import_comfy  # noqa: E402
-from toyworld.evaluate import save_grid  # noqa: E402
-from toyworld.metrics import read_image  # noqa: E402
+from toyworld.experiments import style_experiment  # noqa: E402
 
 STEPS, CFG, SEEDS, NOISE_SEED = 20, 5.0, 2, 7
 SETTINGS = (("none", 0.0), ("full", None), ("uniform x1", 1.0), ("uniform x2", 2.0),

@@ -11,9 +11,9 @@ from __future__ import annotations
 import torch
 
 import act_core  # noqa: E402
-from toyworld.act_eval import fit_combos  # noqa: E402
+from harness.comfy_env import import_comfy  # noqa: E402
 from toyworld.checkpoint import checkpoint_path  # noqa: E402
-from toyworld.comfy_env import import_comfy  # noqa: E402
+from toyworld.experiments import fit_combos  # noqa: E402
 from toyworld.render import Scene  # noqa: E402
 
 

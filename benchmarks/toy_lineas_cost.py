@@ -35,7 +35,7 @@ def _rss_kib() -> int:
 def _pack():
     import torch
 
-    from toyworld.comfy_env import import_comfy
+    from harness.comfy_env import import_comfy
 
     torch.set_num_threads(1)  # on the shared 2 cores, 2 threads wait for each other (results.md)
 
@@ -53,8 +53,8 @@ def one(method: str, experiment: str, sites: str = "auto") -> dict:
     import comfy.sd
     import torch
 
-    from toyworld.act_eval import EXPERIMENTS
     from toyworld.checkpoint import checkpoint_path
+    from toyworld.experiments import EXPERIMENTS
 
     model, clip, _, _ = comfy.sd.load_checkpoint_guess_config(
         str(checkpoint_path()), output_vae=False, output_clip=True)

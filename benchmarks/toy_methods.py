@@ -1,9 +1,9 @@
 """Compare AcT estimators on the toy world, in-process, with the pack's own node functions.
 
-Three studies, each on prompts held out from fitting (toyworld.act_eval's split: half of the
+Three studies, each on prompts held out from fitting (evaluation.act_eval's split: half of the
 colour x shape combinations fit, the other half are evaluated), sampled with ComfyUI's own
 ``comfy.sample.sample`` (euler, 20 steps, cfg 5, 64x64, the KSampler's path) and read back with
-toyworld.metrics:
+evaluation.metrics:
 
 * ``methods``: linear_act, mean_act, gaussian_ot, aura and diff_means, each learned with
   ``learn_maps`` (AcT Learn Transport's function, its defaults: incremental, 8 stages, 8 samples
@@ -42,11 +42,11 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 
 from benchmarks.bench_apply_comfyui import _pack  # noqa: E402  (the repository as a node pack)
-from toyworld.act_eval import Experiment, negation_experiment, style_experiment  # noqa: E402
+from evaluation.grids import save_grid  # noqa: E402
+from evaluation.metrics import read_image  # noqa: E402
+from harness.comfy_env import import_comfy  # noqa: E402
 from toyworld.checkpoint import checkpoint_path  # noqa: E402
-from toyworld.comfy_env import import_comfy  # noqa: E402
-from toyworld.evaluate import save_grid  # noqa: E402
-from toyworld.metrics import read_image  # noqa: E402
+from toyworld.experiments import Experiment, negation_experiment, style_experiment  # noqa: E402
 from toyworld.render import COLOURS, SHAPES, STYLES, Scene  # noqa: E402
 
 logger = logging.getLogger("toy_methods")

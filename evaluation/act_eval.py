@@ -1,12 +1,13 @@
 """Measure AcT on the toy world through the real ComfyUI server and the pack's own nodes.
 
-Two experiments, each fitted on some colour/shape combinations and evaluated on the others
-(held out), with stock KSampler (euler, 20 steps, cfg 5) at several seeds:
+The two experiments of ``toyworld.experiments``, each fitted on some colour/shape
+combinations and evaluated on the others (held out), with stock KSampler (euler, 20 steps,
+cfg 5) at several seeds:
 - style: source = plain prompts, target = the same with "striped"; evaluated on held-out plain
   prompts: striped presence, colour and shape kept, for every strength;
 - negation: source = prompts " with a black dot", target = the same without; evaluated on
   held-out prompts that ask for the dot: dot presence, colour and shape kept.
-``python -m toyworld.act_eval --out docs`` writes docs/results_toyworld.md, JSON and λ grids.
+``python -m evaluation.act_eval --out docs`` writes docs/results_toyworld.md, JSON and λ grids.
 """
 
 from __future__ import annotations
@@ -15,68 +16,18 @@ import argparse
 import contextlib
 import json
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from .comfy_server import ComfyServer
-from .evaluate import save_grid
+from harness.comfy_server import ComfyServer
+from toyworld.experiments import CKPT, EXPERIMENTS, Experiment
+from toyworld.render import STYLES
+
+from .grids import save_grid
 from .metrics import read_image
-from .render import COLOURS, SHAPES, STYLES, Scene
 
-__all__ = ["Experiment", "EXPERIMENTS", "NEGATION_SITES", "STYLE_SITES", "fit_combos",
-           "heldout_combos", "run_experiment"]
+__all__ = ["STRENGTHS", "run_experiment", "strength_grid", "table"]
 
-CKPT = "act_toyworld_sd15.safetensors"
 STRENGTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
-# the site preset for removing the dot: the norms alone need strength 1.25 (results_toyworld.md)
-NEGATION_SITES = "norms + cross-attention outputs"
-# the site preset for adding stripes: where the prompt's global code enters the UNet
-STYLE_SITES = "cross-attention outputs"
-
-
-def fit_combos() -> list[tuple[str, str]]:
-    """Half of the colour x shape combinations (every colour and shape appears)."""
-    return [(c, s) for i, c in enumerate(COLOURS) for j, s in enumerate(SHAPES) if (i + j) % 2 == 0]
-
-
-def heldout_combos() -> list[tuple[str, str]]:
-    return [(c, s) for i, c in enumerate(COLOURS) for j, s in enumerate(SHAPES) if (i + j) % 2 == 1]
-
-
-@dataclass(frozen=True)
-class Experiment:
-    name: str
-    source: list[str]
-    target: list[str]
-    heldout: list[Scene]          # what is prompted at evaluation
-    support: str
-    presence: str                 # "striped" or "dot"
-    sites: str = "auto"           # ActLearnTransport's site preset
-    notes: str = ""
-    extra: dict = field(default_factory=dict)
-
-
-def style_experiment(style: str = "striped") -> Experiment:
-    fit = fit_combos()
-    return Experiment(
-        name=f"style_{style}",
-        source=[Scene(c, s).prompt for c, s in fit],
-        target=[Scene(c, s, style).prompt for c, s in fit],
-        heldout=[Scene(c, s) for c, s in heldout_combos()],
-        support="unbounded", presence=style, sites=STYLE_SITES)
-
-
-def negation_experiment() -> Experiment:
-    fit = fit_combos()
-    return Experiment(
-        name="negation_dot",
-        source=[Scene(c, s, st, True).prompt for st in STYLES for c, s in fit],
-        target=[Scene(c, s, st, False).prompt for st in STYLES for c, s in fit],
-        heldout=[Scene(c, s, st, True) for st in STYLES for c, s in heldout_combos()],
-        support="unbounded", presence="dot", sites=NEGATION_SITES)
-
-
-EXPERIMENTS = {"style": style_experiment, "negation": negation_experiment}
 
 
 def _graph(exp: Experiment, strength: float, seeds: int, *, method: str, fit_batch: int,

@@ -1,6 +1,6 @@
 """The example workflows in ``example_workflows/``, written from the specs below.
 
-``python -m toyworld.workflows`` starts the real ComfyUI server (toy checkpoint, this pack, the
+``python -m harness.workflows`` starts the real ComfyUI server (toy checkpoint, this pack, the
 shipped example maps), reads ``/object_info`` and writes ``example_workflows/<name>.json`` in
 the web page's UI format. ``--thumbnails`` also runs every workflow on the toy checkpoint and
 writes ``<name>.png`` (with the workflow embedded, as SaveImage does: drop it on the page to
@@ -22,10 +22,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from .act_eval import NEGATION_SITES, STYLE_SITES
-from .checkpoint import CHECKPOINT_NAME, checkpoint_path
+from toyworld.checkpoint import CHECKPOINT_NAME, checkpoint_path
+from toyworld.example_maps import STRIPED_MAP, install_example_maps
+from toyworld.experiments import NEGATION_SITES, STYLE_SITES
+
 from .comfy_server import ROOT, ComfyServer
-from .example_maps import STRIPED_MAP, install_example_maps
 from .workflow_format import WorkflowSpec, to_api, to_ui
 
 __all__ = ["EXAMPLES", "WORKFLOW_DIR", "concept_negation", "load_and_apply", "object_info_of",

@@ -1,7 +1,7 @@
 """Make the pictures the node pack ships: the registry icon and the node help pages' figures.
 
-    python -m toyworld.pack_images            # all of them (the learn chart needs ComfyUI)
-    python -m toyworld.pack_images --no-comfy # only those cut from committed results
+    python -m harness.pack_images            # all of them (the learn chart needs ComfyUI)
+    python -m harness.pack_images --no-comfy # only those cut from committed results
 
 Every picture comes from this project's own results, nothing is drawn by hand:
 
@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 WEB = ROOT / "web"
 IMAGES = WEB / "docs" / "images"
 ICON_SIZE = 400
-# geometry of docs/images/act_*_grid.png (toyworld.act_eval): a label column, a header, 128 px
+# geometry of docs/images/act_*_grid.png (evaluation.act_eval): a label column, a header, 128 px
 _LABEL_W, _HEADER_H, _CELL = 230, 16, 128
 
 
@@ -118,9 +118,9 @@ def make_unit_chart(out: Path, width: int = 600, height: int = 220) -> Path:
 
 def make_learn_chart(out: Path) -> Path:
     """The learn node's diagnostics picture from a real learn of the toy style maps."""
-    from toyworld.act_eval import fit_combos
+    from harness.comfy_env import import_pack
     from toyworld.checkpoint import checkpoint_path
-    from toyworld.comfy_env import import_pack
+    from toyworld.experiments import fit_combos
     from toyworld.render import Scene
 
     pack = import_pack().__name__

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .render import BAND, COLOURS, PALETTE, SHAPES, erode
+from toyworld.render import BAND, COLOURS, PALETTE, SHAPES, erode
 
 __all__ = ["Reading", "read_image", "read_images"]
 

@@ -1,8 +1,9 @@
 """Evaluate the toy checkpoint through the real ComfyUI server with stock nodes.
 
 Renders every colour x shape x style x dot prompt with KSampler (euler, 20 steps, cfg 5) at
-64x64 for several seeds, reads each image with ``toyworld.metrics`` and writes a markdown table
-and a grid picture. ``python -m toyworld.evaluate --out docs`` (about 3 minutes on 2 CPU cores).
+64x64 for several seeds, reads each image with ``evaluation.metrics`` and writes a markdown
+table and a grid picture. ``python -m evaluation.checkpoint_eval --out docs`` (about 3 minutes
+on 2 CPU cores).
 """
 
 from __future__ import annotations
@@ -12,35 +13,13 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-import numpy as np
+from harness.comfy_server import ComfyServer, txt2img_graph
+from toyworld.render import all_scenes
 
-from .comfy_server import ComfyServer, txt2img_graph
+from .grids import save_grid
 from .metrics import read_image
-from .render import all_scenes
 
-__all__ = ["evaluate_checkpoint", "save_grid"]
-
-
-def save_grid(rows: list[list[np.ndarray]], labels: list[str], path: Path, scale: int = 2,
-              col_labels: list[str] | None = None) -> None:
-    """Write a labelled grid: one row per label, images left to right."""
-    from PIL import Image, ImageDraw
-
-    h, w = rows[0][0].shape[:2]
-    label_w, top = 230, (16 if col_labels else 0)
-    ncol = max(len(r) for r in rows)
-    canvas = Image.new("RGB", (label_w + ncol * w * scale, top + len(rows) * h * scale), "white")
-    draw = ImageDraw.Draw(canvas)
-    for j, lab in enumerate(col_labels or []):
-        draw.text((label_w + j * w * scale + 4, 2), lab, fill="black")
-    for i, (row, label) in enumerate(zip(rows, labels)):
-        y = top + i * h * scale
-        draw.text((4, y + h * scale // 2 - 6), label, fill="black")
-        for j, img in enumerate(row):
-            tile = Image.fromarray(img).resize((w * scale, h * scale), Image.NEAREST)
-            canvas.paste(tile, (label_w + j * w * scale, y))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(path)
+__all__ = ["evaluate_checkpoint", "markdown", "summarise"]
 
 
 def evaluate_checkpoint(server: ComfyServer, seeds: int = 2, base_seed: int = 1000):

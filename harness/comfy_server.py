@@ -24,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import CHECKPOINT_NAME, checkpoint_path
+from toyworld.checkpoint import CHECKPOINT_NAME, checkpoint_path
+
 from .comfy_env import COMFYUI_DIR
 
 __all__ = ["ComfyServer", "ComfyError", "free_port", "txt2img_graph"]
