@@ -57,7 +57,6 @@ import json
 import logging
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import time
@@ -67,10 +66,11 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
+from benchmarks.timing import Clocks, median, ratios, rotation, timed, write_section
+from harness.comfy_env import import_comfy, import_pack
+from toyworld.checkpoint import checkpoint_path
 
-from harness.comfy_env import import_comfy, import_pack  # noqa: E402
-from toyworld.checkpoint import checkpoint_path  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 logger = logging.getLogger("bench_apply_comfyui")
 RESULTS = ROOT / "docs" / "results.md"
@@ -109,22 +109,6 @@ def _setup():
     model, clip, _, _ = comfy.sd.load_checkpoint_guess_config(
         str(checkpoint_path()), output_vae=False, output_clip=True)
     return pack, model, clip
-
-
-def _timed(fn: Callable[[], object]) -> tuple[float, float]:
-    """(CPU seconds of this process, wall seconds) that ``fn()`` took."""
-    cpu, wall = time.process_time(), time.perf_counter()
-    fn()
-    return time.process_time() - cpu, time.perf_counter() - wall
-
-
-def _ratios(times: list[tuple[float, float]], base: list[tuple[float, float]], clock: int
-            ) -> tuple[float, float, float]:
-    """(median, ratio of medians, median of per-repeat ratios) on clock 0 (CPU) or 1 (wall)."""
-    mine, theirs = [t[clock] for t in times], [t[clock] for t in base]
-    median = statistics.median(mine)
-    paired = statistics.median(a / b for a, b in zip(mine, theirs, strict=True))
-    return median, median / statistics.median(theirs), paired
 
 
 def _load() -> float:
@@ -235,13 +219,13 @@ def bench_apply(pack, model, clip, batch: int, steps: int, repeats: int, samples
                                     mode="folded"),
     }
 
-    def sample(name: str) -> tuple[tuple[float, float], torch.Tensor]:
+    def sample(name: str) -> tuple[Clocks, torch.Tensor]:
         patched = models[name]
         comfy.model_management.load_models_gpu([patched])  # untimed: switching clones reloads
         handles = reference_hooks(unet, maps["linear_act"], 1.0) if name == "reference" else []
         out: list[torch.Tensor] = []
         try:
-            seconds = _timed(lambda: out.append(comfy.sample.sample(
+            seconds = timed(lambda: out.append(comfy.sample.sample(
                 patched, noise, steps, CFG, SAMPLER, SCHEDULER, positive, negative, latent,
                 disable_pbar=True, seed=SEED)))
         finally:
@@ -250,10 +234,9 @@ def bench_apply(pack, model, clip, batch: int, steps: int, repeats: int, samples
         return seconds, out[0]
 
     samples = {name: sample(name)[1] for name in VARIANTS}  # warm-up, and the outputs
-    times: dict[str, list[tuple[float, float]]] = {name: [] for name in VARIANTS}
+    times: dict[str, list[Clocks]] = {name: [] for name in VARIANTS}
     for repeat in range(repeats):
-        turn = repeat % len(VARIANTS)
-        for name in VARIANTS[turn:] + VARIANTS[:turn]:
+        for name in rotation(VARIANTS, repeat):
             times[name].append(sample(name)[0])
         logger.info("apply: repeat %d/%d (CPU s / wall s): %s", repeat + 1, repeats,
                     ", ".join(f"{n} {t[-1][0]:.2f}/{t[-1][1]:.2f}" for n, t in times.items()))
@@ -267,7 +250,7 @@ def bench_apply(pack, model, clip, batch: int, steps: int, repeats: int, samples
                    if name == "reference" else [])
         try:
             with _clocked_act(pack, clock):
-                total = _timed(lambda p=patched: comfy.sample.sample(
+                total = timed(lambda p=patched: comfy.sample.sample(
                     p, noise, steps, CFG, SAMPLER, SCHEDULER, positive, negative, latent,
                     disable_pbar=True, seed=SEED))[0]
         finally:
@@ -381,15 +364,15 @@ def bench_learn(pack, model, clip, cases: list[tuple[int, bool]], samples: int,
             pack, model, clip, n, SIZE, incremental, samples, None if incremental else 1)
         if not incremental:
             run_learn()  # warm-up
-        times: dict[str, list[tuple[float, float]]] = {"learn": [], "floor": []}
+        times: dict[str, list[Clocks]] = {"learn": [], "floor": []}
         for repeat in range(repeats):
-            jobs = [("learn", run_learn), ("floor", run_floor)]
-            for name, job in jobs[repeat % 2:] + jobs[:repeat % 2]:
-                times[name].append(_timed(job))
+            jobs = {"learn": run_learn, "floor": run_floor}
+            for name in rotation(list(jobs), repeat):
+                times[name].append(timed(jobs[name]))
         rows.append({"n": n, "incremental": incremental, "evaluations": evaluations,
                      "samples": samples, "times": times})
         logger.info("learn: N %d, incremental %s, %d evaluations (CPU s / wall s): %s", n,
-                    incremental, evaluations, {k: [f"{c:.2f}/{w:.2f}" for c, w in v]
+                    incremental, evaluations, {k: [f"{t.cpu:.2f}/{t.wall:.2f}" for t in v]
                                                for k, v in times.items()})
     return rows
 
@@ -443,9 +426,9 @@ def bench_memory(cases: list[tuple[int, int]], samples: int) -> list[dict]:
     for allocator, env in ALLOCATORS.items():
         for n, size in cases:
             done = subprocess.run(
-                [sys.executable, __file__, "--threads", str(torch.get_num_threads()),
-                 "--memory-child", str(n), str(size), str(samples)],
-                check=True, capture_output=True, text=True, env={**os.environ, **env})
+                [sys.executable, "-m", "benchmarks.bench_apply_comfyui", "--threads",
+                 str(torch.get_num_threads()), "--memory-child", str(n), str(size), str(samples)],
+                check=True, capture_output=True, text=True, env={**os.environ, **env}, cwd=ROOT)
             rows.append({**json.loads(done.stdout.strip().splitlines()[-1]),
                          "allocator": allocator})
             logger.info("memory: %s", rows[-1])
@@ -520,8 +503,8 @@ def _apply_lines(result: dict, args: argparse.Namespace) -> list[str]:
         "|---|---|---|---|---|---|---|",
     ]
     for name in VARIANTS:
-        cpu, ratio, paired = _ratios(times[name], times["plain"], 0)
-        wall, wall_ratio, _ = _ratios(times[name], times["plain"], 1)
+        cpu, ratio, paired = ratios(times[name], times["plain"], "cpu")
+        wall, wall_ratio, _ = ratios(times[name], times["plain"], "wall")
         lines.append(f"| {LABELS[name]} | {cpu:.2f} s | **{ratio:.3f}** | {paired:.3f} | "
                      f"{wall:.2f} s | {wall_ratio:.3f} | {TARGETS.get(name, '')} |")
     attributed = result["attributed"]
@@ -575,9 +558,9 @@ def _learn_lines(learn_rows: list[dict], memory_rows: list[dict],
     for row in learn_rows:
         kind = "incremental, 8 stages (default)" if row["incremental"] else "all at once"
         times = row["times"]
-        cpu, ratio, paired = _ratios(times["learn"], times["floor"], 0)
-        floor = statistics.median(t[0] for t in times["floor"])
-        _, wall_ratio, _ = _ratios(times["learn"], times["floor"], 1)
+        cpu, ratio, paired = ratios(times["learn"], times["floor"], "cpu")
+        floor = median(t.cpu for t in times["floor"])
+        _, wall_ratio, _ = ratios(times["learn"], times["floor"], "wall")
         lines.append(f"| {row['n']} | {kind} | {row['evaluations']} | {cpu:.2f} s | "
                      f"{floor:.2f} s | **{ratio:.3f}** | {paired:.3f} | {wall_ratio:.3f} | "
                      "<= 1.2 |")
@@ -603,18 +586,6 @@ def _learn_lines(learn_rows: list[dict], memory_rows: list[dict],
                          f"{row['recorded_bytes'] / 1024:.0f} KiB ({row['sites']} sites, "
                          f"{row['units']} units) |")
     return lines + [""]
-
-
-def write_section(path: Path, text: str, begin: str = BEGIN, end: str = END) -> None:
-    """Replace a benchmark's section of ``path`` (between its markers), keeping the rest."""
-    old = path.read_text() if path.exists() else "# Results\n"
-    if begin in old and end in old:
-        head, rest = old.split(begin, 1)
-        new = head + text.rstrip("\n") + rest.split(end, 1)[1]
-    else:
-        new = old.rstrip("\n") + "\n\n" + text
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(new)
 
 
 def main() -> None:
@@ -652,7 +623,7 @@ def main() -> None:
     memory_rows = bench_memory([(n, SIZE) for n in sizes] + [(sizes[0], 2 * SIZE)],
                                args.samples_per_prompt) if "memory" not in skip else []
     text = report(apply_result, learn_rows, memory_rows, args, (start_load, _load()))
-    write_section(args.out, text)
+    write_section(args.out, text, BEGIN, END)
     logger.info("\n%s", text)
 
 

@@ -28,9 +28,7 @@ import argparse
 import logging
 import os
 import platform
-import statistics
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -40,18 +38,13 @@ import torch
 from act_core import TransportMap, transport
 from act_core.estimators import linear_act
 from act_core.sorted_moments import block_units
+from benchmarks.timing import alternate, median, rotation, timed
 
 __all__ = ["bench_fit", "bench_transport", "main"]
 
 logger = logging.getLogger("bench_core")
 RESULTS = Path(__file__).with_name("results_core.md")
 TORCH_SORT_EVERY = 8  # torch.sort is slow: time it on every 8th site only (information)
-
-
-def _timed(fn: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def _site_data(generator: torch.Generator, n: int, d: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -125,9 +118,7 @@ def bench_fit(sites: int = 256, n: int = 1024, d: int = 1280) -> dict[str, float
         if site < 0 or site % TORCH_SORT_EVERY == 0:
             jobs["torch_sort"] = lambda s=source, t=target: (torch.sort(s, dim=0),
                                                              torch.sort(t, dim=0))
-        names = list(jobs)
-        turn = max(site, 0) % len(names)
-        times = {name: _timed(jobs[name]) for name in names[turn:] + names[:turn]}
+        times = {name: timed(jobs[name]).wall for name in rotation(list(jobs), max(site, 0))}
         if site < 0:
             continue
         for name, seconds in times.items():
@@ -137,7 +128,7 @@ def bench_fit(sites: int = 256, n: int = 1024, d: int = 1280) -> dict[str, float
         ratios.append(times["fit"] / min(times[name] for name in SORTS))
         if (site + 1) % 64 == 0:
             logger.info("fit: %d/%d sites", site + 1, sites)
-    totals["median_site_ratio"] = statistics.median(ratios)
+    totals["median_site_ratio"] = median(ratios)
     return totals
 
 
@@ -161,13 +152,8 @@ def bench_transport(shape: tuple[int, int, int] = (16, 4096, 1280), repeats: int
         "unbounded": lambda: transport(x, tmap, 1.0, "unbounded"),
     }
     inside = float(((x >= tmap.lo) & (x <= tmap.hi)).float().mean())
-    for job in jobs.values():
-        job()  # warm-up
-    samples: dict[str, list[float]] = {name: [] for name in jobs}
-    for _ in range(repeats):
-        for name, job in jobs.items():
-            samples[name].append(_timed(job))
-    result = {name: statistics.median(values) for name, values in samples.items()}
+    samples = alternate(jobs, repeats)  # one warm-up call each, then alternated
+    result = {name: median(t.wall for t in values) for name, values in samples.items()}
     result["inside"] = inside
     return result
 

@@ -42,6 +42,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 
 from benchmarks.bench_apply_comfyui import _pack  # noqa: E402  (the repository as a node pack)
+from benchmarks.timing import write_section  # noqa: E402
 from evaluation.grids import save_grid  # noqa: E402
 from evaluation.metrics import read_image  # noqa: E402
 from harness.comfy_env import import_comfy  # noqa: E402
@@ -441,16 +442,6 @@ def report(results: dict, args) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_section(path: Path, text: str) -> None:
-    old = path.read_text() if path.exists() else ""
-    if BEGIN in old and END in old:
-        head, rest = old.split(BEGIN, 1)
-        new = head + text.strip() + rest.split(END, 1)[1]
-    else:
-        new = (old.rstrip() + "\n\n" if old else "") + text
-    path.write_text(new)
-
-
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=1,
@@ -497,7 +488,7 @@ def main(argv=None) -> None:
                                                args.timestep_variants.split(","),
                                                previous=results.get("timesteps"))
         raw.write_text(json.dumps(results, indent=1))
-    write_section(args.out, report(results, args))
+    write_section(args.out, report(results, args), BEGIN, END)
     print(report(results, args))
 
 
