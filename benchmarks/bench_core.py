@@ -38,7 +38,7 @@ import torch
 from act_core import TransportMap, transport
 from act_core.estimators import linear_act
 from act_core.sorted_moments import block_units
-from benchmarks.timing import alternate, median, rotation, timed
+from benchmarks.timing import alternate, cpu_name, load_average, median, rotation, timed
 
 __all__ = ["bench_fit", "bench_transport", "main"]
 
@@ -158,16 +158,6 @@ def bench_transport(shape: tuple[int, int, int] = (16, 4096, 1280), repeats: int
     return result
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _table(fit: dict[str, float], move: dict[str, float], args: argparse.Namespace,
            loads: tuple[float, float]) -> str:
     floor_name = min(SORTS, key=lambda name: fit[name])
@@ -205,7 +195,7 @@ def _table(fit: dict[str, float], move: dict[str, float], args: argparse.Namespa
         f"{fit['median_site_ratio']:.2f}. Values inside the min-max support in (b): "
         f"{move['inside']:.0%}. Transport: median of {args.repeats} repeats after a warm-up.",
         f"Command: `{' '.join(['python -m benchmarks.bench_core', *sys.argv[1:]])}`.",
-        f"Machine: {_cpu_name()} ({platform.machine()}), {os.cpu_count()} CPU(s); torch "
+        f"Machine: {cpu_name()} ({platform.machine()}), {os.cpu_count()} CPU(s); torch "
         f"{torch.__version__} with {torch.get_num_threads()} threads (transport, torch.sort, the "
         f"copy of the `x.t().contiguous()` candidate); NumPy {np.__version__} (its sort, and so "
         f"the fit and the other floor candidates, runs on one thread); load average "
@@ -213,10 +203,6 @@ def _table(fit: dict[str, float], move: dict[str, float], args: argparse.Namespa
         f"({'idle: no other job' if max(loads) < 1.5 else 'other jobs were running'}).",
     ]
     return "\n".join(rows + notes) + "\n"
-
-
-def _load() -> float:
-    return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
 
 
 def main() -> None:
@@ -227,11 +213,11 @@ def main() -> None:
                         help="where to write the results (default: %(default)s)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    start_load = _load()
+    start_load = load_average()
     move = bench_transport(repeats=args.repeats)
     logger.info("transport done")
     fit = bench_fit(args.sites)
-    table = _table(fit, move, args, (start_load, _load()))
+    table = _table(fit, move, args, (start_load, load_average()))
     args.out.write_text("# act_core benchmark\n\n" + table)
     logger.info("\n%s", table)
 

@@ -48,7 +48,8 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.bench_apply_comfyui import (
+from benchmarks.timing import median, ratios, rotation, timed, write_section
+from benchmarks.toy_inprocess import (
     _counting,
     _pack,
     _reset_peak,
@@ -56,7 +57,6 @@ from benchmarks.bench_apply_comfyui import (
     plain_passes,
     reference_sites,
 )
-from benchmarks.timing import median, ratios, rotation, timed, write_section
 from harness.comfy_env import import_comfy
 
 logger = logging.getLogger("bench_realsize")

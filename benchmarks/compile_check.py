@@ -19,8 +19,8 @@ import logging
 import torch
 import torch._dynamo
 
-from benchmarks.bench_apply_comfyui import _pack, reference_sites
 from benchmarks.bench_realsize import init_random
+from benchmarks.toy_inprocess import _pack, reference_sites
 from harness.comfy_env import import_comfy
 
 SDXL_TINY = dict(image_size=32, in_channels=4, out_channels=4, model_channels=32,

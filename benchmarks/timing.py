@@ -14,13 +14,16 @@ Clocks are the process CPU time, the wall time and the CPU time of the calling t
 
 from __future__ import annotations
 
+import os
+import platform
 import statistics
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
-__all__ = ["Clocks", "alternate", "median", "ratios", "rotation", "timed", "write_section"]
+__all__ = ["Clocks", "alternate", "cpu_name", "load_average", "median", "ratios", "rotation",
+           "timed", "write_section"]
 
 
 class Clocks(NamedTuple):
@@ -114,3 +117,19 @@ def write_section(path: Path, text: str, begin: str, end: str) -> None:
         new = (old.rstrip("\n") + "\n\n" if old else "") + text
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(new)
+
+
+def cpu_name() -> str:
+    """The processor's model name (Linux ``/proc/cpuinfo``), for the reports' machine line."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def load_average() -> float:
+    """The 1-minute load average (NaN where the system has none)."""
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
