@@ -109,7 +109,7 @@ class ComfyPage:
                      lambda: self._pw and self._pw.stop()):
             try:
                 step()
-            except Exception as error:  # noqa: BLE001 - closing must go on
+            except Exception as error:
                 log.warning("closing the browser: %s", error)
         for _ in range(20):  # Chromium may still be writing its profile for a moment
             if not self._profile or not os.path.exists(self._profile):
