@@ -16,25 +16,14 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import logging
-import sys
 from collections import Counter
 from pathlib import Path
 
 import torch
 
+from harness.comfy_env import import_comfy, import_pack
+
 ROOT = Path(__file__).resolve().parent.parent
-from harness.comfy_env import import_comfy  # noqa: E402
-
-PACK = "act_pack"
-
-
-def _load(name: str, path: Path, package: bool = False):
-    spec = importlib.util.spec_from_file_location(
-        name, path, submodule_search_locations=[str(path.parent)] if package else None)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def _sample(model, case) -> torch.Tensor:
@@ -127,7 +116,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(1)
     import_comfy()
-    pack = _load(PACK, ROOT / "__init__.py", package=True)
+    pack = import_pack()
     nodes = type("Nodes", (), {})()
     for part in ("learn", "apply", "families", "clip"):
         setattr(nodes, part, importlib.import_module(f"{pack.__name__}.nodes.{part}"))

@@ -14,7 +14,6 @@ benchmarks/results/toy_lineas_cost.json. Run:
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import resource
 import subprocess
@@ -34,18 +33,14 @@ def _rss_kib() -> int:
 
 
 def _pack():
+    import importlib
+
     import torch
 
-    from harness.comfy_env import import_comfy
+    from harness.comfy_env import import_pack
 
     torch.set_num_threads(1)  # on the shared 2 cores, 2 threads wait for each other (results.md)
-
-    import_comfy()
-    spec = importlib.util.spec_from_file_location("act_pack", ROOT / "__init__.py",
-                                                  submodule_search_locations=[str(ROOT)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["act_pack"] = module
-    spec.loader.exec_module(module)
+    import_pack()
     return importlib.import_module("act_pack.nodes.learn")
 
 
