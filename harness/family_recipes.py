@@ -16,9 +16,9 @@ from torch import nn
 from .family_configs import BLOCKED, EXCLUDED, FLUX_DIT, RECIPES, TOKENS, UNET, VIDEO, Recipe
 
 __all__ = ["BLOCKED", "EXCLUDED", "FLUX_DIT", "RECIPES", "UNET", "VIDEO", "Recipe", "build",
-           "conds"]
+           "conds", "init_weights"]
 
-def _init_weights(module: nn.Module, seed: int) -> None:
+def init_weights(module: nn.Module, seed: int) -> None:
     """ComfyUI builds layers uninitialised (comfy.ops.disable_weight_init): run torch's init,
     and give every other parameter and buffer left empty a small random value."""
     with torch.random.fork_rng(), torch.no_grad():
@@ -58,7 +58,7 @@ def build(recipe: Recipe, seed: int = 0):
                   for key, shape in recipe.weights.items()}
     model = config.get_model(state_dict)
     model.diffusion_model.float()
-    _init_weights(model.diffusion_model, seed)
+    init_weights(model.diffusion_model, seed)
     cpu = torch.device("cpu")
     return comfy.model_patcher.ModelPatcher(model, load_device=cpu, offload_device=cpu)
 
