@@ -28,9 +28,7 @@ import argparse
 import logging
 import os
 import platform
-import statistics
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -40,18 +38,13 @@ import torch
 from act_core import TransportMap, transport
 from act_core.estimators import linear_act
 from act_core.sorted_moments import block_units
+from benchmarks.timing import alternate, cpu_name, load_average, median, rotation, timed
 
 __all__ = ["bench_fit", "bench_transport", "main"]
 
 logger = logging.getLogger("bench_core")
 RESULTS = Path(__file__).with_name("results_core.md")
 TORCH_SORT_EVERY = 8  # torch.sort is slow: time it on every 8th site only (information)
-
-
-def _timed(fn: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def _site_data(generator: torch.Generator, n: int, d: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -125,9 +118,7 @@ def bench_fit(sites: int = 256, n: int = 1024, d: int = 1280) -> dict[str, float
         if site < 0 or site % TORCH_SORT_EVERY == 0:
             jobs["torch_sort"] = lambda s=source, t=target: (torch.sort(s, dim=0),
                                                              torch.sort(t, dim=0))
-        names = list(jobs)
-        turn = max(site, 0) % len(names)
-        times = {name: _timed(jobs[name]) for name in names[turn:] + names[:turn]}
+        times = {name: timed(jobs[name]).wall for name in rotation(list(jobs), max(site, 0))}
         if site < 0:
             continue
         for name, seconds in times.items():
@@ -137,7 +128,7 @@ def bench_fit(sites: int = 256, n: int = 1024, d: int = 1280) -> dict[str, float
         ratios.append(times["fit"] / min(times[name] for name in SORTS))
         if (site + 1) % 64 == 0:
             logger.info("fit: %d/%d sites", site + 1, sites)
-    totals["median_site_ratio"] = statistics.median(ratios)
+    totals["median_site_ratio"] = median(ratios)
     return totals
 
 
@@ -161,25 +152,10 @@ def bench_transport(shape: tuple[int, int, int] = (16, 4096, 1280), repeats: int
         "unbounded": lambda: transport(x, tmap, 1.0, "unbounded"),
     }
     inside = float(((x >= tmap.lo) & (x <= tmap.hi)).float().mean())
-    for job in jobs.values():
-        job()  # warm-up
-    samples: dict[str, list[float]] = {name: [] for name in jobs}
-    for _ in range(repeats):
-        for name, job in jobs.items():
-            samples[name].append(_timed(job))
-    result = {name: statistics.median(values) for name, values in samples.items()}
+    samples = alternate(jobs, repeats)  # one warm-up call each, then alternated
+    result = {name: median(t.wall for t in values) for name, values in samples.items()}
     result["inside"] = inside
     return result
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _table(fit: dict[str, float], move: dict[str, float], args: argparse.Namespace,
@@ -219,7 +195,7 @@ def _table(fit: dict[str, float], move: dict[str, float], args: argparse.Namespa
         f"{fit['median_site_ratio']:.2f}. Values inside the min-max support in (b): "
         f"{move['inside']:.0%}. Transport: median of {args.repeats} repeats after a warm-up.",
         f"Command: `{' '.join(['python -m benchmarks.bench_core', *sys.argv[1:]])}`.",
-        f"Machine: {_cpu_name()} ({platform.machine()}), {os.cpu_count()} CPU(s); torch "
+        f"Machine: {cpu_name()} ({platform.machine()}), {os.cpu_count()} CPU(s); torch "
         f"{torch.__version__} with {torch.get_num_threads()} threads (transport, torch.sort, the "
         f"copy of the `x.t().contiguous()` candidate); NumPy {np.__version__} (its sort, and so "
         f"the fit and the other floor candidates, runs on one thread); load average "
@@ -227,10 +203,6 @@ def _table(fit: dict[str, float], move: dict[str, float], args: argparse.Namespa
         f"({'idle: no other job' if max(loads) < 1.5 else 'other jobs were running'}).",
     ]
     return "\n".join(rows + notes) + "\n"
-
-
-def _load() -> float:
-    return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
 
 
 def main() -> None:
@@ -241,11 +213,11 @@ def main() -> None:
                         help="where to write the results (default: %(default)s)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    start_load = _load()
+    start_load = load_average()
     move = bench_transport(repeats=args.repeats)
     logger.info("transport done")
     fit = bench_fit(args.sites)
-    table = _table(fit, move, args, (start_load, _load()))
+    table = _table(fit, move, args, (start_load, load_average()))
     args.out.write_text("# act_core benchmark\n\n" + table)
     logger.info("\n%s", table)
 

@@ -42,23 +42,22 @@ import gc
 import json
 import logging
 import platform
-import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from benchmarks.bench_apply_comfyui import (
+from benchmarks.timing import median, ratios, rotation, timed, write_section
+from benchmarks.toy_inprocess import (
     _counting,
     _pack,
     _reset_peak,
     _status_kb,
     plain_passes,
     reference_sites,
-    write_section,
 )
-from toyworld.comfy_env import import_comfy
+from harness.comfy_env import import_comfy
 
 logger = logging.getLogger("bench_realsize")
 ROOT = Path(__file__).resolve().parent.parent
@@ -102,23 +101,6 @@ ARCHS = {
     "sdxl": Arch("SDXL", SDXL_UNET, 77, 2048, 1280, 4, 5.0),
     "flux": Arch("Flux", FLUX_DEV, 256, 4096, 768, 16, 1.0, {"guidance": 3.5}),
 }
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _timed(fn, device: torch.device) -> tuple[float, float, float]:
-    """(CPU seconds of this process, wall seconds, CPU seconds of this thread) of ``fn()``, the
-    device drained first and after. On an accelerator, a thread time close to the wall time
-    says the sampler is bound by the host (Python and kernel launches), not by the device."""
-    _sync(device)
-    cpu, wall, thread = time.process_time(), time.perf_counter(), time.thread_time()
-    fn()
-    _sync(device)
-    return (time.process_time() - cpu, time.perf_counter() - wall,
-            time.thread_time() - thread)
 
 
 @torch.no_grad()
@@ -207,9 +189,9 @@ def bench_learn(pack, model, arch: Arch, latent: torch.Tensor, n: int, repeats: 
     run_floor()
     times: dict[str, list] = {"learn": [], "floor": []}
     for repeat in range(repeats):
-        jobs = [("learn", run_learn), ("floor", run_floor)]
-        for name, job in jobs[repeat % 2:] + jobs[:repeat % 2]:
-            times[name].append(_timed(job, device))
+        jobs = {"learn": run_learn, "floor": run_floor}
+        for name in rotation(list(jobs), repeat):
+            times[name].append(timed(jobs[name], device))
     memory = {}
     for name, job in (("floor", run_floor), ("learn", run_learn)):
         try:
@@ -252,7 +234,7 @@ def bench_apply(pack, model, arch: Arch, maps: dict, latent: torch.Tensor, steps
         patched = variants[name]
         comfy.model_management.load_models_gpu([patched])  # untimed: switching clones reloads
         out = []
-        seconds = _timed(lambda: out.append(comfy.sample.sample(
+        seconds = timed(lambda: out.append(comfy.sample.sample(
             patched, noise, steps, arch.cfg, "euler", "simple", positive, negative, latent,
             disable_pbar=True, seed=SEED)), device)
         return seconds, out[0]
@@ -261,16 +243,13 @@ def bench_apply(pack, model, arch: Arch, maps: dict, latent: torch.Tensor, steps
     outputs = {name: sample(name)[1].float() for name in names}  # warm-up
     times: dict[str, list] = {name: [] for name in names}
     for repeat in range(repeats):
-        turn = repeat % len(names)
-        for name in names[turn:] + names[:turn]:
+        for name in rotation(names, repeat):
             times[name].append(sample(name)[0])
-    ratios = {name: statistics.median(a[clock] / b[clock]
-                                      for a, b in zip(times[name], times["plain"]))
-              for name in names}
+    paired = {name: ratios(times[name], times["plain"], clock)[2] for name in names}
     # the sampling thread's CPU time over the wall time: near 1, the host sets the pace
-    host_share = {name: statistics.median(t[2] / t[1] for t in times[name]) for name in names}
+    host_share = {name: median(t.thread / t.wall for t in times[name]) for name in names}
     logger.info("apply ratios: %s; sampling thread busy: %s",
-                {k: f"{v:.4f}" for k, v in ratios.items()},
+                {k: f"{v:.4f}" for k, v in paired.items()},
                 {k: f"{v:.2f}" for k, v in host_share.items()})
 
     def diff(a: str, b: str) -> float | None:
@@ -279,8 +258,8 @@ def bench_apply(pack, model, arch: Arch, maps: dict, latent: torch.Tensor, steps
             return None
         return float((outputs[a] - outputs[b]).abs().max() / outputs[b].abs().max())
 
-    return {"times": times, "ratios": ratios, "not_folded": not_folded, "host_share": host_share,
-            "plain_seconds": statistics.median(t[clock] for t in times["plain"]),
+    return {"times": times, "ratios": paired, "not_folded": not_folded, "host_share": host_share,
+            "plain_seconds": median(t[clock] for t in times["plain"]),
             "checks": {"folded_vs_mean_hooks": diff("folded", "mean_hooks"),
                        "hooks_vs_plain": diff("hooks", "plain")}}
 
@@ -341,7 +320,7 @@ def table(rows: list[dict], args: argparse.Namespace) -> str:
                   if "folded" in r else "n/a: block outputs are no norm outputs")
         lt = learn["times"]
         k = 1 if clock == "wall" else 0
-        learn_ratio = statistics.median(a[k] / b[k] for a, b in zip(lt["learn"], lt["floor"]))
+        learn_ratio = ratios(lt["learn"], lt["floor"], k)[2]
         mem = learn["memory_mib"]
         extra = ("not measured" if len(mem) < 2 else
                  f"{mem['learn'][0] - mem['floor'][0]:+.0f} MiB, "

@@ -21,8 +21,6 @@ Usage: ``.venv/bin/python -m benchmarks.bench_site_cost [--sites 256] [--repeats
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from pathlib import Path
 
 import torch
@@ -30,7 +28,7 @@ from torch import nn
 
 from act_core.apply import TransportPlan
 from act_core.maps import QUANTILE_LEVELS, TransportMap
-from benchmarks.bench_apply_comfyui import write_section
+from benchmarks.timing import alternate, median, write_section
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "results.md"
 BEGIN, END = "<!-- bench_site_cost:begin -->", "<!-- bench_site_cost:end -->"
@@ -60,23 +58,6 @@ def _map(mode: str, gen: torch.Generator) -> TransportMap:
         lo=torch.full((WIDTH,), -5.0), hi=torch.full((WIDTH,), 5.0),
         quantiles=torch.linspace(-5, 5, levels)[:, None].expand(-1, WIDTH).contiguous(),
         mode=mode)
-
-
-def alternate(variants: dict, repeats: int, calls: int) -> dict[str, list[float]]:
-    """Thread CPU seconds per call of each variant, per repeat: one warm-up call each (prepared
-    transports, allocator), then the variants in an order that rotates from repeat to repeat."""
-    names = list(variants)
-    times: dict[str, list[float]] = {name: [] for name in names}
-    for name in names:
-        variants[name]()
-    for repeat in range(repeats):
-        turn = repeat % len(names)
-        for name in names[turn:] + names[:turn]:
-            start = time.thread_time()
-            for _ in range(calls):
-                variants[name]()
-            times[name].append((time.thread_time() - start) / calls)
-    return times
 
 
 def measure(sites: int, repeats: int, calls: int = 5) -> dict[str, float]:
@@ -116,9 +97,9 @@ def measure(sites: int, repeats: int, calls: int = 5) -> dict[str, float]:
         "act cond": lambda: act(items),
     }
     with torch.inference_mode():
-        times = alternate(variants, repeats, calls)
-    plain = statistics.median(times["plain"])
-    return {name: (statistics.median(v) - plain) / sites * 1e6
+        times = {k: [t.thread for t in v] for k, v in alternate(variants, repeats, calls).items()}
+    plain = median(times["plain"])
+    return {name: (median(v) - plain) / sites * 1e6
             for name, v in times.items() if name != "plain"} | {"plain_ms": plain * 1e3}
 
 

@@ -24,11 +24,9 @@ import argparse
 import dataclasses
 import json
 import logging
-import statistics
-import time
 from pathlib import Path
 
-from benchmarks.bench_site_cost import alternate
+from benchmarks.timing import alternate, median, ratios, rotation, timed
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -84,11 +82,11 @@ def host_cost(sites: int, sets: int, repeats: int, calls: int = 5) -> dict[str, 
 
     variants = {"plain": lambda: model(x, t), "chained": chained, "panel": panel}
     with torch.inference_mode():
-        times = alternate(variants, repeats, calls)
+        times = {k: [t.thread for t in v] for k, v in alternate(variants, repeats, calls).items()}
         same = torch.equal(torch.cat([o.flatten() for o in _outputs(chained, model, x, t)]),
                            torch.cat([o.flatten() for o in _outputs(panel, model, x, t)]))
-    plain = statistics.median(times["plain"])
-    cost = {name: (statistics.median(times[name]) - plain) / sites * 1e6
+    plain = median(times["plain"])
+    cost = {name: (median(times[name]) - plain) / sites * 1e6
             for name in ("chained", "panel")}
     return {"sets": sets, "sites": sites, "identical": same,
             "chained_us_per_site": round(cost["chained"], 2),
@@ -159,25 +157,26 @@ def main(argv=None) -> None:
                   "panel": panel.patch_panel(model, [panel.Slider(m, 1.0) for m in sets])[0]}
         times: dict[str, list[float]] = {k: [] for k in models}
         outs = {}
-        names = list(models)
+
+        def sample(name, models=models, outs=outs):
+            with torch.inference_mode():
+                outs[name] = comfy.sample.sample(
+                    models[name], noise, args.steps, 5.0, "euler", "normal", positive,
+                    negative, latent, seed=0, disable_pbar=True)
+
         for repeat in range(args.repeats + 1):
-            for name in names[repeat % 3:] + names[:repeat % 3]:
-                comfy.model_management.load_models_gpu([models[name]])
-                start = time.process_time()
-                with torch.inference_mode():
-                    outs[name] = comfy.sample.sample(
-                        models[name], noise, args.steps, 5.0, "euler", "normal", positive,
-                        negative, latent, seed=0, disable_pbar=True)
+            for name in rotation(list(models), repeat):
+                comfy.model_management.load_models_gpu([models[name]])  # untimed
+                seconds = timed(lambda name=name: sample(name)).cpu
                 if repeat:  # the first round is a warm-up
-                    times[name].append(time.process_time() - start)
+                    times[name].append(seconds)
         row = {"n": n, "sites": len(base), "identical": bool(torch.equal(outs["panel"],
                                                                          outs["chained"])),
-               **{f"{k}_s": round(statistics.median(v), 3) for k, v in times.items()}}
+               **{f"{k}_s": round(median(v), 3) for k, v in times.items()}}
+        pairs = {k: [(t,) for t in v] for k, v in times.items()}  # one clock each
         for k in ("chained", "panel"):
-            row[f"{k}_over_plain"] = round(statistics.median(
-                a / b for a, b in zip(times[k], times["plain"])), 3)
-        row["panel_over_chained"] = round(statistics.median(
-            a / b for a, b in zip(times["panel"], times["chained"])), 3)
+            row[f"{k}_over_plain"] = round(ratios(pairs[k], pairs["plain"], 0)[2], 3)
+        row["panel_over_chained"] = round(ratios(pairs["panel"], pairs["chained"], 0)[2], 3)
         rows.append(row)
         print(json.dumps(row), flush=True)
     out = ROOT / "benchmarks/results/bench_sliders.json"

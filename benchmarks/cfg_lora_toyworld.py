@@ -11,7 +11,7 @@ KSampler (euler, 20 steps) on held-out prompts, through the real ComfyUI server:
 - nodes, both: the same with apply_to both;
 - LoRA: the exported file through the stock LoraLoaderModelOnly at strength 1.
 
-Presence of the style / dot, colour and shape kept (toyworld.metrics), and the largest pixel
+Presence of the style / dot, colour and shape kept (evaluation.metrics), and the largest pixel
 difference from the LoRA's images (8-bit levels)::
 
     nice -n 10 .venv/bin/python -m benchmarks.cfg_lora_toyworld --seeds 2 --out docs
@@ -27,14 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from toyworld.act_eval import (  # noqa: E402
-    EXPERIMENTS,
-    NEGATION_SITES,
-    STYLE_SITES,
-    _graph,
-    _score,
-)
-from toyworld.comfy_server import ComfyServer  # noqa: E402
+from evaluation.act_eval import _graph, _score  # noqa: E402
+from harness.comfy_server import ComfyServer  # noqa: E402
+from toyworld.experiments import EXPERIMENTS, NEGATION_SITES, STYLE_SITES  # noqa: E402
 
 SETUPS = {"style": ("linear_act", STYLE_SITES), "negation": ("mean_act", NEGATION_SITES)}
 CONDITIONS = ("none", "nodes, conditional", "nodes, both", "LoRA")

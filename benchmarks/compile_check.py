@@ -19,9 +19,9 @@ import logging
 import torch
 import torch._dynamo
 
-from benchmarks.bench_apply_comfyui import _pack, reference_sites
 from benchmarks.bench_realsize import init_random
-from toyworld.comfy_env import import_comfy
+from benchmarks.toy_inprocess import _pack, reference_sites
+from harness.comfy_env import import_comfy
 
 SDXL_TINY = dict(image_size=32, in_channels=4, out_channels=4, model_channels=32,
                  num_res_blocks=[1, 1], channel_mult=[1, 2], transformer_depth=[0, 1],

@@ -1,10 +1,10 @@
 """Write docs/families.md: what AcT's ``auto`` sites are on every ComfyUI model family.
 
-For every entry of ``comfy.supported_models.models`` with a tiny recipe (toyworld/family_recipes.py)
+For every entry of ``comfy.supported_models.models`` with a tiny recipe (harness/family_recipes.py)
 this builds the model with ComfyUI's classes, learns maps with AcT Learn Transport's defaults
 (as tests/test_families_matrix.py does), counts the sites by kind, checks that strength 0 is
 bit-identical and strength 1 changes a 2-step sample, and tries folded mode on the affine norms
-inside the blocks. The text encoders of toyworld/encoder_recipes.py get their sites per encoder.
+inside the blocks. The text encoders of harness/encoder_recipes.py get their sites per encoder.
 Entries without a recipe are listed with their reason. The pass/fail columns are re-measured
 here; the full matrix (save/load, foreign maps) is the test suite's.
 
@@ -16,25 +16,14 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import logging
-import sys
 from collections import Counter
 from pathlib import Path
 
 import torch
 
+from harness.comfy_env import import_comfy, import_pack
+
 ROOT = Path(__file__).resolve().parent.parent
-from toyworld.comfy_env import import_comfy  # noqa: E402
-
-PACK = "act_pack"
-
-
-def _load(name: str, path: Path, package: bool = False):
-    spec = importlib.util.spec_from_file_location(
-        name, path, submodule_search_locations=[str(path.parent)] if package else None)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def _sample(model, case) -> torch.Tensor:
@@ -127,14 +116,14 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(1)
     import_comfy()
-    pack = _load(PACK, ROOT / "__init__.py", package=True)
+    pack = import_pack()
     nodes = type("Nodes", (), {})()
     for part in ("learn", "apply", "families", "clip"):
         setattr(nodes, part, importlib.import_module(f"{pack.__name__}.nodes.{part}"))
     import comfy.supported_models
 
-    from toyworld import encoder_recipes as encoders
-    from toyworld import family_recipes as recipes
+    from harness import encoder_recipes as encoders
+    from harness import family_recipes as recipes
 
     order = [m.__name__ for m in comfy.supported_models.models]
     rows = [family_row(nodes, recipes, n) for n in order if n in recipes.RECIPES]

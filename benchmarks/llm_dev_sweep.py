@@ -17,7 +17,11 @@ Sites are a preset, optionally restricted to a range of blocks: ``attn_out``,
 
     OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python -m benchmarks.llm_dev_sweep --data toxicity \
         --sites post_norms attn_out mlp_out --fits once --supports minmax --strengths 1 \
-        --out benchmarks/results/llm_dev_sweep_toxicity.json
+        --run tox_example
+
+``--run NAME`` puts the rows into the one table of all runs, ``benchmarks/results/
+llm_dev_sweep.csv`` (``benchmarks.sweep_table``; ``python -m benchmarks.sweep_table`` then
+rewrites docs/llm_dev_sweep.md); ``--out FILE`` also writes them, with sampled examples, as JSON.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import numpy as np
 from act_core import data, hf
 from act_core.data.judges import is_about, toxicity_probability
 from act_core.hf_generate import generate, perplexity
+from benchmarks import sweep_table
 from benchmarks.llm_common import finish, fit_all_at_once, fit_or_load, load_model, save_json, setup
 
 log = logging.getLogger("benchmarks")
@@ -70,7 +75,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="pool each text over its tokens after the first, and leave the first "
                    "token unchanged when steering (hf.fit_lm's skip_first_token)")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--out", default=None)
+    p.add_argument("--run", default=None,
+                   help="name of this run in benchmarks/results/llm_dev_sweep.csv (its rows "
+                   "there are replaced)")
+    p.add_argument("--out", default=None, help="also write the rows, with examples, as JSON")
     return p.parse_args(argv)
 
 
@@ -165,6 +173,8 @@ def main(argv=None) -> dict:
             log.info("%s", {k: v for k, v in row.items() if k != "example"})
             if args.out:
                 save_json(args.out, {"args": vars(args), "rows": rows})
+            if args.run:
+                sweep_table.write_run(args.run, vars(args), rows)
     metric = "mean_prob" if args.data.startswith("toxicity") else "about"
     return finish(args, rows, ["sites", "fit", "support", "strength", "ppl", "ppl change %",
                                metric, "toxic" if metric == "mean_prob" else "n_sites"])

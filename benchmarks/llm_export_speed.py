@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 from pathlib import Path
 
 import torch
 
-from act_core import MapSet, TransportMap  # noqa: E402
-from act_core.hf import lm_sites, steering  # noqa: E402
-from act_core.hf_export import fold_lm  # noqa: E402
+from act_core import MapSet, TransportMap
+from act_core.hf import lm_sites, steering
+from act_core.hf_export import fold_lm
+from benchmarks.timing import alternate, median
 
 SMOLLM2 = dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
                num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=8192,
@@ -44,15 +43,11 @@ def _maps(model, gen: torch.Generator) -> MapSet:
     return MapSet(maps, {"support": "unbounded"})
 
 
-def _decode(model, ids, new_tokens, maps=None) -> tuple[list[int], float]:
-    sync = torch.cuda.synchronize if ids.is_cuda else (lambda: None)
-    sync()
-    start = time.perf_counter()
+def _decode(model, ids, new_tokens, maps=None) -> list[int]:
     with torch.no_grad(), steering(model, maps, 0.5, "unbounded"):
         out = model.generate(ids, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
                              do_sample=False, pad_token_id=2)
-    sync()
-    return out[0, ids.shape[1]:].tolist(), time.perf_counter() - start
+    return out[0, ids.shape[1]:].tolist()
 
 
 def main(argv=None) -> dict:
@@ -80,16 +75,14 @@ def main(argv=None) -> dict:
         hooked_logits = model(prompts[0]).logits.float()
     with torch.no_grad():
         folded_logits = folded(prompts[0]).logits.float()
-    same = sum(_decode(folded, ids, 32)[0] == _decode(model, ids, 32, maps)[0] for ids in prompts)
-    times = {"plain": [], "folded": [], "hooked": []}
-    for r in range(args.rounds + 1):  # round 0 warms up
-        names = list(times) if r % 2 else list(times)[::-1]
-        for name in names:
-            m = folded if name == "folded" else model
-            _, seconds = _decode(m, prompts[0], args.new_tokens, maps if name == "hooked" else None)
-            if r:
-                times[name].append(args.new_tokens / seconds)
-    med = {k: statistics.median(v) for k, v in times.items()}
+    same = sum(_decode(folded, ids, 32) == _decode(model, ids, 32, maps) for ids in prompts)
+    n, ids = args.new_tokens, prompts[0]
+    clocks = alternate({"plain": lambda: _decode(model, ids, n),
+                        "folded": lambda: _decode(folded, ids, n),
+                        "hooked": lambda: _decode(model, ids, n, maps)},
+                       args.rounds, device=torch.device(args.device))  # one warm-up call each
+    times = {k: [n / t.wall for t in v] for k, v in clocks.items()}  # tokens per second
+    med = {k: median(v) for k, v in times.items()}
     result = {"device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
               "dtype": args.dtype, "sites": len(maps), "tiny": args.tiny,
               "logits_max_abs_diff": float((hooked_logits - folded_logits).abs().max()),

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import statistics
-import time
 
 import torch
 
 from act_core import data, hf
 from benchmarks.llm_common import finish, fit_all_at_once, load_model, setup
+from benchmarks.timing import alternate, median
 
 log = logging.getLogger("benchmarks")
 
@@ -37,11 +36,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 @torch.inference_mode()
-def timed_generate(model, enc, new_tokens: int, pad_id: int) -> float:
-    start = time.perf_counter()
+def generate(model, enc, new_tokens: int, pad_id: int) -> None:
     model.generate(**enc, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
                    do_sample=False, pad_token_id=pad_id)
-    return time.perf_counter() - start
 
 
 def main(argv=None) -> dict:
@@ -55,18 +52,20 @@ def main(argv=None) -> dict:
     rows = []
     for batch in args.batch_sizes:
         enc = tokenizer(prompts[:batch], return_tensors="pt", padding=True)
-        timed_generate(model, enc, 4, tokenizer.pad_token_id)  # warm-up
+        generate(model, enc, 4, tokenizer.pad_token_id)  # warm-up
+
+        def plain(enc=enc):
+            generate(model, enc, args.new_tokens, tokenizer.pad_token_id)
+
         for support in args.supports:
-            times = {"none": [], "maps": []}
-            for _ in range(args.rounds):
-                times["none"].append(timed_generate(model, enc, args.new_tokens,
-                                                    tokenizer.pad_token_id))
+            def steered(support=support, plain=plain):
                 with hf.steering(model, maps, 1.0, support):
-                    times["maps"].append(timed_generate(model, enc, args.new_tokens,
-                                                        tokenizer.pad_token_id))
+                    plain()
+
+            times = alternate({"none": plain, "maps": steered}, args.rounds, warmup=False)
             tokens = batch * args.new_tokens
-            none_tps = tokens / statistics.median(times["none"])
-            maps_tps = tokens / statistics.median(times["maps"])
+            none_tps = tokens / median(t.wall for t in times["none"])
+            maps_tps = tokens / median(t.wall for t in times["maps"])
             rows.append({"batch": batch, "support": support, "sites": len(maps),
                          "tokens/s none": none_tps, "tokens/s maps": maps_tps,
                          "ratio": maps_tps / none_tps})

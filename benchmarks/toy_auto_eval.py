@@ -2,7 +2,7 @@
 
 In-process, with the pack's own ``learn_maps`` (the node's defaults: linear_act, incremental in
 8 stages, 8 noise samples per prompt, first step, support unbounded) and ``patch_model``
-(conditional half), on the split of ``toyworld.act_eval`` (held-out prompts), sampled with
+(conditional half), on the split of ``evaluation.act_eval`` (held-out prompts), sampled with
 ComfyUI's sampler (euler, 20 steps, cfg 5) through ``benchmarks/toy_methods.Toy``. For every
 ``--sites`` entry (``auto`` and/or preset names) it prints the learn time, auto's choice and
 scores, and presence / colour kept / shape kept at every strength; ``--out`` saves JSON.
@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.toy_methods import Toy, score
-from toyworld.act_eval import EXPERIMENTS
+from toyworld.experiments import EXPERIMENTS
 
 
 def main(argv=None) -> list[dict]:

@@ -31,8 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from toyworld.act_eval import CKPT, EXPERIMENTS, heldout_combos
-from toyworld.metrics import read_image
+from evaluation.metrics import read_image
+from toyworld.experiments import CKPT, EXPERIMENTS, heldout_combos
 from toyworld.render import STYLES, Scene
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -14,13 +14,13 @@ benchmarks/results/toy_lineas_cost.json. Run:
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import resource
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+from benchmarks.timing import timed
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -33,18 +33,14 @@ def _rss_kib() -> int:
 
 
 def _pack():
+    import importlib
+
     import torch
 
-    from toyworld.comfy_env import import_comfy
+    from harness.comfy_env import import_pack
 
     torch.set_num_threads(1)  # on the shared 2 cores, 2 threads wait for each other (results.md)
-
-    import_comfy()
-    spec = importlib.util.spec_from_file_location("act_pack", ROOT / "__init__.py",
-                                                  submodule_search_locations=[str(ROOT)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["act_pack"] = module
-    spec.loader.exec_module(module)
+    import_pack()
     return importlib.import_module("act_pack.nodes.learn")
 
 
@@ -53,8 +49,8 @@ def one(method: str, experiment: str, sites: str = "auto") -> dict:
     import comfy.sd
     import torch
 
-    from toyworld.act_eval import EXPERIMENTS
     from toyworld.checkpoint import checkpoint_path
+    from toyworld.experiments import EXPERIMENTS
 
     model, clip, _, _ = comfy.sd.load_checkpoint_guess_config(
         str(checkpoint_path()), output_vae=False, output_clip=True)
@@ -64,10 +60,11 @@ def one(method: str, experiment: str, sites: str = "auto") -> dict:
         tgt = learn.encode_prompts(clip, exp.target)
         latent = {"samples": torch.zeros(1, 4, 8, 8)}
         before = _rss_kib()
-        start, cpu = time.perf_counter(), time.process_time()
-        maps, report = learn.learn_and_diagnose(model, src, tgt, method=method, sites=sites,
-                                                support=exp.support, latent=latent)
-        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+        out = []
+        clocks = timed(lambda: out.append(learn.learn_and_diagnose(
+            model, src, tgt, method=method, sites=sites, support=exp.support, latent=latent)))
+        maps, report = out[0]
+        seconds, cpu = clocks.wall, clocks.cpu
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     kept = sum(1 for s in report.sites if s.kept)
     return {"method": method, "site_choice": sites, "experiment": experiment,
@@ -87,8 +84,9 @@ def main() -> None:
     experiment = sys.argv[1] if len(sys.argv) > 1 else "style"
     rows = {}
     for method in ("linear_act", "lineas"):
-        out = subprocess.run([sys.executable, __file__, "--one", method, experiment],
-                             check=True, capture_output=True, text=True).stdout
+        out = subprocess.run([sys.executable, "-m", "benchmarks.toy_lineas_cost", "--one", method,
+                              experiment], check=True, capture_output=True, text=True,
+                             cwd=ROOT).stdout
         rows[method] = json.loads(out.strip().splitlines()[-1])
         print(json.dumps(rows[method]))
     ratios = {"time": round(rows["lineas"]["seconds"] / rows["linear_act"]["seconds"], 2),

@@ -4,7 +4,7 @@ Learns with the pack's own learn function (as AcT Learn Transport runs it; the m
 its options as given, sites ``auto``), saves the maps, then samples the held-out prompts of
 the experiment with the pack's own apply (``patch_model``, conditional half, support from the
 maps) through ComfyUI's KSampler path (euler, 20 steps, cfg 5, 64x64) at several strengths and
-reads every image with toyworld.metrics. The server protocol (toyworld/act_eval.py) in one
+reads every image with evaluation.metrics. The server protocol (evaluation/act_eval.py) in one
 process, so that one learn serves every strength. Run:
 ``.venv/bin/python -m benchmarks.toy_lineas_eval --experiment style --method lineas``
 """
@@ -38,9 +38,9 @@ def main(argv=None) -> None:
     import torch
 
     from act_core import save_maps
-    from toyworld.act_eval import EXPERIMENTS
+    from evaluation.metrics import read_image
     from toyworld.checkpoint import checkpoint_path
-    from toyworld.metrics import read_image
+    from toyworld.experiments import EXPERIMENTS
 
     model, clip, vae, _ = comfy.sd.load_checkpoint_guess_config(
         str(checkpoint_path()), output_vae=True, output_clip=True)

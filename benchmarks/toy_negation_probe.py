@@ -23,7 +23,7 @@ import time
 import torch
 
 from benchmarks.toy_methods import CFG, Toy, score
-from toyworld.act_eval import EXPERIMENTS
+from toyworld.experiments import EXPERIMENTS
 
 
 def main(argv=None) -> None:

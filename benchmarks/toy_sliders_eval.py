@@ -4,7 +4,7 @@ Learns, with the pack's own learn function (as AcT Learn Transport runs it, the 
 experiments' sites and supports), a *style* map set (plain -> striped prompts, cross-attention
 outputs) and a *dot* map set (prompts with a black dot -> without, norms + cross-attention
 outputs); then samples held-out prompts through ComfyUI's KSampler path (euler, 20 steps, cfg 5,
-64x64, conditional half) and reads every image with toyworld.metrics:
+64x64, conditional half) and reads every image with evaluation.metrics:
 
 1. composition, on held-out "a {colour} {shape} with a black dot" prompts: nothing, style
    alone, dot alone, both with the AcT Slider Panel (style first), both in the other order,
@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _score(scenes, images) -> dict:
-    from toyworld.metrics import read_image
+    from evaluation.metrics import read_image
 
     n = striped = dot = colour = shape = 0
     for scene, batch in zip(scenes, images):
@@ -87,9 +87,9 @@ def main(argv=None) -> None:
     import torch
 
     from act_core import load_maps, save_maps
-    from toyworld.act_eval import EXPERIMENTS
+    from evaluation.grids import save_grid
     from toyworld.checkpoint import checkpoint_path
-    from toyworld.evaluate import save_grid
+    from toyworld.experiments import EXPERIMENTS
     from toyworld.render import Scene
 
     model, clip, vae, _ = comfy.sd.load_checkpoint_guess_config(

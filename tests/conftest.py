@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from harness.comfy_env import COMFYUI_DIR, PACK  # PACK: the pack's module name in-process
 from toyworld.checkpoint import checkpoint_path
-from toyworld.comfy_env import COMFYUI_DIR, PACK  # PACK: the pack's module name in-process
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def pytest_collection_modifyitems(config, items):
     """Mark ``server`` every test that uses the shared server or sits in a module that starts
     its own (``-m "not server"`` then runs everything else)."""
-    from toyworld.comfy_server import ComfyServer
+    from harness.comfy_server import ComfyServer
 
     for item in items:
         module = getattr(item, "module", None)
@@ -40,7 +40,7 @@ def _require_comfyui(checkpoint: bool = True) -> None:
 def comfy_server(tmp_path_factory):
     """One real ComfyUI server for the whole test session (stopped at the end)."""
     _require_comfyui()
-    from toyworld.comfy_server import ComfyServer
+    from harness.comfy_server import ComfyServer
 
     base = tmp_path_factory.mktemp("comfy_base")
     server = ComfyServer(base_dir=base)
@@ -64,7 +64,7 @@ def act_pack(tmp_path_factory):
     _require_comfyui(checkpoint=False)
     if PACK in sys.modules:
         return sys.modules[PACK]
-    from toyworld.comfy_env import import_comfy, import_pack
+    from harness.comfy_env import import_comfy, import_pack
 
     import_comfy()
     import folder_paths

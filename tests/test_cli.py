@@ -10,7 +10,7 @@ import torch
 pytest.importorskip("transformers")
 
 from act_core.cli import build_parser, main  # noqa: E402
-from toyworld.hf_tiny import tiny_causal_lm  # noqa: E402
+from harness.hf_tiny import tiny_causal_lm  # noqa: E402
 
 
 @pytest.fixture(scope="module")

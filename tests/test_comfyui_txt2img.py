@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from toyworld.comfy_server import txt2img_graph
-from toyworld.metrics import read_image
+from evaluation.metrics import read_image
+from harness.comfy_server import txt2img_graph
 
 pytestmark = pytest.mark.comfyui
 

@@ -23,4 +23,4 @@ def test_install_copies_once_and_replaces_a_changed_file(tmp_path, monkeypatch):
 def test_install_without_shipped_files_warns(tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(example_maps, "MAPS_DIR", tmp_path / "none")
     assert example_maps.install_example_maps(tmp_path / "models") == []
-    assert "example_maps build" in caplog.text
+    assert "python -m harness.build_maps" in caplog.text

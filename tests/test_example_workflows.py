@@ -13,11 +13,11 @@ import urllib.request
 
 import pytest
 
-from toyworld.comfy_page import ComfyPage
-from toyworld.comfy_server import PACK_NAME
+from harness.comfy_page import ComfyPage
+from harness.comfy_server import PACK_NAME
+from harness.workflow_format import to_api, to_ui
+from harness.workflows import EXAMPLES, WORKFLOW_DIR
 from toyworld.example_maps import MAPS_DIR, STRIPED_MAP, install_example_maps
-from toyworld.workflow_format import to_api, to_ui
-from toyworld.workflows import EXAMPLES, WORKFLOW_DIR
 
 pytestmark = pytest.mark.comfyui
 
@@ -29,7 +29,7 @@ def server(comfy_server):
     """The session's server with the shipped maps installed, as on a fresh install."""
     if not (MAPS_DIR / STRIPED_MAP).is_file():
         pytest.fail(f"{MAPS_DIR / STRIPED_MAP} is missing: run `python -m "
-                    "toyworld.example_maps build` and commit it", pytrace=False)
+                    "harness.build_maps` and commit it", pytrace=False)
     install_example_maps(comfy_server.base / "models")
     return comfy_server
 
@@ -66,7 +66,7 @@ def _expected_image_shape(api: dict, save_id: str) -> tuple[int, int, int]:
 def test_workflow_files_match_their_specs(object_info):
     for name, make in EXAMPLES.items():
         assert _workflow(name) == to_ui(make(), object_info), (
-            f"example_workflows/{name}.json is out of date: run `python -m toyworld.workflows`")
+            f"example_workflows/{name}.json is out of date: run `python -m harness.workflows`")
 
 
 @pytest.mark.parametrize("name", list(EXAMPLES))
@@ -125,4 +125,4 @@ def test_templates_are_listed_and_thumbnails_served(server):
         assert kind == "image/png" and min(png.size) >= 64
         assert json.loads(png.text["workflow"]) == _workflow(name), (
             f"{name}.png was made from another version of the workflow: run "
-            "`python -m toyworld.workflows --thumbnails`")
+            "`python -m harness.workflows --thumbnails`")

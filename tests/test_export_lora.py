@@ -9,8 +9,6 @@ The stock node itself, through the real server, is in tests/test_export_lora_ser
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -18,21 +16,13 @@ import pytest
 import torch
 from torch import nn
 
+from harness import tiny_families
+from harness.family_recipes import init_weights
+
 pytestmark = pytest.mark.comfyui
 
 STEPS, CFG, SEED = 3, 3.0, 11  # cfg != 1: both halves of the CFG batch run
 STRENGTHS = (0.0, 0.5, 1.0)
-
-
-def _tiny_module():
-    path = Path(__file__).with_name("test_nodes_tiny_models.py")
-    spec = importlib.util.spec_from_file_location("_act_tiny_models", path)
-    if spec.name in sys.modules:
-        return sys.modules[spec.name]
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture
@@ -161,15 +151,15 @@ def test_tiny_models_lora_equals_folded_transport(act_pack, loras, family):
     import comfy.model_patcher
     import comfy.supported_models
 
-    tiny = _tiny_module()
-    recipe = tiny.RECIPES[family]
+    recipe = tiny_families.RECIPES[family]
     config = getattr(comfy.supported_models, recipe.config)(recipe.unet_config)
     base = config.get_model({})
-    tiny._init_weights(base.diffusion_model, seed=0)
+    init_weights(base.diffusion_model, seed=0)
     cpu = torch.device("cpu")
     model = comfy.model_patcher.ModelPatcher(base, load_device=cpu, offload_device=cpu)
     gen = torch.Generator().manual_seed(1)
-    (positive,), (negative,) = tiny._conds(recipe, 1, gen), tiny._conds(recipe, 1, gen)
+    (positive,), (negative,) = (tiny_families.conds(recipe, 1, gen),
+                                tiny_families.conds(recipe, 1, gen))
     ctx = SimpleNamespace(positive=positive, negative=negative,
                           latent=torch.zeros(1, recipe.latent_channels, 8, 8))
     maps = _maps(act_pack, base.diffusion_model, family)

@@ -13,8 +13,8 @@ import re
 import numpy as np
 import pytest
 
-from toyworld.act_eval import fit_combos, heldout_combos
-from toyworld.comfy_server import txt2img_graph
+from harness.comfy_server import txt2img_graph
+from toyworld.experiments import fit_combos, heldout_combos
 from toyworld.render import Scene
 
 pytestmark = pytest.mark.comfyui

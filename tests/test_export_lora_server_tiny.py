@@ -4,7 +4,7 @@ loaded from files by ComfyUI's own stock loaders.
 Each test writes its model file into the server's temporary models folder (never into the
 repository): Flux-schnell as a diffusion model for the stock UNETLoader (prompts encoded by the
 toy checkpoint's CLIP-L), SDXL as a checkpoint for CheckpointLoaderSimple (its own CLIP-L +
-CLIP-G, full size, see toyworld/tiny_files.py). It learns maps in the server (AcT Learn Transport,
+CLIP-G, full size, see harness/tiny_files.py). It learns maps in the server (AcT Learn Transport,
 unbounded support, on linear layers that fold exactly), exports them with AcT Export LoRA, and
 compares the stock LoraLoaderModelOnly at strength s with AcT Apply Transport in mode 'folded'
 at lambda = s. These models have no trained VAE, so the sampled latents are compared directly
@@ -21,10 +21,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from toyworld.act_eval import fit_combos, heldout_combos
+from harness.tiny_files import write_tiny_flux, write_tiny_sdxl_checkpoint
 from toyworld.checkpoint import CHECKPOINT_NAME
+from toyworld.experiments import fit_combos, heldout_combos
 from toyworld.render import Scene
-from toyworld.tiny_files import write_tiny_flux, write_tiny_sdxl_checkpoint
 
 pytestmark = pytest.mark.comfyui
 

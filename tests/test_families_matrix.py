@@ -1,6 +1,6 @@
 """The nodes on a tiny random-weight instance of every image and video family ComfyUI loads.
 
-Each family of ``toyworld/family_recipes.py`` is built with ComfyUI's own model classes, learned on
+Each family of ``harness/family_recipes.py`` is built with ComfyUI's own model classes, learned on
 with AcT Learn Transport's default sites (``auto``: the family's preset, or the main block
 stacks found by structure) and sampled through ComfyUI's sampling path. For each: strength 0
 is bit-identical to the unpatched model, strength 1 changes the samples, a save/load round trip
@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from act_core.apply import interventions
-from toyworld import family_recipes
+from harness import family_recipes
 
 RECIPES, build, conds = family_recipes.RECIPES, family_recipes.build, family_recipes.conds
 EXCLUDED, BLOCKED = family_recipes.EXCLUDED, family_recipes.BLOCKED

@@ -168,7 +168,7 @@ def test_gated_fit_on_a_tiny_llama_leaves_target_like_text_nearly_unchanged():
     pytest.importorskip("transformers")
     from act_core.hf import fit_lm, steering
     from act_core.hf_export import fold_lm
-    from toyworld.hf_tiny import tiny_causal_lm
+    from harness.hf_tiny import tiny_causal_lm
 
     model, tokenizer = tiny_causal_lm("llama")
     source = [f"ZZZZ QQQQ XXXX {i} WWWW" for i in range(12)]

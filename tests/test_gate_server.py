@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from act_core import load_maps
-from toyworld.act_eval import NEGATION_SITES, fit_combos, heldout_combos
-from toyworld.metrics import read_image
+from evaluation.metrics import read_image
+from toyworld.experiments import NEGATION_SITES, fit_combos, heldout_combos
 from toyworld.render import Scene
 
 pytestmark = pytest.mark.comfyui

@@ -17,7 +17,7 @@ from act_core import MapSet, TransportMap
 from act_core.fold import FoldError
 from act_core.gguf_export import ARCH, control_vectors, read_control_vector, write_control_vector
 from act_core.hf import steering
-from toyworld.hf_tiny import tiny_causal_lm
+from harness.hf_tiny import tiny_causal_lm
 
 
 def _tmap(d: int, seed: int, slope: bool = False) -> TransportMap:

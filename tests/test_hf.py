@@ -11,7 +11,7 @@ from act_core import hf  # noqa: E402
 from act_core.errors import MapCompatibilityError, SiteError  # noqa: E402
 from act_core.hf_generate import generate, perplexity  # noqa: E402
 from act_core.hf_presets import UnknownFamilyError  # noqa: E402
-from toyworld.hf_tiny import tiny_causal_lm  # noqa: E402
+from harness.hf_tiny import tiny_causal_lm  # noqa: E402
 
 SOURCE = ["you are a horrible person", "shut up", "what a stupid idea that was", "go away now"]
 TARGET = ["you are a kind person", "thank you", "what a lovely idea that was", "come in please",

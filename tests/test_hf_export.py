@@ -18,7 +18,7 @@ from act_core import MapSet, TransportMap
 from act_core.fold import FoldError
 from act_core.hf import steering
 from act_core.hf_export import export_checkpoint, fold_lm
-from toyworld.hf_tiny import tiny_causal_lm
+from harness.hf_tiny import tiny_causal_lm
 
 SITES = ("model.layers.0.input_layernorm", "model.layers.0.self_attn.o_proj",
          "model.layers.0.post_attention_layernorm", "model.layers.1.mlp.down_proj",

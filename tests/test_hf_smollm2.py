@@ -40,7 +40,7 @@ def test_fit_save_load_and_steer_smollm2(smollm2, tmp_path):
     from act_core import data, hf
     from act_core.errors import MapCompatibilityError
     from act_core.hf_generate import generate, perplexity
-    from toyworld.hf_tiny import tiny_causal_lm
+    from harness.hf_tiny import tiny_causal_lm
 
     model, tokenizer = smollm2
     source, target = data.load_builtin("concept:football")

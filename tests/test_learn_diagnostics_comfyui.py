@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from toyworld.act_eval import fit_combos
+from toyworld.experiments import fit_combos
 from toyworld.render import Scene
 
 pytestmark = pytest.mark.comfyui

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from toyworld.act_eval import fit_combos, heldout_combos
-from toyworld.comfy_server import ComfyError, ComfyServer, txt2img_graph
-from toyworld.metrics import read_image
+from evaluation.metrics import read_image
+from harness.comfy_server import ComfyError, ComfyServer, txt2img_graph
+from toyworld.experiments import fit_combos, heldout_combos
 from toyworld.render import Scene, parse_prompt
 
 pytestmark = pytest.mark.comfyui

@@ -14,7 +14,6 @@ import copy
 import importlib
 from collections import Counter
 from contextlib import contextmanager
-from dataclasses import dataclass
 from types import SimpleNamespace
 
 import pytest
@@ -22,92 +21,12 @@ import torch
 from torch import nn
 
 from act_core.apply import interventions
+from harness.family_recipes import init_weights
+from harness.tiny_families import RECIPES, conds, norm_sites
 
 pytestmark = [pytest.mark.comfyui, pytest.mark.usefixtures("one_thread")]
 
 STEPS, CFG, SEED = 3, 2.0, 7  # cfg != 1: both halves of the CFG batch run
-TOKENS = 7  # text tokens per conditioning
-
-# unet_config as comfy.model_detection reads it from a checkpoint, at toy sizes
-SDXL_UNET = dict(
-    image_size=32, in_channels=4, out_channels=4, model_channels=32, num_res_blocks=[1, 1],
-    channel_mult=[1, 2], transformer_depth=[0, 1], transformer_depth_output=[0, 0, 1, 1],
-    transformer_depth_middle=1, context_dim=64, use_linear_in_transformer=True,
-    use_spatial_transformer=True, legacy=False, num_classes="sequential",
-    adm_in_channels=2816,  # SDXL's y: pooled text (1280) + six 256-d size embeddings
-    use_temporal_resblock=False, use_temporal_attention=False,
-)
-FLUX_DIT = dict(
-    image_model="flux", in_channels=16, out_channels=16, patch_size=2, hidden_size=64, num_heads=2,
-    axes_dim=[8, 12, 12],  # sums to hidden_size / num_heads
-    depth=2, depth_single_blocks=2, mlp_ratio=2.0, theta=10000, qkv_bias=True,
-    context_in_dim=48, vec_in_dim=32, guidance_embed=False, txt_ids_dims=[],
-)
-SD3_DIT = dict(
-    in_channels=16, out_channels=16, patch_size=2, depth=2,  # hidden = 64 * depth, depth heads
-    input_size=None, adm_in_channels=32, num_patches=64, pos_embed_max_size=8,
-    context_embedder_config={"target": "torch.nn.Linear",
-                             "params": {"in_features": 48, "out_features": 128}},
-    pos_embed_scaling_factor=None, x_block_self_attn_layers=[],
-)
-
-
-@dataclass(frozen=True)
-class Recipe:
-    config: str  # class in comfy.supported_models
-    unet_config: dict
-    context_dim: int
-    pooled_dim: int
-    latent_channels: int
-    sites: dict[str, tuple[int, str]] | None  # preset site -> (width, mode); None: every norm
-
-
-RECIPES = {
-    "sdxl": Recipe("SDXL", SDXL_UNET, 64, 1280, 4, None),
-    # double blocks return (img, txt); single blocks return the joint token sequence
-    "flux": Recipe("FluxSchnell", FLUX_DIT, 48, 32, 16, {
-        "double_blocks.0:0": (64, "tokens"), "double_blocks.0:1": (64, "tokens"),
-        "double_blocks.1:0": (64, "tokens"), "double_blocks.1:1": (64, "tokens"),
-        "single_blocks.0": (64, "tokens"), "single_blocks.1": (64, "tokens")}),
-    # joint blocks return (context, x); the last one returns (None, x): no text-stream site
-    "sd3": Recipe("SD3", SD3_DIT, 48, 32, 16, {
-        "joint_blocks.0:0": (128, "tokens"), "joint_blocks.0:1": (128, "tokens"),
-        "joint_blocks.1:1": (128, "tokens")}),
-}
-
-
-def _init_weights(module: nn.Module, seed: int) -> None:
-    """ComfyUI builds layers uninitialised (comfy.ops.disable_weight_init): run torch's init."""
-    with torch.random.fork_rng(), torch.no_grad():
-        torch.manual_seed(seed)
-        for m in module.modules():
-            for base in (nn.Linear, nn.Conv2d, nn.GroupNorm, nn.LayerNorm, nn.RMSNorm):
-                if isinstance(m, base):
-                    base.reset_parameters(m)  # torch's own; comfy's override is a no-op
-                    break
-        for name, buffer in module.named_buffers():
-            if name.endswith("pos_embed"):  # SD3's position table is left empty too
-                buffer.normal_(std=0.02)
-
-
-def _conds(recipe: Recipe, n: int, gen: torch.Generator, shift: float = 0.0) -> list:
-    """``n`` CONDITIONING values: [[context (1, T, C), {"pooled_output": (1, P)}]]."""
-    return [[[torch.randn(1, TOKENS, recipe.context_dim, generator=gen) + shift,
-              {"pooled_output": torch.randn(1, recipe.pooled_dim, generator=gen)}]]
-            for _ in range(n)]
-
-
-def _norm_sites(diffusion_model: nn.Module) -> dict[str, tuple[int, str]]:
-    """Every GroupNorm (channels) and LayerNorm (tokens) of a UNet, in forward order."""
-    sites = {}
-    for name, m in diffusion_model.named_modules():
-        if isinstance(m, nn.GroupNorm):
-            sites[name] = (m.num_channels, "channels")
-        elif isinstance(m, nn.LayerNorm):
-            sites[name] = (m.normalized_shape[-1], "tokens")
-    return sites
-
-
 @pytest.fixture(scope="module")
 def nodes(act_pack):
     name = act_pack.__name__
@@ -123,15 +42,15 @@ def tiny(request, act_pack):
     recipe = RECIPES[request.param]
     config = getattr(comfy.supported_models, recipe.config)(recipe.unet_config)
     model = config.get_model({})
-    _init_weights(model.diffusion_model, seed=0)
+    init_weights(model.diffusion_model, seed=0)
     cpu = torch.device("cpu")
     patcher = comfy.model_patcher.ModelPatcher(model, load_device=cpu, offload_device=cpu)
     gen = torch.Generator().manual_seed(1)
-    source, target = _conds(recipe, 3, gen), _conds(recipe, 3, gen, shift=0.5)
-    (positive,), (negative,) = _conds(recipe, 1, gen), _conds(recipe, 1, gen)
+    source, target = conds(recipe, 3, gen), conds(recipe, 3, gen, shift=0.5)
+    (positive,), (negative,) = conds(recipe, 1, gen), conds(recipe, 1, gen)
     return SimpleNamespace(
         family=request.param, model=patcher, diffusion_model=model.diffusion_model,
-        sites=recipe.sites or _norm_sites(model.diffusion_model),
+        sites=recipe.sites or norm_sites(model.diffusion_model),
         source=source, target=target, positive=positive, negative=negative,
         latent=torch.zeros(1, recipe.latent_channels, 8, 8))
 

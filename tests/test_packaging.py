@@ -39,7 +39,7 @@ def test_the_wheel_holds_the_library_only(wheel):
     modules = {name for name in names if name.endswith(".py")}
     sources = {p.relative_to(ROOT).as_posix() for p in (ROOT / "act_core").rglob("*.py")}
     assert modules == sources  # every module of the package, nothing else
-    assert "act_core/hf_tiny.py" not in modules  # a test helper (toyworld/hf_tiny.py)
+    assert "act_core/hf_tiny.py" not in modules  # a test helper (harness/hf_tiny.py)
     data = {p.relative_to(ROOT).as_posix() for p in (ROOT / "act_core" / "data").rglob("*")
             if p.is_file() and p.suffix in (".txt", ".json", ".tsv")}
     assert data and data <= set(names)
@@ -69,7 +69,8 @@ def test_a_fresh_venv_without_comfyui_imports_act_core_and_runs_act(wheel, tmp_p
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     code = ("import importlib.util, act_core, torch\n"
             "assert importlib.util.find_spec('comfy') is None\n"
-            "assert importlib.util.find_spec('toyworld') is None\n"
+            "for name in ('toyworld', 'harness', 'evaluation', 'benchmarks'):\n"
+            "    assert importlib.util.find_spec(name) is None, name\n"
             "m = act_core.fit(torch.randn(64, 4), torch.randn(64, 4) + 1)\n"
             "print(act_core.__file__, float(act_core.transport(torch.zeros(4), m, 1.0).mean()))")
     run = subprocess.run([str(python), "-c", code], cwd=tmp_path, env=env, check=True,

@@ -9,27 +9,17 @@ The tiny SDXL recipe and CONDITIONING builders are those of tests/test_nodes_tin
 from __future__ import annotations
 
 import importlib
-import importlib.util
-import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
 
 from act_core.apply import interventions
+from harness import tiny_families
+from harness.family_recipes import init_weights
 
 pytestmark = [pytest.mark.comfyui, pytest.mark.usefixtures("one_thread")]
 STEPS, CFG, SEED = 4, 2.0, 7
-
-
-def _tiny_models_module():
-    path = Path(__file__).with_name("test_nodes_tiny_models.py")
-    spec = importlib.util.spec_from_file_location("_tiny_models_recipes", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -44,18 +34,18 @@ def tiny(act_pack, nodes):
     import comfy.model_patcher
     import comfy.supported_models
 
-    recipes = _tiny_models_module()
+    recipes = tiny_families
     recipe = recipes.RECIPES["sdxl"]
     config = getattr(comfy.supported_models, recipe.config)(recipe.unet_config)
     model = config.get_model({})
-    recipes._init_weights(model.diffusion_model, seed=0)
+    init_weights(model.diffusion_model, seed=0)
     cpu = torch.device("cpu")
     patcher = comfy.model_patcher.ModelPatcher(model, load_device=cpu, offload_device=cpu)
     gen = torch.Generator().manual_seed(1)
-    source = recipes._conds(recipe, 3, gen)
-    up, down = recipes._conds(recipe, 3, gen, shift=0.5), recipes._conds(recipe, 3, gen,
+    source = recipes.conds(recipe, 3, gen)
+    up, down = recipes.conds(recipe, 3, gen, shift=0.5), recipes.conds(recipe, 3, gen,
                                                                           shift=-0.8)
-    (positive,), (negative,) = recipes._conds(recipe, 1, gen), recipes._conds(recipe, 1, gen)
+    (positive,), (negative,) = recipes.conds(recipe, 1, gen), recipes.conds(recipe, 1, gen)
     latent = torch.zeros(1, recipe.latent_channels, 8, 8)
     learn = nodes.learn.learn_maps
     a = learn(patcher, source, up, support="unbounded", latent={"samples": latent}, seed=3)

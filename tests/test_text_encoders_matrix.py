@@ -2,7 +2,7 @@
 loaders build: CLIP-L (SD1), CLIP-L + CLIP-G (SDXL), CLIP-L + CLIP-G + T5-XXL (SD3),
 CLIP-L + T5-XXL (Flux), UMT5-XXL (Wan), Qwen3 (Z-Image), CLIP-L + Llama (HunyuanVideo),
 Gemma-2 (Lumina 2), Chinese BERT + mT5-XL (HunyuanDiT), Qwen2.5-VL + ByT5 (HunyuanImage 2.1)
-and Gemma 3 (CLIPLoader), built with ComfyUI's own CLIP classes (toyworld/encoder_recipes.py).
+and Gemma 3 (CLIPLoader), built with ComfyUI's own CLIP classes (harness/encoder_recipes.py).
 
 For each: the structure presets find sites on every encoder; strength 0 encodes
 bit-identically, strength 1 changes the encoding; a save/load round trip encodes
@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from act_core.apply import interventions
-from toyworld import encoder_recipes
+from harness import encoder_recipes
 
 pytestmark = [pytest.mark.comfyui, pytest.mark.usefixtures("one_thread")]
 

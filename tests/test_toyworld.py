@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from toyworld.metrics import read_image
+from evaluation.metrics import read_image
 from toyworld.render import COLOURS, SHAPES, STYLES, Scene, all_scenes, parse_prompt, render
 
 

@@ -15,7 +15,7 @@ import importlib.util
 import pytest
 import torch
 
-from toyworld import encoder_recipes, family_recipes
+from harness import encoder_recipes, family_recipes
 
 pytestmark = pytest.mark.comfyui
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from toyworld.workflow_format import WorkflowSpec, WorkflowSpecError, to_api, to_ui, widget_names
+from harness.workflow_format import WorkflowSpec, WorkflowSpecError, to_api, to_ui, widget_names
 
 INFO = {
     "Loader": {"input": {"required": {"name": [["a.ckpt", "b.ckpt"], {}]}},

@@ -15,9 +15,10 @@ import logging
 import time
 from pathlib import Path
 
-from .act_eval import NEGATION_SITES, fit_combos, heldout_combos, style_experiment
-from .comfy_server import ComfyServer, txt2img_graph
-from .evaluate import save_grid
+from evaluation.grids import save_grid
+from harness.comfy_server import ComfyServer, txt2img_graph
+
+from .experiments import NEGATION_SITES, fit_combos, heldout_combos, style_experiment
 from .render import Scene
 
 __all__ = ["main"]

@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .comfy_env import import_comfy
+from harness.comfy_env import import_comfy
+
 from .render import all_scenes, render
 
 log = logging.getLogger("toyworld.train")

@@ -33,9 +33,10 @@ from pathlib import Path
 
 import torch
 
+from harness.comfy_env import import_comfy
+
 from . import train
 from .checkpoint import patch_tensors, sha256_bytes
-from .comfy_env import import_comfy
 from .render import all_scenes
 
 log = logging.getLogger("toyworld.train_global")
