@@ -6,7 +6,7 @@ seeds), driven over ComfyUI's HTTP API with the pack's own nodes:
 - two AcT Learn Transport nodes learn the *style* map set (plain -> striped prompts,
   cross-attention outputs) and the *dot* map set (prompts with a black dot -> without, norms +
   cross-attention outputs), unbounded support, fitted on half of the colour x shape
-  combinations (``toyworld.act_eval``);
+  combinations (``evaluation.act_eval``);
 - composition, on the held-out "a {colour} {shape} with a black dot" prompts: nothing, style
   alone and dot alone (AcT Apply Transport), both with the AcT Slider Panel (style first) and
   both as two chained AcT Apply Transport nodes (style, then dot), every strength 1; the panel's
@@ -47,7 +47,7 @@ LEARN = {"style": "learn_style", "negation": "learn_dot"}
 
 
 def _learn_node(exp, *, fit_batch: int = 8) -> dict:
-    """AcT Learn Transport with the toy-world experiments' settings (as toyworld.act_eval)."""
+    """AcT Learn Transport with the toy-world experiments' settings (as evaluation.act_eval)."""
     return {"class_type": "ActLearnTransport", "inputs": {
         "model": ["ckpt", 0], "clip": ["ckpt", 1],
         "source_prompts": "\n".join(exp.source), "target_prompts": "\n".join(exp.target),
@@ -158,9 +158,9 @@ def main(argv=None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # inherited by the server process
     os.environ.setdefault("MKL_NUM_THREADS", "1")
-    from toyworld.act_eval import EXPERIMENTS
-    from toyworld.comfy_server import ComfyServer
-    from toyworld.evaluate import save_grid
+    from evaluation.grids import save_grid
+    from harness.comfy_server import ComfyServer
+    from toyworld.experiments import EXPERIMENTS
     from toyworld.render import Scene
 
     experiments = {name: EXPERIMENTS[name]() for name in LEARN}
