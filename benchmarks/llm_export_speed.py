@@ -22,7 +22,7 @@ import torch
 
 from act_core import MapSet, TransportMap  # noqa: E402
 from act_core.hf import lm_sites, steering  # noqa: E402
-from act_core.hf_export import fold_lm  # noqa: E402
+from act_core.hf.export import fold_lm  # noqa: E402
 
 SMOLLM2 = dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
                num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=8192,

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from act_core import diffusers_pipeline as dp
+from act_core.diffusers import pipeline as dp
 from act_core.errors import MapCompatibilityError
 from act_core.record import record_activations
 
@@ -149,7 +149,7 @@ COMFY_TO_DIFFUSERS = {  # the tiny UNet: 2 levels, 1 layer per block, attention 
 
 
 def test_comfyui_site_names_translate_to_existing_diffusers_modules(pipe):
-    from act_core.diffusers_names import comfy_site_to_diffusers, translate_comfy_maps
+    from act_core.diffusers.names import comfy_site_to_diffusers, translate_comfy_maps
     from act_core.errors import SiteError
     from act_core.estimators import fit
 

@@ -21,7 +21,7 @@ import pytest
 import torch
 from torch import nn
 
-from act_core.apply import interventions
+from act_core.patch import interventions
 
 pytestmark = [pytest.mark.comfyui, pytest.mark.usefixtures("one_thread")]
 

@@ -46,7 +46,7 @@ def test_the_wheel_holds_the_library_only(wheel):
     info = zipfile.ZipFile(wheel)
     meta = next(n for n in names if n.endswith(".dist-info/METADATA"))
     entry = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
-    assert "act = act_core.cli:main" in info.read(entry).decode()
+    assert "act = act_core.hf.cli:main" in info.read(entry).decode()
     requires = [line for line in info.read(meta).decode().splitlines()
                 if line.startswith("Requires-Dist:")]
     assert 'Requires-Dist: transformers>=4.45; extra == "transformers"' in requires
@@ -82,7 +82,7 @@ def test_a_fresh_venv_without_comfyui_imports_act_core_and_runs_act(wheel, tmp_p
 
 
 def test_the_model_cache_is_in_the_users_cache_folder(monkeypatch, tmp_path):
-    from act_core.hf_models import cache_dir
+    from act_core.hf.models import cache_dir
 
     monkeypatch.delenv("ACT_CACHE_DIR", raising=False)
     monkeypatch.delenv("XDG_CACHE_HOME", raising=False)

@@ -17,7 +17,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from act_core.apply import interventions
+from act_core.patch import interventions
 
 pytestmark = [pytest.mark.comfyui, pytest.mark.usefixtures("one_thread")]
 STEPS, CFG, SEED = 4, 2.0, 7

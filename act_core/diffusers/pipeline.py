@@ -7,7 +7,7 @@ the first (noisiest), without classifier-free guidance (the conditional pass onl
 map is applied at every step (maps with timestep ranges, e.g. from the ComfyUI nodes, apply
 each range's maps on its part of the schedule)::
 
-    from act_core import diffusers_pipeline as dp
+    from act_core.diffusers import pipeline as dp
     maps = dp.fit_pipeline(pipe, plain_prompts, styled_prompts, sites="norms")
     dp.save_pipeline_maps("style.safetensors", maps, pipe)
     maps = dp.load_pipeline_maps("style.safetensors", pipe)   # refuses another architecture
@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from act_core.apply import apply_transport
-from act_core.diffusers_names import COMFY_UNET_FAMILIES, translate_comfy_maps
+from act_core.diffusers.names import COMFY_UNET_FAMILIES, translate_comfy_maps
 from act_core.errors import MapCompatibilityError, SiteError
 from act_core.fitting import fit_sites
 from act_core.mapfile import load_maps, save_maps
@@ -169,7 +169,7 @@ def load_pipeline_maps(path: Any, pipe: Any | None = None) -> MapSet:
     """Load a map file; with ``pipe``, refuse maps fitted on another denoiser architecture.
 
     Maps fitted with the ComfyUI nodes on an SD-style UNet (family ``sd15``, ``sd2``, ``sdxl``)
-    are renamed to the diffusers UNet's modules (:mod:`act_core.diffusers_names`) and their
+    are renamed to the diffusers UNet's modules (:mod:`act_core.diffusers.names`) and their
     sites and widths checked.
 
     Raises
@@ -190,7 +190,7 @@ def load_pipeline_maps(path: Any, pipe: Any | None = None) -> MapSet:
     if wrong:
         raise MapCompatibilityError(
             f"map file {path} was fitted on another model: {', '.join(wrong)}. Fix: fit maps "
-            "for this pipeline with act_core.diffusers_pipeline.fit_pipeline")
+            "for this pipeline with act_core.diffusers.pipeline.fit_pipeline")
     return maps
 
 
