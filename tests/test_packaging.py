@@ -40,7 +40,7 @@ def test_the_wheel_holds_the_library_only(wheel):
     sources = {p.relative_to(ROOT).as_posix() for p in (ROOT / "act_core").rglob("*.py")}
     assert modules == sources  # every module of the package, nothing else
     assert "act_core/hf_tiny.py" not in modules  # a test helper (toyworld/hf_tiny.py)
-    data = {p.relative_to(ROOT).as_posix() for p in (ROOT / "act_core" / "data").rglob("*")
+    data = {p.relative_to(ROOT).as_posix() for p in (ROOT / "act_core" / "hf" / "data").rglob("*")
             if p.is_file() and p.suffix in (".txt", ".json", ".tsv")}
     assert data and data <= set(names)
     info = zipfile.ZipFile(wheel)
