@@ -58,6 +58,7 @@ from .mapfile import load_maps, save_maps
 from .maps import MODES, QUANTILE_LEVELS, TransportMap
 from .mapset import MapSet, check_compatible, prompt_hash
 from .record import Recorder, record_activations
+from .schedule import APPLY_TO, ApplySettings
 from .sites import PRESETS, Site, read_output, resolve_sites, write_output
 from .strength import EXTRAPOLATION_BOUND, MAX_STRENGTH
 from .support import SUPPORT_CHOICES, Support, parse_support
@@ -75,6 +76,7 @@ __all__ = [
     "resolve_sites", "save_maps", "transport", "transport_channels", "transport_output",
     "write_output",
 ]
+__all__ += ["APPLY_TO", "ApplySettings"]  # a host's apply settings, validated once (schedule.py)
 __all__ += ["apply_composed", "find_conflicts"]  # several map sets at once (compose.py)
 
 _HOSTS = ("hf", "diffusers")  # subpackages imported on first attribute access
