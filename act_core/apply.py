@@ -271,10 +271,9 @@ def _apply_ranges(model: nn.Module, maps: Mapping[str, TransportMap], strength: 
             "pass progress= (a number or a callable giving the position in the sampling "
             "schedule, 0 = first step, 1 = last), or pick one range with "
             "act_core.timesteps.maps_by_range(maps)[k]")
-    parts = maps_by_range(maps)
-    if not callable(strength) and not isinstance(strength, torch.Tensor):
-        for tmap in maps.values():
-            check_strength(strength, None, tmap)
+    plans = [TransportPlan(model, part, support, keep_tokens) for part in maps_by_range(maps)]
+    for plan in plans:
+        plan.checked(strength)  # the one check, at entry, for every range's maps
 
     def during(k: int) -> Callable[[], StrengthLike]:
         def strength_now() -> StrengthLike:
@@ -285,8 +284,7 @@ def _apply_ranges(model: nn.Module, maps: Mapping[str, TransportMap], strength: 
         return strength_now
 
     with ExitStack() as stack:
-        for k, part in enumerate(parts):
-            plan = TransportPlan(model, part, support, keep_tokens)
+        for k, plan in enumerate(plans):
             stack.enter_context(plan.applied(during(k)))
         yield
 
