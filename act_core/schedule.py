@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from .maps import TransportMap
-from .strength import check_strength_range
+from .strength import check_strength, check_strength_range
 
 __all__ = ["APPLY_TO", "ApplySettings", "cfg_strengths"]
 
@@ -80,20 +80,29 @@ class ApplySettings:
     @classmethod
     def checked(cls, maps: Mapping[str, TransportMap], strength: float = 1.0,
                 start_percent: float = 0.0, end_percent: float = 1.0, apply_to: str = "both",
-                label: str = "") -> ApplySettings:
+                label: str = "", limit: bool = True) -> ApplySettings:
         """Validate a host's inputs into settings.
+
+        ``limit=False`` is for library calls, which keep :func:`act_core.apply_transport`'s
+        rule: any finite strength >= 0, with a warning (once) past the documented range.
 
         Raises
         ------
         StrengthError
-            A strength outside ``[0, strength_limit(maps)]``.
+            A strength outside ``[0, strength_limit(maps)]`` (with ``limit=False``: a negative
+            or non-finite one).
         ValueError
             A range that is not ``0 <= start_percent <= end_percent <= 1``, an unknown
             ``apply_to``. With ``label``, messages start with it (e.g. a slider's name).
         """
         prefix = f"{label}: " if label else ""
         try:
-            value = check_strength_range(strength, maps)
+            if limit:
+                value = check_strength_range(strength, maps)
+            else:
+                value = float(strength)
+                for tmap in maps.values():
+                    check_strength(value, None, tmap)
         except ValueError as err:
             raise type(err)(prefix + str(err)) from None
         if not 0.0 <= start_percent <= end_percent <= 1.0:
@@ -107,6 +116,10 @@ class ApplySettings:
     def whole_schedule(self) -> bool:
         """True when the maps act on every step."""
         return self.start_percent == 0.0 and self.end_percent == 1.0
+
+    def active(self, progress: float) -> bool:
+        """Whether the maps act at ``progress`` (0 = first step, 1 = last)."""
+        return self.start_percent <= progress <= self.end_percent
 
     def per_item(self, cond_or_uncond: Sequence[int] | None, batch: int,
                  strength: float | None = None) -> float | torch.Tensor:
