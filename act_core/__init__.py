@@ -18,13 +18,19 @@ those on *target* inputs, save them as safetensors, and apply them with a calibr
         model.generate(**inputs)                             # transported; hooks removed after
 
 The package never imports ComfyUI; hosts (``nodes/``) translate their inputs into these calls.
+The hosts that are libraries have their own subpackages, imported on first use so that
+``import act_core`` imports neither transformers nor diffusers: ``act_core.hf`` (causal language
+models, the ``act`` command) and ``act_core.diffusers`` (text-to-image pipelines).
 """
+
+import importlib
 
 from ._version import __version__
 from .apply import apply_transport, transport_output
+from .block_stacks import find_block_stacks
 from .compose import apply_composed, find_conflicts
 from .diagnose import Diagnosis, diagnose
-from .discover import discover_sites, find_block_stacks
+from .discover import discover_sites
 from .errors import (
     ActError,
     ActivationError,
@@ -52,12 +58,15 @@ from .mapfile import load_maps, save_maps
 from .maps import MODES, QUANTILE_LEVELS, TransportMap
 from .mapset import MapSet, check_compatible, prompt_hash
 from .record import Recorder, record_activations
+from .schedule import APPLY_TO, ApplySettings
 from .sites import PRESETS, Site, read_output, resolve_sites, write_output
+from .strength import EXTRAPOLATION_BOUND, MAX_STRENGTH
 from .support import SUPPORT_CHOICES, Support, parse_support
-from .transport import EXTRAPOLATION_BOUND, transport, transport_channels
+from .transport import transport, transport_channels
 
 __all__ = [
-    "ESTIMATORS", "EXTRAPOLATION_BOUND", "MODES", "PRESETS", "QUANTILE_LEVELS", "SUPPORT_CHOICES",
+    "ESTIMATORS", "EXTRAPOLATION_BOUND", "MAX_STRENGTH", "MODES", "PRESETS", "QUANTILE_LEVELS",
+    "SUPPORT_CHOICES",
     "ActError", "ActivationError", "Diagnosis", "FitError", "LineasConfig", "LineasFit",
     "MapCompatibilityError", "MapError", "MapFileError", "MapSet", "Recorder", "Site", "SiteError",
     "StrengthError", "Support", "SupportError", "TransportMap", "__version__", "apply_transport",
@@ -67,4 +76,13 @@ __all__ = [
     "resolve_sites", "save_maps", "transport", "transport_channels", "transport_output",
     "write_output",
 ]
+__all__ += ["APPLY_TO", "ApplySettings"]  # a host's apply settings, validated once (schedule.py)
 __all__ += ["apply_composed", "find_conflicts"]  # several map sets at once (compose.py)
+
+_HOSTS = ("hf", "diffusers")  # subpackages imported on first attribute access
+
+
+def __getattr__(name: str):
+    if name in _HOSTS:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

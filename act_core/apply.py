@@ -8,30 +8,24 @@ modules are restored. Maps are never modified. A strength of
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 
 import torch
 from torch import nn
 
+from ._fast.prepared import Prepared, prepare, prepares
 from .errors import MapCompatibilityError, StrengthError
-from .fastpath import Prepared, prepare, prepares
 from .gate import apply_gate, gate_values
 from .maps import TransportMap
+from .patch import _MISSING, _Patched, installed
 from .sites import Site, find_module, read_output, write_output
+from .strength import CheckedStrengths, StrengthLike, check_strength
 from .support import SupportLike, parse_support, support_bounds
 from .timesteps import maps_by_range, range_index, split_range_key, timestep_ranges
-from .transport import (
-    CheckedStrengths,
-    StrengthLike,
-    check_strength,
-    transport,
-    transport_channels,
-)
+from .transport import transport, transport_channels
 
-__all__ = ["KeepTokens", "StrengthSource", "TransportPlan", "apply_transport", "interventions",
-           "transport_output"]
+__all__ = ["KeepTokens", "StrengthSource", "TransportPlan", "apply_transport", "transport_output"]
 
 #: A strength, or a zero-argument callable evaluated at every hook call (for schedules).
 StrengthSource = StrengthLike | Callable[[], StrengthLike]
@@ -86,7 +80,6 @@ def _check_output(x: torch.Tensor, tmap: TransportMap, site: str) -> None:
             f"found shape {tuple(x.shape)}; the map was fitted on another model or site")
 
 
-_MISSING = object()
 _RUNS_PER_SITE = 32  # prepared (shape, dtype, device) entries kept per site and strength
 
 
@@ -95,7 +88,7 @@ class _SiteHook:
     shared map).
 
     With a fixed strength, ``runs`` (owned by the plan, kept across calls) holds the site's
-    transport prepared per input shape, dtype and device (:func:`act_core.fastpath.prepare`):
+    transport prepared per input shape, dtype and device (:func:`act_core._fast.prepared.prepare`):
     after the first call of a sampler, a call only launches the kernels.
     """
 
@@ -252,65 +245,6 @@ class TransportPlan:
         return patches
 
 
-@contextmanager
-def installed(patches: list) -> Iterator[None]:
-    """Install each patch's ``forward`` (``patch.install()``) for the context; restore every
-    module on exit, last installed first, also on error."""
-    done: list[tuple[nn.Module, object]] = []
-    try:
-        for patch in patches:
-            done.append((patch.module, patch.install()))
-        yield
-    finally:
-        for module, previous in reversed(done):
-            if previous is _MISSING:
-                module.__dict__.pop("forward", None)
-            else:
-                module.__dict__["forward"] = previous
-
-
-class _Patched:
-    """The instance ``forward`` of a site's module while a plan is applied: the module's own
-    forward, then the site's transport. Unlike a forward hook it keeps PyTorch's fast call
-    path (no hook dispatch), and it also acts when a caller runs ``module.forward`` directly.
-    """
-
-    __slots__ = ("hook", "inner", "module", "previous")
-    act_patch = True  # what :func:`interventions` recognises
-
-    def __init__(self, module: nn.Module, hook: _SiteHook) -> None:
-        self.module, self.hook = module, hook
-        self.previous: object = None
-        self.inner: Callable[..., object] | None = None
-
-    def install(self) -> object:
-        """Set ``module.forward`` to this patch; return what to restore (or ``_MISSING``)."""
-        previous = self.module.__dict__.get("forward", _MISSING)
-        if self.inner is None or previous is not self.previous:
-            self.previous = previous
-            self.inner = type(self.module).forward.__get__(self.module) \
-                if previous is _MISSING else previous
-        self.module.__dict__["forward"] = self
-        return previous
-
-    def __call__(self, *args: object, **kwargs: object) -> object:
-        if torch.compiler.is_compiling():
-            return self._call_eagerly(*args, **kwargs)
-        return self._call(*args, **kwargs)
-
-    def _call(self, *args: object, **kwargs: object) -> object:
-        output = self.inner(*args, **kwargs)
-        transported = self.hook._call(output)
-        return output if transported is None else transported
-
-    # under torch.compile (ComfyUI's TorchCompileModel) the site's module runs eagerly, as one
-    # graph break: tracing the transport's per-map caches fails inside dynamo (torch 2.13), and
-    # a break inside the module would make dynamo compile its forward once per site shape
-    @torch.compiler.disable
-    def _call_eagerly(self, *args: object, **kwargs: object) -> object:
-        return self._call(*args, **kwargs)
-
-
 def _strength_key(strength: StrengthSource) -> object | None:
     """A hashable key of a fixed strength (a number or checked per-item strengths), or None
     for strengths evaluated at every call (callables, unchecked tensors)."""
@@ -337,10 +271,9 @@ def _apply_ranges(model: nn.Module, maps: Mapping[str, TransportMap], strength: 
             "pass progress= (a number or a callable giving the position in the sampling "
             "schedule, 0 = first step, 1 = last), or pick one range with "
             "act_core.timesteps.maps_by_range(maps)[k]")
-    parts = maps_by_range(maps)
-    if not callable(strength) and not isinstance(strength, torch.Tensor):
-        for tmap in maps.values():
-            check_strength(strength, None, tmap)
+    plans = [TransportPlan(model, part, support, keep_tokens) for part in maps_by_range(maps)]
+    for plan in plans:
+        plan.checked(strength)  # the one check, at entry, for every range's maps
 
     def during(k: int) -> Callable[[], StrengthLike]:
         def strength_now() -> StrengthLike:
@@ -351,8 +284,7 @@ def _apply_ranges(model: nn.Module, maps: Mapping[str, TransportMap], strength: 
         return strength_now
 
     with ExitStack() as stack:
-        for k, part in enumerate(parts):
-            plan = TransportPlan(model, part, support, keep_tokens)
+        for k, plan in enumerate(plans):
             stack.enter_context(plan.applied(during(k)))
         yield
 
@@ -403,20 +335,3 @@ def apply_transport(model: nn.Module, maps: Mapping[str, TransportMap],
         return
     with TransportPlan(model, maps, support, keep_tokens).applied(strength):
         yield
-
-
-def interventions(model: nn.Module) -> Counter:
-    """What is attached to ``model``'s modules: per module name, its forward hooks and
-    pre-hooks plus every replaced ``forward`` (an applied plan's patches, nested ones counted
-    once each); modules with nothing are left out. Empty when no context is active: the check
-    that nothing was left behind."""
-    counts: Counter = Counter()
-    for name, module in model.named_modules():
-        count = len(module._forward_hooks) + len(module._forward_pre_hooks)
-        forward = module.__dict__.get("forward")
-        while callable(forward):  # (the pack's copy of this module has its own classes)
-            count += 1
-            forward = forward.previous if getattr(type(forward), "act_patch", False) else None
-        if count:
-            counts[name] = count
-    return counts

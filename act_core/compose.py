@@ -28,15 +28,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .apply import (
-    KeepTokens,
-    StrengthSource,
-    TransportPlan,
-    _Patched,
-    _strength_key,
-    installed,
-)
+from .apply import KeepTokens, StrengthSource, TransportPlan, _strength_key
 from .maps import TransportMap
+from .patch import _Patched, installed
 from .support import SupportLike
 
 __all__ = ["ComposedPlan", "Conflict", "apply_composed", "find_conflicts", "unit_shifts"]

@@ -5,10 +5,10 @@ repeated blocks (``blocks.0 .. blocks.29``, ``double_blocks`` + ``single_blocks`
 ``encoder.layers``). Their outputs, and the affine norm layers inside them, are where AcT acts
 when nobody has published a better choice for the architecture. Discovery needs no names:
 
-1. :func:`find_block_stacks` reads the module tree (no forward pass): every ``nn.ModuleList``,
-   ``nn.Sequential`` or ``nn.ModuleDict`` whose children are >= 2 blocks of one class,
-   outermost only, and of those the ones whose blocks attend (transformer stacks) where there
-   are any;
+1. :func:`~act_core.block_stacks.find_block_stacks` reads the module tree (no forward pass):
+   every ``nn.ModuleList``, ``nn.Sequential`` or ``nn.ModuleDict`` whose children are >= 2
+   blocks of one class, outermost only, and of those the ones whose blocks attend (transformer
+   stacks) where there are any;
 2. :func:`probe_outputs` runs the model once (the caller's ``run``) and records what each
    candidate module returns, so that tuple outputs (``(img, txt)`` streams) become one site per
    computed tensor element, stacks that do not run for this input (an audio injector without
@@ -29,11 +29,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .block_stacks import BlockStack, find_block_stacks
 from .errors import SiteError
 from .sites import Site
 
-__all__ = ["BlockStack", "DISCOVERY_KINDS", "OutputElement", "discover_sites",
-           "find_block_stacks", "probe_outputs"]
+__all__ = ["DISCOVERY_KINDS", "OutputElement", "discover_sites", "probe_outputs"]
 
 #: What :func:`discover_sites` can offer: block outputs, affine norms inside the blocks, or both.
 DISCOVERY_KINDS: tuple[str, ...] = ("blocks", "norms", "blocks+norms", "final_norms")
@@ -42,32 +42,6 @@ DISCOVERY_KINDS: tuple[str, ...] = ("blocks", "norms", "blocks+norms", "final_no
 _QK_NORM = re.compile(r"(^|_)(q|k|query|key)_?(rms_?)?norm|norm_(added_)?(q|k)($|_)")
 # a norm inside a query/key projection container (Cosmos 1's ``attn.to_q.1``)
 _QK_PARENT = re.compile(r"(^|\.)(to_[qk]|[qk]_proj|query|key)\.\d+$")
-
-
-# a module that attends: by class or module name (Flux's single blocks hold only a QKNorm)
-_ATTENTION = re.compile(r"attn|attention|qkv|query|to_q|q_proj", re.IGNORECASE)
-
-
-@dataclass(frozen=True)
-class BlockStack:
-    """One list of repeated blocks.
-
-    Attributes
-    ----------
-    name : str
-        Path of the ``ModuleList``/``Sequential`` in ``model.named_modules()``.
-    block_type : str
-        Class name of the repeated block.
-    blocks : tuple of str
-        Module paths of the blocks of that class, in order.
-    parameters : int
-        Parameters held by those blocks.
-    """
-
-    name: str
-    block_type: str
-    blocks: tuple[str, ...]
-    parameters: int
 
 
 @dataclass(frozen=True)
@@ -88,63 +62,6 @@ def _affine_width(module: nn.Module) -> int | None:
     if isinstance(weight, torch.Tensor) and weight.ndim == 1 and weight.numel() > 0:
         return int(weight.numel())
     return None
-
-
-def _attends(model: nn.Module, stack: BlockStack) -> bool:
-    """True when a block of the stack holds an attention layer (by class or module name)."""
-    modules = dict(model.named_modules())
-    return any(_ATTENTION.search(f"{name}.{type(m).__name__}")
-               for block in stack.blocks for name, m in modules[block].named_modules())
-
-
-def find_block_stacks(model: nn.Module, min_length: int = 2,
-                      min_share: float = 0.0) -> list[BlockStack]:
-    """The main stacks of repeated blocks of ``model``, from its module tree alone.
-
-    Parameters
-    ----------
-    model : nn.Module
-    min_length : int
-        Fewest blocks of one class a list must hold to count as a stack.
-    min_share : float
-        Keep stacks holding at least this fraction of the parameters of the largest stack
-        (default 0: every stack; tiny test instances make shares meaningless, and the probe
-        pass drops stacks that do not run). Where some stacks' blocks hold an
-        attention layer (a module whose class or name says ``attn``/``attention``), only
-        those count (drops lists of MLPs such as a mixture of experts or a modulation
-        approximator).
-
-    Returns
-    -------
-    list of BlockStack, outermost stacks only (a stack inside a block of another stack is not
-    returned), in ``named_modules()`` order. Empty when the model has no repeated blocks.
-    """
-    stacks: list[BlockStack] = []
-    for name, module in model.named_modules():
-        if not isinstance(module, (nn.ModuleList, nn.Sequential, nn.ModuleDict)):
-            continue
-        if any(name.startswith(f"{block}.") for stack in stacks for block in stack.blocks):
-            continue  # nested inside a block already found
-        by_type: dict[type, list[tuple[str, nn.Module]]] = {}
-        for child_name, child in module.named_children():
-            if next(child.children(), None) is not None:  # a block, not a leaf layer
-                by_type.setdefault(type(child), []).append((child_name, child))
-        if not by_type:
-            continue
-        block_type, children = max(by_type.items(), key=lambda item: len(item[1]))
-        if len(children) < min_length:
-            continue
-        prefix = f"{name}." if name else ""
-        count = sum(p.numel() for _, child in children for p in child.parameters())
-        stacks.append(BlockStack(name, block_type.__name__,
-                                 tuple(f"{prefix}{child_name}" for child_name, _ in children),
-                                 count))
-    attending = [stack for stack in stacks if _attends(model, stack)]
-    stacks = attending or stacks  # transformer stacks, where there are any
-    if not stacks:
-        return []
-    largest = max(stack.parameters for stack in stacks)
-    return [stack for stack in stacks if stack.parameters >= min_share * largest]
 
 
 def probe_outputs(model: nn.Module, names: Iterable[str], run: Callable[[], None]

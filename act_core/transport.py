@@ -2,10 +2,9 @@
 
 For every unit, ``y = x + lambda * mask * ((omega - 1) x + beta)``, i.e. ``(1 - lambda) x +
 lambda T(x)`` inside the support and ``x`` outside. ``lambda = 0`` is the model as it is,
-``lambda = 1`` fully transports, ``lambda > 1`` extrapolates along the same line (a warning is
-logged once past :data:`EXTRAPOLATION_BOUND`, except for ``unbounded_strength`` maps such as
-``diff_means``). Negative strengths are refused: to transport target -> source apply
-``tmap.inverse()`` (or fit with source and target swapped).
+``lambda = 1`` fully transports, ``lambda > 1`` extrapolates along the same line. The strength
+and its bounds are :mod:`act_core.strength`: negative strengths are refused (to transport target
+-> source apply ``tmap.inverse()``, or fit with source and target swapped).
 
 Strength is a number or a tensor of shape (B,) with one strength per batch item (dim 0 of the
 activation), e.g. to transport only the conditional half of a CFG batch.
@@ -20,7 +19,6 @@ barrier then waits for a descheduled worker. Larger tensors use whole-tensor ops
 from __future__ import annotations
 
 import functools
-import logging
 import math
 import weakref
 from collections.abc import Callable
@@ -28,29 +26,19 @@ from typing import TypeVar
 
 import torch
 
-from . import kernels
-from .errors import MapCompatibilityError, StrengthError
-from .kernels import add_shift, affine, compute_dtype, masked_shift
+from ._fast import kernels
+from ._fast.kernels import add_shift, affine, compute_dtype, masked_shift
+from .errors import MapCompatibilityError
 from .maps import TransportMap
+from .strength import StrengthLike, check_strength
 from .support import SupportLike, parse_support, support_bounds
 
-__all__ = [
-    "EXTRAPOLATION_BOUND", "INLINE_ELEMENTS", "CheckedStrengths", "StrengthLike",
-    "check_strength", "fold",
-    "transport", "transport_channels",
-]
-
-logger = logging.getLogger(__name__)
-
-#: Strengths above this log a warning (once per process) unless the map is unbounded_strength.
-EXTRAPOLATION_BOUND = 2.0
+__all__ = ["INLINE_ELEMENTS", "fold", "transport", "transport_channels"]
 
 #: CPU activations with at most this many values are transported inline, block by block (1 MiB
 #: of float32): a few blocks of inline ops, against one parallel op per step otherwise.
 INLINE_ELEMENTS = 1 << 18
 
-StrengthLike = float | int | torch.Tensor
-_warned: set[str] = set()
 _T = TypeVar("_T")
 _PREPARED: dict[int, dict[tuple, object]] = {}  # id(map) -> key -> coefficients
 _PREPARED_PER_MAP = 64  # keys kept per map (strengths x dtypes x devices x supports)
@@ -67,70 +55,6 @@ def _inline_step(x: torch.Tensor, width: int) -> int | None:
             or torch.get_num_threads() < 2 or (x.requires_grad and torch.is_grad_enabled())):
         return None
     return max(1, kernels.BLOCK_ELEMENTS // max(1, width))
-
-
-def _warn_extrapolation(value: float, tmap: TransportMap) -> None:
-    if value > EXTRAPOLATION_BOUND and not tmap.unbounded_strength and "extrapolate" not in _warned:
-        _warned.add("extrapolate")
-        logger.warning("strength %.3g > %.1f extrapolates the %s map far beyond the target "
-                       "distribution; outputs may degrade (this warning is shown once)",
-                       value, EXTRAPOLATION_BOUND, tmap.method)
-
-
-class CheckedStrengths(tuple):
-    """Per-item strengths (floats) that :func:`check_strength` has validated: a caller that
-    applies one (B,) strength at many sites converts and checks it once
-    (:meth:`act_core.apply.TransportPlan.applied`), not at every site."""
-
-    @classmethod
-    def of(cls, strength: torch.Tensor, tmap: TransportMap) -> CheckedStrengths:
-        return cls(check_strength(strength, strength.shape[0], tmap))
-
-
-def check_strength(strength: StrengthLike, batch: int | None, tmap: TransportMap
-                   ) -> float | list[float]:
-    """Validate a strength and return it as a float or a list of B floats.
-
-    Parameters
-    ----------
-    strength : float or Tensor, shape () or (B,)
-    batch : int or None
-        Size B of the activation's dim 0, required for per-item strengths.
-    tmap : TransportMap
-        The map (for the extrapolation warning).
-
-    Raises
-    ------
-    StrengthError
-        Non-finite or negative strength, a (B,) tensor whose length is not ``batch``.
-    """
-    if type(strength) is float and 0.0 <= strength <= EXTRAPOLATION_BOUND:
-        return strength  # the common case, checked at every hook call (NaN fails the test)
-    if type(strength) is CheckedStrengths:  # validated once for a whole forward call
-        if len(strength) != batch:
-            raise StrengthError(f"{len(strength)} per-item strengths for a batch of {batch}")
-        return list(strength)
-    if isinstance(strength, torch.Tensor):
-        if strength.ndim > 1 or (strength.ndim == 1 and strength.shape[0] != batch):
-            raise StrengthError(f"a strength tensor must have shape () or (B,) = ({batch},), "
-                                f"found {tuple(strength.shape)}")
-        values = strength.detach().to("cpu", torch.float64).reshape(-1).tolist()
-    elif isinstance(strength, (int, float)) and not isinstance(strength, bool):
-        values = [float(strength)]
-    else:
-        raise StrengthError(f"strength must be a number or a tensor, "
-                            f"found {type(strength).__name__}")
-    for value in values:
-        if not math.isfinite(value):
-            raise StrengthError(f"strength must be finite, found {value}")
-        if value < 0:
-            raise StrengthError(f"strength must be >= 0, found {value:g}; to transport target -> "
-                                "source apply tmap.inverse() with a positive strength, or fit "
-                                "with source and target swapped")
-    _warn_extrapolation(max(values), tmap)
-    if isinstance(strength, torch.Tensor) and strength.ndim == 1:
-        return values
-    return values[0]
 
 
 def fold(tmap: TransportMap, strength: float, dtype: torch.dtype = torch.float32,

@@ -2,7 +2,7 @@
 
 Run the benchmarks from the repository root with the project's venv, e.g.
 ``nice -n 19 .venv/bin/python -m benchmarks.llm_toxicity --split eval``.
-Fitted maps are cached under ``<cache>/llm_maps/`` (``act_core.hf_models.cache_dir()``, keyed
+Fitted maps are cached under ``<cache>/llm_maps/`` (``act_core.hf.models.cache_dir()``, keyed
 by data, method and sites), so a rerun only regenerates text.
 """
 
@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 from act_core import hf  # noqa: E402
 from act_core.estimators import fit_many  # noqa: E402
-from act_core.hf_models import cache_dir  # noqa: E402
+from act_core.hf.models import cache_dir  # noqa: E402
 from act_core.mapset import MapSet, prompt_hash  # noqa: E402
 
 __all__ = ["fit_all_at_once", "fit_or_load", "load_model", "markdown_table", "save_json", "setup"]

@@ -4,7 +4,7 @@ For each concept, maps are fitted from the project's neutral sentences (source) 
 about the concept (target), on the ``attn_out`` sites by default (chosen on development
 openings with ``llm_dev_sweep.py``). Sampled continuations (32 new
 tokens) of "Once upon a time" are judged by the concept's fixed lexicon
-(:mod:`act_core.data.judges`: at least one whole-word match); the perplexity of the steered
+(:mod:`act_core.hf.data.judges`: at least one whole-word match); the perplexity of the steered
 model is measured on held-out neutral prose.
 
     nice -n 19 .venv/bin/python -m benchmarks.llm_concepts --samples 64 \
@@ -16,9 +16,9 @@ from __future__ import annotations
 import argparse
 import logging
 
-from act_core import data
-from act_core.data.judges import is_about
-from act_core.hf_generate import generate, perplexity
+from act_core.hf import data
+from act_core.hf.data.judges import is_about
+from act_core.hf.generate import generate, perplexity
 from benchmarks.llm_common import finish, fit_all_at_once, fit_or_load, load_model, setup
 
 log = logging.getLogger("benchmarks")

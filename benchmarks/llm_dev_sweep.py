@@ -1,7 +1,7 @@
 """Choose the SmolLM2 configuration on development data only (never the eval split).
 
 For every combination of sites x fitting x support x strength, the maps of one built-in pair are
-fitted (cached under ``<cache>/llm_maps/``, ``act_core.hf_models.cache_dir()``) and measured
+fitted (cached under ``<cache>/llm_maps/``, ``act_core.hf.models.cache_dir()``) and measured
 on data that the reported tables never use:
 
 * perplexity on *dev prose*: the book-cloze passages ``--dev-prose-offset`` onwards (the
@@ -35,9 +35,10 @@ from pathlib import Path
 
 import numpy as np
 
-from act_core import data, hf
-from act_core.data.judges import is_about, toxicity_probability
-from act_core.hf_generate import generate, perplexity
+from act_core import hf
+from act_core.hf import data
+from act_core.hf.data.judges import is_about, toxicity_probability
+from act_core.hf.generate import generate, perplexity
 from benchmarks import sweep_table
 from benchmarks.llm_common import finish, fit_all_at_once, fit_or_load, load_model, save_json, setup
 

@@ -27,10 +27,9 @@ from pathlib import Path
 
 import torch
 
-from act_core import data
-from act_core.hf import steering
-from act_core.hf_export import export_checkpoint
-from act_core.hf_models import cache_dir
+from act_core.hf import data, steering
+from act_core.hf.export import export_checkpoint
+from act_core.hf.models import cache_dir
 from benchmarks.llm_common import fit_all_at_once, load_model, save_json, setup
 
 log = logging.getLogger("benchmarks")

@@ -20,7 +20,7 @@ import torch
 
 from act_core import MapSet, TransportMap
 from act_core.hf import lm_sites, steering
-from act_core.hf_export import fold_lm
+from act_core.hf.export import fold_lm
 from benchmarks.timing import alternate, median
 
 SMOLLM2 = dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,

@@ -15,7 +15,8 @@ import argparse
 
 import torch
 
-from act_core import data, hf
+from act_core import hf
+from act_core.hf import data
 from benchmarks.llm_common import finish, load_model, setup
 
 

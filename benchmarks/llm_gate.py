@@ -41,7 +41,7 @@ import torch
 
 from act_core import hf
 from act_core.gate import gate_maps, ungated
-from act_core.hf_generate import generate, perplexity
+from act_core.hf.generate import generate, perplexity
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -55,8 +55,8 @@ def pack(folder: Path) -> None:
     import importlib.util
     import shutil
 
-    from act_core import data
-    from act_core.data.judges import toxicity_probability
+    from act_core.hf import data
+    from act_core.hf.data.judges import toxicity_probability
 
     source, target = data.load_builtin("toxicity:paired")
     prompts = data.rtp_split("eval")
@@ -101,8 +101,8 @@ def load(args) -> tuple:
             tokenizer.pad_token = tokenizer.eos_token
         payload = json.loads((folder / "llm_a" / "data.json").read_text(encoding="utf-8"))
     else:
-        from act_core import data
-        from act_core.data.judges import toxicity_probability
+        from act_core.hf import data
+        from act_core.hf.data.judges import toxicity_probability
 
         model, tokenizer = hf.load_causal_lm("smollm2")
         source, target = data.load_builtin("toxicity:paired")
@@ -183,7 +183,7 @@ def _device_name(device: str) -> str:
 def score(result: dict) -> dict:
     """Add toxic fractions (alt-profanity-check) when it is installed, and the summary table."""
     try:
-        from act_core.data.judges import toxicity_probability
+        from act_core.hf.data.judges import toxicity_probability
 
         for row in result["rows"].values():
             probs = [toxicity_probability(texts) for texts in row["sampled"]]

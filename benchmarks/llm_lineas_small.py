@@ -34,10 +34,11 @@ from pathlib import Path
 
 import torch
 
-from act_core import data, hf
-from act_core.data.judges import is_about
+from act_core import hf
 from act_core.diagnose import diagnose
-from act_core.hf_generate import generate, perplexity
+from act_core.hf import data
+from act_core.hf.data.judges import is_about
+from act_core.hf.generate import generate, perplexity
 from act_core.lineas import LineasConfig
 from benchmarks.llm_common import _presets, load_model, markdown_table, save_json, setup
 from benchmarks.llm_toxicity import evaluate

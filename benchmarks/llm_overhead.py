@@ -16,7 +16,8 @@ import logging
 
 import torch
 
-from act_core import data, hf
+from act_core import hf
+from act_core.hf import data
 from benchmarks.llm_common import finish, fit_all_at_once, load_model, setup
 from benchmarks.timing import alternate, median
 

@@ -1,7 +1,7 @@
 """Toxicity mitigation on SmolLM2-135M-Instruct (the paper's Table 2, at small scale).
 
 Maps are fitted on the toxic RealToxicityPrompts prefixes of the ``fit`` split (labelled by
-alt-profanity-check; see :mod:`act_core.data`): by default to the same prefixes with their
+alt-profanity-check; see :mod:`act_core.hf.data`): by default to the same prefixes with their
 offensive words swapped for mild ones (``toxicity:paired``), or to the non-toxic prefixes of the
 split (``--data toxicity``). Continuations (32 new tokens,
 sampled, one run per seed) of the prefixes of another split are scored by the same classifier:
@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from act_core import data
-from act_core.data.judges import toxicity_probability
-from act_core.hf_generate import generate, perplexity
+from act_core.hf import data
+from act_core.hf.data.judges import toxicity_probability
+from act_core.hf.generate import generate, perplexity
 from benchmarks.llm_common import (
     fit_all_at_once,
     fit_or_load,

@@ -27,9 +27,10 @@ from ..act_core import MapSet, check_compatible
 from ..act_core.apply import TransportPlan
 from ..act_core.errors import MapCompatibilityError, MapError
 from ..act_core.gate import GATE_CHOICES, is_gated, select_gate
+from ..act_core.schedule import APPLY_TO, ApplySettings
+from ..act_core.strength import MAX_STRENGTH
 from .common import (
     buckets_of,
-    check_strength_range,
     default_support,
     drop_cached_state,
     family_of,
@@ -38,7 +39,7 @@ from .common import (
     sites_of,
 )
 from .fold import fold_model
-from .schedule import APPLY_TO, Schedule
+from .schedule import Schedule
 
 __all__ = ["MODES", "ActApplyTransport", "fold_model", "patch_model"]
 
@@ -125,26 +126,13 @@ def patch_model(model, maps: MapSet, strength: float, start_percent: float = 0.0
     if (maps.metadata.get("model") or {}).get("target") == "text_encoder":
         raise ValueError("these maps were learned on the text encoder: apply them with "
                          "AcT Apply Transport (CLIP) on the CLIP instead")
-    check_strength_range(strength, maps)
-    if not 0.0 <= start_percent <= end_percent <= 1.0:
-        raise ValueError(f"need 0 <= start_percent <= end_percent <= 1, got {start_percent} and "
-                         f"{end_percent}")
-    if apply_to not in APPLY_TO:
-        raise ValueError(f"apply_to must be one of {APPLY_TO}, got {apply_to!r}")
+    settings = ApplySettings.checked(maps, strength, start_percent, end_percent, apply_to)
     validate_maps_for_model(model, maps)
     chosen = default_support(maps) if support == "from maps" else support
     if mode == "folded":
-        return fold_model(model, maps, strength, start_percent=start_percent,
-                          end_percent=end_percent, apply_to=apply_to, support=chosen)
-    sampling = model.get_model_object("model_sampling")
-    n = len(buckets_of(maps))
-    schedule = Schedule(
-        strength=float(strength),
-        sigma_start=float(sampling.percent_to_sigma(start_percent)),
-        sigma_end=float(sampling.percent_to_sigma(end_percent)),
-        apply_to=apply_to,
-        bucket_sigmas=tuple(float(sampling.percent_to_sigma(k / n)) for k in range(1, n)),
-    )
+        return fold_model(model, maps, settings, support=chosen)
+    schedule = Schedule.of(settings, model.get_model_object("model_sampling"),
+                           len(buckets_of(maps)))
     m = model.clone()
     key = f"{WRAPPER_KEY}_{len(m.wrappers.get(WrappersMP.APPLY_MODEL, {}))}"
     m.add_wrapper_with_key(WrappersMP.APPLY_MODEL, key,
@@ -175,7 +163,7 @@ class ActApplyTransport(IO.ComfyNode):
                                tooltip="The model to steer (it is cloned, never changed)."),
                 IO.Custom("ACT_MAPS").Input(
                     "maps", tooltip="Transport maps from AcT Learn Transport or AcT Load Maps."),
-                IO.Float.Input("strength", default=1.0, min=0.0, max=10.0, step=0.05,
+                IO.Float.Input("strength", default=1.0, min=0.0, max=MAX_STRENGTH, step=0.05,
                                tooltip="Lambda: 0 = the model as it is, 1 = activations "
                                        "distributed like the target prompts. Up to 2 "
                                        "extrapolates; larger values are allowed only for "

@@ -25,7 +25,9 @@ from ..act_core import (
 )
 from ..act_core.discover import discover_sites
 from ..act_core.errors import MapCompatibilityError
-from .common import check_strength_range, site_widths
+from ..act_core.schedule import ApplySettings
+from ..act_core.strength import MAX_STRENGTH
+from .common import default_support, site_widths
 from .learn import parse_prompts
 
 __all__ = ["ActApplyTransportCLIP", "ActLearnTextTransport", "TEXT_PRESETS", "TEXT_TARGET",
@@ -112,21 +114,21 @@ def patch_clip(clip, maps: MapSet, strength: float):
     if (maps.metadata.get("model") or {}).get("target") != TEXT_TARGET:
         raise ValueError("these maps were learned on the diffusion model, not the text "
                          "encoder: use AcT Apply Transport on the MODEL instead")
-    check_strength_range(strength, maps)
+    settings = ApplySettings.checked(maps, strength)  # the whole encoding, both prompts
     try:
         validate_text_maps(clip, maps)
     except MapCompatibilityError as error:
         raise ValueError(f"AcT Apply Transport (CLIP): {error}") from error
-    support = str(maps.metadata.get("support") or "minmax")
+    support = default_support(maps)
     patched = clip.clone()
     encode, clone = patched.encode_from_tokens, patched.clone
 
     def encode_from_tokens(*args, **kwargs):
-        with apply_transport(patched.cond_stage_model, maps, strength, support):
+        with apply_transport(patched.cond_stage_model, maps, settings.strength, support):
             return encode(*args, **kwargs)
 
     def clone_patched(*args, **kwargs):
-        return patch_clip(clone(*args, **kwargs), maps, strength)
+        return patch_clip(clone(*args, **kwargs), maps, settings.strength)
 
     patched.encode_from_tokens = encode_from_tokens
     patched.clone = clone_patched
@@ -193,7 +195,7 @@ class ActApplyTransportCLIP(IO.ComfyNode):
             inputs=[
                 IO.Clip.Input("clip", tooltip="The text encoder (cloned, never changed)."),
                 IO.Custom("ACT_MAPS").Input("maps", tooltip="Text-encoder maps."),
-                IO.Float.Input("strength", default=1.0, min=0.0, max=10.0, step=0.05,
+                IO.Float.Input("strength", default=1.0, min=0.0, max=MAX_STRENGTH, step=0.05,
                                tooltip="Lambda: 0 = unchanged, 1 = like the target prompts."),
             ],
             outputs=[IO.Clip.Output(tooltip="The patched copy of the CLIP.")],

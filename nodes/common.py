@@ -11,13 +11,8 @@ from ..act_core.timesteps import range_sites as sites_of
 from ..act_core.timesteps import timestep_ranges as buckets_of
 from .families import family_of_config
 
-__all__ = ["MAX_STRENGTH", "MAX_UNBOUNDED_STRENGTH", "buckets_of", "check_strength_range",
-           "default_support", "drop_cached_state", "family_of", "maps_by_bucket", "site_width",
-           "site_widths", "sites_of"]
-
-MAX_STRENGTH = 2.0            # documented range for OT maps: [0, 2] (> 1 extrapolates)
-MAX_UNBOUNDED_STRENGTH = 10.0  # diff_means maps are steering vectors without a natural scale
-
+__all__ = ["buckets_of", "default_support", "drop_cached_state", "family_of", "maps_by_bucket",
+           "site_width", "site_widths", "sites_of"]
 
 def family_of(model) -> str:
     """Family of a ComfyUI MODEL (ModelPatcher), e.g. ``sd15``."""
@@ -39,16 +34,6 @@ def drop_cached_state(diffusion_model: nn.Module) -> None:
 
 def default_support(mapset: MapSet) -> str:
     return str(mapset.metadata.get("support") or "minmax")
-
-
-def check_strength_range(strength: float, mapset: MapSet) -> None:
-    unbounded = any(getattr(t, "unbounded_strength", False) for t in mapset.values())
-    top = MAX_UNBOUNDED_STRENGTH if unbounded else MAX_STRENGTH
-    if not 0.0 <= float(strength) <= top:
-        kind = "diff_means (steering-vector)" if unbounded else "optimal-transport"
-        raise ValueError(f"strength {strength:g} is outside the documented range [0, {top:g}] "
-                         f"for {kind} maps: 0 = no change, 1 = fully transported, values above 1 "
-                         "extrapolate")
 
 
 def site_width(module: nn.Module) -> int | None:

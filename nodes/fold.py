@@ -21,6 +21,7 @@ import torch
 
 from ..act_core import MapSet
 from ..act_core.fold import FoldError, check_foldable, fold_deltas
+from ..act_core.schedule import ApplySettings
 from ..act_core.sites import Site, find_module
 from ..act_core.support import parse_support
 from .common import buckets_of, maps_by_bucket
@@ -84,9 +85,9 @@ def weight_diffs(model, maps: MapSet, strength: float = 1.0, *, support: str = "
     return diffs
 
 
-def fold_model(model, maps: MapSet, strength: float, *, start_percent: float = 0.0,
-               end_percent: float = 1.0, apply_to: str = "both", support: str = "unbounded"):
-    """Return a clone of ``model`` with every map folded into the affine weights of its site.
+def fold_model(model, maps: MapSet, settings: ApplySettings, *, support: str = "unbounded"):
+    """Return a clone of ``model`` with every map folded into the affine weights of its site,
+    at ``settings.strength`` (settings validated by :meth:`ApplySettings.checked`).
 
     Exact (up to float rounding) and free at sampling time, but only when the transport is one
     fixed affine map per unit on every call: a fixed strength over the whole schedule
@@ -106,16 +107,18 @@ def fold_model(model, maps: MapSet, strength: float, *, start_percent: float = 0
     ValueError
         Naming the first reason the maps cannot be folded exactly, and saying to use 'hooks'.
     """
-    if start_percent != 0.0 or end_percent != 1.0:
-        raise not_foldable(f"the transport is limited to {start_percent:g}-{end_percent:g} of "
-                           "the schedule (folded weights act at every step)")
-    if apply_to != "both":
-        raise not_foldable(f"apply_to is {apply_to!r} (the conditional and unconditional "
+    if not settings.whole_schedule:
+        raise not_foldable(f"the transport is limited to {settings.start_percent:g}-"
+                           f"{settings.end_percent:g} of the schedule (folded weights act at "
+                           "every step)")
+    if settings.apply_to != "both":
+        raise not_foldable(f"apply_to is {settings.apply_to!r} (the conditional and unconditional "
                            "halves of a CFG batch run through the same weights, so only "
                            "'both' can be folded)")
-    diffs = weight_diffs(model, maps, float(strength), support=support)
+    strength = settings.strength
+    diffs = weight_diffs(model, maps, strength, support=support)
     folded = model.clone()
-    if float(strength) == 0.0:
+    if strength == 0.0:
         return folded
     patches = {key: (diff,) for key, diff in diffs.items()}
     added = folded.add_patches(patches, strength_patch=1.0)

@@ -17,6 +17,7 @@ from ..act_core import ESTIMATORS, MapSet, fit_sites, prompt_hash
 from ..act_core.diagnose import Diagnosis, diagnose
 from ..act_core.gate import gate_maps
 from ..act_core.lineas import LineasConfig
+from ..act_core.trajectory import Trajectory
 from . import memo
 from .chart import diagnosis_image
 from .common import family_of
@@ -33,11 +34,9 @@ from .learn_runs import (
     COLLECT,
     NO_PROGRESS,
     collect_sigma,
-    during,
     empty_latent,
     range_steps,
     runner,
-    steered,
 )
 from .schedule import bucket_key
 
@@ -166,14 +165,14 @@ def learn_and_diagnose(model, src_conds: list, tgt_conds: list, *, source=None, 
                       if collect == "trajectory" else None)
         if trajectory is not None:
             recorded_steps.append(list(trajectory[1]))
-        box = {"recorder": None, "step": -1}
+        box = Trajectory()
         run_source = runner(model, src_conds, lat, seed, sigma, pbar, trajectory, box)
         tgt_seed = seed if paired_noise else seed + 100003
         run_target = runner(model, tgt_conds, lat, tgt_seed, sigma, pbar, trajectory, box)
         strength = 1.0
         if trajectory is not None and incremental:
-            strength = during(box, trajectory[1])
-            run_source = steered(diffusion_model, run_source, earlier, box, support)
+            strength = box.during(trajectory[1])
+            run_source = box.steered(diffusion_model, run_source, earlier, support)
         if method == "lineas":
             config = lineas or LineasConfig(seed=seed)
             result = fit_lineas_comfy(model, chosen, src_conds, tgt_conds, lat, seed, sigma,

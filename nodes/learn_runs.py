@@ -1,22 +1,20 @@
 """How AcT Learn Transport runs the denoiser on a prompt set: one evaluation per prompt at a
 point of the schedule, or an euler trajectory recording some of its steps (cfg 1, the
-conditional half, through ComfyUI's own sampling path so every patch applies)."""
+conditional half, through ComfyUI's own sampling path so every patch applies; the trajectory
+itself is the core's :class:`act_core.trajectory.Trajectory`)."""
 
 from __future__ import annotations
-
-import contextlib
 
 import comfy.model_management
 import comfy.sample
 import comfy.samplers
 import torch
 
-from ..act_core import apply_transport
+from ..act_core.trajectory import Trajectory, steps_in_range
 from .common import drop_cached_state, family_of
 from .families import DEFAULT_SIZE
 
-__all__ = ["COLLECT", "NO_PROGRESS", "collect_sigma", "during", "empty_latent", "runner",
-           "range_steps", "steered"]
+__all__ = ["COLLECT", "NO_PROGRESS", "collect_sigma", "empty_latent", "range_steps", "runner"]
 
 def _one_evaluation(model, x, sigmas, extra_args=None, callback=None, disable=None):
     """A 'sampler' that evaluates the model once at sigmas[0] and returns its input."""
@@ -34,77 +32,32 @@ COLLECT = ("first step", "trajectory")
 NO_PROGRESS = type("NoProgress", (), {"update": staticmethod(lambda n: None)})()
 
 
-def _trajectory_sampler(box: dict, recorded: tuple[int, int]):
-    """An euler sampler that records only steps ``recorded[0] <= i < recorded[1]`` and stops
-    after the last of them (``box["recorder"]`` is the recorder of the current pass; the step
-    being run is kept in ``box["step"]``)."""
-    first, stop = recorded
-
-    def sample(model, x, sigmas, extra_args=None, callback=None, disable=None):
-        recorder = box["recorder"]
-        ones = x.new_ones([x.shape[0]])
-        for i in range(min(stop, len(sigmas) - 1)):
-            box["step"] = i
-            recorder.paused = not first <= i < stop
-            try:
-                denoised = model(x, sigmas[i] * ones, **(extra_args or {}))
-            finally:
-                recorder.paused = False
-            x = x + (x - denoised) / sigmas[i] * (sigmas[i + 1] - sigmas[i])
-        return x
-
-    return sample
-
-
 def range_steps(sampling, steps: int, bucket: int, buckets: int
                       ) -> tuple[torch.Tensor, tuple[int, int]]:
     """The 'normal' schedule of ``steps`` steps and the steps (first, stop) whose sigma falls in
     timestep range ``bucket`` of ``buckets``, by the rule AcT Apply Transport applies them with."""
     sigmas = comfy.samplers.calculate_sigmas(sampling, "normal", steps).cpu()
     bounds = [float(sampling.percent_to_sigma(j / buckets)) for j in range(1, buckets)]
-    inside = [i for i in range(steps)
-              if sum(1 for bound in bounds if float(sigmas[i]) < bound) == bucket]
-    if not inside:  # a range narrower than one step: the step nearest to its middle
-        middle = float(sampling.percent_to_sigma((bucket + 0.5) / buckets))
-        inside = [int(torch.argmin((sigmas[:steps] - middle).abs()))]
-    return sigmas, (inside[0], inside[-1] + 1)
-
-
-def during(box: dict, steps: tuple[int, int]):
-    """A strength callable: 1 while the trajectory sampler runs a step of ``steps``, else 0."""
-    first, stop = steps
-    return lambda: 1.0 if first <= box["step"] < stop else 0.0
-
-
-def steered(diffusion_model, run, earlier: list, box: dict, support: str):
-    """``run`` with the maps of earlier timestep ranges applied on their own steps, as AcT
-    Apply Transport applies them, so a range is fitted on the states that sampling with the
-    earlier ranges' maps reaches (incremental fitting, across time)."""
-    def run_steered(recorder) -> None:
-        with contextlib.ExitStack() as stack:
-            for maps, steps in earlier:
-                stack.enter_context(apply_transport(diffusion_model, maps, during(box, steps),
-                                                    support))
-            run(recorder)
-
-    return run_steered
+    middle = float(sampling.percent_to_sigma((bucket + 0.5) / buckets))
+    return sigmas, steps_in_range(sigmas[:steps], bounds, bucket, middle)
 
 
 def runner(model, conds, latent, seed: int, sigma: float, pbar, trajectory=None,
-            box: dict | None = None):
+            box: Trajectory | None = None):
     """A run(recorder) that evaluates the denoiser on every conditioning: once at ``sigma``,
-    or, with ``trajectory = (sigmas, (first, stop))`` and a ``box`` dict, along an euler
-    trajectory (cfg 1) recording the steps first..stop-1."""
+    or, with ``trajectory = (sigmas, (first, stop))`` and a ``box``
+    (:class:`act_core.trajectory.Trajectory`), along an euler trajectory (cfg 1) recording the
+    steps first..stop-1."""
     if trajectory is None:
         sampler = comfy.samplers.KSAMPLER(_one_evaluation)
         sigmas = torch.tensor([sigma, 0.0])
     else:
         sigmas, recorded = trajectory
-        sampler = comfy.samplers.KSAMPLER(_trajectory_sampler(box, recorded))
+        sampler = comfy.samplers.KSAMPLER(box.sampler(recorded))
 
     def run(recorder) -> None:
         if trajectory is not None:
-            box["recorder"] = recorder
+            box.recorder = recorder
         diffusion_model = model.get_model_object("diffusion_model")
         try:
             for i, cond in enumerate(conds):

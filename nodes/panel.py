@@ -13,7 +13,6 @@ sampling progress of the current sigma (ComfyUI's percent, as in its hook keyfra
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from dataclasses import dataclass, field
 
@@ -24,9 +23,10 @@ from ..act_core import MapSet
 from ..act_core.apply import TransportPlan
 from ..act_core.compose import ComposedPlan, Conflict, find_conflicts
 from ..act_core.curves import Curve, SigmaProgress
+from ..act_core.schedule import ApplySettings
 from .apply import validate_maps_for_model
-from .common import buckets_of, check_strength_range, default_support, maps_by_bucket
-from .schedule import APPLY_TO, Schedule
+from .common import buckets_of, default_support, maps_by_bucket
+from .schedule import Schedule
 
 __all__ = ["WRAPPER_KEY", "Slider", "patch_panel", "slider_strength_at"]
 
@@ -46,16 +46,16 @@ class Slider:
     end_percent: float = 1.0
     support: str = "from maps"
 
-    def check(self, model) -> None:
-        """Raise ValueError (with the fix) for what AcT Apply Transport would refuse."""
+    def check(self, model, apply_to: str = "both") -> ApplySettings:
+        """The slider's settings; ValueError (with the fix) for what AcT Apply Transport would
+        refuse."""
         if (self.maps.metadata.get("model") or {}).get("target") == "text_encoder":
             raise ValueError(f"slider {self.label!r}: these maps were learned on the text "
                              "encoder: apply them with AcT Apply Transport (CLIP) on the CLIP")
-        check_strength_range(self.strength, self.maps)
-        if not 0.0 <= self.start_percent <= self.end_percent <= 1.0:
-            raise ValueError(f"slider {self.label!r}: need 0 <= start_percent <= end_percent "
-                             f"<= 1, got {self.start_percent} and {self.end_percent}")
+        settings = ApplySettings.checked(self.maps, self.strength, self.start_percent,
+                                         self.end_percent, apply_to, f"slider {self.label!r}")
         validate_maps_for_model(model, self.maps)
+        return settings
 
 
 def slider_strength_at(slider: Slider, percent: float) -> float:
@@ -63,18 +63,6 @@ def slider_strength_at(slider: Slider, percent: float) -> float:
     if not slider.start_percent <= percent <= slider.end_percent:
         return 0.0
     return slider.strength * slider.curve(percent)
-
-
-def _schedule(sampling, slider: Slider, apply_to: str) -> Schedule:
-    """The same Schedule AcT Apply Transport builds for these maps, strength and range."""
-    n = len(buckets_of(slider.maps))
-    return Schedule(
-        strength=float(slider.strength),
-        sigma_start=float(sampling.percent_to_sigma(slider.start_percent)),
-        sigma_end=float(sampling.percent_to_sigma(slider.end_percent)),
-        apply_to=apply_to,
-        bucket_sigmas=tuple(float(sampling.percent_to_sigma(k / n)) for k in range(1, n)),
-    )
 
 
 def _make_wrapper(sliders: list[Slider], schedules: list[Schedule],
@@ -115,10 +103,10 @@ def _make_wrapper(sliders: list[Slider], schedules: list[Schedule],
                 choice.append(None)
                 continue
             choice.append(min(schedule.bucket(sigma), len(buckets[i]) - 1))
+            value = None
             if not slider.curve.constant:
                 value = schedule.strength * slider.curve(progress(sigma))
-                schedule = dataclasses.replace(schedule, strength=value)
-            strengths.append(schedule.per_item(layout, x.shape[0]))
+            strengths.append(schedule.per_item(layout, x.shape[0], value))
         if not strengths:
             return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
         plan = composed_for(executor.class_obj.diffusion_model, x.device, tuple(choice))
@@ -135,18 +123,17 @@ def patch_panel(model, sliders: list[Slider],
 
     Sliders with strength 0 are left out. Raises ValueError for an invalid slider.
     """
-    if apply_to not in APPLY_TO:
-        raise ValueError(f"apply_to must be one of {APPLY_TO}, got {apply_to!r}")
-    for slider in sliders:
-        slider.check(model)
-    active = [s for s in sliders if s.strength != 0]
+    checked = [(slider, slider.check(model, apply_to)) for slider in sliders]
+    checked = [(slider, settings) for slider, settings in checked if settings.strength != 0]
+    active = [slider for slider, _ in checked]
     conflicts = find_conflicts([maps_by_bucket(s.maps)[0] for s in active],
                                [s.label or str(i + 1) for i, s in enumerate(active)])
     m = model.clone()
     if not active:
         return m, conflicts
     sampling = model.get_model_object("model_sampling")
-    schedules = [_schedule(sampling, s, apply_to) for s in active]
+    schedules = [Schedule.of(settings, sampling, len(buckets_of(slider.maps)))
+                 for slider, settings in checked]
     progress = None
     if not all(s.curve.constant for s in active):
         progress = SigmaProgress(lambda p: float(sampling.percent_to_sigma(p)))

@@ -1,7 +1,8 @@
-"""Where in the sampling schedule maps apply, and with which strength per batch item.
+"""The core's apply settings (:class:`act_core.schedule.ApplySettings`) on ComfyUI's sigmas.
 
-Pure functions of sigmas and ComfyUI's ``cond_or_uncond`` list (0 = conditional chunk,
-1 = unconditional chunk of the CFG batch); no ComfyUI import.
+ComfyUI tells a model call where it is in the schedule by its sigma, not by a percentage:
+:class:`Schedule` holds the sigmas of the settings' range and of the timestep-range bounds,
+computed once from the model's ``model_sampling``. No ComfyUI import.
 """
 
 from __future__ import annotations
@@ -10,27 +11,38 @@ from dataclasses import dataclass
 
 import torch
 
+from ..act_core.schedule import ApplySettings
 from ..act_core.timesteps import range_key as bucket_key
 from ..act_core.timesteps import split_range_key as split_bucket_key
 
-__all__ = ["APPLY_TO", "Schedule", "bucket_key", "split_bucket_key"]
-
-APPLY_TO = ("both", "conditional", "unconditional")
+__all__ = ["Schedule", "bucket_key", "split_bucket_key"]
 
 
 @dataclass(frozen=True)
 class Schedule:
-    """Strength lambda on [start, end] of the schedule, sigma bounds precomputed.
+    """Settings with their sigma bounds precomputed.
 
     ``sigma_start`` >= ``sigma_end`` (sigmas fall during sampling); ``bucket_sigmas`` are the
     boundaries between timestep ranges, from the noisiest down (empty for one range).
     """
 
-    strength: float
+    settings: ApplySettings
     sigma_start: float
     sigma_end: float
-    apply_to: str = "both"
     bucket_sigmas: tuple[float, ...] = ()
+
+    @classmethod
+    def of(cls, settings: ApplySettings, sampling, ranges: int) -> Schedule:
+        """The schedule of ``settings`` on a model's ``model_sampling`` (its
+        ``percent_to_sigma``), for maps with ``ranges`` timestep ranges."""
+        sigma = sampling.percent_to_sigma
+        return cls(settings, float(sigma(settings.start_percent)),
+                   float(sigma(settings.end_percent)),
+                   tuple(float(sigma(k / ranges)) for k in range(1, ranges)))
+
+    @property
+    def strength(self) -> float:
+        return self.settings.strength
 
     @property
     def constant(self) -> bool:
@@ -47,13 +59,7 @@ class Schedule:
         """Index of the timestep range that sigma falls in (0 = noisiest)."""
         return sum(1 for bound in self.bucket_sigmas if sigma < bound)
 
-    def per_item(self, cond_or_uncond: list[int] | None, batch: int) -> float | torch.Tensor:
+    def per_item(self, cond_or_uncond: list[int] | None, batch: int,
+                 strength: float | None = None) -> float | torch.Tensor:
         """A float when every item gets the same strength, else a (B,) tensor."""
-        if self.apply_to == "both" or not cond_or_uncond:
-            return self.strength
-        wanted = 0 if self.apply_to == "conditional" else 1
-        chunk = batch // len(cond_or_uncond)
-        values = [self.strength if c == wanted else 0.0 for c in cond_or_uncond]
-        if len(set(values)) == 1:
-            return values[0]
-        return torch.tensor(values, dtype=torch.float32).repeat_interleave(chunk)
+        return self.settings.per_item(cond_or_uncond, batch, strength)

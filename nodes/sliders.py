@@ -13,9 +13,10 @@ from comfy_api.latest import IO
 
 from ..act_core.curves import Curve, CurveError, parse_keyframes
 from ..act_core.errors import MapCompatibilityError
+from ..act_core.schedule import APPLY_TO
+from ..act_core.strength import MAX_STRENGTH
 from .apply import SUPPORTS
 from .panel import Slider, patch_panel, slider_strength_at
-from .schedule import APPLY_TO
 from .slider_chart import curves_image
 
 __all__ = ["CURVES", "SLOTS", "ActSliderPanel", "curve_of", "curve_of_hook_keyframes"]
@@ -58,7 +59,7 @@ def _slot_inputs(i: int) -> list:
                     "unconnected for an unused slider)."),
         IO.String.Input(f"label_{i}", default=f"slider {i}", optional=True,
                         tooltip=f"Slider {i}: a name, shown in the plot and in warnings."),
-        IO.Float.Input(f"strength_{i}", default=1.0, min=0.0, max=10.0, step=0.05,
+        IO.Float.Input(f"strength_{i}", default=1.0, min=0.0, max=MAX_STRENGTH, step=0.05,
                        optional=True,
                        tooltip=f"Slider {i}: lambda, 0 = off, 1 = distributed like the "
                                "target prompts; up to 2 extrapolates (diff_means maps: "

@@ -15,7 +15,7 @@ from act_core import (
     fit,
     record_activations,
 )
-from act_core.apply import interventions
+from act_core.patch import interventions
 
 
 def _mlp() -> nn.Module:

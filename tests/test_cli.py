@@ -9,7 +9,7 @@ import torch
 
 pytest.importorskip("transformers")
 
-from act_core.cli import build_parser, main  # noqa: E402
+from act_core.hf.cli import build_parser, main  # noqa: E402
 from harness.hf_tiny import tiny_causal_lm  # noqa: E402
 
 
@@ -147,7 +147,7 @@ def test_export_writes_a_checkpoint_that_generates_like_the_hooked_model(model_d
 
 
 def test_export_control_vector(model_dir, texts, tmp_path, capsys):
-    from act_core.gguf_export import read_control_vector
+    from act_core.hf.gguf_export import read_control_vector
     from act_core.mapfile import load_maps
 
     maps = tmp_path / "mlp.safetensors"
@@ -193,7 +193,7 @@ def test_generate_with_two_map_files_applies_them_in_order(model_dir, texts, tmp
     from contextlib import ExitStack
 
     from act_core import hf
-    from act_core.hf_generate import steering_many
+    from act_core.hf.generate import steering_many
 
     paths = [tmp_path / "a.safetensors", tmp_path / "b.safetensors"]
     for path, (src, tgt) in zip(paths, [("src", "tgt"), ("tgt", "src")]):

@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 from act_core import StrengthError, apply_transport, fit, record_activations
-from act_core.apply import interventions
 from act_core.compose import ComposedPlan, apply_composed, find_conflicts, unit_shifts
+from act_core.patch import interventions
 
 
 class _Pair(nn.Module):

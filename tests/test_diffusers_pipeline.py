@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import pytest
 import torch
 
-from act_core import diffusers_pipeline as dp
+from act_core.diffusers import pipeline as dp
 from act_core.errors import MapCompatibilityError
 from act_core.record import record_activations
 
@@ -116,6 +117,38 @@ def test_steer_changes_images_only_with_strength_and_cleans_up(pipe, tmp_path):
         assert torch.allclose(_image(pipe), steered)
 
 
+def _first_noise_predictions(pipe, **steer) -> torch.Tensor:
+    """The denoiser's output (2B, ...) at the first step of a CFG call (unconditional half
+    first), plain or inside ``steer_pipeline(pipe, **steer)``."""
+    outputs = []
+    handle = pipe.unet.register_forward_hook(lambda m, a, o: outputs.append(
+        (o[0] if isinstance(o, tuple) else o.sample).clone()))
+    try:
+        with (dp.steer_pipeline(pipe, **steer) if steer else contextlib.nullcontext()):
+            _image(pipe)
+    finally:
+        handle.remove()
+    return outputs[0]
+
+
+def test_apply_to_transports_one_cfg_half_only(pipe):
+    maps = dp.fit_pipeline(pipe, SOURCE, TARGET, "norms", stages=1, height=8, width=8)
+    plain = _first_noise_predictions(pipe)
+    half = plain.shape[0] // 2
+    both = _first_noise_predictions(pipe, maps=maps, strength=1.0, support="unbounded")
+    cond = _first_noise_predictions(pipe, maps=maps, strength=1.0, support="unbounded",
+                                    apply_to="conditional")
+    uncond = _first_noise_predictions(pipe, maps=maps, strength=1.0, support="unbounded",
+                                      apply_to="unconditional")
+    assert not torch.allclose(both[:half], plain[:half]) and not torch.allclose(
+        both[half:], plain[half:])
+    assert torch.equal(cond[:half], plain[:half]) and torch.allclose(cond[half:], both[half:])
+    assert torch.equal(uncond[half:], plain[half:]) and torch.allclose(uncond[:half], both[:half])
+    late = _first_noise_predictions(pipe, maps=maps, strength=1.0, support="unbounded",
+                                    start_percent=0.5)
+    assert torch.equal(late, plain)  # the first step is at progress ~0: outside 0.5-1
+
+
 def test_maps_of_another_architecture_are_refused(pipe, tmp_path):
     other = tiny_pipeline(tmp_path, block_out_channels=(16, 32))
     maps = dp.fit_pipeline(other, SOURCE[:3], TARGET[:3], "cross_attn_out", incremental=False,
@@ -149,7 +182,7 @@ COMFY_TO_DIFFUSERS = {  # the tiny UNet: 2 levels, 1 layer per block, attention 
 
 
 def test_comfyui_site_names_translate_to_existing_diffusers_modules(pipe):
-    from act_core.diffusers_names import comfy_site_to_diffusers, translate_comfy_maps
+    from act_core.diffusers.names import comfy_site_to_diffusers, translate_comfy_maps
     from act_core.errors import SiteError
     from act_core.estimators import fit
 

@@ -7,8 +7,9 @@ import torch
 from torch import nn
 
 from act_core import Site, SiteError, record_activations
-from act_core.apply import interventions
-from act_core.discover import discover_sites, find_block_stacks, probe_outputs
+from act_core.block_stacks import find_block_stacks
+from act_core.discover import discover_sites, probe_outputs
+from act_core.patch import interventions
 
 
 class Attention(nn.Module):

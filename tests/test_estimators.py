@@ -11,7 +11,7 @@ import torch
 from act_core import ESTIMATORS, FitError, fit, fit_many, transport
 from act_core.estimators import aura, diff_means, gaussian_ot, linear_act, mean_act
 from act_core.maps import QUANTILE_LEVELS
-from act_core.transport import _warned
+from act_core.strength import _warned
 
 
 def _skewed(n: int, d: int, seed: int = 0) -> torch.Tensor:

@@ -19,7 +19,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from act_core.apply import interventions
+from act_core.patch import interventions
 from harness import family_recipes
 
 RECIPES, build, conds = family_recipes.RECIPES, family_recipes.build, family_recipes.conds

@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from act_core import FitError, apply_transport, fit, fit_sites, record_activations
-from act_core.apply import interventions
 from act_core.fitting import split_stages
+from act_core.patch import interventions
 
 SITES = ["0", "2", "4"]
 

@@ -14,7 +14,7 @@ from act_core import mapfile as mapfile_module
 from act_core.errors import MapFileError
 from act_core.fold import FoldError, check_foldable
 from act_core.gate import fit_gate, gate_maps, gate_values, select_gate, ungated
-from act_core.gguf_export import control_vectors
+from act_core.hf.gguf_export import control_vectors
 
 
 def _clouds(n: int, d: int = 16, seed: int = 0, offset: float = 3.0):
@@ -138,7 +138,7 @@ def test_gated_file_round_trip_is_format_2_and_format_1_readers_refuse_it(tmp_pa
         load_maps(path)
     assert load_maps(old)["s"].gate is None  # today's files still load
     monkeypatch.undo()
-    from act_core.cli import main
+    from act_core.hf.cli import main
 
     assert main(["info", str(path)]) == 0
     out = capsys.readouterr().out
@@ -167,7 +167,7 @@ def test_fold_and_exports_refuse_gated_maps_with_the_reason():
 def test_gated_fit_on_a_tiny_llama_leaves_target_like_text_nearly_unchanged():
     pytest.importorskip("transformers")
     from act_core.hf import fit_lm, steering
-    from act_core.hf_export import fold_lm
+    from act_core.hf.export import fold_lm
     from harness.hf_tiny import tiny_causal_lm
 
     model, tokenizer = tiny_causal_lm("llama")

@@ -15,8 +15,8 @@ import torch
 
 from act_core import MapSet, TransportMap
 from act_core.fold import FoldError
-from act_core.gguf_export import ARCH, control_vectors, read_control_vector, write_control_vector
 from act_core.hf import steering
+from act_core.hf.gguf_export import ARCH, control_vectors, read_control_vector, write_control_vector
 from harness.hf_tiny import tiny_causal_lm
 
 

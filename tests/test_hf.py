@@ -9,8 +9,8 @@ transformers = pytest.importorskip("transformers")
 
 from act_core import hf  # noqa: E402
 from act_core.errors import MapCompatibilityError, SiteError  # noqa: E402
-from act_core.hf_generate import generate, perplexity  # noqa: E402
-from act_core.hf_presets import UnknownFamilyError  # noqa: E402
+from act_core.hf.generate import generate, perplexity  # noqa: E402
+from act_core.hf.presets import UnknownFamilyError  # noqa: E402
 from harness.hf_tiny import tiny_causal_lm  # noqa: E402
 
 SOURCE = ["you are a horrible person", "shut up", "what a stupid idea that was", "go away now"]

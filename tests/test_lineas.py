@@ -7,9 +7,9 @@ import torch
 from torch import nn
 
 from act_core import FitError, apply_transport, load_maps, record_activations, save_maps
-from act_core.apply import interventions
 from act_core.diagnose import diagnose
 from act_core.lineas import LineasConfig, fit_lineas
+from act_core.patch import interventions
 
 
 class Tokens(nn.Module):

@@ -7,7 +7,7 @@ source package: about 40 minutes on 2 CPU cores) and an F32 GGUF of the cached S
 
 Maps: mean_act (a pure shift) on the feed-forward outputs of layers 1-29 (llama.cpp has no slot
 for layer 0), fitted on the built-in football concept. The file is written by
-:func:`act_core.gguf_export.write_control_vector` and loaded into llama.cpp the way its own
+:func:`act_core.hf.gguf_export.write_control_vector` and loaded into llama.cpp the way its own
 ``common_control_vector_load`` does: ``direction.N`` at offset ``(N - 1) * n_embd`` of the
 buffer given to ``llama_set_adapter_cvec``.
 """
@@ -53,8 +53,9 @@ def test_llama_cpp_with_the_control_vector_matches_the_hooked_model(tmp_path):
     import torch
     from gguf import GGUFReader
 
-    from act_core import data, hf
-    from act_core.gguf_export import write_control_vector
+    from act_core import hf
+    from act_core.hf import data
+    from act_core.hf.gguf_export import write_control_vector
     from act_core.mapset import MapSet
 
     model, tokenizer = hf.load_causal_lm("smollm2")

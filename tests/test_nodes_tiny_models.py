@@ -20,7 +20,7 @@ import pytest
 import torch
 from torch import nn
 
-from act_core.apply import interventions
+from act_core.patch import interventions
 from harness.family_recipes import init_weights
 from harness.tiny_families import RECIPES, conds, norm_sites
 

@@ -40,13 +40,13 @@ def test_the_wheel_holds_the_library_only(wheel):
     sources = {p.relative_to(ROOT).as_posix() for p in (ROOT / "act_core").rglob("*.py")}
     assert modules == sources  # every module of the package, nothing else
     assert "act_core/hf_tiny.py" not in modules  # a test helper (harness/hf_tiny.py)
-    data = {p.relative_to(ROOT).as_posix() for p in (ROOT / "act_core" / "data").rglob("*")
+    data = {p.relative_to(ROOT).as_posix() for p in (ROOT / "act_core" / "hf" / "data").rglob("*")
             if p.is_file() and p.suffix in (".txt", ".json", ".tsv")}
     assert data and data <= set(names)
     info = zipfile.ZipFile(wheel)
     meta = next(n for n in names if n.endswith(".dist-info/METADATA"))
     entry = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
-    assert "act = act_core.cli:main" in info.read(entry).decode()
+    assert "act = act_core.hf.cli:main" in info.read(entry).decode()
     requires = [line for line in info.read(meta).decode().splitlines()
                 if line.startswith("Requires-Dist:")]
     assert 'Requires-Dist: transformers>=4.45; extra == "transformers"' in requires
@@ -83,7 +83,7 @@ def test_a_fresh_venv_without_comfyui_imports_act_core_and_runs_act(wheel, tmp_p
 
 
 def test_the_model_cache_is_in_the_users_cache_folder(monkeypatch, tmp_path):
-    from act_core.hf_models import cache_dir
+    from act_core.hf.models import cache_dir
 
     monkeypatch.delenv("ACT_CACHE_DIR", raising=False)
     monkeypatch.delenv("XDG_CACHE_HOME", raising=False)

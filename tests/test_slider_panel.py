@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from act_core.apply import interventions
+from act_core.patch import interventions
 from harness import tiny_families
 from harness.family_recipes import init_weights
 

@@ -20,7 +20,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from act_core.apply import interventions
+from act_core.patch import interventions
 from harness import encoder_recipes
 
 pytestmark = [pytest.mark.comfyui, pytest.mark.usefixtures("one_thread")]

@@ -7,9 +7,11 @@ import logging
 import pytest
 import torch
 
-from act_core import MapCompatibilityError, StrengthError, TransportMap, fit, kernels, transport
+from act_core import MapCompatibilityError, StrengthError, TransportMap, fit, transport
+from act_core._fast import kernels
 from act_core.maps import QUANTILE_LEVELS
-from act_core.transport import _warned, fold, transport_channels
+from act_core.strength import _warned
+from act_core.transport import fold, transport_channels
 
 
 def _map(d: int = 6, lo: float = -1.0, hi: float = 1.0, **changes) -> TransportMap:

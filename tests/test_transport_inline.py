@@ -8,7 +8,8 @@ import importlib
 import pytest
 import torch
 
-from act_core import TransportMap, kernels, transport
+from act_core import TransportMap, transport
+from act_core._fast import kernels
 from act_core.transport import transport_channels
 
 transport_module = importlib.import_module("act_core.transport")  # the name is also a function

@@ -23,9 +23,9 @@ import json
 import random
 from pathlib import Path
 
-from act_core.data._common import DataUnavailableError, package_dir
-from act_core.data.detox import soften
-from act_core.data.judges import is_about, is_toxic
+from act_core.hf.data._common import DataUnavailableError, package_dir
+from act_core.hf.data.detox import soften
+from act_core.hf.data.judges import is_about, is_toxic
 
 __all__ = [
     "DATA_DIR",
@@ -112,7 +112,7 @@ def toxicity_pair(threshold: float = 0.5) -> tuple[list[str], list[str]]:
 def toxicity_paired_pair(threshold: float = 0.5) -> tuple[list[str], list[str]]:
     """Source: the toxic ``fit`` prefixes; target: the same prefixes with offensive words swapped.
 
-    The counterfactual target (:func:`act_core.data.detox.soften`) differs from the source only
+    The counterfactual target (:func:`act_core.hf.data.detox.soften`) differs from the source only
     where the toxicity is, so the maps do not also learn the topic and register differences
     between toxic and non-toxic prefixes.
     """

@@ -35,8 +35,8 @@ from act_core.apply import apply_transport
 from act_core.errors import MapCompatibilityError
 from act_core.fitting import fit_sites
 from act_core.gate import gate_maps
-from act_core.hf_models import load_causal_lm
-from act_core.hf_presets import detect_family, model_hint, preset_names, site_patterns
+from act_core.hf.models import load_causal_lm
+from act_core.hf.presets import detect_family, model_hint, preset_names, site_patterns
 from act_core.mapfile import load_maps, save_maps
 from act_core.maps import TransportMap
 from act_core.mapset import MapSet, check_compatible, prompt_hash
@@ -187,7 +187,7 @@ def fit_lm(model: Any, tokenizer: Any, source_texts: Sequence[str], target_texts
     options = {"batch_size": batch_size, "max_length": max_length,
                "skip_first_token": skip_first_token}
     if method == "lineas":
-        from act_core.hf_lineas import fit_lm_lineas
+        from act_core.hf.lineas import fit_lm_lineas
 
         fitted = fit_lm_lineas(model, tokenizer, source_texts, target_texts, resolved,
                                lineas=lineas, progress=progress, **options)

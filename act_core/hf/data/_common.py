@@ -1,4 +1,4 @@
-"""Shared helpers of :mod:`act_core.data`: the error type, and finding packages unimported."""
+"""Shared helpers of :mod:`act_core.hf.data`: the error type, and finding packages unimported."""
 
 from __future__ import annotations
 

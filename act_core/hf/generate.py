@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from act_core.compose import apply_composed
-from act_core.hf import first_token_mask, progress_bar, skips_first_token, steering
+from act_core.hf.lm import first_token_mask, progress_bar, skips_first_token, steering
 from act_core.maps import TransportMap
 
 __all__ = ["generate", "perplexity", "steering_many"]

@@ -20,10 +20,10 @@ from collections.abc import Callable
 
 import torch
 
-from .kernels import add_shift, affine, compute_dtype, masked_shift
-from .maps import TransportMap
-from .support import SupportLike
-from .transport import (
+from act_core._fast.kernels import add_shift, affine, compute_dtype, masked_shift
+from act_core.maps import TransportMap
+from act_core.support import SupportLike
+from act_core.transport import (
     _affine_coefficients,
     _channel_coefficients,
     _inline_step,
@@ -62,7 +62,7 @@ def prepare(x: torch.Tensor, tmap: TransportMap, lam: float | list[float],
     tmap : TransportMap
         The map, on ``x``'s device.
     lam : float or list of B floats
-        Strength(s) validated by :func:`~act_core.transport.check_strength`.
+        Strength(s) validated by :func:`~act_core.strength.check_strength`.
     support : str, tuple or Support
 
     Returns

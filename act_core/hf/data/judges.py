@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from act_core.data._common import DataUnavailableError, package_dir
+from act_core.hf.data._common import DataUnavailableError, package_dir
 
 __all__ = ["CONCEPT_LEXICONS", "concept_hits", "is_about", "is_toxic", "toxicity_probability"]
 

@@ -1,6 +1,6 @@
 """``act``: fit Activation Transport maps on a language model and generate with a strength.
 
-The console script of the package (``act = act_core.cli:main``). Every subcommand has ``--help``.
+The console script of the package (``act = act_core.hf.cli:main``). Every subcommand has ``--help``.
 """
 
 from __future__ import annotations
@@ -166,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _texts(args: argparse.Namespace) -> tuple[list[str], list[str], str]:
-    from act_core import data
+    from act_core.hf import data
 
     if args.data:
         if args.source or args.target:
@@ -221,8 +221,9 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
-    from act_core import data, hf
-    from act_core.hf_generate import generate
+    from act_core import hf
+    from act_core.hf import data
+    from act_core.hf.generate import generate
 
     prompts = list(args.prompt) + (data.read_lines(args.prompts) if args.prompts else [])
     if not prompts:
@@ -256,7 +257,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from act_core.mapfile import load_maps
 
     if args.format == "control-vector":
-        from act_core.gguf_export import write_control_vector
+        from act_core.hf.gguf_export import write_control_vector
 
         maps = load_maps(args.maps)
         hint = (maps.metadata.get("model") or {}).get("family") or "llama"
@@ -264,7 +265,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
                                     model_hint=hint)
         print(f"wrote {len(maps)} control vectors (lambda {args.strength:g}) to {path}")
         return 0
-    from act_core.hf_export import export_checkpoint
+    from act_core.hf.export import export_checkpoint
 
     model, tokenizer = hf.load_causal_lm(args.model)
     maps = hf.load_lm_maps(args.maps, model)
@@ -309,7 +310,7 @@ def _cmd_sites(args: argparse.Namespace) -> int:
 
 
 def _cmd_data(args: argparse.Namespace) -> int:
-    from act_core import data
+    from act_core.hf import data
 
     if not args.name:
         for name in data.builtin_names():

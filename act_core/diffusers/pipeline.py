@@ -7,7 +7,7 @@ the first (noisiest), without classifier-free guidance (the conditional pass onl
 map is applied at every step (maps with timestep ranges, e.g. from the ComfyUI nodes, apply
 each range's maps on its part of the schedule)::
 
-    from act_core import diffusers_pipeline as dp
+    from act_core.diffusers import pipeline as dp
     maps = dp.fit_pipeline(pipe, plain_prompts, styled_prompts, sites="norms")
     dp.save_pipeline_maps("style.safetensors", maps, pipe)
     maps = dp.load_pipeline_maps("style.safetensors", pipe)   # refuses another architecture
@@ -28,13 +28,14 @@ from typing import Any
 import torch
 
 from act_core.apply import apply_transport
-from act_core.diffusers_names import COMFY_UNET_FAMILIES, translate_comfy_maps
+from act_core.diffusers.names import COMFY_UNET_FAMILIES, translate_comfy_maps
 from act_core.errors import MapCompatibilityError, SiteError
 from act_core.fitting import fit_sites
 from act_core.mapfile import load_maps, save_maps
 from act_core.maps import TransportMap
 from act_core.mapset import MapSet, check_compatible, prompt_hash
 from act_core.record import Recorder
+from act_core.schedule import ApplySettings
 from act_core.sites import Site, resolve_sites
 from act_core.timesteps import split_range_key, timestep_ranges
 
@@ -169,7 +170,7 @@ def load_pipeline_maps(path: Any, pipe: Any | None = None) -> MapSet:
     """Load a map file; with ``pipe``, refuse maps fitted on another denoiser architecture.
 
     Maps fitted with the ComfyUI nodes on an SD-style UNet (family ``sd15``, ``sd2``, ``sdxl``)
-    are renamed to the diffusers UNet's modules (:mod:`act_core.diffusers_names`) and their
+    are renamed to the diffusers UNet's modules (:mod:`act_core.diffusers.names`) and their
     sites and widths checked.
 
     Raises
@@ -190,7 +191,7 @@ def load_pipeline_maps(path: Any, pipe: Any | None = None) -> MapSet:
     if wrong:
         raise MapCompatibilityError(
             f"map file {path} was fitted on another model: {', '.join(wrong)}. Fix: fit maps "
-            "for this pipeline with act_core.diffusers_pipeline.fit_pipeline")
+            "for this pipeline with act_core.diffusers.pipeline.fit_pipeline")
     return maps
 
 
@@ -208,7 +209,8 @@ def _checked(maps: MapSet, pipe: Any) -> MapSet:
 
 
 def _progress_tracker(pipe: Any, net: torch.nn.Module) -> tuple[Any, dict[str, float]]:
-    """A forward pre-hook on the denoiser that stores the schedule progress of each call.
+    """A forward pre-hook on the denoiser that stores the schedule progress and the batch
+    size B of each call.
 
     progress = 1 - t / num_train_timesteps (0 = pure noise), with t the denoiser's timestep;
     pipelines that pass t / num_train_timesteps (FLUX) are recognised by comparing with the
@@ -216,9 +218,12 @@ def _progress_tracker(pipe: Any, net: torch.nn.Module) -> tuple[Any, dict[str, f
     """
     scheduler = pipe.scheduler
     total = float(getattr(scheduler.config, "num_train_timesteps", 1000) or 1000)
-    state = {"progress": 0.0}
+    state = {"progress": 0.0, "batch": 1}
 
     def hook(module, args, kwargs):
+        x = kwargs.get("sample", kwargs.get("hidden_states", args[0] if args else None))
+        if isinstance(x, torch.Tensor) and x.ndim:
+            state["batch"] = int(x.shape[0])
         t = kwargs.get("timestep", args[1] if len(args) > 1 else None)
         if t is None:
             return None
@@ -235,23 +240,40 @@ def _progress_tracker(pipe: Any, net: torch.nn.Module) -> tuple[Any, dict[str, f
 
 @contextmanager
 def steer_pipeline(pipe: Any, maps: Mapping[str, TransportMap], strength: float = 1.0,
-                   support: str = "minmax") -> Iterator[None]:
-    """Apply maps to the denoiser at every step of every pipeline call inside the context.
+                   support: str = "minmax", *, apply_to: str = "both", start_percent: float = 0.0,
+                   end_percent: float = 1.0) -> Iterator[None]:
+    """Apply maps to the denoiser at the steps of every pipeline call inside the context.
 
-    The maps act on the whole denoiser batch, including the unconditional half under
-    classifier-free guidance. Use ``support="unbounded"`` to induce a style or concept and
-    ``"minmax"`` (default) to mitigate one. Maps with timestep ranges
-    (:mod:`act_core.timesteps`) act on their range of the schedule only, with progress
-    ``1 - t / num_train_timesteps`` of the denoiser's timestep ``t``.
+    Use ``support="unbounded"`` to induce a style or concept and ``"minmax"`` (default) to
+    mitigate one. The settings are the nodes' (:class:`act_core.schedule.ApplySettings`):
+
+    * ``apply_to``: ``"both"`` (default) transports the whole denoiser batch; under
+      classifier-free guidance ``"conditional"`` or ``"unconditional"`` transports one half,
+      for pipelines that batch ``[unconditional, conditional]`` (the Stable Diffusion family);
+    * ``start_percent`` .. ``end_percent``: the part of the schedule where the maps act.
+
+    The position in the schedule is ``1 - t / num_train_timesteps`` of the denoiser's timestep
+    ``t``; maps with timestep ranges (:mod:`act_core.timesteps`) act on their range only.
     """
+    settings = ApplySettings.checked(maps, strength, start_percent, end_percent, apply_to,
+                                     limit=False)
     net = denoiser(pipe)
-    if len(timestep_ranges(maps)) == 1:
-        with apply_transport(net, maps, strength, support):
+    ranged = len(timestep_ranges(maps)) > 1
+    if not ranged and settings.whole_schedule and settings.apply_to == "both":
+        with apply_transport(net, maps, settings.strength, support):
             yield
         return
     handle, state = _progress_tracker(pipe, net)
+
+    def strength_now() -> float | torch.Tensor:
+        if not settings.active(state["progress"]):
+            return 0.0
+        halves = [1, 0] if getattr(pipe, "do_classifier_free_guidance", False) else None
+        return settings.per_item(halves, state["batch"])
+
     try:
-        with apply_transport(net, maps, strength, support, progress=lambda: state["progress"]):
+        with apply_transport(net, maps, strength_now, support,
+                             progress=(lambda: state["progress"]) if ranged else None):
             yield
     finally:
         handle.remove()

@@ -28,7 +28,7 @@ def fit_lm_lineas(model: Any, tokenizer: Any, source_texts: Sequence[str],
     ``batch_size`` is the batch of the target pass; the source batch of a step is
     ``lineas.batch_size``.
     """
-    from act_core.hf import _pass_bar, first_token_mask, forward_texts, run_texts
+    from act_core.hf.lm import _pass_bar, first_token_mask, forward_texts, run_texts
 
     config = lineas or LineasConfig()
     options = {"max_length": max_length, "skip_first_token": skip_first_token}
