@@ -21,7 +21,8 @@ from torch import nn
 from .errors import SiteError
 
 __all__ = [
-    "LAYOUTS", "PRESETS", "Site", "find_module", "read_output", "resolve_sites", "write_output",
+    "LAYOUTS", "PRESETS", "Site", "find_module", "module_width", "read_output", "resolve_sites",
+    "site_widths", "write_output",
 ]
 
 #: ``auto`` decides from the output's rank: 2 -> vector (B, D), 3 -> tokens (B, T, D),
@@ -114,6 +115,50 @@ def find_module(model: nn.Module, site: Site | str) -> nn.Module:
     close = difflib.get_close_matches(site.name, list(modules), n=5)
     hint = f"; did you mean {close}?" if close else f"; some modules: {list(modules)[1:6]}"
     raise SiteError(f"site {str(site)!r}: no module named {site.name!r} in the model{hint}")
+
+
+def module_width(module: nn.Module | None) -> int | None:
+    """Features or channels a module outputs, when its type or parameters tell (None: unknown,
+    e.g. a block whose output width no parameter names).
+
+    Linear -> ``out_features``; convolution -> ``out_channels``; GroupNorm -> ``num_channels``;
+    LayerNorm -> the last normalised dim; GPT-2's transposed ``Conv1D`` -> ``weight.shape[1]``;
+    any other module with a 1-D ``weight`` (RMSNorm and the like) -> its length.
+    """
+    if module is None:
+        return None
+    if isinstance(module, nn.Linear):
+        return module.out_features
+    if isinstance(module, nn.modules.conv._ConvNd):
+        return module.out_channels
+    if isinstance(module, nn.GroupNorm):
+        return module.num_channels
+    if isinstance(module, nn.LayerNorm):
+        return int(module.normalized_shape[-1]) if module.normalized_shape else None
+    weight = getattr(module, "weight", None)
+    if not isinstance(weight, torch.Tensor):
+        return None
+    if type(module).__name__ == "Conv1D" and weight.ndim == 2:
+        return int(weight.shape[1])  # GPT-2's transposed linear: weight (in, out)
+    return int(weight.shape[0]) if weight.ndim == 1 and weight.numel() else None
+
+
+def site_widths(model: nn.Module, sites: Iterable[str], maps: Mapping) -> dict[str, int]:
+    """``{site: width}`` of the sites' modules in ``model``, for
+    :func:`act_core.check_compatible`: the map's own D where a module's width cannot be read;
+    sites the model lacks are left out, so that the check names them. A timestep-range key
+    (``<site>@<k>``) is read as its site. Every host checks maps with this one function."""
+    from .timesteps import split_range_key
+
+    widths = {}
+    for site in sites:
+        try:
+            module = find_module(model, Site.parse(split_range_key(site)[0]))
+        except LookupError:
+            continue
+        width = module_width(module)
+        widths[site] = width if width is not None else maps[site].dim
+    return widths
 
 
 def _matcher(pattern: str) -> Callable[[str, nn.Module], bool]:

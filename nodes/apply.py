@@ -31,7 +31,6 @@ from ..act_core.schedule import APPLY_TO, ApplySettings
 from ..act_core.strength import MAX_STRENGTH
 from .common import (
     buckets_of,
-    default_support,
     drop_cached_state,
     family_of,
     maps_by_bucket,
@@ -128,7 +127,7 @@ def patch_model(model, maps: MapSet, strength: float, start_percent: float = 0.0
                          "AcT Apply Transport (CLIP) on the CLIP instead")
     settings = ApplySettings.checked(maps, strength, start_percent, end_percent, apply_to)
     validate_maps_for_model(model, maps)
-    chosen = default_support(maps) if support == "from maps" else support
+    chosen = maps.support if support == "from maps" else support
     if mode == "folded":
         return fold_model(model, maps, settings, support=chosen)
     schedule = Schedule.of(settings, model.get_model_object("model_sampling"),

@@ -27,7 +27,7 @@ from ..act_core.discover import discover_sites
 from ..act_core.errors import MapCompatibilityError
 from ..act_core.schedule import ApplySettings
 from ..act_core.strength import MAX_STRENGTH
-from .common import default_support, site_widths
+from .common import site_widths
 from .learn import parse_prompts
 
 __all__ = ["ActApplyTransportCLIP", "ActLearnTextTransport", "TEXT_PRESETS", "TEXT_TARGET",
@@ -119,7 +119,7 @@ def patch_clip(clip, maps: MapSet, strength: float):
         validate_text_maps(clip, maps)
     except MapCompatibilityError as error:
         raise ValueError(f"AcT Apply Transport (CLIP): {error}") from error
-    support = default_support(maps)
+    support = maps.support
     patched = clip.clone()
     encode, clone = patched.encode_from_tokens, patched.clone
 

@@ -29,7 +29,7 @@ from ..act_core import MapSet
 from ..act_core._version import __version__
 from ..act_core.errors import MapCompatibilityError
 from .apply import validate_maps_for_model
-from .common import default_support, family_of
+from .common import family_of
 from .files import next_path
 from .fold import PREFIX, weight_diffs
 
@@ -155,7 +155,7 @@ class ActExportLoRA(IO.ComfyNode):
             validate_maps_for_model(model, maps)
         except MapCompatibilityError as error:
             raise ValueError(f"{WHAT}: {error}") from error
-        support = default_support(maps) if support == "from maps" else support
+        support = maps.support if support == "from maps" else support
         tensors, metadata = lora_state_dict(model, maps, support, key_format)
         path = next_path(filename_prefix, FOLDER)
         save_file(tensors, path, metadata=metadata)

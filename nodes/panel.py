@@ -25,7 +25,7 @@ from ..act_core.compose import ComposedPlan, Conflict, find_conflicts
 from ..act_core.curves import Curve, SigmaProgress
 from ..act_core.schedule import ApplySettings
 from .apply import validate_maps_for_model
-from .common import buckets_of, default_support, maps_by_bucket
+from .common import buckets_of, maps_by_bucket
 from .schedule import Schedule
 
 __all__ = ["WRAPPER_KEY", "Slider", "patch_panel", "slider_strength_at"]
@@ -68,7 +68,7 @@ def slider_strength_at(slider: Slider, percent: float) -> float:
 def _make_wrapper(sliders: list[Slider], schedules: list[Schedule],
                   progress: SigmaProgress | None):
     buckets = [maps_by_bucket(s.maps) for s in sliders]
-    supports = [default_support(s.maps) if s.support == "from maps" else s.support
+    supports = [s.maps.support if s.support == "from maps" else s.support
                 for s in sliders]
     fixed = all(s.constant for s in schedules) and all(s.curve.constant for s in sliders)
     cache: dict[str, object] = {}

@@ -126,3 +126,49 @@ def test_model_output_objects_are_copied_not_modified():
 def test_unreadable_outputs_raise_site_errors(output, site, message):
     with pytest.raises(SiteError, match=message):
         read_output(output, site)
+
+
+class _RMSNorm(nn.Module):
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+
+
+class _Conv1D(nn.Module):  # GPT-2's transposed linear: weight (in, out)
+    def __init__(self, n_in: int, n_out: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(n_in, n_out))
+
+
+_Conv1D.__name__ = "Conv1D"
+
+
+@pytest.mark.parametrize(("module", "width"), [
+    (nn.Linear(3, 5), 5), (nn.Conv2d(3, 7, 1), 7), (nn.GroupNorm(2, 6), 6),
+    (nn.LayerNorm(9, elementwise_affine=False), 9), (_RMSNorm(11), 11), (_Conv1D(4, 13), 13),
+    (nn.Sequential(nn.Linear(2, 3)), None), (nn.ReLU(), None), (None, None)])
+def test_module_width_reads_every_kind_of_site(module, width):
+    from act_core.sites import module_width
+
+    assert module_width(module) == width
+
+
+def test_site_widths_fall_back_to_the_maps_and_leave_missing_sites_to_the_check():
+    from act_core import MapCompatibilityError, TransportMap, check_compatible
+    from act_core.sites import site_widths
+
+    def _map(d: int) -> TransportMap:
+        quantiles = torch.linspace(-1, 1, 13).unsqueeze(1).expand(13, d).contiguous()
+        return TransportMap(scale=torch.ones(d), shift=torch.zeros(d), lo=quantiles[0].clone(),
+                            hi=quantiles[-1].clone(), quantiles=quantiles)
+
+    model = nn.Sequential(OrderedDict(norm=nn.LayerNorm(4), block=nn.Sequential(nn.Linear(4, 4))))
+    maps = {name: _map(d) for name, d in
+            (("norm", 4), ("block", 6), ("norm@1", 4), ("gone", 4))}
+    widths = site_widths(model, maps, maps)
+    assert widths == {"norm": 4, "block": 6, "norm@1": 4}  # block: width unknown -> the map's
+    with pytest.raises(MapCompatibilityError, match="gone"):
+        check_compatible(maps, widths)
+    wrong = {"norm": _map(3)}
+    with pytest.raises(MapCompatibilityError, match="map D=3, model D=4"):
+        check_compatible(wrong, site_widths(model, wrong, wrong))

@@ -36,8 +36,8 @@ from act_core.maps import TransportMap
 from act_core.mapset import MapSet, check_compatible, prompt_hash
 from act_core.record import Recorder
 from act_core.schedule import ApplySettings
-from act_core.sites import Site, resolve_sites
-from act_core.timesteps import split_range_key, timestep_ranges
+from act_core.sites import Site, resolve_sites, site_widths
+from act_core.timesteps import timestep_ranges
 
 __all__ = [
     "PIPELINE_PRESETS",
@@ -197,14 +197,7 @@ def load_pipeline_maps(path: Any, pipe: Any | None = None) -> MapSet:
 
 def _checked(maps: MapSet, pipe: Any) -> MapSet:
     """Check that every site exists in the denoiser with the map's width."""
-    modules = dict(denoiser(pipe).named_modules())
-    widths = {}
-    for site in maps:
-        module = modules.get(Site.parse(split_range_key(site)[0]).name)
-        weight = getattr(module, "weight", None)
-        if isinstance(weight, torch.Tensor):
-            widths[site] = int(weight.shape[0])
-    check_compatible(maps, widths)
+    check_compatible(maps, site_widths(denoiser(pipe), maps, maps))
     return maps
 
 

@@ -41,7 +41,7 @@ from act_core.mapfile import load_maps, save_maps
 from act_core.maps import TransportMap
 from act_core.mapset import MapSet, check_compatible, prompt_hash
 from act_core.record import Recorder, record_activations
-from act_core.sites import Site, resolve_sites
+from act_core.sites import Site, resolve_sites, site_widths
 
 __all__ = [
     "SKIP_FIRST_TOKEN",
@@ -342,24 +342,7 @@ def check_model_hint(maps: Mapping[str, TransportMap], model: Any) -> None:
             f"these maps were fitted on {name}: " + ", ".join(wrong)
             + f"; they do not fit {current['name_or_path'] or type(model).__name__}. "
             "Fix: fit maps for this model (act fit --model ...) or load the matching file.")
-    modules = dict(model.named_modules())
-    widths = {site: w for site in maps
-              if (w := _site_width(modules.get(Site.parse(site).name))) is not None}
-    check_compatible({site: maps[site] for site in widths}, widths)
-
-
-def _site_width(module: Any) -> int | None:
-    """Output width of a module when it can be read from its parameters (None: unknown)."""
-    if module is None:
-        return None
-    if isinstance(module, torch.nn.Linear):
-        return module.out_features
-    weight = getattr(module, "weight", None)
-    if isinstance(weight, torch.Tensor) and weight.ndim == 1:
-        return int(weight.shape[0])
-    if type(module).__name__ == "Conv1D" and isinstance(weight, torch.Tensor):
-        return int(weight.shape[1])  # GPT-2's transposed linear: weight (in, out)
-    return None
+    check_compatible(maps, site_widths(model, maps, maps))
 
 
 def load_lm_maps(path: Any, model: Any | None = None) -> MapSet:
