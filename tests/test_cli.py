@@ -226,3 +226,18 @@ def test_generate_with_two_map_files_applies_them_in_order(model_dir, texts, tmp
             nested = model(**batch).logits
         plain = model(**batch).logits
     assert torch.equal(composed, nested) and not torch.equal(composed, plain)
+
+
+def test_info_into_a_pipe_closed_early_is_not_an_error():
+    """`act info maps.safetensors | head -1`: the reader leaves, act exits 0 without a trace."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    maps = Path(__file__).resolve().parents[1] / "toyworld/maps/toyworld_striped.safetensors"
+    proc = subprocess.Popen([sys.executable, "-m", "act_core.hf.cli", "info", str(maps)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # before act has written anything: every write meets a closed pipe
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0, err
+    assert "Traceback" not in err and "BrokenPipe" not in err, err

@@ -8,11 +8,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from act_core.errors import ActError
+from act_core.estimators import ESTIMATORS
 
 __all__ = ["build_parser", "main"]
 
@@ -62,8 +64,7 @@ def _add_fit(sub) -> None:
                         "globs or 're:<regex>' over module names (default: attn_out, the "
                         "attention output projections; see docs/llm.md for why)")
     p.add_argument("--method", default="linear_act",
-                   choices=("linear_act", "mean_act", "gaussian_ot", "aura", "diff_means",
-                            "lineas"),
+                   choices=(*ESTIMATORS, "lineas"),
                    help="estimator; lineas learns every site jointly, end to end, through the "
                         "model (LinEAS; its options below)")
     lin = p.add_argument_group("lineas")
@@ -335,10 +336,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
-        return _COMMANDS[args.command](args)
+        status = _COMMANDS[args.command](args)
+        sys.stdout.flush()  # here, so that a reader that left early is caught below
+        return status
     except ActError as error:
         print(f"act {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `act info maps.safetensors | head`: the reader left, not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":
