@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-__all__ = ["RECIPES", "Recipe", "TOKENS", "conds", "norm_sites"]
+__all__ = ["RECIPES", "Recipe", "TOKENS", "build", "conds", "norm_sites"]
 TOKENS = 7  # text tokens per conditioning
 
 # unet_config as comfy.model_detection reads it from a checkpoint, at toy sizes
@@ -83,3 +83,20 @@ def norm_sites(diffusion_model: nn.Module) -> dict[str, tuple[int, str]]:
         elif isinstance(m, nn.LayerNorm):
             sites[name] = (m.normalized_shape[-1], "tokens")
     return sites
+
+
+def build(name: str):
+    """``(recipe, patcher)``: the tiny ``name`` model as ComfyUI would load it (its
+    ``supported_models`` config and ``unet_config``), seeded random weights, wrapped in a CPU
+    ``ModelPatcher``. Needs ComfyUI importable (the tests' ``act_pack`` fixture)."""
+    import comfy.model_patcher
+    import comfy.supported_models
+
+    from .family_recipes import init_weights
+
+    recipe = RECIPES[name]
+    config = getattr(comfy.supported_models, recipe.config)(recipe.unet_config)
+    model = config.get_model({})
+    init_weights(model.diffusion_model, seed=0)
+    cpu = torch.device("cpu")
+    return recipe, comfy.model_patcher.ModelPatcher(model, load_device=cpu, offload_device=cpu)

@@ -17,7 +17,6 @@ import torch
 from torch import nn
 
 from harness import tiny_families
-from harness.family_recipes import init_weights
 
 pytestmark = pytest.mark.comfyui
 
@@ -148,15 +147,8 @@ def test_unbounded_export_of_bounded_maps_is_explicit(act_pack, toy, loras):
 
 @pytest.mark.parametrize("family", ["sdxl", "flux"])
 def test_tiny_models_lora_equals_folded_transport(act_pack, loras, family):
-    import comfy.model_patcher
-    import comfy.supported_models
-
-    recipe = tiny_families.RECIPES[family]
-    config = getattr(comfy.supported_models, recipe.config)(recipe.unet_config)
-    base = config.get_model({})
-    init_weights(base.diffusion_model, seed=0)
-    cpu = torch.device("cpu")
-    model = comfy.model_patcher.ModelPatcher(base, load_device=cpu, offload_device=cpu)
+    recipe, model = tiny_families.build(family)
+    base = model.model
     gen = torch.Generator().manual_seed(1)
     (positive,), (negative,) = (tiny_families.conds(recipe, 1, gen),
                                 tiny_families.conds(recipe, 1, gen))

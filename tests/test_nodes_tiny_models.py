@@ -21,8 +21,7 @@ import torch
 from torch import nn
 
 from act_core.patch import interventions
-from harness.family_recipes import init_weights
-from harness.tiny_families import RECIPES, conds, norm_sites
+from harness.tiny_families import RECIPES, build, conds, norm_sites
 
 pytestmark = [pytest.mark.comfyui, pytest.mark.usefixtures("one_thread")]
 
@@ -36,15 +35,8 @@ def nodes(act_pack):
 
 @pytest.fixture(scope="module", params=list(RECIPES))
 def tiny(request, act_pack):
-    import comfy.model_patcher
-    import comfy.supported_models
-
-    recipe = RECIPES[request.param]
-    config = getattr(comfy.supported_models, recipe.config)(recipe.unet_config)
-    model = config.get_model({})
-    init_weights(model.diffusion_model, seed=0)
-    cpu = torch.device("cpu")
-    patcher = comfy.model_patcher.ModelPatcher(model, load_device=cpu, offload_device=cpu)
+    recipe, patcher = build(request.param)
+    model = patcher.model
     gen = torch.Generator().manual_seed(1)
     source, target = conds(recipe, 3, gen), conds(recipe, 3, gen, shift=0.5)
     (positive,), (negative,) = conds(recipe, 1, gen), conds(recipe, 1, gen)

@@ -16,7 +16,6 @@ import torch
 
 from act_core.patch import interventions
 from harness import tiny_families
-from harness.family_recipes import init_weights
 
 pytestmark = [pytest.mark.comfyui, pytest.mark.usefixtures("one_thread")]
 STEPS, CFG, SEED = 4, 2.0, 7
@@ -31,16 +30,9 @@ def nodes(act_pack):
 
 @pytest.fixture(scope="module")
 def tiny(act_pack, nodes):
-    import comfy.model_patcher
-    import comfy.supported_models
-
     recipes = tiny_families
-    recipe = recipes.RECIPES["sdxl"]
-    config = getattr(comfy.supported_models, recipe.config)(recipe.unet_config)
-    model = config.get_model({})
-    init_weights(model.diffusion_model, seed=0)
-    cpu = torch.device("cpu")
-    patcher = comfy.model_patcher.ModelPatcher(model, load_device=cpu, offload_device=cpu)
+    recipe, patcher = recipes.build("sdxl")
+    model = patcher.model
     gen = torch.Generator().manual_seed(1)
     source = recipes.conds(recipe, 3, gen)
     up, down = recipes.conds(recipe, 3, gen, shift=0.5), recipes.conds(recipe, 3, gen,
