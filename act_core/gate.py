@@ -46,13 +46,16 @@ from .errors import FitError, MapError
 if TYPE_CHECKING:
     from .maps import TransportMap
 
-__all__ = ["GATE_CHOICES", "POOLINGS", "RAMPS", "Gate", "apply_gate", "check_ungated", "fit_gate",
-           "gate_maps", "gate_values", "is_gated", "select_gate", "ungated"]
+__all__ = ["DEFAULT_RAMP", "GATE_CHOICES", "POOLINGS", "RAMPS", "Gate", "apply_gate",
+           "check_ungated", "fit_gate", "gate_maps", "gate_values", "is_gated", "select_gate",
+           "ungated"]
 
 #: How a gate reduces a (B, T, D) tokens output: one value per item, or one per token.
 POOLINGS: tuple[str, ...] = ("item", "token", "prefix")
 #: Where the ramp sits when the pooled source and target scores overlap (see above).
 RAMPS: tuple[str, ...] = ("balanced", "strict")
+#: The ramp a plain "learned" gate gets (AcT Learn Transport; docs/results_gate.md).
+DEFAULT_RAMP = "balanced"
 #: Apply-time choices: ``off`` applies the ungated maps, ``learned`` the stored gates.
 GATE_CHOICES: tuple[str, ...] = ("off", "learned")
 _EPS = 1e-3  # variance floor, relative to the mean pooled variance
@@ -270,7 +273,7 @@ def select_gate(maps: Mapping[str, TransportMap], gate: str) -> Mapping[str, Tra
 
 def gate_maps(maps: Mapping[str, TransportMap], source: Mapping[str, torch.Tensor],
               target: Mapping[str, torch.Tensor], pooling: str = "item",
-              ramp: str = "balanced") -> dict[str, TransportMap]:
+              ramp: str = DEFAULT_RAMP) -> dict[str, TransportMap]:
     """Fit one gate per site from the pooled samples the maps were fitted on.
 
     Parameters

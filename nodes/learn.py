@@ -15,7 +15,7 @@ from comfy_api.latest import IO
 
 from ..act_core import ESTIMATORS, MapSet, fit_sites, prompt_hash
 from ..act_core.diagnose import Diagnosis, diagnose
-from ..act_core.gate import gate_maps
+from ..act_core.gate import DEFAULT_RAMP, RAMPS, gate_maps
 from ..act_core.lineas import LineasConfig
 from . import memo
 from .chart import diagnosis_image
@@ -47,12 +47,21 @@ log = logging.getLogger(__name__)
 SITE_CHOICES = ["auto", *preset_names(), "custom"]
 SUPPORT_CHOICES = ["minmax", "unbounded", "q0.01-0.99", "q0.05-0.95"]
 METHOD_CHOICES = [*ESTIMATORS, "lineas"]
+#: AcT Learn Transport's gate input: "learned" takes act_core.gate.DEFAULT_RAMP.
+LEARN_GATES = ("off", "learned", *(f"learned {ramp}" for ramp in RAMPS))
 
 
 def lineas_candidates(arch: str) -> list[str]:
     """``auto`` with LinEAS: every preset's sites of the architecture together (the candidates;
     LinEAS's sparsity and the diagnostics say which it used)."""
     return list(dict.fromkeys(p for preset in SITE_PRESETS[arch].values() for p in preset))
+
+
+def learn_gate(choice: str) -> bool | str:
+    """The ``gate`` argument of :func:`learn_maps` for one of :data:`LEARN_GATES`."""
+    if choice not in LEARN_GATES:
+        raise ValueError(f"gate must be one of {LEARN_GATES}, found {choice!r}")
+    return False if choice == "off" else choice.removeprefix("learned").strip() or DEFAULT_RAMP
 
 
 def parse_prompts(text: str, which: str) -> list[str]:
@@ -196,7 +205,7 @@ def learn_and_diagnose(model, src_conds: list, tgt_conds: list, *, source=None, 
                          samples["transported"] or None)
     if gate:  # one gate per site and range, from the same pooled samples: no extra pass
         maps = gate_maps(maps, samples["source"], samples["target"], pooling="item",
-                         ramp=gate if isinstance(gate, str) else "balanced")
+                         ramp=gate if isinstance(gate, str) else DEFAULT_RAMP)
     metadata = {
         "model": {"family": family_of(model), "arch": type(diffusion_model).__name__,
                   "config": type(model.model.model_config).__name__, "target": "diffusion_model"},
@@ -208,6 +217,8 @@ def learn_and_diagnose(model, src_conds: list, tgt_conds: list, *, source=None, 
                      if collect == "trajectory" else {}),
                   "sites": sites, "patterns": patterns, "incremental": incremental,
                   "gate": "learned" if gate else "off",
+                  **({"gate_ramp": gate if isinstance(gate, str) else DEFAULT_RAMP}
+                     if gate else {}),
                   "stages": stages, "seed": seed, "latent_shape": list(lat.shape),
                   "source_prompts": len(src_conds), "target_prompts": len(tgt_conds),
                   **({"lineas": vars(lineas or LineasConfig(seed=seed))}
@@ -329,13 +340,17 @@ class ActLearnTransport(IO.ComfyNode):
                                tooltip="For lineas: switches off sites that are not needed "
                                        "(group penalty; 0 = keep all). The diagnostics show "
                                        "which sites were kept."),
-                IO.Combo.Input("gate", options=["off", "learned"], default="off", optional=True,
+                IO.Combo.Input("gate", options=list(LEARN_GATES), default="off", optional=True,
                                tooltip="learned: also learn, per site, a gate from the same "
                                        "recordings (no extra pass) that says how much each "
                                        "image looks like the source prompts; AcT Apply "
                                        "Transport then scales the strength by it, so images "
                                        "without the concept are left as they are. Gated "
-                                       "maps cannot be folded or exported as a LoRA."),
+                                       "maps cannot be folded or exported as a LoRA. "
+                                       "The ramp: learned balanced runs between the two "
+                                       "classes' medians, learned strict leaves every "
+                                       "training target image at gate 0; learned = "
+                                       f"{DEFAULT_RAMP}."),
             ],
             outputs=[IO.Custom("ACT_MAPS").Output(display_name="maps",
                                                   tooltip="The fitted transport maps."),
@@ -362,7 +377,7 @@ class ActLearnTransport(IO.ComfyNode):
                         method=method, support=support, incremental=incremental,
                         stages=stages, collect_at=collect_at, timestep_ranges=timestep_ranges,
                         seed=seed, samples_per_prompt=samples_per_prompt, collect=collect,
-                        trajectory_steps=trajectory_steps, gate=gate == "learned")
+                        trajectory_steps=trajectory_steps, gate=learn_gate(gate))
         config = LineasConfig(steps=lineas_steps, batch_size=lineas_batch, lr=lineas_lr,
                               group=sparsity, seed=seed)
         key = memo.fingerprint(model, (src_conds, tgt_conds),
