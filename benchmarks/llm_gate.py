@@ -156,6 +156,7 @@ def run(args) -> dict:
                 gated, samples["source"], samples["target"], pooling, ramp)
     prompts = payload["eval"]
     benign = [p for p, q in zip(prompts, payload["eval_toxic_prob"]) if q < 0.5]
+    rates = speed(model, tokenizer, variants, args) if args.speed_first else {}
     rows = {}
     for name, maps in variants.items():
         if args.rows != "all" and (name.startswith("gated_")) != (args.rows == "gated"):
@@ -171,10 +172,14 @@ def run(args) -> dict:
         rows[name] = {"sampled": sampled, "greedy": greedy, "ppl": ppl,
                       "seconds": time.perf_counter() - begin}
         log.info("%s: ppl %.3f (%.0f s)", name, ppl, rows[name]["seconds"])
+        partial = {"args": vars(args), "partial": True, "n_prompts": len(prompts),
+                   "n_benign": len(benign), "sites": len(gated), "tokens_per_s": rates,
+                   "rows": rows}  # the rows so far, readable by 'score' while it runs
+        args.out.write_text(json.dumps(partial, indent=1, default=str) + "\n", encoding="utf-8")
     result = {"args": vars(args), "device": _device_name(args.device), "fit_seconds": fit_s,
               "n_prompts": len(prompts), "n_benign": len(benign), "sites": len(gated),
               "gate_auroc_median": statistics.median(t.gate.auroc for t in gated.values()),
-              "tokens_per_s": speed(model, tokenizer, variants, args), "rows": rows}
+              "tokens_per_s": rates or speed(model, tokenizer, variants, args), "rows": rows}
     if "none" in rows:
         compare(result)
     args.out.write_text(json.dumps(result, indent=1, default=str) + "\n", encoding="utf-8")
@@ -225,6 +230,8 @@ def score(result: dict) -> dict:
     except Exception as error:  # noqa: BLE001 - scored later, on a machine with the classifier
         log.warning("no toxicity classifier here (%s): run 'llm_gate.py score FILE' later", error)
         return result
+    if "none" in result["rows"]:
+        compare(result)
     if not {"none", "ungated"} <= set(result["rows"]):
         return result  # one half of a split run: 'merge' scores the whole
     rows, base = result["rows"], result["rows"]["none"]["toxic"]
@@ -269,6 +276,8 @@ def main(argv=None) -> None:
                    help="gate ramps (act_core.gate.RAMPS) to run, each with every pooling")
     r.add_argument("--speed-tokens", type=int, default=64)
     r.add_argument("--speed-rounds", type=int, default=5)
+    r.add_argument("--speed-first", action="store_true",
+                   help="measure tokens/s before the rows (kept if the run is stopped early)")
     r.add_argument("--out", type=Path, required=True)
     r.add_argument("--rows", choices=["all", "baselines", "gated"], default="all",
                    help="generate every row, or only unsteered + ungated (baselines) or only "
