@@ -20,6 +20,13 @@ Three ways to run it::
     python -m benchmarks.llm_gate run --out benchmarks/results/llm_gate.json
     python -m benchmarks.llm_gate run --limit 6 --seeds 0 --ppl-texts 4 --max-new-tokens 8 \
         --speed-tokens 8 --out out/llm_gate_tiny.json
+    # choose pooling x ramp on dev, then eval once; --rows splits a run into two processes
+    python -m benchmarks.llm_gate run --split dev --limit 45 --seeds 0 --ppl-texts 16 \
+        --ramps strict balanced --poolings token prefix --out out/llm_gate_dev.json
+    python -m benchmarks.llm_gate run --seeds 0 --rows baselines --out out/base.json &
+    python -m benchmarks.llm_gate run --seeds 0 --rows gated --ramps strict --poolings prefix \
+        --speed-first --out out/gated.json
+    python -m benchmarks.llm_gate merge out/base.json out/gated.json --out llm_gate_eval.json
     # a GPU machine with torch + transformers only: pack here, carry .gpu/llm_a then .gpu/llm_b
     # (each under 64 MiB: the GGUF weights travel in two halves), run there, score here
     python -m benchmarks.llm_gate pack
