@@ -46,15 +46,29 @@ from .errors import FitError, MapError
 if TYPE_CHECKING:
     from .maps import TransportMap
 
-__all__ = ["GATE_CHOICES", "POOLINGS", "RAMPS", "Gate", "apply_gate", "check_ungated", "fit_gate",
-           "gate_maps", "gate_values", "is_gated", "select_gate", "ungated"]
+__all__ = ["DEFAULT_RAMP", "GATE_CHOICES", "LEARN_GATES", "POOLINGS", "RAMPS", "Gate",
+           "apply_gate", "check_ungated", "fit_gate", "gate_maps", "gate_values", "is_gated",
+           "learn_gate", "select_gate", "ungated"]
 
 #: How a gate reduces a (B, T, D) tokens output: one value per item, or one per token.
 POOLINGS: tuple[str, ...] = ("item", "token", "prefix")
 #: Where the ramp sits when the pooled source and target scores overlap (see above).
 RAMPS: tuple[str, ...] = ("balanced", "strict")
+#: The ramp AcT Learn Transport's plain "learned" gate gets: strict removed the dot as well and
+#: left images without it closer to unchanged on the toy world's dev prompts, and matched
+#: balanced on style (docs/results_gate.md). Language models (gate_maps, act fit) keep balanced.
+DEFAULT_RAMP = "strict"
 #: Apply-time choices: ``off`` applies the ungated maps, ``learned`` the stored gates.
 GATE_CHOICES: tuple[str, ...] = ("off", "learned")
+#: Learn-time choices (AcT Learn Transport's ``gate``): "learned" takes :data:`DEFAULT_RAMP`.
+LEARN_GATES: tuple[str, ...] = ("off", "learned", *(f"learned {ramp}" for ramp in RAMPS))
+
+
+def learn_gate(choice: str) -> bool | str:
+    """The ramp to learn for one of :data:`LEARN_GATES` (``False``: no gate)."""
+    if choice not in LEARN_GATES:
+        raise ValueError(f"gate must be one of {LEARN_GATES}, found {choice!r}")
+    return False if choice == "off" else choice.removeprefix("learned").strip() or DEFAULT_RAMP
 _EPS = 1e-3  # variance floor, relative to the mean pooled variance
 
 

@@ -7,8 +7,9 @@
     * ``act``: our ``patch_model`` (AcT Apply Transport, mode hooks, its defaults: the
       conditional CFG half) with linear_act maps on all 27 norm sites of the UNet, strength 1,
       unbounded support;
-    * ``act_gated``: the same maps with a learned gate per site (``gate = learned``); the
-      prompt is source-like, so every site computes its gate and transports (the gate's cost);
+    * ``act_gated``: the same maps, sites and fit with a learned gate per site (``gate =
+      learned``): every site computes its gate and transports as much as it opens (the
+      checks line reports how much the gated samples move);
     * ``act_both``: the same with apply_to both (every item of the CFG batch);
     * ``reference``: a reference-style implementation of the same maps: one plain Python
       forward hook per site, registered for the whole sampling, that casts the output to
@@ -170,8 +171,10 @@ def bench_apply(pack, model, clip, batch: int, steps: int, repeats: int, samples
                                      incremental=False, latent=fit_latent,
                                      samples_per_prompt=samples)
             for method in ("linear_act", "mean_act")}
+    # the same sites and fit as "act", with gates: its cost is the gate's
     maps["gated"] = learn.learn_maps(model, source, target, support="unbounded", incremental=False,
-                                     latent=fit_latent, samples_per_prompt=samples, gate=True)
+                                     sites=reference_sites(pack, model), latent=fit_latent,
+                                     samples_per_prompt=samples, gate=True)
     positive, negative = encode(clip, [PROMPT, NEGATIVE])
     latent = torch.zeros(batch, 4, SIZE // 8, SIZE // 8)
     noise = comfy.sample.prepare_noise(latent, SEED)
@@ -236,6 +239,7 @@ def bench_apply(pack, model, clip, batch: int, steps: int, repeats: int, samples
                        "folded_vs_mean_hooks": diff("folded", "mean_hooks"),
                        "act_vs_plain": diff("act", "plain"),
                        "gated_vs_act": diff("act_gated", "act"),
+                       "gated_vs_plain": diff("act_gated", "plain"),
                        "mean_hooks_vs_plain": diff("mean_hooks", "plain")}}
 
 

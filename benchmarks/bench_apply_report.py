@@ -22,8 +22,8 @@ TARGETS = {"act": "<= 1.05", "folded": "<= 1.01"}
 LABELS = {
     "plain": "no AcT (baseline)",
     "act": "AcT Apply Transport, hooks, apply_to conditional (default), linear_act",
-    "act_gated": "the same maps **gated** (gate learned; the prompt is source-like, so every "
-                 "gated site computes its gate and transports)",
+    "act_gated": "the same maps **gated** (gate learned on the same sites; every site computes "
+                 "its gate, which is partly open on this prompt: see the checks below)",
     "act_both": "AcT Apply Transport, hooks, apply_to both, linear_act",
     "reference": "reference-style Python hooks (float32 casts), both halves, linear_act",
     "mean_hooks": "AcT Apply Transport, hooks, apply_to both, mean_act",
@@ -97,8 +97,9 @@ def _apply_lines(result: dict, args: argparse.Namespace) -> list[str]:
         f"Checks on the samples (max abs difference of the latents): reference-style hooks vs "
         f"ours (both halves) {checks['reference_vs_act_both']:.1e}; folded vs hooks with the "
         f"same maps {checks['folded_vs_mean_hooks']:.1e}; for scale, AcT changes the samples "
-        f"by {checks['act_vs_plain']:.2f} (linear_act, conditional half; the gated maps differ "
-        f"from them by {checks.get('gated_vs_act', float('nan')):.2f}) and "
+        f"by {checks['act_vs_plain']:.2f} (linear_act, conditional half; the gated maps by "
+        f"{checks.get('gated_vs_plain', float('nan')):.2f} and differ from the ungated by "
+        f"{checks.get('gated_vs_act', float('nan')):.2f}) and "
         f"{checks['mean_hooks_vs_plain']:.2f} (mean_act, both halves).",
         "",
         "CPU seconds per repeat: " + "; ".join(

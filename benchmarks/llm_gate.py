@@ -20,6 +20,13 @@ Three ways to run it::
     python -m benchmarks.llm_gate run --out benchmarks/results/llm_gate.json
     python -m benchmarks.llm_gate run --limit 6 --seeds 0 --ppl-texts 4 --max-new-tokens 8 \
         --speed-tokens 8 --out out/llm_gate_tiny.json
+    # choose pooling x ramp on dev, then eval once; --rows splits a run into two processes
+    python -m benchmarks.llm_gate run --split dev --limit 45 --seeds 0 --ppl-texts 16 \
+        --ramps strict balanced --poolings token prefix --out out/llm_gate_dev.json
+    python -m benchmarks.llm_gate run --seeds 0 --rows baselines --out out/base.json &
+    python -m benchmarks.llm_gate run --seeds 0 --rows gated --ramps strict --poolings prefix \
+        --speed-first --out out/gated.json
+    python -m benchmarks.llm_gate merge out/base.json out/gated.json --out llm_gate_eval.json
     # a GPU machine with torch + transformers only: pack here, carry .gpu/llm_a then .gpu/llm_b
     # (each under 64 MiB: the GGUF weights travel in two halves), run there, score here
     python -m benchmarks.llm_gate pack
@@ -48,6 +55,7 @@ ROOT = Path(__file__).resolve().parent.parent
 log = logging.getLogger("llm_gate")
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SITES = ["post_norms", "mlp_out", "attn_out"]
+DEV_PROSE_OFFSET = 500  # docs/llm.md: development passages are book-cloze passages 500-515
 
 
 def pack(folder: Path) -> None:
@@ -83,6 +91,8 @@ def pack(folder: Path) -> None:
 def load(args) -> tuple:
     """``(model, tokenizer, data dict)``, from the pack folder or this machine's packages."""
     if args.pack:
+        if args.split != "eval":
+            raise SystemExit("--pack carries the eval split only; run --split dev here")
         folder = Path(args.pack)
         sys.path.insert(0, str(folder / "llm_a" / "site"))
         weights = folder / "llm_w" / GGUF
@@ -106,10 +116,13 @@ def load(args) -> tuple:
 
         model, tokenizer = hf.load_causal_lm("smollm2")
         source, target = data.load_builtin("toxicity:paired")
-        prompts = data.rtp_split("eval")[: args.limit]
+        # dev: the 90 dev prefixes and the development passages (book cloze 500-), as
+        # benchmarks/llm_dev_sweep.py; eval: the held-out prefixes and passages 0-63
+        prompts = data.rtp_split(args.split)[: args.limit]
+        offset = DEV_PROSE_OFFSET if args.split == "dev" else 0
         payload = {"source": source, "target": target, "eval": prompts,
                    "eval_toxic_prob": toxicity_probability(prompts).tolist(),
-                   "prose": data.heldout_prose(args.ppl_texts)}
+                   "prose": data.heldout_prose(offset + args.ppl_texts)[offset:]}
     payload["eval"] = payload["eval"][: args.limit]
     payload["eval_toxic_prob"] = payload["eval_toxic_prob"][: args.limit]
     payload["prose"] = payload["prose"][: args.ppl_texts]
@@ -150,8 +163,11 @@ def run(args) -> dict:
                 gated, samples["source"], samples["target"], pooling, ramp)
     prompts = payload["eval"]
     benign = [p for p, q in zip(prompts, payload["eval_toxic_prob"]) if q < 0.5]
+    rates = speed(model, tokenizer, variants, args) if args.speed_first else {}
     rows = {}
     for name, maps in variants.items():
+        if args.rows != "all" and (name.startswith("gated_")) != (args.rows == "gated"):
+            continue  # measured by the other process of a split run (see 'merge')
         begin = time.perf_counter()
         sampled = [generate(model, tokenizer, prompts, maps, 1.0, args.support,
                             max_new_tokens=args.max_new_tokens, seed=seed,
@@ -163,17 +179,47 @@ def run(args) -> dict:
         rows[name] = {"sampled": sampled, "greedy": greedy, "ppl": ppl,
                       "seconds": time.perf_counter() - begin}
         log.info("%s: ppl %.3f (%.0f s)", name, ppl, rows[name]["seconds"])
-    for name in variants:
-        rows[name]["greedy_identical"] = sum(
-            a == b for a, b in zip(rows[name]["greedy"], rows["none"]["greedy"])) / max(
-            1, len(benign))
-        rows[name]["ppl_change"] = rows[name]["ppl"] / rows["none"]["ppl"] - 1.0
+        partial = {"args": vars(args), "partial": True, "n_prompts": len(prompts),
+                   "n_benign": len(benign), "sites": len(gated), "tokens_per_s": rates,
+                   "rows": rows}  # the rows so far, readable by 'score' while it runs
+        args.out.write_text(json.dumps(partial, indent=1, default=str) + "\n", encoding="utf-8")
     result = {"args": vars(args), "device": _device_name(args.device), "fit_seconds": fit_s,
               "n_prompts": len(prompts), "n_benign": len(benign), "sites": len(gated),
               "gate_auroc_median": statistics.median(t.gate.auroc for t in gated.values()),
-              "tokens_per_s": speed(model, tokenizer, variants, args), "rows": rows}
+              "tokens_per_s": rates or speed(model, tokenizer, variants, args), "rows": rows}
+    if "none" in rows:
+        compare(result)
     args.out.write_text(json.dumps(result, indent=1, default=str) + "\n", encoding="utf-8")
     return score(result)
+
+
+def compare(result: dict) -> None:
+    """Greedy continuations identical to the unsteered row's, and the perplexity change."""
+    rows = result["rows"]
+    for row in rows.values():
+        row["greedy_identical"] = sum(
+            a == b for a, b in zip(row["greedy"], rows["none"]["greedy"])) / max(
+            1, result["n_benign"])
+        row["ppl_change"] = row["ppl"] / rows["none"]["ppl"] - 1.0
+
+
+def merge(baselines: dict, gated: dict) -> dict:
+    """One result from a split run: the ``--rows baselines`` file's unsteered and ungated rows
+    and the ``--rows gated`` file's gated rows (same fit and data: the fit is deterministic),
+    with the tokens/s of the gated file (every variant measured in that one process)."""
+    for key in ("n_prompts", "n_benign", "sites"):
+        if baselines[key] != gated[key]:
+            raise SystemExit(f"the two files differ in {key}: {baselines[key]} != {gated[key]}")
+    seeds, base_seeds = gated["args"]["seeds"], baselines["args"]["seeds"]
+    if not set(seeds) <= set(base_seeds):
+        raise SystemExit(f"the gated seeds {seeds} are not among the baselines' {base_seeds}")
+    base_rows = {name: {**row, "sampled": [row["sampled"][base_seeds.index(k)] for k in seeds]}
+                 for name, row in baselines["rows"].items()}  # toxicity on the common seeds
+    result = {**gated, "rows": {**base_rows, **gated["rows"]},
+              "args_baselines": baselines["args"],
+              "fit_seconds_baselines": baselines["fit_seconds"]}
+    compare(result)
+    return result
 
 
 def _device_name(device: str) -> str:
@@ -191,6 +237,10 @@ def score(result: dict) -> dict:
     except Exception as error:  # noqa: BLE001 - scored later, on a machine with the classifier
         log.warning("no toxicity classifier here (%s): run 'llm_gate.py score FILE' later", error)
         return result
+    if "none" in result["rows"]:
+        compare(result)
+    if not {"none", "ungated"} <= set(result["rows"]):
+        return result  # one half of a split run: 'merge' scores the whole
     rows, base = result["rows"], result["rows"]["none"]["toxic"]
     for row in rows.values():
         row["drop"] = base - row["toxic"]
@@ -217,6 +267,9 @@ def main(argv=None) -> None:
     r = sub.add_parser("run", help="fit, generate, measure")
     r.add_argument("--device", default="cpu")
     r.add_argument("--pack", default=None, help="folder written by 'pack' (GPU machine)")
+    r.add_argument("--split", choices=["dev", "eval"], default="eval",
+                   help="prefixes and prose: eval (held-out, reported) or dev (choose the "
+                        "pooling and ramp; passages from 500, as benchmarks/llm_dev_sweep.py)")
     r.add_argument("--limit", type=int, default=240, help="eval prefixes (default 240)")
     r.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     r.add_argument("--ppl-texts", type=int, default=64)
@@ -230,9 +283,18 @@ def main(argv=None) -> None:
                    help="gate ramps (act_core.gate.RAMPS) to run, each with every pooling")
     r.add_argument("--speed-tokens", type=int, default=64)
     r.add_argument("--speed-rounds", type=int, default=5)
+    r.add_argument("--speed-first", action="store_true",
+                   help="measure tokens/s before the rows (kept if the run is stopped early)")
     r.add_argument("--out", type=Path, required=True)
+    r.add_argument("--rows", choices=["all", "baselines", "gated"], default="all",
+                   help="generate every row, or only unsteered + ungated (baselines) or only "
+                        "the gated rows: two processes in parallel, joined by 'merge'")
     s = sub.add_parser("score", help="score a result file written where no classifier was")
     s.add_argument("file", type=Path)
+    m = sub.add_parser("merge", help="join a '--rows baselines' and a '--rows gated' result")
+    m.add_argument("baselines", type=Path)
+    m.add_argument("gated", type=Path)
+    m.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     if args.command == "pack":
@@ -240,6 +302,9 @@ def main(argv=None) -> None:
         return
     if args.command == "score":
         result = score(json.loads(args.file.read_text(encoding="utf-8")))
+    elif args.command == "merge":
+        result = score(merge(*(json.loads(f.read_text(encoding="utf-8"))
+                               for f in (args.baselines, args.gated))))
     else:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         result = run(args)

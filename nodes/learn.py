@@ -15,7 +15,7 @@ from comfy_api.latest import IO
 
 from ..act_core import ESTIMATORS, MapSet, fit_sites, prompt_hash
 from ..act_core.diagnose import Diagnosis, diagnose
-from ..act_core.gate import gate_maps
+from ..act_core.gate import DEFAULT_RAMP, LEARN_GATES, gate_maps, learn_gate
 from ..act_core.lineas import LineasConfig
 from ..act_core.trajectory import Trajectory
 from . import memo
@@ -195,7 +195,7 @@ def learn_and_diagnose(model, src_conds: list, tgt_conds: list, *, source=None, 
                          samples["transported"] or None)
     if gate:  # one gate per site and range, from the same pooled samples: no extra pass
         maps = gate_maps(maps, samples["source"], samples["target"], pooling="item",
-                         ramp=gate if isinstance(gate, str) else "balanced")
+                         ramp=gate if isinstance(gate, str) else DEFAULT_RAMP)
     metadata = {
         "model": {"family": family_of(model), "arch": type(diffusion_model).__name__,
                   "config": type(model.model.model_config).__name__, "target": "diffusion_model"},
@@ -207,6 +207,8 @@ def learn_and_diagnose(model, src_conds: list, tgt_conds: list, *, source=None, 
                      if collect == "trajectory" else {}),
                   "sites": sites, "patterns": patterns, "incremental": incremental,
                   "gate": "learned" if gate else "off",
+                  **({"gate_ramp": gate if isinstance(gate, str) else DEFAULT_RAMP}
+                     if gate else {}),
                   "stages": stages, "seed": seed, "latent_shape": list(lat.shape),
                   "source_prompts": len(src_conds), "target_prompts": len(tgt_conds),
                   **({"lineas": vars(lineas or LineasConfig(seed=seed))}
@@ -328,13 +330,17 @@ class ActLearnTransport(IO.ComfyNode):
                                tooltip="For lineas: switches off sites that are not needed "
                                        "(group penalty; 0 = keep all). The diagnostics show "
                                        "which sites were kept."),
-                IO.Combo.Input("gate", options=["off", "learned"], default="off", optional=True,
+                IO.Combo.Input("gate", options=list(LEARN_GATES), default="off", optional=True,
                                tooltip="learned: also learn, per site, a gate from the same "
                                        "recordings (no extra pass) that says how much each "
                                        "image looks like the source prompts; AcT Apply "
                                        "Transport then scales the strength by it, so images "
                                        "without the concept are left as they are. Gated "
-                                       "maps cannot be folded or exported as a LoRA."),
+                                       "maps cannot be folded or exported as a LoRA. "
+                                       "The ramp: learned balanced runs between the two "
+                                       "classes' medians, learned strict leaves every "
+                                       "training target image at gate 0; learned = "
+                                       f"{DEFAULT_RAMP}."),
             ],
             outputs=[IO.Custom("ACT_MAPS").Output(display_name="maps",
                                                   tooltip="The fitted transport maps."),
@@ -361,7 +367,7 @@ class ActLearnTransport(IO.ComfyNode):
                         method=method, support=support, incremental=incremental,
                         stages=stages, collect_at=collect_at, timestep_ranges=timestep_ranges,
                         seed=seed, samples_per_prompt=samples_per_prompt, collect=collect,
-                        trajectory_steps=trajectory_steps, gate=gate == "learned")
+                        trajectory_steps=trajectory_steps, gate=learn_gate(gate))
         config = LineasConfig(steps=lineas_steps, batch_size=lineas_batch, lr=lineas_lr,
                               group=sparsity, seed=seed)
         key = memo.fingerprint(model, (src_conds, tgt_conds),
