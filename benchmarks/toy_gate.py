@@ -16,8 +16,8 @@ same maps applied at λ = 1 by AcT Apply Transport's function with ``gate = lear
 
 In-process (``benchmarks/toy_methods.Toy``: the checkpoint loaded with ComfyUI's loader, the
 pack's ``learn_maps`` and ``patch_model``, all prompts of a variant in one sampler call; on 2
-shared cores the server needs about 40 s per KSampler node, i.e. hours for this table). The
-server path is checked by ``tests/test_gate_server.py`` with :func:`graph`.
+shared cores the server needed about 40 s per KSampler node when this was written). The same
+table through the real server: ``python -m benchmarks.toy_gate_server`` (docs/results_gate.md).
 
 ``python -m benchmarks.toy_gate`` writes docs/results_gate.md and benchmarks/results/toy_gate.json.
 """
@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from evaluation.metrics import read_image
-from toyworld.experiments import CKPT, EXPERIMENTS, heldout_combos
+from toyworld.experiments import EXPERIMENTS, heldout_combos
 from toyworld.render import STYLES, Scene
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,44 +48,6 @@ def eval_sets(name: str) -> dict[str, list[Scene]]:
                 "source": [Scene(c, s, st, True) for st in STYLES for c, s in held]}
     return {"other": [Scene(c, s, st) for st in ("striped", "outlined") for c, s in held],
             "source": [Scene(c, s) for c, s in held]}
-
-
-def graph(exp, scenes: list[Scene], seeds: int, base_seed: int = 5000) -> dict:
-    """Learn once (gated), then sample every scene with the plain, gated and ungated model."""
-    g = {
-        "ckpt": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": CKPT}},
-        "neg": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["ckpt", 1]}},
-        "fitlat": {"class_type": "EmptyLatentImage",
-                   "inputs": {"width": 64, "height": 64, "batch_size": 8}},
-        "learn": {"class_type": "ActLearnTransport", "inputs": {
-            "model": ["ckpt", 0], "clip": ["ckpt", 1],
-            "source_prompts": "\n".join(exp.source), "target_prompts": "\n".join(exp.target),
-            "sites": exp.sites, "pattern": "", "method": "linear_act",
-            "support": exp.support, "incremental": True, "stages": 8, "collect_at": 0.0,
-            "timestep_ranges": 1, "seed": 0, "latent": ["fitlat", 0], "gate": "learned"}},
-        "lat": {"class_type": "EmptyLatentImage",
-                "inputs": {"width": 64, "height": 64, "batch_size": seeds}},
-    }
-    models = {"plain": ["ckpt", 0]}
-    for variant, gate in (("gated", "learned"), ("ungated", "off")):
-        g[f"apply_{variant}"] = {"class_type": "ActApplyTransport", "inputs": {
-            "model": ["ckpt", 0], "maps": ["learn", 0], "strength": 1.0,
-            "start_percent": 0.0, "end_percent": 1.0, "apply_to": "conditional",
-            "support": "from maps", "gate": gate}}
-        models[variant] = [f"apply_{variant}", 0]
-    for k, scene in enumerate(scenes):
-        g[f"pos{k}"] = {"class_type": "CLIPTextEncode",
-                        "inputs": {"text": scene.prompt, "clip": ["ckpt", 1]}}
-        for variant, model in models.items():
-            g[f"ks_{variant}_{k}"] = {"class_type": "KSampler", "inputs": {
-                "model": model, "positive": [f"pos{k}", 0], "negative": ["neg", 0],
-                "latent_image": ["lat", 0], "seed": base_seed + k, "steps": 20, "cfg": 5.0,
-                "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0}}
-            g[f"dec_{variant}_{k}"] = {"class_type": "VAEDecode", "inputs": {
-                "samples": [f"ks_{variant}_{k}", 0], "vae": ["ckpt", 2]}}
-            g[f"save_{variant}_{k}"] = {"class_type": "SaveImage", "inputs": {
-                "images": [f"dec_{variant}_{k}", 0], "filename_prefix": f"gate_{variant}_{k}"}}
-    return g
 
 
 def change(plain: list[np.ndarray], steered: list[np.ndarray]) -> dict:

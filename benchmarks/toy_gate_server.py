@@ -40,6 +40,7 @@ import numpy as np
 
 from benchmarks.toy_gate import eval_sets
 from evaluation.metrics import read_image
+from harness.comfy_server import add_sampling
 from toyworld.experiments import CKPT, EXPERIMENTS, fit_combos
 from toyworld.render import STYLES, Scene
 
@@ -110,14 +111,8 @@ def graph(exp, scene: Scene, seed: int, seeds: int, variants: list[str]) -> dict
                 "start_percent": 0.0, "end_percent": 1.0, "apply_to": "conditional",
                 "support": "from maps", "gate": gate}}
             model = [f"apply_{variant}", 0]
-        g[f"ks_{variant}"] = {"class_type": "KSampler", "inputs": {
-            "model": model, "positive": ["pos", 0], "negative": ["neg", 0],
-            "latent_image": ["lat", 0], "seed": seed, "steps": 20, "cfg": 5.0,
-            "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0}}
-        g[f"dec_{variant}"] = {"class_type": "VAEDecode", "inputs": {
-            "samples": [f"ks_{variant}", 0], "vae": ["ckpt", 2]}}
-        g[f"img_{variant}"] = {"class_type": "SaveImage", "inputs": {
-            "images": [f"dec_{variant}", 0], "filename_prefix": f"gate_{variant}"}}
+        add_sampling(g, f"_{variant}", model=model, positive=["pos", 0], seed=seed,
+                     prefix=f"gate_{variant}", names=("ks", "dec", "img"))
     return g
 
 

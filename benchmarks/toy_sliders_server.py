@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.toy_sliders_eval import _score, _where_changed
+from harness.comfy_server import add_sampling
 
 ROOT = Path(__file__).resolve().parent.parent
 log = logging.getLogger("toy_sliders_server")
@@ -109,14 +110,8 @@ def row_graph(shared: dict, model_node: str, prompts: list[str], steps: int) -> 
     for k, text in enumerate(prompts):
         g[f"pos{k}"] = {"class_type": "CLIPTextEncode", "inputs": {"text": text,
                                                                   "clip": ["ckpt", 1]}}
-        g[f"ks{k}"] = {"class_type": "KSampler", "inputs": {
-            "model": [model_node, 0], "positive": [f"pos{k}", 0], "negative": ["neg", 0],
-            "latent_image": ["lat", 0], "seed": 5000 + k, "steps": steps, "cfg": 5.0,
-            "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0}}
-        g[f"dec{k}"] = {"class_type": "VAEDecode", "inputs": {"samples": [f"ks{k}", 0],
-                                                             "vae": ["ckpt", 2]}}
-        g[f"save{k}"] = {"class_type": "SaveImage", "inputs": {
-            "images": [f"dec{k}", 0], "filename_prefix": f"sliders_{model_node}_{k}"}}
+        add_sampling(g, str(k), model=[model_node, 0], positive=[f"pos{k}", 0], seed=5000 + k,
+                     steps=steps, prefix=f"sliders_{model_node}_{k}")
     return g
 
 

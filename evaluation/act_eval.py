@@ -18,7 +18,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from harness.comfy_server import ComfyServer
+from harness.comfy_server import ComfyServer, add_sampling
 from toyworld.experiments import CKPT, EXPERIMENTS, Experiment
 from toyworld.render import STYLES
 
@@ -58,14 +58,8 @@ def _graph(exp: Experiment, strength: float, seeds: int, *, method: str, fit_bat
     for k, scene in enumerate(exp.heldout):
         g[f"pos{k}"] = {"class_type": "CLIPTextEncode",
                         "inputs": {"text": scene.prompt, "clip": ["ckpt", 1]}}
-        g[f"ks{k}"] = {"class_type": "KSampler", "inputs": {
-            "model": ["apply", 0], "positive": [f"pos{k}", 0], "negative": ["neg", 0],
-            "latent_image": ["lat", 0], "seed": base_seed + k, "steps": 20, "cfg": 5.0,
-            "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0}}
-        g[f"dec{k}"] = {"class_type": "VAEDecode", "inputs": {"samples": [f"ks{k}", 0],
-                                                             "vae": ["ckpt", 2]}}
-        g[f"save{k}"] = {"class_type": "SaveImage", "inputs": {
-            "images": [f"dec{k}", 0], "filename_prefix": f"{exp.name}_{k}"}}
+        add_sampling(g, str(k), model=["apply", 0], positive=[f"pos{k}", 0], seed=base_seed + k,
+                     prefix=f"{exp.name}_{k}")
     return g
 
 

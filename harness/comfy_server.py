@@ -28,7 +28,7 @@ from toyworld.checkpoint import CHECKPOINT_NAME, checkpoint_path
 
 from .comfy_env import COMFYUI_DIR
 
-__all__ = ["ComfyServer", "ComfyError", "free_port", "txt2img_graph"]
+__all__ = ["ComfyServer", "ComfyError", "add_sampling", "free_port", "txt2img_graph"]
 
 ROOT = Path(__file__).resolve().parent.parent
 PACK_NAME = "comfyui-activation-transport"
@@ -223,3 +223,19 @@ def txt2img_graph(prompt: str, seed: int, *, batch: int = 1, steps: int = 20, cf
         "6": {"class_type": "VAEDecode", "inputs": {"samples": ["5", 0], "vae": ["1", 2]}},
         "7": {"class_type": "SaveImage", "inputs": {"images": ["6", 0], "filename_prefix": prefix}},
     }
+
+
+def add_sampling(g: dict, suffix: str, *, model: list, positive: list, seed: int, prefix: str,
+                 latent: str = "lat", steps: int = 20, cfg: float = 5.0,
+                 names: tuple[str, str, str] = ("ks", "dec", "save")) -> str:
+    """Add KSampler (euler, normal) -> VAEDecode -> SaveImage to the API graph ``g``, on the
+    checkpoint node ``ckpt``, the negative ``neg`` and the latent node ``latent``, as
+    ``<names[i]><suffix>``; returns the SaveImage node's id (for :meth:`ComfyServer.images`)."""
+    ks, dec, save = (name + suffix for name in names)
+    g[ks] = {"class_type": "KSampler", "inputs": {
+        "model": model, "positive": positive, "negative": ["neg", 0],
+        "latent_image": [latent, 0], "seed": seed, "steps": steps, "cfg": cfg,
+        "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0}}
+    g[dec] = {"class_type": "VAEDecode", "inputs": {"samples": [ks, 0], "vae": ["ckpt", 2]}}
+    g[save] = {"class_type": "SaveImage", "inputs": {"images": [dec, 0], "filename_prefix": prefix}}
+    return save

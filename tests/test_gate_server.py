@@ -10,6 +10,7 @@ import pytest
 
 from act_core import load_maps
 from evaluation.metrics import read_image
+from harness.comfy_server import add_sampling
 from toyworld.experiments import NEGATION_SITES, fit_combos, heldout_combos
 from toyworld.render import Scene
 
@@ -49,14 +50,8 @@ def _graph() -> dict:
     for name, prompt, variant in runs:
         g[f"pos_{name}"] = {"class_type": "CLIPTextEncode",
                             "inputs": {"text": prompt, "clip": ["ckpt", 1]}}
-        g[f"ks_{name}_{variant}"] = {"class_type": "KSampler", "inputs": {
-            "model": models[variant], "positive": [f"pos_{name}", 0], "negative": ["neg", 0],
-            "latent_image": ["lat", 0], "seed": 5000, "steps": 20, "cfg": 5.0,
-            "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0}}
-        g[f"dec_{name}_{variant}"] = {"class_type": "VAEDecode", "inputs": {
-            "samples": [f"ks_{name}_{variant}", 0], "vae": ["ckpt", 2]}}
-        g[f"img_{name}_{variant}"] = {"class_type": "SaveImage", "inputs": {
-            "images": [f"dec_{name}_{variant}", 0], "filename_prefix": f"gate_{name}_{variant}"}}
+        add_sampling(g, f"_{name}_{variant}", model=models[variant], positive=[f"pos_{name}", 0],
+                     seed=5000, prefix=f"gate_{name}_{variant}", names=("ks", "dec", "img"))
     return g
 
 
