@@ -30,7 +30,8 @@ Three ways to run it::
     # a GPU machine with torch + transformers only: pack here, carry .gpu/llm_a then .gpu/llm_b
     # (each under 64 MiB: the GGUF weights travel in two halves), run there, score here
     python -m benchmarks.llm_gate pack
-    python3 -m benchmarks.llm_gate run --device cuda --pack .gpu --out $OUT/llm_gate.json
+    PYTHONPATH=.gpu/llm_a/site python3 -m benchmarks.llm_gate run --device cuda --pack .gpu \
+        --out $OUT/llm_gate.json
     python -m benchmarks.llm_gate score out/llm_gate.json      # the classifier, on this machine
 """
 
@@ -40,7 +41,6 @@ import argparse
 import json
 import logging
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -94,7 +94,11 @@ def load(args) -> tuple:
         if args.split != "eval":
             raise SystemExit("--pack carries the eval split only; run --split dev here")
         folder = Path(args.pack)
-        sys.path.insert(0, str(folder / "llm_a" / "site"))
+        try:  # the carried wheel: PYTHONPATH=<pack>/llm_a/site, see the module docstring
+            import gguf  # noqa: F401
+        except ImportError:
+            raise SystemExit(f"gguf is not importable: run with PYTHONPATH={folder}/llm_a/site "
+                             "(the wheel `pack` carried)") from None
         weights = folder / "llm_w" / GGUF
         if not weights.exists():
             weights.parent.mkdir(parents=True, exist_ok=True)

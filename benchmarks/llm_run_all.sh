@@ -16,8 +16,8 @@ OUT=benchmarks/results
 mkdir -p "$OUT"
 # The diff_means strength chosen on dev from a dev result file (llm_toxicity.best_strength).
 best_strength() {
-  .venv/bin/python -c "import json,sys; sys.path.insert(0,'benchmarks'); \
-from llm_toxicity import best_strength; print(best_strength(json.load(open(sys.argv[1]))))" "$1"
+  .venv/bin/python -c "import json,sys; from benchmarks.llm_toxicity import best_strength; \
+print(best_strength(json.load(open(sys.argv[1]))))" "$1"
 }
 # Toxicity, Table 2 rows of the AcT estimators (same data, sites, fitting and support for each).
 MAIN="$OUT/llm_toxicity_eval_paired_mlp_attn.json"
