@@ -10,7 +10,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from .errors import MapCompatibilityError
 from .maps import TransportMap
 
-__all__ = ["MapSet", "check_compatible", "prompt_hash"]
+__all__ = ["MapSet", "check_compatible", "hint_mismatches", "prompt_hash"]
 
 
 class MapSet(Mapping[str, TransportMap]):
@@ -93,6 +93,15 @@ def check_compatible(mapset: Mapping[str, TransportMap], widths: Mapping[str, in
     if problems:
         raise MapCompatibilityError("maps do not fit this model: " + "; ".join(problems)
                                     + ". Fit maps for this model or load the matching file.")
+
+
+def hint_mismatches(recorded: Mapping, current: Mapping, keys: Sequence[str],
+                    this: str = "this model") -> list[str]:
+    """What a map file's model hint (``metadata["model"]``) says that ``current`` contradicts:
+    one ``"<key> <recorded> (<this>: <current>)"`` per key both give and disagree on (a key the
+    file leaves empty is not checked). Every host refuses maps with these words."""
+    return [f"{key} {recorded[key]!r} ({this}: {current.get(key)!r})" for key in keys
+            if recorded.get(key) not in (None, []) and recorded[key] != current.get(key)]
 
 
 def prompt_hash(source_prompts: Sequence[str], target_prompts: Sequence[str]) -> str:

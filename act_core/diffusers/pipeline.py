@@ -33,7 +33,7 @@ from act_core.errors import MapCompatibilityError, SiteError
 from act_core.fitting import fit_sites
 from act_core.mapfile import load_maps, save_maps
 from act_core.maps import TransportMap
-from act_core.mapset import MapSet, check_compatible, prompt_hash
+from act_core.mapset import MapSet, check_compatible, hint_mismatches, prompt_hash
 from act_core.record import Recorder
 from act_core.schedule import ApplySettings
 from act_core.sites import Site, resolve_sites, site_widths
@@ -185,9 +185,9 @@ def load_pipeline_maps(path: Any, pipe: Any | None = None) -> MapSet:
     if recorded.get("family") in COMFY_UNET_FAMILIES and \
             current["family"] == "diffusers:UNet2DConditionModel":
         return _checked(translate_comfy_maps(maps, denoiser(pipe)), pipe)
-    wrong = [f"{key} {recorded[key]!r} (this pipeline: {current[key]!r})"
-             for key in ("family", "in_channels", "block_out_channels", "num_layers")
-             if recorded.get(key) not in (None, []) and recorded[key] != current[key]]
+    wrong = hint_mismatches(recorded, current,
+                            ("family", "in_channels", "block_out_channels", "num_layers"),
+                            "this pipeline")
     if wrong:
         raise MapCompatibilityError(
             f"map file {path} was fitted on another model: {', '.join(wrong)}. Fix: fit maps "

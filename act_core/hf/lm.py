@@ -39,7 +39,7 @@ from act_core.hf.models import load_causal_lm
 from act_core.hf.presets import detect_family, model_hint, preset_names, site_patterns
 from act_core.mapfile import load_maps, save_maps
 from act_core.maps import TransportMap
-from act_core.mapset import MapSet, check_compatible, prompt_hash
+from act_core.mapset import MapSet, check_compatible, hint_mismatches, prompt_hash
 from act_core.record import Recorder, record_activations
 from act_core.sites import Site, resolve_sites, site_widths
 
@@ -333,9 +333,7 @@ def check_model_hint(maps: Mapping[str, TransportMap], model: Any) -> None:
     """
     recorded = (maps.metadata.get("model") or {}) if isinstance(maps, MapSet) else {}
     current = model_hint(model)
-    wrong = [f"{key} {recorded[key]!r} (this model: {current[key]!r})"
-             for key in ("family", "num_layers", "hidden")
-             if recorded.get(key) is not None and recorded[key] != current[key]]
+    wrong = hint_mismatches(recorded, current, ("family", "num_layers", "hidden"))
     if wrong:
         name = recorded.get("name_or_path") or "another model"
         raise MapCompatibilityError(
