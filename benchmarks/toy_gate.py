@@ -40,14 +40,19 @@ ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = ("plain", "gated", "ungated")
 
 
-def eval_sets(name: str) -> dict[str, list[Scene]]:
-    """``{"other": prompts unlike the source, "source": prompts like it}``, all held out."""
-    held = heldout_combos()
+def scene_sets(name: str, combos, styles=("striped", "outlined")) -> dict[str, list[Scene]]:
+    """``{"other": prompts unlike the source, "source": prompts like it}`` on the colour x
+    shape ``combos`` (negation: without / with the dot; style: ``styles`` / plain)."""
     if name == "negation":
-        return {"other": [Scene(c, s, st, False) for st in STYLES for c, s in held],
-                "source": [Scene(c, s, st, True) for st in STYLES for c, s in held]}
-    return {"other": [Scene(c, s, st) for st in ("striped", "outlined") for c, s in held],
-            "source": [Scene(c, s) for c, s in held]}
+        return {"other": [Scene(c, s, st, False) for st in STYLES for c, s in combos],
+                "source": [Scene(c, s, st, True) for st in STYLES for c, s in combos]}
+    return {"other": [Scene(c, s, st) for st in styles for c, s in combos],
+            "source": [Scene(c, s) for c, s in combos]}
+
+
+def eval_sets(name: str) -> dict[str, list[Scene]]:
+    """:func:`scene_sets` on the held-out combinations."""
+    return scene_sets(name, heldout_combos())
 
 
 def change(plain: list[np.ndarray], steered: list[np.ndarray]) -> dict:
@@ -102,6 +107,18 @@ def measure(toy, name: str, seeds: int, ramp: str = "balanced") -> dict:
     return result
 
 
+def cell(x) -> str:
+    return "-" if x is None else f"{x:.2f}"
+
+
+def gate_row(label: str, change: dict, images: str, presence: str) -> str:
+    """One Markdown row of a gate table: the mean change and the fractions within one level on
+    the prompts unlike the source (``change``: :func:`change`'s keys), then ``presence``."""
+    return (f"| {label} | {cell(change['mean_abs_change'])} | "
+            f"{cell(change['within_one_level_mean'])} / "
+            f"{cell(change['within_one_level_every_pixel'])} ({images}) | {presence} |")
+
+
 def table(results: dict) -> str:
     lines = ["| map | prompts unlike the source: mean abs change vs λ = 0 (8-bit levels) | "
              "images within one level: mean / every pixel | prompts like the source: "
@@ -109,11 +126,9 @@ def table(results: dict) -> str:
     for name, r in results.items():
         for variant in ("ungated", "gated"):
             o = r[variant]["other"]
-            lines.append(f"| {name}, {variant} | {o['mean_abs_change']:.2f} | "
-                         f"{o['within_one_level_mean']:.2f} / "
-                         f"{o['within_one_level_every_pixel']:.2f} ({o['images']} images) | "
-                         f"{r[variant]['presence_source']:.2f} "
-                         f"({r['plain']['presence_source']:.2f}) |")
+            lines.append(gate_row(f"{name}, {variant}", o, f"{o['images']} images",
+                                  f"{cell(r[variant]['presence_source'])} "
+                                  f"({cell(r['plain']['presence_source'])})"))
     return "\n".join(lines) + "\n"
 
 

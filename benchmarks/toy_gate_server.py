@@ -38,11 +38,11 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.toy_gate import eval_sets
+from benchmarks.toy_gate import cell, eval_sets, gate_row, scene_sets
 from evaluation.metrics import read_image
 from harness.comfy_server import add_sampling
 from toyworld.experiments import CKPT, EXPERIMENTS, fit_combos
-from toyworld.render import STYLES, Scene
+from toyworld.render import Scene
 
 ROOT = Path(__file__).resolve().parents[1]
 log = logging.getLogger("toy_gate_server")
@@ -54,12 +54,7 @@ BASE_SEED = {"heldout": 5000, "dev": 7000}
 
 def dev_sets(name: str) -> dict[str, list[Scene]]:
     """The kinds of :func:`toy_gate.eval_sets`, on the fitting colour x shape combinations."""
-    fit = fit_combos()
-    if name == "negation":
-        return {"other": [Scene(c, s, st, False) for st in STYLES for c, s in fit],
-                "source": [Scene(c, s, st, True) for st in STYLES for c, s in fit]}
-    return {"other": [Scene(c, s, st) for st in ("outlined", "striped") for c, s in fit],
-            "source": [Scene(c, s) for c, s in fit]}
+    return scene_sets(name, fit_combos(), ("outlined", "striped"))
 
 
 def schedule(name: str) -> list[tuple[str, int, Scene]]:
@@ -184,9 +179,6 @@ def summary(raw: dict) -> dict:
 
 
 def table(summ: dict, split: str) -> str:
-    def f(x, fmt="{:.2f}"):
-        return "-" if x is None else fmt.format(x)
-
     lines = ["| map, λ = 1 | prompts unlike the source: mean abs change vs λ = 0 (8-bit levels) "
              "| images within one level: mean / every pixel (images) | prompts like the source: "
              "presence at λ = 1 (λ = 0; images) |", "|---|---|---|---|"]
@@ -197,12 +189,9 @@ def table(summ: dict, split: str) -> str:
             if s is None:
                 continue
             label = variant if variant == "ungated" else f"gated ({variant})"
-            pres = (f"{f(s['presence_source'])} ({f(plain)}; {s['images_source']})"
+            pres = (f"{cell(s['presence_source'])} ({cell(plain)}; {s['images_source']})"
                     if variant != "ungated" else "-")
-            lines.append(f"| {name}, {label} | {f(s['mean_abs_change'])} | "
-                         f"{f(s['within_one_level_mean'])} / "
-                         f"{f(s['within_one_level_every_pixel'])} ({s['images_other']}) | "
-                         f"{pres} |")
+            lines.append(gate_row(f"{name}, {label}", s, str(s["images_other"]), pres))
     return "\n".join(lines) + "\n"
 
 
