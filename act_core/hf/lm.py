@@ -8,7 +8,8 @@ strings into batched, padded forward passes and records the model hint in the ma
     maps = hf.fit_lm(model, tokenizer, source_texts, target_texts, sites="attn_out")
     hf.save_lm_maps("detox.safetensors", maps, model)
     maps = hf.load_lm_maps("detox.safetensors", model)      # refuses a map of another model
-    texts = hf.generate(model, tokenizer, prompts, maps, strength=1.0)
+    from act_core.hf.generate import generate
+    texts = generate(model, tokenizer, prompts, maps, strength=1.0)
 
 Every example contributes one vector per site: the mean over its non-padding tokens (the
 recorder's ``token_mask`` is set to the batch's attention mask). Transformers is imported lazily.
