@@ -210,32 +210,32 @@ def txt2img_graph(prompt: str, seed: int, *, batch: int = 1, steps: int = 20, cf
                   checkpoint: str = CHECKPOINT_NAME, prefix: str = "toy") -> dict:
     """The stock txt2img graph: CheckpointLoaderSimple, CLIPTextEncode x2, EmptyLatentImage,
     KSampler, VAEDecode, SaveImage. Node ids are strings as in saved API workflows."""
-    return {
+    g = {
         "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": checkpoint}},
         "2": {"class_type": "CLIPTextEncode", "inputs": {"text": prompt, "clip": ["1", 1]}},
         "3": {"class_type": "CLIPTextEncode", "inputs": {"text": negative, "clip": ["1", 1]}},
         "4": {"class_type": "EmptyLatentImage",
               "inputs": {"width": size, "height": size, "batch_size": batch}},
-        "5": {"class_type": "KSampler", "inputs": {
-            "model": ["1", 0], "positive": ["2", 0], "negative": ["3", 0], "latent_image": ["4", 0],
-            "seed": seed, "steps": steps, "cfg": cfg, "sampler_name": sampler,
-            "scheduler": "normal", "denoise": 1.0}},
-        "6": {"class_type": "VAEDecode", "inputs": {"samples": ["5", 0], "vae": ["1", 2]}},
-        "7": {"class_type": "SaveImage", "inputs": {"images": ["6", 0], "filename_prefix": prefix}},
     }
+    add_sampling(g, "", model=["1", 0], positive=["2", 0], seed=seed, prefix=prefix, latent="4",
+                 steps=steps, cfg=cfg, sampler=sampler, names=("5", "6", "7"), checkpoint="1",
+                 negative="3")
+    return g
 
 
 def add_sampling(g: dict, suffix: str, *, model: list, positive: list, seed: int, prefix: str,
-                 latent: str = "lat", steps: int = 20, cfg: float = 5.0,
-                 names: tuple[str, str, str] = ("ks", "dec", "save")) -> str:
-    """Add KSampler (euler, normal) -> VAEDecode -> SaveImage to the API graph ``g``, on the
-    checkpoint node ``ckpt``, the negative ``neg`` and the latent node ``latent``, as
-    ``<names[i]><suffix>``; returns the SaveImage node's id (for :meth:`ComfyServer.images`)."""
+                 latent: str = "lat", steps: int = 20, cfg: float = 5.0, sampler: str = "euler",
+                 names: tuple[str, str, str] = ("ks", "dec", "save"), checkpoint: str = "ckpt",
+                 negative: str = "neg") -> str:
+    """Add KSampler (``sampler``, normal schedule) -> VAEDecode -> SaveImage to the API graph
+    ``g``, on the checkpoint node ``checkpoint`` (its VAE), the negative conditioning node
+    ``negative`` and the latent node ``latent``, as ``<names[i]><suffix>``; returns the
+    SaveImage node's id (for :meth:`ComfyServer.images`)."""
     ks, dec, save = (name + suffix for name in names)
     g[ks] = {"class_type": "KSampler", "inputs": {
-        "model": model, "positive": positive, "negative": ["neg", 0],
+        "model": model, "positive": positive, "negative": [negative, 0],
         "latent_image": [latent, 0], "seed": seed, "steps": steps, "cfg": cfg,
-        "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0}}
-    g[dec] = {"class_type": "VAEDecode", "inputs": {"samples": [ks, 0], "vae": ["ckpt", 2]}}
+        "sampler_name": sampler, "scheduler": "normal", "denoise": 1.0}}
+    g[dec] = {"class_type": "VAEDecode", "inputs": {"samples": [ks, 0], "vae": [checkpoint, 2]}}
     g[save] = {"class_type": "SaveImage", "inputs": {"images": [dec, 0], "filename_prefix": prefix}}
     return save

@@ -28,13 +28,13 @@ from ..act_core.apply import TransportPlan
 from ..act_core.errors import MapCompatibilityError, MapError
 from ..act_core.gate import GATE_CHOICES, is_gated, select_gate
 from ..act_core.schedule import APPLY_TO, ApplySettings
+from ..act_core.sites import site_widths
 from ..act_core.strength import MAX_STRENGTH
 from .common import (
     buckets_of,
     drop_cached_state,
     family_of,
     maps_by_bucket,
-    site_widths,
     sites_of,
 )
 from .fold import fold_model

@@ -26,8 +26,8 @@ from ..act_core import (
 from ..act_core.discover import discover_sites
 from ..act_core.errors import MapCompatibilityError
 from ..act_core.schedule import ApplySettings
+from ..act_core.sites import site_widths
 from ..act_core.strength import MAX_STRENGTH
-from .common import site_widths
 from .learn import parse_prompts
 
 __all__ = ["ActApplyTransportCLIP", "ActLearnTextTransport", "TEXT_PRESETS", "TEXT_TARGET",

@@ -1,18 +1,16 @@
-"""Helpers shared by the nodes: the ACT_MAPS value (an act_core MapSet), families, widths
-(``site_widths`` is act_core's, re-exported for the nodes)."""
+"""Helpers shared by the nodes: the ACT_MAPS value (an act_core MapSet), families."""
 
 from __future__ import annotations
 
 from torch import nn
 
-from ..act_core.sites import site_widths
 from ..act_core.timesteps import maps_by_range as maps_by_bucket
 from ..act_core.timesteps import range_sites as sites_of
 from ..act_core.timesteps import timestep_ranges as buckets_of
 from .families import family_of_config
 
 __all__ = ["buckets_of", "drop_cached_state", "family_of", "maps_by_bucket",
-           "site_widths", "sites_of"]
+           "sites_of"]
 
 def family_of(model) -> str:
     """Family of a ComfyUI MODEL (ModelPatcher), e.g. ``sd15``."""
