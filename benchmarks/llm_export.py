@@ -11,7 +11,7 @@
    64 passages) re-measured with the exported checkpoint and no maps.
 
     ACT_CACHE_DIR=/tmp/act_cache nice -n 10 .venv/bin/python -m benchmarks.llm_export \\
-        --out benchmarks/results/llm_export.json [--toxicity]
+        --out benchmarks/results/llm_export.json [--toxicity | --toxicity-only]
 """
 
 from __future__ import annotations
@@ -44,6 +44,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=6, help="speed rounds per model (alternating)")
     p.add_argument("--speed-prompts", type=int, default=4)
     p.add_argument("--toxicity", action="store_true", help="also re-measure the toxicity row")
+    p.add_argument("--toxicity-only", action="store_true",
+                   help="export, then re-measure only the toxicity row (no greedy comparison)")
     p.add_argument("--out", default=None)
     return p.parse_args(argv)
 
@@ -60,8 +62,9 @@ def _hooked_greedy(model, tokenizer, prompts, maps, strength, new_tokens) -> lis
 
 
 def _toxicity_row(folder: Path) -> dict:
-    from llm_toxicity import evaluate
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from benchmarks.llm_toxicity import evaluate
 
     model = AutoModelForCausalLM.from_pretrained(folder).eval()
     tokenizer = AutoTokenizer.from_pretrained(folder)
@@ -82,6 +85,16 @@ def main(argv=None) -> dict:
     result: dict = {"args": vars(args), "sites": len(maps)}
     with tempfile.TemporaryDirectory(prefix="act-export-") as tmp:
         folder = export_checkpoint(model, tokenizer, maps, args.strength, Path(tmp) / "ckpt")
+        if args.toxicity_only:
+            del model  # the row runs on the exported folder alone
+            result["toxicity"] = _toxicity_row(folder)
+            log.info("exported checkpoint: %.4f toxic, ppl %.2f", result["toxicity"]["toxic"],
+                     result["toxicity"]["ppl"])
+            if args.out:
+                save_json(args.out, result)
+            print(json.dumps({k: v for k, v in result.items() if k != "args"}, indent=1,
+                             default=str))
+            return result
         start = time.perf_counter()
         hooked = _hooked_greedy(model, tokenizer, prompts, maps, args.strength, args.new_tokens)
         plain = _hooked_greedy(model, tokenizer, prompts, None, 0.0, args.new_tokens)
