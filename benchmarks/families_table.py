@@ -29,9 +29,11 @@ ROOT = Path(__file__).resolve().parent.parent
 def _sample(model, case) -> torch.Tensor:
     import comfy.sample
 
+    from harness.family_recipes import flat
+
     noise = comfy.sample.prepare_noise(case["latent"], 7)
-    return comfy.sample.sample(model, noise, 2, 2.0, "euler", "normal", case["positive"],
-                               case["negative"], case["latent"], seed=7, disable_pbar=True)
+    return flat(comfy.sample.sample(model, noise, 2, 2.0, "euler", "normal", case["positive"],
+                                    case["negative"], case["latent"], seed=7, disable_pbar=True))
 
 
 def _kinds(maps, chosen: str) -> str:
@@ -78,7 +80,7 @@ def family_row(nodes, recipes, name: str) -> str:
             "target": recipes.conds(recipe, 3, gen, shift=0.5),
             "positive": recipes.conds(recipe, 1, gen)[0],
             "negative": recipes.conds(recipe, 1, gen)[0],
-            "latent": torch.zeros(1, *recipe.latent)}
+            "latent": recipes.latent(recipe)}
     diffusion_model = model.get_model_object("diffusion_model")
     arch = nodes.families.arch_of(diffusion_model)
     chosen = ("preset " + next(iter(nodes.families.SITE_PRESETS[arch]))
