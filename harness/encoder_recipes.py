@@ -36,7 +36,14 @@ LLM = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attent
            num_key_value_heads=1)
 # Mistral 3: ComfyUI reads the hidden states of layers 10, 20 and 30 (31 layers at least)
 MISTRAL = dict(LLM, num_hidden_layers=31)
-TINY = {"clip": CLIP, "t5": T5, "t5_4096": T5_4096, "llm": LLM, "bert": BERT, "mistral": MISTRAL}
+# LTX-2's Gemma 3 12B: its CLIP projects all 49 hidden states of width 3840 with a fixed
+# Linear(3840 * 49, 3840) (722 M parameters), so the width and depth stay; heads, MLP and
+# vocabulary are tiny (ComfyUI fixes head_dim at 256): 1.47 G parameters in all, of which the
+# SigLIP vision tower (417 M) stays uninitialised and untouched, 4.4 GB RSS built in float32
+GEMMA3_12B = dict(hidden_size=3840, num_hidden_layers=48, num_attention_heads=1,
+                  num_key_value_heads=1, intermediate_size=16, vocab_size=32128)
+TINY = {"clip": CLIP, "t5": T5, "t5_4096": T5_4096, "llm": LLM, "bert": BERT, "mistral": MISTRAL,
+        "gemma3_12b": GEMMA3_12B}
 
 # family config -> {encoder attribute: config kind}
 ENCODERS: dict[str, dict[str, str]] = {
@@ -52,6 +59,7 @@ ENCODERS: dict[str, dict[str, str]] = {
     "HunyuanImage21": {"qwen25_7b": "llm", "byt5_small": "t5"},  # Qwen2.5-VL + ByT5
     "Lumina2_gemma3_4b": {"gemma3_4b": "llm"},  # Gemma 3 (CLIPLoader, type lumina2)
     "Flux2": {"mistral3_24b": "mistral"},  # Mistral 3 Small 24B (its tokenizer: TRANSFORMERS4)
+    "LTXAV": {"gemma3_12b": "gemma3_12b"},  # LTX-2: Gemma 3 12B + text projection (CLIPLoader)
 }
 
 #: rows whose tokenizer ComfyUI builds with ``MistralConverter(vocab=...)``: transformers < 5
@@ -63,7 +71,14 @@ TARGETS: dict[str, tuple[str, str, dict]] = {
     "Lumina2_gemma3_4b": ("lumina2.NTokenizer", "lumina2.te", {"model_type": "gemma3_4b"}),
     # what Flux2's clip_target() returns for a full (40-layer, not pruned) Mistral 3 file
     "Flux2": ("flux.Flux2Tokenizer", "flux.flux2_te", {}),
+    # what CLIPLoader (type ltxv) builds for LTX-2's Gemma 3 12B file (single linear projection)
+    "LTXAV": ("lt.LTXAVGemmaTokenizer", "lt.ltxav_te", {}),
 }
+
+#: tokenizer options ComfyUI reads from ``tokenizer_data``, per row: LTX-2's Gemma tokenizer
+#: pads every prompt to 1024 tokens and the encoder then drops the padding; min_length 1 keeps
+#: the matrix to the prompt's own tokens (each padding token would cost a 12B-wide pass)
+TOKENIZER_DATA: dict[str, dict] = {"LTXAV": {"gemma3_12b_min_length": 1}}
 
 # Mistral's control tokens, in tekken order (the pad token ComfyUI uses is id 11)
 _MISTRAL_SPECIAL = ("<unk>", "<s>", "</s>", "[INST]", "[/INST]", "[AVAILABLE_TOOLS]",
@@ -72,8 +87,9 @@ _MISTRAL_SPECIAL = ("<unk>", "<s>", "</s>", "[INST]", "[/INST]", "[AVAILABLE_TOO
                     "[SUFFIX]", "[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]", "[TOOL_CONTENT]")
 
 #: ComfyUI reads an encoder's config override from ``model_options["<model_name>_model_config"]``;
-#: ByT5's model sets no name, so its key is the bare ``_model_config``
-_OPTION_NAMES = {"byt5_small": ""}
+#: ByT5's model and LTX-2's Gemma (built outside an SD1ClipModel) set no name: the bare
+#: ``_model_config``
+_OPTION_NAMES = {"byt5_small": "", "gemma3_12b": ""}
 
 #: the tokenizer's key for an encoder, where it is not the encoder's own name
 TOKEN_KEYS = {"byt5_small": "byt5", "clip_l": "l", "clip_g": "g"}
@@ -164,6 +180,7 @@ def build_clip(family: str, seed: int = 0):
     data = {"spiece_model": spiece, "mt5xl.spiece_model": spiece}
     if family in TRANSFORMERS4:
         data["tekken_model"] = tekken_vocab()
+    data.update(TOKENIZER_DATA.get(family, {}))
     clip = comfy.sd.CLIP(target=target, model_options=options, tokenizer_data=data)
     _init_weights(clip.cond_stage_model, seed)
     return clip
