@@ -24,8 +24,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-__all__ = ["ENCODERS", "TOKEN_KEYS", "TRANSFORMERS4", "build_clip", "needs_transformers4",
-           "tekken_vocab"]
+__all__ = ["ENCODERS", "NO_FINAL_NORM", "TOKEN_KEYS", "TRANSFORMERS4", "build_clip",
+           "needs_transformers4", "tekken_vocab"]
 
 CLIP = dict(num_hidden_layers=3, hidden_size=32, intermediate_size=64, num_attention_heads=2,
             projection_dim=32)
@@ -60,7 +60,12 @@ ENCODERS: dict[str, dict[str, str]] = {
     "Lumina2_gemma3_4b": {"gemma3_4b": "llm"},  # Gemma 3 (CLIPLoader, type lumina2)
     "Flux2": {"mistral3_24b": "mistral"},  # Mistral 3 Small 24B (its tokenizer: TRANSFORMERS4)
     "LTXAV": {"gemma3_12b": "gemma3_12b"},  # LTX-2: Gemma 3 12B + text projection (CLIPLoader)
+    "MiniMaxH3": {"qwen3vl_32b": "llm"},  # Qwen3-VL 32B (layer 50's hidden state)
 }
+
+#: rows whose encoder has no final norm (the "final norm" preset finds nothing there)
+NO_FINAL_NORM: dict[str, str] = {
+    "MiniMaxH3": "Qwen3-VL 32B cut at layer 50: ComfyUI's config has final_norm False"}
 
 #: rows whose tokenizer ComfyUI builds with ``MistralConverter(vocab=...)``: transformers < 5
 TRANSFORMERS4 = frozenset({"Flux2"})
