@@ -19,12 +19,14 @@ from __future__ import annotations
 import base64
 import importlib
 import json
+import os
 from pathlib import Path
 
 import torch
 from torch import nn
 
-__all__ = ["ENCODERS", "NO_FINAL_NORM", "TOKEN_KEYS", "TRANSFORMERS4", "build_clip",
+__all__ = ["ENCODERS", "NO_FINAL_NORM", "TOKEN_KEYS", "TRANSFORMERS4", "TRANSFORMERS4_DIR",
+           "build_clip",
            "needs_transformers4", "tekken_vocab"]
 
 CLIP = dict(num_hidden_layers=3, hidden_size=32, intermediate_size=64, num_attention_heads=2,
@@ -69,6 +71,10 @@ NO_FINAL_NORM: dict[str, str] = {
 
 #: rows whose tokenizer ComfyUI builds with ``MistralConverter(vocab=...)``: transformers < 5
 TRANSFORMERS4 = frozenset({"Flux2"})
+#: where scripts/setup_env.sh installs transformers 4.57.6 for them ($ACT_TRANSFORMERS4_DIR
+#: overrides); a subprocess puts it first on PYTHONPATH
+TRANSFORMERS4_DIR = Path(os.environ.get("ACT_TRANSFORMERS4_DIR") or Path(__file__).resolve()
+                         .parent.parent / ".cache" / "transformers-4.57.6")
 
 #: CLIPs no supported_models config names (CLIPLoader builds them from the file's weights):
 #: row -> (tokenizer class, text-encoder factory, its keyword arguments), in comfy.text_encoders

@@ -20,12 +20,12 @@ from pathlib import Path
 
 import pytest
 
+from harness.encoder_recipes import TRANSFORMERS4_DIR
+
 pytestmark = pytest.mark.comfyui
 
 ROOT = Path(__file__).resolve().parent.parent
-#: where scripts/setup_env.sh installs transformers 4.57.6 ($ACT_TRANSFORMERS4_DIR overrides)
-TRANSFORMERS4 = Path(os.environ.get("ACT_TRANSFORMERS4_DIR")
-                     or ROOT / ".cache" / "transformers-4.57.6")
+TRANSFORMERS4 = TRANSFORMERS4_DIR  # scripts/setup_env.sh's; $ACT_TRANSFORMERS4_DIR overrides
 
 
 def test_the_mistral3_row_passes_the_matrix_with_transformers_4():
