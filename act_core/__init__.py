@@ -34,6 +34,7 @@ from .discover import discover_sites
 from .errors import (
     ActError,
     ActivationError,
+    BatchSizeError,
     FitError,
     MapCompatibilityError,
     MapError,
@@ -67,7 +68,8 @@ from .transport import transport, transport_channels
 __all__ = [
     "ESTIMATORS", "EXTRAPOLATION_BOUND", "MAX_STRENGTH", "MODES", "PRESETS", "QUANTILE_LEVELS",
     "SUPPORT_CHOICES",
-    "ActError", "ActivationError", "Diagnosis", "FitError", "LineasConfig", "LineasFit",
+    "ActError", "ActivationError", "BatchSizeError", "Diagnosis", "FitError", "LineasConfig",
+    "LineasFit",
     "MapCompatibilityError", "MapError", "MapFileError", "MapSet", "Recorder", "Site", "SiteError",
     "StrengthError", "Support", "SupportError", "TransportMap", "__version__", "apply_transport",
     "aura", "check_compatible", "diagnose", "diff_means", "discover_sites", "find_block_stacks",

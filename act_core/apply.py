@@ -42,7 +42,9 @@ def transport_output(x: torch.Tensor, tmap: TransportMap, strength: StrengthLike
 
     ``tokens`` / ``vector`` maps act elementwise on the last dim of ``x`` (..., D); ``channels``
     maps act on the spatial means of dim 1 of ``x`` (B, C, *spatial); ``seq_first`` maps act
-    elementwise on ``x`` (*positions, B, D), whose per-item strengths index dim -2. A gated map
+    elementwise on ``x`` (*positions, B, D), whose per-item strengths index dim -2;
+    ``unbatched`` maps act elementwise on ``x`` (*positions, D), one item (per-item strengths
+    and gates of length 1). A gated map
     (:mod:`act_core.gate`) transports with ``strength * g(x)``, per item or per token; on CPU,
     a call whose every g is 0 returns ``x`` itself. ``gate_state`` carries a ``prefix`` gate's
     running sum from call to call (:func:`act_core.gate.gate_values`).
@@ -53,6 +55,9 @@ def transport_output(x: torch.Tensor, tmap: TransportMap, strength: StrengthLike
         If the width of ``x`` is not the map's D (the message names the site).
     """
     _check_output(x, tmap, site)
+    if tmap.mode == "unbatched":  # (*positions, D) is one item: (1, *positions, D), as tokens
+        y = _transport_item(x.unsqueeze(0), tmap, strength, support, gate_state)
+        return x if y is None else y.squeeze(0)
     g = None
     if tmap.gate is not None:
         g = gate_values(x, tmap.gate, tmap.mode, gate_state)  # (B,) or (B, T)
@@ -68,6 +73,21 @@ def transport_output(x: torch.Tensor, tmap: TransportMap, strength: StrengthLike
     if g is None or y is x:
         return y
     return apply_gate(x, y, g)
+
+
+def _transport_item(x: torch.Tensor, tmap: TransportMap, strength: StrengthLike,
+                    support: SupportLike, gate_state: dict | None) -> torch.Tensor | None:
+    """The transport of one item's tokens ``x`` (1, *positions, D) with per-item strengths of
+    length 1 and a per-item gate; None where nothing changes."""
+    g = None
+    if tmap.gate is not None:
+        g = gate_values(x, tmap.gate, "tokens", gate_state)  # (1,) or (1, T)
+        if x.device.type == "cpu" and not bool(g.any()):
+            return None
+    y = transport(x, tmap, strength, support)
+    if y.data_ptr() == x.data_ptr():
+        return None
+    return y if g is None else apply_gate(x, y, g)
 
 
 def _check_output(x: torch.Tensor, tmap: TransportMap, site: str) -> None:

@@ -17,7 +17,12 @@ when nobody has published a better choice for the architecture. Discovery needs 
    order. Given a second pass with twice the batch, it finds each output's batch dim as the
    one dim that doubles: batch first (B, ..., D) or (B, C, ...) as usual, or in dim -2
    (*positions, B, D), as sequence-first blocks keep it (Cosmos 1's (T, H, W, B, D)): a
-   ``seq_first`` site, whose per-item strengths (CFG halves) index that dim.
+   ``seq_first`` site, whose per-item strengths (CFG halves) index that dim. A model that
+   refuses twice the batch (the second pass raises :class:`~act_core.errors.BatchSizeError`)
+   takes batch 1 only: its block outputs with no batch dim, (*positions, D) such as MiniMax
+   H3's packed (S, D) sequence, are one item's tokens: ``unbatched`` sites (pooled over every
+   position, transported per token; the host calls such a model once per CFG half, so the
+   strength of each call is that half's).
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import torch
 from torch import nn
 
 from .block_stacks import BlockStack, find_block_stacks
-from .errors import SiteError
+from .errors import BatchSizeError, SiteError
 from .sites import Site
 
 __all__ = ["DISCOVERY_KINDS", "OutputElement", "discover_sites", "probe_outputs"]
@@ -72,18 +77,25 @@ def probe_outputs(model: nn.Module, names: Iterable[str], run: Callable[[], None
     tensor it holds that the module computed (an element that is the very tensor object it was
     given as an input, unmodified, such as a text stream a block passes through, is left out;
     one updated in place counts as computed). Modules that
-    did not run are absent. Hooks are removed when ``run`` returns or raises.
+    did not run are absent. When ``""`` (the model itself) is among ``names`` and runs, only
+    calls made inside its forward count: a module run only outside it (a text refiner a host
+    runs once while preparing the conditioning) is absent, since hosts steer the model's calls.
+    Hooks are removed when ``run`` returns or raises.
 
     Returns
     -------
     dict of str to list of OutputElement, in the order the modules first ran.
     """
     seen: dict[str, list[OutputElement]] = {}
+    outside: dict[str, list[OutputElement]] = {}  # first calls made outside the model's forward
+    depth = [0]  # nesting of the model's own forward calls
     handles = []
     inputs: dict[str, dict[int, torch.Tensor]] = {}  # the call's tensor inputs, copied
 
     def before(name: str):
         def remember(module: nn.Module, args: tuple, kwargs: dict) -> None:
+            if name == "":
+                depth[0] += 1
             if name not in seen:  # copies, not versions: inference tensors have none
                 inputs[name] = {id(a): a.detach().clone() for a in (*args, *kwargs.values())
                                 if isinstance(a, torch.Tensor)}
@@ -91,7 +103,10 @@ def probe_outputs(model: nn.Module, names: Iterable[str], run: Callable[[], None
 
     def hook(name: str):
         def observe(module: nn.Module, args: tuple, kwargs: dict, output: object) -> None:
-            if name in seen:
+            if name == "":
+                depth[0] -= 1
+            into = seen if name == "" or depth[0] > 0 else outside
+            if name in into:
                 return
             given = inputs.pop(name, {})
 
@@ -102,12 +117,12 @@ def probe_outputs(model: nn.Module, names: Iterable[str], run: Callable[[], None
                 return before is None or not torch.equal(before, x)
 
             if isinstance(output, torch.Tensor):
-                seen[name] = [OutputElement(None, tuple(output.shape))]
+                into[name] = [OutputElement(None, tuple(output.shape))]
             elif isinstance(output, (tuple, list)):
-                seen[name] = [OutputElement(i, tuple(x.shape)) for i, x in enumerate(output)
+                into[name] = [OutputElement(i, tuple(x.shape)) for i, x in enumerate(output)
                               if computed(x)]
             else:
-                seen[name] = []
+                into[name] = []
         return observe
 
     modules = dict(model.named_modules())
@@ -120,7 +135,9 @@ def probe_outputs(model: nn.Module, names: Iterable[str], run: Callable[[], None
     finally:
         for handle in handles:
             handle.remove()
-    return seen
+    if "" in seen:  # the model ran: what ran inside its forward
+        return seen
+    return {**outside, **seen}  # (a model whose own forward is never called, e.g. a CLIP)
 
 
 def _widths(block: nn.Module) -> tuple[set[int], set[int]]:
@@ -151,24 +168,28 @@ def _layout(shape: tuple[int, ...], features: set[int], channels: set[int]) -> s
 
 
 def _block_sites(name: str, block: nn.Module, elements: list[OutputElement],
-                 seq_first: set[int | None]) -> list[Site]:
+                 seq_first: set[int | None], unbatched: set[int | None]) -> list[Site]:
     """Sites for a block's computed outputs of rank >= 3 (token streams and feature maps);
-    elements whose index is in ``seq_first`` have their batch in dim -2."""
-    # an empty stream (LTX-2's audio when sampling video alone) has nothing to transport
-    elements = [e for e in elements if len(e.shape) >= 3 and min(e.shape) > 0]
+    elements whose index is in ``seq_first`` have their batch in dim -2, those in
+    ``unbatched`` (rank >= 2, their last dim a feature width) no batch dim."""
     features, channels = _widths(block)
+    # an empty stream (LTX-2's audio when sampling video alone) has nothing to transport
+    elements = [e for e in elements if min(e.shape, default=0) > 0 and (
+        len(e.shape) >= 3 or (e.index in unbatched and e.shape[-1] in features))]
     if features or channels:  # feature streams only, not e.g. attention biases (B, H, T, T)
         elements = [e for e in elements if e.shape[-1] in features
-                    or (len(e.shape) >= 4 and e.shape[1] in channels and e.index not in seq_first)]
-    return [Site(name, e.index, "seq_first" if e.index in seq_first
-                 else _layout(e.shape, features, channels)) for e in elements]
+                    or (len(e.shape) >= 4 and e.shape[1] in channels
+                        and e.index not in seq_first | unbatched)]
+    return [Site(name, e.index, "seq_first" if e.index in seq_first else "unbatched"
+                 if e.index in unbatched else _layout(e.shape, features, channels))
+            for e in elements]
 
 
 def _norm_site(name: str, module: nn.Module, elements: list[OutputElement],
-               seq_first: bool = False) -> Site | None:
+               seq_first: bool = False, unbatched: bool = False) -> Site | None:
     """A norm is a site when its affine weight spans the features of its (B, T, D) or
-    (B, C, *spatial) output (or (*positions, B, D) when ``seq_first``); per-head norms of
-    queries and keys are not."""
+    (B, C, *spatial) output (or (*positions, B, D) when ``seq_first``, (*positions, D) when
+    ``unbatched``); per-head norms of queries and keys are not."""
     width = _affine_width(module)
     if (width is None or _QK_NORM.search(name.rsplit('.', 1)[-1]) or _QK_PARENT.search(name)
             or len(elements) != 1):
@@ -176,8 +197,9 @@ def _norm_site(name: str, module: nn.Module, elements: list[OutputElement],
     shape = elements[0].shape
     if min(shape, default=0) == 0:  # an empty stream: nothing to transport
         return None
-    if seq_first:
-        return Site(name, layout="seq_first") if shape[-1] == width else None
+    if seq_first or unbatched:
+        layout = "seq_first" if seq_first else "unbatched"
+        return Site(name, layout=layout) if shape[-1] == width else None
     if len(shape) >= 3 and shape[-1] == width and (len(shape) == 3 or shape[1] != width):
         return Site(name, layout="tokens")  # (B, T, D) or channel-last (B, *positions, D)
     if len(shape) >= 4 and shape[1] == width:
@@ -236,7 +258,10 @@ def discover_sites(model: nn.Module, run: Callable[[], None], kind: str = "block
         dim whose size doubles: dim 0 gives the usual sites, dim -2 of a token stream
         (*positions, B, D) a ``seq_first`` site; outputs with no such dim (frames or pixels
         folded into the batch) are left out. Without it, outputs whose dim 0 is not the batch
-        of the model's own output are left out (per-item strengths need the batch dim).
+        of the model's own output are left out (per-item strengths need the batch dim). When
+        it raises :class:`~act_core.errors.BatchSizeError` (the model takes batch 1 only, and
+        ``run`` must use batch 1), block outputs without a batch dim, (*positions, D), become
+        ``unbatched`` sites: each call's output is one item.
 
     Returns
     -------
@@ -261,11 +286,17 @@ def discover_sites(model: nn.Module, run: Callable[[], None], kind: str = "block
     if within is not None:
         candidates = [c for c in candidates if any(c.startswith(f"{w}.") for w in within)]
     seen = probe_outputs(model, ["", *candidates], run)
-    doubled = None if run_double is None else probe_outputs(model, ["", *candidates], run_double)
-    sites = _sites_from(model, seen, kind, blocks, layers, norms, doubled)
+    doubled, refused = None, None
+    if run_double is not None:
+        try:
+            doubled = probe_outputs(model, ["", *candidates], run_double)
+        except BatchSizeError as error:  # batch 1 only: outputs may have no batch dim
+            refused = error
+    sites = _sites_from(model, seen, kind, blocks, layers, norms, doubled, refused is not None)
     if not sites:
         found = [f"{s.name} ({len(s.blocks)} x {s.block_type})" for s in stacks]
-        raise SiteError(f"no {kind} sites ran in the probe pass of the stacks {found}; "
+        why = "" if refused is None else f" (the model takes batch 1 only: {refused})"
+        raise SiteError(f"no {kind} sites ran in the probe pass of the stacks {found}{why}; "
                         "choose another kind or give module-name patterns")
     return sites
 
@@ -283,7 +314,10 @@ def _batch_dim(element: OutputElement, doubled: list[OutputElement]) -> int | No
 
 def _sites_from(model: nn.Module, seen: dict[str, list[OutputElement]], kind: str,
                 blocks: list[str], layers: dict[str, list[str]], norms: list[str],
-                doubled: dict[str, list[OutputElement]] | None = None) -> list[Site]:
+                doubled: dict[str, list[OutputElement]] | None = None,
+                single: bool = False) -> list[Site]:
+    """The sites among the probed outputs; ``single``: the model takes batch 1 only (its
+    outputs with no batch dim are ``unbatched`` sites)."""
     modules = dict(model.named_modules())
     outputs = set() if kind in ("norms", "final_norms") else (
         {block for block in blocks if block in seen}
@@ -306,13 +340,16 @@ def _sites_from(model: nn.Module, seen: dict[str, list[OutputElement]], kind: st
             seq_first = {e.index for e in elements if len(e.shape) >= 3
                          and dims[e.index] == len(e.shape) - 2 and e.shape[-2] == batch}
             elements = [e for e in elements if dims[e.index] == 0 or e.index in seq_first]
-        elements = [e for e in elements if e.index in seq_first
+        # batch 1 only: an output whose dim 0 is not that 1 (or a (1, D) one) has no batch dim
+        unbatched = {e.index for e in elements if single and batch == 1 and len(e.shape) >= 2
+                     and (e.shape[0] != 1 or len(e.shape) == 2)}
+        elements = [e for e in elements if e.index in seq_first | unbatched
                     or batch is None or (e.shape and e.shape[0] == batch)]
         if name in norms and kind != "blocks":
             if kind == "final_norms" and position < first_block:
                 continue  # a norm before the blocks (an embedding norm), not a final one
-            site = _norm_site(name, modules[name], elements, bool(seq_first))
+            site = _norm_site(name, modules[name], elements, bool(seq_first), bool(unbatched))
             sites += [site] if site is not None else []
         elif name in outputs:
-            sites += _block_sites(name, modules[name], elements, seq_first)
+            sites += _block_sites(name, modules[name], elements, seq_first, unbatched)
     return sites

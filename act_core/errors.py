@@ -10,6 +10,7 @@ from __future__ import annotations
 __all__ = [
     "ActError",
     "ActivationError",
+    "BatchSizeError",
     "FitError",
     "MapCompatibilityError",
     "MapError",
@@ -54,3 +55,7 @@ class MapFileError(ActError, ValueError):
 
 class MapCompatibilityError(ActError, ValueError):
     """A set of maps does not fit a model: missing sites, width mismatch or another family."""
+
+
+class BatchSizeError(ActError, ValueError):
+    """A model refuses a batch size: it takes batch 1 only (raised by a host's probe pass)."""

@@ -17,6 +17,7 @@ What folds exactly (:func:`check_foldable` raises :class:`FoldError` with the re
 layer whose output is the site      map mode                     condition
 ==================================  ===========================  ==============================
 LayerNorm, RMSNorm, Linear          tokens / vector / seq_first  a shift (beta != 0) needs a bias
+                                    / unbatched
 GroupNorm, Conv                     channels                     omega == 1 (a pure shift), a bias
 ==================================  ===========================  ==============================
 
@@ -94,9 +95,10 @@ def check_foldable(module: nn.Module, tmap: TransportMap, site: str | Site, *,
                 "image, which no fixed weight can do (only pure shifts, e.g. mean_act or "
                 "diff_means maps, fold on a GroupNorm or convolution)")
     elif isinstance(module, _ELEMENTWISE) or _is_rms_like(module):
-        if tmap.mode not in ("tokens", "vector", "seq_first"):
+        if tmap.mode not in ("tokens", "vector", "seq_first", "unbatched"):
             raise FoldError(f"site {site!r} is a {kind} but its map is in {tmap.mode!r} mode; "
-                            "only elementwise (tokens/vector/seq_first) maps fold into it")
+                            "only elementwise (tokens/vector/seq_first/unbatched) maps fold "
+                            "into it")
     else:
         raise FoldError(f"site {site!r} is a {kind}, not a norm, linear or convolution layer "
                         "whose affine weights could absorb the map")

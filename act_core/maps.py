@@ -29,8 +29,10 @@ QUANTILE_LEVELS: tuple[float, ...] = (
 #: ``tokens``: elementwise on every token of a (B, T, D) output (also any (..., D) output);
 #: ``channels``: on the spatial mean of every channel of a (B, C, H, W) output;
 #: ``vector``: elementwise on a (B, D) output;
-#: ``seq_first``: elementwise on every token of a (*positions, B, D) output (batch in dim -2).
-MODES: tuple[str, ...] = ("tokens", "channels", "vector", "seq_first")
+#: ``seq_first``: elementwise on every token of a (*positions, B, D) output (batch in dim -2);
+#: ``unbatched``: elementwise on every token of a (*positions, D) output that is one item (no
+#: batch dim; models that take batch 1 only).
+MODES: tuple[str, ...] = ("tokens", "channels", "vector", "seq_first", "unbatched")
 
 _VECTOR_FIELDS = ("scale", "shift", "lo", "hi")
 

@@ -8,6 +8,8 @@ Every forward call of a site's module contributes one pooled vector per batch it
   over every position (frames included);
 * seq_first (*positions, B, D), the batch in dim -2 (sequence-first transformers, Cosmos 1's
   (T, H, W, B, D) blocks): mean over every position;
+* unbatched (*positions, D), no batch dim (a model that takes batch 1 only, MiniMax H3's
+  packed (S, D) sequence): the whole output is one item, mean over every position -> (1, D);
 * channels (B, C, *spatial): mean over the spatial dims;
 * vector (B, D): as is.
 
@@ -28,7 +30,8 @@ from .sites import Site, find_module, read_output
 
 __all__ = ["Recorder", "detect_layout", "pool", "record_activations"]
 
-_RANKS = {"tokens": tuple(range(3, 9)), "seq_first": tuple(range(3, 9)), "vector": (2,)}
+_RANKS = {"tokens": tuple(range(3, 9)), "seq_first": tuple(range(3, 9)), "vector": (2,),
+          "unbatched": tuple(range(2, 9))}
 
 
 def detect_layout(x: torch.Tensor, site: Site) -> str:
@@ -47,7 +50,8 @@ def detect_layout(x: torch.Tensor, site: Site) -> str:
         raise ActivationError(f"site {str(site)!r}: output of shape {tuple(x.shape)} does not fit "
                               f"layout {site.layout!r}; expected (B, D), (B, T, D) (or "
                               f"(B, *positions, D) with layout 'tokens', (*positions, B, D) "
-                              f"with 'seq_first') or (B, C, *spatial)")
+                              f"with 'seq_first', (*positions, D) with 'unbatched') or "
+                              f"(B, C, *spatial)")
     return layout
 
 
@@ -79,6 +83,8 @@ def pool(x: torch.Tensor, layout: str, token_mask: torch.Tensor | None = None,
         return _pool_tokens(x, token_mask, site)
     if layout == "seq_first":  # (*positions, B, D) -> (B, *positions, D), then as tokens
         return _pool_tokens(x.movedim(-2, 0), None, site)
+    if layout == "unbatched":  # (*positions, D): one item -> (1, *positions, D), as tokens
+        return _pool_tokens(x.unsqueeze(0), None, site)
     if layout == "channels":
         return x.detach().mean(dim=tuple(range(2, x.ndim)), dtype=torch.float32)
     return x.detach().float()

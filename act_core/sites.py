@@ -28,8 +28,10 @@ __all__ = [
 #: ``auto`` decides from the output's rank: 2 -> vector (B, D), 3 -> tokens (B, T, D),
 #: 4 or more -> channels (B, C, *spatial). ``seq_first`` is never chosen from the rank: tokens
 #: with the batch in dim -2, (*positions, B, D), as sequence-first transformers keep them
-#: (torch's ``batch_first=False``; Cosmos 1's (T, H, W, B, D) blocks).
-LAYOUTS: tuple[str, ...] = ("auto", "tokens", "channels", "vector", "seq_first")
+#: (torch's ``batch_first=False``; Cosmos 1's (T, H, W, B, D) blocks). ``unbatched`` is never
+#: chosen from the rank either: an output with no batch dim, (*positions, D), all of it one
+#: item's tokens, as models that take batch 1 only keep them (MiniMax H3's packed (S, D)).
+LAYOUTS: tuple[str, ...] = ("auto", "tokens", "channels", "vector", "seq_first", "unbatched")
 
 _OUT_PROJECTIONS = {"o_proj", "out_proj", "down_proj", "c_proj", "fc2", "proj_out", "wo",
                     "dense_4h_to_h"}

@@ -16,6 +16,9 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import logging
+import os
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -29,9 +32,11 @@ ROOT = Path(__file__).resolve().parent.parent
 def _sample(model, case) -> torch.Tensor:
     import comfy.sample
 
+    from harness.family_recipes import flat
+
     noise = comfy.sample.prepare_noise(case["latent"], 7)
-    return comfy.sample.sample(model, noise, 2, 2.0, "euler", "normal", case["positive"],
-                               case["negative"], case["latent"], seed=7, disable_pbar=True)
+    return flat(comfy.sample.sample(model, noise, 2, 2.0, "euler", "normal", case["positive"],
+                                    case["negative"], case["latent"], seed=7, disable_pbar=True))
 
 
 def _kinds(maps, chosen: str) -> str:
@@ -78,12 +83,14 @@ def family_row(nodes, recipes, name: str) -> str:
             "target": recipes.conds(recipe, 3, gen, shift=0.5),
             "positive": recipes.conds(recipe, 1, gen)[0],
             "negative": recipes.conds(recipe, 1, gen)[0],
-            "latent": torch.zeros(1, *recipe.latent)}
+            "latent": recipes.latent(recipe)}
     diffusion_model = model.get_model_object("diffusion_model")
     arch = nodes.families.arch_of(diffusion_model)
-    chosen = ("preset " + next(iter(nodes.families.SITE_PRESETS[arch]))
-              if arch in nodes.families.SITE_PRESETS else "block outputs (structure)")
     maps = _learn(nodes, case)
+    measured = (maps.metadata.get("extra") or {}).get("auto")  # auto chose among presets
+    chosen = (f"measured: {measured['chosen']}" if measured else
+              "preset " + next(iter(nodes.families.SITE_PRESETS[arch]))
+              if arch in nodes.families.SITE_PRESETS else "block outputs (structure)")
     case["baseline"] = _sample(model, case)
     zero = torch.equal(_sample(nodes.apply.patch_model(model, maps, 0.0), case),
                        case["baseline"])
@@ -97,11 +104,17 @@ def family_row(nodes, recipes, name: str) -> str:
 
 
 def encoder_row(clip_nodes, encoders, family: str) -> str:
+    if encoders.needs_transformers4(family):  # its tokenizer: in a subprocess with 4.57.6
+        return _encoder_row_with_transformers4(family)
     clip = encoders.build_clip(family)
     cells = []
     for preset in ("layer outputs", "final norm", "layer norms"):
-        _, sites = clip_nodes.choose_text_sites(clip, preset, "", "all",
-                                                'a red circle, "sun"')  # ByT5: quoted text
+        try:
+            _, sites = clip_nodes.choose_text_sites(clip, preset, "", "all",
+                                                    'a red circle, "sun"')  # ByT5: quoted text
+        except LookupError:  # SiteError: an encoder without a final norm
+            cells.append("none")
+            continue
         per = Counter(str(s).split(".", 1)[0] for s in sites)
         cells.append(", ".join(f"{enc} {n}" for enc, n in per.items()))
     names = ", ".join(clip_nodes.encoders_of(clip))
@@ -109,9 +122,22 @@ def encoder_row(clip_nodes, encoders, family: str) -> str:
     return f"| {family} | {model} | {names} | " + " | ".join(cells) + " |"
 
 
+def _encoder_row_with_transformers4(family: str) -> str:
+    """The row of ``family`` computed by this script in a subprocess whose PYTHONPATH starts
+    with transformers 4.57.6 (harness.encoder_recipes.TRANSFORMERS4_DIR)."""
+    from harness.encoder_recipes import TRANSFORMERS4_DIR
+
+    path = os.pathsep.join([str(TRANSFORMERS4_DIR), str(ROOT), os.environ.get("PYTHONPATH", "")])
+    result = subprocess.run([sys.executable, "-m", "benchmarks.families_table", "--encoder-row",
+                             family], cwd=ROOT, env={**os.environ, "PYTHONPATH": path},
+                            capture_output=True, text=True, timeout=600, check=True)
+    return result.stdout.strip().splitlines()[-1]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default=str(ROOT / "docs" / "families.md"))
+    parser.add_argument("--encoder-row", help="print this text-encoder row only")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(1)
@@ -125,9 +151,14 @@ def main() -> None:
     from harness import encoder_recipes as encoders
     from harness import family_recipes as recipes
 
+    if args.encoder_row:
+        print(encoder_row(nodes.clip, encoders, args.encoder_row))
+        return
+
     order = [m.__name__ for m in comfy.supported_models.models]
     rows = [family_row(nodes, recipes, n) for n in order if n in recipes.RECIPES]
-    blocked = [f"| {n} | {recipes.BLOCKED[n]} |" for n in order if n in recipes.BLOCKED]
+    blocked = [f"| {n} | {recipes.BLOCKED[n]} |" for n in order if n in recipes.BLOCKED] or [
+        "| (none) | every image and video entry passes |"]
     excluded = [f"| {n} | {recipes.EXCLUDED[n]} |" for n in order if n in recipes.EXCLUDED]
     text_rows = [encoder_row(nodes.clip, encoders, f) for f in encoders.ENCODERS]
     Path(args.out).write_text(_document(rows, blocked, excluded, text_rows, len(order)))
@@ -137,7 +168,7 @@ def main() -> None:
 def _document(rows, blocked, excluded, text_rows, total: int) -> str:
     template = (ROOT / "benchmarks" / "families_template.md").read_text()
     return template.format(
-        total=total, passing=len(rows), blocked_count=len(blocked),
+        total=total, passing=len(rows), blocked_count=sum("(none)" not in b for b in blocked),
         excluded_count=len(excluded), rows="\n".join(rows), blocked="\n".join(blocked),
         excluded="\n".join(excluded), text_rows="\n".join(text_rows))
 

@@ -28,6 +28,11 @@ class Recipe:
     # the prompt reaches the model as token ids (extra "text_input_ids", the context is a
     # placeholder), as HiDream-O1's pass-through text encoder gives them
     token_ids: bool = False
+    # more latent streams beside ``latent`` (shapes without the batch): the latent is then
+    # ComfyUI's NestedTensor of all of them, as MiniMax H3's (video, audio)
+    streams: tuple[tuple[int, ...], ...] = ()
+    # buffers a checkpoint carries and the build leaves empty (name -> value)
+    buffers: dict = field(default_factory=dict)
 
 
 FLUX_DIT = dict(image_model="flux", in_channels=16, out_channels=16, patch_size=2, hidden_size=64,
@@ -324,6 +329,16 @@ RECIPES.update({
                       audio_num_attention_heads=2, connector_attention_head_dim=24,
                       connector_num_attention_heads=2, connector_num_layers=1, extra={}),
 })
+RECIPES.update({
+    # joint audio-video DiT that takes batch 1 only and packs text, audio and video tokens into
+    # one (S, D) sequence (no batch dim: 'unbatched' sites); latent = (video, audio) streams
+    "MiniMaxH3": Recipe("MiniMaxH3", dict(
+        image_model="minimax_h3", hidden_size=64, num_layers=2, token_refiner_num_layers=1,
+        num_attention_heads=2, attention_head_dim=32, ffn_hidden_size=128, latents_dim=24,
+        audio_latents_dim=32, text_dim=48, timestep_input_dim=32, time_embed_hidden_size=64,
+        time_embed_dim=32, rope_inv_freq_len=4), 48, (24, 2, 4, 4), streams=((32, 2, 8),),
+        buffers={"rope.inv_freq": 10000.0 ** (-torch.arange(4) / 4)}),
+})
 RECIPES.update({  # variants of the entries above
     "CogVideoX_I2V": _variant("CogVideoX_T2V", "CogVideoX_I2V", in_channels=32),
     "CogVideoX_Inpaint": _variant("CogVideoX_T2V", "CogVideoX_Inpaint", in_channels=48),
@@ -349,19 +364,14 @@ EXCLUDED: dict[str, str] = {
 }
 
 #: image/video entries without a passing tiny instance, and what blocks them
-BLOCKED: dict[str, str] = {
-    "MiniMaxH3": "built tiny (it samples, cfg 2 included), but its denoiser takes batch 1 "
-                 "only (it raises otherwise) and packs text, video and audio into one (S, D) "
-                 "sequence: no block output has a batch dim, and discovery needs one (found "
-                 "by doubling the batch, which this model refuses)",
-}
+BLOCKED: dict[str, str] = {}
 
 #: entries whose model generates video (the others generate images)
 VIDEO: frozenset[str] = frozenset({
     "SVD_img2vid", "SV3D_u", "SV3D_p", "GenmoMochi", "LTXV", "HunyuanVideo",
     "HunyuanVideoI2V", "HunyuanVideoSkyreelsI2V", "HunyuanVideo15",
     "HunyuanVideo15_SR_Distilled", "CosmosT2V", "CosmosI2V", "CosmosI2VPredict2", "Kandinsky5",
-    "LTXAV",
+    "LTXAV", "MiniMaxH3",
     "CogVideoX_T2V",
     "CogVideoX_I2V", "CogVideoX_Inpaint", *(name for name in RECIPES if name.startswith("WAN")),
 })

@@ -16,7 +16,7 @@ from torch import nn
 from .family_configs import BLOCKED, EXCLUDED, FLUX_DIT, RECIPES, TOKENS, UNET, VIDEO, Recipe
 
 __all__ = ["BLOCKED", "EXCLUDED", "FLUX_DIT", "RECIPES", "UNET", "VIDEO", "Recipe", "build",
-           "conds", "init_weights"]
+           "conds", "flat", "init_weights", "latent"]
 
 def init_weights(module: nn.Module, seed: int) -> None:
     """ComfyUI builds layers uninitialised (comfy.ops.disable_weight_init): run torch's init,
@@ -59,8 +59,30 @@ def build(recipe: Recipe, seed: int = 0):
     model = config.get_model(state_dict)
     model.diffusion_model.float()
     init_weights(model.diffusion_model, seed)
+    with torch.no_grad():
+        for name, value in recipe.buffers.items():
+            model.diffusion_model.get_buffer(name).copy_(value)
     cpu = torch.device("cpu")
     return comfy.model_patcher.ModelPatcher(model, load_device=cpu, offload_device=cpu)
+
+
+def latent(recipe: Recipe, batch: int = 1):
+    """An empty latent of ``batch`` items: a tensor (B, *recipe.latent), or ComfyUI's
+    NestedTensor of every stream when the recipe has more than one (video, audio)."""
+    import comfy.nested_tensor
+
+    if not recipe.streams:
+        return torch.zeros(batch, *recipe.latent)
+    return comfy.nested_tensor.NestedTensor(
+        [torch.zeros(batch, *shape) for shape in (recipe.latent, *recipe.streams)])
+
+
+def flat(samples) -> torch.Tensor:
+    """Sampled latents as one tensor (the streams of a NestedTensor, flattened per item and
+    concatenated), for comparisons."""
+    if not getattr(samples, "is_nested", False):
+        return samples
+    return torch.cat([t.reshape(t.shape[0], -1) for t in samples.unbind()], dim=1)
 
 
 # HiDream-O1's template: <|im_start|>user\n ... <|im_end|>\n<|im_start|>assistant\n<|boi|><|tms|>

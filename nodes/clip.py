@@ -23,6 +23,7 @@ from ..act_core import (
     prompt_hash,
     resolve_sites,
 )
+from ..act_core.block_stacks import find_block_stacks
 from ..act_core.discover import discover_sites
 from ..act_core.errors import MapCompatibilityError
 from ..act_core.schedule import ApplySettings
@@ -41,9 +42,11 @@ TEXT_PRESETS = {"layer outputs": "blocks", "final norm": "final_norms", "layer n
 
 def encoders_of(clip) -> list[str]:
     """The encoders of a CLIP (``clip_l``, ``clip_g``, ``t5xxl``, ``umt5xxl``, ``qwen3_4b``...):
-    the sub-modules of its ``cond_stage_model`` that hold weights."""
+    the sub-modules of its ``cond_stage_model`` that hold weights and a stack of repeated
+    blocks (a projection beside the encoder, as LTX-2's ``text_embedding_projection``, is no
+    encoder)."""
     return [name for name, module in clip.cond_stage_model.named_children()
-            if next(module.parameters(), None) is not None]
+            if next(module.parameters(), None) is not None and find_block_stacks(module)]
 
 
 def _chosen_encoders(clip, encoder: str) -> list[str] | None:

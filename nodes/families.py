@@ -107,7 +107,9 @@ def choose_sites(diffusion_model: nn.Module, preset: str, pattern: str = "",
     :func:`act_core.discover.discover_sites`, which needs ``probe``: a callable that runs one
     forward pass of the diffusion model (the patterns returned are then the sites' names), and
     may use ``probe_double``, the same pass with twice the batch, to find each output's batch
-    dim (blocks that keep the batch in dim -2, as Cosmos 1's, then get ``seq_first`` sites).
+    dim (blocks that keep the batch in dim -2, as Cosmos 1's, then get ``seq_first`` sites;
+    where it raises BatchSizeError, the model takes batch 1 only and blocks without a batch
+    dim, as MiniMax H3's, get ``unbatched`` sites).
     ``custom``: comma-separated patterns from ``pattern``.
     """
     arch = arch_of(diffusion_model)

@@ -34,6 +34,7 @@ from .learn_runs import (
     COLLECT,
     NO_PROGRESS,
     collect_sigma,
+    doubled_probe,
     empty_latent,
     range_steps,
     runner,
@@ -131,8 +132,9 @@ def learn_and_diagnose(model, src_conds: list, tgt_conds: list, *, source=None, 
     probe = runner(model, src_conds[:1], lat[:1], seed, collect_sigma(sampling, 0.0),
                    NO_PROGRESS)
     # the same pass with twice the batch: the dim that doubles is each output's batch dim
-    probe_double = runner(model, src_conds[:1], lat[:1].repeat_interleave(2, dim=0), seed,
-                          collect_sigma(sampling, 0.0), NO_PROGRESS)
+    # (a model that takes batch 1 only refuses it: its sites are then 'unbatched')
+    probe_double = doubled_probe(model, src_conds[:1], lat[:1], seed,
+                                 collect_sigma(sampling, 0.0))
     selection = None
     if sites == "auto" and method == "lineas" and SITE_PRESETS.get(arch):
         patterns = lineas_candidates(arch)
@@ -143,10 +145,11 @@ def learn_and_diagnose(model, src_conds: list, tgt_conds: list, *, source=None, 
             model, src_conds, tgt_conds, lat, seed,
             lambda conds, s: runner(model, conds, lat, s, at, NO_PROGRESS),
             lambda: probe(None), method=method, support=support,
-            probe_double=lambda: probe_double(None))
+            probe_double=probe_double)
     else:
         patterns, chosen = choose_sites(diffusion_model, sites, pattern, lambda: probe(None),
-                                        lambda: probe_double(None))
+                                        probe_double)
+    single = any(site.layout == "unbatched" for site in chosen)  # batch 1 only: one by one
     passes = (1 + (len(chosen) if stages <= 0 else min(stages, len(chosen)))) if incremental else 2
     per_pass = {"target": len(tgt_conds), "source": len(src_conds)}
     total = per_pass["target"] + (passes - 1) * per_pass["source"]
@@ -166,9 +169,10 @@ def learn_and_diagnose(model, src_conds: list, tgt_conds: list, *, source=None, 
         if trajectory is not None:
             recorded_steps.append(list(trajectory[1]))
         box = Trajectory()
-        run_source = runner(model, src_conds, lat, seed, sigma, pbar, trajectory, box)
+        run_source = runner(model, src_conds, lat, seed, sigma, pbar, trajectory, box, single)
         tgt_seed = seed if paired_noise else seed + 100003
-        run_target = runner(model, tgt_conds, lat, tgt_seed, sigma, pbar, trajectory, box)
+        run_target = runner(model, tgt_conds, lat, tgt_seed, sigma, pbar, trajectory, box,
+                            single)
         strength = 1.0
         if trajectory is not None and incremental:
             strength = box.during(trajectory[1])

