@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 __all__ = ["ENCODERS", "NO_FINAL_NORM", "TOKEN_KEYS", "TRANSFORMERS4", "TRANSFORMERS4_DIR",
+           "init_weights",
            "build_clip",
            "needs_transformers4", "tekken_vocab"]
 
@@ -108,7 +109,7 @@ TOKEN_KEYS = {"byt5_small": "byt5", "clip_l": "l", "clip_g": "g"}
 _VISION = ("visual", "vision_model")  # vision towers: text prompts never run them
 
 
-def _init_weights(module: nn.Module, seed: int) -> None:
+def init_weights(module: nn.Module, seed: int) -> None:
     """ComfyUI builds layers uninitialised: torch's init for torch layers, norms' scales at 1
     and small random values for every other parameter (T5's relative position bias...).
     Vision towers are left alone (see the module docstring)."""
@@ -193,5 +194,5 @@ def build_clip(family: str, seed: int = 0):
         data["tekken_model"] = tekken_vocab()
     data.update(TOKENIZER_DATA.get(family, {}))
     clip = comfy.sd.CLIP(target=target, model_options=options, tokenizer_data=data)
-    _init_weights(clip.cond_stage_model, seed)
+    init_weights(clip.cond_stage_model, seed)
     return clip

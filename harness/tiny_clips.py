@@ -1,0 +1,66 @@
+"""Tiny random-weight instances of any ClipTarget ComfyUI's loaders choose (test helper).
+
+:mod:`harness.clip_loaders` says which CLIP class ComfyUI builds for a loader, type and file;
+:func:`build_tiny` builds that class through ``comfy.sd.CLIP`` at toy widths. Its encoders
+are found by building the class once on the ``meta`` device (no memory); each encoder's
+config kind follows from its transformer class (CLIP, T5, BERT-like, or a language model) and
+is passed with ComfyUI's own override, ``model_options["<encoder>_model_config"]``. Language
+models keep their real depth (several CLIPs read fixed hidden layers, e.g. layer 13 or 27)
+at width 32; weights are initialised as in :mod:`harness.encoder_recipes`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from harness import encoder_recipes
+
+__all__ = ["TRANSFORMER_KINDS", "build_tiny", "encoders_on_meta"]
+
+#: transformer class name -> tiny config kind (harness.encoder_recipes.TINY), else "llm"
+TRANSFORMER_KINDS = {"CLIPTextModel": "clip", "T5": "t5", "XLMRobertaModel": "xlmr",
+                     "BertModel": "bert"}
+_XLMR = dict(hidden_size=32, intermediate_size=64, num_attention_heads=2, num_hidden_layers=2)
+
+
+def encoders_on_meta(clip_target) -> dict[str, tuple[str, int | None]]:
+    """{encoder attribute: (transformer class name, its number of layers)} of the CLIP class,
+    built on the meta device (nothing allocated)."""
+    model = clip_target.clip(device="meta", dtype=torch.float32, model_options={})
+    return {name: (type(getattr(child, "transformer", child)).__name__,
+                   getattr(child, "num_layers", None))
+            for name, child in model.named_children()
+            if next(child.parameters(), None) is not None}
+
+
+def _tiny_config(transformer: str, layers: int | None) -> dict:
+    kind = TRANSFORMER_KINDS.get(transformer, "llm")
+    if kind == "xlmr":
+        return dict(_XLMR)
+    config = dict(encoder_recipes.TINY[kind])
+    if kind == "llm" and layers:
+        config["num_hidden_layers"] = layers  # keep the depth: fixed hidden-layer taps
+    return config
+
+
+def build_tiny(clip_target, seed: int = 0, tokenizer_data: dict | None = None):
+    """A tiny ``comfy.sd.CLIP`` of ``clip_target``'s class, on the CPU, in float32."""
+    import comfy.sd
+
+    options = {}
+    for name, (transformer, layers) in encoders_on_meta(clip_target).items():
+        config = _tiny_config(transformer, layers)
+        options[f"{name}_model_config"] = config
+        options.setdefault("_model_config", config)  # encoders ComfyUI builds unnamed
+    options.update(load_device=torch.device("cpu"), offload_device=torch.device("cpu"),
+                   initial_device=torch.device("cpu"), dtype=torch.float32)
+    spiece = (Path(comfy.sd.__file__).parent / "text_encoders/t5_pile_tokenizer/"
+              "tokenizer.model").read_bytes()
+    data = {key: spiece for key in ("spiece_model", "mt5xl.spiece_model",
+                                    "gemma_spiece_model", "jina_spiece_model")}
+    data.update(tokenizer_data or {})
+    clip = comfy.sd.CLIP(target=clip_target, model_options=options, tokenizer_data=data)
+    encoder_recipes.init_weights(clip.cond_stage_model, seed)
+    return clip
