@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 __all__ = ["ENCODERS", "NO_FINAL_NORM", "TOKEN_KEYS", "TRANSFORMERS4", "TRANSFORMERS4_DIR",
-           "init_weights",
+           "init_weights", "target",
            "build_clip",
            "needs_transformers4", "tekken_vocab"]
 
@@ -155,7 +155,7 @@ def needs_transformers4(family: str) -> str | None:
     return None
 
 
-def _target(family: str):
+def target(family: str):
     """The family's ClipTarget: its supported_models config's clip_target(), which picks the
     encoders by the checkpoint keys it finds (given here as placeholders), or :data:`TARGETS`."""
     import comfy.supported_models
@@ -182,7 +182,7 @@ def build_clip(family: str, seed: int = 0):
     """A ``comfy.sd.CLIP`` for the family's text encoder(s), tiny, on the CPU."""
     import comfy.sd
 
-    target = _target(family)
+    target_ = target(family)
     options = {f"{_OPTION_NAMES.get(name, name)}_model_config": dict(TINY[kind])
                for name, kind in ENCODERS[family].items()}
     options.update(load_device=torch.device("cpu"), offload_device=torch.device("cpu"),
@@ -193,6 +193,6 @@ def build_clip(family: str, seed: int = 0):
     if family in TRANSFORMERS4:
         data["tekken_model"] = tekken_vocab()
     data.update(TOKENIZER_DATA.get(family, {}))
-    clip = comfy.sd.CLIP(target=target, model_options=options, tokenizer_data=data)
+    clip = comfy.sd.CLIP(target=target_, model_options=options, tokenizer_data=data)
     init_weights(clip.cond_stage_model, seed)
     return clip

@@ -35,8 +35,14 @@ def encoders_on_meta(clip_target) -> dict[str, tuple[str, int | None]]:
             if next(child.parameters(), None) is not None}
 
 
-def _tiny_config(transformer: str, layers: int | None) -> dict:
+#: CLIP modules that concatenate CLIP outputs with T5's along the tokens, padded to T5-XXL's
+#: width 4096 (SD3): their T5 keeps that width
+_WIDE_T5 = ("comfy.text_encoders.sd3_clip",)
+
+
+def _tiny_config(transformer: str, layers: int | None, wide_t5: bool = False) -> dict:
     kind = TRANSFORMER_KINDS.get(transformer, "llm")
+    kind = "t5_4096" if kind == "t5" and wide_t5 else kind
     if kind == "xlmr":
         return dict(_XLMR)
     config = dict(encoder_recipes.TINY[kind])
@@ -45,13 +51,26 @@ def _tiny_config(transformer: str, layers: int | None) -> dict:
     return config
 
 
+def _check_tiny(model: torch.nn.Module, limit: int = 200_000_000) -> None:
+    """Refuse an encoder that took no tiny config (initialising it would touch GBs)."""
+    for name, child in model.named_children():
+        count = sum(p.numel() for n, p in child.named_parameters()
+                    if not any(v in n.split(".") for v in ("visual", "vision_model")))
+        if count > limit:
+            raise ValueError(f"encoder {name!r} of {type(model).__name__} has {count:,} "
+                             f"parameters outside its vision tower, expected a tiny build "
+                             f"(< {limit:,}): ComfyUI did not read the tiny config; add its "
+                             "option name to harness.tiny_clips")
+
+
 def build_tiny(clip_target, seed: int = 0, tokenizer_data: dict | None = None):
     """A tiny ``comfy.sd.CLIP`` of ``clip_target``'s class, on the CPU, in float32."""
     import comfy.sd
 
     options = {}
+    wide = clip_target.clip.__module__ in _WIDE_T5
     for name, (transformer, layers) in encoders_on_meta(clip_target).items():
-        config = _tiny_config(transformer, layers)
+        config = _tiny_config(transformer, layers, wide)
         options[f"{name}_model_config"] = config
         options.setdefault("_model_config", config)  # encoders ComfyUI builds unnamed
     options.update(load_device=torch.device("cpu"), offload_device=torch.device("cpu"),
@@ -60,7 +79,14 @@ def build_tiny(clip_target, seed: int = 0, tokenizer_data: dict | None = None):
               "tokenizer.model").read_bytes()
     data = {key: spiece for key in ("spiece_model", "mt5xl.spiece_model",
                                     "gemma_spiece_model", "jina_spiece_model")}
+    # Gemma 4's and GPT-OSS's tokenizer.json (read from the checkpoint): Llama 3's stands in;
+    # Mistral's tekken vocabulary: encoder_recipes.tekken_vocab; LTX-2's Gemma: no padding
+    data["tokenizer_json"] = (Path(comfy.sd.__file__).parent / "text_encoders/llama_tokenizer/"
+                              "tokenizer.json").read_bytes()
+    data["tekken_model"] = encoder_recipes.tekken_vocab()
+    data["gemma3_12b_min_length"] = 1
     data.update(tokenizer_data or {})
     clip = comfy.sd.CLIP(target=clip_target, model_options=options, tokenizer_data=data)
+    _check_tiny(clip.cond_stage_model)
     encoder_recipes.init_weights(clip.cond_stage_model, seed)
     return clip
