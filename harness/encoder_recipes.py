@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 __all__ = ["ENCODERS", "NO_FINAL_NORM", "TOKEN_KEYS", "TRANSFORMERS4", "TRANSFORMERS4_DIR",
-           "init_weights", "target",
+           "UNNAMED_OPTIONS", "init_weights", "target",
            "build_clip",
            "needs_transformers4", "tekken_vocab"]
 
@@ -102,6 +102,7 @@ _MISTRAL_SPECIAL = ("<unk>", "<s>", "</s>", "[INST]", "[/INST]", "[AVAILABLE_TOO
 #: ByT5's model and LTX-2's Gemma (built outside an SD1ClipModel) set no name: the bare
 #: ``_model_config``
 _OPTION_NAMES = {"byt5_small": "", "gemma3_12b": ""}
+UNNAMED_OPTIONS = frozenset(_OPTION_NAMES)
 
 #: the tokenizer's key for an encoder, where it is not the encoder's own name
 TOKEN_KEYS = {"byt5_small": "byt5", "clip_l": "l", "clip_g": "g"}

@@ -22,6 +22,8 @@ __all__ = ["TRANSFORMER_KINDS", "build_tiny", "encoders_on_meta"]
 #: transformer class name -> tiny config kind (harness.encoder_recipes.TINY), else "llm"
 TRANSFORMER_KINDS = {"CLIPTextModel": "clip", "T5": "t5", "XLMRobertaModel": "xlmr",
                      "BertModel": "bert"}
+#: encoders ComfyUI builds with no model name (they read the bare "_model_config")
+_UNNAMED = encoder_recipes.UNNAMED_OPTIONS | {"gemma", "jina"}
 _XLMR = dict(hidden_size=32, intermediate_size=64, num_attention_heads=2, num_hidden_layers=2)
 
 
@@ -69,10 +71,17 @@ def build_tiny(clip_target, seed: int = 0, tokenizer_data: dict | None = None):
 
     options = {}
     wide = clip_target.clip.__module__ in _WIDE_T5
-    for name, (transformer, layers) in encoders_on_meta(clip_target).items():
+    encoders = encoders_on_meta(clip_target)
+    for name, (transformer, layers) in encoders.items():
         config = _tiny_config(transformer, layers, wide)
         options[f"{name}_model_config"] = config
-        options.setdefault("_model_config", config)  # encoders ComfyUI builds unnamed
+        # encoders ComfyUI builds without a model name read the bare "_model_config"
+        # (NewBie's Gemma and Jina CLIP both do: the sizes both configs have, first wins;
+        # head counts stay each model's own, which keeps Gemma's grouped-query ratio)
+        if len(encoders) == 1 or name in _UNNAMED:
+            shared = options.get("_model_config")
+            options["_model_config"] = config if shared is None else {
+                k: v for k, v in shared.items() if k in config and "heads" not in k}
     options.update(load_device=torch.device("cpu"), offload_device=torch.device("cpu"),
                    initial_device=torch.device("cpu"), dtype=torch.float32)
     spiece = (Path(comfy.sd.__file__).parent / "text_encoders/t5_pile_tokenizer/"
