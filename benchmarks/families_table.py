@@ -4,7 +4,8 @@ For every entry of ``comfy.supported_models.models`` with a tiny recipe (harness
 this builds the model with ComfyUI's classes, learns maps with AcT Learn Transport's defaults
 (as tests/test_families_matrix.py does), counts the sites by kind, checks that strength 0 is
 bit-identical and strength 1 changes a 2-step sample, and tries folded mode on the affine norms
-inside the blocks. The text encoders of harness/encoder_recipes.py get their sites per encoder.
+inside the blocks. The text encoders of harness/encoder_recipes.py get their sites per encoder,
+and so does every CLIP class ComfyUI's CLIP loaders build (benchmarks/clip_loaders_table.py).
 Entries without a recipe are listed with their reason. The pass/fail columns are re-measured
 here; the full matrix (save/load, foreign maps) is the test suite's.
 
@@ -161,13 +162,23 @@ def main() -> None:
         "| (none) | every image and video entry passes |"]
     excluded = [f"| {n} | {recipes.EXCLUDED[n]} |" for n in order if n in recipes.EXCLUDED]
     text_rows = [encoder_row(nodes.clip, encoders, f) for f in encoders.ENCODERS]
-    Path(args.out).write_text(_document(rows, blocked, excluded, text_rows, len(order)))
+    from benchmarks import clip_loaders_table
+    from harness import clip_rows
+
+    loader_rows = clip_rows.rows()
+    loaders = {"type_rows": "\n".join(clip_loaders_table.type_rows(loader_rows)),
+               "class_rows": "\n".join(clip_loaders_table.class_rows(nodes.clip, loader_rows)),
+               "class_count": len(loader_rows),
+               **{f"loader_{how}_count": sum(e["how"] == how for e in loader_rows.values())
+                  for how in ("named", "generated", "gap", "excluded")}}
+    Path(args.out).write_text(_document(rows, blocked, excluded, text_rows, len(order),
+                                        loaders))
     print(args.out)
 
 
-def _document(rows, blocked, excluded, text_rows, total: int) -> str:
+def _document(rows, blocked, excluded, text_rows, total: int, loaders: dict) -> str:
     template = (ROOT / "benchmarks" / "families_template.md").read_text()
-    return template.format(
+    return template.format(**loaders,
         total=total, passing=len(rows), blocked_count=sum("(none)" not in b for b in blocked),
         excluded_count=len(excluded), rows="\n".join(rows), blocked="\n".join(blocked),
         excluded="\n".join(excluded), text_rows="\n".join(text_rows))

@@ -22,6 +22,9 @@ __all__ = ["TRANSFORMER_KINDS", "build_tiny", "encoders_on_meta"]
 #: transformer class name -> tiny config kind (harness.encoder_recipes.TINY), else "llm"
 TRANSFORMER_KINDS = {"CLIPTextModel": "clip", "T5": "t5", "XLMRobertaModel": "xlmr",
                      "BertModel": "bert"}
+#: transformer class -> depth of its tiny build: Qwen 3.5 (its CLIP reads layer -2; ComfyUI
+#: derives the linear/full attention pattern from the depth) costs ~0.6 s per layer otherwise
+_DEPTH = {"Qwen35_": 4}
 #: encoders ComfyUI builds with no model name (they read the bare "_model_config")
 _UNNAMED = encoder_recipes.UNNAMED_OPTIONS | {"gemma", "jina"}
 _XLMR = dict(hidden_size=32, intermediate_size=64, num_attention_heads=2, num_hidden_layers=2)
@@ -49,7 +52,8 @@ def _tiny_config(transformer: str, layers: int | None, wide_t5: bool = False) ->
         return dict(_XLMR)
     config = dict(encoder_recipes.TINY[kind])
     if kind == "llm" and layers:
-        config["num_hidden_layers"] = layers  # keep the depth: fixed hidden-layer taps
+        # keep the depth (fixed hidden-layer taps), except where the CLIP reads layer -2
+        config["num_hidden_layers"] = min(layers, _DEPTH.get(transformer, layers))
     return config
 
 
