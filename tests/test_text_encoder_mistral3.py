@@ -49,3 +49,21 @@ def test_the_mistral3_row_passes_the_matrix_with_transformers_4():
     # every check of the row ran (one encoder: 'one of several steered alone' is skipped)
     assert passed and int(passed.group(1)) == 5, tail
     assert "MistralConverter" not in result.stdout, tail
+
+
+def test_the_generated_mistral_rows_pass_the_matrix_with_transformers_4():
+    """Flux.2's pruned Mistral 3 and ERNIE-Image's Ministral 3, as CLIPLoader builds them
+    (tests/test_clip_loaders_matrix.py's generated rows), with transformers 4.57.6."""
+    if not (TRANSFORMERS4 / "transformers").is_dir():
+        pytest.fail(f"transformers 4.57.6 is not installed in {TRANSFORMERS4}", pytrace=False)
+    path = os.pathsep.join([str(TRANSFORMERS4), str(ROOT), os.environ.get("PYTHONPATH", "")])
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider",
+         "tests/test_clip_loaders_matrix.py", "-k", "MISTRAL or MINISTRAL"],
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": path}, capture_output=True, text=True,
+        timeout=600)
+    tail = result.stdout[-4000:] + result.stderr[-2000:]
+    assert result.returncode == 0, tail
+    passed = re.search(r"(\d+) passed", result.stdout)
+    assert passed and int(passed.group(1)) == 2, tail
+    assert "skipped" not in result.stdout, tail
