@@ -94,30 +94,32 @@ def class_rows(clip_nodes, rows: dict) -> list[str]:
 
 
 def type_rows(rows: dict) -> list[str]:
-    """One markdown row per loader type: the family it serves and the classes it selects
-    (classes every single-loader type reaches, where ComfyUI goes by the file alone, are
-    listed once, under 'any')."""
+    """One markdown row per loader type: the family it serves and the classes it selects.
+    For most encoders the single loader goes by the file alone: classes that more than half
+    of its types reach are listed once, under 'any'."""
     from harness import clip_loaders, clip_rows
 
     types = clip_loaders.loader_types()
-    every = set(types["single"])
+    half = len(types["single"]) / 2
     by_type: dict[tuple[str, str | None], list[str]] = {}
     anywhere: list[str] = []
     for entry in rows.values():
         reached = {(t.loader, t.type) for t in entry["targets"]}
+        files = "+".join(entry["target"].files)
         label = f"{_short(entry['key'])} [{entry['how']}]"
-        if every <= {t for loader, t in reached if loader == "single"}:
-            anywhere.append(label)
-            continue
-        for pair in sorted(reached, key=str):
-            by_type.setdefault(pair, []).append(label)
+        single = f"{_short(entry['key'])} ← {files} [{entry['how']}]"
+        if sum(loader == "single" for loader, _ in reached) > half:
+            anywhere.append(single)
+            reached = {(loader, t) for loader, t in reached if loader != "single"}
+        for pair in reached:
+            by_type.setdefault(pair, []).append(single if pair[0] == "single" else label)
     out = []
     for loader, names in types.items():
         for t in names:
             serves = clip_rows.TYPE_FAMILIES.get(t) or (
                 f"excluded: {clip_rows.EXCLUDED_TYPES[t]}" if t in clip_rows.EXCLUDED_TYPES
                 else "SD3 (triple) / HiDream (quadruple)")
-            classes = "; ".join(by_type.get((loader, t), [])) or "(file decides: see 'any')"
+            classes = "; ".join(by_type.get((loader, t), [])) or "(the file decides: 'any')"
             out.append(f"| {loader} | {t or '-'} | {serves} | {classes} |")
     out.append(f"| single | any | the file's encoder decides | {'; '.join(anywhere)} |")
     return out

@@ -111,8 +111,12 @@ def _empty(key: tuple) -> bool:
 def rows() -> dict[str, dict]:
     """Every key the loaders reach -> how the matrix covers it: ``{"row": name, "how":
     "named" | "generated" | "gap" | "excluded", "reason": str, "targets": [...]}``, keyed by
-    the representative target's name (its first loader/type/file choice)."""
+    the representative target's name (``dual:flux:any`` where every pair of files gives it).
+    """
+    import comfy.sd
+
     named = named_row_keys()
+    pairs = len(comfy.sd.TEModel) * (len(comfy.sd.TEModel) + 1) // 2
     out = {}
     for key, targets in clip_loaders.enumerate_targets().items():
         # label: a target whose type names the class's module (cosmos, wan...), else the first
@@ -120,6 +124,10 @@ def rows() -> dict[str, dict]:
         first = next((t for t in targets if t.type and t.type.replace("_", "") in module),
                      targets[0])
         entry = {"key": key, "target": first, "targets": targets, "reason": ""}
+        name = first.name
+        if first.loader == "dual" and sum(t.loader == "dual" and t.type == first.type
+                                          for t in targets) == pairs:
+            name = f"dual:{first.type}:any"  # ComfyUI goes by the type alone
         if key in named:
             entry.update(how="named", row=named[key])
         elif key[0] in EXCLUDED_CLASSES:
@@ -130,6 +138,7 @@ def rows() -> dict[str, dict]:
         elif gap_of(key):
             entry.update(how="gap", reason=gap_of(key)[1])
         else:
-            entry.update(how="generated", row=first.name)
-        out[first.name] = entry
+            entry.update(how="generated", row=name)
+        entry["name"] = name
+        out[name] = entry
     return out
