@@ -74,12 +74,14 @@ GAPS: dict[str, tuple[str, str]] = {
         "'gemma3_4b', the encoder is named 'gemma3_4b_vision' (KeyError in "
         "SD1ClipModel.encode_token_weights)"),
     "comfy.text_encoders.gemma4:gemma4_te.<locals>.Gemma4TEModel_": (
-        "Error", "Gemma 4 (no image or video family of supported_models loads it): its "
-        "config's per-layer embeddings and layer types do not shrink with the tiny config "
-        "(2.7-3.1 G parameters, or 'not enough values to unpack'); no tiny recipe yet"),
+        "Error", "Gemma 4 (no image or video family of comfy.supported_models uses it): the "
+        "generic tiny config leaves its per-layer input embeddings (vocabulary 262144 x layers "
+        "x 256) at full size, 2.7-3.1 G parameters for E2B/E4B, and the 12B variant fails to "
+        "build ('not enough values to unpack'); no tiny recipe yet"),
     "comfy.text_encoders.gpt_oss:lens_te.<locals>.LensTEModel_": (
-        "AttributeError", "GPT-OSS 20B (Lens): its tiny build fails in ComfyUI's MoE layers "
-        "('Linear' object has no attribute 'weight'); no tiny recipe yet"),
+        "AttributeError", "GPT-OSS 20B (Lens): comfy.sd.CLIP's constructor fails loading the "
+        "tiny model (ModelPatcher.load -> get_key_weight: 'Linear' object has no attribute "
+        "'weight'); no tiny recipe yet"),
 }
 
 #: tokenizers ComfyUI builds with MistralConverter(vocab=...): transformers < 5 (subprocess)
