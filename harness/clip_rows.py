@@ -122,9 +122,10 @@ def rows() -> dict[str, dict]:
     out = {}
     for key, targets in clip_loaders.enumerate_targets().items():
         # label: a target whose type names the class's module (cosmos, wan...), else the first
-        module = key[0].split(":")[0].replace("_", "")
-        first = next((t for t in targets if t.type and t.type.replace("_", "") in module),
-                     targets[0])
+        module = key[0].split(":")[0].rsplit(".", 1)[-1].replace("_", "")
+        first = next((t for t in targets if t.type and (
+            module.startswith(t.type.replace("_", "")) or
+            t.type.replace("_", "").startswith(module))), targets[0])
         entry = {"key": key, "target": first, "targets": targets, "reason": ""}
         name = first.name
         if first.loader == "dual" and sum(t.loader == "dual" and t.type == first.type

@@ -7,12 +7,14 @@ tests/test_text_encoders_matrix.py does not build gets a generated row here, bui
 the class ComfyUI chose: learn, strength 0 bit-identical, strength 1 changes the conditioning
 (every tensor ComfyUI returns: cond, pooled and extras such as HiDream's Llama states),
 a save/load round trip, maps of another encoder refused, and steering one encoder of several
-puts maps on that one only. A loader type, detectable encoder or CLIP class that ComfyUI adds
-later and that has no row and no documented exclusion fails here.
+puts maps on that one only and leaves every other encoder's output bit-identical. A loader
+type, detectable encoder or CLIP class that ComfyUI adds later and that has no row and no
+documented exclusion fails here.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 
 import pytest
@@ -141,7 +143,36 @@ def test_generated_row_passes_the_matrix(name, rows, clip_nodes, act_pack, forei
         clip_nodes.patch_clip(clip, foreign, 1.0)
     assert repr(foreign.metadata["model"]["family"]) in str(error.value)
     assert repr(type(clip.cond_stage_model).__name__) in str(error.value)
-    for one in encoders if len(encoders) > 1 else ():
-        alone = clip_nodes.learn_text_maps(clip, SOURCE, TARGET, "layer outputs", "", "mean_act",
-                                           "unbounded", encoder=one)
-        assert {s.split(".", 1)[0] for s in alone} == {one}
+    if len(encoders) > 1:
+        plain = _per_encoder(clip, act_core, encoders)
+        for one in encoders:
+            alone = clip_nodes.learn_text_maps(clip, SOURCE, TARGET, "layer outputs", "",
+                                               "mean_act", "unbounded", encoder=one)
+            assert {s.split(".", 1)[0] for s in alone} == {one}
+            steered = _per_encoder(clip, act_core, encoders, alone)
+            for other in encoders:
+                assert _same(steered[other], plain[other]) == (other != one), (one, other)
+
+
+def _per_encoder(clip, act_core, encoders: list[str], maps=None) -> dict[str, list]:
+    """Each encoder's own output tensors while the whole CLIP encodes PROMPT (forward hooks on
+    the encoder modules, removed in finally), with ``maps`` applied at strength 1."""
+    model, outputs = clip.cond_stage_model, {name: [] for name in encoders}
+
+    def keep(name):
+        def hook(_module, _args, output):
+            parts = output if isinstance(output, (tuple, list)) else (output,)
+            outputs[name].extend(p.detach().clone() for p in parts if torch.is_tensor(p))
+        return hook
+
+    handles = [getattr(model, name).register_forward_hook(keep(name)) for name in encoders]
+    try:
+        with contextlib.ExitStack() as stack:
+            if maps is not None:
+                stack.enter_context(act_core.apply_transport(model, maps, 1.0, "unbounded"))
+            clip.encode_from_tokens(clip.tokenize(PROMPT), return_dict=True)
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert all(outputs.values()), {n: len(o) for n, o in outputs.items()}
+    return outputs
