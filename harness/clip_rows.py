@@ -78,10 +78,6 @@ GAPS: dict[str, tuple[str, str]] = {
         "generic tiny config leaves its per-layer input embeddings (vocabulary 262144 x layers "
         "x 256) at full size, 2.7-3.1 G parameters for E2B/E4B, and the 12B variant fails to "
         "build ('not enough values to unpack'); no tiny recipe yet"),
-    "comfy.text_encoders.gpt_oss:lens_te.<locals>.LensTEModel_": (
-        "AttributeError", "GPT-OSS 20B (Lens): comfy.sd.CLIP's constructor fails loading the "
-        "tiny model (ModelPatcher.load -> get_key_weight: 'Linear' object has no attribute "
-        "'weight'); no tiny recipe yet"),
 }
 
 #: tokenizers ComfyUI builds with MistralConverter(vocab=...): transformers < 5 (subprocess)

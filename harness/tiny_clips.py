@@ -7,6 +7,13 @@ config kind follows from its transformer class (CLIP, T5, BERT-like, or a langua
 is passed with ComfyUI's own override, ``model_options["<encoder>_model_config"]``. Language
 models keep their real depth (several CLIPs read fixed hidden layers, e.g. layer 13 or 27)
 at width 32; weights are initialised as in :mod:`harness.encoder_recipes`.
+
+Some encoders read their own option and build their linear layers without weights until a
+state dict fills them (:data:`OWN_CONFIG`: Lens's GPT-OSS, whose ``comfy.ops.
+mixed_precision_ops`` Linear has no ``weight`` and MoEExperts ``weight = None`` until
+loaded, hence the generic build's "'Linear' object has no attribute 'weight'"):
+:func:`weightless_state_dict` gives those layers zero weights of their tiny shapes, loaded by
+``comfy.sd.CLIP(state_dict=...)`` as a checkpoint would be, then initialised as the rest.
 """
 
 from __future__ import annotations
@@ -17,7 +24,8 @@ import torch
 
 from harness import encoder_recipes
 
-__all__ = ["TRANSFORMER_KINDS", "build_tiny", "encoders_on_meta"]
+__all__ = ["OWN_CONFIG", "TRANSFORMER_KINDS", "build_tiny", "encoders_on_meta",
+           "weightless_state_dict"]
 
 #: transformer class name -> tiny config kind (harness.encoder_recipes.TINY), else "llm"
 TRANSFORMER_KINDS = {"CLIPTextModel": "clip", "T5": "t5", "XLMRobertaModel": "xlmr",
@@ -27,6 +35,12 @@ TRANSFORMER_KINDS = {"CLIPTextModel": "clip", "T5": "t5", "XLMRobertaModel": "xl
 _DEPTH = {"Qwen35_": 4}
 #: encoders ComfyUI builds with no model name (they read the bare "_model_config")
 _UNNAMED = encoder_recipes.UNNAMED_OPTIONS | {"gemma", "jina"}
+#: transformer class -> (the model option its CLIP class reads, tiny config): GPT-OSS (Lens)
+#: ignores "<encoder>_model_config"; its depth stays 24 (Lens reads layers 5, 11, 17, 23) and
+#: its vocabulary 201088 (Lens pads with token 199999)
+OWN_CONFIG = {"GptOssModel": ("gpt_oss_config", dict(
+    hidden_size=32, intermediate_size=32, num_attention_heads=4, num_key_value_heads=2,
+    head_dim=8, num_local_experts=4, num_experts_per_tok=2))}
 _XLMR = dict(hidden_size=32, intermediate_size=64, num_attention_heads=2, num_hidden_layers=2)
 
 
@@ -77,6 +91,10 @@ def build_tiny(clip_target, seed: int = 0, tokenizer_data: dict | None = None):
     wide = clip_target.clip.__module__ in _WIDE_T5
     encoders = encoders_on_meta(clip_target)
     for name, (transformer, layers) in encoders.items():
+        if transformer in OWN_CONFIG:
+            option, config = OWN_CONFIG[transformer]
+            options[option] = dict(config)
+            continue
         config = _tiny_config(transformer, layers, wide)
         options[f"{name}_model_config"] = config
         # encoders ComfyUI builds without a model name read the bare "_model_config"
@@ -99,7 +117,35 @@ def build_tiny(clip_target, seed: int = 0, tokenizer_data: dict | None = None):
     data["tekken_model"] = encoder_recipes.tekken_vocab()
     data["gemma3_12b_min_length"] = 1
     data.update(tokenizer_data or {})
-    clip = comfy.sd.CLIP(target=clip_target, model_options=options, tokenizer_data=data)
+    state = weightless_state_dict(clip_target, options)
+    clip = comfy.sd.CLIP(target=clip_target, model_options=options, tokenizer_data=data,
+                         state_dict=[state] if state else [])
     _check_tiny(clip.cond_stage_model)
     encoder_recipes.init_weights(clip.cond_stage_model, seed)
     return clip
+
+
+def weightless_state_dict(clip_target, options: dict) -> dict[str, torch.Tensor]:
+    """A zero checkpoint of the encoder whose layers the CLIP class builds without weights (no
+    ``weight``, or None; shape ``_orig_shape``: [out, in], or [experts, out, in] for
+    MoEExperts): every key its ``load_sd`` reads (relative to its ``transformer``), weights
+    of those layers included; {} when no layer lacks one. The class is built on the meta
+    device with ``options`` (nothing allocated)."""
+    model = clip_target.clip(device="meta", dtype=torch.float32, model_options=options)
+    weightless = {name: module for name, module in model.named_modules()
+                  if getattr(module, "weight", None) is None and hasattr(module, "_orig_shape")}
+    encoders = {name.split(".", 1)[0] for name in weightless}
+    if not weightless:
+        return {}
+    if len(encoders) > 1 or not all(n.startswith(f"{min(encoders)}.transformer.")
+                                    for n in weightless):
+        raise ValueError(f"weight-less layers of {type(model).__name__} in {sorted(encoders)}, "
+                         "expected them in one encoder's transformer (its load_sd reads one "
+                         "checkpoint): extend harness.tiny_clips")
+    transformer = getattr(model, min(encoders)).transformer
+    # its parameters (state_dict() would skip the weight-less layers' biases)
+    state = {k: torch.zeros(v.shape, dtype=v.dtype) for k, v in transformer.named_parameters()}
+    prefix = f"{min(encoders)}.transformer."
+    state.update({name.removeprefix(prefix) + ".weight": torch.zeros(module._orig_shape)
+                  for name, module in weightless.items()})
+    return state
