@@ -48,7 +48,9 @@ import torch
 
 from act_core import hf
 from act_core.gate import gate_maps, ungated
+from act_core.hf.gating import fit_lm_sequence_gate
 from act_core.hf.generate import generate, perplexity
+from act_core.mapset import MapSet
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -161,10 +163,18 @@ def run(args) -> dict:
                       incremental=False, gate=True, batch_size=args.batch_size, samples=samples)
     fit_s = time.perf_counter() - start
     variants = {"none": None, "ungated": ungated(gated)}
-    for ramp in args.ramps:
-        for pooling in args.poolings:
-            variants[f"gated_{pooling}_{ramp}"] = gate_maps(
-                gated, samples["source"], samples["target"], pooling, ramp)
+    if "site" in args.gates:
+        for ramp in args.ramps:
+            for pooling in args.poolings:
+                variants[f"gated_{pooling}_{ramp}"] = gate_maps(
+                    gated, samples["source"], samples["target"], pooling, ramp)
+    sequence_gate = None
+    if "sequence" in args.gates:  # one gate for the whole set (act_core.seqgate)
+        start = time.perf_counter()
+        sequence_gate = fit_lm_sequence_gate(model, tokenizer, payload["source"],
+                                             payload["target"], reader=args.reader_layers)
+        log.info("%s (%.0f s)", sequence_gate.describe(), time.perf_counter() - start)
+        variants["gated_sequence"] = MapSet(ungated(gated), {}, sequence_gate)
     prompts = payload["eval"]
     benign = [p for p, q in zip(prompts, payload["eval_toxic_prob"]) if q < 0.5]
     rates = speed(model, tokenizer, variants, args) if args.speed_first else {}
@@ -190,6 +200,7 @@ def run(args) -> dict:
     result = {"args": vars(args), "device": _device_name(args.device), "fit_seconds": fit_s,
               "n_prompts": len(prompts), "n_benign": len(benign), "sites": len(gated),
               "gate_auroc_median": statistics.median(t.gate.auroc for t in gated.values()),
+              **({"sequence_gate": sequence_gate.metadata()} if sequence_gate else {}),
               "tokens_per_s": rates or speed(model, tokenizer, variants, args), "rows": rows}
     if "none" in rows:
         compare(result)
@@ -285,6 +296,12 @@ def main(argv=None) -> None:
                         "token), item (per forward call)")
     r.add_argument("--ramps", nargs="+", default=["balanced", "strict"],
                    help="gate ramps (act_core.gate.RAMPS) to run, each with every pooling")
+    r.add_argument("--gates", nargs="+", choices=["site", "sequence"], default=["site"],
+                   help="gated rows: site (one gate per site, --poolings x --ramps) and/or "
+                        "sequence (one gate for the set, read after --reader-layers layers)")
+    r.add_argument("--reader-layers", type=int, default=2,
+                   help="sequence gate: read the residual stream after this many decoder "
+                        "layers (default 2, the dev choice; docs/results_gate.md)")
     r.add_argument("--speed-tokens", type=int, default=64)
     r.add_argument("--speed-rounds", type=int, default=5)
     r.add_argument("--speed-first", action="store_true",
