@@ -192,6 +192,9 @@ def run(args) -> dict:
         ppl = perplexity(model, tokenizer, payload["prose"], maps, 1.0, args.support)
         rows[name] = {"sampled": sampled, "greedy": greedy, "ppl": ppl,
                       "seconds": time.perf_counter() - begin}
+        if name == "gated_sequence":
+            rows[name]["gate_on"] = gate_on(model, tokenizer, sequence_gate, prompts,
+                                            payload["eval_toxic_prob"], sampled[0])
         log.info("%s: ppl %.3f (%.0f s)", name, ppl, rows[name]["seconds"])
         partial = {"args": vars(args), "partial": True, "n_prompts": len(prompts),
                    "n_benign": len(benign), "sites": len(gated), "tokens_per_s": rates,
@@ -206,6 +209,33 @@ def run(args) -> dict:
         compare(result)
     args.out.write_text(json.dumps(result, indent=1, default=str) + "\n", encoding="utf-8")
     return score(result)
+
+
+def gate_on(model, tokenizer, gate, prompts: list, prompt_prob: list, continued: list) -> dict:
+    """Where the sequence gate is on: at the end of each prompt, and at the end of prompt +
+    first seed's continuation (the running max over both), split by the prompt's label."""
+    from act_core.hf.gating import _token_activations
+    from act_core.sites import Site
+
+    site = Site.parse(gate.site)
+
+    def on(texts: list) -> list[bool]:
+        acts = _token_activations(model, tokenizer, texts, site, max_length=128)
+        return [bool(a.shape[0] and float(gate.scores(a).max()) > 0) for a in acts]
+
+    at_prompt = on(prompts)
+    at_end = on([p + c for p, c in zip(prompts, continued)])
+    benign = [q < 0.5 for q in prompt_prob]
+
+    def share(flags: list, keep: list) -> float:
+        chosen = [f for f, k in zip(flags, keep) if k]
+        return sum(chosen) / max(1, len(chosen))
+
+    return {"prompt_on": at_prompt, "end_on": at_end,
+            "prompt_on_benign": share(at_prompt, benign),
+            "prompt_on_toxic": share(at_prompt, [not b for b in benign]),
+            "end_on_benign": share(at_end, benign),
+            "end_on_toxic": share(at_end, [not b for b in benign])}
 
 
 def compare(result: dict) -> None:
