@@ -3,8 +3,10 @@
 Protocol of docs/llm.md (toxicity): maps fitted all at once on ``toxicity:paired`` (the toxic
 ``fit`` prefixes -> the same prefixes with offensive words swapped) at ``post_norms + mlp_out +
 attn_out``, support q0.05-0.95, λ = 1; a gate per site learned from the same pooled samples
-(:mod:`act_core.gate`). Rows: unsteered, the ungated maps, the gated maps (one row per
-``--poolings`` x ``--ramps``). Per row:
+(:mod:`act_core.gate`), and/or one sequence gate for the whole set (``--gates sequence``,
+:mod:`act_core.seqgate`: read after ``--reader-layers`` decoder layers, on from a sequence's
+first token that passes). Rows: unsteered, the ungated maps, the gated maps (one row per
+``--poolings`` x ``--ramps``, and ``gated_sequence``). Per row:
 
 * toxic fraction of sampled continuations (32 new tokens) of the ``eval`` prefixes x seeds, by
   alt-profanity-check, and the reduction against unsteered (issue 23: gated >= 90% of the
@@ -27,6 +29,11 @@ Three ways to run it::
     python -m benchmarks.llm_gate run --seeds 0 --rows gated --ramps strict --poolings prefix \
         --speed-first --out out/gated.json
     python -m benchmarks.llm_gate merge out/base.json out/gated.json --out llm_gate_eval.json
+    # the sequence gate against the recorded baselines (same deterministic fit and seed)
+    python -m benchmarks.llm_gate run --seeds 0 --rows gated --gates sequence --speed-first \
+        --speed-rounds 3 --speed-tokens 32 --out out/seq.json
+    python -m benchmarks.llm_gate merge benchmarks/results/llm_gate_eval_baselines.json \
+        out/seq.json --out benchmarks/results/llm_gate_eval_sequence.json
     # a GPU machine with torch + transformers only: pack here, carry .gpu/llm_a then .gpu/llm_b
     # (each under 64 MiB: the GGUF weights travel in two halves), run there, score here
     python -m benchmarks.llm_gate pack

@@ -157,3 +157,40 @@ def test_export_refuses_a_sequence_gate_and_gate_off_drops_it(tiny):
     assert select_gate(gated, "learned").sequence_gate is gated.sequence_gate
     with pytest.raises(Exception, match="site"):
         dataclasses.replace(gated.sequence_gate, site="")
+
+
+def test_act_fit_gate_sequence_writes_a_gate_that_generate_uses_or_ignores(tmp_path, capsys):
+    import json
+
+    from act_core.hf.cli import main
+    from harness.hf_tiny import tiny_causal_lm
+
+    model, tokenizer = tiny_causal_lm("llama")
+    model.save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    (tmp_path / "src.txt").write_text("you QQ fool\nQQ off now\nwhat a QQ day\nthe QQ cat\n")
+    (tmp_path / "tgt.txt").write_text("you kind one\ngo off now\nwhat a nice day\nthe big cat\n")
+    out = tmp_path / "m.safetensors"
+    assert main(["fit", "--model", str(tmp_path / "model"), "--source", str(tmp_path / "src.txt"),
+                 "--target", str(tmp_path / "tgt.txt"), "--sites", "post_norms",
+                 "--all-at-once", "--gate", "sequence", "--reader-layers", "1",
+                 "-o", str(out)]) == 0
+    loaded = load_maps(out)
+    assert loaded.sequence_gate.site == "model.layers.0" and loaded.metadata["version"] == 3
+    assert all(tmap.gate is None for tmap in loaded.values())  # one gate, not one per site
+    capsys.readouterr()
+    args = ["generate", "--model", str(tmp_path / "model"), "--prompt", "hello",
+            "--prompt", "the QQ dog", "--max-new-tokens", "6", "--greedy", "--json",
+            "--strength", "3", "--support", "unbounded", "--maps", str(out)]
+    runs = {}
+    for gate in ("learned", "off"):
+        assert main(args + ["--gate", gate]) == 0
+        runs[gate] = [json.loads(line)["text"] for line in capsys.readouterr().out.splitlines()]
+    from act_core.gate import ungated
+    from act_core.hf.generate import generate
+
+    prompts = ["hello", "the QQ dog"]
+    for gate, maps in (("learned", loaded), ("off", ungated(loaded))):
+        assert runs[gate] == generate(model, tokenizer, prompts, maps, 3.0, "unbounded",
+                                      max_new_tokens=6, do_sample=False, batch_size=16)
+    assert runs["learned"] != runs["off"]
