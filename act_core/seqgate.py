@@ -37,8 +37,11 @@ from .errors import FitError, MapError
 
 __all__ = ["POOLINGS", "SequenceGate", "fit_sequence_gate", "ledoit_wolf_shrinkage"]
 
-#: How token scores are pooled along the sequence (a running max: on from the first hit).
-POOLINGS: tuple[str, ...] = ("max",)
+#: How token scores are pooled along the sequence: ``max`` a running max (on from the first
+#: token that passes, causal); ``prompt`` the same, except that a call that starts sequences (a
+#: prompt) is steered from its first token when any of its tokens passes (not causal inside the
+#: prompt; decoding steps are as ``max``).
+POOLINGS: tuple[str, ...] = ("max", "prompt")
 
 
 @dataclass(frozen=True, eq=False)
@@ -134,7 +137,8 @@ def _auroc(pos: torch.Tensor, neg: torch.Tensor) -> float:
 
 
 def fit_sequence_gate(site: str, source: Sequence[torch.Tensor], target: Sequence[torch.Tensor],
-                      positives: Sequence[torch.Tensor] | None = None) -> SequenceGate:
+                      positives: Sequence[torch.Tensor] | None = None,
+                      pooling: str = "max") -> SequenceGate:
     """Fit a sequence gate from per-token reader activations (float64 inside).
 
     Parameters
@@ -146,6 +150,8 @@ def fit_sequence_gate(site: str, source: Sequence[torch.Tensor], target: Sequenc
         already removed).
     positives : sequence of bool Tensor (T_i,), optional
         Which source tokens are positives (see the module notes); None: every source token.
+    pooling : str
+        One of :data:`POOLINGS` (how the host applies the gate; the fit is the same).
 
     Raises
     ------
@@ -189,7 +195,7 @@ def fit_sequence_gate(site: str, source: Sequence[torch.Tensor], target: Sequenc
     bias = offset - threshold
     pooled_src = torch.stack([(s.double().cpu() @ weight).max() for s in source]) + bias
     pooled_tgt = torch.stack([(t.double().cpu() @ weight).max() for t in target]) + bias
-    return SequenceGate(site=site, weight=weight.to(torch.float32), bias=bias,
+    return SequenceGate(site=site, weight=weight.to(torch.float32), bias=bias, pooling=pooling,
                         auroc=_auroc(pooled_src, pooled_tgt),
                         source_on=float((pooled_src > 0).double().mean()),
                         target_on=float((pooled_tgt > 0).double().mean()))

@@ -45,6 +45,7 @@ Three ways to run it::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import statistics
@@ -182,6 +183,9 @@ def run(args) -> dict:
                                              payload["target"], reader=args.reader_layers)
         log.info("%s (%.0f s)", sequence_gate.describe(), time.perf_counter() - start)
         variants["gated_sequence"] = MapSet(ungated(gated), {}, sequence_gate)
+        if args.prompt_scope:  # the same gate, deciding a whole prompt at once
+            variants["gated_sequence_prompt"] = MapSet(
+                ungated(gated), {}, dataclasses.replace(sequence_gate, pooling="prompt"))
     prompts = payload["eval"]
     benign = [p for p, q in zip(prompts, payload["eval_toxic_prob"]) if q < 0.5]
     rates = speed(model, tokenizer, variants, args) if args.speed_first else {}
@@ -199,7 +203,7 @@ def run(args) -> dict:
         ppl = perplexity(model, tokenizer, payload["prose"], maps, 1.0, args.support)
         rows[name] = {"sampled": sampled, "greedy": greedy, "ppl": ppl,
                       "seconds": time.perf_counter() - begin}
-        if name == "gated_sequence":
+        if name.startswith("gated_sequence"):
             rows[name]["gate_on"] = gate_on(model, tokenizer, sequence_gate, prompts,
                                             payload["eval_toxic_prob"], sampled[0])
         log.info("%s: ppl %.3f (%.0f s)", name, ppl, rows[name]["seconds"])
@@ -339,6 +343,9 @@ def main(argv=None) -> None:
     r.add_argument("--reader-layers", type=int, default=2,
                    help="sequence gate: read the residual stream after this many decoder "
                         "layers (default 2, the dev choice; docs/results_gate.md)")
+    r.add_argument("--prompt-scope", action="store_true",
+                   help="also a gated_sequence_prompt row: the sequence gate deciding a whole "
+                        "prompt at once (pooling 'prompt', not causal inside the prompt)")
     r.add_argument("--speed-tokens", type=int, default=64)
     r.add_argument("--speed-rounds", type=int, default=5)
     r.add_argument("--speed-first", action="store_true",

@@ -102,6 +102,19 @@ def test_a_sequence_is_unchanged_until_its_first_token_that_passes(tiny):
     assert torch.allclose(got, expected, atol=1e-5)
 
 
+def test_prompt_pooling_steers_a_whole_prompt_once_any_token_passes(tiny):
+    model, tokenizer, gated, _ = tiny
+    whole = MapSet(dict(gated), {}, dataclasses.replace(gated.sequence_gate, pooling="prompt"))
+    texts = ["the dog sat on the mat", "the dog Zat on the mat"]
+    base = _logits(model, tokenizer, texts, None)
+    causal = _logits(model, tokenizer, texts, gated)
+    steered = _logits(model, tokenizer, texts, whole)
+    where = texts[1].index("Z")
+    assert torch.equal(steered[0], base[0])  # no Z anywhere: bit for bit
+    assert not torch.allclose(steered[1, 1:where], base[1, 1:where])  # before Z: steered too
+    assert torch.equal(causal[1, :where], base[1, :where])  # (the causal gate is not)
+
+
 def test_generation_stays_bit_identical_while_the_gate_is_off(tiny):
     from act_core.hf.generate import generate
 

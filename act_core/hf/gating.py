@@ -109,8 +109,11 @@ class SequenceGating:
             scores = self._prepass(ids, embeds, attention, kwargs.get("position_ids"))
             scores = scores.masked_fill(~self._call_mask, float("-inf"))
             running = torch.cummax(scores, dim=1).values  # (B, T)
-            self.on = running > 0
             self.running = running[:, -1]
+            if self.gate.pooling == "prompt":  # the whole call, once any of its tokens passes
+                self.on = (self.running > 0)[:, None].expand(batch, length)
+            else:
+                self.on = running > 0
         elif self.running is not None and self.running.shape[0] == batch:
             self.on = (self.running > 0)[:, None].expand(batch, length)
         else:
@@ -219,19 +222,20 @@ def _token_activations(model: Any, tokenizer: Any, texts: Sequence[str], site: S
 
 def fit_lm_sequence_gate(model: Any, tokenizer: Any, source: Sequence[str],
                          target: Sequence[str], reader: str | int = DEFAULT_READER_LAYERS,
-                         max_length: int = 64) -> SequenceGate:
+                         max_length: int = 64, pooling: str = "max") -> SequenceGate:
     """Fit a :class:`~act_core.seqgate.SequenceGate` from the texts the maps were fitted on.
 
     ``reader``: a site string, or a number of decoder layers (:func:`reader_site`). Texts of
     equal count are taken as pairs (``source[i]`` -> ``target[i]``): the positives are the
-    source tokens the paired target lacks; otherwise every source token.
+    source tokens the paired target lacks; otherwise every source token. ``pooling``: see
+    :data:`act_core.seqgate.POOLINGS`.
     """
     site = reader_site(model, reader) if isinstance(reader, int) else str(reader)
     parsed = Site.parse(site)
     src = _token_activations(model, tokenizer, source, parsed, max_length)
     tgt = _token_activations(model, tokenizer, target, parsed, max_length)
     positives = _positives(tokenizer, source, target, max_length)
-    return fit_sequence_gate(site, src, tgt, positives)
+    return fit_sequence_gate(site, src, tgt, positives, pooling)
 
 
 def sequence_gate_of(maps: Mapping | None) -> SequenceGate | None:
