@@ -244,8 +244,10 @@ def apply_gate(x: torch.Tensor, y: torch.Tensor, g: torch.Tensor) -> torch.Tenso
 
 
 def is_gated(maps: Mapping[str, TransportMap]) -> bool:
-    """True when some map of ``maps`` carries a gate."""
-    return any(getattr(tmap, "gate", None) is not None for tmap in maps.values())
+    """True when some map of ``maps``, or the set itself (:mod:`act_core.seqgate`), carries a
+    gate."""
+    return getattr(maps, "sequence_gate", None) is not None or any(
+        getattr(tmap, "gate", None) is not None for tmap in maps.values())
 
 
 def check_ungated(maps: Mapping[str, TransportMap], what: str) -> None:
@@ -253,6 +255,8 @@ def check_ungated(maps: Mapping[str, TransportMap], what: str) -> None:
     from .fold import FoldError
 
     gated = [site for site, tmap in maps.items() if getattr(tmap, "gate", None) is not None]
+    if getattr(maps, "sequence_gate", None) is not None:
+        gated.insert(0, f"the set's sequence gate at {maps.sequence_gate.site}")
     if gated:
         raise FoldError(f"{what}: the maps are gated ({len(gated)} site(s), e.g. {gated[0]!r}): "
                         "a gate scales the map by how source-like each input is, which depends "
@@ -264,7 +268,8 @@ def ungated(maps: Mapping[str, TransportMap]) -> Mapping[str, TransportMap]:
     """The same maps without gates (a MapSet stays a MapSet, with its metadata)."""
     if not is_gated(maps):
         return maps
-    plain = {site: dataclasses.replace(tmap, gate=None) for site, tmap in maps.items()}
+    plain = {site: dataclasses.replace(tmap, gate=None) if tmap.gate is not None else tmap
+             for site, tmap in maps.items()}
     return _like(maps, plain)
 
 

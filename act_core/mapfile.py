@@ -21,6 +21,12 @@ Layout of a file:
   readers of version 1, which would silently drop the gate, refuse it); every other file is
   still written as version 1, and both versions load.
 
+* a set with one gate for all its maps (:mod:`act_core.seqgate`) adds the tensor
+  ``__sequence_gate__.weight`` (float32, (D,) of the reader) and the top-level entry
+  ``"sequence_gate": {"site": "model.layers.1", "bias": ..., "pooling": "max", "auroc": ...,
+  "source_on": ..., "target_on": ...}``; such a file is format version 3, which readers of
+  versions 1 and 2 refuse ("written by a newer act_core") instead of steering every token.
+
   ``sites`` keeps the order of the saved mapping (the forward order for maps from
   :func:`~act_core.fitting.fit_sites`). ``method`` is ``"mixed"`` when sites used different
   estimators; ``extra`` holds the caller's ``metadata`` argument unchanged (it must be
@@ -55,15 +61,20 @@ from .errors import MapError, MapFileError
 from .gate import Gate
 from .maps import TransportMap
 from .mapset import MapSet
+from .seqgate import SequenceGate
 from .support import SupportLike, parse_support
 from .timesteps import validate_ranges
 
 __all__ = ["FORMAT", "METADATA_KEY", "VERSION", "load_maps", "save_maps"]
 
 FORMAT = "act-maps"
-VERSION = 2
+VERSION = 3
 #: Version written for files without gates (readable by every act_core release).
 VERSION_UNGATED = 1
+#: Version written for files with per-site gates only (readable since per-site gates exist).
+VERSION_SITE_GATES = 2
+#: Tensor name of a set's sequence gate weight (not a site: sites never start with "__").
+SEQUENCE_GATE_TENSOR = "__sequence_gate__.weight"
 METADATA_KEY = "act"
 _FIELDS = ("scale", "shift", "lo", "hi", "quantiles")
 _MAX_HEADER = 100 * 1024 * 1024
@@ -96,8 +107,11 @@ def _header(maps: Mapping[str, TransportMap], metadata: Mapping | None, model: M
         raise MapFileError("all maps of one file must store the same quantile levels")
     methods = {tmap.method for tmap in maps.values()}
     gated = any(tmap.gate is not None for tmap in maps.values())
-    return {
-        "format": FORMAT, "version": VERSION if gated else VERSION_UNGATED,
+    sequence_gate = getattr(maps, "sequence_gate", None)
+    version = VERSION if sequence_gate is not None else (
+        VERSION_SITE_GATES if gated else VERSION_UNGATED)
+    header = {
+        "format": FORMAT, "version": version,
         "created_with": f"act_core {__version__}",
         "method": methods.pop() if len(methods) == 1 else "mixed",
         "support": str(parse_support(support)), "quantile_levels": list(levels.pop()),
@@ -105,6 +119,9 @@ def _header(maps: Mapping[str, TransportMap], metadata: Mapping | None, model: M
         "sites": {site: _site_entry(tmap) for site, tmap in maps.items()},
         "extra": dict(metadata or {}),
     }
+    if sequence_gate is not None:
+        header["sequence_gate"] = sequence_gate.metadata()
+    return header
 
 
 def save_maps(path: str | os.PathLike, maps: Mapping[str, TransportMap],
@@ -153,6 +170,9 @@ def save_maps(path: str | os.PathLike, maps: Mapping[str, TransportMap],
         raise MapFileError(f"metadata must be JSON-serialisable: {error}") from error
     tensors = {f"{site}.{field}": _tensor(tmap, field)
                for site, tmap in maps.items() for field in _fields(tmap)}
+    if getattr(maps, "sequence_gate", None) is not None:
+        tensors[SEQUENCE_GATE_TENSOR] = maps.sequence_gate.weight.detach().to(
+            "cpu", torch.float32).clone()
     data = safetensors.torch.save(tensors, metadata={METADATA_KEY: header})
     target = Path(path)
     _write_atomic(target, data)
@@ -218,9 +238,12 @@ def _check_header(path: Path, act: object) -> dict:
     return act
 
 
-def _check_keys(path: Path, tensors: Mapping[str, torch.Tensor], sites: Mapping) -> None:
+def _check_keys(path: Path, tensors: Mapping[str, torch.Tensor], sites: Mapping,
+                sequence_gate: bool = False) -> None:
     expected = {f"{site}.{field}" for site, entry in sites.items()
                 for field in ((*_FIELDS, "gate") if _gate_entry(entry) else _FIELDS)}
+    if sequence_gate:
+        expected.add(SEQUENCE_GATE_TENSOR)
     missing, extra = sorted(expected - set(tensors)), sorted(set(tensors) - expected)
     if missing or extra:
         raise MapFileError(f"{path}: tensors do not match the listed sites; missing "
@@ -294,9 +317,29 @@ def load_maps(path: str | os.PathLike) -> MapSet:
         tensors = safetensors.torch.load(data)
     except SafetensorError as error:
         raise MapFileError(f"{path}: corrupted or truncated safetensors data: {error}") from error
-    _check_keys(path, tensors, act["sites"])
+    _check_keys(path, tensors, act["sites"], "sequence_gate" in act)
     extra = act.get("extra") if isinstance(act.get("extra"), dict) else {}
     validate_ranges(extra.get("buckets"), list(act["sites"]), str(path))
     maps = {site: _build_map(path, site, entry, tensors, act["quantile_levels"])
             for site, entry in act["sites"].items()}
-    return MapSet(maps, act)
+    return MapSet(maps, act, _build_sequence_gate(path, act, tensors))
+
+
+def _build_sequence_gate(path: Path, act: dict, tensors: Mapping[str, torch.Tensor]
+                         ) -> SequenceGate | None:
+    entry = act.get("sequence_gate")
+    if entry is None:
+        return None
+    weight = tensors[SEQUENCE_GATE_TENSOR]
+    try:
+        if not isinstance(entry, dict):
+            raise MapError(f"expected an object, found {type(entry).__name__}")
+        if weight.dtype != torch.float32:
+            raise MapError(f"weight has dtype {weight.dtype}, expected float32")
+        return SequenceGate(site=str(entry["site"]), weight=weight, bias=float(entry["bias"]),
+                            pooling=str(entry.get("pooling", "max")),
+                            auroc=float(entry.get("auroc", 0.5)),
+                            source_on=float(entry.get("source_on", 1.0)),
+                            target_on=float(entry.get("target_on", 0.0)))
+    except (MapError, KeyError, TypeError, ValueError) as error:
+        raise MapFileError(f"{path}: the sequence gate is invalid: {error}") from error

@@ -22,11 +22,15 @@ class MapSet(Mapping[str, TransportMap]):
         Keyed by site string, in forward order.
     metadata : dict, optional
         The decoded ``act`` metadata (see :mod:`act_core.mapfile`).
+    sequence_gate : SequenceGate, optional
+        One gate for the whole set (:mod:`act_core.seqgate`), or None.
     """
 
-    def __init__(self, maps: Mapping[str, TransportMap], metadata: Mapping | None = None) -> None:
+    def __init__(self, maps: Mapping[str, TransportMap], metadata: Mapping | None = None,
+                 sequence_gate: object | None = None) -> None:
         self._maps = dict(maps)
         self._metadata = copy.deepcopy(dict(metadata or {}))
+        self.sequence_gate = sequence_gate
 
     def __getitem__(self, site: str) -> TransportMap:
         return self._maps[site]

@@ -3,8 +3,10 @@
 Protocol of docs/llm.md (toxicity): maps fitted all at once on ``toxicity:paired`` (the toxic
 ``fit`` prefixes -> the same prefixes with offensive words swapped) at ``post_norms + mlp_out +
 attn_out``, support q0.05-0.95, λ = 1; a gate per site learned from the same pooled samples
-(:mod:`act_core.gate`). Rows: unsteered, the ungated maps, the gated maps (one row per
-``--poolings`` x ``--ramps``). Per row:
+(:mod:`act_core.gate`), and/or one sequence gate for the whole set (``--gates sequence``,
+:mod:`act_core.seqgate`: read after ``--reader-layers`` decoder layers, on from a sequence's
+first token that passes). Rows: unsteered, the ungated maps, the gated maps (one row per
+``--poolings`` x ``--ramps``, and ``gated_sequence``). Per row:
 
 * toxic fraction of sampled continuations (32 new tokens) of the ``eval`` prefixes x seeds, by
   alt-profanity-check, and the reduction against unsteered (issue 23: gated >= 90% of the
@@ -27,6 +29,11 @@ Three ways to run it::
     python -m benchmarks.llm_gate run --seeds 0 --rows gated --ramps strict --poolings prefix \
         --speed-first --out out/gated.json
     python -m benchmarks.llm_gate merge out/base.json out/gated.json --out llm_gate_eval.json
+    # the sequence gate against the recorded baselines (same deterministic fit and seed)
+    python -m benchmarks.llm_gate run --seeds 0 --rows gated --gates sequence --speed-first \
+        --speed-rounds 3 --speed-tokens 32 --out out/seq.json
+    python -m benchmarks.llm_gate merge benchmarks/results/llm_gate_eval_baselines.json \
+        out/seq.json --out benchmarks/results/llm_gate_eval_sequence.json
     # a GPU machine with torch + transformers only: pack here, carry .gpu/llm_a then .gpu/llm_b
     # (each under 64 MiB: the GGUF weights travel in two halves), run there, score here
     python -m benchmarks.llm_gate pack
@@ -38,6 +45,7 @@ Three ways to run it::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import statistics
@@ -48,7 +56,9 @@ import torch
 
 from act_core import hf
 from act_core.gate import gate_maps, ungated
+from act_core.hf.gating import fit_lm_sequence_gate
 from act_core.hf.generate import generate, perplexity
+from act_core.mapset import MapSet
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -161,10 +171,21 @@ def run(args) -> dict:
                       incremental=False, gate=True, batch_size=args.batch_size, samples=samples)
     fit_s = time.perf_counter() - start
     variants = {"none": None, "ungated": ungated(gated)}
-    for ramp in args.ramps:
-        for pooling in args.poolings:
-            variants[f"gated_{pooling}_{ramp}"] = gate_maps(
-                gated, samples["source"], samples["target"], pooling, ramp)
+    if "site" in args.gates:
+        for ramp in args.ramps:
+            for pooling in args.poolings:
+                variants[f"gated_{pooling}_{ramp}"] = gate_maps(
+                    gated, samples["source"], samples["target"], pooling, ramp)
+    sequence_gate = None
+    if "sequence" in args.gates:  # one gate for the whole set (act_core.seqgate)
+        start = time.perf_counter()
+        sequence_gate = fit_lm_sequence_gate(model, tokenizer, payload["source"],
+                                             payload["target"], reader=args.reader_layers)
+        log.info("%s (%.0f s)", sequence_gate.describe(), time.perf_counter() - start)
+        variants["gated_sequence"] = MapSet(ungated(gated), {}, sequence_gate)
+        if args.prompt_scope:  # the same gate, deciding a whole prompt at once
+            variants["gated_sequence_prompt"] = MapSet(
+                ungated(gated), {}, dataclasses.replace(sequence_gate, pooling="prompt"))
     prompts = payload["eval"]
     benign = [p for p, q in zip(prompts, payload["eval_toxic_prob"]) if q < 0.5]
     rates = speed(model, tokenizer, variants, args) if args.speed_first else {}
@@ -182,6 +203,9 @@ def run(args) -> dict:
         ppl = perplexity(model, tokenizer, payload["prose"], maps, 1.0, args.support)
         rows[name] = {"sampled": sampled, "greedy": greedy, "ppl": ppl,
                       "seconds": time.perf_counter() - begin}
+        if name.startswith("gated_sequence"):
+            rows[name]["gate_on"] = gate_on(model, tokenizer, sequence_gate, prompts,
+                                            payload["eval_toxic_prob"], sampled[0])
         log.info("%s: ppl %.3f (%.0f s)", name, ppl, rows[name]["seconds"])
         partial = {"args": vars(args), "partial": True, "n_prompts": len(prompts),
                    "n_benign": len(benign), "sites": len(gated), "tokens_per_s": rates,
@@ -190,11 +214,39 @@ def run(args) -> dict:
     result = {"args": vars(args), "device": _device_name(args.device), "fit_seconds": fit_s,
               "n_prompts": len(prompts), "n_benign": len(benign), "sites": len(gated),
               "gate_auroc_median": statistics.median(t.gate.auroc for t in gated.values()),
+              **({"sequence_gate": sequence_gate.metadata()} if sequence_gate else {}),
               "tokens_per_s": rates or speed(model, tokenizer, variants, args), "rows": rows}
     if "none" in rows:
         compare(result)
     args.out.write_text(json.dumps(result, indent=1, default=str) + "\n", encoding="utf-8")
     return score(result)
+
+
+def gate_on(model, tokenizer, gate, prompts: list, prompt_prob: list, continued: list) -> dict:
+    """Where the sequence gate is on: at the end of each prompt, and at the end of prompt +
+    first seed's continuation (the running max over both), split by the prompt's label."""
+    from act_core.hf.gating import _token_activations
+    from act_core.sites import Site
+
+    site = Site.parse(gate.site)
+
+    def on(texts: list) -> list[bool]:
+        acts = _token_activations(model, tokenizer, texts, site, max_length=128)
+        return [bool(a.shape[0] and float(gate.scores(a).max()) > 0) for a in acts]
+
+    at_prompt = on(prompts)
+    at_end = on([p + c for p, c in zip(prompts, continued)])
+    benign = [q < 0.5 for q in prompt_prob]
+
+    def share(flags: list, keep: list) -> float:
+        chosen = [f for f, k in zip(flags, keep) if k]
+        return sum(chosen) / max(1, len(chosen))
+
+    return {"prompt_on": at_prompt, "end_on": at_end,
+            "prompt_on_benign": share(at_prompt, benign),
+            "prompt_on_toxic": share(at_prompt, [not b for b in benign]),
+            "end_on_benign": share(at_end, benign),
+            "end_on_toxic": share(at_end, [not b for b in benign])}
 
 
 def compare(result: dict) -> None:
@@ -285,6 +337,15 @@ def main(argv=None) -> None:
                         "token), item (per forward call)")
     r.add_argument("--ramps", nargs="+", default=["balanced", "strict"],
                    help="gate ramps (act_core.gate.RAMPS) to run, each with every pooling")
+    r.add_argument("--gates", nargs="+", choices=["site", "sequence"], default=["site"],
+                   help="gated rows: site (one gate per site, --poolings x --ramps) and/or "
+                        "sequence (one gate for the set, read after --reader-layers layers)")
+    r.add_argument("--reader-layers", type=int, default=2,
+                   help="sequence gate: read the residual stream after this many decoder "
+                        "layers (default 2, the dev choice; docs/results_gate.md)")
+    r.add_argument("--prompt-scope", action="store_true",
+                   help="also a gated_sequence_prompt row: the sequence gate deciding a whole "
+                        "prompt at once (pooling 'prompt', not causal inside the prompt)")
     r.add_argument("--speed-tokens", type=int, default=64)
     r.add_argument("--speed-rounds", type=int, default=5)
     r.add_argument("--speed-first", action="store_true",

@@ -104,6 +104,14 @@ class ActLoadMaps(IO.ComfyNode):
         if path is None:
             raise FileNotFoundError(f"no map file {map_name!r} in models/act_maps")
         try:
-            return IO.NodeOutput(load_maps(path))
+            maps = load_maps(path)
         except MapFileError as error:
             raise ValueError(f"AcT Load Maps: {error}") from error
+        gate = getattr(maps, "sequence_gate", None)
+        if gate is not None:  # read only by the language-model path (act_core.hf.gating)
+            raise ValueError(
+                f"AcT Load Maps: {map_name!r} holds a sequence gate (a language model's, read at "
+                f"{gate.site!r}; written by `act fit --gate sequence`), which these nodes do not "
+                f"apply: without it the maps would steer every input. Use the file with `act "
+                f"generate`, or fit the maps again without `--gate sequence`.")
+        return IO.NodeOutput(maps)

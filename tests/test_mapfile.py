@@ -135,7 +135,7 @@ def test_newer_version_and_foreign_act_metadata(tmp_path, maps):
     path = tmp_path / "m.safetensors"
     save_maps(path, maps)
     tensors, act = _parts(path)
-    _write(path, tensors, dict(act, version=3))
+    _write(path, tensors, dict(act, version=mapfile.VERSION + 1))
     with pytest.raises(MapFileError, match="newer act_core.*update"):
         load_maps(path)
     _write(path, tensors, dict(act, format="something-else"))

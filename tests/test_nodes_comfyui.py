@@ -179,6 +179,24 @@ def test_maps_for_another_architecture_are_refused(comfy_server, tmp_path):
         comfy_server.run(graph)
 
 
+def test_maps_with_a_language_model_sequence_gate_are_refused(comfy_server):
+    import torch
+
+    import act_core
+    from act_core.mapset import MapSet
+    from act_core.seqgate import SequenceGate
+
+    maps_dir = Path(comfy_server.base) / "models" / "act_maps"
+    source, target = torch.randn(16, 320), torch.randn(16, 320) + 1
+    gate = SequenceGate(site="model.layers.1", weight=torch.ones(320), bias=0.0)
+    gated = MapSet({"input_blocks.1.1.norm": act_core.fit(source, target)}, sequence_gate=gate)
+    act_core.save_maps(maps_dir / "seqgate_maps.safetensors", gated)
+    graph = act_graph(HELDOUT[0], seed=1, strength=1.0, maps_node={
+        "class_type": "ActLoadMaps", "inputs": {"map_name": "seqgate_maps.safetensors"}})
+    with pytest.raises(ComfyError, match="sequence gate"):
+        comfy_server.run(graph)
+
+
 def test_interrupted_and_patched_runs_leave_the_server_clean(comfy_server):
     """After a patched run and an interrupted one, an unpatched image is bit-identical to one
     from a fresh server."""

@@ -85,13 +85,18 @@ def _add_fit(sub) -> None:
                    help="leave each text's first token out of fitting and unchanged when "
                         "steering (the attention-sink token; recorded in the map file, which "
                         "'act generate' reads)")
-    p.add_argument("--gate", nargs="?", const="token", choices=("token", "prefix"),
+    p.add_argument("--gate", nargs="?", const="token", choices=("token", "prefix", "sequence"),
                    default=None,
-                   help="also learn a gate per site from the same texts: steering then acts on "
-                        "each token in proportion to how source-like it (token, the default) "
-                        "or the text up to it (prefix) looks, and leaves target-like text alone "
-                        "(map format 2: older act_core refuses the file; gated maps do not "
-                        "export)")
+                   help="also learn a gate from the same texts. token / prefix (the bare flag: "
+                        "token): one gate per site, steering each token in proportion to how "
+                        "source-like it (or the text up to it) looks (map format 2). sequence: "
+                        "one gate for the whole set, read after --reader-layers decoder "
+                        "layers, that leaves a sequence exactly unchanged until one of its "
+                        "tokens passes (map format 3; docs/llm.md). Older act_core refuses "
+                        "gated files; gated maps do not export")
+    p.add_argument("--reader-layers", type=int, default=2,
+                   help="--gate sequence: read the residual stream after this many decoder "
+                        "layers (default 2)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-length", type=int, default=64, help="tokens per example (truncation)")
 
@@ -111,7 +116,7 @@ def _add_generate(sub) -> None:
                         "or quantiles such as q0.05-0.95")
     p.add_argument("--gate", choices=("learned", "off"), default="learned",
                    help="learned (default): use the map file's gate when it has one (fitted "
-                        "with 'act fit --gate'); off: steer every token, ignoring the gate")
+                        "with 'act fit --gate'); off: steer every token, ignoring the gates")
     p.add_argument("--prompt", action="append", default=[], help="a prompt (repeatable)")
     p.add_argument("--prompts", type=Path, help="text file of prompts, one per line")
     p.add_argument("--num-samples", type=int, default=1, help="continuations per prompt")
@@ -205,7 +210,16 @@ def _cmd_fit(args: argparse.Namespace) -> int:
                      incremental=not args.all_at_once, stages=args.stages,
                      batch_size=args.batch_size, max_length=args.max_length,
                      progress=sys.stderr.isatty(), skip_first_token=args.skip_first_token,
-                     lineas=lineas, samples=samples, gate=args.gate or False)
+                     lineas=lineas, samples=samples,
+                     gate=args.gate if args.gate in ("token", "prefix") else False)
+    if args.gate == "sequence":
+        from act_core.hf.gating import fit_lm_sequence_gate
+        from act_core.mapset import MapSet
+
+        gate = fit_lm_sequence_gate(model, tokenizer, source, target, args.reader_layers,
+                                    max_length=args.max_length)
+        maps = MapSet(maps, {}, gate)
+        log.info("%s", gate.describe())
     diagnosis = diagnose(samples["source"], samples["target"], maps,
                          samples.get("transported"))
     meta = {"data": name, "sites": args.sites, "incremental": not args.all_at_once,
@@ -284,8 +298,12 @@ def _cmd_info(args: argparse.Namespace) -> int:
     gated = sum(tmap.gate is not None for tmap in maps.values())
     print(f"{args.path}: {len(maps)} sites, method {meta.get('method')}, "
           f"support {meta.get('support')}, format version {meta.get('version')}"
-          + (f", gated ({gated} sites)" if gated else ", no gate"))
+          + (f", gated ({gated} sites)" if gated else "")
+          + (", one sequence gate" if maps.sequence_gate is not None else "")
+          + ("" if gated or maps.sequence_gate is not None else ", no gate"))
     print(f"model: {json.dumps(meta.get('model'))}")
+    if maps.sequence_gate is not None:
+        print(maps.sequence_gate.describe())
     from act_core.diagnose import Diagnosis
 
     extra = dict(meta.get("extra") or {})

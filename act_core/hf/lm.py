@@ -359,12 +359,41 @@ def steering(model: Any, maps: Mapping[str, TransportMap] | None, strength: floa
 
     ``skip_first_token`` leaves each sequence's first token unchanged; None (default) does
     what the map file records (:func:`skips_first_token`), False for maps not from a file.
+    A set with a sequence gate (``maps.sequence_gate``, :mod:`act_core.hf.gating`) steers a
+    sequence's tokens only from its first token that passes the gate.
     """
     if not maps:
         yield
         return
     if skip_first_token is None:
         skip_first_token = skips_first_token(maps)
+    gate = getattr(maps, "sequence_gate", None)
+    if gate is not None and strength != 0:
+        with _sequence_steering(model, maps, gate, strength, support, skip_first_token):
+            yield
+        return
     with first_token_mask(model) if skip_first_token else nullcontext() as keep:
         with apply_transport(model, maps, strength, support, keep_tokens=keep):
+            yield
+
+
+@contextmanager
+def _sequence_steering(model: Any, maps: Mapping[str, TransportMap], gate: Any,
+                       strength: float, support: str, skip_first_token: bool) -> Iterator[None]:
+    """:func:`steering` for a set with a sequence gate (:mod:`act_core.hf.gating`): a token is
+    steered once its sequence's gate is on; calls with no token on leave the model as it is."""
+    from act_core.hf.gating import gated_strength, sequence_gating
+    from act_core.strength import check_strength
+
+    for tmap in maps.values():
+        check_strength(strength, None, tmap)  # the callable below is not checked per call
+    with sequence_gating(model, gate) as state, \
+            first_token_mask(model) if skip_first_token else nullcontext() as first:
+        def keep() -> torch.Tensor | None:
+            off = state.keep()
+            head = first() if first is not None else None
+            return off if head is None or off is None else off | head.to(off.device)
+
+        with apply_transport(model, maps, gated_strength(state, strength), support,
+                             keep_tokens=keep):
             yield

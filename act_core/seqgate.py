@@ -1,0 +1,201 @@
+"""One gate for a whole map set: steer a sequence only once it has shown the source concept.
+
+The per-site gates of :mod:`act_core.gate` score every site's activation by itself; on a
+language model they separate a toxic text from its softened twin only weakly (docs/llm.md). A
+*sequence gate* reads one place of the model (the ``reader`` site, e.g. the residual stream
+after an early decoder layer), scores every token there with one linear probe, and switches the
+whole map set on for a sequence from the first token whose score passes a threshold::
+
+    s_t = <w, x_t> + b                   one projection per token, x_t (D,) at the reader
+    g_t = 1  if max(s_1, ..., s_t) > 0   (the running max also covers generated tokens)
+          0  otherwise
+
+``g`` is a strict step: a sequence whose every token so far scores at most 0 keeps all of its
+activations bit for bit. The probe is a linear discriminant with Ledoit-Wolf shrinkage on
+standardised token activations (standardisation folded into ``w`` and ``b``):
+
+* positives: the tokens of each source text that its paired target lacks (for paired data such
+  as ``toxicity:paired`` the swapped offensive words), or every source token when the texts are
+  not paired;
+* negatives: every token of every target text;
+* threshold (``b``): the largest score of any target token, so every token of every training
+  target text gets g = 0.
+
+This module holds the data and the fitting (pure torch); the language-model host reads the
+reader site and applies the step (:mod:`act_core.hf.gating`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from .errors import FitError, MapError
+
+__all__ = ["POOLINGS", "SequenceGate", "fit_sequence_gate", "ledoit_wolf_shrinkage"]
+
+#: How token scores are pooled along the sequence: ``max`` a running max (on from the first
+#: token that passes, causal); ``prompt`` the same, except that a call that starts sequences (a
+#: prompt) is steered from its first token when any of its tokens passes (not causal inside the
+#: prompt; decoding steps are as ``max``).
+POOLINGS: tuple[str, ...] = ("max", "prompt")
+
+
+@dataclass(frozen=True, eq=False)
+class SequenceGate:
+    """A gate for a whole map set, read at one site.
+
+    Parameters
+    ----------
+    site : str
+        The reader: a site string (module path, optional ``:index``) whose (B, T, D) output is
+        scored, e.g. ``"model.layers.1"`` (the residual stream after the second decoder layer).
+    weight : Tensor, shape (D,)
+        Probe direction in the reader's raw coordinates (standardisation folded in).
+    bias : float
+        Offset: a token passes when ``<weight, x> + bias > 0``.
+    pooling : str
+        One of :data:`POOLINGS`.
+    auroc : float
+        Training separation of source and target texts by their pooled score (0.5: none).
+    source_on, target_on : float
+        Fraction of training source / target texts that switch the gate on.
+    """
+
+    site: str
+    weight: torch.Tensor
+    bias: float = 0.0
+    pooling: str = "max"
+    auroc: float = 0.5
+    source_on: float = 1.0
+    target_on: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.site, str) or not self.site:
+            raise MapError(f"SequenceGate.site must be a non-empty site string, found "
+                           f"{self.site!r}")
+        if not isinstance(self.weight, torch.Tensor) or not self.weight.is_floating_point() \
+                or self.weight.ndim != 1:
+            raise MapError(f"SequenceGate.weight must be a floating-point (D,) tensor, found "
+                           f"{getattr(self.weight, 'shape', type(self.weight).__name__)}")
+        if not bool(torch.isfinite(self.weight).all()) or not math.isfinite(float(self.bias)):
+            raise MapError("SequenceGate weight or bias is NaN or infinite; refit the gate")
+        if self.pooling not in POOLINGS:
+            raise MapError(f"SequenceGate.pooling must be one of {POOLINGS}, found "
+                           f"{self.pooling!r}")
+        object.__setattr__(self, "bias", float(self.bias))
+
+    @property
+    def dim(self) -> int:
+        """Width D of the reader."""
+        return int(self.weight.shape[0])
+
+    def scores(self, x: torch.Tensor) -> torch.Tensor:
+        """Token scores ``<weight, x> + bias`` (float32), x (..., D) -> (...)."""
+        weight = self.weight
+        if weight.device != x.device or weight.dtype != torch.float32:
+            weight = weight.to(x.device, torch.float32)
+        return torch.matmul(x if x.dtype == torch.float32 else x.float(), weight) + self.bias
+
+    def metadata(self) -> dict:
+        """The JSON part of the map file entry (the weight is a tensor of its own)."""
+        return {"site": self.site, "bias": self.bias, "pooling": self.pooling,
+                "auroc": self.auroc, "source_on": self.source_on, "target_on": self.target_on}
+
+    def describe(self) -> str:
+        """One line for ``act info``."""
+        return (f"sequence gate at {self.site} (D={self.dim}, {self.pooling} pooling, strict "
+                f"step): auroc={self.auroc:.2f} on for {100 * self.source_on:.0f}% of source "
+                f"and {100 * self.target_on:.0f}% of target texts")
+
+
+def ledoit_wolf_shrinkage(x: torch.Tensor) -> float:
+    """Ledoit-Wolf (2004) shrinkage intensity for the covariance of centred rows x (N, D).
+
+    The covariance estimate is ``(1 - a) S + a (tr S / D) I`` with ``S = x^T x / N``;
+    ``a = min(b2, d2) / d2`` where ``d2 = ||S - (tr S / D) I||_F^2`` and ``b2`` is the mean
+    squared distance of the rank-one terms ``x_k x_k^T`` from ``S``, divided by N.
+    """
+    n, d = x.shape
+    s = x.T @ x / n  # (D, D)
+    mu = float(torch.trace(s)) / d
+    d2 = float(((s - mu * torch.eye(d, dtype=x.dtype)) ** 2).sum())
+    norms = (x ** 2).sum(1)  # (N,)
+    b2 = (float((norms ** 2).sum()) / n - float((s ** 2).sum())) / n
+    if d2 <= 0:
+        return 1.0
+    return min(max(b2, 0.0), d2) / d2
+
+
+def _auroc(pos: torch.Tensor, neg: torch.Tensor) -> float:
+    greater = (pos[:, None] > neg[None, :]).double().mean()
+    ties = (pos[:, None] == neg[None, :]).double().mean()
+    return float(greater + 0.5 * ties)
+
+
+def fit_sequence_gate(site: str, source: Sequence[torch.Tensor], target: Sequence[torch.Tensor],
+                      positives: Sequence[torch.Tensor] | None = None,
+                      pooling: str = "max") -> SequenceGate:
+    """Fit a sequence gate from per-token reader activations (float64 inside).
+
+    Parameters
+    ----------
+    site : str
+        The reader site the activations come from.
+    source, target : sequence of Tensor (T_i, D)
+        Each text's token activations at the reader (padding and, if wanted, the first token
+        already removed).
+    positives : sequence of bool Tensor (T_i,), optional
+        Which source tokens are positives (see the module notes); None: every source token.
+    pooling : str
+        One of :data:`POOLINGS` (how the host applies the gate; the fit is the same).
+
+    Raises
+    ------
+    FitError
+        For empty inputs, mismatched widths or no positive token.
+    """
+    source = [s for s in source if s.shape[0] > 0] if positives is None else list(source)
+    target = [t for t in target if t.shape[0] > 0]
+    if not source or not target:
+        raise FitError("a sequence gate needs at least one source and one target text with "
+                       "tokens")
+    widths = {int(t.shape[-1]) for t in (*source, *target)}
+    if len(widths) != 1 or any(t.ndim != 2 for t in (*source, *target)):
+        raise FitError(f"a sequence gate needs (T, D) activations of one width, found widths "
+                       f"{sorted(widths)}")
+    if positives is None:
+        positives = [torch.ones(s.shape[0], dtype=torch.bool) for s in source]
+    if len(positives) != len(source):
+        raise FitError(f"positives: one mask per source text ({len(source)}), found "
+                       f"{len(positives)}")
+    pos = torch.cat([s.detach().cpu().double()[m.cpu().bool()]
+                     for s, m in zip(source, positives, strict=True)])
+    neg = torch.cat([t.detach().cpu().double() for t in target])
+    if pos.shape[0] < 1 or neg.shape[0] < 2:
+        raise FitError("a sequence gate needs at least one positive source token and two "
+                       "target tokens; are the source and target texts identical?")
+    both = torch.cat([pos, neg])
+    mean, std = both.mean(0), both.std(0) + 1e-6  # (D,)
+    zp, zn = (pos - mean) / std, (neg - mean) / std
+    centred = torch.cat([zp - zp.mean(0), zn - zn.mean(0)])
+    shrink = ledoit_wolf_shrinkage(centred)
+    cov = centred.T @ centred / centred.shape[0]
+    cov = (1 - shrink) * cov + shrink * float(torch.trace(cov)) / cov.shape[0] * torch.eye(
+        cov.shape[0], dtype=cov.dtype)
+    w = torch.linalg.solve(cov, zp.mean(0) - zn.mean(0))  # (D,), standardised coordinates
+    weight = w / std
+    offset = -float(mean @ weight)
+    neg_scores = neg @ weight + offset
+    # every target token scores <= 0, with a margin for float32 rounding at apply time
+    threshold = float(neg_scores.max()) + 1e-4 * float(neg_scores.std() if neg.shape[0] > 1 else 1)
+    bias = offset - threshold
+    pooled_src = torch.stack([(s.double().cpu() @ weight).max() for s in source]) + bias
+    pooled_tgt = torch.stack([(t.double().cpu() @ weight).max() for t in target]) + bias
+    return SequenceGate(site=site, weight=weight.to(torch.float32), bias=bias, pooling=pooling,
+                        auroc=_auroc(pooled_src, pooled_tgt),
+                        source_on=float((pooled_src > 0).double().mean()),
+                        target_on=float((pooled_tgt > 0).double().mean()))

@@ -1,0 +1,209 @@
+"""One gate for a whole map set (act_core.seqgate, act_core.hf.gating): the fit, the map file
+(format 3, refused by format-2 readers, shown by ``act info``), refusal to export, and on a tiny
+config-built Llama: a sequence whose gate stays off runs bit for bit as the unsteered model, in
+one forward call and across the decoding steps of ``generate``."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from act_core import MapSet, load_maps, save_maps
+from act_core import mapfile as mapfile_module
+from act_core.errors import MapFileError
+from act_core.fold import FoldError
+from act_core.gate import check_ungated, select_gate
+from act_core.seqgate import SequenceGate, fit_sequence_gate, ledoit_wolf_shrinkage
+
+pytest.importorskip("transformers")
+
+
+def _tokens(n: int, d: int, seed: int, hit: bool) -> list[torch.Tensor]:
+    """n texts of 6-12 tokens (T, d); with ``hit`` one token per text is shifted along unit 0."""
+    gen = torch.Generator().manual_seed(seed)
+    texts = []
+    for _ in range(n):
+        x = torch.randn(int(torch.randint(6, 13, (1,), generator=gen)), d, generator=gen)
+        if hit:
+            x[int(torch.randint(0, x.shape[0], (1,), generator=gen)), 0] += 8.0
+        texts.append(x)
+    return texts
+
+
+def test_fit_switches_on_for_source_texts_and_off_for_every_target_token():
+    source, target = _tokens(40, 8, 0, True), _tokens(40, 8, 1, False)
+    positives = [x[:, 0] > 4.0 for x in source]  # the shifted token of each source text
+    gate = fit_sequence_gate("reader", source, target, positives)
+    assert all(float(gate.scores(t).max()) <= 0 for t in target)  # strict: no target token on
+    held_src, held_tgt = _tokens(40, 8, 2, True), _tokens(40, 8, 3, False)
+    on_src = sum(float(gate.scores(x).max()) > 0 for x in held_src) / 40
+    on_tgt = sum(float(gate.scores(x).max()) > 0 for x in held_tgt) / 40
+    assert on_src >= 0.9 and on_tgt <= 0.1
+    assert gate.auroc > 0.95 and gate.source_on >= 0.9 and gate.target_on == 0.0
+
+
+def test_ledoit_wolf_shrinkage_matches_scikit_learn():
+    covariance = pytest.importorskip("sklearn.covariance")
+    x = torch.randn(50, 20, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    x = x - x.mean(0)
+    expected = covariance.ledoit_wolf_shrinkage(x.numpy(), assume_centered=True)
+    assert ledoit_wolf_shrinkage(x) == pytest.approx(float(expected), rel=1e-9)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """A tiny Llama, maps fitted on it, and a gate read at the embeddings that passes exactly
+    on the token ``z`` (scores computed here from the embedding matrix, not by the gate)."""
+    from act_core import hf
+    from harness.hf_tiny import tiny_causal_lm
+
+    model, tokenizer = tiny_causal_lm("llama")
+    source = [f"QQ XX {i} WW" for i in range(8)]
+    target = [f"the cat {i} sat" for i in range(8)]
+    maps = hf.fit_lm(model, tokenizer, source, target, "post_norms", incremental=False)
+    z = tokenizer("Z", add_special_tokens=False)["input_ids"][0]
+    table = model.get_input_embeddings().weight.detach().float()  # (V, D)
+    weight = table[z] - table.mean(0)
+    scores = table @ weight  # (V,)
+    runner_up = float(scores[torch.arange(len(scores)) != z].max())
+    bias = -(runner_up + float(scores[z])) / 2  # only z scores above 0
+    gate = SequenceGate(site="model.embed_tokens", weight=weight, bias=bias)
+    return model, tokenizer, MapSet(maps, {}, gate), maps
+
+
+def _logits(model, tokenizer, texts, maps):
+    from act_core.hf import steering
+
+    batch = tokenizer(texts, return_tensors="pt", padding=True, padding_side="right")
+    with torch.no_grad(), steering(model, maps, 1.0, "unbounded"):
+        return model(**batch).logits  # (B, T, V)
+
+
+def test_a_sequence_is_unchanged_until_its_first_token_that_passes(tiny):
+    model, tokenizer, gated, plain = tiny
+    texts = ["the dog sat on the mat", "the dog Zat on the mat"]
+    base = _logits(model, tokenizer, texts, None)
+    steered = _logits(model, tokenizer, texts, gated)
+    where = texts[1].index("Z")  # byte-level tokenizer: one token per character
+    assert torch.equal(steered[0], base[0])  # no Z: bit for bit
+    assert torch.equal(steered[1, :where], base[1, :where])  # before Z: bit for bit
+    assert not torch.allclose(steered[1, where:], base[1, where:])  # from Z on: steered
+    # a Z right after the first token steers everything but the first token, like the
+    # ungated maps that leave the first token alone
+    from act_core.hf import steering
+
+    batch = tokenizer(["aZ dog sat"], return_tensors="pt")
+    with torch.no_grad(), steering(model, plain, 1.0, "unbounded", skip_first_token=True):
+        expected = model(**batch).logits
+    with torch.no_grad(), steering(model, gated, 1.0, "unbounded", skip_first_token=True):
+        got = model(**batch).logits
+    assert torch.allclose(got, expected, atol=1e-5)
+
+
+def test_prompt_pooling_steers_a_whole_prompt_once_any_token_passes(tiny):
+    model, tokenizer, gated, _ = tiny
+    whole = MapSet(dict(gated), {}, dataclasses.replace(gated.sequence_gate, pooling="prompt"))
+    texts = ["the dog sat on the mat", "the dog Zat on the mat"]
+    base = _logits(model, tokenizer, texts, None)
+    causal = _logits(model, tokenizer, texts, gated)
+    steered = _logits(model, tokenizer, texts, whole)
+    where = texts[1].index("Z")
+    assert torch.equal(steered[0], base[0])  # no Z anywhere: bit for bit
+    assert not torch.allclose(steered[1, 1:where], base[1, 1:where])  # before Z: steered too
+    assert torch.equal(causal[1, :where], base[1, :where])  # (the causal gate is not)
+
+
+def test_generation_stays_bit_identical_while_the_gate_is_off(tiny):
+    from act_core.hf.generate import generate
+
+    model, tokenizer, gated, plain = tiny
+    prompts = ["the weather is", "a dog and a cat", "hello"]
+    base = generate(model, tokenizer, prompts, None, do_sample=False, max_new_tokens=12)
+    assert not any("Z" in p + b for p, b in zip(prompts, base))  # the gate never opens
+    assert generate(model, tokenizer, prompts, gated, do_sample=False,
+                    max_new_tokens=12) == base
+    sampled = generate(model, tokenizer, prompts, None, max_new_tokens=12, seed=3)
+    if not any("Z" in s for s in sampled):
+        assert generate(model, tokenizer, prompts, gated, max_new_tokens=12, seed=3) == sampled
+    # a prompt with Z is steered from there on (the ungated maps change it too)
+    hit = ["the Z weather is"]
+    assert generate(model, tokenizer, hit, plain, do_sample=False, max_new_tokens=12) != \
+        generate(model, tokenizer, hit, None, do_sample=False, max_new_tokens=12)
+    assert generate(model, tokenizer, hit, gated, do_sample=False, max_new_tokens=12) != \
+        generate(model, tokenizer, hit, None, do_sample=False, max_new_tokens=12)
+
+
+def test_file_is_format_3_older_readers_refuse_it_and_info_shows_the_gate(tiny, tmp_path,
+                                                                         monkeypatch, capsys):
+    _, _, gated, plain = tiny
+    path, old = tmp_path / "seq.safetensors", tmp_path / "plain.safetensors"
+    save_maps(path, gated, {"concept": "x"})
+    save_maps(old, plain)
+    loaded = load_maps(path)
+    assert loaded.metadata["version"] == 3 and load_maps(old).metadata["version"] == 1
+    back = loaded.sequence_gate
+    assert torch.equal(back.weight, gated.sequence_gate.weight)
+    assert back.bias == gated.sequence_gate.bias and back.site == "model.embed_tokens"
+    assert load_maps(old).sequence_gate is None
+    # a reader of format 2 (per-site gates, the check unchanged) refuses the file
+    monkeypatch.setattr(mapfile_module, "VERSION", 2)
+    with pytest.raises(MapFileError, match="newer act_core .format version 3"):
+        load_maps(path)
+    monkeypatch.undo()
+    from act_core.hf.cli import main
+
+    assert main(["info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "format version 3, one sequence gate" in out
+    assert "sequence gate at model.embed_tokens" in out
+
+
+def test_export_refuses_a_sequence_gate_and_gate_off_drops_it(tiny):
+    _, _, gated, _ = tiny
+    with pytest.raises(FoldError, match="sequence gate at model.embed_tokens"):
+        check_ungated(gated, "a folded checkpoint")
+    off = select_gate(gated, "off")
+    assert isinstance(off, MapSet) and off.sequence_gate is None
+    check_ungated(off, "a folded checkpoint")
+    assert select_gate(gated, "learned").sequence_gate is gated.sequence_gate
+    with pytest.raises(Exception, match="site"):
+        dataclasses.replace(gated.sequence_gate, site="")
+
+
+def test_act_fit_gate_sequence_writes_a_gate_that_generate_uses_or_ignores(tmp_path, capsys):
+    import json
+
+    from act_core.hf.cli import main
+    from harness.hf_tiny import tiny_causal_lm
+
+    model, tokenizer = tiny_causal_lm("llama")
+    model.save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    (tmp_path / "src.txt").write_text("you QQ fool\nQQ off now\nwhat a QQ day\nthe QQ cat\n")
+    (tmp_path / "tgt.txt").write_text("you kind one\ngo off now\nwhat a nice day\nthe big cat\n")
+    out = tmp_path / "m.safetensors"
+    assert main(["fit", "--model", str(tmp_path / "model"), "--source", str(tmp_path / "src.txt"),
+                 "--target", str(tmp_path / "tgt.txt"), "--sites", "post_norms",
+                 "--all-at-once", "--gate", "sequence", "--reader-layers", "1",
+                 "-o", str(out)]) == 0
+    loaded = load_maps(out)
+    assert loaded.sequence_gate.site == "model.layers.0" and loaded.metadata["version"] == 3
+    assert all(tmap.gate is None for tmap in loaded.values())  # one gate, not one per site
+    capsys.readouterr()
+    args = ["generate", "--model", str(tmp_path / "model"), "--prompt", "hello",
+            "--prompt", "the QQ dog", "--max-new-tokens", "6", "--greedy", "--json",
+            "--strength", "3", "--support", "unbounded", "--maps", str(out)]
+    runs = {}
+    for gate in ("learned", "off"):
+        assert main(args + ["--gate", gate]) == 0
+        runs[gate] = [json.loads(line)["text"] for line in capsys.readouterr().out.splitlines()]
+    from act_core.gate import ungated
+    from act_core.hf.generate import generate
+
+    prompts = ["hello", "the QQ dog"]
+    for gate, maps in (("learned", loaded), ("off", ungated(loaded))):
+        assert runs[gate] == generate(model, tokenizer, prompts, maps, 3.0, "unbounded",
+                                      max_new_tokens=6, do_sample=False, batch_size=16)
+    assert runs["learned"] != runs["off"]
