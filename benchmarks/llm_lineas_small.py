@@ -72,7 +72,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--strength", type=float, default=1.0)
     p.add_argument("--lineas-steps", type=int, default=100)
     p.add_argument("--lineas-batch", type=int, default=8)
-    p.add_argument("--lineas-lr", type=float, default=0.1)
+    p.add_argument("--lineas-lr", type=float, default=0.01, help="act fit's default")
     p.add_argument("--lineas-decay", type=float, default=1.0)
     p.add_argument("--sparsity", type=float, default=0.0)
     p.add_argument("--max-new-tokens", type=int, default=32)

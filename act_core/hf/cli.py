@@ -72,7 +72,9 @@ def _add_fit(sub) -> None:
     lin.add_argument("--lineas-steps", type=int, default=100, help="Adam steps (default 100)")
     lin.add_argument("--lineas-batch", type=int, default=8,
                      help="source texts per step; bounds the memory (default 8)")
-    lin.add_argument("--lineas-lr", type=float, default=0.1, help="learning rate (default 0.1)")
+    lin.add_argument("--lineas-lr", type=float, default=0.01,
+                     help="learning rate, in (omega - 1) and target standard deviations per "
+                          "step (default 0.01: 0.1 threw SmolLM2 off, docs/results.md)")
     lin.add_argument("--lineas-decay", type=float, default=1.0,
                      help="the learning rate falls along a cosine to lr * this (default 1)")
     lin.add_argument("--sparsity", type=float, default=0.0,
