@@ -12,11 +12,15 @@ sites are fitted at once, end to end, so a map at site k accounts for what the m
 
        loss = sum_l  sum_j W2^2(Z_lj, V_lj) / sum_j var(V_lj)
 
-   ``W2^2`` is the 1-D squared Wasserstein distance: sort both samples and average the squared
-   differences of quantiles (unequal sizes pair by quantiles, as Linear-AcT does). Dividing by
-   the site's total target variance makes sites of any scale count alike;
+   ``W2^2`` is the 1-D squared Wasserstein distance between the whole source sample and the
+   target: sorted samples, squared differences of quantiles averaged (unequal sizes pair by
+   quantiles, as Linear-AcT does). A step estimates it from its batch: each batch row is
+   paired with the target quantile at its rank among ALL source rows (the rows outside the
+   batch as the site last saw them, moved by its current map); see :func:`_site_loss`.
+   Dividing by the site's total target variance makes sites of any scale count alike;
 3. an Adam step on ``(omega - 1, b)`` with ``beta = s * b`` (``s`` (D,) = the target standard
-   deviation of each unit, so ``b`` is in units of the target's spread), then proximal
+   deviation of each unit, so ``b`` is in units of the target's spread; the learning rate
+   falls along a cosine from ``lr`` to ``lr * decay``), then proximal
    sparsity steps: soft-thresholding of every unit's ``(omega - 1, b)`` by ``lr * l1`` and
    shrinking of every site's whole group by ``lr * group * sqrt(2 D)`` in norm. Sites and units
    that end at the identity need no hook: this is LinEAS's own choice of where to act.
@@ -67,6 +71,7 @@ class LineasConfig:
     steps: int = 100  # Adam steps (one source batch each)
     batch_size: int = 8  # source inputs per step; bounds the memory of a step
     lr: float = 0.1  # Adam learning rate, in (omega - 1) and in target standard deviations
+    decay: float = 1.0  # the rate falls along a cosine from lr to lr * decay (1: constant)
     l1: float = 0.0  # per-unit soft threshold, a fraction of lr per step
     group: float = 0.0  # per-site group threshold, a fraction of lr * sqrt(2 D) per step
     seed: int = 0  # order of the source batches
@@ -75,6 +80,8 @@ class LineasConfig:
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError(f"steps and batch_size must be >= 1, found {self.steps} and "
                              f"{self.batch_size}")
+        if not 0 < self.decay <= 1:
+            raise ValueError(f"LineasConfig.decay must be in (0, 1], found {self.decay}")
         for name in ("lr", "l1", "group"):
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0 or (name == "lr" and value == 0):
@@ -117,15 +124,40 @@ def _sorted_target(target: torch.Tensor, rows: int) -> torch.Tensor:
     return interpolate_sorted(sorted_v, torch.linspace(0.0, 1.0, rows, dtype=torch.float64))
 
 
-def _site_loss(z: torch.Tensor, target: torch.Tensor, cache: dict, key: str,
-               weight: float) -> torch.Tensor:
-    """``sum_j W2^2(z_j, v_j) * weight`` for batch ``z`` (B, D) against target (M, D)."""
-    rows = int(z.shape[0])
-    ref = cache.get((key, rows))
-    if ref is None:
-        ref = cache[(key, rows)] = _sorted_target(target, rows).to(z.device)  # (D, B)
-    sorted_z = torch.sort(z.t(), dim=1).values  # (D, B), differentiable
-    return ((sorted_z - ref) ** 2).mean(dim=1).sum() * weight
+def _site_loss(z: torch.Tensor, rows: torch.Tensor, quantiles: torch.Tensor,
+               slots: list[int] | None, weight: float) -> torch.Tensor:
+    """``sum_j W2^2`` of the whole source sample against the target, estimated from a batch.
+
+    ``z`` (B, D) is the batch's transported rows (differentiable); ``rows`` (R, D) every source
+    row transported by the site's current map (the batch's own rows are replaced by ``z``; the
+    others are the inputs the site saw when they last ran); ``quantiles`` (R, D) the target's
+    sorted values at the R levels of a sample of R. Every batch row is paired with the target
+    quantile at its rank among all R rows, so that the batch's loss estimates the whole
+    sample's W2 and its gradient. Sorting the batch alone against the target instead fits
+    the batch's own sampling noise: which B of R rows a step draws changes its sorted values
+    far more than the source-target difference does when that is small (paired texts), and a
+    batch's spread is not the sample's, which shrinks or stretches every map.
+    ``slots`` None: the batch is the whole sample, in order (an exact sort).
+    """
+    if slots is None:
+        sorted_z = torch.sort(z, dim=0).values  # (R, D), differentiable
+        return ((sorted_z - quantiles) ** 2).mean(dim=0).sum() * weight
+    pool = rows.clone()
+    pool[slots] = z.detach().to(pool.dtype)
+    ranks = pool.argsort(dim=0).argsort(dim=0)[slots]  # (B, D): rank of each batch row
+    paired = quantiles.gather(0, ranks)  # (B, D)
+    return ((z - paired) ** 2).mean(dim=0).sum() * weight
+
+
+def _slots(batch: Sequence[int], rows: int, per_input: int, total: int) -> list[int] | None:
+    """Rows of the whole sample that a batch's ``rows`` rows are (None: all, in order)."""
+    if rows == total:
+        return None
+    if rows != len(batch) * per_input:
+        raise FitError(f"a source batch of {len(batch)} inputs gave {rows} rows at a site, "
+                       f"but the whole pass gave {per_input} per input; run_source must give "
+                       "every input the same number of rows")
+    return [i * per_input + r for i in batch for r in range(per_input)]
 
 
 def _proximal(state: _State, lr: float, l1: float, group: float) -> None:
@@ -142,6 +174,14 @@ def _proximal(state: _State, lr: float, l1: float, group: float) -> None:
                 factor = (1.0 - threshold / norm).clamp(min=0.0) if norm > 0 else norm
                 d.mul_(factor)
                 b.mul_(factor)
+
+
+def _rate(config: LineasConfig, step: int) -> float:
+    """Cosine decay of the learning rate from ``lr`` (step 0) to ``lr * decay`` (last step)."""
+    if config.steps < 2 or config.decay == 1.0:
+        return config.lr
+    fall = 0.5 * (1.0 + math.cos(math.pi * step / (config.steps - 1)))  # 1 -> 0
+    return config.lr * (config.decay + (1.0 - config.decay) * fall)
 
 
 def _batches(n: int, size: int, steps: int, seed: int) -> list[list[int]]:
@@ -268,18 +308,34 @@ def _fit(model, parsed, run_source, n_source, run_target, config, progress, devi
     state = _State(keys, widths, scales, device)
     state.layouts = dict(recorder.layouts)
     optimiser = torch.optim.Adam(state.params(), lr=config.lr)
-    cache: dict = {}
     losses: list[float] = []
     size = min(config.batch_size, n_source)
     with _Hooks(model, [by_key[k] for k in keys], state, keep_tokens):
         source, _ = _pass(state, run_source, n_source, size, keys)
         _report(progress, 2, total)
+        # the latest input every site saw for every source row (mapped by the site's current
+        # map for the loss), and the target's quantiles at the levels of a sample of that many
+        # rows (see _site_loss)
+        rows = {k: source[k].to(device, copy=True) for k in keys}
+        quantiles = {k: _sorted_target(target[k], rows[k].shape[0]).t().contiguous().to(device)
+                     for k in keys}
+        per_input = {k: max(1, rows[k].shape[0] // n_source) for k in keys}
         for step, batch in enumerate(_batches(n_source, size, config.steps, config.seed)):
             state.clear()
             with torch.enable_grad():
                 run_source(batch, state)
-                loss = sum(_site_loss(torch.cat(state.moved[k]), target[k], cache, k, weights[k])
-                           for k in keys if state.moved[k])
+                loss, batch_rows = 0.0, {}
+                for k in keys:
+                    if not state.moved[k]:
+                        continue
+                    z = batch_rows[k] = torch.cat(state.moved[k])  # (B, D)
+                    slots = _slots(batch, z.shape[0], per_input[k], rows[k].shape[0])
+                    if slots is not None:  # the drift of the batch's inputs since last seen
+                        now = torch.cat(state.pooled[k]).to(rows[k])
+                        rows[k] += (now - rows[k][slots]).mean(dim=0)
+                    omega, beta = (c.detach() for c in state.coefficients(k))
+                    loss = loss + _site_loss(z, rows[k] * omega + beta, quantiles[k], slots,
+                                             weights[k])
                 if not isinstance(loss, torch.Tensor) or not loss.requires_grad:
                     raise FitError("no site produced a differentiable output during a source "
                                    "step; run_source must run the forward with gradients on")
@@ -288,10 +344,17 @@ def _fit(model, parsed, run_source, n_source, run_target, config, progress, devi
             if not math.isfinite(float(loss)):
                 raise FitError(f"LinEAS loss became {float(loss)} at step {step}; lower lr "
                                "(or check the model's numerics)")
+            for k, z in batch_rows.items():
+                slots = _slots(batch, z.shape[0], per_input[k], rows[k].shape[0])
+                seen_now = torch.cat(state.pooled[k]).to(rows[k])  # (B, D), the site's inputs
+                rows[k][slice(None) if slots is None else slots] = seen_now
             for p, g in zip(state.params(), grads, strict=True):
                 p.grad = g
+            rate = _rate(config, step)
+            for group in optimiser.param_groups:
+                group["lr"] = rate
             optimiser.step()
-            _proximal(state, config.lr, config.l1, config.group)
+            _proximal(state, rate, config.l1, config.group)
             losses.append(float(loss))
             _report(progress, 3 + step, total)
         state.clear()

@@ -39,6 +39,7 @@ from act_core.diagnose import diagnose
 from act_core.hf import data
 from act_core.hf.data.judges import is_about
 from act_core.hf.generate import generate, perplexity
+from act_core.hf.lineas import heldout_closed
 from act_core.lineas import LineasConfig
 from benchmarks.llm_common import _presets, load_model, markdown_table, save_json, setup
 from benchmarks.llm_toxicity import evaluate
@@ -71,7 +72,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--strength", type=float, default=1.0)
     p.add_argument("--lineas-steps", type=int, default=100)
     p.add_argument("--lineas-batch", type=int, default=8)
-    p.add_argument("--lineas-lr", type=float, default=0.1)
+    p.add_argument("--lineas-lr", type=float, default=0.01, help="act fit's default")
+    p.add_argument("--lineas-decay", type=float, default=1.0)
     p.add_argument("--sparsity", type=float, default=0.0)
     p.add_argument("--max-new-tokens", type=int, default=32)
     p.add_argument("--batch-size", type=int, default=32)
@@ -98,9 +100,10 @@ def _load(args):
     return model.to(args.device), tokenizer
 
 
-def _fit(model, tokenizer, source, target, sites, method, args) -> tuple[dict, float]:
+def _fit(model, tokenizer, source, target, sites, method, args, held=None
+         ) -> tuple[dict, float, float, float | None]:
     config = LineasConfig(steps=args.lineas_steps, batch_size=args.lineas_batch,
-                          lr=args.lineas_lr, group=args.sparsity)
+                          lr=args.lineas_lr, decay=args.lineas_decay, group=args.sparsity)
     start = time.perf_counter()
     samples: dict = {}
     maps = hf.fit_lm(model, tokenizer, source, target, _presets(sites), method=method,
@@ -115,7 +118,16 @@ def _fit(model, tokenizer, source, target, sites, method, args) -> tuple[dict, f
     separation = sum(site.separation for site in report.sites)
     closed = 1 - sum(site.remaining for site in report.sites) / max(separation, 1e-12)
     log.info("%s: %.3f of the separation closed on the fitting texts", method, closed)
-    return maps, seconds, closed
+    # the same share on texts the maps were not fitted on, with every map applied at once
+    # (as when steering; the "closed" above applies each Linear-AcT map alone)
+    held_closed = None
+    if held is not None:
+        held_closed = heldout_closed(model, tokenizer, maps, held[0], held[1],
+                                     support=args.support if "toxic" in args.data else
+                                     args.concept_support)
+        log.info("%s: %.3f closed on %d + %d held-out texts", method, held_closed,
+                 len(held[0]), len(held[1]))
+    return maps, seconds, closed, held_closed
 
 
 def _reduction(before: float, after: float) -> float | str | None:
@@ -134,19 +146,22 @@ def _prose(args) -> list[str]:
 
 def toxicity_rows(model, tokenizer, args, part: str, base: dict) -> list[dict]:
     source, target = data.load_builtin(args.data)
-    if part == "small":
+    held = None
+    if part == "small":  # the texts after the first n are held out
+        held = (source[args.n: 2 * args.n], target[args.n: 2 * args.n])
         source, target = source[: args.n], target[: args.n]
     prompts = data.rtp_split(args.split)[: args.limit]
     rows = []
     for method in METHODS:
-        maps, seconds, closed = _fit(model, tokenizer, source, target, args.sites, method,
-                                     args)
+        maps, seconds, closed, held_closed = _fit(model, tokenizer, source, target, args.sites,
+                                                  method, args, held)
         res = evaluate(model, tokenizer, prompts, maps, args.strength, args)
         rows.append({"part": part, "method": method, "texts": f"{len(source)}+{len(target)}",
                      "toxic": res["toxic"], "ppl": res["ppl"],
                      "reduction": _reduction(base["toxic"], res["toxic"]),
                      "ppl_change": res["ppl"] / base["ppl"] - 1.0, "fit_seconds": seconds,
-                     "closed": closed, "example": res["example"]})
+                     "closed": closed, "held_closed": held_closed,
+                     "example": res["example"]})
         log.info("%s/%s: %.4f toxic, ppl %+.1f%%, fit %.1f s", part, method, res["toxic"],
                  100 * rows[-1]["ppl_change"], seconds)
     return rows
@@ -166,8 +181,8 @@ def concept_rows(model, tokenizer, args) -> list[dict]:
                      "about": sum(is_about(texts, concept)) / len(texts), "ppl": base_ppl,
                      "ppl_change": 0.0, "fit_seconds": 0.0, "example": texts[:2]})
         for method in METHODS:
-            maps, seconds, closed = _fit(model, tokenizer, source, target,
-                                         args.concept_sites, method, args)
+            maps, seconds, closed, _ = _fit(model, tokenizer, source, target,
+                                            args.concept_sites, method, args)
             texts = generate(model, tokenizer, [args.prompt] * args.samples, maps,
                              args.strength, args.concept_support,
                              max_new_tokens=args.max_new_tokens, seed=args.seeds[0],
@@ -222,7 +237,8 @@ def report(args, rows: list[dict], checks: dict[str, bool], seconds: float) -> s
 
     table = markdown_table([fmt(r) for r in rows], ["part", "method", "texts", "toxic %",
                                                     "reduction", "about %", "ppl",
-                                                    "ppl change %", "closed", "fit s"])
+                                                    "ppl change %", "closed", "held_closed",
+                                                    "fit s"])
     lines = [f"SmolLM2-135M-Instruct, split {args.split}, {args.device}, seeds {args.seeds}, "
              f"LinEAS {args.lineas_steps} steps x batch {args.lineas_batch}, lr "
              f"{args.lineas_lr}; total {seconds:.0f} s", "", table, ""]

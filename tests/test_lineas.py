@@ -129,11 +129,17 @@ def test_group_sparsity_switches_off_sites_and_a_strong_one_all_of_them():
     model = Tokens()
     source, target = _data((5, 4), 32, 32)
     dense = _fit(model, ["a", "b", "norm"], source, target)
-    sparse = _fit(model, ["a", "b", "norm"], source, target, group=0.9, steps=100)
-    off = _fit(model, ["a", "b", "norm"], source, target, group=5.0)
-    kept = sparse.kept()
     assert sum(dense.kept().values()) == 3 * 8
-    assert 0 < sum(1 for n in kept.values() if n) < 3  # some sites switched off, not all
+    # the group threshold is a fraction of the largest step Adam can take (lr sqrt(2 D)): a
+    # site survives while its steps agree from step to step; where that stops differs per site
+    sites_kept = []
+    for group in (0.5, 0.9, 0.93, 0.94, 0.95, 1.2):
+        kept = _fit(model, ["a", "b", "norm"], source, target, group=group, steps=100).kept()
+        sites_kept.append(sum(1 for n in kept.values() if n))
+    assert sites_kept[0] == 3 and sites_kept[-1] == 0, sites_kept
+    assert sites_kept == sorted(sites_kept, reverse=True), sites_kept
+    assert any(0 < n < 3 for n in sites_kept), sites_kept  # some sites off, not all
+    off = _fit(model, ["a", "b", "norm"], source, target, group=5.0)
     assert sum(off.kept().values()) == 0
     report = diagnose(off.source, off.target, off.maps, off.transported)
     assert any("move almost nothing" in w for w in report.warnings)

@@ -12,11 +12,12 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from act_core.errors import ActError
 from act_core.estimators import ESTIMATORS
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "lineas_config", "main"]
 
 log = logging.getLogger("act")
 
@@ -71,7 +72,11 @@ def _add_fit(sub) -> None:
     lin.add_argument("--lineas-steps", type=int, default=100, help="Adam steps (default 100)")
     lin.add_argument("--lineas-batch", type=int, default=8,
                      help="source texts per step; bounds the memory (default 8)")
-    lin.add_argument("--lineas-lr", type=float, default=0.1, help="learning rate (default 0.1)")
+    lin.add_argument("--lineas-lr", type=float, default=0.01,
+                     help="learning rate, in (omega - 1) and target standard deviations per "
+                          "step (default 0.01: 0.1 threw SmolLM2 off, docs/results.md)")
+    lin.add_argument("--lineas-decay", type=float, default=1.0,
+                     help="the learning rate falls along a cosine to lr * this (default 1)")
     lin.add_argument("--sparsity", type=float, default=0.0,
                      help="group penalty that switches off unneeded sites (default 0)")
     lin.add_argument("--l1", type=float, default=0.0,
@@ -187,6 +192,14 @@ def _texts(args: argparse.Namespace) -> tuple[list[str], list[str], str]:
     return data.read_lines(args.source), data.read_lines(args.target), "files"
 
 
+def lineas_config(args: argparse.Namespace) -> Any:
+    """The :class:`~act_core.lineas.LineasConfig` of ``act fit --method lineas``'s options."""
+    from act_core.lineas import LineasConfig
+
+    return LineasConfig(steps=args.lineas_steps, batch_size=args.lineas_batch, lr=args.lineas_lr,
+                        decay=args.lineas_decay, group=args.sparsity, l1=args.l1, seed=args.seed)
+
+
 def _cmd_fit(args: argparse.Namespace) -> int:
     from act_core import hf
 
@@ -196,15 +209,10 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     model, tokenizer = hf.load_causal_lm(args.model)
     sites = args.sites[0] if len(args.sites) == 1 else args.sites
     from act_core.diagnose import diagnose
-    from act_core.lineas import LineasConfig
 
     log.info("fitting %s on %d source and %d target examples", args.method, len(source),
              len(target))
-    lineas = None
-    if args.method == "lineas":
-        lineas = LineasConfig(steps=args.lineas_steps, batch_size=args.lineas_batch,
-                              lr=args.lineas_lr, group=args.sparsity, l1=args.l1,
-                              seed=args.seed)
+    lineas = lineas_config(args) if args.method == "lineas" else None
     samples: dict = {}
     maps = hf.fit_lm(model, tokenizer, source, target, sites, method=args.method,
                      incremental=not args.all_at_once, stages=args.stages,

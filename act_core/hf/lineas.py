@@ -15,7 +15,7 @@ from typing import Any
 from act_core.lineas import LineasConfig, LineasFit, fit_lineas
 from act_core.sites import Site
 
-__all__ = ["fit_lm_lineas"]
+__all__ = ["fit_lm_lineas", "heldout_closed"]
 
 
 def fit_lm_lineas(model: Any, tokenizer: Any, source_texts: Sequence[str],
@@ -50,3 +50,31 @@ def fit_lm_lineas(model: Any, tokenizer: Any, source_texts: Sequence[str],
                               progress=callback, device=device, keep_tokens=keep)
     finally:
         getattr(callback, "close", lambda: None)()
+
+
+def heldout_closed(model: Any, tokenizer: Any, maps: Any, source_texts: Sequence[str],
+                   target_texts: Sequence[str], *, support: str = "unbounded",
+                   max_length: int = 64, skip_first_token: bool = False,
+                   batch_size: int = 16) -> float:
+    """How much of the source-target separation ``maps`` close on texts they were not fitted on.
+
+    Records the maps' sites on ``source_texts`` without and with every map applied at once
+    (strength 1, ``support``) and on ``target_texts``, and returns
+    :func:`act_core.diagnose.closed_share` (1 = all of it, below 0 = worse than no map). Any
+    estimator's maps can be compared this way, since the maps act together as when steering.
+    """
+    from act_core.diagnose import closed_share
+    from act_core.hf.lm import run_texts, steering
+    from act_core.record import record_activations
+
+    options = {"batch_size": batch_size, "max_length": max_length,
+               "skip_first_token": skip_first_token}
+
+    def record(texts: Sequence[str], applied: Any) -> dict:
+        with steering(model, applied, 1.0, support, skip_first_token=skip_first_token), \
+                record_activations(model, list(maps)) as recorder:
+            run_texts(model, tokenizer, texts, recorder, **options)
+        return recorder.stacked()
+
+    return closed_share(record(source_texts, None), record(target_texts, None),
+                        record(source_texts, maps))
