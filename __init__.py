@@ -2,6 +2,9 @@
 
 ComfyUI imports this folder as a custom node pack and calls ``comfy_entrypoint``. Outside
 ComfyUI (pytest, plain ``import``) nothing of ComfyUI is imported: the library is ``act_core``.
+Loaded as a plain module rather than a package (pytest imports a repository root whose folder
+name is no Python name, e.g. a clone in ``fresh-check/``, as ``__init__``), it exports no nodes,
+even where ComfyUI is importable.
 """
 
 import importlib.util
@@ -10,7 +13,7 @@ import importlib.util
 #: web/docs/<node id>.md (pictures in web/docs/images/).
 WEB_DIRECTORY = "./web"
 
-if importlib.util.find_spec("comfy_api") is not None:
+if __package__ and importlib.util.find_spec("comfy_api") is not None:
     from .nodes import comfy_entrypoint  # noqa: F401
 
     __all__ = ["WEB_DIRECTORY", "comfy_entrypoint"]
