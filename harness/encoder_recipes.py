@@ -25,10 +25,18 @@ from pathlib import Path
 import torch
 from torch import nn
 
-__all__ = ["ENCODERS", "NO_FINAL_NORM", "TOKEN_KEYS", "TRANSFORMERS4", "TRANSFORMERS4_DIR",
-           "UNNAMED_OPTIONS", "init_weights", "target",
-           "build_clip",
-           "needs_transformers4", "tekken_vocab"]
+__all__ = ["ENCODERS", "MATRIX_PROMPT", "MATRIX_SOURCE", "MATRIX_TARGET", "NO_FINAL_NORM",
+           "TOKEN_KEYS", "TRANSFORMERS4", "TRANSFORMERS4_DIR", "UNNAMED_OPTIONS", "build_clip",
+           "init_weights", "needs_transformers4", "target", "tekken_vocab"]
+
+# the text-encoder matrices' prompts (tests/test_text_encoders_matrix.py and
+# tests/test_clip_loaders_matrix.py); quoted words: HunyuanImage's ByT5 encodes only a prompt's
+# quoted text
+MATRIX_SOURCE = ['a red circle, "sun"', 'a blue square, "moon"', 'a green triangle, "star"']
+MATRIX_TARGET = ['a red circle, watercolor, "sun in watercolor"',
+                 'a blue square, watercolor, "moon in watercolor"',
+                 'a green triangle, watercolor, "star in watercolor"']
+MATRIX_PROMPT = 'a yellow circle, "sky"'
 
 CLIP = dict(num_hidden_layers=3, hidden_size=32, intermediate_size=64, num_attention_heads=2,
             projection_dim=32)

@@ -20,15 +20,12 @@ import importlib
 import pytest
 import torch
 
-from harness import clip_loaders, clip_rows, tiny_clips
+from harness import clip_loaders, clip_rows, encoder_recipes, tiny_clips
 
 pytestmark = [pytest.mark.comfyui, pytest.mark.usefixtures("one_thread")]
 
-SOURCE = ['a red circle, "sun"', 'a blue square, "moon"', 'a green triangle, "star"']
-TARGET = ['a red circle, watercolor, "sun in watercolor"',
-          'a blue square, watercolor, "moon in watercolor"',
-          'a green triangle, watercolor, "star in watercolor"']
-PROMPT = 'a yellow circle, "sky"'
+SOURCE, TARGET = encoder_recipes.MATRIX_SOURCE, encoder_recipes.MATRIX_TARGET
+PROMPT = encoder_recipes.MATRIX_PROMPT
 
 
 @pytest.fixture(scope="module")

@@ -38,16 +38,8 @@ def test_the_mistral3_row_passes_the_matrix_with_transformers_4():
                            env={**os.environ, "PYTHONPATH": path}, capture_output=True,
                            text=True, timeout=120, check=True)
     assert probe.stdout.split() == ["4.57.6", "0.22.2"]
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider",
-         "tests/test_text_encoders_matrix.py", "-k", "Flux2"],
-        cwd=ROOT, env={**os.environ, "PYTHONPATH": path}, capture_output=True, text=True,
-        timeout=600)
-    tail = result.stdout[-4000:] + result.stderr[-2000:]
-    assert result.returncode == 0, tail
-    passed = re.search(r"(\d+) passed", result.stdout)
     # every check of the row ran (one encoder: 'one of several steered alone' is skipped)
-    assert passed and int(passed.group(1)) == 5, tail
+    result, tail = _run_with_transformers4("tests/test_text_encoders_matrix.py", "Flux2", 5)
     assert "MistralConverter" not in result.stdout, tail
 
 
@@ -56,14 +48,23 @@ def test_the_generated_mistral_rows_pass_the_matrix_with_transformers_4():
     (tests/test_clip_loaders_matrix.py's generated rows), with transformers 4.57.6."""
     if not (TRANSFORMERS4 / "transformers").is_dir():
         pytest.fail(f"transformers 4.57.6 is not installed in {TRANSFORMERS4}", pytrace=False)
+    result, tail = _run_with_transformers4("tests/test_clip_loaders_matrix.py",
+                                           "MISTRAL or MINISTRAL", 2)
+    assert "skipped" not in result.stdout, tail
+
+
+def _run_with_transformers4(test_file: str, select: str, expected: int
+                            ) -> tuple[subprocess.CompletedProcess, str]:
+    """Run ``pytest test_file -k select`` with transformers 4.57.6 first on PYTHONPATH; assert
+    it passed ``expected`` tests."""
     path = os.pathsep.join([str(TRANSFORMERS4), str(ROOT), os.environ.get("PYTHONPATH", "")])
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider",
-         "tests/test_clip_loaders_matrix.py", "-k", "MISTRAL or MINISTRAL"],
+        [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", test_file,
+         "-k", select],
         cwd=ROOT, env={**os.environ, "PYTHONPATH": path}, capture_output=True, text=True,
         timeout=600)
     tail = result.stdout[-4000:] + result.stderr[-2000:]
     assert result.returncode == 0, tail
     passed = re.search(r"(\d+) passed", result.stdout)
-    assert passed and int(passed.group(1)) == 2, tail
-    assert "skipped" not in result.stdout, tail
+    assert passed and int(passed.group(1)) == expected, tail
+    return result, tail

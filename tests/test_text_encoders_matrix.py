@@ -28,12 +28,8 @@ from harness import encoder_recipes
 
 pytestmark = [pytest.mark.comfyui, pytest.mark.usefixtures("one_thread")]
 
-# quoted words: HunyuanImage's ByT5 encodes only the prompt's quoted text
-SOURCE = ['a red circle, "sun"', 'a blue square, "moon"', 'a green triangle, "star"']
-TARGET = ['a red circle, watercolor, "sun in watercolor"',
-          'a blue square, watercolor, "moon in watercolor"',
-          'a green triangle, watercolor, "star in watercolor"']
-PROMPT = 'a yellow circle, "sky"'
+SOURCE, TARGET = encoder_recipes.MATRIX_SOURCE, encoder_recipes.MATRIX_TARGET
+PROMPT = encoder_recipes.MATRIX_PROMPT
 
 
 ENCODERS = encoder_recipes.ENCODERS
