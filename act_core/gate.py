@@ -47,8 +47,8 @@ if TYPE_CHECKING:
     from .maps import TransportMap
 
 __all__ = ["DEFAULT_RAMP", "GATE_CHOICES", "LEARN_GATES", "POOLINGS", "RAMPS", "Gate",
-           "apply_gate", "check_ungated", "fit_gate", "gate_maps", "gate_values", "is_gated",
-           "learn_gate", "select_gate", "ungated"]
+           "apply_gate", "check_probe", "check_ungated", "fit_gate", "gate_maps", "gate_values",
+           "is_gated", "learn_gate", "select_gate", "separation_auroc", "ungated"]
 
 #: How a gate reduces a (B, T, D) tokens output: one value per item, or one per token.
 POOLINGS: tuple[str, ...] = ("item", "token", "prefix")
@@ -98,14 +98,7 @@ class Gate:
     target_gate: float = 0.0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.weight, torch.Tensor) or not self.weight.is_floating_point() \
-                or self.weight.ndim != 1:
-            raise MapError(f"Gate.weight must be a floating-point (D,) tensor, found "
-                           f"{getattr(self.weight, 'shape', type(self.weight).__name__)}")
-        if not bool(torch.isfinite(self.weight).all()) or not math.isfinite(float(self.bias)):
-            raise MapError("Gate weight or bias is NaN or infinite; refit the gate")
-        if self.pooling not in POOLINGS:
-            raise MapError(f"Gate.pooling must be one of {POOLINGS}, found {self.pooling!r}")
+        check_probe("Gate", self.weight, self.bias, self.pooling, POOLINGS)
         object.__setattr__(self, "bias", float(self.bias))
 
     @property
@@ -131,7 +124,22 @@ class Gate:
                 f"g(source)={self.source_gate:.2f} g(target)={self.target_gate:.2f}")
 
 
-def _auroc(pos: torch.Tensor, neg: torch.Tensor) -> float:
+def check_probe(owner: str, weight: object, bias: object, pooling: str,
+                poolings: tuple[str, ...]) -> None:
+    """Raise MapError unless ``weight`` is a finite floating-point (D,) tensor, ``bias`` a finite
+    number and ``pooling`` one of ``poolings``; ``owner`` names the gate class in the message
+    (:class:`Gate` here, :class:`act_core.seqgate.SequenceGate`)."""
+    if not isinstance(weight, torch.Tensor) or not weight.is_floating_point() \
+            or weight.ndim != 1:
+        raise MapError(f"{owner}.weight must be a floating-point (D,) tensor, found "
+                       f"{getattr(weight, 'shape', type(weight).__name__)}")
+    if not bool(torch.isfinite(weight).all()) or not math.isfinite(float(bias)):
+        raise MapError(f"{owner} weight or bias is NaN or infinite; refit the gate")
+    if pooling not in poolings:
+        raise MapError(f"{owner}.pooling must be one of {poolings}, found {pooling!r}")
+
+
+def separation_auroc(pos: torch.Tensor, neg: torch.Tensor) -> float:
     """P(score of a source sample > score of a target sample), ties counted half."""
     greater = (pos[:, None] > neg[None, :]).double().mean()
     ties = (pos[:, None] == neg[None, :]).double().mean()
@@ -175,7 +183,7 @@ def fit_gate(source: torch.Tensor, target: torch.Tensor, pooling: str = "item",
     g_src = torch.clamp(a @ weight + bias, 0.0, 1.0)
     g_tgt = torch.clamp(b @ weight + bias, 0.0, 1.0)
     return Gate(weight=weight.to(torch.float32), bias=bias, pooling=pooling,
-                auroc=_auroc(s_src, s_tgt), source_gate=float(g_src.mean()),
+                auroc=separation_auroc(s_src, s_tgt), source_gate=float(g_src.mean()),
                 target_gate=float(g_tgt.mean()))
 
 

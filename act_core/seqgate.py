@@ -27,13 +27,13 @@ reader site and applies the step (:mod:`act_core.hf.gating`).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
 from .errors import FitError, MapError
+from .gate import check_probe, separation_auroc
 
 __all__ = ["POOLINGS", "SequenceGate", "fit_sequence_gate", "ledoit_wolf_shrinkage"]
 
@@ -77,15 +77,7 @@ class SequenceGate:
         if not isinstance(self.site, str) or not self.site:
             raise MapError(f"SequenceGate.site must be a non-empty site string, found "
                            f"{self.site!r}")
-        if not isinstance(self.weight, torch.Tensor) or not self.weight.is_floating_point() \
-                or self.weight.ndim != 1:
-            raise MapError(f"SequenceGate.weight must be a floating-point (D,) tensor, found "
-                           f"{getattr(self.weight, 'shape', type(self.weight).__name__)}")
-        if not bool(torch.isfinite(self.weight).all()) or not math.isfinite(float(self.bias)):
-            raise MapError("SequenceGate weight or bias is NaN or infinite; refit the gate")
-        if self.pooling not in POOLINGS:
-            raise MapError(f"SequenceGate.pooling must be one of {POOLINGS}, found "
-                           f"{self.pooling!r}")
+        check_probe("SequenceGate", self.weight, self.bias, self.pooling, POOLINGS)
         object.__setattr__(self, "bias", float(self.bias))
 
     @property
@@ -128,12 +120,6 @@ def ledoit_wolf_shrinkage(x: torch.Tensor) -> float:
     if d2 <= 0:
         return 1.0
     return min(max(b2, 0.0), d2) / d2
-
-
-def _auroc(pos: torch.Tensor, neg: torch.Tensor) -> float:
-    greater = (pos[:, None] > neg[None, :]).double().mean()
-    ties = (pos[:, None] == neg[None, :]).double().mean()
-    return float(greater + 0.5 * ties)
 
 
 def fit_sequence_gate(site: str, source: Sequence[torch.Tensor], target: Sequence[torch.Tensor],
@@ -196,6 +182,6 @@ def fit_sequence_gate(site: str, source: Sequence[torch.Tensor], target: Sequenc
     pooled_src = torch.stack([(s.double().cpu() @ weight).max() for s in source]) + bias
     pooled_tgt = torch.stack([(t.double().cpu() @ weight).max() for t in target]) + bias
     return SequenceGate(site=site, weight=weight.to(torch.float32), bias=bias, pooling=pooling,
-                        auroc=_auroc(pooled_src, pooled_tgt),
+                        auroc=separation_auroc(pooled_src, pooled_tgt),
                         source_on=float((pooled_src > 0).double().mean()),
                         target_on=float((pooled_tgt > 0).double().mean()))
