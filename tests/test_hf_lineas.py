@@ -6,7 +6,6 @@ from __future__ import annotations
 import random
 
 import pytest
-import torch
 
 transformers = pytest.importorskip("transformers")
 
@@ -16,19 +15,13 @@ from act_core.hf.lineas import fit_lm_lineas, heldout_closed  # noqa: E402
 from act_core.lineas import LineasConfig  # noqa: E402
 from harness.hf_tiny import tiny_causal_lm  # noqa: E402
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def _texts(alphabet: str, n: int, seed: int) -> list[str]:
     rng = random.Random(seed)
     return [" ".join("".join(rng.choice(alphabet) for _ in range(rng.randint(2, 6)))
                      for _ in range(rng.randint(3, 7))) for _ in range(n)]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _cli_defaults() -> LineasConfig:

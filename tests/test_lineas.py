@@ -11,6 +11,8 @@ from act_core.diagnose import diagnose
 from act_core.lineas import LineasConfig, fit_lineas
 from act_core.patch import interventions
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 class Tokens(nn.Module):
     """(B, T, 4) -> two linear sites and a norm site, (B, T, 8) each."""
@@ -63,14 +65,6 @@ def _fit(model, sites, source, target, **config):
     options = {"steps": 60, "batch_size": 8, "lr": 0.1, **config}
     return fit_lineas(model, sites, run_source, len(source), run_target,
                       config=LineasConfig(**options))
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_lineas_carries_the_source_onto_the_target_at_every_site():
