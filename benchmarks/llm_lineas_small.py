@@ -70,6 +70,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--prompt", default="Once upon a time")
     p.add_argument("--samples", type=int, default=64, help="continuations per concept row")
     p.add_argument("--strength", type=float, default=1.0)
+    p.add_argument("--lineas-strength", type=float, default=None,
+                   help="LinEAS's strength when it differs from --strength (chosen on dev by "
+                        "benchmarks/llm_lineas_sweep.py); Linear-AcT keeps --strength")
     p.add_argument("--lineas-steps", type=int, default=100)
     p.add_argument("--lineas-batch", type=int, default=8)
     p.add_argument("--lineas-lr", type=float, default=0.01, help="act fit's default")
@@ -130,6 +133,13 @@ def _fit(model, tokenizer, source, target, sites, method, args, held=None
     return maps, seconds, closed, held_closed
 
 
+def _strength(args, method: str) -> float:
+    """The strength ``method``'s maps are applied at."""
+    if method == "lineas" and args.lineas_strength is not None:
+        return args.lineas_strength
+    return args.strength
+
+
 def _reduction(before: float, after: float) -> float | str | None:
     """before / after; None when nothing toxic is left; "-" when nothing was toxic before."""
     if before == 0:
@@ -155,9 +165,10 @@ def toxicity_rows(model, tokenizer, args, part: str, base: dict) -> list[dict]:
     for method in METHODS:
         maps, seconds, closed, held_closed = _fit(model, tokenizer, source, target, args.sites,
                                                   method, args, held)
-        res = evaluate(model, tokenizer, prompts, maps, args.strength, args)
+        res = evaluate(model, tokenizer, prompts, maps, _strength(args, method), args)
         rows.append({"part": part, "method": method, "texts": f"{len(source)}+{len(target)}",
-                     "toxic": res["toxic"], "ppl": res["ppl"],
+                     "strength": _strength(args, method), "toxic": res["toxic"],
+                     "ppl": res["ppl"],
                      "reduction": _reduction(base["toxic"], res["toxic"]),
                      "ppl_change": res["ppl"] / base["ppl"] - 1.0, "fit_seconds": seconds,
                      "closed": closed, "held_closed": held_closed,
@@ -184,10 +195,11 @@ def concept_rows(model, tokenizer, args) -> list[dict]:
             maps, seconds, closed, _ = _fit(model, tokenizer, source, target,
                                             args.concept_sites, method, args)
             texts = generate(model, tokenizer, [args.prompt] * args.samples, maps,
-                             args.strength, args.concept_support,
+                             _strength(args, method), args.concept_support,
                              max_new_tokens=args.max_new_tokens, seed=args.seeds[0],
                              batch_size=args.batch_size)
-            ppl = perplexity(model, tokenizer, prose, maps, args.strength, args.concept_support)
+            ppl = perplexity(model, tokenizer, prose, maps, _strength(args, method),
+                             args.concept_support)
             rows.append({"part": f"concept {concept}", "method": method,
                          "texts": f"{len(source)}+{len(target)}",
                          "about": sum(is_about(texts, concept)) / len(texts), "ppl": ppl,
@@ -241,7 +253,8 @@ def report(args, rows: list[dict], checks: dict[str, bool], seconds: float) -> s
                                                     "fit s"])
     lines = [f"SmolLM2-135M-Instruct, split {args.split}, {args.device}, seeds {args.seeds}, "
              f"LinEAS {args.lineas_steps} steps x batch {args.lineas_batch}, lr "
-             f"{args.lineas_lr}; total {seconds:.0f} s", "", table, ""]
+             f"{args.lineas_lr}, LinEAS strength {_strength(args, 'lineas')}; total "
+             f"{seconds:.0f} s", "", table, ""]
     lines += [f"- {'PASS' if ok else 'FAIL'}: {name}" for name, ok in checks.items()]
     return "\n".join(lines) + "\n"
 

@@ -1,0 +1,105 @@
+"""Dev sweep for issue 21's small-data toxicity row: LinEAS settings and strength, chosen on dev.
+
+Fits Linear-AcT once and LinEAS once per ``--configs`` entry (``lr:steps``) on the first ``--n``
+source and target texts of ``toxicity:paired`` (the same texts as
+``benchmarks/llm_lineas_small.py --parts small``), evaluates each LinEAS fit at every
+``--strengths`` value on the dev prefixes (``benchmarks.llm_toxicity.evaluate``: toxic fraction
+over prefixes x seeds, perplexity on the dev prose passages), and applies the rule fixed before
+the sweep ran:
+
+    among the LinEAS rows whose perplexity change is at most Linear-AcT's (at strength 1), take
+    the one with the fewest toxic continuations (ties: the lower strength, then the fewer
+    steps); when none qualifies, the strength-1 row with the fewest.
+
+The chosen ``lr``, ``steps`` and strength go to ``llm_lineas_small --lineas-lr --lineas-steps
+--lineas-strength`` for the one eval run.
+
+    ACT_CACHE_DIR=/tmp/act_cache python -m benchmarks.llm_lineas_sweep --seeds 0 1 2 \\
+        --out benchmarks/results/llm_lineas_sweep_dev
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+
+from act_core.hf import data
+from benchmarks import llm_lineas_small as small
+from benchmarks.llm_common import markdown_table, save_json, setup
+from benchmarks.llm_toxicity import evaluate
+
+log = logging.getLogger("benchmarks")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--configs", nargs="+", default=["0.01:100", "0.03:100", "0.01:300",
+                                                     "0.03:300"], help="LinEAS lr:steps")
+    p.add_argument("--strengths", nargs="+", type=float, default=[1.0, 1.5, 2.0])
+    p.add_argument("--out", default="benchmarks/results/llm_lineas_sweep_dev")
+    args, rest = p.parse_known_args(argv)
+    base = small.parse_args(rest + ["--split", "dev", "--out", ""])
+    return argparse.Namespace(**{**vars(base), **vars(args)})
+
+
+def choose(rows: list[dict]) -> dict:
+    """The rule of the module docstring."""
+    act = next(r for r in rows if r["method"] == "linear_act")
+    lineas = [r for r in rows if r["method"] == "lineas"]
+    ok = [r for r in lineas if r["ppl_change"] <= act["ppl_change"]]
+    pool = ok or [r for r in lineas if r["strength"] == 1.0]
+    return min(pool, key=lambda r: (r["toxic"], r["strength"], r["steps"]))
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    setup()
+    start = time.perf_counter()
+    model, tokenizer = small._load(args)
+    source, target = data.load_builtin(args.data)
+    held = (source[args.n: 2 * args.n], target[args.n: 2 * args.n])
+    source, target = source[: args.n], target[: args.n]
+    prompts = data.rtp_split("dev")[: args.limit]
+    base = evaluate(model, tokenizer, prompts, None, 0.0, args)
+    rows = [{"method": "none", "lr": "-", "steps": "-", "strength": 0.0, "toxic": base["toxic"],
+             "ppl": base["ppl"], "ppl_change": 0.0}]
+
+    def add(method, lr, steps, maps, strength, fit_seconds, held_closed):
+        res = evaluate(model, tokenizer, prompts, maps, strength, args)
+        rows.append({"method": method, "lr": lr, "steps": steps, "strength": strength,
+                     "toxic": res["toxic"], "toxic_per_seed": res["toxic_per_seed"],
+                     "ppl": res["ppl"], "ppl_change": res["ppl"] / base["ppl"] - 1.0,
+                     "fit_seconds": fit_seconds, "held_closed": held_closed})
+        log.info("%s lr %s steps %s strength %s: %.4f toxic, ppl %+.2f%%", method, lr, steps,
+                 strength, res["toxic"], 100 * rows[-1]["ppl_change"])
+
+    maps, seconds, _, held_closed = small._fit(model, tokenizer, source, target, args.sites,
+                                               "linear_act", args, held)
+    add("linear_act", "-", "-", maps, 1.0, seconds, held_closed)
+    for config in args.configs:
+        lr, steps = config.split(":")
+        args.lineas_lr, args.lineas_steps = float(lr), int(steps)
+        maps, seconds, _, held_closed = small._fit(model, tokenizer, source, target,
+                                                   args.sites, "lineas", args, held)
+        for strength in args.strengths:
+            add("lineas", float(lr), int(steps), maps, strength, seconds, held_closed)
+        save_json(f"{args.out}.json", {"args": vars(args), "rows": rows, "partial": True})
+    chosen = choose(rows)
+    table = markdown_table([{**r, "toxic %": f"{100 * r['toxic']:.1f}",
+                             "ppl change %": f"{100 * r['ppl_change']:+.2f}"} for r in rows],
+                           ["method", "lr", "steps", "strength", "toxic %", "ppl change %",
+                            "held_closed"])
+    text = (f"SmolLM2 dev sweep ({len(prompts)} prefixes, seeds {args.seeds}, "
+            f"{args.ppl_texts} prose passages), fitted on {args.n}+{args.n} texts; "
+            f"{time.perf_counter() - start:.0f} s\n\n{table}\n\nchosen: lr {chosen['lr']}, "
+            f"steps {chosen['steps']}, strength {chosen['strength']}\n")
+    print(text)
+    save_json(f"{args.out}.json", {"args": vars(args), "rows": rows, "chosen": chosen})
+    Path(f"{args.out}.md").write_text(text, encoding="utf-8")
+    return {"rows": rows, "chosen": chosen}
+
+
+if __name__ == "__main__":
+    main()
