@@ -21,6 +21,7 @@ The chosen ``lr``, ``steps`` and strength go to ``llm_lineas_small --lineas-lr -
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import time
 from pathlib import Path
@@ -39,6 +40,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                                                      "0.03:300"], help="LinEAS lr:steps")
     p.add_argument("--strengths", nargs="+", type=float, default=[1.0, 1.5, 2.0])
     p.add_argument("--out", default="benchmarks/results/llm_lineas_sweep_dev")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the rows of --out.json (written with the same settings) and fit "
+                        "only the --configs it lacks")
     args, rest = p.parse_known_args(argv)
     base = small.parse_args(rest + ["--split", "dev", "--out", ""])
     return argparse.Namespace(**{**vars(base), **vars(args)})
@@ -53,6 +57,19 @@ def choose(rows: list[dict]) -> dict:
     return min(pool, key=lambda r: (r["toxic"], r["strength"], r["steps"]))
 
 
+def _resumed(args) -> list[dict]:
+    """The rows of an earlier run of the same settings (``--resume``); [] when there is none."""
+    path = Path(f"{args.out}.json")
+    if not path.exists():
+        return []
+    earlier = json.loads(path.read_text(encoding="utf-8"))
+    keys = ("seeds", "limit", "n", "ppl_texts", "sites", "support", "strengths", "data",
+            "max_new_tokens", "lineas_batch")
+    if any(earlier["args"].get(k) != getattr(args, k) for k in keys):
+        raise SystemExit(f"--resume: {path} was measured with other settings")
+    return earlier["rows"]
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
     setup()
@@ -62,9 +79,12 @@ def main(argv=None) -> dict:
     held = (source[args.n: 2 * args.n], target[args.n: 2 * args.n])
     source, target = source[: args.n], target[: args.n]
     prompts = data.rtp_split("dev")[: args.limit]
-    base = evaluate(model, tokenizer, prompts, None, 0.0, args)
-    rows = [{"method": "none", "lr": "-", "steps": "-", "strength": 0.0, "toxic": base["toxic"],
-             "ppl": base["ppl"], "ppl_change": 0.0}]
+    rows = _resumed(args) if args.resume else []
+    if not rows:
+        base = evaluate(model, tokenizer, prompts, None, 0.0, args)
+        rows = [{"method": "none", "lr": "-", "steps": "-", "strength": 0.0,
+                 "toxic": base["toxic"], "ppl": base["ppl"], "ppl_change": 0.0}]
+    base = rows[0]
 
     def add(method, lr, steps, maps, strength, fit_seconds, held_closed):
         res = evaluate(model, tokenizer, prompts, maps, strength, args)
@@ -75,11 +95,14 @@ def main(argv=None) -> dict:
         log.info("%s lr %s steps %s strength %s: %.4f toxic, ppl %+.2f%%", method, lr, steps,
                  strength, res["toxic"], 100 * rows[-1]["ppl_change"])
 
-    maps, seconds, _, held_closed = small._fit(model, tokenizer, source, target, args.sites,
-                                               "linear_act", args, held)
-    add("linear_act", "-", "-", maps, 1.0, seconds, held_closed)
+    if not any(r["method"] == "linear_act" for r in rows):
+        maps, seconds, _, held_closed = small._fit(model, tokenizer, source, target,
+                                                   args.sites, "linear_act", args, held)
+        add("linear_act", "-", "-", maps, 1.0, seconds, held_closed)
     for config in args.configs:
         lr, steps = config.split(":")
+        if any(r["lr"] == float(lr) and r["steps"] == int(steps) for r in rows):
+            continue
         args.lineas_lr, args.lineas_steps = float(lr), int(steps)
         maps, seconds, _, held_closed = small._fit(model, tokenizer, source, target,
                                                    args.sites, "lineas", args, held)
