@@ -16,7 +16,7 @@ first token that passes). Rows: unsteered, the ungated maps, the gated maps (one
   identical to the unsteered model's (issue 23: >= 90%);
 * tokens per second of batch-1 greedy decoding (rounds alternate between the rows).
 
-**Choosing the sequence gate's settings (issue 23, rule fixed 2026-12-05 02:58 UTC before any
+**Choosing the sequence gate's settings (issue 23, rule fixed 2026-12-05 02:53 UTC before any
 of the runs below had a result; DEV only, eval run once afterwards):**
 
 * candidates: reader depth {2, 4, 6} layers x threshold = quantile q of the training target
