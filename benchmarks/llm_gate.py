@@ -37,6 +37,14 @@ of the runs below had a result; DEV only, eval run once afterwards):**
   the ungated map's (ties: the stricter q, then ``max`` before ``prompt``, then the shallower
   reader). If none qualifies, eval runs the admissible row with the largest greedy-identical
   share.
+* amendment (02:57 UTC, after the step-1 proxy table, ``llm_gate_probe_quantiles.json``, and
+  before any steered generation): step 1 admitted no setting, not even the shipped one (B = 0.13
+  at depth 2, q = 1; B counts gates that open in the last tokens of a greedy continuation,
+  which cannot change it, so it is a loose bound). Admissible instead: the share of benign
+  prompts on at the prompt's end <= 0.05 and P <= 1/16, i.e. depth 6 q = 1 (R = 0.67) and
+  depth 2 q = 1 (R = 0.60); step 2 runs L6:1:max, L6:1:prompt, L2:1:prompt, L2:1:max in that
+  order, and, in a second process for the trade-off curve, L2:0.999:max, L2:0.995:max,
+  L2:0.99:max. Every generated row is eligible in step 2's choice.
 
 Three ways to run it::
 
@@ -67,7 +75,6 @@ Three ways to run it::
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import statistics
@@ -198,16 +205,15 @@ def run(args) -> dict:
             for pooling in args.poolings:
                 variants[f"gated_{pooling}_{ramp}"] = gate_maps(
                     gated, samples["source"], samples["target"], pooling, ramp)
-    sequence_gate = None
+    sequence_gates = {}  # row name -> SequenceGate
     if "sequence" in args.gates:  # one gate for the whole set (act_core.seqgate)
-        start = time.perf_counter()
-        sequence_gate = fit_lm_sequence_gate(model, tokenizer, payload["source"],
-                                             payload["target"], reader=args.reader_layers)
-        log.info("%s (%.0f s)", sequence_gate.describe(), time.perf_counter() - start)
-        variants["gated_sequence"] = MapSet(ungated(gated), {}, sequence_gate)
-        if args.prompt_scope:  # the same gate, deciding a whole prompt at once
-            variants["gated_sequence_prompt"] = MapSet(
-                ungated(gated), {}, dataclasses.replace(sequence_gate, pooling="prompt"))
+        for name, (layers, quantile, pooling) in sequence_settings(args).items():
+            start = time.perf_counter()
+            gate = fit_lm_sequence_gate(model, tokenizer, payload["source"], payload["target"],
+                                        reader=layers, pooling=pooling, quantile=quantile)
+            log.info("%s: %s (%.0f s)", name, gate.describe(), time.perf_counter() - start)
+            sequence_gates[name] = gate
+            variants[name] = MapSet(ungated(gated), {}, gate)
     prompts = payload["eval"]
     benign = [p for p, q in zip(prompts, payload["eval_toxic_prob"]) if q < 0.5]
     rates = speed(model, tokenizer, variants, args) if args.speed_first else {}
@@ -225,8 +231,8 @@ def run(args) -> dict:
         ppl = perplexity(model, tokenizer, payload["prose"], maps, 1.0, args.support)
         rows[name] = {"sampled": sampled, "greedy": greedy, "ppl": ppl,
                       "seconds": time.perf_counter() - begin}
-        if name.startswith("gated_sequence"):
-            rows[name]["gate_on"] = gate_on(model, tokenizer, sequence_gate, prompts,
+        if name in sequence_gates:
+            rows[name]["gate_on"] = gate_on(model, tokenizer, sequence_gates[name], prompts,
                                             payload["eval_toxic_prob"], sampled[0])
         log.info("%s: ppl %.3f (%.0f s)", name, ppl, rows[name]["seconds"])
         partial = {"args": vars(args), "partial": True, "n_prompts": len(prompts),
@@ -236,12 +242,36 @@ def run(args) -> dict:
     result = {"args": vars(args), "device": _device_name(args.device), "fit_seconds": fit_s,
               "n_prompts": len(prompts), "n_benign": len(benign), "sites": len(gated),
               "gate_auroc_median": statistics.median(t.gate.auroc for t in gated.values()),
-              **({"sequence_gate": sequence_gate.metadata()} if sequence_gate else {}),
+              **({"sequence_gates": {name: gate.metadata() for name, gate
+                                     in sequence_gates.items()}} if sequence_gates else {}),
               "tokens_per_s": rates or speed(model, tokenizer, variants, args), "rows": rows}
     if "none" in rows:
         compare(result)
     args.out.write_text(json.dumps(result, indent=1, default=str) + "\n", encoding="utf-8")
     return score(result)
+
+
+def sequence_settings(args) -> dict:
+    """Row name -> (reader layers, threshold quantile, pooling) of the sequence-gate rows.
+
+    ``--sequence L:Q:POOLING ...`` in that order (rows run in it), else the legacy
+    ``--reader-layers`` with quantile 1 (``gated_sequence``, plus ``gated_sequence_prompt``
+    with ``--prompt-scope``)."""
+    if not args.sequence:
+        legacy = {"gated_sequence": (args.reader_layers, 1.0, "max")}
+        if args.prompt_scope:
+            legacy["gated_sequence_prompt"] = (args.reader_layers, 1.0, "prompt")
+        return legacy
+    settings = {}
+    for spec in args.sequence:
+        try:
+            layers, quantile, pooling = spec.split(":")
+            setting = (int(layers), float(quantile), pooling)
+        except ValueError:
+            raise SystemExit(f"--sequence expects LAYERS:QUANTILE:POOLING such as 2:0.99:max, "
+                             f"found {spec!r}") from None
+        settings[f"gated_sequence_L{setting[0]}_q{setting[1]:g}_{pooling}"] = setting
+    return settings
 
 
 def gate_on(model, tokenizer, gate, prompts: list, prompt_prob: list, continued: list) -> dict:
@@ -365,6 +395,11 @@ def main(argv=None) -> None:
     r.add_argument("--reader-layers", type=int, default=2,
                    help="sequence gate: read the residual stream after this many decoder "
                         "layers (default 2, the dev choice; docs/results_gate.md)")
+    r.add_argument("--sequence", nargs="+", default=None, metavar="L:Q:POOLING",
+                   help="sequence-gate rows, in this order: reader layers, threshold quantile "
+                        "of the target tokens' scores (1: their maximum) and pooling (max or "
+                        "prompt), e.g. 2:0.99:max 2:0.99:prompt (default: --reader-layers, 1, "
+                        "max)")
     r.add_argument("--prompt-scope", action="store_true",
                    help="also a gated_sequence_prompt row: the sequence gate deciding a whole "
                         "prompt at once (pooling 'prompt', not causal inside the prompt)")

@@ -102,6 +102,9 @@ def _add_fit(sub) -> None:
     p.add_argument("--reader-layers", type=int, default=2,
                    help="--gate sequence: read the residual stream after this many decoder "
                         "layers (default 2)")
+    p.add_argument("--gate-quantile", type=float, default=1.0,
+                   help="--gate sequence: threshold at this quantile of the training target "
+                        "tokens' scores (default 1: above every one of them)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-length", type=int, default=64, help="tokens per example (truncation)")
 
@@ -225,7 +228,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         from act_core.mapset import MapSet
 
         gate = fit_lm_sequence_gate(model, tokenizer, source, target, args.reader_layers,
-                                    max_length=args.max_length)
+                                    max_length=args.max_length, quantile=args.gate_quantile)
         maps = MapSet(maps, {}, gate)
         log.info("%s", gate.describe())
     diagnosis = diagnose(samples["source"], samples["target"], maps,
