@@ -37,7 +37,7 @@ of the runs below had a result; DEV only, eval run once afterwards):**
   the ungated map's (ties: the stricter q, then ``max`` before ``prompt``, then the shallower
   reader). If none qualifies, eval runs the admissible row with the largest greedy-identical
   share.
-* amendment (02:57 UTC, after the step-1 proxy table, ``llm_gate_probe_quantiles.json``, and
+* amendment (02:56 UTC, after the step-1 proxy table, ``llm_gate_probe_quantiles.json``, and
   before any steered generation): step 1 admitted no setting, not even the shipped one (B = 0.13
   at depth 2, q = 1; B counts gates that open in the last tokens of a greedy continuation,
   which cannot change it, so it is a loose bound). Admissible instead: the share of benign
