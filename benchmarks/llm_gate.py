@@ -45,6 +45,12 @@ of the runs below had a result; DEV only, eval run once afterwards):**
   depth 2 q = 1 (R = 0.60); step 2 runs L6:1:max, L6:1:prompt, L2:1:prompt, L2:1:max in that
   order, and, in a second process for the trade-off curve, L2:0.999:max, L2:0.995:max,
   L2:0.99:max. Every generated row is eligible in step 2's choice.
+* outcome (03:19 UTC, every row finished; raw ``benchmarks/results/llm_gate_dev_seq3.json``):
+  no gated row reached greedy-identical >= 0.93 (best 0.90, depth 6 q = 1, both poolings), so
+  the fallback applies: the admissible rows with the largest greedy-identical share are L6:1:max
+  and L6:1:prompt (0.90 each); with step 2's tie order (``max`` before ``prompt``) eval runs
+  **L6:1:max** once (240 eval prefixes x seeds 0 1 2). L2:0.999/0.995/0.99 with ``prompt``
+  pooling were run on dev afterwards for the trade-off curve only, not eligible.
 
 Three ways to run it::
 
