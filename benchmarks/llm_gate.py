@@ -181,7 +181,7 @@ def load(args) -> tuple:
 def speed(model, tokenizer, variants: dict, args) -> dict:
     """Median tokens/s of batch-1 greedy decoding per variant, rounds alternating."""
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
-    enc = tokenizer(["The weather today is"], return_tensors="pt").to(args.device)
+    enc = tokenizer([args.speed_prompt], return_tensors="pt").to(args.device)
     rates: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(args.speed_rounds):
         for name, maps in variants.items():
@@ -411,6 +411,9 @@ def main(argv=None) -> None:
                         "prompt at once (pooling 'prompt', not causal inside the prompt)")
     r.add_argument("--speed-tokens", type=int, default=64)
     r.add_argument("--speed-rounds", type=int, default=5)
+    r.add_argument("--speed-prompt", default="The weather today is",
+                   help="the prompt of the tokens/s rounds (a benign one keeps a sequence "
+                        "gate off; pass one that opens it to time the gate on)")
     r.add_argument("--speed-first", action="store_true",
                    help="measure tokens/s before the rows (kept if the run is stopped early)")
     r.add_argument("--out", type=Path, required=True)
