@@ -70,6 +70,12 @@ Three ways to run it::
         --speed-rounds 3 --speed-tokens 32 --out out/seq.json
     python -m benchmarks.llm_gate merge benchmarks/results/llm_gate_eval_baselines.json \
         out/seq.json --out benchmarks/results/llm_gate_eval_sequence.json
+    # the second pass (docs/results_gate.md): dev rows per reader:quantile:pooling, then eval
+    python -m benchmarks.llm_gate run --split dev --limit 90 --seeds 0 1 2 --ppl-texts 16 \
+        --rows gated --gates sequence --sequence 6:1:max 6:1:prompt 2:1:prompt 2:1:max \
+        --out out/dev_gated.json
+    python -m benchmarks.llm_gate run --seeds 0 1 2 --rows gated --gates sequence \
+        --sequence 6:1:max --speed-first --speed-rounds 5 --speed-tokens 32 --out out/seq6.json
     # a GPU machine with torch + transformers only: pack here, carry .gpu/llm_a then .gpu/llm_b
     # (each under 64 MiB: the GGUF weights travel in two halves), run there, score here
     python -m benchmarks.llm_gate pack
