@@ -406,7 +406,8 @@ def main(argv=None) -> None:
                         "sequence (one gate for the set, read after --reader-layers layers)")
     r.add_argument("--reader-layers", type=int, default=2,
                    help="sequence gate: read the residual stream after this many decoder "
-                        "layers (default 2, the dev choice; docs/results_gate.md)")
+                        "layers (default 2, the first pass's choice; the second pass chose 6, "
+                        "act fit's default now: --sequence 6:1:max; docs/results_gate.md)")
     r.add_argument("--sequence", nargs="+", default=None, metavar="L:Q:POOLING",
                    help="sequence-gate rows, in this order: reader layers, threshold quantile "
                         "of the target tokens' scores (1: their maximum) and pooling (max or "

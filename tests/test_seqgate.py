@@ -133,6 +133,17 @@ def test_prompt_pooling_steers_a_whole_prompt_once_any_token_passes(tiny):
     assert torch.equal(causal[1, :where], base[1, :where])  # (the causal gate is not)
 
 
+def test_the_default_reader_is_after_6_layers_and_a_shallower_model_is_told_the_fix(tiny):
+    from act_core.hf.gating import fit_lm_sequence_gate
+
+    model, tokenizer, _, _ = tiny  # 2 decoder layers
+    with pytest.raises(ValueError, match=r"1\.\.2 for this model, found 6.*--reader-layers"):
+        fit_lm_sequence_gate(model, tokenizer, ["QQ XX"], ["the cat"])
+    gate = fit_lm_sequence_gate(model, tokenizer, ["QQ XX 1", "QQ XX 2"], ["the cat 1",
+                                                                         "the cat 2"], reader=2)
+    assert gate.site == "model.layers.1"
+
+
 def test_generation_stays_bit_identical_while_the_gate_is_off(tiny):
     from act_core.hf.generate import generate
 

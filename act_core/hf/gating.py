@@ -34,8 +34,8 @@ __all__ = ["SequenceGating", "fit_lm_sequence_gate", "reader_site", "sequence_ga
 log = logging.getLogger(__name__)
 
 #: Default reader: the residual stream after this many decoder layers (chosen on SmolLM2's dev
-#: prefixes, docs/results_gate.md).
-DEFAULT_READER_LAYERS = 2
+#: prefixes by the second pass's rule, docs/results_gate.md; the first pass used 2).
+DEFAULT_READER_LAYERS = 6
 
 
 class _Stop(Exception):
@@ -58,7 +58,9 @@ def reader_site(model: Any, layers: int = DEFAULT_READER_LAYERS) -> str:
                          "reader site explicitly")
     blocks = max(stacks, key=lambda stack: stack.parameters).blocks
     if not 1 <= layers <= len(blocks):
-        raise ValueError(f"reader layers must be in 1..{len(blocks)}, found {layers}")
+        raise ValueError(f"reader layers must be in 1..{len(blocks)} for this model, found "
+                         f"{layers} (the default is {DEFAULT_READER_LAYERS}); pass a smaller "
+                         "number (act fit --reader-layers, reader=)")
     return blocks[layers - 1]
 
 
