@@ -323,10 +323,22 @@ def compare(result: dict) -> None:
         row["ppl_change"] = row["ppl"] / rows["none"]["ppl"] - 1.0
 
 
-def merge(baselines: dict, gated: dict) -> dict:
+def merge(baselines: dict, gated: dict, *more: dict) -> dict:
     """One result from a split run: the ``--rows baselines`` file's unsteered and ungated rows
     and the ``--rows gated`` file's gated rows (same fit and data: the fit is deterministic),
-    with the tokens/s of the gated file (every variant measured in that one process)."""
+    with the tokens/s of the gated file (every variant measured in that one process). ``more``:
+    further ``--rows gated`` files of the same data and seeds, whose rows (and sequence gates)
+    are added; their tokens/s are left out (other processes)."""
+    for extra in more:
+        for key in ("n_prompts", "n_benign", "sites"):
+            if extra[key] != gated[key]:
+                raise SystemExit(f"the gated files differ in {key}")
+        if extra["args"]["seeds"] != gated["args"]["seeds"]:
+            raise SystemExit("the gated files differ in their seeds")
+        gated = {**gated, "rows": {**gated["rows"], **extra["rows"]},
+                 "sequence_gates": {**gated.get("sequence_gates", {}),
+                                    **extra.get("sequence_gates", {})},
+                 "args_more": [*gated.get("args_more", []), extra["args"]]}
     for key in ("n_prompts", "n_benign", "sites"):
         if baselines[key] != gated[key]:
             raise SystemExit(f"the two files differ in {key}: {baselines[key]} != {gated[key]}")
@@ -431,7 +443,7 @@ def main(argv=None) -> None:
     s.add_argument("file", type=Path)
     m = sub.add_parser("merge", help="join a '--rows baselines' and a '--rows gated' result")
     m.add_argument("baselines", type=Path)
-    m.add_argument("gated", type=Path)
+    m.add_argument("gated", type=Path, nargs="+", help="one or more '--rows gated' results")
     m.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
@@ -442,7 +454,7 @@ def main(argv=None) -> None:
         result = score(json.loads(args.file.read_text(encoding="utf-8")))
     elif args.command == "merge":
         result = score(merge(*(json.loads(f.read_text(encoding="utf-8"))
-                               for f in (args.baselines, args.gated))))
+                               for f in (args.baselines, *args.gated))))
     else:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         result = run(args)
