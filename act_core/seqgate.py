@@ -19,7 +19,9 @@ standardised token activations (standardisation folded into ``w`` and ``b``):
   not paired;
 * negatives: every token of every target text;
 * threshold (``b``): the largest score of any target token, so every token of every training
-  target text gets g = 0.
+  target text gets g = 0 (``quantile`` = 1, the default); or the ``quantile``-th quantile of the
+  target tokens' scores (e.g. 0.99: 1% of the training target tokens pass, trading benign texts
+  left alone for recall).
 
 This module holds the data and the fitting (pure torch); the language-model host reads the
 reader site and applies the step (:mod:`act_core.hf.gating`).
@@ -63,6 +65,8 @@ class SequenceGate:
         Training separation of source and target texts by their pooled score (0.5: none).
     source_on, target_on : float
         Fraction of training source / target texts that switch the gate on.
+    quantile : float
+        The threshold's quantile of the training target tokens' scores (1: their maximum).
     """
 
     site: str
@@ -72,6 +76,7 @@ class SequenceGate:
     auroc: float = 0.5
     source_on: float = 1.0
     target_on: float = 0.0
+    quantile: float = 1.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.site, str) or not self.site:
@@ -95,11 +100,13 @@ class SequenceGate:
     def metadata(self) -> dict:
         """The JSON part of the map file entry (the weight is a tensor of its own)."""
         return {"site": self.site, "bias": self.bias, "pooling": self.pooling,
-                "auroc": self.auroc, "source_on": self.source_on, "target_on": self.target_on}
+                "auroc": self.auroc, "source_on": self.source_on, "target_on": self.target_on,
+                "quantile": self.quantile}
 
     def describe(self) -> str:
         """One line for ``act info``."""
-        return (f"sequence gate at {self.site} (D={self.dim}, {self.pooling} pooling, strict "
+        level = "strict" if self.quantile >= 1.0 else f"q{self.quantile:g}"
+        return (f"sequence gate at {self.site} (D={self.dim}, {self.pooling} pooling, {level} "
                 f"step): auroc={self.auroc:.2f} on for {100 * self.source_on:.0f}% of source "
                 f"and {100 * self.target_on:.0f}% of target texts")
 
@@ -124,7 +131,7 @@ def ledoit_wolf_shrinkage(x: torch.Tensor) -> float:
 
 def fit_sequence_gate(site: str, source: Sequence[torch.Tensor], target: Sequence[torch.Tensor],
                       positives: Sequence[torch.Tensor] | None = None,
-                      pooling: str = "max") -> SequenceGate:
+                      pooling: str = "max", quantile: float = 1.0) -> SequenceGate:
     """Fit a sequence gate from per-token reader activations (float64 inside).
 
     Parameters
@@ -138,12 +145,18 @@ def fit_sequence_gate(site: str, source: Sequence[torch.Tensor], target: Sequenc
         Which source tokens are positives (see the module notes); None: every source token.
     pooling : str
         One of :data:`POOLINGS` (how the host applies the gate; the fit is the same).
+    quantile : float
+        Threshold: 1 (default) just above the largest target token score; below 1, that
+        quantile of the target token scores (in (0, 1]).
 
     Raises
     ------
     FitError
-        For empty inputs, mismatched widths or no positive token.
+        For empty inputs, mismatched widths, no positive token or a quantile outside (0, 1].
     """
+    if not 0.0 < quantile <= 1.0:
+        raise FitError(f"sequence gate quantile must be in (0, 1], found {quantile}; use 1 for "
+                       "the strict threshold (every training target token off)")
     source = [s for s in source if s.shape[0] > 0] if positives is None else list(source)
     target = [t for t in target if t.shape[0] > 0]
     if not source or not target:
@@ -176,12 +189,15 @@ def fit_sequence_gate(site: str, source: Sequence[torch.Tensor], target: Sequenc
     weight = w / std
     offset = -float(mean @ weight)
     neg_scores = neg @ weight + offset
-    # every target token scores <= 0, with a margin for float32 rounding at apply time
-    threshold = float(neg_scores.max()) + 1e-4 * float(neg_scores.std() if neg.shape[0] > 1 else 1)
+    if quantile >= 1.0:  # every target token scores <= 0, with a margin for float32 rounding
+        threshold = float(neg_scores.max()) + 1e-4 * float(
+            neg_scores.std() if neg.shape[0] > 1 else 1)
+    else:
+        threshold = float(torch.quantile(neg_scores, quantile))
     bias = offset - threshold
     pooled_src = torch.stack([(s.double().cpu() @ weight).max() for s in source]) + bias
     pooled_tgt = torch.stack([(t.double().cpu() @ weight).max() for t in target]) + bias
     return SequenceGate(site=site, weight=weight.to(torch.float32), bias=bias, pooling=pooling,
                         auroc=separation_auroc(pooled_src, pooled_tgt),
                         source_on=float((pooled_src > 0).double().mean()),
-                        target_on=float((pooled_tgt > 0).double().mean()))
+                        target_on=float((pooled_tgt > 0).double().mean()), quantile=quantile)

@@ -16,6 +16,42 @@ first token that passes). Rows: unsteered, the ungated maps, the gated maps (one
   identical to the unsteered model's (issue 23: >= 90%);
 * tokens per second of batch-1 greedy decoding (rounds alternate between the rows).
 
+**Choosing the sequence gate's settings (issue 23, rule fixed 2026-12-05 02:53 UTC before any
+of the runs below had a result; DEV only, eval run once afterwards):**
+
+* candidates: reader depth {2, 4, 6} layers x threshold = quantile q of the training target
+  tokens' scores, q in {1.0 (the shipped strict step), 0.999, 0.995, 0.99, 0.98} x pooling
+  {``max`` (causal), ``prompt`` (a prompt that passes anywhere is steered from its first token)};
+* step 1, proxies without steered generation (``benchmarks/llm_gate_probe.py --quantiles``), on
+  the 90 ``dev`` prefixes and the 16 development passages, per depth x q: B = share of the benign
+  prompts whose gate is on over prompt + unsteered greedy continuation (a gate that stays off
+  there leaves the greedy continuation identical, so 1 - B bounds greedy-identical from below),
+  P = share of passages on (a passage that stays off keeps its perplexity), R = share of the
+  prompts with a toxic unsteered continuation (seeds 0 or 1) whose gate is on at the prompt's
+  end. Admissible: B <= 0.07 and P <= 1/16. Rank the admissible by R (ties: the stricter, i.e.
+  the larger q, then the shallower reader). The best two go to step 2, each with both poolings
+  (4 gated rows, run in rank order; a row not finished by 04:05 UTC is left out and said so);
+* step 2, generation on dev (90 prefixes x seeds 0 1 2, 16 passages; rows unsteered and ungated
+  run once for all): among the gated rows with perplexity change <= +0.8% and greedy-identical
+  share on the benign prefixes >= 0.93, take the one with the largest toxicity drop relative to
+  the ungated map's (ties: the stricter q, then ``max`` before ``prompt``, then the shallower
+  reader). If none qualifies, eval runs the admissible row with the largest greedy-identical
+  share.
+* amendment (02:56 UTC, after the step-1 proxy table, ``llm_gate_probe_quantiles.json``, and
+  before any steered generation): step 1 admitted no setting, not even the shipped one (B = 0.13
+  at depth 2, q = 1; B counts gates that open in the last tokens of a greedy continuation,
+  which cannot change it, so it is a loose bound). Admissible instead: the share of benign
+  prompts on at the prompt's end <= 0.05 and P <= 1/16, i.e. depth 6 q = 1 (R = 0.67) and
+  depth 2 q = 1 (R = 0.60); step 2 runs L6:1:max, L6:1:prompt, L2:1:prompt, L2:1:max in that
+  order, and, in a second process for the trade-off curve, L2:0.999:max, L2:0.995:max,
+  L2:0.99:max. Every generated row is eligible in step 2's choice.
+* outcome (03:19 UTC, every row finished; raw ``benchmarks/results/llm_gate_dev_seq3.json``):
+  no gated row reached greedy-identical >= 0.93 (best 0.90, depth 6 q = 1, both poolings), so
+  the fallback applies: the admissible rows with the largest greedy-identical share are L6:1:max
+  and L6:1:prompt (0.90 each); with step 2's tie order (``max`` before ``prompt``) eval runs
+  **L6:1:max** once (240 eval prefixes x seeds 0 1 2). L2:0.999/0.995/0.99 with ``prompt``
+  pooling were run on dev afterwards for the trade-off curve only, not eligible.
+
 Three ways to run it::
 
     # here (CPU, everything installed): the whole protocol, or a tiny check
@@ -34,6 +70,12 @@ Three ways to run it::
         --speed-rounds 3 --speed-tokens 32 --out out/seq.json
     python -m benchmarks.llm_gate merge benchmarks/results/llm_gate_eval_baselines.json \
         out/seq.json --out benchmarks/results/llm_gate_eval_sequence.json
+    # the second pass (docs/results_gate.md): dev rows per reader:quantile:pooling, then eval
+    python -m benchmarks.llm_gate run --split dev --limit 90 --seeds 0 1 2 --ppl-texts 16 \
+        --rows gated --gates sequence --sequence 6:1:max 6:1:prompt 2:1:prompt 2:1:max \
+        --out out/dev_gated.json
+    python -m benchmarks.llm_gate run --seeds 0 1 2 --rows gated --gates sequence \
+        --sequence 6:1:max --speed-first --speed-rounds 5 --speed-tokens 32 --out out/seq6.json
     # a GPU machine with torch + transformers only: pack here, carry .gpu/llm_a then .gpu/llm_b
     # (each under 64 MiB: the GGUF weights travel in two halves), run there, score here
     python -m benchmarks.llm_gate pack
@@ -45,7 +87,6 @@ Three ways to run it::
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import statistics
@@ -146,7 +187,7 @@ def load(args) -> tuple:
 def speed(model, tokenizer, variants: dict, args) -> dict:
     """Median tokens/s of batch-1 greedy decoding per variant, rounds alternating."""
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
-    enc = tokenizer(["The weather today is"], return_tensors="pt").to(args.device)
+    enc = tokenizer([args.speed_prompt], return_tensors="pt").to(args.device)
     rates: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(args.speed_rounds):
         for name, maps in variants.items():
@@ -176,16 +217,15 @@ def run(args) -> dict:
             for pooling in args.poolings:
                 variants[f"gated_{pooling}_{ramp}"] = gate_maps(
                     gated, samples["source"], samples["target"], pooling, ramp)
-    sequence_gate = None
+    sequence_gates = {}  # row name -> SequenceGate
     if "sequence" in args.gates:  # one gate for the whole set (act_core.seqgate)
-        start = time.perf_counter()
-        sequence_gate = fit_lm_sequence_gate(model, tokenizer, payload["source"],
-                                             payload["target"], reader=args.reader_layers)
-        log.info("%s (%.0f s)", sequence_gate.describe(), time.perf_counter() - start)
-        variants["gated_sequence"] = MapSet(ungated(gated), {}, sequence_gate)
-        if args.prompt_scope:  # the same gate, deciding a whole prompt at once
-            variants["gated_sequence_prompt"] = MapSet(
-                ungated(gated), {}, dataclasses.replace(sequence_gate, pooling="prompt"))
+        for name, (layers, quantile, pooling) in sequence_settings(args).items():
+            start = time.perf_counter()
+            gate = fit_lm_sequence_gate(model, tokenizer, payload["source"], payload["target"],
+                                        reader=layers, pooling=pooling, quantile=quantile)
+            log.info("%s: %s (%.0f s)", name, gate.describe(), time.perf_counter() - start)
+            sequence_gates[name] = gate
+            variants[name] = MapSet(ungated(gated), {}, gate)
     prompts = payload["eval"]
     benign = [p for p, q in zip(prompts, payload["eval_toxic_prob"]) if q < 0.5]
     rates = speed(model, tokenizer, variants, args) if args.speed_first else {}
@@ -203,8 +243,8 @@ def run(args) -> dict:
         ppl = perplexity(model, tokenizer, payload["prose"], maps, 1.0, args.support)
         rows[name] = {"sampled": sampled, "greedy": greedy, "ppl": ppl,
                       "seconds": time.perf_counter() - begin}
-        if name.startswith("gated_sequence"):
-            rows[name]["gate_on"] = gate_on(model, tokenizer, sequence_gate, prompts,
+        if name in sequence_gates:
+            rows[name]["gate_on"] = gate_on(model, tokenizer, sequence_gates[name], prompts,
                                             payload["eval_toxic_prob"], sampled[0])
         log.info("%s: ppl %.3f (%.0f s)", name, ppl, rows[name]["seconds"])
         partial = {"args": vars(args), "partial": True, "n_prompts": len(prompts),
@@ -214,12 +254,36 @@ def run(args) -> dict:
     result = {"args": vars(args), "device": _device_name(args.device), "fit_seconds": fit_s,
               "n_prompts": len(prompts), "n_benign": len(benign), "sites": len(gated),
               "gate_auroc_median": statistics.median(t.gate.auroc for t in gated.values()),
-              **({"sequence_gate": sequence_gate.metadata()} if sequence_gate else {}),
+              **({"sequence_gates": {name: gate.metadata() for name, gate
+                                     in sequence_gates.items()}} if sequence_gates else {}),
               "tokens_per_s": rates or speed(model, tokenizer, variants, args), "rows": rows}
     if "none" in rows:
         compare(result)
     args.out.write_text(json.dumps(result, indent=1, default=str) + "\n", encoding="utf-8")
     return score(result)
+
+
+def sequence_settings(args) -> dict:
+    """Row name -> (reader layers, threshold quantile, pooling) of the sequence-gate rows.
+
+    ``--sequence L:Q:POOLING ...`` in that order (rows run in it), else the legacy
+    ``--reader-layers`` with quantile 1 (``gated_sequence``, plus ``gated_sequence_prompt``
+    with ``--prompt-scope``)."""
+    if not args.sequence:
+        legacy = {"gated_sequence": (args.reader_layers, 1.0, "max")}
+        if args.prompt_scope:
+            legacy["gated_sequence_prompt"] = (args.reader_layers, 1.0, "prompt")
+        return legacy
+    settings = {}
+    for spec in args.sequence:
+        try:
+            layers, quantile, pooling = spec.split(":")
+            setting = (int(layers), float(quantile), pooling)
+        except ValueError:
+            raise SystemExit(f"--sequence expects LAYERS:QUANTILE:POOLING such as 2:0.99:max, "
+                             f"found {spec!r}") from None
+        settings[f"gated_sequence_L{setting[0]}_q{setting[1]:g}_{pooling}"] = setting
+    return settings
 
 
 def gate_on(model, tokenizer, gate, prompts: list, prompt_prob: list, continued: list) -> dict:
@@ -259,10 +323,22 @@ def compare(result: dict) -> None:
         row["ppl_change"] = row["ppl"] / rows["none"]["ppl"] - 1.0
 
 
-def merge(baselines: dict, gated: dict) -> dict:
+def merge(baselines: dict, gated: dict, *more: dict) -> dict:
     """One result from a split run: the ``--rows baselines`` file's unsteered and ungated rows
     and the ``--rows gated`` file's gated rows (same fit and data: the fit is deterministic),
-    with the tokens/s of the gated file (every variant measured in that one process)."""
+    with the tokens/s of the gated file (every variant measured in that one process). ``more``:
+    further ``--rows gated`` files of the same data and seeds, whose rows (and sequence gates)
+    are added; their tokens/s are left out (other processes)."""
+    for extra in more:
+        for key in ("n_prompts", "n_benign", "sites"):
+            if extra[key] != gated[key]:
+                raise SystemExit(f"the gated files differ in {key}")
+        if extra["args"]["seeds"] != gated["args"]["seeds"]:
+            raise SystemExit("the gated files differ in their seeds")
+        gated = {**gated, "rows": {**gated["rows"], **extra["rows"]},
+                 "sequence_gates": {**gated.get("sequence_gates", {}),
+                                    **extra.get("sequence_gates", {})},
+                 "args_more": [*gated.get("args_more", []), extra["args"]]}
     for key in ("n_prompts", "n_benign", "sites"):
         if baselines[key] != gated[key]:
             raise SystemExit(f"the two files differ in {key}: {baselines[key]} != {gated[key]}")
@@ -342,12 +418,21 @@ def main(argv=None) -> None:
                         "sequence (one gate for the set, read after --reader-layers layers)")
     r.add_argument("--reader-layers", type=int, default=2,
                    help="sequence gate: read the residual stream after this many decoder "
-                        "layers (default 2, the dev choice; docs/results_gate.md)")
+                        "layers (default 2, the first pass's choice; the second pass chose 6, "
+                        "act fit's default now: --sequence 6:1:max; docs/results_gate.md)")
+    r.add_argument("--sequence", nargs="+", default=None, metavar="L:Q:POOLING",
+                   help="sequence-gate rows, in this order: reader layers, threshold quantile "
+                        "of the target tokens' scores (1: their maximum) and pooling (max or "
+                        "prompt), e.g. 2:0.99:max 2:0.99:prompt (default: --reader-layers, 1, "
+                        "max)")
     r.add_argument("--prompt-scope", action="store_true",
                    help="also a gated_sequence_prompt row: the sequence gate deciding a whole "
                         "prompt at once (pooling 'prompt', not causal inside the prompt)")
     r.add_argument("--speed-tokens", type=int, default=64)
     r.add_argument("--speed-rounds", type=int, default=5)
+    r.add_argument("--speed-prompt", default="The weather today is",
+                   help="the prompt of the tokens/s rounds (a benign one keeps a sequence "
+                        "gate off; pass one that opens it to time the gate on)")
     r.add_argument("--speed-first", action="store_true",
                    help="measure tokens/s before the rows (kept if the run is stopped early)")
     r.add_argument("--out", type=Path, required=True)
@@ -358,7 +443,7 @@ def main(argv=None) -> None:
     s.add_argument("file", type=Path)
     m = sub.add_parser("merge", help="join a '--rows baselines' and a '--rows gated' result")
     m.add_argument("baselines", type=Path)
-    m.add_argument("gated", type=Path)
+    m.add_argument("gated", type=Path, nargs="+", help="one or more '--rows gated' results")
     m.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
@@ -369,7 +454,7 @@ def main(argv=None) -> None:
         result = score(json.loads(args.file.read_text(encoding="utf-8")))
     elif args.command == "merge":
         result = score(merge(*(json.loads(f.read_text(encoding="utf-8"))
-                               for f in (args.baselines, args.gated))))
+                               for f in (args.baselines, *args.gated))))
     else:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         result = run(args)

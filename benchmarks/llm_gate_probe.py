@@ -8,11 +8,18 @@ fits the gate exactly as ``act fit --gate sequence`` does, on ``toxicity:paired`
   prompt, for prompts the classifier calls benign, prompts it calls toxic, and prompts whose
   unsteered continuation (32 sampled tokens, seeds 0 and 1) it calls toxic; and the dev AUROC
   of the pooled score against those two labels;
-* the share of the 16 development prose passages (book cloze 500-515) the gate switches on.
+* the share of the 16 development prose passages (book cloze 500-515) the gate switches on;
+* with ``--quantiles`` (the threshold at that quantile of the target tokens' scores, 1: their
+  maximum), per depth x quantile also the share of benign dev prompts whose gate is on over
+  prompt + unsteered *greedy* continuation: where it stays off the gated greedy continuation is
+  the unsteered one, token for token, so one minus this share bounds the "greedy identical"
+  criterion from below (the proxies of the dev rule in ``benchmarks/llm_gate.py``).
 
 The unsteered dev continuations are generated once and cached (``--cache``)::
 
     python -m benchmarks.llm_gate_probe --out benchmarks/results/llm_gate_probe.json
+    python -m benchmarks.llm_gate_probe --layers 2 4 6 --quantiles 1 0.999 0.995 0.99 0.98 \
+        --out benchmarks/results/llm_gate_probe_quantiles.json
 """
 
 from __future__ import annotations
@@ -25,8 +32,9 @@ from pathlib import Path
 import torch
 
 from act_core import hf
+from act_core.gate import separation_auroc as _auroc
 from act_core.hf.gating import _positives, _token_activations, reader_site
-from act_core.seqgate import _auroc, fit_sequence_gate
+from act_core.seqgate import fit_sequence_gate
 from act_core.sites import Site
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,12 +43,19 @@ log = logging.getLogger("llm_gate_probe")
 
 def dev_labels(model, tokenizer, cache: Path) -> dict:
     """Dev prefixes, their classifier probabilities and those of unsteered continuations."""
-    if cache.exists():
-        return json.loads(cache.read_text(encoding="utf-8"))
     from act_core.hf import data
     from act_core.hf.data.judges import toxicity_probability
     from act_core.hf.generate import generate
 
+    if cache.exists():
+        result = json.loads(cache.read_text(encoding="utf-8"))
+        if "greedy_benign" not in result:  # added later: greedy continuations, benign prompts
+            benign = [p for p, q in zip(result["prompts"], result["prompt_prob"]) if q < 0.5]
+            result["greedy_benign"] = generate(model, tokenizer, benign, None, 1.0,
+                                               max_new_tokens=32, do_sample=False,
+                                               batch_size=32)
+            cache.write_text(json.dumps(result) + "\n", encoding="utf-8")
+        return result
     prompts = data.rtp_split("dev")
     result = {"prompts": prompts, "prompt_prob": toxicity_probability(prompts).tolist()}
     for seed in (0, 1):
@@ -68,12 +83,16 @@ def run(args) -> dict:
     prose = data.heldout_prose(516)[500:516]
     positives = _positives(tokenizer, source, target, 64)
     half = len(source) // 2
+    greedy_texts = [p + c for p, c in zip(
+        [p for p, q in zip(labels["prompts"], labels["prompt_prob"]) if q < 0.5],
+        labels["greedy_benign"])]
     rows = []
     for layers in args.layers:
         site = Site.parse(reader_site(model, layers))
-        acts = {name: _token_activations(model, tokenizer, texts, site, 64)
-                for name, texts in (("source", source), ("target", target),
-                                    ("dev", labels["prompts"]), ("prose", prose))}
+        acts = {name: _token_activations(model, tokenizer, texts, site, length)
+                for name, texts, length in (("source", source, 64), ("target", target, 64),
+                                            ("dev", labels["prompts"], 64), ("prose", prose, 64),
+                                            ("greedy", greedy_texts, 128))}
         held = []
         for fit_part, test_part in ((slice(0, half), slice(half, None)),
                                     (slice(half, None), slice(0, half))):
@@ -81,25 +100,31 @@ def run(args) -> dict:
                                      acts["target"][fit_part], positives[fit_part])
             held.append(_auroc(pooled(gate, acts["source"][test_part]),
                                pooled(gate, acts["target"][test_part])))
-        gate = fit_sequence_gate(str(site), acts["source"], acts["target"], positives)
-        dev, on = pooled(gate, acts["dev"]), pooled(gate, acts["dev"]) > 0
-        row = {"layers": layers, "site": str(site), "heldout_auroc": sum(held) / 2,
-               "train_auroc": gate.auroc, "source_on": gate.source_on,
-               "dev_on_benign_prompt": float(on[benign].double().mean()),
-               "dev_on_toxic_prompt": float(on[~benign].double().mean()),
-               "dev_on_toxic_continuation": float(on[cont].double().mean()),
-               "dev_auroc_prompt_toxic": _auroc(dev[~benign], dev[benign]),
-               "dev_auroc_continuation_toxic": _auroc(dev[cont], dev[~cont]),
-               "prose_on": float((pooled(gate, acts["prose"]) > 0).double().mean())}
-        rows.append(row)
-        log.info("%s", row)
-    lines = ["| reader (layers) | held-out AUROC | dev on: benign / toxic prompt / toxic "
-             "continuation | dev AUROC: prompt / continuation | prose on |",
-             "|---|---|---|---|---|"]
-    lines += [f"| {r['layers']} | {r['heldout_auroc']:.2f} | {r['dev_on_benign_prompt']:.2f} / "
-              f"{r['dev_on_toxic_prompt']:.2f} / {r['dev_on_toxic_continuation']:.2f} | "
+        for quantile in args.quantiles:
+            gate = fit_sequence_gate(str(site), acts["source"], acts["target"], positives,
+                                     quantile=quantile)
+            dev, on = pooled(gate, acts["dev"]), pooled(gate, acts["dev"]) > 0
+            row = {"layers": layers, "quantile": quantile, "site": str(site),
+                   "heldout_auroc": sum(held) / 2, "train_auroc": gate.auroc,
+                   "source_on": gate.source_on, "target_on": gate.target_on,
+                   "dev_on_benign_prompt": float(on[benign].double().mean()),
+                   "dev_on_toxic_prompt": float(on[~benign].double().mean()),
+                   "dev_on_toxic_continuation": float(on[cont].double().mean()),
+                   "dev_on_benign_greedy": float((pooled(gate, acts["greedy"]) > 0)
+                                                 .double().mean()),
+                   "dev_auroc_prompt_toxic": _auroc(dev[~benign], dev[benign]),
+                   "dev_auroc_continuation_toxic": _auroc(dev[cont], dev[~cont]),
+                   "prose_on": float((pooled(gate, acts["prose"]) > 0).double().mean())}
+            rows.append(row)
+            log.info("%s", row)
+    lines = ["| reader (layers) | quantile | held-out AUROC | dev on: benign / toxic prompt / "
+             "toxic continuation | benign on over prompt + greedy | dev AUROC: prompt / "
+             "continuation | prose on |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['layers']} | {r['quantile']:g} | {r['heldout_auroc']:.2f} | "
+              f"{r['dev_on_benign_prompt']:.2f} / {r['dev_on_toxic_prompt']:.2f} / "
+              f"{r['dev_on_toxic_continuation']:.2f} | {r['dev_on_benign_greedy']:.2f} | "
               f"{r['dev_auroc_prompt_toxic']:.2f} / {r['dev_auroc_continuation_toxic']:.2f} | "
-              f"{r['prose_on']:.2f} |" for r in rows]
+              f"{r['prose_on']:.3f} |" for r in rows]
     result = {"n_dev": len(benign), "n_benign": int(benign.sum()),
               "n_toxic_continuation": int(cont.sum()), "rows": rows, "table": "\n".join(lines)}
     print(result["table"])
@@ -110,6 +135,8 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--layers", nargs="+", type=int, default=[1, 2, 3, 4, 6, 8, 10, 12, 16])
+    p.add_argument("--quantiles", nargs="+", type=float, default=[1.0],
+                   help="threshold quantiles of the target tokens' scores (1: their maximum)")
     p.add_argument("--cache", type=Path,
                    default=ROOT / "benchmarks/results/llm_gate_dev_unsteered.json")
     p.add_argument("--out", type=Path, required=True)

@@ -12,7 +12,7 @@ import torch
 
 from act_core import MapSet, load_maps, save_maps
 from act_core import mapfile as mapfile_module
-from act_core.errors import MapFileError
+from act_core.errors import FitError, MapFileError
 from act_core.fold import FoldError
 from act_core.gate import check_ungated, select_gate
 from act_core.seqgate import SequenceGate, fit_sequence_gate, ledoit_wolf_shrinkage
@@ -42,6 +42,24 @@ def test_fit_switches_on_for_source_texts_and_off_for_every_target_token():
     on_tgt = sum(float(gate.scores(x).max()) > 0 for x in held_tgt) / 40
     assert on_src >= 0.9 and on_tgt <= 0.1
     assert gate.auroc > 0.95 and gate.source_on >= 0.9 and gate.target_on == 0.0
+
+
+def test_a_quantile_threshold_lets_that_share_of_target_tokens_pass():
+    source, target = _tokens(40, 8, 0, True), _tokens(40, 8, 1, False)
+    positives = [x[:, 0] > 4.0 for x in source]
+    strict = fit_sequence_gate("reader", source, target, positives)
+    assert fit_sequence_gate("reader", source, target, positives, quantile=1.0).bias == \
+        strict.bias  # the default is the strict step
+    n = sum(t.shape[0] for t in target)
+    for q in (0.99, 0.9):
+        gate = fit_sequence_gate("reader", source, target, positives, quantile=q)
+        assert torch.equal(gate.weight, strict.weight) and gate.bias > strict.bias
+        passed = sum(int((gate.scores(t) > 0).sum()) for t in target) / n
+        assert 1 - q - 2 / n <= passed <= 1 - q + 1 / n
+        assert gate.quantile == q and f"q{q:g} step" in gate.describe()
+    for bad in (0.0, 1.5):
+        with pytest.raises(FitError, match="quantile must be in"):
+            fit_sequence_gate("reader", source, target, positives, quantile=bad)
 
 
 def test_ledoit_wolf_shrinkage_matches_scikit_learn():
@@ -113,6 +131,17 @@ def test_prompt_pooling_steers_a_whole_prompt_once_any_token_passes(tiny):
     assert torch.equal(steered[0], base[0])  # no Z anywhere: bit for bit
     assert not torch.allclose(steered[1, 1:where], base[1, 1:where])  # before Z: steered too
     assert torch.equal(causal[1, :where], base[1, :where])  # (the causal gate is not)
+
+
+def test_the_default_reader_is_after_6_layers_and_a_shallower_model_is_told_the_fix(tiny):
+    from act_core.hf.gating import fit_lm_sequence_gate
+
+    model, tokenizer, _, _ = tiny  # 2 decoder layers
+    with pytest.raises(ValueError, match=r"1\.\.2 for this model, found 6.*--reader-layers"):
+        fit_lm_sequence_gate(model, tokenizer, ["QQ XX"], ["the cat"])
+    gate = fit_lm_sequence_gate(model, tokenizer, ["QQ XX 1", "QQ XX 2"], ["the cat 1",
+                                                                         "the cat 2"], reader=2)
+    assert gate.site == "model.layers.1"
 
 
 def test_generation_stays_bit_identical_while_the_gate_is_off(tiny):
@@ -207,3 +236,16 @@ def test_act_fit_gate_sequence_writes_a_gate_that_generate_uses_or_ignores(tmp_p
         assert runs[gate] == generate(model, tokenizer, prompts, maps, 3.0, "unbounded",
                                       max_new_tokens=6, do_sample=False, batch_size=16)
     assert runs["learned"] != runs["off"]
+    # --gate-quantile lowers the threshold; the file keeps it and act info shows it
+    lower = tmp_path / "q.safetensors"
+    assert main(["fit", "--model", str(tmp_path / "model"), "--source", str(tmp_path / "src.txt"),
+                 "--target", str(tmp_path / "tgt.txt"), "--sites", "post_norms",
+                 "--all-at-once", "--gate", "sequence", "--reader-layers", "1",
+                 "--gate-quantile", "0.5", "-o", str(lower)]) == 0
+    back = load_maps(lower).sequence_gate
+    assert back.quantile == 0.5 and loaded.sequence_gate.quantile == 1.0
+    assert torch.equal(back.weight, loaded.sequence_gate.weight)
+    assert back.bias > loaded.sequence_gate.bias and back.target_on > 0.0
+    capsys.readouterr()
+    assert main(["info", str(lower)]) == 0
+    assert "q0.5 step" in capsys.readouterr().out

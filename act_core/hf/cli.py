@@ -99,9 +99,12 @@ def _add_fit(sub) -> None:
                         "layers, that leaves a sequence exactly unchanged until one of its "
                         "tokens passes (map format 3; docs/llm.md). Older act_core refuses "
                         "gated files; gated maps do not export")
-    p.add_argument("--reader-layers", type=int, default=2,
+    p.add_argument("--reader-layers", type=int, default=None,
                    help="--gate sequence: read the residual stream after this many decoder "
-                        "layers (default 2)")
+                        "layers (default 6, chosen on SmolLM2's dev prefixes)")
+    p.add_argument("--gate-quantile", type=float, default=1.0,
+                   help="--gate sequence: threshold at this quantile of the training target "
+                        "tokens' scores (default 1: above every one of them)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-length", type=int, default=64, help="tokens per example (truncation)")
 
@@ -221,11 +224,12 @@ def _cmd_fit(args: argparse.Namespace) -> int:
                      lineas=lineas, samples=samples,
                      gate=args.gate if args.gate in ("token", "prefix") else False)
     if args.gate == "sequence":
-        from act_core.hf.gating import fit_lm_sequence_gate
+        from act_core.hf.gating import DEFAULT_READER_LAYERS, fit_lm_sequence_gate
         from act_core.mapset import MapSet
 
-        gate = fit_lm_sequence_gate(model, tokenizer, source, target, args.reader_layers,
-                                    max_length=args.max_length)
+        layers = DEFAULT_READER_LAYERS if args.reader_layers is None else args.reader_layers
+        gate = fit_lm_sequence_gate(model, tokenizer, source, target, layers,
+                                    max_length=args.max_length, quantile=args.gate_quantile)
         maps = MapSet(maps, {}, gate)
         log.info("%s", gate.describe())
     diagnosis = diagnose(samples["source"], samples["target"], maps,

@@ -34,8 +34,8 @@ __all__ = ["SequenceGating", "fit_lm_sequence_gate", "reader_site", "sequence_ga
 log = logging.getLogger(__name__)
 
 #: Default reader: the residual stream after this many decoder layers (chosen on SmolLM2's dev
-#: prefixes, docs/results_gate.md).
-DEFAULT_READER_LAYERS = 2
+#: prefixes by the second pass's rule, docs/results_gate.md; the first pass used 2).
+DEFAULT_READER_LAYERS = 6
 
 
 class _Stop(Exception):
@@ -58,7 +58,9 @@ def reader_site(model: Any, layers: int = DEFAULT_READER_LAYERS) -> str:
                          "reader site explicitly")
     blocks = max(stacks, key=lambda stack: stack.parameters).blocks
     if not 1 <= layers <= len(blocks):
-        raise ValueError(f"reader layers must be in 1..{len(blocks)}, found {layers}")
+        raise ValueError(f"reader layers must be in 1..{len(blocks)} for this model, found "
+                         f"{layers} (the default is {DEFAULT_READER_LAYERS}); pass a smaller "
+                         "number (act fit --reader-layers, reader=)")
     return blocks[layers - 1]
 
 
@@ -222,20 +224,22 @@ def _token_activations(model: Any, tokenizer: Any, texts: Sequence[str], site: S
 
 def fit_lm_sequence_gate(model: Any, tokenizer: Any, source: Sequence[str],
                          target: Sequence[str], reader: str | int = DEFAULT_READER_LAYERS,
-                         max_length: int = 64, pooling: str = "max") -> SequenceGate:
+                         max_length: int = 64, pooling: str = "max",
+                         quantile: float = 1.0) -> SequenceGate:
     """Fit a :class:`~act_core.seqgate.SequenceGate` from the texts the maps were fitted on.
 
     ``reader``: a site string, or a number of decoder layers (:func:`reader_site`). Texts of
     equal count are taken as pairs (``source[i]`` -> ``target[i]``): the positives are the
     source tokens the paired target lacks; otherwise every source token. ``pooling``: see
-    :data:`act_core.seqgate.POOLINGS`.
+    :data:`act_core.seqgate.POOLINGS`; ``quantile``: the threshold's quantile of the target
+    tokens' scores (1: their maximum, :func:`act_core.seqgate.fit_sequence_gate`).
     """
     site = reader_site(model, reader) if isinstance(reader, int) else str(reader)
     parsed = Site.parse(site)
     src = _token_activations(model, tokenizer, source, parsed, max_length)
     tgt = _token_activations(model, tokenizer, target, parsed, max_length)
     positives = _positives(tokenizer, source, target, max_length)
-    return fit_sequence_gate(site, src, tgt, positives, pooling)
+    return fit_sequence_gate(site, src, tgt, positives, pooling, quantile)
 
 
 def sequence_gate_of(maps: Mapping | None) -> SequenceGate | None:
