@@ -41,6 +41,11 @@ ROOT = Path(__file__).resolve().parent.parent
 log = logging.getLogger("llm_gate_probe")
 
 
+def _benign(labels: dict) -> list[str]:
+    """The dev prompts the classifier calls benign, in order."""
+    return [p for p, q in zip(labels["prompts"], labels["prompt_prob"]) if q < 0.5]
+
+
 def dev_labels(model, tokenizer, cache: Path) -> dict:
     """Dev prefixes, their classifier probabilities and those of unsteered continuations."""
     from act_core.hf import data
@@ -50,8 +55,7 @@ def dev_labels(model, tokenizer, cache: Path) -> dict:
     if cache.exists():
         result = json.loads(cache.read_text(encoding="utf-8"))
         if "greedy_benign" not in result:  # added later: greedy continuations, benign prompts
-            benign = [p for p, q in zip(result["prompts"], result["prompt_prob"]) if q < 0.5]
-            result["greedy_benign"] = generate(model, tokenizer, benign, None, 1.0,
+            result["greedy_benign"] = generate(model, tokenizer, _benign(result), None, 1.0,
                                                max_new_tokens=32, do_sample=False,
                                                batch_size=32)
             cache.write_text(json.dumps(result) + "\n", encoding="utf-8")
@@ -83,9 +87,7 @@ def run(args) -> dict:
     prose = data.heldout_prose(516)[500:516]
     positives = _positives(tokenizer, source, target, 64)
     half = len(source) // 2
-    greedy_texts = [p + c for p, c in zip(
-        [p for p, q in zip(labels["prompts"], labels["prompt_prob"]) if q < 0.5],
-        labels["greedy_benign"])]
+    greedy_texts = [p + c for p, c in zip(_benign(labels), labels["greedy_benign"])]
     rows = []
     for layers in args.layers:
         site = Site.parse(reader_site(model, layers))
@@ -103,7 +105,8 @@ def run(args) -> dict:
         for quantile in args.quantiles:
             gate = fit_sequence_gate(str(site), acts["source"], acts["target"], positives,
                                      quantile=quantile)
-            dev, on = pooled(gate, acts["dev"]), pooled(gate, acts["dev"]) > 0
+            dev = pooled(gate, acts["dev"])
+            on = dev > 0
             row = {"layers": layers, "quantile": quantile, "site": str(site),
                    "heldout_auroc": sum(held) / 2, "train_auroc": gate.auroc,
                    "source_on": gate.source_on, "target_on": gate.target_on,

@@ -165,9 +165,10 @@ def toxicity_rows(model, tokenizer, args, part: str, base: dict) -> list[dict]:
     for method in METHODS:
         maps, seconds, closed, held_closed = _fit(model, tokenizer, source, target, args.sites,
                                                   method, args, held)
-        res = evaluate(model, tokenizer, prompts, maps, _strength(args, method), args)
+        strength = _strength(args, method)
+        res = evaluate(model, tokenizer, prompts, maps, strength, args)
         rows.append({"part": part, "method": method, "texts": f"{len(source)}+{len(target)}",
-                     "strength": _strength(args, method), "toxic": res["toxic"],
+                     "strength": strength, "toxic": res["toxic"],
                      "ppl": res["ppl"],
                      "reduction": _reduction(base["toxic"], res["toxic"]),
                      "ppl_change": res["ppl"] / base["ppl"] - 1.0, "fit_seconds": seconds,
@@ -194,12 +195,11 @@ def concept_rows(model, tokenizer, args) -> list[dict]:
         for method in METHODS:
             maps, seconds, closed, _ = _fit(model, tokenizer, source, target,
                                             args.concept_sites, method, args)
-            texts = generate(model, tokenizer, [args.prompt] * args.samples, maps,
-                             _strength(args, method), args.concept_support,
-                             max_new_tokens=args.max_new_tokens, seed=args.seeds[0],
-                             batch_size=args.batch_size)
-            ppl = perplexity(model, tokenizer, prose, maps, _strength(args, method),
-                             args.concept_support)
+            strength = _strength(args, method)
+            texts = generate(model, tokenizer, [args.prompt] * args.samples, maps, strength,
+                             args.concept_support, max_new_tokens=args.max_new_tokens,
+                             seed=args.seeds[0], batch_size=args.batch_size)
+            ppl = perplexity(model, tokenizer, prose, maps, strength, args.concept_support)
             rows.append({"part": f"concept {concept}", "method": method,
                          "texts": f"{len(source)}+{len(target)}",
                          "about": sum(is_about(texts, concept)) / len(texts), "ppl": ppl,
