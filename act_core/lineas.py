@@ -25,6 +25,11 @@ sites are fitted at once, end to end, so a map at site k accounts for what the m
    shrinking of every site's whole group by ``lr * group * sqrt(2 D)`` in norm. Sites and units
    that end at the identity need no hook: this is LinEAS's own choice of where to act.
 
+The maps start at the identity (the paper), or with ``init="linear_act"`` at every site's own
+Linear-AcT map fitted on the unmodified source and target samples: the end-to-end loss then
+corrects what those maps, fitted apart, get wrong together (each site's input is moved by the
+maps before it).
+
 The result is an ordinary ``{site: TransportMap}`` (``method="lineas"``): apply, fold, save and
 load work unchanged. The support of each map (``lo``, ``hi``, quantiles) is read from a last
 source pass with all maps applied, i.e. from the activations each map sees at strength 1.
@@ -60,6 +65,11 @@ __all__ = ["LineasConfig", "LineasFit", "SourceBatchFn", "fit_lineas"]
 
 log = logging.getLogger(__name__)
 
+#: Where the optimisation starts: every map at the identity (the paper), or every site at its
+#: own Linear-AcT map fitted on the unmodified source and target samples (a warm start that
+#: the end-to-end loss then corrects for what the earlier maps do to each site's input).
+INITS = ("identity", "linear_act")
+
 #: Runs the source inputs with the given indices; receives the recorder (``token_mask``).
 SourceBatchFn = Callable[[Sequence[int], object], object]
 
@@ -75,8 +85,11 @@ class LineasConfig:
     l1: float = 0.0  # per-unit soft threshold, a fraction of lr per step
     group: float = 0.0  # per-site group threshold, a fraction of lr * sqrt(2 D) per step
     seed: int = 0  # order of the source batches
+    init: str = "identity"  # start: "identity" or "linear_act" (each site's closed-form map)
 
     def __post_init__(self) -> None:
+        if self.init not in INITS:
+            raise ValueError(f"LineasConfig.init must be one of {INITS}, found {self.init!r}")
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError(f"steps and batch_size must be >= 1, found {self.steps} and "
                              f"{self.batch_size}")
@@ -158,22 +171,6 @@ def _slots(batch: Sequence[int], rows: int, per_input: int, total: int) -> list[
                        f"but the whole pass gave {per_input} per input; run_source must give "
                        "every input the same number of rows")
     return [i * per_input + r for i in batch for r in range(per_input)]
-
-
-def _proximal(state: _State, lr: float, l1: float, group: float) -> None:
-    """Soft-threshold every unit (L1), then shrink every site's group (group lasso)."""
-    with torch.no_grad():
-        for key in state.delta:
-            d, b = state.delta[key], state.shift[key]
-            if l1 > 0:
-                for p in (d, b):
-                    p.copy_(p.sign() * (p.abs() - lr * l1).clamp(min=0.0))
-            if group > 0:
-                norm = torch.sqrt((d ** 2).sum() + (b ** 2).sum())
-                threshold = lr * group * math.sqrt(2 * d.numel())
-                factor = (1.0 - threshold / norm).clamp(min=0.0) if norm > 0 else norm
-                d.mul_(factor)
-                b.mul_(factor)
 
 
 def _rate(config: LineasConfig, step: int) -> float:
@@ -312,11 +309,15 @@ def _fit(model, parsed, run_source, n_source, run_target, config, progress, devi
     size = min(config.batch_size, n_source)
     with _Hooks(model, [by_key[k] for k in keys], state, keep_tokens):
         source, _ = _pass(state, run_source, n_source, size, keys)
+        start = source
+        if config.init == "linear_act":  # the inputs each site sees under the first maps
+            state.warm_start(source, target)
+            start, _ = _pass(state, run_source, n_source, size, keys)
         _report(progress, 2, total)
         # the latest input every site saw for every source row (mapped by the site's current
         # map for the loss), and the target's quantiles at the levels of a sample of that many
         # rows (see _site_loss)
-        rows = {k: source[k].to(device, copy=True) for k in keys}
+        rows = {k: start[k].to(device, copy=True) for k in keys}
         quantiles = {k: _sorted_target(target[k], rows[k].shape[0]).t().contiguous().to(device)
                      for k in keys}
         per_input = {k: max(1, rows[k].shape[0] // n_source) for k in keys}
@@ -354,7 +355,7 @@ def _fit(model, parsed, run_source, n_source, run_target, config, progress, devi
             for group in optimiser.param_groups:
                 group["lr"] = rate
             optimiser.step()
-            _proximal(state, rate, config.l1, config.group)
+            state.proximal(rate, config.l1, config.group)
             losses.append(float(loss))
             _report(progress, 3 + step, total)
         state.clear()

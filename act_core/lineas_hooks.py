@@ -9,6 +9,7 @@ also on error. The algorithm around them is :mod:`act_core.lineas`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -61,6 +62,32 @@ class _State:
     def clear(self) -> None:
         for rows in (*self.pooled.values(), *self.moved.values()):
             rows.clear()
+
+    def warm_start(self, source: dict[str, torch.Tensor], target: dict[str, torch.Tensor]
+                   ) -> None:
+        """Set every site to its own Linear-AcT map (unmodified source -> target samples)."""
+        from .estimators import linear_act
+
+        with torch.no_grad():
+            for key, delta in self.delta.items():
+                fitted = linear_act(source[key], target[key])
+                delta.copy_((fitted.scale - 1.0).to(delta))
+                self.shift[key].copy_(fitted.shift.to(delta) / self.scales[key])
+
+    def proximal(self, lr: float, l1: float, group: float) -> None:
+        """Soft-threshold every unit (L1), then shrink every site's group (group lasso)."""
+        with torch.no_grad():
+            for key, d in self.delta.items():
+                b = self.shift[key]
+                if l1 > 0:
+                    for p in (d, b):
+                        p.copy_(p.sign() * (p.abs() - lr * l1).clamp(min=0.0))
+                if group > 0:
+                    norm = torch.sqrt((d ** 2).sum() + (b ** 2).sum())
+                    threshold = lr * group * math.sqrt(2 * d.numel())
+                    factor = (1.0 - threshold / norm).clamp(min=0.0) if norm > 0 else norm
+                    d.mul_(factor)
+                    b.mul_(factor)
 
 
 def _make_hook(state: _State, site: Site, keep_tokens: Callable[[], torch.Tensor | None] | None):

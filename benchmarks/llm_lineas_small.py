@@ -77,6 +77,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--lineas-batch", type=int, default=8)
     p.add_argument("--lineas-lr", type=float, default=0.01, help="act fit's default")
     p.add_argument("--lineas-decay", type=float, default=1.0)
+    p.add_argument("--lineas-init", choices=("identity", "linear_act"), default="identity")
     p.add_argument("--sparsity", type=float, default=0.0)
     p.add_argument("--max-new-tokens", type=int, default=32)
     p.add_argument("--batch-size", type=int, default=32)
@@ -106,7 +107,8 @@ def _load(args):
 def _fit(model, tokenizer, source, target, sites, method, args, held=None
          ) -> tuple[dict, float, float, float | None]:
     config = LineasConfig(steps=args.lineas_steps, batch_size=args.lineas_batch,
-                          lr=args.lineas_lr, decay=args.lineas_decay, group=args.sparsity)
+                          lr=args.lineas_lr, decay=args.lineas_decay, group=args.sparsity,
+                          init=args.lineas_init)
     start = time.perf_counter()
     samples: dict = {}
     maps = hf.fit_lm(model, tokenizer, source, target, _presets(sites), method=method,

@@ -77,6 +77,9 @@ def _add_fit(sub) -> None:
                           "step (default 0.01: 0.1 threw SmolLM2 off, docs/results.md)")
     lin.add_argument("--lineas-decay", type=float, default=1.0,
                      help="the learning rate falls along a cosine to lr * this (default 1)")
+    lin.add_argument("--lineas-init", choices=("identity", "linear_act"), default="identity",
+                     help="start at the identity (default) or at every site's own Linear-AcT "
+                          "map, which the end-to-end steps then correct")
     lin.add_argument("--sparsity", type=float, default=0.0,
                      help="group penalty that switches off unneeded sites (default 0)")
     lin.add_argument("--l1", type=float, default=0.0,
@@ -200,7 +203,8 @@ def lineas_config(args: argparse.Namespace) -> Any:
     from act_core.lineas import LineasConfig
 
     return LineasConfig(steps=args.lineas_steps, batch_size=args.lineas_batch, lr=args.lineas_lr,
-                        decay=args.lineas_decay, group=args.sparsity, l1=args.l1, seed=args.seed)
+                        decay=args.lineas_decay, group=args.sparsity, l1=args.l1, seed=args.seed,
+                        init=args.lineas_init)
 
 
 def _cmd_fit(args: argparse.Namespace) -> int:
