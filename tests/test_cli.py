@@ -179,6 +179,25 @@ def test_fit_method_lineas_and_the_diagnosis_in_fit_and_info(model_dir, texts, t
         assert sum(site in line for line in info.splitlines()) >= 2  # map line + diagnosis
 
 
+@pytest.mark.slow  # several seconds: left out of the fast command
+def test_fit_lineas_init_linear_act_starts_at_the_linear_act_maps(model_dir, texts, tmp_path):
+    """One step at a negligible rate: the first site's map is still its Linear-AcT map."""
+    from act_core.mapfile import load_maps
+
+    paths = {name: tmp_path / f"{name}.safetensors" for name in ("act", "warm")}
+    common = ["fit", "--model", str(model_dir), "--source", str(texts / "src.txt"),
+              "--target", str(texts / "tgt.txt"), "--sites", "post_norms"]
+    assert main([*common, "--all-at-once", "-o", str(paths["act"])]) == 0
+    assert main([*common, "--method", "lineas", "--lineas-init", "linear_act",
+                 "--lineas-steps", "1", "--lineas-lr", "1e-7", "-o", str(paths["warm"])]) == 0
+    act, warm = (load_maps(paths[name]) for name in ("act", "warm"))
+    first = "model.layers.0.input_layernorm"
+    assert warm[first].method == "lineas"
+    torch.testing.assert_close(warm[first].scale, act[first].scale, atol=1e-4, rtol=1e-3)
+    torch.testing.assert_close(warm[first].shift, act[first].shift, atol=1e-4, rtol=1e-3)
+    assert (act[first].scale - 1).abs().max() > 1e-2  # a map that is not the identity
+
+
 def test_fit_warns_when_source_and_target_are_the_same(model_dir, texts, tmp_path, capsys):
     out = tmp_path / "same.safetensors"
     assert main(["fit", "--model", str(model_dir), "--source", str(texts / "src.txt"),
