@@ -38,7 +38,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--configs", nargs="+", default=["0.01:100", "0.03:100", "0.01:300",
                                                      "0.03:300"],
-                   help="LinEAS lr:steps[:init] (init: identity, the default, or linear_act)")
+                   help="LinEAS lr:steps[:init[:decay]] (init: identity, the default, or "
+                        "linear_act; decay: the cosine's end as a fraction of lr, default 1)")
     p.add_argument("--strengths", nargs="+", type=float, default=[1.0, 1.5, 2.0])
     p.add_argument("--out", default="benchmarks/results/llm_lineas_sweep_dev")
     p.add_argument("--resume", action="store_true",
@@ -87,9 +88,9 @@ def main(argv=None) -> dict:
                  "toxic": base["toxic"], "ppl": base["ppl"], "ppl_change": 0.0}]
     base = rows[0]
 
-    def add(method, lr, steps, maps, strength, fit_seconds, held_closed, init="-"):
+    def add(method, lr, steps, maps, strength, fit_seconds, held_closed, init="-", decay="-"):
         res = evaluate(model, tokenizer, prompts, maps, strength, args)
-        rows.append({"method": method, "lr": lr, "steps": steps, "init": init,
+        rows.append({"method": method, "lr": lr, "steps": steps, "init": init, "decay": decay,
                      "strength": strength,
                      "toxic": res["toxic"], "toxic_per_seed": res["toxic_per_seed"],
                      "ppl": res["ppl"], "ppl_change": res["ppl"] / base["ppl"] - 1.0,
@@ -102,26 +103,30 @@ def main(argv=None) -> dict:
                                                    args.sites, "linear_act", args, held)
         add("linear_act", "-", "-", maps, 1.0, seconds, held_closed)
     for config in args.configs:
-        lr, steps, init = (config.split(":") + ["identity"])[:3]
-        if any(r["lr"] == float(lr) and r["steps"] == int(steps)
-               and r.get("init", "identity") == init for r in rows):
+        parts = config.split(":")
+        lr, steps, init, decay = parts + ["identity", "1"][len(parts) - 2:]
+        lr, steps, decay = float(lr), int(steps), float(decay)
+        if any(r["lr"] == lr and r["steps"] == steps and r.get("init", "identity") == init
+               and r.get("decay", 1.0) == decay for r in rows):
             continue
-        args.lineas_lr, args.lineas_steps, args.lineas_init = float(lr), int(steps), init
+        args.lineas_lr, args.lineas_steps, args.lineas_init = lr, steps, init
+        args.lineas_decay = decay
         maps, seconds, _, held_closed = small._fit(model, tokenizer, source, target,
                                                    args.sites, "lineas", args, held)
         for strength in args.strengths:
-            add("lineas", float(lr), int(steps), maps, strength, seconds, held_closed, init)
+            add("lineas", lr, steps, maps, strength, seconds, held_closed, init, decay)
         save_json(f"{args.out}.json", {"args": vars(args), "rows": rows, "partial": True})
     chosen = choose(rows)
     table = markdown_table([{**r, "toxic %": f"{100 * r['toxic']:.1f}",
                              "ppl change %": f"{100 * r['ppl_change']:+.2f}"} for r in rows],
-                           ["method", "lr", "steps", "init", "strength", "toxic %",
+                           ["method", "lr", "steps", "init", "decay", "strength", "toxic %",
                             "ppl change %",
                             "held_closed"])
     text = (f"SmolLM2 dev sweep ({len(prompts)} prefixes, seeds {args.seeds}, "
             f"{args.ppl_texts} prose passages), fitted on {args.n}+{args.n} texts; "
             f"{time.perf_counter() - start:.0f} s\n\n{table}\n\nchosen: lr {chosen['lr']}, "
-            f"steps {chosen['steps']}, init {chosen.get('init', 'identity')}, strength "
+            f"steps {chosen['steps']}, init {chosen.get('init', 'identity')}, decay "
+            f"{chosen.get('decay', 1.0)}, strength "
             f"{chosen['strength']}\n")
     print(text)
     save_json(f"{args.out}.json", {"args": vars(args), "rows": rows, "chosen": chosen})
