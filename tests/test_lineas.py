@@ -205,3 +205,14 @@ def test_a_linear_act_warm_start_begins_at_each_sites_own_map_then_lowers_the_jo
     trained = _fit(model, ["a", "b", "norm"], source, target, init="linear_act")
     assert trained.losses[0] == pytest.approx(warm.losses[0], rel=1e-4)
     assert trained.losses[-1] < 0.2 * trained.losses[0]
+
+
+def test_diagnose_warns_when_source_and_target_are_the_same_distribution():
+    model = Tokens()
+    gen = torch.Generator().manual_seed(5)
+    source, target = torch.randn(64, 5, 4, generator=gen), torch.randn(64, 5, 4, generator=gen)
+    fitted = _fit(model, ["a", "b"], source, target, steps=5)
+    report = diagnose(fitted.source, fitted.target, fitted.maps, fitted.transported)
+    assert all(s.signal < 3 for s in report.sites)
+    assert any("barely differ" in w for w in report.warnings)
+    assert "WARNING" in report.text()
