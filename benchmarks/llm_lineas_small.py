@@ -40,7 +40,7 @@ from act_core.hf import data
 from act_core.hf.data.judges import is_about
 from act_core.hf.generate import generate, perplexity
 from act_core.hf.lineas import heldout_closed
-from act_core.lineas import LineasConfig
+from act_core.lineas import INITS, LineasConfig
 from benchmarks.llm_common import _presets, load_model, markdown_table, save_json, setup
 from benchmarks.llm_toxicity import evaluate
 
@@ -77,7 +77,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--lineas-batch", type=int, default=8)
     p.add_argument("--lineas-lr", type=float, default=0.01, help="act fit's default")
     p.add_argument("--lineas-decay", type=float, default=1.0)
-    p.add_argument("--lineas-init", choices=("identity", "linear_act"), default="identity")
+    p.add_argument("--lineas-init", choices=INITS, default="identity")
     p.add_argument("--sparsity", type=float, default=0.0)
     p.add_argument("--max-new-tokens", type=int, default=32)
     p.add_argument("--batch-size", type=int, default=32)

@@ -91,9 +91,9 @@ def main(argv=None) -> dict:
     def add(method, lr, steps, maps, strength, fit_seconds, held_closed, init="-", decay="-"):
         res = evaluate(model, tokenizer, prompts, maps, strength, args)
         rows.append({"method": method, "lr": lr, "steps": steps, "init": init, "decay": decay,
-                     "strength": strength,
-                     "toxic": res["toxic"], "toxic_per_seed": res["toxic_per_seed"],
-                     "ppl": res["ppl"], "ppl_change": res["ppl"] / base["ppl"] - 1.0,
+                     "strength": strength, "toxic": res["toxic"],
+                     "toxic_per_seed": res["toxic_per_seed"], "ppl": res["ppl"],
+                     "ppl_change": res["ppl"] / base["ppl"] - 1.0,
                      "fit_seconds": fit_seconds, "held_closed": held_closed})
         log.info("%s lr %s steps %s strength %s: %.4f toxic, ppl %+.2f%%", method, lr, steps,
                  strength, res["toxic"], 100 * rows[-1]["ppl_change"])
@@ -120,14 +120,12 @@ def main(argv=None) -> dict:
     table = markdown_table([{**r, "toxic %": f"{100 * r['toxic']:.1f}",
                              "ppl change %": f"{100 * r['ppl_change']:+.2f}"} for r in rows],
                            ["method", "lr", "steps", "init", "decay", "strength", "toxic %",
-                            "ppl change %",
-                            "held_closed"])
+                            "ppl change %", "held_closed"])
     text = (f"SmolLM2 dev sweep ({len(prompts)} prefixes, seeds {args.seeds}, "
             f"{args.ppl_texts} prose passages), fitted on {args.n}+{args.n} texts; "
             f"{time.perf_counter() - start:.0f} s\n\n{table}\n\nchosen: lr {chosen['lr']}, "
             f"steps {chosen['steps']}, init {chosen.get('init', 'identity')}, decay "
-            f"{chosen.get('decay', 1.0)}, strength "
-            f"{chosen['strength']}\n")
+            f"{chosen.get('decay', 1.0)}, strength {chosen['strength']}\n")
     print(text)
     save_json(f"{args.out}.json", {"args": vars(args), "rows": rows, "chosen": chosen})
     Path(f"{args.out}.md").write_text(text, encoding="utf-8")

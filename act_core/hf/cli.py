@@ -16,6 +16,7 @@ from typing import Any
 
 from act_core.errors import ActError
 from act_core.estimators import ESTIMATORS
+from act_core.lineas import INITS
 
 __all__ = ["build_parser", "lineas_config", "main"]
 
@@ -77,7 +78,7 @@ def _add_fit(sub) -> None:
                           "step (default 0.01: 0.1 threw SmolLM2 off, docs/results.md)")
     lin.add_argument("--lineas-decay", type=float, default=1.0,
                      help="the learning rate falls along a cosine to lr * this (default 1)")
-    lin.add_argument("--lineas-init", choices=("identity", "linear_act"), default="identity",
+    lin.add_argument("--lineas-init", choices=INITS, default="identity",
                      help="start at the identity (default) or at every site's own Linear-AcT "
                           "map, which the end-to-end steps then correct")
     lin.add_argument("--sparsity", type=float, default=0.0,
