@@ -10,7 +10,17 @@ Three parts, each fitting both estimators on the SAME texts and sites, evaluated
   continuations at <= +3% perplexity.
 * ``concepts``: concept induction (neutral sentences -> sentences about the concept) on two
   concepts, "Once upon a time" continuations judged by the concept's lexicon. Criterion:
-  LinEAS >= 50% about the concept at <= +50% perplexity, on both.
+  LinEAS >= 50% about the concept at <= +50% perplexity, on two concepts.
+
+  The concept setting is chosen on dev, by a rule written here before any dev run
+  (2026-12-05): the four concepts; four fairy-tale openings other than "Once upon a time"
+  (``DEV_OPENINGS`` below) x 16 samples; perplexity on 16 dev passages (500+). Settings: sites
+  ``attn_out``, or ``attn_out+mlp_out`` with the first token skipped (the Linear-AcT configuration
+  that met the concept criterion at +231% and +350%); LinEAS strength 1 or 2; everything else at
+  ``act fit``'s defaults (identity start, 100 steps, batch 8, lr 0.01). The setting with the most
+  concepts at >= 50% about and <= +50% dev perplexity wins; ties go to the higher mean about
+  rate, counting a concept above +50% perplexity as 0. That one setting is then run once on
+  "Once upon a time" (64 continuations, 64 eval passages), on all four concepts.
 
 Toxic fraction: continuations (32 new tokens, sampled, one run per seed) of the split's
 prefixes classified toxic; perplexity: held-out neutral prose (passages 500+ on dev, 0+ on
@@ -46,6 +56,9 @@ from benchmarks.llm_toxicity import evaluate
 
 log = logging.getLogger("benchmarks")
 METHODS = ("linear_act", "lineas")
+#: the concept openings used on dev (never "Once upon a time", the reported one)
+DEV_OPENINGS = ("Long ago, in a faraway kingdom,", "There was once a little girl who",
+                "In a small village by the sea, there lived", "A long time ago, an old man")
 PARTS = ("small", "full", "concepts")
 
 
@@ -67,8 +80,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--concepts", nargs="+", default=["football", "space"])
     p.add_argument("--concept-sites", default="attn_out")
     p.add_argument("--concept-support", default="unbounded")
-    p.add_argument("--prompt", default="Once upon a time")
-    p.add_argument("--samples", type=int, default=64, help="continuations per concept row")
+    p.add_argument("--prompts", nargs="+", default=None,
+                   help='concept openings (default: "Once upon a time" on eval, '
+                        'DEV_OPENINGS on dev)')
+    p.add_argument("--samples", type=int, default=64,
+                   help="continuations per opening and concept row")
+    p.add_argument("--concept-strengths", nargs="+", type=float, default=None,
+                   help="LinEAS strengths of the concept rows (default: --lineas-strength)")
+    p.add_argument("--skip-first-token", action="store_true",
+                   help="concept maps fitted and applied without each text's first token")
     p.add_argument("--strength", type=float, default=1.0)
     p.add_argument("--lineas-strength", type=float, default=None,
                    help="LinEAS's strength when it differs from --strength (chosen on dev by "
@@ -104,15 +124,17 @@ def _load(args):
     return model.to(args.device), tokenizer
 
 
-def _fit(model, tokenizer, source, target, sites, method, args, held=None
+def _fit(model, tokenizer, source, target, sites, method, args, held=None, data_name=""
          ) -> tuple[dict, float, float, float | None]:
     config = LineasConfig(steps=args.lineas_steps, batch_size=args.lineas_batch,
                           lr=args.lineas_lr, decay=args.lineas_decay, group=args.sparsity,
                           init=args.lineas_init)
     start = time.perf_counter()
     samples: dict = {}
+    skip = args.skip_first_token and data_name.startswith("concept:")
     maps = hf.fit_lm(model, tokenizer, source, target, _presets(sites), method=method,
-                     incremental=False, lineas=config, samples=samples)
+                     incremental=False, lineas=config, samples=samples,
+                     skip_first_token=skip)
     if args.device.startswith("cuda"):
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
@@ -181,34 +203,48 @@ def toxicity_rows(model, tokenizer, args, part: str, base: dict) -> list[dict]:
     return rows
 
 
-def concept_rows(model, tokenizer, args) -> list[dict]:
+def _continuations(model, tokenizer, args, maps, strength: float) -> list[str]:
+    """``--samples`` sampled continuations of every opening in ``--prompts``."""
+    texts = []
+    default = DEV_OPENINGS if args.split == "dev" else ("Once upon a time",)
+    for prompt in args.prompts or default:
+        texts += generate(model, tokenizer, [prompt] * args.samples, maps, strength,
+                          args.concept_support, max_new_tokens=args.max_new_tokens,
+                          seed=args.seeds[0], batch_size=args.batch_size)
+    return texts
+
+
+def concept_rows(model, tokenizer, args, done=None) -> list[dict]:
+    """The concept rows; ``done(rows)`` is called after each row (to save partial results)."""
     prose = _prose(args)
     base_ppl = perplexity(model, tokenizer, prose)
     rows = []
     for concept in args.concepts:
         source, target = data.load_builtin(f"concept:{concept}")
-        texts = generate(model, tokenizer, [args.prompt] * args.samples, None, 0.0,
-                         max_new_tokens=args.max_new_tokens, seed=args.seeds[0],
-                         batch_size=args.batch_size)
+        texts = _continuations(model, tokenizer, args, None, 0.0)
         rows.append({"part": f"concept {concept}", "method": "none",
-                     "texts": f"{len(source)}+{len(target)}",
+                     "texts": f"{len(source)}+{len(target)}", "strength": 0.0,
                      "about": sum(is_about(texts, concept)) / len(texts), "ppl": base_ppl,
                      "ppl_change": 0.0, "fit_seconds": 0.0, "example": texts[:2]})
         for method in METHODS:
             maps, seconds, closed, _ = _fit(model, tokenizer, source, target,
-                                            args.concept_sites, method, args)
-            strength = _strength(args, method)
-            texts = generate(model, tokenizer, [args.prompt] * args.samples, maps, strength,
-                             args.concept_support, max_new_tokens=args.max_new_tokens,
-                             seed=args.seeds[0], batch_size=args.batch_size)
-            ppl = perplexity(model, tokenizer, prose, maps, strength, args.concept_support)
-            rows.append({"part": f"concept {concept}", "method": method,
-                         "texts": f"{len(source)}+{len(target)}",
-                         "about": sum(is_about(texts, concept)) / len(texts), "ppl": ppl,
-                         "ppl_change": ppl / base_ppl - 1.0, "fit_seconds": seconds,
-                         "closed": closed, "example": texts[:2]})
-            log.info("concept %s/%s: %.1f%% about, ppl %+.1f%%", concept, method,
-                     100 * rows[-1]["about"], 100 * rows[-1]["ppl_change"])
+                                            args.concept_sites, method, args,
+                                            data_name=f"concept:{concept}")
+            strengths = [_strength(args, method)]
+            if method == "lineas" and args.concept_strengths:
+                strengths = args.concept_strengths
+            for strength in strengths:
+                texts = _continuations(model, tokenizer, args, maps, strength)
+                ppl = perplexity(model, tokenizer, prose, maps, strength, args.concept_support)
+                rows.append({"part": f"concept {concept}", "method": method,
+                             "texts": f"{len(source)}+{len(target)}", "strength": strength,
+                             "about": sum(is_about(texts, concept)) / len(texts), "ppl": ppl,
+                             "ppl_change": ppl / base_ppl - 1.0, "fit_seconds": seconds,
+                             "closed": closed, "example": texts[:2]})
+                log.info("concept %s/%s at %g: %.1f%% about, ppl %+.1f%%", concept, method,
+                         strength, 100 * rows[-1]["about"], 100 * rows[-1]["ppl_change"])
+                if done is not None:
+                    done(rows)
     return rows
 
 
@@ -234,9 +270,12 @@ def criteria(rows: list[dict]) -> dict[str, bool]:
             (reduction is None or (reduction != "-" and reduction >= 4.0))
             and full["ppl_change"] <= 0.03)
     concepts = [r for r in rows if r["part"].startswith("concept") and r["method"] == "lineas"]
-    if concepts:
-        out[f"concepts: lineas >= 50% at <= +50% perplexity on {len(concepts)} concepts"] = all(
-            r["about"] >= 0.5 and r["ppl_change"] <= 0.5 for r in concepts)
+    for strength in sorted({r["strength"] for r in concepts}):
+        at = [r for r in concepts if r["strength"] == strength]
+        met = [r["part"].removeprefix("concept ") for r in at
+               if r["about"] >= 0.5 and r["ppl_change"] <= 0.5]
+        out[f"concepts: lineas at strength {strength:g} >= 50% at <= +50% perplexity on at "
+            f"least 2 of {len(at)} concepts (met: {', '.join(met) or 'none'})"] = len(met) >= 2
     return out
 
 
@@ -249,7 +288,8 @@ def report(args, rows: list[dict], checks: dict[str, bool], seconds: float) -> s
                 "reduction": "all" if red is None else red,
                 "ppl change %": f"{100 * r['ppl_change']:+.1f}", "fit s": r["fit_seconds"]}
 
-    table = markdown_table([fmt(r) for r in rows], ["part", "method", "texts", "toxic %",
+    table = markdown_table([fmt(r) for r in rows], ["part", "method", "texts", "strength",
+                                                    "toxic %",
                                                     "reduction", "about %", "ppl",
                                                     "ppl change %", "closed", "held_closed",
                                                     "fit s"])
@@ -277,7 +317,12 @@ def main(argv=None) -> dict:
             if part in args.parts:
                 rows += toxicity_rows(model, tokenizer, args, part, base)
     if "concepts" in args.parts:
-        rows += concept_rows(model, tokenizer, args)
+        def partial(concept_rows_so_far):
+            if args.out:
+                save_json(f"{args.out}.partial.json", {"args": vars(args),
+                                                       "rows": rows + concept_rows_so_far})
+
+        rows += concept_rows(model, tokenizer, args, partial)
     checks = criteria(rows)
     seconds = time.perf_counter() - start
     text = report(args, rows, checks, seconds)

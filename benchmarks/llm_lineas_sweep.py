@@ -14,6 +14,10 @@ the sweep ran:
 The chosen ``lr``, ``steps`` and strength go to ``llm_lineas_small --lineas-lr --lineas-steps
 --lineas-strength`` for the one eval run.
 
+With ``--n 86`` (every text: the full-data part, nothing held out) and ``--max-ppl-change
+0.03`` (the full-data criterion's bound), the rule pools the LinEAS rows whose perplexity change
+is at most +3% instead of Linear-AcT's; the rest is the same.
+
     ACT_CACHE_DIR=/tmp/act_cache python -m benchmarks.llm_lineas_sweep --seeds 0 1 2 \\
         --out benchmarks/results/llm_lineas_sweep_dev
 """
@@ -41,6 +45,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="LinEAS lr:steps[:init[:decay]] (init: identity, the default, or "
                         "linear_act; decay: the cosine's end as a fraction of lr, default 1)")
     p.add_argument("--strengths", nargs="+", type=float, default=[1.0, 1.5, 2.0])
+    p.add_argument("--max-ppl-change", type=float, default=None,
+                   help="the rule's perplexity bound (default: Linear-AcT's change)")
     p.add_argument("--out", default="benchmarks/results/llm_lineas_sweep_dev")
     p.add_argument("--resume", action="store_true",
                    help="keep the rows of --out.json (written with the same settings) and fit "
@@ -50,11 +56,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     return argparse.Namespace(**{**vars(base), **vars(args)})
 
 
-def choose(rows: list[dict]) -> dict:
+def choose(rows: list[dict], max_ppl_change: float | None = None) -> dict:
     """The rule of the module docstring."""
     act = next(r for r in rows if r["method"] == "linear_act")
+    bound = act["ppl_change"] if max_ppl_change is None else max_ppl_change
     lineas = [r for r in rows if r["method"] == "lineas"]
-    ok = [r for r in lineas if r["ppl_change"] <= act["ppl_change"]]
+    ok = [r for r in lineas if r["ppl_change"] <= bound]
     pool = ok or [r for r in lineas if r["strength"] == 1.0]
     return min(pool, key=lambda r: (r["toxic"], r["strength"], r["steps"]))
 
@@ -66,7 +73,7 @@ def _resumed(args) -> list[dict]:
         return []
     earlier = json.loads(path.read_text(encoding="utf-8"))
     keys = ("seeds", "limit", "n", "ppl_texts", "sites", "support", "strengths", "data",
-            "max_new_tokens", "lineas_batch")
+            "max_new_tokens", "lineas_batch", "max_ppl_change")
     if any(earlier["args"].get(k) != getattr(args, k) for k in keys):
         raise SystemExit(f"--resume: {path} was measured with other settings")
     return earlier["rows"]
@@ -79,6 +86,8 @@ def main(argv=None) -> dict:
     model, tokenizer = small._load(args)
     source, target = data.load_builtin(args.data)
     held = (source[args.n: 2 * args.n], target[args.n: 2 * args.n])
+    if not (held[0] and held[1]):  # every text fitted (the full-data part): nothing held out
+        held = None
     source, target = source[: args.n], target[: args.n]
     prompts = data.rtp_split("dev")[: args.limit]
     rows = _resumed(args) if args.resume else []
@@ -116,7 +125,7 @@ def main(argv=None) -> dict:
         for strength in args.strengths:
             add("lineas", lr, steps, maps, strength, seconds, held_closed, init, decay)
         save_json(f"{args.out}.json", {"args": vars(args), "rows": rows, "partial": True})
-    chosen = choose(rows)
+    chosen = choose(rows, args.max_ppl_change)
     table = markdown_table([{**r, "toxic %": f"{100 * r['toxic']:.1f}",
                              "ppl change %": f"{100 * r['ppl_change']:+.2f}"} for r in rows],
                            ["method", "lr", "steps", "init", "decay", "strength", "toxic %",
