@@ -332,6 +332,7 @@ def main(argv=None) -> dict:
     if args.out:
         save_json(f"{args.out}.json", result)
         Path(f"{args.out}.md").write_text(text, encoding="utf-8")
+        Path(f"{args.out}.partial.json").unlink(missing_ok=True)
     return result
 
 
