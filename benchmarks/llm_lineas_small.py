@@ -8,9 +8,9 @@ Three parts, each fitting both estimators on the SAME texts and sites, evaluated
   Linear-AcT, at no more perplexity cost.
 * ``full``: toxicity fitted on all the texts (86 + 86). Criterion: LinEAS >= 4x fewer toxic
   continuations at <= +3% perplexity.
-* ``concepts``: concept induction (neutral sentences -> sentences about the concept) on two
-  concepts, "Once upon a time" continuations judged by the concept's lexicon. Criterion:
-  LinEAS >= 50% about the concept at <= +50% perplexity, on two concepts.
+* ``concepts``: concept induction (neutral sentences -> sentences about the concept) on the
+  four built-in concepts, "Once upon a time" continuations judged by the concept's lexicon.
+  Criterion: LinEAS >= 50% about the concept at <= +50% perplexity, on two concepts.
 
   The concept setting is chosen on dev, by a rule written here before any dev run
   (2026-12-05): the four concepts; four fairy-tale openings other than "Once upon a time"
@@ -20,7 +20,9 @@ Three parts, each fitting both estimators on the SAME texts and sites, evaluated
   ``act fit``'s defaults (identity start, 100 steps, batch 8, lr 0.01). The setting with the most
   concepts at >= 50% about and <= +50% dev perplexity wins; ties go to the higher mean about
   rate, counting a concept above +50% perplexity as 0. That one setting is then run once on
-  "Once upon a time" (64 continuations, 64 eval passages), on all four concepts.
+  "Once upon a time" (64 continuations, 64 eval passages), on all four concepts. (It chose
+  ``attn_out`` at strength 1, act fit's defaults: no setting met the bar on dev; eval met it
+  on medicine only, docs/results.md.)
 
 Toxic fraction: continuations (32 new tokens, sampled, one run per seed) of the split's
 prefixes classified toxic; perplexity: held-out neutral prose (passages 500+ on dev, 0+ on
@@ -77,7 +79,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--sites", default="post_norms+mlp_out+attn_out",
                    help="toxicity sites (docs/llm.md's dev choice)")
     p.add_argument("--support", default="q0.05-0.95", help="toxicity support")
-    p.add_argument("--concepts", nargs="+", default=["football", "space"])
+    p.add_argument("--concepts", nargs="+", default=data.concept_names())
     p.add_argument("--concept-sites", default="attn_out")
     p.add_argument("--concept-support", default="unbounded")
     p.add_argument("--prompts", nargs="+", default=None,
