@@ -24,6 +24,12 @@ Three parts, each fitting both estimators on the SAME texts and sites, evaluated
   ``attn_out`` at strength 1, act fit's defaults: no setting met the bar on dev; eval met it
   on medicine only, docs/results.md.)
 
+  A second round, its rule also written here before its dev runs (2026-12-05): the same dev
+  protocol and scoring over ``attn_out`` x group sparsity 0 or 0.5 (``--sparsity``, the
+  paper's site switch-off) x LinEAS strength 1 or 1.5. If the winner is the first round's
+  setting (sparsity 0, strength 1) no new eval is run; otherwise the winner is run once on
+  eval as above, and both eval runs are reported.
+
 Toxic fraction: continuations (32 new tokens, sampled, one run per seed) of the split's
 prefixes classified toxic; perplexity: held-out neutral prose (passages 500+ on dev, 0+ on
 eval). Writes the rows, the criteria and a markdown table to ``--out`` (.json and .md).
