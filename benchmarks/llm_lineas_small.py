@@ -303,7 +303,8 @@ def report(args, rows: list[dict], checks: dict[str, bool], seconds: float) -> s
                                                     "fit s"])
     lines = [f"SmolLM2-135M-Instruct, split {args.split}, {args.device}, seeds {args.seeds}, "
              f"LinEAS {args.lineas_steps} steps x batch {args.lineas_batch}, lr "
-             f"{args.lineas_lr}, LinEAS strength {_strength(args, 'lineas')}; total "
+             f"{args.lineas_lr}, sparsity {args.sparsity}, init {args.lineas_init}, LinEAS "
+             f"strength {_strength(args, 'lineas')}; total "
              f"{seconds:.0f} s", "", table, ""]
     lines += [f"- {'PASS' if ok else 'FAIL'}: {name}" for name, ok in checks.items()]
     return "\n".join(lines) + "\n"
