@@ -45,6 +45,11 @@ from benchmarks.llm_common import finish, fit_all_at_once, fit_or_load, load_mod
 log = logging.getLogger("benchmarks")
 DEV_OPENINGS = ("It was a quiet morning when", "My grandmother always told me that",
                 "The day began like any other:", "Last summer, my friends and I")
+#: the harder dev openings of the story runs (docs/llm.md, "Concept data in story form"): the
+#: built-in maps reach far less on them than on DEV_OPENINGS, closer to "Once upon a time"
+FAIRY_TALE_OPENINGS = ("Long ago, in a faraway kingdom,", "There was once a little girl who",
+                       "In a small village by the sea, there lived",
+                       "A long time ago, an old man")
 _RANGE = re.compile(r"^(\w+)\[(\d*):(\d*)\]$")
 
 

@@ -35,11 +35,12 @@ from benchmarks.llm_common import load_model, save_json, setup
 log = logging.getLogger("benchmarks")
 
 
-def _labelled(acts, positives, mode: str):
-    """(activations, positives) per text; ``next`` labels position t by token t + 1."""
+def _labelled(source, target, positives, mode: str):
+    """(source activations, their positives, target activations) per text; ``next`` labels
+    position t by token t + 1 (so each text's last position has no label and is dropped)."""
     if mode == "current":
-        return list(acts), list(positives)
-    return [a[:-1] for a in acts], [p[1:] for p in positives]
+        return list(source), list(positives), list(target)
+    return [a[:-1] for a in source], [p[1:] for p in positives], [t[:-1] for t in target]
 
 
 def main(argv=None) -> dict:
@@ -58,8 +59,7 @@ def main(argv=None) -> dict:
         src = _token_activations(model, tokenizer, source, Site.parse(site), 64)
         tgt = _token_activations(model, tokenizer, target, Site.parse(site), 64)
         for mode in ("current", "next"):
-            s_acts, s_pos = _labelled(src, positives, mode)
-            t_acts = [t[:-1] for t in tgt] if mode == "next" else tgt
+            s_acts, s_pos, t_acts = _labelled(src, tgt, positives, mode)
             gate = fit_sequence_gate(site, s_acts[:half], t_acts[:half], s_pos[:half])
             pos = torch.cat([gate.scores(a[m]) for a, m in zip(s_acts[half:], s_pos[half:],
                                                                  strict=True)])

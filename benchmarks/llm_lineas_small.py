@@ -12,17 +12,17 @@ Three parts, each fitting both estimators on the SAME texts and sites, evaluated
   four built-in concepts, "Once upon a time" continuations judged by the concept's lexicon.
   Criterion: LinEAS >= 50% about the concept at <= +50% perplexity, on two concepts.
 
-  The concept setting is chosen on dev, by a rule written here before any dev run
-  (2026-12-05): the four concepts; four fairy-tale openings other than "Once upon a time"
-  (``DEV_OPENINGS`` below) x 16 samples; perplexity on 16 dev passages (500+). Settings: sites
-  ``attn_out``, or ``attn_out+mlp_out`` with the first token skipped (the Linear-AcT configuration
-  that met the concept criterion at +231% and +350%); LinEAS strength 1 or 2; everything else at
-  ``act fit``'s defaults (identity start, 100 steps, batch 8, lr 0.01). The setting with the most
-  concepts at >= 50% about and <= +50% dev perplexity wins; ties go to the higher mean about
-  rate, counting a concept above +50% perplexity as 0. That one setting is then run once on
-  "Once upon a time" (64 continuations, 64 eval passages), on all four concepts. (It chose
-  ``attn_out`` at strength 1, act fit's defaults: no setting met the bar on dev; eval met it
-  on medicine only, docs/results.md.)
+  The concept setting is chosen on dev, by a rule written here before any dev run (2026-12-05):
+  the four concepts; four fairy-tale openings other than "Once upon a time"
+  (``llm_dev_sweep.FAIRY_TALE_OPENINGS``) x 16 samples; perplexity on 16 dev passages (500+).
+  Settings: sites ``attn_out``, or ``attn_out+mlp_out`` with the first token skipped (the
+  Linear-AcT configuration that met the concept criterion at +231% and +350%); LinEAS strength 1
+  or 2; everything else at ``act fit``'s defaults (identity start, 100 steps, batch 8, lr 0.01).
+  The setting with the most concepts at >= 50% about and <= +50% dev perplexity wins; ties go to
+  the higher mean about rate, counting a concept above +50% perplexity as 0. That one setting is
+  then run once on "Once upon a time" (64 continuations, 64 eval passages), on all four concepts.
+  (It chose ``attn_out`` at strength 1, act fit's defaults: no setting met the bar on dev; eval
+  met it on medicine only, docs/results.md.)
 
   A second round, its rule also written here before its dev runs (2026-12-05): the same dev
   protocol and scoring over ``attn_out`` x group sparsity 0 or 0.5 (``--sparsity``, the
@@ -60,13 +60,11 @@ from act_core.hf.generate import generate, perplexity
 from act_core.hf.lineas import heldout_closed
 from act_core.lineas import INITS, LineasConfig
 from benchmarks.llm_common import _presets, load_model, markdown_table, save_json, setup
+from benchmarks.llm_dev_sweep import FAIRY_TALE_OPENINGS
 from benchmarks.llm_toxicity import evaluate
 
 log = logging.getLogger("benchmarks")
 METHODS = ("linear_act", "lineas")
-#: the concept openings used on dev (never "Once upon a time", the reported one)
-DEV_OPENINGS = ("Long ago, in a faraway kingdom,", "There was once a little girl who",
-                "In a small village by the sea, there lived", "A long time ago, an old man")
 PARTS = ("small", "full", "concepts")
 
 
@@ -90,7 +88,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--concept-support", default="unbounded")
     p.add_argument("--prompts", nargs="+", default=None,
                    help='concept openings (default: "Once upon a time" on eval, '
-                        'DEV_OPENINGS on dev)')
+                        'llm_dev_sweep.FAIRY_TALE_OPENINGS on dev)')
     p.add_argument("--samples", type=int, default=64,
                    help="continuations per opening and concept row")
     p.add_argument("--concept-strengths", nargs="+", type=float, default=None,
@@ -132,17 +130,16 @@ def _load(args):
     return model.to(args.device), tokenizer
 
 
-def _fit(model, tokenizer, source, target, sites, method, args, held=None, data_name=""
-         ) -> tuple[dict, float, float, float | None]:
+def _fit(model, tokenizer, source, target, sites, method, args, held=None,
+         skip_first_token: bool = False) -> tuple[dict, float, float, float | None]:
     config = LineasConfig(steps=args.lineas_steps, batch_size=args.lineas_batch,
                           lr=args.lineas_lr, decay=args.lineas_decay, group=args.sparsity,
                           init=args.lineas_init)
     start = time.perf_counter()
     samples: dict = {}
-    skip = args.skip_first_token and data_name.startswith("concept:")
     maps = hf.fit_lm(model, tokenizer, source, target, _presets(sites), method=method,
                      incremental=False, lineas=config, samples=samples,
-                     skip_first_token=skip)
+                     skip_first_token=skip_first_token)
     if args.device.startswith("cuda"):
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
@@ -214,7 +211,7 @@ def toxicity_rows(model, tokenizer, args, part: str, base: dict) -> list[dict]:
 def _continuations(model, tokenizer, args, maps, strength: float) -> list[str]:
     """``--samples`` sampled continuations of every opening in ``--prompts``."""
     texts = []
-    default = DEV_OPENINGS if args.split == "dev" else ("Once upon a time",)
+    default = FAIRY_TALE_OPENINGS if args.split == "dev" else ("Once upon a time",)
     for prompt in args.prompts or default:
         texts += generate(model, tokenizer, [prompt] * args.samples, maps, strength,
                           args.concept_support, max_new_tokens=args.max_new_tokens,
@@ -237,7 +234,7 @@ def concept_rows(model, tokenizer, args, done=None) -> list[dict]:
         for method in METHODS:
             maps, seconds, closed, _ = _fit(model, tokenizer, source, target,
                                             args.concept_sites, method, args,
-                                            data_name=f"concept:{concept}")
+                                            skip_first_token=args.skip_first_token)
             strengths = [_strength(args, method)]
             if method == "lineas" and args.concept_strengths:
                 strengths = args.concept_strengths
