@@ -341,6 +341,7 @@ def _build_sequence_gate(path: Path, act: dict, tensors: Mapping[str, torch.Tens
                             auroc=float(entry.get("auroc", 0.5)),
                             source_on=float(entry.get("source_on", 1.0)),
                             target_on=float(entry.get("target_on", 0.0)),
-                            quantile=float(entry.get("quantile", 1.0)))
+                            quantile=float(entry.get("quantile", 1.0)),
+                            margin=float(entry.get("margin", 0.0)))
     except (MapError, KeyError, TypeError, ValueError) as error:
         raise MapFileError(f"{path}: the sequence gate is invalid: {error}") from error

@@ -21,7 +21,13 @@ standardised token activations (standardisation folded into ``w`` and ``b``):
 * threshold (``b``): the largest score of any target token, so every token of every training
   target text gets g = 0 (``quantile`` = 1, the default); or the ``quantile``-th quantile of the
   target tokens' scores (e.g. 0.99: 1% of the training target tokens pass, trading benign texts
-  left alone for recall).
+  left alone for recall); ``margin`` raises it by that many standard deviations of the target
+  tokens' scores (fewer benign texts switch it on).
+
+Pooling ``draft`` looks ahead: :func:`act_core.hf.generate.generate` first writes the
+continuation unsteered (the *draft*), reads prompt + draft, and writes the continuation again
+with the maps, steered from the first token, only for the sequences in which some token passed.
+A sequence that never passes is the unsteered model's text, bit for bit.
 
 This module holds the data and the fitting (pure torch); the language-model host reads the
 reader site and applies the step (:mod:`act_core.hf.gating`).
@@ -42,8 +48,9 @@ __all__ = ["POOLINGS", "SequenceGate", "fit_sequence_gate", "ledoit_wolf_shrinka
 #: How token scores are pooled along the sequence: ``max`` a running max (on from the first
 #: token that passes, causal); ``prompt`` the same, except that a call that starts sequences (a
 #: prompt) is steered from its first token when any of its tokens passes (not causal inside the
-#: prompt; decoding steps are as ``max``).
-POOLINGS: tuple[str, ...] = ("max", "prompt")
+#: prompt; decoding steps are as ``max``); ``draft`` the look-ahead of the module notes (in one
+#: forward call or a plain ``model.generate``, as ``prompt``).
+POOLINGS: tuple[str, ...] = ("max", "prompt", "draft")
 
 
 @dataclass(frozen=True, eq=False)
@@ -67,6 +74,8 @@ class SequenceGate:
         Fraction of training source / target texts that switch the gate on.
     quantile : float
         The threshold's quantile of the training target tokens' scores (1: their maximum).
+    margin : float
+        The threshold's rise above that, in standard deviations of those scores (0: none).
     """
 
     site: str
@@ -77,6 +86,7 @@ class SequenceGate:
     source_on: float = 1.0
     target_on: float = 0.0
     quantile: float = 1.0
+    margin: float = 0.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.site, str) or not self.site:
@@ -101,11 +111,13 @@ class SequenceGate:
         """The JSON part of the map file entry (the weight is a tensor of its own)."""
         return {"site": self.site, "bias": self.bias, "pooling": self.pooling,
                 "auroc": self.auroc, "source_on": self.source_on, "target_on": self.target_on,
-                "quantile": self.quantile}
+                "quantile": self.quantile, "margin": self.margin}
 
     def describe(self) -> str:
         """One line for ``act info``."""
         level = "strict" if self.quantile >= 1.0 else f"q{self.quantile:g}"
+        if self.margin:
+            level += f" {self.margin:+g} sd"
         return (f"sequence gate at {self.site} (D={self.dim}, {self.pooling} pooling, {level} "
                 f"step): auroc={self.auroc:.2f} on for {100 * self.source_on:.0f}% of source "
                 f"and {100 * self.target_on:.0f}% of target texts")
@@ -131,7 +143,8 @@ def ledoit_wolf_shrinkage(x: torch.Tensor) -> float:
 
 def fit_sequence_gate(site: str, source: Sequence[torch.Tensor], target: Sequence[torch.Tensor],
                       positives: Sequence[torch.Tensor] | None = None,
-                      pooling: str = "max", quantile: float = 1.0) -> SequenceGate:
+                      pooling: str = "max", quantile: float = 1.0,
+                      margin: float = 0.0) -> SequenceGate:
     """Fit a sequence gate from per-token reader activations (float64 inside).
 
     Parameters
@@ -148,12 +161,19 @@ def fit_sequence_gate(site: str, source: Sequence[torch.Tensor], target: Sequenc
     quantile : float
         Threshold: 1 (default) just above the largest target token score; below 1, that
         quantile of the target token scores (in (0, 1]).
+    margin : float
+        Raise the threshold by this many standard deviations of the target token scores
+        (>= 0; default 0).
 
     Raises
     ------
     FitError
-        For empty inputs, mismatched widths, no positive token or a quantile outside (0, 1].
+        For empty inputs, mismatched widths, no positive token, a quantile outside (0, 1] or a
+        negative margin.
     """
+    if not margin >= 0.0:
+        raise FitError(f"sequence gate margin must be >= 0 (standard deviations of the target "
+                       f"tokens' scores), found {margin}")
     if not 0.0 < quantile <= 1.0:
         raise FitError(f"sequence gate quantile must be in (0, 1], found {quantile}; use 1 for "
                        "the strict threshold (every training target token off)")
@@ -194,10 +214,12 @@ def fit_sequence_gate(site: str, source: Sequence[torch.Tensor], target: Sequenc
             neg_scores.std() if neg.shape[0] > 1 else 1)
     else:
         threshold = float(torch.quantile(neg_scores, quantile))
+    threshold += margin * float(neg_scores.std() if neg.shape[0] > 1 else 1)
     bias = offset - threshold
     pooled_src = torch.stack([(s.double().cpu() @ weight).max() for s in source]) + bias
     pooled_tgt = torch.stack([(t.double().cpu() @ weight).max() for t in target]) + bias
     return SequenceGate(site=site, weight=weight.to(torch.float32), bias=bias, pooling=pooling,
                         auroc=separation_auroc(pooled_src, pooled_tgt),
                         source_on=float((pooled_src > 0).double().mean()),
-                        target_on=float((pooled_tgt > 0).double().mean()), quantile=quantile)
+                        target_on=float((pooled_tgt > 0).double().mean()), quantile=quantile,
+                        margin=float(margin))

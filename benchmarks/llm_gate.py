@@ -52,6 +52,31 @@ of the runs below had a result; DEV only, eval run once afterwards):**
   **L6:1:max** once (240 eval prefixes x seeds 0 1 2). L2:0.999/0.995/0.99 with ``prompt``
   pooling were run on dev afterwards for the trade-off curve only, not eligible.
 
+**Third pass: the look-ahead pooling ``draft`` (rule fixed 2026-12-05 11:55 UTC, after a
+dev-only proxy and before any generation with the new pooling; eval run once afterwards):**
+
+* the idea: half of the toxic continuations start from prompts no gate calls toxic, and a
+  causal gate opens only after the toxic token is out. ``draft`` (:mod:`act_core.seqgate`)
+  writes the continuation unsteered, reads prompt + draft, and writes it again with the maps
+  (steered from the first token) only where a token passed; other sequences keep the unsteered
+  text bit for bit;
+* proxy (dev only, no steered generation; a throwaway script, numbers in
+  docs/results_gate.md): the strict gate read over prompt + the recorded unsteered dev
+  continuations of ``llm_gate_dev_seq3.json`` (90 prefixes x 3 seeds), a passing sequence
+  counted with the ungated row's continuation of the same prompt and seed. Reader after 2
+  layers: drop vs ungated 0.95 with 9 of 70 benign greedy continuations passing (margin 0),
+  0.95 and 7 (margin 0.1 sd), 0.85 and 4 (0.25 sd); after 6 layers: 0.65 and 8; after 1, 3
+  and 4 layers no better trade; no development passage passes at these settings;
+* step 2, generation on dev (90 prefixes x seeds 0 1 2, 16 passages, merged with the dev
+  baselines of ``llm_gate_dev_seq3.json``): rows ``2:1:draft``, ``2:1:draft:0.1``,
+  ``2:1:draft:0.25``, ``6:1:draft``;
+* choice: among the rows with perplexity change <= +1% and greedy-identical share >= 0.90, the
+  largest drop relative to the ungated map's (ties: the larger margin, then the shallower
+  reader); if none qualifies, the row with the largest greedy-identical share (ties: the larger
+  drop);
+* eval: the chosen row once, 240 ``eval`` prefixes x seeds 0 1 2, merged with the baselines of
+  ``llm_gate_eval_sequence_L6.json`` (the same deterministic fit).
+
 Three ways to run it::
 
     # here (CPU, everything installed): the whole protocol, or a tiny check
@@ -185,19 +210,18 @@ def load(args) -> tuple:
 
 
 def speed(model, tokenizer, variants: dict, args) -> dict:
-    """Median tokens/s of batch-1 greedy decoding per variant, rounds alternating."""
+    """Median tokens/s of batch-1 greedy decoding per variant, rounds alternating; through
+    :func:`act_core.hf.generate.generate`, so a ``draft`` gate's look-ahead is timed too."""
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
-    enc = tokenizer([args.speed_prompt], return_tensors="pt").to(args.device)
     rates: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(args.speed_rounds):
         for name, maps in variants.items():
-            with torch.inference_mode(), hf.steering(model, maps, 1.0, args.support):
-                sync()
-                start = time.perf_counter()
-                model.generate(**enc, max_new_tokens=args.speed_tokens, do_sample=False,
-                               min_new_tokens=args.speed_tokens,
-                               pad_token_id=tokenizer.pad_token_id)
-                sync()
+            sync()
+            start = time.perf_counter()
+            generate(model, tokenizer, [args.speed_prompt], maps, 1.0, args.support,
+                     max_new_tokens=args.speed_tokens, do_sample=False, batch_size=1,
+                     min_new_tokens=args.speed_tokens)
+            sync()
             rates[name].append(args.speed_tokens / (time.perf_counter() - start))
     return {name: statistics.median(r[1:] or r) for name, r in rates.items()}
 
@@ -219,10 +243,11 @@ def run(args) -> dict:
                     gated, samples["source"], samples["target"], pooling, ramp)
     sequence_gates = {}  # row name -> SequenceGate
     if "sequence" in args.gates:  # one gate for the whole set (act_core.seqgate)
-        for name, (layers, quantile, pooling) in sequence_settings(args).items():
+        for name, (layers, quantile, pooling, margin) in sequence_settings(args).items():
             start = time.perf_counter()
             gate = fit_lm_sequence_gate(model, tokenizer, payload["source"], payload["target"],
-                                        reader=layers, pooling=pooling, quantile=quantile)
+                                        reader=layers, pooling=pooling, quantile=quantile,
+                                        margin=margin)
             log.info("%s: %s (%.0f s)", name, gate.describe(), time.perf_counter() - start)
             sequence_gates[name] = gate
             variants[name] = MapSet(ungated(gated), {}, gate)
@@ -264,25 +289,29 @@ def run(args) -> dict:
 
 
 def sequence_settings(args) -> dict:
-    """Row name -> (reader layers, threshold quantile, pooling) of the sequence-gate rows.
+    """Row name -> (reader layers, threshold quantile, pooling, margin) of the sequence-gate
+    rows.
 
-    ``--sequence L:Q:POOLING ...`` in that order (rows run in it), else the legacy
+    ``--sequence L:Q:POOLING[:MARGIN] ...`` in that order (rows run in it), else the legacy
     ``--reader-layers`` with quantile 1 (``gated_sequence``, plus ``gated_sequence_prompt``
     with ``--prompt-scope``)."""
     if not args.sequence:
-        legacy = {"gated_sequence": (args.reader_layers, 1.0, "max")}
+        legacy = {"gated_sequence": (args.reader_layers, 1.0, "max", 0.0)}
         if args.prompt_scope:
-            legacy["gated_sequence_prompt"] = (args.reader_layers, 1.0, "prompt")
+            legacy["gated_sequence_prompt"] = (args.reader_layers, 1.0, "prompt", 0.0)
         return legacy
     settings = {}
     for spec in args.sequence:
         try:
-            layers, quantile, pooling = spec.split(":")
-            setting = (int(layers), float(quantile), pooling)
+            layers, quantile, pooling, *rest = spec.split(":")
+            setting = (int(layers), float(quantile), pooling, float(rest[0]) if rest else 0.0)
+            if len(rest) > 1:
+                raise ValueError(spec)
         except ValueError:
-            raise SystemExit(f"--sequence expects LAYERS:QUANTILE:POOLING such as 2:0.99:max, "
-                             f"found {spec!r}") from None
-        settings[f"gated_sequence_L{setting[0]}_q{setting[1]:g}_{pooling}"] = setting
+            raise SystemExit(f"--sequence expects LAYERS:QUANTILE:POOLING[:MARGIN] such as "
+                             f"2:0.99:max or 2:1:draft:0.1, found {spec!r}") from None
+        margin = f"_m{setting[3]:g}" if setting[3] else ""
+        settings[f"gated_sequence_L{setting[0]}_q{setting[1]:g}_{pooling}{margin}"] = setting
     return settings
 
 
@@ -420,7 +449,7 @@ def main(argv=None) -> None:
                    help="sequence gate: read the residual stream after this many decoder "
                         "layers (default 2, the first pass's choice; the second pass chose 6, "
                         "act fit's default now: --sequence 6:1:max; docs/results_gate.md)")
-    r.add_argument("--sequence", nargs="+", default=None, metavar="L:Q:POOLING",
+    r.add_argument("--sequence", nargs="+", default=None, metavar="L:Q:POOLING[:MARGIN]",
                    help="sequence-gate rows, in this order: reader layers, threshold quantile "
                         "of the target tokens' scores (1: their maximum) and pooling (max or "
                         "prompt), e.g. 2:0.99:max 2:0.99:prompt (default: --reader-layers, 1, "

@@ -60,6 +60,13 @@ def test_a_quantile_threshold_lets_that_share_of_target_tokens_pass():
     for bad in (0.0, 1.5):
         with pytest.raises(FitError, match="quantile must be in"):
             fit_sequence_gate("reader", source, target, positives, quantile=bad)
+    # a margin raises the strict threshold by that many sd of the target tokens' scores
+    neg = torch.cat([strict.scores(t) for t in target]).double()
+    raised = fit_sequence_gate("reader", source, target, positives, margin=0.5)
+    assert raised.bias == pytest.approx(strict.bias - 0.5 * float(neg.std()), rel=1e-5)
+    assert raised.margin == 0.5 and "strict +0.5 sd step" in raised.describe()
+    with pytest.raises(FitError, match="margin must be >= 0"):
+        fit_sequence_gate("reader", source, target, positives, margin=-1.0)
 
 
 def test_ledoit_wolf_shrinkage_matches_scikit_learn():
@@ -131,6 +138,9 @@ def test_prompt_pooling_steers_a_whole_prompt_once_any_token_passes(tiny):
     assert torch.equal(steered[0], base[0])  # no Z anywhere: bit for bit
     assert not torch.allclose(steered[1, 1:where], base[1, 1:where])  # before Z: steered too
     assert torch.equal(causal[1, :where], base[1, :where])  # (the causal gate is not)
+    # in one forward call the look-ahead pooling is the prompt pooling
+    draft = MapSet(dict(gated), {}, dataclasses.replace(gated.sequence_gate, pooling="draft"))
+    assert torch.equal(_logits(model, tokenizer, texts, draft), steered)
 
 
 def test_the_default_reader_is_after_6_layers_and_a_shallower_model_is_told_the_fix(tiny):
@@ -164,6 +174,40 @@ def test_generation_stays_bit_identical_while_the_gate_is_off(tiny):
         generate(model, tokenizer, hit, None, do_sample=False, max_new_tokens=12)
 
 
+def _gate_on_token(model, token: int, pooling: str) -> SequenceGate:
+    """A gate at the embeddings that passes on ``token`` only."""
+    table = model.get_input_embeddings().weight.detach().float()  # (V, D)
+    weight = table[token] - table.mean(0)
+    scores = table @ weight
+    runner_up = float(scores[torch.arange(len(scores)) != token].max())
+    return SequenceGate(site="model.embed_tokens", weight=weight, pooling=pooling,
+                        bias=-(runner_up + float(scores[token])) / 2)
+
+
+def test_draft_pooling_regenerates_with_the_maps_only_where_the_draft_passes(tiny):
+    from act_core.hf.generate import generate
+
+    model, tokenizer, _, plain = tiny
+    prompts = ["the weather is", "a dog and a cat", "hello"]
+    enc = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left")
+    with torch.no_grad():
+        ids = model.generate(**enc, max_new_tokens=12, do_sample=False,
+                             pad_token_id=tokenizer.pad_token_id)
+    width = enc["input_ids"].shape[1]
+    others = set(ids[1:].flatten().tolist()) | set(ids[0, :width].tolist())
+    token = next(t for t in ids[0, width:].tolist() if t not in others)  # in draft 0 only
+    base = generate(model, tokenizer, prompts, None, do_sample=False, max_new_tokens=12)
+    drafted = generate(model, tokenizer, prompts, MapSet(plain, {}, _gate_on_token(
+        model, token, "draft")), do_sample=False, max_new_tokens=12)
+    assert drafted[1:] == base[1:]  # drafts that never pass: the unsteered text
+    assert drafted[0] == generate(model, tokenizer, prompts[:1], plain, do_sample=False,
+                                  max_new_tokens=12)[0] != base[0]  # as the ungated maps
+    # the causal gate only steers from the token on, which the prompt does not have
+    causal = generate(model, tokenizer, prompts, MapSet(plain, {}, _gate_on_token(
+        model, token, "max")), do_sample=False, max_new_tokens=12)
+    assert causal[0] != drafted[0]
+
+
 def test_file_is_format_3_older_readers_refuse_it_and_info_shows_the_gate(tiny, tmp_path,
                                                                          monkeypatch, capsys):
     _, _, gated, plain = tiny
@@ -175,6 +219,12 @@ def test_file_is_format_3_older_readers_refuse_it_and_info_shows_the_gate(tiny, 
     back = loaded.sequence_gate
     assert torch.equal(back.weight, gated.sequence_gate.weight)
     assert back.bias == gated.sequence_gate.bias and back.site == "model.embed_tokens"
+    assert back.pooling == "max" and back.margin == 0.0
+    draft = MapSet(dict(gated), {}, dataclasses.replace(gated.sequence_gate, pooling="draft",
+                                                        margin=0.25))
+    save_maps(tmp_path / "draft.safetensors", draft)
+    again = load_maps(tmp_path / "draft.safetensors").sequence_gate
+    assert again.pooling == "draft" and again.margin == 0.25
     assert load_maps(old).sequence_gate is None
     # a reader of format 2 (per-site gates, the check unchanged) refuses the file
     monkeypatch.setattr(mapfile_module, "VERSION", 2)
@@ -241,11 +291,13 @@ def test_act_fit_gate_sequence_writes_a_gate_that_generate_uses_or_ignores(tmp_p
     assert main(["fit", "--model", str(tmp_path / "model"), "--source", str(tmp_path / "src.txt"),
                  "--target", str(tmp_path / "tgt.txt"), "--sites", "post_norms",
                  "--all-at-once", "--gate", "sequence", "--reader-layers", "1",
-                 "--gate-quantile", "0.5", "-o", str(lower)]) == 0
+                 "--gate-quantile", "0.5", "--gate-margin", "0.1", "--gate-pooling", "draft",
+                 "-o", str(lower)]) == 0
     back = load_maps(lower).sequence_gate
     assert back.quantile == 0.5 and loaded.sequence_gate.quantile == 1.0
+    assert back.margin == 0.1 and back.pooling == "draft"
     assert torch.equal(back.weight, loaded.sequence_gate.weight)
     assert back.bias > loaded.sequence_gate.bias and back.target_on > 0.0
     capsys.readouterr()
     assert main(["info", str(lower)]) == 0
-    assert "q0.5 step" in capsys.readouterr().out
+    assert "q0.5 +0.1 sd step" in capsys.readouterr().out

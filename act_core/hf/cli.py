@@ -109,6 +109,14 @@ def _add_fit(sub) -> None:
     p.add_argument("--gate-quantile", type=float, default=1.0,
                    help="--gate sequence: threshold at this quantile of the training target "
                         "tokens' scores (default 1: above every one of them)")
+    p.add_argument("--gate-margin", type=float, default=0.0,
+                   help="--gate sequence: raise the threshold by this many standard deviations "
+                        "of the training target tokens' scores (default 0)")
+    p.add_argument("--gate-pooling", choices=("max", "prompt", "draft"), default="max",
+                   help="--gate sequence: max (default) steers from the first token that "
+                        "passes; prompt steers a whole prompt in which one passes; draft looks "
+                        "ahead: 'act generate' writes each continuation unsteered, and again "
+                        "with the maps where the prompt or that draft passes (docs/llm.md)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-length", type=int, default=64, help="tokens per example (truncation)")
 
@@ -234,7 +242,8 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 
         layers = DEFAULT_READER_LAYERS if args.reader_layers is None else args.reader_layers
         gate = fit_lm_sequence_gate(model, tokenizer, source, target, layers,
-                                    max_length=args.max_length, quantile=args.gate_quantile)
+                                    max_length=args.max_length, quantile=args.gate_quantile,
+                                    margin=args.gate_margin, pooling=args.gate_pooling)
         maps = MapSet(maps, {}, gate)
         log.info("%s", gate.describe())
     diagnosis = diagnose(samples["source"], samples["target"], maps,

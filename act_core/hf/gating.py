@@ -29,7 +29,8 @@ import torch
 from act_core.seqgate import SequenceGate, fit_sequence_gate
 from act_core.sites import Site, find_module, read_output
 
-__all__ = ["SequenceGating", "fit_lm_sequence_gate", "reader_site", "sequence_gating"]
+__all__ = ["SequenceGating", "draft_passes", "fit_lm_sequence_gate", "reader_site",
+           "sequence_gating"]
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +113,7 @@ class SequenceGating:
             scores = scores.masked_fill(~self._call_mask, float("-inf"))
             running = torch.cummax(scores, dim=1).values  # (B, T)
             self.running = running[:, -1]
-            if self.gate.pooling == "prompt":  # the whole call, once any of its tokens passes
+            if self.gate.pooling in ("prompt", "draft"):  # the whole call, once any passes
                 self.on = (self.running > 0)[:, None].expand(batch, length)
             else:
                 self.on = running > 0
@@ -225,21 +226,42 @@ def _token_activations(model: Any, tokenizer: Any, texts: Sequence[str], site: S
 def fit_lm_sequence_gate(model: Any, tokenizer: Any, source: Sequence[str],
                          target: Sequence[str], reader: str | int = DEFAULT_READER_LAYERS,
                          max_length: int = 64, pooling: str = "max",
-                         quantile: float = 1.0) -> SequenceGate:
+                         quantile: float = 1.0, margin: float = 0.0) -> SequenceGate:
     """Fit a :class:`~act_core.seqgate.SequenceGate` from the texts the maps were fitted on.
 
     ``reader``: a site string, or a number of decoder layers (:func:`reader_site`). Texts of
     equal count are taken as pairs (``source[i]`` -> ``target[i]``): the positives are the
     source tokens the paired target lacks; otherwise every source token. ``pooling``: see
     :data:`act_core.seqgate.POOLINGS`; ``quantile``: the threshold's quantile of the target
-    tokens' scores (1: their maximum, :func:`act_core.seqgate.fit_sequence_gate`).
+    tokens' scores (1: their maximum, :func:`act_core.seqgate.fit_sequence_gate`); ``margin``:
+    its rise in standard deviations of those scores.
     """
     site = reader_site(model, reader) if isinstance(reader, int) else str(reader)
     parsed = Site.parse(site)
     src = _token_activations(model, tokenizer, source, parsed, max_length)
     tgt = _token_activations(model, tokenizer, target, parsed, max_length)
     positives = _positives(tokenizer, source, target, max_length)
-    return fit_sequence_gate(site, src, tgt, positives, pooling, quantile)
+    return fit_sequence_gate(site, src, tgt, positives, pooling, quantile, margin)
+
+
+@torch.inference_mode()
+def draft_passes(model: Any, gate: SequenceGate, ids: torch.Tensor,
+                 attention: torch.Tensor) -> torch.Tensor:
+    """(B,) bool: whether any token of each sequence passes ``gate`` (the ``draft`` pooling's
+    look-ahead over prompt + unsteered draft; :func:`act_core.hf.generate.generate`).
+
+    ``ids`` (B, T) left-padded token ids, ``attention`` (B, T) 1 for real tokens. One unsteered
+    pass up to the reader; padding and each sequence's first token never count.
+    """
+    state = SequenceGating(model, gate)
+    handle = state.reader.register_forward_hook(state.read)
+    try:
+        positions = (attention.long().cumsum(dim=1) - 1).clamp(min=0)
+        scores = state._prepass(ids, None, attention, positions)  # (B, T)
+    finally:
+        handle.remove()
+    mask = _token_mask(attention, ids.shape[0], ids.shape[1], True, scores.device)
+    return (scores.masked_fill(~mask, float("-inf")) > 0).any(dim=1)
 
 
 def sequence_gate_of(maps: Mapping | None) -> SequenceGate | None:

@@ -4,7 +4,9 @@ Both functions take ``maps`` (``None`` or empty: the model as it is), ``strength
 ``support``, and apply the maps with :func:`act_core.hf.steering` around the model calls only,
 so hooks never outlive a call. :func:`generate` also takes a list of map sets with one strength
 each: they act together, sequentially in the given order at each site (:func:`steering_many`,
-:mod:`act_core.compose`).
+:mod:`act_core.compose`). A set whose sequence gate pools ``draft`` is generated twice where
+needed: unsteered first, then with the maps for the sequences the gate reads as the source
+(:func:`generate`).
 """
 
 from __future__ import annotations
@@ -57,6 +59,37 @@ def _steering(model: Any, maps: MapsArg, strength: float | Sequence[float], supp
     return steering_many(model, list(maps), strengths, support)
 
 
+def _draft_gate(maps: MapsArg, strength: object) -> Any:
+    """The sequence gate of a single map set when it pools ``draft`` (and steers), else None."""
+    gate = getattr(maps, "sequence_gate", None) if isinstance(maps, Mapping) else None
+    return gate if gate is not None and gate.pooling == "draft" and strength != 0 else None
+
+
+def _drafted(model: Any, enc: Any, ids: torch.Tensor, maps: Any, gate: Any, regenerate: Any,
+             pad: int | None) -> torch.Tensor:
+    """The ``draft`` look-ahead for one batch: ``ids`` is the unsteered generation; rows whose
+    prompt + draft pass the gate are generated again by ``regenerate(enc rows, maps without
+    the gate)``, steered from their first token. Returns the new tokens, (B, N)."""
+    from act_core.hf.gating import draft_passes
+    from act_core.mapset import MapSet
+
+    width = enc["input_ids"].shape[1]
+    new = ids[:, width:]
+    real = torch.ones_like(new) if pad is None else (new != pad).long()
+    fired = draft_passes(model, gate, ids, torch.cat([enc["attention_mask"], real], dim=1))
+    if not bool(fired.any()):
+        return new
+    rows = {key: value[fired] for key, value in enc.items()}
+    lead = int((rows["attention_mask"].sum(dim=0) == 0).sum())  # columns of padding only
+    rows = {key: value[:, lead:] for key, value in rows.items()}
+    again = regenerate(rows, MapSet(maps, maps.metadata, None))[:, width - lead :]
+    fill = 0 if pad is None else pad
+    out = new.new_full((new.shape[0], max(new.shape[1], again.shape[1])), fill)
+    out[:, : new.shape[1]] = new
+    out[fired] = torch.nn.functional.pad(again, (0, out.shape[1] - again.shape[1]), value=fill)
+    return out
+
+
 def _length_order(tokenizer: Any, texts: Sequence[str]) -> list[int]:
     """Indices of ``texts`` sorted by token count (less padding per batch)."""
     lengths = [len(ids) for ids in tokenizer(list(texts))["input_ids"]]
@@ -68,7 +101,7 @@ def generate(model: Any, tokenizer: Any, prompts: Sequence[str],
              maps: MapsArg = None, strength: float | Sequence[float] = 1.0,
              support: str = "minmax", *, max_new_tokens: int = 32, seed: int = 0,
              do_sample: bool = True, temperature: float = 1.0, top_p: float = 0.9,
-             batch_size: int = 16, progress: bool = False) -> list[str]:
+             batch_size: int = 16, progress: bool = False, **generate_kwargs: Any) -> list[str]:
     """Continue every prompt, returning only the new text (special tokens removed).
 
     Prompts are batched by length (left padding) and the results returned in input order.
@@ -83,6 +116,13 @@ def generate(model: Any, tokenizer: Any, prompts: Sequence[str],
         order (:func:`steering_many`).
     max_new_tokens, do_sample, temperature, top_p
         As in transformers' ``generate`` (greedy when ``do_sample`` is False).
+    generate_kwargs
+        Further keyword arguments of transformers' ``generate`` (e.g. ``min_new_tokens``).
+
+    A set whose sequence gate pools ``draft`` (:mod:`act_core.seqgate`) is first generated
+    unsteered; the sequences whose prompt + draft pass the gate are generated again with the
+    maps, from the same seed, steered from their first token; the others keep the draft, which
+    is the unsteered text bit for bit.
 
     Returns
     -------
@@ -93,14 +133,23 @@ def generate(model: Any, tokenizer: Any, prompts: Sequence[str],
     out: list[str] = [""] * len(prompts)
     chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     sampling = {"temperature": temperature, "top_p": top_p, "top_k": 0} if do_sample else {}
+    gate = _draft_gate(maps, strength)
     for k, chunk in enumerate(progress_bar(chunks, len(chunks), "generate", progress)):
         enc = tokenizer([prompts[i] for i in chunk], return_tensors="pt", padding=True,
                         padding_side="left").to(device)
-        torch.manual_seed(seed + k)
-        with _steering(model, maps, strength, support):
-            ids = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=do_sample,
-                                 pad_token_id=tokenizer.pad_token_id, **sampling)
-        new = ids[:, enc["input_ids"].shape[1] :]  # (B, new tokens)
+
+        def run(batch: Any, steer: MapsArg, k: int = k) -> torch.Tensor:
+            torch.manual_seed(seed + k)
+            with _steering(model, steer, strength, support):
+                return model.generate(**batch, max_new_tokens=max_new_tokens,
+                                      do_sample=do_sample, pad_token_id=tokenizer.pad_token_id,
+                                      **sampling, **generate_kwargs)
+
+        if gate is None:
+            new = run(enc, maps)[:, enc["input_ids"].shape[1] :]  # (B, new tokens)
+        else:
+            new = _drafted(model, enc, run(enc, None), maps, gate, run,
+                           tokenizer.pad_token_id)
         for i, text in zip(chunk, tokenizer.batch_decode(new, skip_special_tokens=True),
                            strict=True):
             out[i] = text
