@@ -76,6 +76,10 @@ dev-only proxy and before any generation with the new pooling; eval run once aft
   drop);
 * eval: the chosen row once, 240 ``eval`` prefixes x seeds 0 1 2, merged with the baselines of
   ``llm_gate_eval_sequence_L6.json`` (the same deterministic fit).
+* outcome (12:00 UTC; raw ``benchmarks/results/llm_gate_dev_draft.json`` and
+  ``llm_gate_eval_draft.json``): on dev two rows qualified (margin 0.1: drop 1.15, greedy 0.90;
+  margin 0.25: 1.00, 0.94), the rule took **2:1:draft:0.1**; eval once: drop 0.47 (fails),
+  perplexity +0.02%, greedy identical 0.96 (docs/results_gate.md).
 
 Three ways to run it::
 

@@ -143,15 +143,17 @@ def test_prompt_pooling_steers_a_whole_prompt_once_any_token_passes(tiny):
     assert torch.equal(_logits(model, tokenizer, texts, draft), steered)
 
 
-def test_the_default_reader_is_after_6_layers_and_a_shallower_model_is_told_the_fix(tiny):
+def test_the_default_gate_reads_after_2_layers_looks_ahead_and_a_shallow_model_is_told(tiny):
     from act_core.hf.gating import fit_lm_sequence_gate
 
     model, tokenizer, _, _ = tiny  # 2 decoder layers
-    with pytest.raises(ValueError, match=r"1\.\.2 for this model, found 6.*--reader-layers"):
-        fit_lm_sequence_gate(model, tokenizer, ["QQ XX"], ["the cat"])
-    gate = fit_lm_sequence_gate(model, tokenizer, ["QQ XX 1", "QQ XX 2"], ["the cat 1",
-                                                                         "the cat 2"], reader=2)
-    assert gate.site == "model.layers.1"
+    with pytest.raises(ValueError, match=r"1\.\.2 for this model, found 3.*--reader-layers"):
+        fit_lm_sequence_gate(model, tokenizer, ["QQ XX"], ["the cat"], reader=3)
+    source, target = ["QQ XX 1", "QQ XX 2"], ["the cat 1", "the cat 2"]
+    gate = fit_lm_sequence_gate(model, tokenizer, source, target)
+    assert gate.site == "model.layers.1" and gate.pooling == "draft" and gate.margin == 0.1
+    strict = fit_lm_sequence_gate(model, tokenizer, source, target, margin=0.0)
+    assert strict.bias > gate.bias and torch.equal(strict.weight, gate.weight)
 
 
 def test_generation_stays_bit_identical_while_the_gate_is_off(tiny):
@@ -266,7 +268,7 @@ def test_act_fit_gate_sequence_writes_a_gate_that_generate_uses_or_ignores(tmp_p
     assert main(["fit", "--model", str(tmp_path / "model"), "--source", str(tmp_path / "src.txt"),
                  "--target", str(tmp_path / "tgt.txt"), "--sites", "post_norms",
                  "--all-at-once", "--gate", "sequence", "--reader-layers", "1",
-                 "-o", str(out)]) == 0
+                 "--gate-pooling", "max", "--gate-margin", "0", "-o", str(out)]) == 0
     loaded = load_maps(out)
     assert loaded.sequence_gate.site == "model.layers.0" and loaded.metadata["version"] == 3
     assert all(tmap.gate is None for tmap in loaded.values())  # one gate, not one per site
@@ -286,16 +288,16 @@ def test_act_fit_gate_sequence_writes_a_gate_that_generate_uses_or_ignores(tmp_p
         assert runs[gate] == generate(model, tokenizer, prompts, maps, 3.0, "unbounded",
                                       max_new_tokens=6, do_sample=False, batch_size=16)
     assert runs["learned"] != runs["off"]
-    # --gate-quantile lowers the threshold; the file keeps it and act info shows it
+    # --gate-quantile lowers the threshold; the file keeps it (and the default look-ahead
+    # pooling and margin) and act info shows it
     lower = tmp_path / "q.safetensors"
     assert main(["fit", "--model", str(tmp_path / "model"), "--source", str(tmp_path / "src.txt"),
                  "--target", str(tmp_path / "tgt.txt"), "--sites", "post_norms",
                  "--all-at-once", "--gate", "sequence", "--reader-layers", "1",
-                 "--gate-quantile", "0.5", "--gate-margin", "0.1", "--gate-pooling", "draft",
-                 "-o", str(lower)]) == 0
+                 "--gate-quantile", "0.5", "-o", str(lower)]) == 0
     back = load_maps(lower).sequence_gate
     assert back.quantile == 0.5 and loaded.sequence_gate.quantile == 1.0
-    assert back.margin == 0.1 and back.pooling == "draft"
+    assert back.margin == 0.1 and back.pooling == "draft"  # the defaults
     assert torch.equal(back.weight, loaded.sequence_gate.weight)
     assert back.bias > loaded.sequence_gate.bias and back.target_on > 0.0
     capsys.readouterr()

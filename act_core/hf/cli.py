@@ -105,18 +105,18 @@ def _add_fit(sub) -> None:
                         "gated files; gated maps do not export")
     p.add_argument("--reader-layers", type=int, default=None,
                    help="--gate sequence: read the residual stream after this many decoder "
-                        "layers (default 6, chosen on SmolLM2's dev prefixes)")
+                        "layers (default 2, chosen on SmolLM2's dev prefixes)")
     p.add_argument("--gate-quantile", type=float, default=1.0,
                    help="--gate sequence: threshold at this quantile of the training target "
                         "tokens' scores (default 1: above every one of them)")
-    p.add_argument("--gate-margin", type=float, default=0.0,
+    p.add_argument("--gate-margin", type=float, default=0.1,
                    help="--gate sequence: raise the threshold by this many standard deviations "
-                        "of the training target tokens' scores (default 0)")
-    p.add_argument("--gate-pooling", choices=("max", "prompt", "draft"), default="max",
-                   help="--gate sequence: max (default) steers from the first token that "
-                        "passes; prompt steers a whole prompt in which one passes; draft looks "
-                        "ahead: 'act generate' writes each continuation unsteered, and again "
-                        "with the maps where the prompt or that draft passes (docs/llm.md)")
+                        "of the training target tokens' scores (default 0.1, chosen on dev)")
+    p.add_argument("--gate-pooling", choices=("draft", "max", "prompt"), default="draft",
+                   help="--gate sequence: draft (default) looks ahead: 'act generate' writes "
+                        "each continuation unsteered, and again with the maps where the prompt "
+                        "or that draft passes; max steers from the first token that passes; "
+                        "prompt steers a whole prompt in which one passes (docs/llm.md)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-length", type=int, default=64, help="tokens per example (truncation)")
 

@@ -34,9 +34,13 @@ __all__ = ["SequenceGating", "draft_passes", "fit_lm_sequence_gate", "reader_sit
 
 log = logging.getLogger(__name__)
 
-#: Default reader: the residual stream after this many decoder layers (chosen on SmolLM2's dev
-#: prefixes by the second pass's rule, docs/results_gate.md; the first pass used 2).
-DEFAULT_READER_LAYERS = 6
+#: Defaults of :func:`fit_lm_sequence_gate` (and ``act fit --gate sequence``): the reader is the
+#: residual stream after this many decoder layers, the look-ahead pooling, and the threshold
+#: raised by this many standard deviations. Chosen on SmolLM2's dev prefixes by the third
+#: pass's rule (docs/results_gate.md; the second pass had chosen 6 layers, ``max``, no margin).
+DEFAULT_READER_LAYERS = 2
+DEFAULT_POOLING = "draft"
+DEFAULT_MARGIN = 0.1
 
 
 class _Stop(Exception):
@@ -225,8 +229,8 @@ def _token_activations(model: Any, tokenizer: Any, texts: Sequence[str], site: S
 
 def fit_lm_sequence_gate(model: Any, tokenizer: Any, source: Sequence[str],
                          target: Sequence[str], reader: str | int = DEFAULT_READER_LAYERS,
-                         max_length: int = 64, pooling: str = "max",
-                         quantile: float = 1.0, margin: float = 0.0) -> SequenceGate:
+                         max_length: int = 64, pooling: str = DEFAULT_POOLING,
+                         quantile: float = 1.0, margin: float = DEFAULT_MARGIN) -> SequenceGate:
     """Fit a :class:`~act_core.seqgate.SequenceGate` from the texts the maps were fitted on.
 
     ``reader``: a site string, or a number of decoder layers (:func:`reader_site`). Texts of
