@@ -11,9 +11,15 @@ ways round, per reader depth:
   and those whose id is not ("unseen words"): the share above the threshold;
 * the held-out softened texts in which some token passes.
 
-Fitting texts only, no generation, about a minute:
+``--likelihood`` adds a gate that reads the maps instead of a probe: a token's score is
+``log p(token) - log p_steered(token)`` (how much less likely the toxicity maps, fitted on the
+same half at docs/llm.md's sites and support, make it), thresholded at the ``--quantiles`` of
+the fitting half's softened tokens' scores.
 
-    python -m benchmarks.llm_gate_unseen_probe --out benchmarks/results/llm_gate_unseen_probe.json
+Fitting texts only, no generation, about a minute (``--likelihood``: three more):
+
+    python -m benchmarks.llm_gate_unseen_probe --likelihood \
+        --out benchmarks/results/llm_gate_unseen_probe.json
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import logging
 
 import torch
 
+from act_core import hf
 from act_core.hf import data
 from act_core.hf.gating import _positives, _token_activations, reader_site
 from act_core.seqgate import fit_sequence_gate
@@ -30,11 +37,16 @@ from act_core.sites import Site
 from benchmarks.llm_common import load_model, save_json, setup
 
 log = logging.getLogger("benchmarks")
+SITES = ["post_norms", "mlp_out", "attn_out"]  # docs/llm.md's toxicity sites and support
+SUPPORT = "q0.05-0.95"
 
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--layers", nargs="+", type=int, default=[1, 2, 3, 4, 6, 8, 12, 18])
+    p.add_argument("--likelihood", action="store_true")
+    p.add_argument("--quantiles", nargs="+", type=float, default=[1, 0.999, 0.995, 0.99, 0.98,
+                                                                 0.95])
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     setup()
@@ -76,9 +88,60 @@ def main(argv=None) -> dict:
               f"| {r['unseen_on']}/{r['unseen']} ({r['unseen_on'] / r['unseen']:.2f}) "
               f"| {r['target_on']}/{r['targets']} |")
     result = {"rows": rows}
+    if args.likelihood:
+        result["likelihood"] = _likelihood(model, tokenizer, source, target, positives, ids,
+                                           halves, args.quantiles)
     if args.out:
         save_json(args.out, result)
     return result
+
+
+@torch.inference_mode()
+def _log_ratios(model, tokenizer, texts: list, maps) -> list[torch.Tensor]:
+    """Per text, ``log p - log p_steered`` of tokens 1..T-1 (T-1,)."""
+    out = []
+    for text in texts:
+        enc = tokenizer([text], return_tensors="pt", truncation=True, max_length=64)
+        plain = model(**enc).logits[0, :-1].log_softmax(-1)
+        with hf.steering(model, maps, 1.0, SUPPORT):
+            steered = model(**enc).logits[0, :-1].log_softmax(-1)
+        nxt = enc["input_ids"][0, 1:, None]
+        out.append((plain.gather(1, nxt) - steered.gather(1, nxt))[:, 0])
+    return out
+
+
+def _likelihood(model, tokenizer, source, target, positives, ids, halves, quantiles) -> list:
+    counts = {q: dict.fromkeys(("seen_on", "seen", "unseen_on", "unseen", "target_on",
+                                "targets"), 0) for q in quantiles}
+    for fit, held in (halves, halves[::-1]):
+        maps = hf.fit_lm(model, tokenizer, [source[i] for i in fit], [target[i] for i in fit],
+                         SITES, incremental=False)
+        reference = torch.cat([r[1:] for r in _log_ratios(  # first token never counts
+            model, tokenizer, [target[i] for i in fit], maps)])
+        words = set(torch.cat([ids[i][positives[i]] for i in fit]).tolist())
+        held_src = _log_ratios(model, tokenizer, [source[i] for i in held], maps)
+        held_tgt = _log_ratios(model, tokenizer, [target[i] for i in held], maps)
+        for q in quantiles:
+            cut = float(reference.max() if q >= 1 else torch.quantile(reference, q))
+            c = counts[q]
+            for i, ratios in zip(held, held_src, strict=True):
+                on, mask = ratios > cut, positives[i][: ratios.shape[0]]
+                new = torch.tensor([t not in words for t in ids[i][: ratios.shape[0]].tolist()],
+                                   dtype=torch.bool)
+                c["seen_on"] += int((on & mask & ~new).sum())
+                c["seen"] += int((mask & ~new).sum())
+                c["unseen_on"] += int((on & mask & new).sum())
+                c["unseen"] += int((mask & new).sum())
+            for ratios in held_tgt:
+                c["target_on"] += int(bool((ratios[1:] > cut).any()))
+                c["targets"] += 1
+    print("\n| likelihood gate, threshold quantile | seen words above | unseen words above | "
+          "held-out softened texts on |")
+    print("|---|---|---|---|")
+    for q, c in counts.items():
+        print(f"| {q:g} | {c['seen_on']}/{c['seen']} | {c['unseen_on']}/{c['unseen']} | "
+              f"{c['target_on']}/{c['targets']} |")
+    return [{"quantile": q, **c} for q, c in counts.items()]
 
 
 if __name__ == "__main__":
