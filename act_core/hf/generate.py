@@ -11,6 +11,7 @@ needed: unsteered first, then with the maps for the sequences the gate reads as 
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager, nullcontext
@@ -23,6 +24,8 @@ from act_core.hf.lm import first_token_mask, progress_bar, skips_first_token, st
 from act_core.maps import TransportMap
 
 __all__ = ["generate", "perplexity", "steering_many"]
+
+log = logging.getLogger(__name__)
 
 MapsArg = Mapping[str, TransportMap] | Sequence[Mapping[str, TransportMap]] | None
 
@@ -77,6 +80,8 @@ def _drafted(model: Any, enc: Any, ids: torch.Tensor, maps: Any, gate: Any, rege
     new = ids[:, width:]
     real = torch.ones_like(new) if pad is None else (new != pad).long()
     fired = draft_passes(model, gate, ids, torch.cat([enc["attention_mask"], real], dim=1))
+    log.info("sequence gate (draft): %d of %d sequences read as the source, generated again "
+             "with the maps", int(fired.sum()), int(fired.numel()))
     if not bool(fired.any()):
         return new
     rows = {key: value[fired] for key, value in enc.items()}
