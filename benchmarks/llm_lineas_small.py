@@ -30,6 +30,16 @@ Three parts, each fitting both estimators on the SAME texts and sites, evaluated
   setting (sparsity 0, strength 1) no new eval is run; otherwise the winner is run once on
   eval as above, and both eval runs are reported.
 
+  A third round, its rule written here before its dev run (2026-12-05 12:10 UTC): the first
+  round's setting (``attn_out``, sparsity 0, act fit's defaults) with LinEAS's strength set per
+  concept by a perplexity budget, as a user who picks one strength per map would. On the same
+  dev protocol, strengths 0.5, 0.75, 1, 1.25 and 1.5 (``--concept-strengths``, one fit per
+  concept); per concept, the largest strength whose dev perplexity change is at most +40% (the
+  criterion's +50% less a margin for the dev-to-eval spread of perplexity, up to 1.25x in the
+  first round: computers +42% on dev, +53% on eval), or 0.5 if none. Each concept is then run
+  once on eval at its strength (``--concepts NAME --concept-strengths S``), and reported beside
+  both earlier rounds.
+
 Toxic fraction: continuations (32 new tokens, sampled, one run per seed) of the split's
 prefixes classified toxic; perplexity: held-out neutral prose (passages 500+ on dev, 0+ on
 eval). Writes the rows, the criteria and a markdown table to ``--out`` (.json and .md).
