@@ -30,7 +30,7 @@ Three parts, each fitting both estimators on the SAME texts and sites, evaluated
   setting (sparsity 0, strength 1) no new eval is run; otherwise the winner is run once on
   eval as above, and both eval runs are reported.
 
-  A third round, its rule written here before its dev run (2026-12-05 12:10 UTC): the first
+  A third round, its rule written here before its dev run (2026-12-05 12:07 UTC): the first
   round's setting (``attn_out``, sparsity 0, act fit's defaults) with LinEAS's strength set per
   concept by a perplexity budget, as a user who picks one strength per map would. On the same
   dev protocol, strengths 0.5, 0.75, 1, 1.25 and 1.5 (``--concept-strengths``, one fit per
