@@ -38,7 +38,8 @@ Three parts, each fitting both estimators on the SAME texts and sites, evaluated
   criterion's +50% less a margin for the dev-to-eval spread of perplexity, up to 1.25x in the
   first round: computers +42% on dev, +53% on eval), or 0.5 if none. Each concept is then run
   once on eval at its strength (``--concepts NAME --concept-strengths S``), and reported beside
-  both earlier rounds.
+  both earlier rounds. (Dev picked 0.75 for computers, football and space and 1 for medicine;
+  eval met the bar on space, 62.5% at +41.3%, and medicine, 53.1% at +36.7%: docs/results.md.)
 
 Toxic fraction: continuations (32 new tokens, sampled, one run per seed) of the split's
 prefixes classified toxic; perplexity: held-out neutral prose (passages 500+ on dev, 0+ on
