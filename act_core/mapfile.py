@@ -24,8 +24,10 @@ Layout of a file:
 * a set with one gate for all its maps (:mod:`act_core.seqgate`) adds the tensor
   ``__sequence_gate__.weight`` (float32, (D,) of the reader) and the top-level entry
   ``"sequence_gate": {"site": "model.layers.1", "bias": ..., "pooling": "max", "auroc": ...,
-  "source_on": ..., "target_on": ...}``; such a file is format version 3, which readers of
-  versions 1 and 2 refuse ("written by a newer act_core") instead of steering every token.
+  "source_on": ..., "target_on": ..., "quantile": ..., "margin": ...}``; such a file is format
+  version 3, which readers of versions 1 and 2 refuse ("written by a newer act_core") instead of
+  steering every token; with the look-ahead pooling ``"draft"`` it is version 4, which readers
+  of version 3 (which know no ``draft``) refuse the same way.
 
   ``sites`` keeps the order of the saved mapping (the forward order for maps from
   :func:`~act_core.fitting.fit_sites`). ``method`` is ``"mixed"`` when sites used different
@@ -68,11 +70,13 @@ from .timesteps import validate_ranges
 __all__ = ["FORMAT", "METADATA_KEY", "VERSION", "load_maps", "save_maps"]
 
 FORMAT = "act-maps"
-VERSION = 3
+VERSION = 4
 #: Version written for files without gates (readable by every act_core release).
 VERSION_UNGATED = 1
 #: Version written for files with per-site gates only (readable since per-site gates exist).
 VERSION_SITE_GATES = 2
+#: Version written for files with a sequence gate that pools "max" or "prompt".
+VERSION_SEQUENCE_GATE = 3
 #: Tensor name of a set's sequence gate weight (not a site: sites never start with "__").
 SEQUENCE_GATE_TENSOR = "__sequence_gate__.weight"
 METADATA_KEY = "act"
@@ -108,8 +112,10 @@ def _header(maps: Mapping[str, TransportMap], metadata: Mapping | None, model: M
     methods = {tmap.method for tmap in maps.values()}
     gated = any(tmap.gate is not None for tmap in maps.values())
     sequence_gate = getattr(maps, "sequence_gate", None)
-    version = VERSION if sequence_gate is not None else (
-        VERSION_SITE_GATES if gated else VERSION_UNGATED)
+    if sequence_gate is not None:
+        version = VERSION if sequence_gate.pooling == "draft" else VERSION_SEQUENCE_GATE
+    else:
+        version = VERSION_SITE_GATES if gated else VERSION_UNGATED
     header = {
         "format": FORMAT, "version": version,
         "created_with": f"act_core {__version__}",

@@ -225,8 +225,14 @@ def test_file_is_format_3_older_readers_refuse_it_and_info_shows_the_gate(tiny, 
     draft = MapSet(dict(gated), {}, dataclasses.replace(gated.sequence_gate, pooling="draft",
                                                         margin=0.25))
     save_maps(tmp_path / "draft.safetensors", draft)
-    again = load_maps(tmp_path / "draft.safetensors").sequence_gate
-    assert again.pooling == "draft" and again.margin == 0.25
+    again = load_maps(tmp_path / "draft.safetensors")
+    assert again.sequence_gate.pooling == "draft" and again.sequence_gate.margin == 0.25
+    assert again.metadata["version"] == 4  # a reader of format 3 knows no look-ahead
+    monkeypatch.setattr(mapfile_module, "VERSION", 3)
+    with pytest.raises(MapFileError, match="newer act_core .format version 4"):
+        load_maps(tmp_path / "draft.safetensors")
+    assert load_maps(path).metadata["version"] == 3
+    monkeypatch.undo()
     assert load_maps(old).sequence_gate is None
     # a reader of format 2 (per-site gates, the check unchanged) refuses the file
     monkeypatch.setattr(mapfile_module, "VERSION", 2)

@@ -100,9 +100,10 @@ def _add_fit(sub) -> None:
                         "token): one gate per site, steering each token in proportion to how "
                         "source-like it (or the text up to it) looks (map format 2). sequence: "
                         "one gate for the whole set, read after --reader-layers decoder "
-                        "layers, that leaves a sequence exactly unchanged until one of its "
-                        "tokens passes (map format 3; docs/llm.md). Older act_core refuses "
-                        "gated files; gated maps do not export")
+                        "layers, that leaves a sequence exactly unchanged unless one of its "
+                        "tokens passes (map format 3, 4 with --gate-pooling draft; "
+                        "docs/llm.md). Older act_core refuses gated files; gated maps do not "
+                        "export")
     p.add_argument("--reader-layers", type=int, default=None,
                    help="--gate sequence: read the residual stream after this many decoder "
                         "layers (default 2, chosen on SmolLM2's dev prefixes)")
