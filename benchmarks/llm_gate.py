@@ -52,7 +52,7 @@ of the runs below had a result; DEV only, eval run once afterwards):**
   **L6:1:max** once (240 eval prefixes x seeds 0 1 2). L2:0.999/0.995/0.99 with ``prompt``
   pooling were run on dev afterwards for the trade-off curve only, not eligible.
 
-**Third pass: the look-ahead pooling ``draft`` (rule fixed 2026-12-05 11:55 UTC, after a
+**Third pass: the look-ahead pooling ``draft`` (rule fixed 2026-12-05 11:38 UTC, after a
 dev-only proxy and before any generation with the new pooling; eval run once afterwards):**
 
 * the idea: half of the toxic continuations start from prompts no gate calls toxic, and a
@@ -60,8 +60,9 @@ dev-only proxy and before any generation with the new pooling; eval run once aft
   writes the continuation unsteered, reads prompt + draft, and writes it again with the maps
   (steered from the first token) only where a token passed; other sequences keep the unsteered
   text bit for bit;
-* proxy (dev only, no steered generation; a throwaway script, numbers in
-  docs/results_gate.md): the strict gate read over prompt + the recorded unsteered dev
+* proxy (dev only, no steered generation; first a throwaway script, then the same
+  computation as ``benchmarks/llm_gate_draft_probe.py``, numbers in docs/results_gate.md):
+  the strict gate read over prompt + the recorded unsteered dev
   continuations of ``llm_gate_dev_seq3.json`` (90 prefixes x 3 seeds), a passing sequence
   counted with the ungated row's continuation of the same prompt and seed. Reader after 2
   layers: drop vs ungated 0.95 with 9 of 70 benign greedy continuations passing (margin 0),
@@ -76,7 +77,7 @@ dev-only proxy and before any generation with the new pooling; eval run once aft
   drop);
 * eval: the chosen row once, 240 ``eval`` prefixes x seeds 0 1 2, merged with the baselines of
   ``llm_gate_eval_sequence_L6.json`` (the same deterministic fit).
-* outcome (12:00 UTC; raw ``benchmarks/results/llm_gate_dev_draft.json`` and
+* outcome (11:56 UTC; raw ``benchmarks/results/llm_gate_dev_draft.json`` and
   ``llm_gate_eval_draft.json``): on dev two rows qualified (margin 0.1: drop 1.15, greedy 0.90;
   margin 0.25: 1.00, 0.94), the rule took **2:1:draft:0.1**; eval once: drop 0.47 (fails),
   perplexity +0.02%, greedy identical 0.96 (docs/results_gate.md).
@@ -451,13 +452,14 @@ def main(argv=None) -> None:
                         "sequence (one gate for the set, read after --reader-layers layers)")
     r.add_argument("--reader-layers", type=int, default=2,
                    help="sequence gate: read the residual stream after this many decoder "
-                        "layers (default 2, the first pass's choice; the second pass chose 6, "
-                        "act fit's default now: --sequence 6:1:max; docs/results_gate.md)")
+                        "layers (default 2, the first pass's choice; the second pass chose "
+                        "--sequence 6:1:max, the third 2:1:draft:0.1, act fit's default now; "
+                        "docs/results_gate.md)")
     r.add_argument("--sequence", nargs="+", default=None, metavar="L:Q:POOLING[:MARGIN]",
                    help="sequence-gate rows, in this order: reader layers, threshold quantile "
-                        "of the target tokens' scores (1: their maximum) and pooling (max or "
-                        "prompt), e.g. 2:0.99:max 2:0.99:prompt (default: --reader-layers, 1, "
-                        "max)")
+                        "of the target tokens' scores (1: their maximum), pooling (max, prompt "
+                        "or draft) and optionally a margin in standard deviations, e.g. "
+                        "2:0.99:max 2:1:draft:0.1 (default: --reader-layers, 1, max)")
     r.add_argument("--prompt-scope", action="store_true",
                    help="also a gated_sequence_prompt row: the sequence gate deciding a whole "
                         "prompt at once (pooling 'prompt', not causal inside the prompt)")

@@ -41,6 +41,26 @@ SITES = ["post_norms", "mlp_out", "attn_out"]  # docs/llm.md's toxicity sites an
 SUPPORT = "q0.05-0.95"
 
 
+def _counts() -> dict:
+    return dict.fromkeys(("seen_on", "seen", "unseen_on", "unseen", "target_on", "targets"), 0)
+
+
+def _tally(counts: dict, on: torch.Tensor, positives: torch.Tensor, ids: torch.Tensor,
+           words: set, target_on: bool) -> None:
+    """Add one held-out pair: ``on`` (T,) which of its source tokens pass, ``positives`` and
+    ``ids`` the pair's swapped-token mask and token ids (tokens after the first), ``words`` the
+    fitting half's swapped ids, ``target_on`` whether its softened text passes anywhere."""
+    n = on.shape[0]
+    mask = positives[:n]
+    new = torch.tensor([t not in words for t in ids[:n].tolist()], dtype=torch.bool)
+    counts["seen_on"] += int((on & mask & ~new).sum())
+    counts["seen"] += int((mask & ~new).sum())
+    counts["unseen_on"] += int((on & mask & new).sum())
+    counts["unseen"] += int((mask & new).sum())
+    counts["target_on"] += int(target_on)
+    counts["targets"] += 1
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--layers", nargs="+", type=int, default=[1, 2, 3, 4, 6, 8, 12, 18])
@@ -62,22 +82,14 @@ def main(argv=None) -> dict:
         site = reader_site(model, layers)
         src = _token_activations(model, tokenizer, source, Site.parse(site), 64)
         tgt = _token_activations(model, tokenizer, target, Site.parse(site), 64)
-        counts = dict.fromkeys(("seen_on", "seen", "unseen_on", "unseen", "target_on",
-                                "targets"), 0)
+        counts = _counts()
         for fit, held in (halves, halves[::-1]):
             gate = fit_sequence_gate(site, [src[i] for i in fit], [tgt[i] for i in fit],
                                      [positives[i] for i in fit])
             words = set(torch.cat([ids[i][positives[i]] for i in fit]).tolist())
             for i in held:
-                on = gate.scores(src[i]) > 0  # (T,)
-                new = torch.tensor([t not in words for t in ids[i].tolist()], dtype=torch.bool)
-                unseen, seen = positives[i] & new, positives[i] & ~new
-                counts["seen_on"] += int((on & seen).sum())
-                counts["seen"] += int(seen.sum())
-                counts["unseen_on"] += int((on & unseen).sum())
-                counts["unseen"] += int(unseen.sum())
-                counts["target_on"] += int(bool((gate.scores(tgt[i]) > 0).any()))
-                counts["targets"] += 1
+                _tally(counts, gate.scores(src[i]) > 0, positives[i], ids[i], words,
+                       bool((gate.scores(tgt[i]) > 0).any()))
         rows.append({"layers": layers, **counts})
         log.info("%s", rows[-1])
     print("| reader after | seen words above threshold | unseen words above threshold | "
@@ -111,8 +123,7 @@ def _log_ratios(model, tokenizer, texts: list, maps) -> list[torch.Tensor]:
 
 
 def _likelihood(model, tokenizer, source, target, positives, ids, halves, quantiles) -> list:
-    counts = {q: dict.fromkeys(("seen_on", "seen", "unseen_on", "unseen", "target_on",
-                                "targets"), 0) for q in quantiles}
+    counts = {q: _counts() for q in quantiles}
     for fit, held in (halves, halves[::-1]):
         maps = hf.fit_lm(model, tokenizer, [source[i] for i in fit], [target[i] for i in fit],
                          SITES, incremental=False)
@@ -123,18 +134,9 @@ def _likelihood(model, tokenizer, source, target, positives, ids, halves, quanti
         held_tgt = _log_ratios(model, tokenizer, [target[i] for i in held], maps)
         for q in quantiles:
             cut = float(reference.max() if q >= 1 else torch.quantile(reference, q))
-            c = counts[q]
-            for i, ratios in zip(held, held_src, strict=True):
-                on, mask = ratios > cut, positives[i][: ratios.shape[0]]
-                new = torch.tensor([t not in words for t in ids[i][: ratios.shape[0]].tolist()],
-                                   dtype=torch.bool)
-                c["seen_on"] += int((on & mask & ~new).sum())
-                c["seen"] += int((mask & ~new).sum())
-                c["unseen_on"] += int((on & mask & new).sum())
-                c["unseen"] += int((mask & new).sum())
-            for ratios in held_tgt:
-                c["target_on"] += int(bool((ratios[1:] > cut).any()))
-                c["targets"] += 1
+            for i, ratios, softened in zip(held, held_src, held_tgt, strict=True):
+                _tally(counts[q], ratios > cut, positives[i], ids[i], words,
+                       bool((softened[1:] > cut).any()))  # first token never counts
     print("\n| likelihood gate, threshold quantile | seen words above | unseen words above | "
           "held-out softened texts on |")
     print("|---|---|---|---|")

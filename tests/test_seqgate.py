@@ -89,13 +89,18 @@ def tiny():
     target = [f"the cat {i} sat" for i in range(8)]
     maps = hf.fit_lm(model, tokenizer, source, target, "post_norms", incremental=False)
     z = tokenizer("Z", add_special_tokens=False)["input_ids"][0]
+    return model, tokenizer, MapSet(maps, {}, _gate_on_token(model, z, "max")), maps
+
+
+def _gate_on_token(model, token: int, pooling: str) -> SequenceGate:
+    """A gate at the embeddings that passes on ``token`` only (its bias halfway between that
+    token's score and the runner-up's, computed here from the embedding matrix)."""
     table = model.get_input_embeddings().weight.detach().float()  # (V, D)
-    weight = table[z] - table.mean(0)
+    weight = table[token] - table.mean(0)
     scores = table @ weight  # (V,)
-    runner_up = float(scores[torch.arange(len(scores)) != z].max())
-    bias = -(runner_up + float(scores[z])) / 2  # only z scores above 0
-    gate = SequenceGate(site="model.embed_tokens", weight=weight, bias=bias)
-    return model, tokenizer, MapSet(maps, {}, gate), maps
+    runner_up = float(scores[torch.arange(len(scores)) != token].max())
+    return SequenceGate(site="model.embed_tokens", weight=weight, pooling=pooling,
+                        bias=-(runner_up + float(scores[token])) / 2)
 
 
 def _logits(model, tokenizer, texts, maps):
@@ -174,16 +179,6 @@ def test_generation_stays_bit_identical_while_the_gate_is_off(tiny):
         generate(model, tokenizer, hit, None, do_sample=False, max_new_tokens=12)
     assert generate(model, tokenizer, hit, gated, do_sample=False, max_new_tokens=12) != \
         generate(model, tokenizer, hit, None, do_sample=False, max_new_tokens=12)
-
-
-def _gate_on_token(model, token: int, pooling: str) -> SequenceGate:
-    """A gate at the embeddings that passes on ``token`` only."""
-    table = model.get_input_embeddings().weight.detach().float()  # (V, D)
-    weight = table[token] - table.mean(0)
-    scores = table @ weight
-    runner_up = float(scores[torch.arange(len(scores)) != token].max())
-    return SequenceGate(site="model.embed_tokens", weight=weight, pooling=pooling,
-                        bias=-(runner_up + float(scores[token])) / 2)
 
 
 def test_draft_pooling_regenerates_with_the_maps_only_where_the_draft_passes(tiny):

@@ -71,10 +71,10 @@ def _draft_gate(maps: MapsArg, strength: object) -> Any:
 def _drafted(model: Any, enc: Any, ids: torch.Tensor, maps: Any, gate: Any, regenerate: Any,
              pad: int | None) -> torch.Tensor:
     """The ``draft`` look-ahead for one batch: ``ids`` is the unsteered generation; rows whose
-    prompt + draft pass the gate are generated again by ``regenerate(enc rows, maps without
-    the gate)``, steered from their first token. Returns the new tokens, (B, N)."""
+    prompt + draft pass the gate are generated again by ``regenerate(enc rows, the maps
+    ungated)``, steered from their first token. Returns the new tokens, (B, N)."""
+    from act_core.gate import ungated
     from act_core.hf.gating import draft_passes
-    from act_core.mapset import MapSet
 
     width = enc["input_ids"].shape[1]
     new = ids[:, width:]
@@ -87,7 +87,7 @@ def _drafted(model: Any, enc: Any, ids: torch.Tensor, maps: Any, gate: Any, rege
     rows = {key: value[fired] for key, value in enc.items()}
     lead = int((rows["attention_mask"].sum(dim=0) == 0).sum())  # columns of padding only
     rows = {key: value[:, lead:] for key, value in rows.items()}
-    again = regenerate(rows, MapSet(maps, maps.metadata, None))[:, width - lead :]
+    again = regenerate(rows, ungated(maps))[:, width - lead :]
     fill = 0 if pad is None else pad
     out = new.new_full((new.shape[0], max(new.shape[1], again.shape[1])), fill)
     out[:, : new.shape[1]] = new
