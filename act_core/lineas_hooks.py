@@ -32,8 +32,8 @@ def _pool(x: torch.Tensor, layout: str, token_mask: torch.Tensor | None) -> torc
         return x.float().movedim(-2, 0).flatten(1, -2).mean(dim=1)
     if layout == "unbatched":  # (*positions, D): one item -> (1, D)
         return x.float().reshape(1, -1, x.shape[-1]).mean(dim=1)
-    if token_mask is None:
-        return x.float().mean(dim=1)  # (B, T, D) -> (B, D)
+    if token_mask is None:  # (B, T, D) or (B, *positions, D) -> (B, D), as the recorder pools
+        return x.float().mean(dim=tuple(range(1, x.ndim - 1)))
     mask = token_mask.to(device=x.device, dtype=torch.float32).unsqueeze(-1)  # (B, T, 1)
     return (x.float() * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
 

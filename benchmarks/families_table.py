@@ -3,9 +3,10 @@
 For every entry of ``comfy.supported_models.models`` with a tiny recipe (harness/family_recipes.py)
 this builds the model with ComfyUI's classes, learns maps with AcT Learn Transport's defaults
 (as tests/test_families_matrix.py does), counts the sites by kind, checks that strength 0 is
-bit-identical and strength 1 changes a 2-step sample, and tries folded mode on the affine norms
-inside the blocks. The text encoders of harness/encoder_recipes.py get their sites per encoder,
-and so does every CLIP class ComfyUI's CLIP loaders build (benchmarks/clip_loaders_table.py).
+bit-identical and strength 1 changes a 2-step sample, tries folded mode on the affine norms
+inside the blocks, and learns by LinEAS (3 steps) to see that its gradient reaches every
+site. The text encoders of harness/encoder_recipes.py get their sites per encoder, and so does
+every CLIP class ComfyUI's CLIP loaders build (benchmarks/clip_loaders_table.py).
 Entries without a recipe are listed with their reason. The pass/fail columns are re-measured
 here; the full matrix (save/load, foreign maps) is the test suite's.
 
@@ -101,7 +102,24 @@ def family_row(nodes, recipes, name: str) -> str:
     status = (f"λ=0 {'identical' if zero else 'DIFFERS'}, "
               f"λ=1 {'changes' if changed else 'NO CHANGE'}")
     return (f"| {name} | {type(diffusion_model).__name__} | {video} | {_kinds(maps, chosen)} "
-            f"| yes | {status} | {_fold_status(nodes, case)} |")
+            f"| yes | {status} | {_fold_status(nodes, case)} | {_lineas_status(nodes, case)} |")
+
+
+def _lineas_status(nodes, case) -> str:
+    from act_core.lineas import LineasConfig
+
+    try:
+        with torch.inference_mode():
+            maps, report = nodes.learn.learn_and_diagnose(
+                case["model"], case["source"], case["target"], method="lineas",
+                support="unbounded", latent={"samples": case["latent"]}, seed=3,
+                samples_per_prompt=2, lineas=LineasConfig(steps=3, batch_size=2, lr=0.1))
+    except ValueError as error:
+        return "no: " + str(error).split(": ", 1)[-1].split("; choose")[0]
+    moved = sum(bool((m.scale != 1).any()) for m in maps.values())
+    before = sum(s.separation for s in report.sites)
+    after = sum(s.remaining for s in report.sites)
+    return f"yes: {moved}/{len(maps)} sites, separation {before:.3g} -> {after:.3g}"
 
 
 def encoder_row(clip_nodes, encoders, family: str) -> str:

@@ -122,10 +122,6 @@ def learn_and_diagnose(model, src_conds: list, tgt_conds: list, *, source=None, 
                          "collect to 'first step' (or choose another method for trajectory)")
     diffusion_model = model.get_model_object("diffusion_model")
     arch = arch_of(diffusion_model)
-    if method == "lineas" and arch == "flux":
-        raise ValueError("method lineas does not support Flux models yet: ComfyUI's Flux blocks "
-                         "change activations in place, which backpropagation refuses; choose "
-                         "linear_act")
     lat = empty_latent(model, latent, samples_per_prompt)
     sampling = model.get_model_object("model_sampling")
     # structure presets look at one denoiser pass (first source prompt, one noise sample)
@@ -180,7 +176,7 @@ def learn_and_diagnose(model, src_conds: list, tgt_conds: list, *, source=None, 
         if method == "lineas":
             config = lineas or LineasConfig(seed=seed)
             result = fit_lineas_comfy(model, chosen, src_conds, tgt_conds, lat, seed, sigma,
-                                      pbar, config, tgt_seed)
+                                      pbar, config, tgt_seed, single)
             fitted, found = result.maps, vars(result)
         else:
             found = {}

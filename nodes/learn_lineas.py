@@ -5,8 +5,10 @@ estimators: seeded noise at the chosen point of the schedule, cfg 1, conditional
 evaluates the model under ``torch.no_grad`` and runs nodes under ``torch.inference_mode``; a
 clone of the MODEL gets a model-function wrapper that turns gradients back on around the model
 call, so LinEAS's loss reaches every map, and ComfyUI's ``in_training`` switch selects its
-differentiable kernels (Flux's rotary embedding) while the fit runs. The input MODEL is not
-changed.
+differentiable kernels (Flux's rotary embedding) while the fit runs. ComfyUI's blocks may add
+to an activation in place after an op saved it for the backward pass (Flux: ``img += ...``),
+which backpropagation refuses; during the fit every saved tensor that carries the maps'
+gradient is saved as a copy (:func:`saved_copies`). The input MODEL is not changed.
 
 A LinEAS source *input* is one prompt with its ``samples_per_prompt`` noise samples; every step
 draws ``batch_size`` prompts with fresh seeded noise, so the maps see more noise than the
@@ -26,6 +28,7 @@ import comfy.samplers
 import torch
 
 from ..act_core.lineas import LineasConfig, LineasFit, fit_lineas
+from .common import drop_cached_state
 
 __all__ = ["fit_lineas_comfy", "with_gradients"]
 
@@ -73,6 +76,23 @@ def normal_weights(module: torch.nn.Module):
             table[name] = value
 
 
+def _copy_if_differentiable(t: torch.Tensor) -> torch.Tensor:
+    return t.detach().clone() if t.requires_grad else t
+
+
+def _same(t: torch.Tensor) -> torch.Tensor:
+    return t
+
+
+def saved_copies():
+    """While active, autograd saves a copy of each tensor that requires grad (the activations
+    downstream of a map, the maps' own parameters) instead of the tensor itself, so a later
+    in-place change of that activation by the model's code leaves the backward pass intact.
+    The memory of a step stays about the same (the graph keeps the copy instead of the
+    original); the copies cost one pass over those activations."""
+    return torch.autograd.graph.saved_tensors_hooks(_copy_if_differentiable, _same)
+
+
 def _normal(value):
     """A copy of a CONDITIONING value (nested lists/dicts) with normal, not inference, tensors."""
     if isinstance(value, torch.Tensor):
@@ -93,12 +113,13 @@ def _evaluate_once(model, x, sigmas, extra_args=None, callback=None, disable=Non
 
 def fit_lineas_comfy(model, sites: Sequence, src_conds: list, tgt_conds: list,
                      latent: torch.Tensor, seed: int, sigma: float, pbar,
-                     config: LineasConfig, target_seed: int) -> LineasFit:
+                     config: LineasConfig, target_seed: int, single: bool = False) -> LineasFit:
     """Run :func:`act_core.lineas.fit_lineas` on ComfyUI's denoiser (see the module notes).
 
     ``latent`` (S, C, h, w) is the empty latent of one prompt's S noise samples; prompt i of
     the target uses seed ``target_seed + i``, of the source ``seed + i`` in the passes that
-    record the support and ``seed + i + 7919 * k`` at step k.
+    record the support and ``seed + i + 7919 * k`` at step k. ``single``: the model takes
+    batch 1 only, so each noise sample runs alone (the same noise as one batched call).
     """
     m = with_gradients(model)
     diffusion_model = m.get_model_object("diffusion_model")
@@ -108,9 +129,13 @@ def fit_lineas_comfy(model, sites: Sequence, src_conds: list, tgt_conds: list,
 
     def evaluate(cond, noise_seed: int) -> None:
         comfy.model_management.throw_exception_if_processing_interrupted()
+        drop_cached_state(diffusion_model)  # no keys/values cached under other maps (HiDream-O1)
         noise = comfy.sample.prepare_noise(latent, noise_seed)
-        comfy.sample.sample_custom(m, noise, 1.0, sampler, sigmas, cond, cond, latent,
-                                   disable_pbar=True, seed=noise_seed)
+        parts = ([(noise[j:j + 1], latent[j:j + 1]) for j in range(latent.shape[0])]
+                 if single else [(noise, latent)])
+        for part_noise, part in parts:
+            comfy.sample.sample_custom(m, part_noise, 1.0, sampler, sigmas, cond, cond, part,
+                                       disable_pbar=True, seed=noise_seed)
 
     def run_source(indices, recorder) -> None:
         calls["n"] += 1  # steps draw fresh noise; the two whole passes use the plain seeds
@@ -128,11 +153,20 @@ def fit_lineas_comfy(model, sites: Sequence, src_conds: list, tgt_conds: list,
     training = comfy.model_management.in_training  # ComfyUI's switch to differentiable ops
     comfy.model_management.in_training = True
     try:
-        with torch.inference_mode(False), normal_weights(diffusion_model):
+        with torch.inference_mode(False), normal_weights(diffusion_model), saved_copies():
             src_conds, tgt_conds = _normal(src_conds), _normal(tgt_conds)
             return fit_lineas(diffusion_model, sites, run_source, len(src_conds), run_target,
                               config=config, progress=progress, device=latent.device)
+    except RuntimeError as err:
+        if "no autograd formula" not in str(err):
+            raise
+        kernel = str(err).split(" but ")[0].removeprefix("Trying to backward through ")
+        raise ValueError(
+            "method lineas cannot learn through this model: ComfyUI runs it with a fused kernel "
+            f"that has no backward pass ({kernel}); choose linear_act (or another per-site "
+            "method) for it") from err
     finally:
+        drop_cached_state(diffusion_model)
         comfy.model_management.in_training = training
 
 

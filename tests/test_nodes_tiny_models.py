@@ -268,11 +268,12 @@ def test_collect_is_checked(tiny, nodes):
                                latent={"samples": tiny.latent})
 
 
-@pytest.mark.parametrize("tiny", ["sdxl", "sd3"], indirect=True)
+@pytest.mark.parametrize("tiny", ["sdxl", "sd3", "flux"], indirect=True)
 def test_lineas_learns_through_comfyuis_sampling_path(tiny, nodes):
     """method = lineas: gradients reach every map through ComfyUI's own (no_grad) sampling
-    path, inside the executor's inference mode; with sites = auto it takes every preset's
-    sites; the diagnosis covers every site; nothing is left on the model."""
+    path, inside the executor's inference mode (Flux too, whose blocks add to activations in
+    place); the diagnosis covers every site and shows the source moved towards the target;
+    nothing is left on the model."""
     from act_core.lineas import LineasConfig
 
     grads = [p.requires_grad for p in tiny.diffusion_model.parameters()]
@@ -286,17 +287,44 @@ def test_lineas_learns_through_comfyuis_sampling_path(tiny, nodes):
     moved = [site for site, m in maps.items() if bool((m.scale != 1).any())]
     assert len(moved) == len(maps)  # every map received a gradient
     assert [s.site for s in report.sites] == list(maps)
+    # the maps move the source towards the target (Flux: through its in-place residual adds)
+    assert sum(s.remaining for s in report.sites) < sum(s.separation for s in report.sites)
     assert maps.metadata["extra"]["diagnosis"]["sites"].keys() == maps.keys()
     assert [p.requires_grad for p in tiny.diffusion_model.parameters()] == grads
     assert _no_hooks_left(tiny.diffusion_model)
     assert "model_function_wrapper" not in tiny.model.model_options
 
 
-@pytest.mark.parametrize("tiny", ["flux"], indirect=True)
-def test_lineas_on_flux_is_refused_with_the_fix(tiny, nodes):
-    with pytest.raises(ValueError, match="linear_act"):
-        nodes.learn.learn_maps(tiny.model, tiny.source, tiny.target, method="lineas",
-                               latent={"samples": tiny.latent})
+def test_lineas_saved_copies_give_the_gradients_of_out_of_place_code(act_pack):
+    """What lets LinEAS backpropagate through Flux: a block that normalises an activation (the
+    norm saves it) and then adds to it in place, as ComfyUI's Flux blocks do, gets under
+    ``saved_copies`` the gradients of the same block written out of place, to the bit; without
+    it backpropagation refuses."""
+    lineas = importlib.import_module(f"{act_pack.__name__}.nodes.learn_lineas")
+    gen = torch.Generator().manual_seed(0)
+    norm, proj = nn.LayerNorm(16), nn.Linear(16, 16)
+    for p in (*norm.parameters(), *proj.parameters()):
+        p.requires_grad_(False)
+    x0 = torch.randn(2, 5, 16, generator=gen)
+
+    def grads(in_place: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        scale = torch.ones(16, requires_grad=True)
+        shift = torch.zeros(16, requires_grad=True)
+        x = torch.addcmul(shift, x0, scale)  # a map on the block's input
+        y = proj(torch.sigmoid(norm(x)))
+        if in_place:
+            x += y
+        else:
+            x = x + y
+        (torch.addcmul(shift, x, scale) ** 2).sum().backward()
+        return scale.grad, shift.grad
+
+    reference = grads(in_place=False)
+    with pytest.raises(RuntimeError, match="inplace operation"):
+        grads(in_place=True)
+    with lineas.saved_copies():
+        copied = grads(in_place=True)
+    assert all(torch.equal(a, b) for a, b in zip(copied, reference, strict=True))
 
 
 def test_auto_sites_are_the_preset_that_scores_best_on_held_out_prompts(tiny, nodes):
