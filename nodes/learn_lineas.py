@@ -88,8 +88,8 @@ def saved_copies():
     """While active, autograd saves a copy of each tensor that requires grad (the activations
     downstream of a map, the maps' own parameters) instead of the tensor itself, so a later
     in-place change of that activation by the model's code leaves the backward pass intact.
-    The memory of a step stays about the same (the graph keeps the copy instead of the
-    original); the copies cost one pass over those activations."""
+    The graph holds the copy instead of the original, which is freed once nothing else holds
+    it; making the copies costs one pass over those activations."""
     return torch.autograd.graph.saved_tensors_hooks(_copy_if_differentiable, _same)
 
 
