@@ -6,8 +6,9 @@ every norm, incremental in 8 stages; LinEAS: sites auto = every preset's sites, 
 prompts), on the style prompts of docs/results_toyworld.md (6 plain + 6 striped, 8 noise
 samples each), one torch thread (CPU time is the process's own work on the shared machine;
 wall time is shown too). Peak memory is the process's resident high-water mark minus its
-resident size just before learning. Prints one JSON line per method, then the ratios, and writes
-benchmarks/results/toy_lineas_cost.json. Run:
+resident size just before learning. A third process learns by LinEAS without the copies autograd
+keeps during its fit (``nodes/learn_lineas.saved_copies``): their cost. Prints one JSON line per
+method, then the ratios, and writes benchmarks/results/toy_lineas_cost_EXPERIMENT.json. Run:
 ``.venv/bin/python -m benchmarks.toy_lineas_cost``; one learn alone:
 ``.venv/bin/python -m benchmarks.toy_lineas_cost --one METHOD EXPERIMENT [SITES]``
 """
@@ -46,6 +47,15 @@ def _pack():
 
 def one(method: str, experiment: str, sites: str = "auto") -> dict:
     learn = _pack()
+    label = method
+    if method == "lineas_without_copies":
+        # the A/B of learn_lineas.saved_copies (the toy UNet changes no saved tensor in place)
+        import contextlib
+        import importlib
+
+        importlib.import_module("act_pack.nodes.learn_lineas").saved_copies = \
+            contextlib.nullcontext
+        method = "lineas"
     import comfy.sd
     import torch
 
@@ -67,7 +77,7 @@ def one(method: str, experiment: str, sites: str = "auto") -> dict:
         seconds, cpu = clocks.wall, clocks.cpu
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     kept = sum(1 for s in report.sites if s.kept)
-    return {"method": method, "site_choice": sites, "experiment": experiment,
+    return {"method": label, "site_choice": sites, "experiment": experiment,
             "seconds": round(seconds, 2),
             "cpu_seconds": round(cpu, 2),
             "peak_extra_mib": round((peak - before) / 1024, 1), "sites": len(maps),
@@ -83,7 +93,7 @@ def main() -> None:
         return
     experiment = sys.argv[1] if len(sys.argv) > 1 else "style"
     rows = {}
-    for method in ("linear_act", "lineas"):
+    for method in ("linear_act", "lineas", "lineas_without_copies"):
         out = subprocess.run([sys.executable, "-m", "benchmarks.toy_lineas_cost", "--one", method,
                               experiment], check=True, capture_output=True, text=True,
                              cwd=ROOT).stdout
@@ -94,9 +104,15 @@ def main() -> None:
                                 / rows["linear_act"]["cpu_seconds"], 2),
               "peak_memory": round(rows["lineas"]["peak_extra_mib"]
                                    / max(rows["linear_act"]["peak_extra_mib"], 1e-9), 2)}
-    print(json.dumps({"lineas_over_linear_act": ratios}))
+    copies = {"time": round(rows["lineas"]["seconds"]
+                            / rows["lineas_without_copies"]["seconds"], 2),
+              "peak_memory": round(rows["lineas"]["peak_extra_mib"]
+                                   / max(rows["lineas_without_copies"]["peak_extra_mib"], 1e-9),
+                                   2)}
+    print(json.dumps({"lineas_over_linear_act": ratios, "copies": copies}))
     path = ROOT / "benchmarks" / "results" / f"toy_lineas_cost_{experiment}.json"
-    path.write_text(json.dumps({"rows": rows, "ratios": ratios}, indent=2) + "\n")
+    path.write_text(json.dumps({"rows": rows, "ratios": ratios,
+                                "lineas_over_lineas_without_copies": copies}, indent=2) + "\n")
 
 
 if __name__ == "__main__":
