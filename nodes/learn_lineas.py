@@ -93,6 +93,35 @@ def saved_copies():
     return torch.autograd.graph.saved_tensors_hooks(_copy_if_differentiable, _same)
 
 
+#: comfy_kitchen's fused RMSNorm/RoPE kernels, which have no backward pass; its eager backend
+#: holds the same functions in plain PyTorch, with the same signatures
+_FUSED = ("apply_rope", "apply_rope1", "apply_rope_split_half", "apply_rope_split_half1",
+          "rms_rope", "rms_rope1", "rms_rope_split_half", "rms_rope_split_half1")
+
+
+@contextlib.contextmanager
+def differentiable_kernels():
+    """While active, ``comfy_kitchen.<kernel>`` (which ComfyUI's Anima, Cosmos Predict2, Ernie
+    Image, JoyImage and MiniMax H3 call even under ``in_training``) is the eager backend's
+    plain-PyTorch function of the same name, so backpropagation passes; restored on exit. Where
+    comfy_kitchen or its eager backend is missing, nothing changes."""
+    try:
+        import comfy_kitchen
+        from comfy_kitchen.backends.eager import rope
+    except ImportError:
+        yield
+        return
+    saved = {name: getattr(comfy_kitchen, name) for name in _FUSED
+             if hasattr(comfy_kitchen, name) and callable(getattr(rope, name, None))}
+    try:
+        for name in saved:
+            setattr(comfy_kitchen, name, getattr(rope, name))
+        yield
+    finally:
+        for name, fused in saved.items():
+            setattr(comfy_kitchen, name, fused)
+
+
 def _normal(value):
     """A copy of a CONDITIONING value (nested lists/dicts) with normal, not inference, tensors."""
     if isinstance(value, torch.Tensor):
@@ -153,7 +182,8 @@ def fit_lineas_comfy(model, sites: Sequence, src_conds: list, tgt_conds: list,
     training = comfy.model_management.in_training  # ComfyUI's switch to differentiable ops
     comfy.model_management.in_training = True
     try:
-        with torch.inference_mode(False), normal_weights(diffusion_model), saved_copies():
+        with (torch.inference_mode(False), normal_weights(diffusion_model), saved_copies(),
+              differentiable_kernels()):
             src_conds, tgt_conds = _normal(src_conds), _normal(tgt_conds)
             return fit_lineas(diffusion_model, sites, run_source, len(src_conds), run_target,
                               config=config, progress=progress, device=latent.device)
