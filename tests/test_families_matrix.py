@@ -106,8 +106,12 @@ def _learn_lineas(case, nodes):
 def test_lineas_learns_on_every_family(case, nodes):
     """method = lineas at the default sites: every map receives a gradient through ComfyUI's
     sampling path, in-place residual adds, prompt caches, batch-1 models and comfy_kitchen's
-    fused RMSNorm/RoPE kernels included; nothing is left on the model."""
+    fused RMSNorm/RoPE kernels included; nothing is left on the model or on comfy_kitchen."""
+    import comfy_kitchen
+
+    kernels = {name: getattr(comfy_kitchen, name) for name in dir(comfy_kitchen)}
     maps, report = _learn_lineas(case, nodes)
+    assert {name: getattr(comfy_kitchen, name) for name in dir(comfy_kitchen)} == kernels
     assert len(maps) >= 2 and [s.site for s in report.sites] == list(maps)
     for site, tmap in maps.items():
         assert tmap.method == "lineas" and bool((tmap.scale != 1).any()), site
