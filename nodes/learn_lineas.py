@@ -29,6 +29,7 @@ import torch
 
 from ..act_core.lineas import LineasConfig, LineasFit, fit_lineas
 from .common import drop_cached_state
+from .learn_runs import noise_parts
 
 __all__ = ["fit_lineas_comfy", "with_gradients"]
 
@@ -160,9 +161,7 @@ def fit_lineas_comfy(model, sites: Sequence, src_conds: list, tgt_conds: list,
         comfy.model_management.throw_exception_if_processing_interrupted()
         drop_cached_state(diffusion_model)  # no keys/values cached under other maps (HiDream-O1)
         noise = comfy.sample.prepare_noise(latent, noise_seed)
-        parts = ([(noise[j:j + 1], latent[j:j + 1]) for j in range(latent.shape[0])]
-                 if single else [(noise, latent)])
-        for part_noise, part in parts:
+        for part_noise, part in noise_parts(noise, latent, single):
             comfy.sample.sample_custom(m, part_noise, 1.0, sampler, sigmas, cond, cond, part,
                                        disable_pbar=True, seed=noise_seed)
 

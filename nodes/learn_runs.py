@@ -17,7 +17,7 @@ from .common import drop_cached_state, family_of
 from .families import DEFAULT_SIZE
 
 __all__ = ["COLLECT", "NO_PROGRESS", "collect_sigma", "doubled_probe", "empty_latent",
-           "range_steps", "runner"]
+           "noise_parts", "range_steps", "runner"]
 
 def _one_evaluation(model, x, sigmas, extra_args=None, callback=None, disable=None):
     """A 'sampler' that evaluates the model once at sigmas[0] and returns its input."""
@@ -45,6 +45,15 @@ def range_steps(sampling, steps: int, bucket: int, buckets: int
     return sigmas, steps_in_range(sigmas[:steps], bounds, bucket, middle)
 
 
+def noise_parts(noise: torch.Tensor, latent: torch.Tensor, single: bool) -> list:
+    """The (noise, latent) pairs one denoiser evaluation runs: the whole batch, or, for a model
+    that takes batch 1 only (``single``), each noise sample alone (the same noise as one
+    batched call)."""
+    if single:
+        return [(noise[j:j + 1], latent[j:j + 1]) for j in range(latent.shape[0])]
+    return [(noise, latent)]
+
+
 def runner(model, conds, latent, seed: int, sigma: float, pbar, trajectory=None,
            box: Trajectory | None = None, single: bool = False):
     """A run(recorder) that evaluates the denoiser on every conditioning: once at ``sigma``,
@@ -68,9 +77,7 @@ def runner(model, conds, latent, seed: int, sigma: float, pbar, trajectory=None,
                 comfy.model_management.throw_exception_if_processing_interrupted()
                 drop_cached_state(diffusion_model)  # maps may be applied: no shared cache
                 noise = comfy.sample.prepare_noise(latent, seed + i)
-                parts = ([(noise[j:j + 1], latent[j:j + 1]) for j in range(latent.shape[0])]
-                         if single else [(noise, latent)])
-                for part_noise, part in parts:
+                for part_noise, part in noise_parts(noise, latent, single):
                     comfy.sample.sample_custom(model, part_noise, 1.0, sampler, sigmas, cond,
                                                cond, part, disable_pbar=True, seed=seed + i)
                 pbar.update(1)
