@@ -20,6 +20,13 @@ is at most +3% instead of Linear-AcT's; the rest is the same.
 
     ACT_CACHE_DIR=/tmp/act_cache python -m benchmarks.llm_lineas_sweep --seeds 0 1 2 \\
         --out benchmarks/results/llm_lineas_sweep_dev
+
+The unpaired round (fixed 2026-12-05 16:40 UTC, before its dev run): every earlier round
+fitted ``toxicity:paired``, whose two sets differ only where the offensive words are. The
+paper's own setting is unpaired toxic against non-toxic texts, which ``--data toxicity`` is
+(the first 32 toxic and the first 32 non-toxic ``fit`` prefixes). Same rule as above, with
+``--data toxicity --configs 0.01:100 0.01:100:linear_act --strengths 1 1.5 2``; the chosen
+row then runs once on eval with ``llm_lineas_small --parts small --data toxicity``.
 """
 
 from __future__ import annotations
