@@ -5,8 +5,9 @@ this builds the model with ComfyUI's classes, learns maps with AcT Learn Transpo
 (as tests/test_families_matrix.py does), counts the sites by kind, checks that strength 0 is
 bit-identical and strength 1 changes a 2-step sample, tries folded mode on the affine norms
 inside the blocks, and learns by LinEAS (3 steps) to see that its gradient reaches every
-site. The text encoders of harness/encoder_recipes.py get their sites per encoder, and so does
-every CLIP class ComfyUI's CLIP loaders build (benchmarks/clip_loaders_table.py).
+site. The text encoders of harness/encoder_recipes.py get their sites per encoder and a LinEAS
+fit at the text node's defaults; every CLIP class ComfyUI's CLIP loaders build gets its sites
+per encoder (benchmarks/clip_loaders_table.py).
 Entries without a recipe are listed with their reason. The pass/fail columns are re-measured
 here; the full matrix (save/load, foreign maps) is the test suite's.
 
@@ -138,7 +139,19 @@ def encoder_row(clip_nodes, encoders, family: str) -> str:
         cells.append(", ".join(f"{enc} {n}" for enc, n in per.items()))
     names = ", ".join(clip_nodes.encoders_of(clip))
     model = type(clip.cond_stage_model).__name__
+    cells.append(_encoder_lineas(clip_nodes, encoders, clip))
     return f"| {family} | {model} | {names} | " + " | ".join(cells) + " |"
+
+
+def _encoder_lineas(clip_nodes, encoders, clip) -> str:
+    """LinEAS at the text node's defaults: the summed separation before and after its maps."""
+    with torch.inference_mode():
+        maps = clip_nodes.learn_text_maps(clip, encoders.MATRIX_SOURCE, encoders.MATRIX_TARGET,
+                                          "layer outputs", "", "lineas", "unbounded")
+    sites = maps.metadata["extra"]["diagnosis"]["sites"].values()
+    before = sum(s["separation"] for s in sites)
+    after = sum(s["remaining"] for s in sites)
+    return f"{before:.3g} -> {after:.3g} ({after / before:.0%} left)"
 
 
 def _encoder_row_with_transformers4(family: str) -> str:

@@ -11,14 +11,16 @@ are steered.
 
 from __future__ import annotations
 
+import logging
+
 import comfy.utils
 from comfy_api.latest import IO
 
 from ..act_core import (
-    ESTIMATORS,
     MapSet,
     apply_transport,
     check_compatible,
+    diagnose,
     fit_sites,
     prompt_hash,
     resolve_sites,
@@ -26,13 +28,17 @@ from ..act_core import (
 from ..act_core.block_stacks import find_block_stacks
 from ..act_core.discover import discover_sites
 from ..act_core.errors import MapCompatibilityError
+from ..act_core.lineas import LineasConfig
 from ..act_core.schedule import ApplySettings
 from ..act_core.sites import site_widths
 from ..act_core.strength import MAX_STRENGTH
-from .learn import parse_prompts
+from .learn import METHOD_CHOICES, parse_prompts
+from .learn_lineas import fit_lineas_clip
 
 __all__ = ["ActApplyTransportCLIP", "ActLearnTextTransport", "TEXT_PRESETS", "TEXT_TARGET",
            "encoders_of", "learn_text_maps", "patch_clip"]
+
+log = logging.getLogger(__name__)
 
 TEXT_TARGET = "text_encoder"
 # found by structure (act_core.discover) on every encoder ComfyUI's CLIP loaders build:
@@ -83,26 +89,49 @@ def choose_text_sites(clip, sites: str, pattern: str, encoder: str, probe_prompt
     return [str(site) for site in chosen], chosen
 
 
+#: LinEAS's settings on a text encoder: a transformer stack, as SmolLM2's, where the denoiser's
+#: rate (0.1) threw the residual stream off; at 100 steps, 0.01 closes more of the separation
+#: than 0.003 on every tiny encoder of docs/families.md (0.05 diverges on two)
+TEXT_LINEAS = LineasConfig(steps=100, batch_size=4, lr=0.01)
+
+
 def learn_text_maps(clip, source: list[str], target: list[str], sites: str, pattern: str,
-                    method: str, support: str, encoder: str = "all") -> MapSet:
+                    method: str, support: str, encoder: str = "all",
+                    lineas: LineasConfig | None = None) -> MapSet:
+    """Maps for the chosen sites of ``clip``'s encoder(s). ``method = "lineas"`` learns every
+    site jointly, end to end (settings in ``lineas``, default :data:`TEXT_LINEAS`)."""
     encoder_model = clip.cond_stage_model
     patterns, chosen = choose_text_sites(clip, sites, pattern, encoder, source[0])
-    pbar = comfy.utils.ProgressBar(len(source) + len(target))
+    if method == "lineas":
+        config = lineas or TEXT_LINEAS
+        if len(source) < 2 or len(target) < 2:
+            raise ValueError("method lineas needs at least 2 source and 2 target prompts "
+                             f"(one per line); found {len(source)} and {len(target)}")
+        fit = fit_lineas_clip(clip, chosen, source, target, config,
+                              comfy.utils.ProgressBar(config.steps + 3))
+        maps, found, extra = fit.maps, vars(fit), {"lineas": vars(config)}
+    else:
+        pbar = comfy.utils.ProgressBar(len(source) + len(target))
 
-    def runner(prompts):
-        def run(recorder) -> None:
-            for p in prompts:
-                _encode(clip, p)
-                pbar.update(1)
-        return run
+        def runner(prompts):
+            def run(recorder) -> None:
+                for p in prompts:
+                    _encode(clip, p)
+                    pbar.update(1)
+            return run
 
-    maps = fit_sites(encoder_model, chosen, runner(source), runner(target), method=method,
-                     incremental=False)
+        found, extra = {}, {}
+        maps = fit_sites(encoder_model, chosen, runner(source), runner(target), method=method,
+                         incremental=False, samples=found)
+    diagnosis = diagnose(found["source"], found["target"], maps, found.get("transported"))
+    for warning in diagnosis.warnings:
+        log.warning("AcT Learn Text-Encoder Transport: %s", warning)
     metadata = {"model": {"family": type(encoder_model).__name__, "target": TEXT_TARGET,
                           "encoders": sorted({str(s).split(".", 1)[0] for s in chosen})},
                 "prompt_hash": prompt_hash(source, target), "support": support,
                 "method": method, "extra": {"sites": sites, "patterns": patterns,
-                                            "encoder": encoder}}
+                                            "encoder": encoder, **extra,
+                                            "diagnosis": diagnosis.as_dict()}}
     return MapSet(maps, metadata)
 
 
@@ -163,14 +192,25 @@ class ActLearnTextTransport(IO.ComfyNode):
                 IO.String.Input("pattern", default="", advanced=True,
                                 tooltip="For sites = custom: comma-separated module-name "
                                         "globs or 're:' regexes."),
-                IO.Combo.Input("method", options=list(ESTIMATORS), default="linear_act",
-                               tooltip="Estimator (linear_act is the paper's default)."),
+                IO.Combo.Input("method", options=METHOD_CHOICES, default="linear_act",
+                               tooltip="Estimator (linear_act is the paper's default); "
+                                       "lineas learns every site jointly, end to end "
+                                       "(LinEAS), so each map accounts for the maps before "
+                                       "it."),
                 IO.Combo.Input("support", options=["unbounded", "minmax"], default="unbounded",
                                tooltip="Recorded default support for applying."),
                 IO.String.Input("encoder", default="all", optional=True,
                                 tooltip="Which encoder(s) of the CLIP to steer: 'all', or "
                                         "names such as clip_l, clip_g, t5xxl (comma-"
                                         "separated); an unknown name lists the CLIP's."),
+                IO.Int.Input("lineas_steps", default=TEXT_LINEAS.steps, min=1, max=100000,
+                             optional=True, advanced=True,
+                             tooltip="For lineas: optimisation steps (one batch of source "
+                                     "prompts through the encoder, forward and backward)."),
+                IO.Float.Input("lineas_lr", default=TEXT_LINEAS.lr, min=0.0001, max=10.0,
+                               step=0.001, optional=True, advanced=True,
+                               tooltip="For lineas: Adam learning rate (scale change and "
+                                       "shift in target standard deviations per step)."),
             ],
             outputs=[IO.Custom("ACT_MAPS").Output(display_name="maps",
                                                   tooltip="Maps for the text encoder.")],
@@ -178,11 +218,14 @@ class ActLearnTextTransport(IO.ComfyNode):
 
     @classmethod
     def execute(cls, clip, source_prompts, target_prompts, sites, pattern, method,
-                support, encoder="all") -> IO.NodeOutput:
+                support, encoder="all", lineas_steps=TEXT_LINEAS.steps,
+                lineas_lr=TEXT_LINEAS.lr) -> IO.NodeOutput:
         source = parse_prompts(source_prompts, "source_prompts")
         target = parse_prompts(target_prompts, "target_prompts")
+        config = LineasConfig(steps=lineas_steps, batch_size=TEXT_LINEAS.batch_size,
+                              lr=lineas_lr)
         return IO.NodeOutput(learn_text_maps(clip, source, target, sites, pattern, method,
-                                             support, encoder))
+                                             support, encoder, lineas=config))
 
 
 class ActApplyTransportCLIP(IO.ComfyNode):

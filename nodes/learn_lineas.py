@@ -31,7 +31,7 @@ from ..act_core.lineas import LineasConfig, LineasFit, fit_lineas
 from .common import drop_cached_state
 from .learn_runs import noise_parts
 
-__all__ = ["fit_lineas_comfy", "with_gradients"]
+__all__ = ["fit_lineas_clip", "fit_lineas_comfy", "with_gradients"]
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +123,30 @@ def differentiable_kernels():
             setattr(comfy_kitchen, name, fused)
 
 
+@contextlib.contextmanager
+def differentiable(module: torch.nn.Module, what: str):
+    """While active, ``module`` can be backpropagated through as ComfyUI runs it: inference mode
+    off, ComfyUI's ``in_training`` switch on (its differentiable ops), normal copies of inference
+    weights, saved copies, eager kernels. A kernel that still has no backward pass becomes a
+    ValueError naming it (``what``: the model, for the message)."""
+    training = comfy.model_management.in_training
+    comfy.model_management.in_training = True
+    try:
+        with (torch.inference_mode(False), normal_weights(module), saved_copies(),
+              differentiable_kernels()):
+            yield
+    except RuntimeError as err:
+        if "no autograd formula" not in str(err):
+            raise
+        kernel = str(err).split(" but ")[0].removeprefix("Trying to backward through ")
+        raise ValueError(
+            f"method lineas cannot learn through {what}: ComfyUI runs it with a fused kernel "
+            f"that has no backward pass ({kernel}); choose linear_act (or another per-site "
+            "method) for it") from err
+    finally:
+        comfy.model_management.in_training = training
+
+
 def _normal(value):
     """A copy of a CONDITIONING value (nested lists/dicts) with normal, not inference, tensors."""
     if isinstance(value, torch.Tensor):
@@ -178,25 +202,44 @@ def fit_lineas_comfy(model, sites: Sequence, src_conds: list, tgt_conds: list,
     def progress(done: int, total: int) -> None:
         pbar.update(1)
 
-    training = comfy.model_management.in_training  # ComfyUI's switch to differentiable ops
-    comfy.model_management.in_training = True
     try:
-        with (torch.inference_mode(False), normal_weights(diffusion_model), saved_copies(),
-              differentiable_kernels()):
+        with differentiable(diffusion_model, "this model"):
             src_conds, tgt_conds = _normal(src_conds), _normal(tgt_conds)
             return fit_lineas(diffusion_model, sites, run_source, len(src_conds), run_target,
                               config=config, progress=progress, device=latent.device)
-    except RuntimeError as err:
-        if "no autograd formula" not in str(err):
-            raise
-        kernel = str(err).split(" but ")[0].removeprefix("Trying to backward through ")
-        raise ValueError(
-            "method lineas cannot learn through this model: ComfyUI runs it with a fused kernel "
-            f"that has no backward pass ({kernel}); choose linear_act (or another per-site "
-            "method) for it") from err
     finally:
         drop_cached_state(diffusion_model)
-        comfy.model_management.in_training = training
+
+
+def fit_lineas_clip(clip, sites: Sequence, source: list[str], target: list[str],
+                    config: LineasConfig, pbar) -> LineasFit:
+    """Run :func:`act_core.lineas.fit_lineas` on a CLIP's text encoder(s).
+
+    One input is one prompt, encoded as CLIP Text Encode does; its token outputs are pooled over
+    the encoder's whole context, as the text-encoder node's other estimators pool them. The same
+    switches as on the denoiser make the encoder differentiable while the fit runs (gradients on
+    under ComfyUI's inference mode, normal copies of inference weights, saved copies, eager
+    kernels); the CLIP is not changed.
+    """
+    encoder = clip.cond_stage_model
+
+    def encode(prompt: str) -> None:
+        comfy.model_management.throw_exception_if_processing_interrupted()
+        clip.encode_from_tokens(clip.tokenize(prompt))
+
+    def run_source(indices, recorder) -> None:
+        for i in indices:
+            encode(source[i])
+
+    def run_target(recorder) -> None:
+        for prompt in target:
+            encode(prompt)
+
+    clip.load_model(clip.tokenize(source[0]))  # onto its device first: the maps live there
+    device = getattr(getattr(clip, "patcher", None), "load_device", None) or "cpu"
+    with differentiable(encoder, "this text encoder"), torch.enable_grad():
+        return fit_lineas(encoder, sites, run_source, len(source), run_target, config=config,
+                          progress=lambda done, total: pbar.update(1), device=device)
 
 
 def _in_steps(call: int, n_source: int, config: LineasConfig) -> bool:

@@ -64,6 +64,7 @@ def test_layer_outputs_of_every_encoder_are_found(case, clip_nodes):
     encoders = clip_nodes.encoders_of(case.clip)
     assert set(encoders) == set(ENCODERS[case.family])
     assert case.maps.metadata["model"]["encoders"] == sorted(encoders)
+    assert list(case.maps.metadata["extra"]["diagnosis"]["sites"]) == list(case.maps)
     for site, tmap in case.maps.items():
         assert torch.isfinite(tmap.scale).all() and torch.isfinite(tmap.shift).all(), site
     assert not interventions(case.clip.cond_stage_model)
@@ -141,3 +142,54 @@ def test_one_encoder_of_several_is_steered_alone(case, clip_nodes, act_pack):
     with pytest.raises(ValueError, match="is not in this CLIP"):
         clip_nodes.learn_text_maps(case.clip, SOURCE, TARGET, "layer outputs", "",
                                    "linear_act", "unbounded", encoder="no_such_encoder")
+
+
+
+def test_lineas_learns_on_every_encoder(case, clip_nodes, act_pack):
+    """method = lineas on every encoder, under ComfyUI's inference mode as a node runs: every
+    map receives a gradient through the CLIP's own encode path and the maps move the fitting
+    prompts' pooled activations towards the target's (the diagnosis stored with them, summed
+    over sites); the encoder's weights, their requires_grad flags and comfy_kitchen are as they
+    were, no hook is left, and the maps change the encoding. Four steps at lr 0.003: the
+    node's 0.01 overshoots in its first steps on the deepest tiny encoders (Mistral 3, UMT5)
+    and settles by its 100 steps (docs/families.md's LinEAS column measures the defaults)."""
+    import comfy_kitchen
+
+    lineas = importlib.import_module(f"{act_pack.__name__}.act_core.lineas")
+    encoder = case.clip.cond_stage_model
+    kernels = {name: getattr(comfy_kitchen, name) for name in dir(comfy_kitchen)}
+    weights = {n: (p.detach().clone(), p.requires_grad) for n, p in encoder.named_parameters()}
+    config = lineas.LineasConfig(steps=4, batch_size=2, lr=0.003)
+    with torch.inference_mode():
+        maps = clip_nodes.learn_text_maps(case.clip, SOURCE, TARGET, "layer outputs", "",
+                                          "lineas", "unbounded", lineas=config)
+    assert list(maps) == list(case.maps)  # the sites linear_act fits
+    assert maps.metadata["extra"]["lineas"]["steps"] == 4
+    for site, tmap in maps.items():
+        assert tmap.method == "lineas" and bool((tmap.scale != 1).any()), site
+        assert torch.isfinite(tmap.scale).all() and torch.isfinite(tmap.shift).all(), site
+    assert {name: getattr(comfy_kitchen, name) for name in dir(comfy_kitchen)} == kernels
+    assert not interventions(encoder)
+    for name, param in encoder.named_parameters():
+        torch.testing.assert_close(param, weights[name][0], rtol=0, atol=0, equal_nan=True)
+        assert param.requires_grad == weights[name][1], name
+    cond, _ = _encode(clip_nodes.patch_clip(case.clip, maps, 1.0))
+    assert torch.isfinite(cond).all()
+    assert not torch.allclose(cond, case.baseline[0], rtol=1e-3, atol=1e-3)
+    sites = maps.metadata["extra"]["diagnosis"]["sites"]
+    assert list(sites) == list(maps)
+    remaining = sum(site["remaining"] for site in sites.values())
+    assert remaining < sum(site["separation"] for site in sites.values())
+
+
+@pytest.mark.parametrize("method", ["linear_act", "lineas"])
+def test_identical_prompt_sets_warn_in_the_log_and_the_map_file(clip_nodes, method, caplog):
+    """source = target: the text-encoder learn says the sets barely differ, in the log and in
+    the diagnosis stored with the maps (which ``act info`` prints)."""
+    clip = encoder_recipes.build_clip("SD15")
+    with torch.inference_mode():
+        maps = clip_nodes.learn_text_maps(clip, SOURCE, SOURCE, "layer outputs", "", method,
+                                          "unbounded")
+    warnings = maps.metadata["extra"]["diagnosis"]["warnings"]
+    assert any("barely differ at every site" in w for w in warnings)
+    assert "barely differ at every site" in caplog.text
