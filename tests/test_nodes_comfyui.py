@@ -214,21 +214,25 @@ def test_interrupted_and_patched_runs_leave_the_server_clean(comfy_server):
     assert all(np.array_equal(a, b) for a, b in zip(after, reference))
 
 
-def text_graph(prompt: str, seed: int, strength: float) -> dict:
+def text_graph(prompt: str, seed: int, strength: float, method: str = "linear_act") -> dict:
     g = txt2img_graph(prompt, seed=seed, batch=2, prefix="clip")
     g["tl"] = {"class_type": "ActLearnTextTransport", "inputs": {
         "clip": ["1", 1], "source_prompts": SOURCE, "target_prompts": TARGET,
-        "sites": "final norm", "pattern": "", "method": "linear_act", "support": "unbounded"}}
+        "sites": "final norm", "pattern": "", "method": method, "support": "unbounded",
+        **({"lineas_steps": 10} if method == "lineas" else {})}}
     g["tc"] = {"class_type": "ActApplyTransportCLIP",
                "inputs": {"clip": ["1", 1], "maps": ["tl", 0], "strength": strength}}
     g["2"]["inputs"]["clip"] = ["tc", 0]
     return g
 
 
-def test_text_encoder_maps_apply_to_the_clip(comfy_server):
+@pytest.mark.parametrize("method", ["linear_act", "lineas"])
+def test_text_encoder_maps_apply_to_the_clip(comfy_server, method):
+    """Learned on the checkpoint's CLIP (loaded under ComfyUI's inference mode; lineas learns
+    through it): λ = 0 leaves the images bit-identical, λ = 1 changes them."""
     plain = images_of(comfy_server, txt2img_graph(HELDOUT[0], seed=31, batch=2))
-    zero = images_of(comfy_server, text_graph(HELDOUT[0], seed=31, strength=0.0))
-    one = images_of(comfy_server, text_graph(HELDOUT[0], seed=31, strength=1.0))
+    zero = images_of(comfy_server, text_graph(HELDOUT[0], seed=31, strength=0.0, method=method))
+    one = images_of(comfy_server, text_graph(HELDOUT[0], seed=31, strength=1.0, method=method))
     assert all(np.array_equal(a, b) for a, b in zip(plain, zero))
     assert not all(np.array_equal(a, b) for a, b in zip(plain, one))
     # the unpatched CLIP in the same server is unaffected afterwards
