@@ -26,12 +26,14 @@ from ..act_core import (
     resolve_sites,
 )
 from ..act_core.block_stacks import find_block_stacks
+from ..act_core.diagnose import Diagnosis
 from ..act_core.discover import discover_sites
 from ..act_core.errors import MapCompatibilityError
 from ..act_core.lineas import LineasConfig
 from ..act_core.schedule import ApplySettings
 from ..act_core.sites import site_widths
 from ..act_core.strength import MAX_STRENGTH
+from .chart import diagnosis_image
 from .learn import METHOD_CHOICES, parse_prompts
 from .learn_lineas import fit_lineas_clip
 
@@ -213,7 +215,15 @@ class ActLearnTextTransport(IO.ComfyNode):
                                        "shift in target standard deviations per step)."),
             ],
             outputs=[IO.Custom("ACT_MAPS").Output(display_name="maps",
-                                                  tooltip="Maps for the text encoder.")],
+                                                  tooltip="Maps for the text encoder."),
+                     IO.Image.Output(display_name="diagnostics",
+                                     tooltip="Per site: how far apart source and target are "
+                                             "(blue), what is left after the maps (orange), "
+                                             "sites switched off (grey). Connect a Preview "
+                                             "Image node."),
+                     IO.String.Output(display_name="report",
+                                      tooltip="The same per-site numbers and any warning, "
+                                              "as text.")],
         )
 
     @classmethod
@@ -224,8 +234,11 @@ class ActLearnTextTransport(IO.ComfyNode):
         target = parse_prompts(target_prompts, "target_prompts")
         config = LineasConfig(steps=lineas_steps, batch_size=TEXT_LINEAS.batch_size,
                               lr=lineas_lr)
-        return IO.NodeOutput(learn_text_maps(clip, source, target, sites, pattern, method,
-                                             support, encoder, lineas=config))
+        maps = learn_text_maps(clip, source, target, sites, pattern, method, support, encoder,
+                               lineas=config)
+        diagnosis = Diagnosis.from_dict(maps.metadata["extra"]["diagnosis"])
+        report = diagnosis.text()
+        return IO.NodeOutput(maps, diagnosis_image(diagnosis), report, ui={"text": (report,)})
 
 
 class ActApplyTransportCLIP(IO.ComfyNode):

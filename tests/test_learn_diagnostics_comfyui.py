@@ -57,3 +57,25 @@ def test_a_learn_whose_maps_move_nothing_says_so(comfy_server):
     assert "0 with a non-identity map" in text
     assert "move almost nothing" in comfy_server.log_tail(200000)
     assert len(images) == 1
+
+
+def _text_graph(source: str, target: str, method: str) -> dict:
+    return {
+        "1": {"class_type": "CheckpointLoaderSimple",
+              "inputs": {"ckpt_name": "act_toyworld_sd15.safetensors"}},
+        "learn": {"class_type": "ActLearnTextTransport", "inputs": {
+            "clip": ["1", 1], "source_prompts": source, "target_prompts": target,
+            "sites": "layer outputs", "pattern": "", "method": method, "support": "unbounded"}},
+        "preview": {"class_type": "PreviewImage", "inputs": {"images": ["learn", 1]}},
+    }
+
+
+
+def test_the_text_encoder_learn_warns_as_the_model_learn_does(comfy_server):
+    """AcT Learn Text-Encoder Transport with source = target: the warning is in the node's
+    text and the server log, and the picture is drawn."""
+    text, images = _run(comfy_server, _text_graph(SOURCE, SOURCE, "linear_act"))
+    assert "barely differ" in text and "12 sites" in text
+    assert "AcT Learn Text-Encoder Transport: source and target barely differ" in (
+        comfy_server.log_tail(200000))
+    assert len(images) == 1 and images[0].std() > 0
