@@ -35,6 +35,7 @@ from ..act_core.sites import site_widths
 from ..act_core.strength import MAX_STRENGTH
 from .chart import diagnosis_image
 from .learn import METHOD_CHOICES, parse_prompts
+from .learn_auto import diagnosis_outputs
 from .learn_lineas import fit_lineas_clip
 
 __all__ = ["ActApplyTransportCLIP", "ActLearnTextTransport", "TEXT_PRESETS", "TEXT_TARGET",
@@ -216,14 +217,7 @@ class ActLearnTextTransport(IO.ComfyNode):
             ],
             outputs=[IO.Custom("ACT_MAPS").Output(display_name="maps",
                                                   tooltip="Maps for the text encoder."),
-                     IO.Image.Output(display_name="diagnostics",
-                                     tooltip="Per site: how far apart source and target are "
-                                             "(blue), what is left after the maps (orange), "
-                                             "sites switched off (grey). Connect a Preview "
-                                             "Image node."),
-                     IO.String.Output(display_name="report",
-                                      tooltip="The same per-site numbers and any warning, "
-                                              "as text.")],
+                     *diagnosis_outputs()],
         )
 
     @classmethod

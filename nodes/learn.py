@@ -28,7 +28,7 @@ from .families import (
     preset_names,
     resolve_patterns,
 )
-from .learn_auto import auto_report, choose_by_measurement
+from .learn_auto import auto_report, choose_by_measurement, diagnosis_outputs
 from .learn_lineas import fit_lineas_comfy
 from .learn_runs import (
     COLLECT,
@@ -344,14 +344,7 @@ class ActLearnTransport(IO.ComfyNode):
             ],
             outputs=[IO.Custom("ACT_MAPS").Output(display_name="maps",
                                                   tooltip="The fitted transport maps."),
-                     IO.Image.Output(display_name="diagnostics",
-                                     tooltip="Per site: how far apart source and target are "
-                                             "(blue), what is left after the maps (orange), "
-                                             "sites switched off (grey). Connect a Preview "
-                                             "Image node."),
-                     IO.String.Output(display_name="report",
-                                      tooltip="The same per-site numbers and any warning, "
-                                              "as text.")],
+                     *diagnosis_outputs()],
         )
 
     @classmethod

@@ -23,13 +23,14 @@ import comfy.model_management
 import comfy.sample
 import comfy.samplers
 import torch
+from comfy_api.latest import IO
 
 from ..act_core import Site, SiteError, apply_transport, fit_sites
 from ..act_core.selection import Selection, heldout_split, output_gap, select
 from .families import SITE_PRESETS, STRUCTURE_PRESETS, arch_of, choose_sites
 
 __all__ = ["SCORE_SAMPLES", "SCORE_STEPS", "auto_report", "candidate_names",
-           "choose_by_measurement"]
+           "choose_by_measurement", "diagnosis_outputs"]
 
 log = logging.getLogger(__name__)
 SCORE_STEPS = 6
@@ -135,3 +136,14 @@ def auto_report(maps, diagnosis) -> tuple[str, list[str]]:
     text = diagnosis.text() if selection is None else f"{selection.text()}\n\n{diagnosis.text()}"
     warnings = [*(selection.warnings if selection else ()), *diagnosis.warnings]
     return text, warnings
+
+
+def diagnosis_outputs() -> list:
+    """The learn nodes' "did it do anything?" outputs, after their maps: the picture and the
+    report text."""
+    return [IO.Image.Output(display_name="diagnostics",
+                            tooltip="Per site: how far apart source and target are (blue), "
+                                    "what is left after the maps (orange), sites switched "
+                                    "off (grey). Connect a Preview Image node."),
+            IO.String.Output(display_name="report",
+                             tooltip="The same per-site numbers and any warning, as text.")]
