@@ -1,4 +1,6 @@
-"""LinEAS inside AcT Learn Transport: every site learned jointly through ComfyUI's denoiser.
+"""LinEAS inside the learn nodes: every site learned jointly through ComfyUI's denoiser (AcT
+Learn Transport) or through a CLIP's text encoder(s) (AcT Learn Text-Encoder Transport,
+:func:`fit_lineas_clip`; the switches of :func:`differentiable` serve both).
 
 The prompts run through ComfyUI's own sampling path once per evaluation (as for the other
 estimators: seeded noise at the chosen point of the schedule, cfg 1, conditional half). ComfyUI
