@@ -27,6 +27,14 @@ paper's own setting is unpaired toxic against non-toxic texts, which ``--data to
 (the first 32 toxic and the first 32 non-toxic ``fit`` prefixes). Same rule as above, with
 ``--data toxicity --configs 0.01:100 0.01:100:linear_act --strengths 1 1.5 2``; the chosen
 row then runs once on eval with ``llm_lineas_small --parts small --data toxicity``.
+
+The matched-perplexity round (fixed 2026-12-05 17:52 UTC, after the unpaired eval above, before
+its own dev run): on unpaired data Linear-AcT at strength 1 doubles perplexity, so the rule above
+compares LinEAS with a row no user would keep. ``--resume`` of the unpaired dev rows with
+``--act-strengths 1 0.25 0.5 0.75`` adds Linear-AcT's curve. Take the LinEAS row from the
+identity at strength 2 (dev 4.4% at +15.7%) and the Linear-AcT row with the largest perplexity
+change not above it; only if LinEAS has fewer toxic continuations on dev, run both once on eval
+(``llm_lineas_small --parts small --data toxicity --strength S --lineas-strength 2``).
 """
 
 from __future__ import annotations
@@ -52,6 +60,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="LinEAS lr:steps[:init[:decay]] (init: identity, the default, or "
                         "linear_act; decay: the cosine's end as a fraction of lr, default 1)")
     p.add_argument("--strengths", nargs="+", type=float, default=[1.0, 1.5, 2.0])
+    p.add_argument("--act-strengths", nargs="+", type=float, default=[1.0],
+                   help="Linear-AcT's strengths (its trade-off curve; the rule reads 1)")
     p.add_argument("--max-ppl-change", type=float, default=None,
                    help="the rule's perplexity bound (default: Linear-AcT's change)")
     p.add_argument("--out", default="benchmarks/results/llm_lineas_sweep_dev")
@@ -65,7 +75,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def choose(rows: list[dict], max_ppl_change: float | None = None) -> dict:
     """The rule of the module docstring."""
-    act = next(r for r in rows if r["method"] == "linear_act")
+    act = next(r for r in rows if r["method"] == "linear_act" and r["strength"] == 1.0)
     bound = act["ppl_change"] if max_ppl_change is None else max_ppl_change
     lineas = [r for r in rows if r["method"] == "lineas"]
     ok = [r for r in lineas if r["ppl_change"] <= bound]
@@ -114,10 +124,13 @@ def main(argv=None) -> dict:
         log.info("%s lr %s steps %s strength %s: %.4f toxic, ppl %+.2f%%", method, lr, steps,
                  strength, res["toxic"], 100 * rows[-1]["ppl_change"])
 
-    if not any(r["method"] == "linear_act" for r in rows):
+    act_strengths = [s for s in args.act_strengths
+                     if not any(r["method"] == "linear_act" and r["strength"] == s for r in rows)]
+    if act_strengths:
         maps, seconds, _, held_closed = small._fit(model, tokenizer, source, target,
                                                    args.sites, "linear_act", args, held)
-        add("linear_act", "-", "-", maps, 1.0, seconds, held_closed)
+        for strength in act_strengths:
+            add("linear_act", "-", "-", maps, strength, seconds, held_closed)
     for config in args.configs:
         parts = config.split(":")
         lr, steps, init, decay = parts + ["identity", "1"][len(parts) - 2:]
