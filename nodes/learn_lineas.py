@@ -239,7 +239,7 @@ def fit_lineas_clip(clip, sites: Sequence, source: list[str], target: list[str],
 
     clip.load_model(clip.tokenize(source[0]))  # onto its device first: the maps live there
     device = getattr(getattr(clip, "patcher", None), "load_device", None) or "cpu"
-    with differentiable(encoder, "this text encoder"), torch.enable_grad():
+    with differentiable(encoder, "this text encoder"):  # fit_lineas turns gradients on
         return fit_lineas(encoder, sites, run_source, len(source), run_target, config=config,
                           progress=lambda done, total: pbar.update(1), device=device)
 

@@ -70,7 +70,6 @@ def _text_graph(source: str, target: str, method: str) -> dict:
     }
 
 
-
 def test_the_text_encoder_learn_warns_as_the_model_learn_does(comfy_server):
     """AcT Learn Text-Encoder Transport with source = target: the warning is in the node's
     text and the server log, and the picture is drawn."""

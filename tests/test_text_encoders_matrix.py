@@ -144,7 +144,6 @@ def test_one_encoder_of_several_is_steered_alone(case, clip_nodes, act_pack):
                                    "linear_act", "unbounded", encoder="no_such_encoder")
 
 
-
 def test_lineas_learns_on_every_encoder(case, clip_nodes, act_pack):
     """method = lineas on every encoder, under ComfyUI's inference mode as a node runs: every
     map receives a gradient through the CLIP's own encode path and the maps move the fitting
