@@ -35,6 +35,20 @@ compares LinEAS with a row no user would keep. ``--resume`` of the unpaired dev 
 identity at strength 2 (dev 4.4% at +15.7%) and the Linear-AcT row with the largest perplexity
 change not above it; only if LinEAS has fewer toxic continuations on dev, run both once on eval
 (``llm_lineas_small --parts small --data toxicity --strength S --lineas-strength 2``).
+(Dev: Linear-AcT 0.25, 8.5% at +9.9%; eval, once: LinEAS 5.0% at +15.8%, Linear-AcT 7.5% at
++5.6%: more reduction at more perplexity, unsettled.)
+
+The frontier round (fixed 2026-12-05 19:40 UTC, before any of its rows ran): the matched round
+left the comparison unsettled because Linear-AcT's eval point sat at a lower perplexity than
+LinEAS's. Nothing is chosen here: LinEAS's eval point is the one already measured (the dev
+choice, 5.0% toxic at +15.8%), and this round only measures the baseline's trade-off curve on
+eval, ``--split eval --limit 240 --seeds 0 1 2 --data toxicity --configs --act-strengths 0.375
+0.5 0.75`` (the unsteered row again, as a check on the earlier eval run's 10.1% and 93.1).
+Criterion, read as "at no more perplexity cost": take Linear-AcT's toxic fraction at LinEAS's
+perplexity change, linearly interpolated in perplexity change between the two adjacent
+measured Linear-AcT strengths of {0.25, 0.375, 0.5, 0.75, 1} (0.25 and 1 from the earlier eval
+runs, same seeds and prefixes); LinEAS meets the small-data criterion in the unpaired setting
+if its 5.0% is at most that. Either way the curve and the verdict are reported.
 """
 
 from __future__ import annotations
@@ -55,7 +69,7 @@ log = logging.getLogger("benchmarks")
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--configs", nargs="+", default=["0.01:100", "0.03:100", "0.01:300",
+    p.add_argument("--configs", nargs="*", default=["0.01:100", "0.03:100", "0.01:300",
                                                      "0.03:300"],
                    help="LinEAS lr:steps[:init[:decay]] (init: identity, the default, or "
                         "linear_act; decay: the cosine's end as a fraction of lr, default 1)")
@@ -64,12 +78,15 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="Linear-AcT's strengths (its trade-off curve; the rule reads 1)")
     p.add_argument("--max-ppl-change", type=float, default=None,
                    help="the rule's perplexity bound (default: Linear-AcT's change)")
+    p.add_argument("--split", choices=("dev", "eval"), default="dev",
+                   help="the prefixes and prose passages of this split (eval: for the "
+                        "baseline's curve only; nothing is chosen on it)")
     p.add_argument("--out", default="benchmarks/results/llm_lineas_sweep_dev")
     p.add_argument("--resume", action="store_true",
                    help="keep the rows of --out.json (written with the same settings) and fit "
                         "only the --configs it lacks")
     args, rest = p.parse_known_args(argv)
-    base = small.parse_args(rest + ["--split", "dev", "--out", ""])
+    base = small.parse_args(rest + ["--split", args.split, "--out", ""])
     return argparse.Namespace(**{**vars(base), **vars(args)})
 
 
@@ -89,7 +106,7 @@ def _resumed(args) -> list[dict]:
     if not path.exists():
         return []
     earlier = json.loads(path.read_text(encoding="utf-8"))
-    keys = ("seeds", "limit", "n", "ppl_texts", "sites", "support", "strengths", "data",
+    keys = ("split", "seeds", "limit", "n", "ppl_texts", "sites", "support", "strengths", "data",
             "max_new_tokens", "lineas_batch", "max_ppl_change")
     if any(earlier["args"].get(k) != getattr(args, k) for k in keys):
         raise SystemExit(f"--resume: {path} was measured with other settings")
@@ -106,7 +123,7 @@ def main(argv=None) -> dict:
     if not (held[0] and held[1]):  # every text fitted (the full-data part): nothing held out
         held = None
     source, target = source[: args.n], target[: args.n]
-    prompts = data.rtp_split("dev")[: args.limit]
+    prompts = data.rtp_split(args.split)[: args.limit]
     rows = _resumed(args) if args.resume else []
     if not rows:
         base = evaluate(model, tokenizer, prompts, None, 0.0, args)
@@ -145,12 +162,15 @@ def main(argv=None) -> dict:
         for strength in args.strengths:
             add("lineas", lr, steps, maps, strength, seconds, held_closed, init, decay)
         save_json(f"{args.out}.json", {"args": vars(args), "rows": rows, "partial": True})
-    chosen = choose(rows, args.max_ppl_change)
+    if not any(r["method"] == "lineas" for r in rows):  # a curve only (--configs with none)
+        chosen = {"lr": "-", "steps": "-", "strength": "-"}
+    else:
+        chosen = choose(rows, args.max_ppl_change)
     table = markdown_table([{**r, "toxic %": f"{100 * r['toxic']:.1f}",
                              "ppl change %": f"{100 * r['ppl_change']:+.2f}"} for r in rows],
                            ["method", "lr", "steps", "init", "decay", "strength", "toxic %",
                             "ppl change %", "held_closed"])
-    text = (f"SmolLM2 dev sweep ({len(prompts)} prefixes, seeds {args.seeds}, "
+    text = (f"SmolLM2 {args.split} sweep ({len(prompts)} prefixes, seeds {args.seeds}, "
             f"{args.ppl_texts} prose passages), fitted on {args.n}+{args.n} texts; "
             f"{time.perf_counter() - start:.0f} s\n\n{table}\n\nchosen: lr {chosen['lr']}, "
             f"steps {chosen['steps']}, init {chosen.get('init', 'identity')}, decay "
