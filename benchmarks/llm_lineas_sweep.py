@@ -38,7 +38,7 @@ change not above it; only if LinEAS has fewer toxic continuations on dev, run bo
 (Dev: Linear-AcT 0.25, 8.5% at +9.9%; eval, once: LinEAS 5.0% at +15.8%, Linear-AcT 7.5% at
 +5.6%: more reduction at more perplexity, unsettled.)
 
-The frontier round (fixed 2026-12-05 19:40 UTC, before any of its rows ran): the matched round
+The frontier round (fixed 2026-12-05 19:09 UTC, before any of its rows ran): the matched round
 left the comparison unsettled because Linear-AcT's eval point sat at a lower perplexity than
 LinEAS's. Nothing is chosen here: LinEAS's eval point is the one already measured (the dev
 choice, 5.0% toxic at +15.8%), and this round only measures the baseline's trade-off curve on
