@@ -65,6 +65,22 @@ class Diagnosis:
     sites: tuple[SiteDiagnosis, ...]
     warnings: tuple[str, ...]
 
+    @property
+    def separation(self) -> float:
+        """Summed separation of every site (before the maps)."""
+        return sum(s.separation for s in self.sites)
+
+    @property
+    def remaining(self) -> float:
+        """Summed separation left after the maps."""
+        return sum(s.remaining for s in self.sites)
+
+    @property
+    def closed(self) -> float:
+        """Share of the summed separation the maps close (1: all; below 0: further apart)."""
+        separation = self.separation
+        return 1.0 - self.remaining / separation if separation > 0 else 0.0
+
     def text(self, limit: int = 40) -> str:
         """A plain-text table (the ``limit`` most separated sites) followed by the warnings."""
         kept_sites = sum(1 for s in self.sites if s.kept)

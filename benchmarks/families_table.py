@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from act_core.diagnose import Diagnosis
 from harness.comfy_env import import_comfy, import_pack
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -118,8 +119,7 @@ def _lineas_status(nodes, case) -> str:
     except ValueError as error:
         return "no: " + str(error).split(": ", 1)[-1].split("; choose")[0]
     moved = sum(bool((m.scale != 1).any()) for m in maps.values())
-    before = sum(s.separation for s in report.sites)
-    after = sum(s.remaining for s in report.sites)
+    before, after = report.separation, report.remaining
     return f"yes: {moved}/{len(maps)} sites, separation {before:.3g} -> {after:.3g}"
 
 
@@ -148,9 +148,8 @@ def _encoder_lineas(clip_nodes, encoders, clip) -> str:
     with torch.inference_mode():
         maps = clip_nodes.learn_text_maps(clip, encoders.MATRIX_SOURCE, encoders.MATRIX_TARGET,
                                           "layer outputs", "", "lineas", "unbounded")
-    sites = maps.metadata["extra"]["diagnosis"]["sites"].values()
-    before = sum(s["separation"] for s in sites)
-    after = sum(s["remaining"] for s in sites)
+    report = Diagnosis.from_dict(maps.metadata["extra"]["diagnosis"])
+    before, after = report.separation, report.remaining
     return f"{before:.3g} -> {after:.3g} ({after / before:.0%} left)"
 
 

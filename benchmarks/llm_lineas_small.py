@@ -158,8 +158,7 @@ def _fit(model, tokenizer, source, target, sites, method, args, held=None,
     # below 0: the transported source is further from the target than the source was)
     report = diagnose(samples["source"], samples["target"], maps,
                       samples.get("transported"))
-    separation = sum(site.separation for site in report.sites)
-    closed = 1 - sum(site.remaining for site in report.sites) / max(separation, 1e-12)
+    closed = report.closed
     log.info("%s: %.3f of the separation closed on the fitting texts", method, closed)
     # the same share on texts the maps were not fitted on, with every map applied at once
     # (as when steering; the "closed" above applies each Linear-AcT map alone)

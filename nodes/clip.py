@@ -34,6 +34,7 @@ from ..act_core.schedule import ApplySettings
 from ..act_core.sites import site_widths
 from ..act_core.strength import MAX_STRENGTH
 from .chart import diagnosis_image
+from .common import encode_prompt
 from .learn import METHOD_CHOICES, parse_prompts
 from .learn_auto import diagnosis_outputs
 from .learn_lineas import fit_lineas_clip
@@ -71,10 +72,6 @@ def _chosen_encoders(clip, encoder: str) -> list[str] | None:
     return names
 
 
-def _encode(clip, prompt: str) -> None:
-    clip.encode_from_tokens(clip.tokenize(prompt))
-
-
 def choose_text_sites(clip, sites: str, pattern: str, encoder: str, probe_prompt: str):
     """(patterns, sites) on ``clip.cond_stage_model``: a structure preset restricted to the
     chosen encoders, or custom patterns (full module paths, any encoder)."""
@@ -87,7 +84,7 @@ def choose_text_sites(clip, sites: str, pattern: str, encoder: str, probe_prompt
         return patterns, resolve_sites(model, patterns)
     if sites not in TEXT_PRESETS:
         raise ValueError(f"sites must be one of {[*TEXT_PRESETS, 'custom']}, got {sites!r}")
-    chosen = discover_sites(model, lambda: _encode(clip, probe_prompt), TEXT_PRESETS[sites],
+    chosen = discover_sites(model, lambda: encode_prompt(clip, probe_prompt), TEXT_PRESETS[sites],
                             within=_chosen_encoders(clip, encoder))
     return [str(site) for site in chosen], chosen
 
@@ -119,7 +116,7 @@ def learn_text_maps(clip, source: list[str], target: list[str], sites: str, patt
         def runner(prompts):
             def run(recorder) -> None:
                 for p in prompts:
-                    _encode(clip, p)
+                    encode_prompt(clip, p)
                     pbar.update(1)
             return run
 

@@ -1,7 +1,8 @@
-"""Helpers shared by the nodes: the ACT_MAPS value (an act_core MapSet), families."""
+"""Helpers shared by the nodes: the ACT_MAPS value (an act_core MapSet), families, prompts."""
 
 from __future__ import annotations
 
+import comfy.model_management
 from torch import nn
 
 from ..act_core.timesteps import maps_by_range as maps_by_bucket
@@ -9,8 +10,15 @@ from ..act_core.timesteps import range_sites as sites_of
 from ..act_core.timesteps import timestep_ranges as buckets_of
 from .families import family_of_config
 
-__all__ = ["buckets_of", "drop_cached_state", "family_of", "maps_by_bucket",
+__all__ = ["buckets_of", "drop_cached_state", "encode_prompt", "family_of", "maps_by_bucket",
            "sites_of"]
+
+
+def encode_prompt(clip, prompt: str):
+    """Encode one prompt as CLIP Text Encode does (the Cancel button stops it between prompts)."""
+    comfy.model_management.throw_exception_if_processing_interrupted()
+    return clip.encode_from_tokens(clip.tokenize(prompt))
+
 
 def family_of(model) -> str:
     """Family of a ComfyUI MODEL (ModelPatcher), e.g. ``sd15``."""

@@ -30,7 +30,7 @@ import comfy.samplers
 import torch
 
 from ..act_core.lineas import LineasConfig, LineasFit, fit_lineas
-from .common import drop_cached_state
+from .common import drop_cached_state, encode_prompt
 from .learn_runs import noise_parts
 
 __all__ = ["fit_lineas_clip", "fit_lineas_comfy", "with_gradients"]
@@ -225,17 +225,13 @@ def fit_lineas_clip(clip, sites: Sequence, source: list[str], target: list[str],
     """
     encoder = clip.cond_stage_model
 
-    def encode(prompt: str) -> None:
-        comfy.model_management.throw_exception_if_processing_interrupted()
-        clip.encode_from_tokens(clip.tokenize(prompt))
-
     def run_source(indices, recorder) -> None:
         for i in indices:
-            encode(source[i])
+            encode_prompt(clip, source[i])
 
     def run_target(recorder) -> None:
         for prompt in target:
-            encode(prompt)
+            encode_prompt(clip, prompt)
 
     clip.load_model(clip.tokenize(source[0]))  # onto its device first: the maps live there
     device = getattr(getattr(clip, "patcher", None), "load_device", None) or "cpu"

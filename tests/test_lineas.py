@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from act_core import FitError, apply_transport, load_maps, record_activations, save_maps
-from act_core.diagnose import diagnose
+from act_core.diagnose import closed_share, diagnose
 from act_core.estimators import linear_act
 from act_core.lineas import LineasConfig, fit_lineas
 from act_core.patch import interventions
@@ -78,6 +78,9 @@ def test_lineas_carries_the_source_onto_the_target_at_every_site():
     for site in report.sites:
         assert site.signal > 5 and site.remaining < 0.25 * site.separation, site
     assert not report.warnings
+    # the summed share the report gives is the one closed_share measures from the samples
+    closed = closed_share(fitted.source, fitted.target, fitted.transported)
+    assert report.closed == pytest.approx(closed, rel=1e-6) and report.closed > 0.75
     for tmap in fitted.maps.values():
         assert tmap.method == "lineas" and tmap.mode == "tokens"
         assert (tmap.n_source, tmap.n_target) == (40, 24)

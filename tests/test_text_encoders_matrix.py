@@ -23,6 +23,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from act_core.diagnose import Diagnosis
 from act_core.patch import interventions
 from harness import encoder_recipes
 
@@ -175,10 +176,9 @@ def test_lineas_learns_on_every_encoder(case, clip_nodes, act_pack):
     cond, _ = _encode(clip_nodes.patch_clip(case.clip, maps, 1.0))
     assert torch.isfinite(cond).all()
     assert not torch.allclose(cond, case.baseline[0], rtol=1e-3, atol=1e-3)
-    sites = maps.metadata["extra"]["diagnosis"]["sites"]
-    assert list(sites) == list(maps)
-    remaining = sum(site["remaining"] for site in sites.values())
-    assert remaining < sum(site["separation"] for site in sites.values())
+    report = Diagnosis.from_dict(maps.metadata["extra"]["diagnosis"])
+    assert [s.site for s in report.sites] == list(maps)
+    assert report.remaining < report.separation
 
 
 @pytest.mark.parametrize("method", ["linear_act", "lineas"])
