@@ -20,6 +20,12 @@ Fitting texts only, no generation, about a minute (``--likelihood``: three more)
 
     python -m benchmarks.llm_gate_unseen_probe --likelihood \
         --out benchmarks/results/llm_gate_unseen_probe.json
+
+``--directions lda mean mean_raw`` compares act fit's discriminant with a plain difference of
+means (the direction steering papers often read), each at the strict threshold:
+
+    python -m benchmarks.llm_gate_unseen_probe --directions lda mean mean_raw \
+        --out benchmarks/results/llm_gate_unseen_directions.json
 """
 
 from __future__ import annotations
@@ -30,9 +36,10 @@ import logging
 import torch
 
 from act_core import hf
+from act_core.gate import separation_auroc
 from act_core.hf import data
 from act_core.hf.gating import _positives, _token_activations, reader_site
-from act_core.seqgate import fit_sequence_gate
+from act_core.seqgate import SequenceGate, fit_sequence_gate
 from act_core.sites import Site
 from benchmarks.llm_common import load_model, save_json, setup
 
@@ -64,6 +71,10 @@ def _tally(counts: dict, on: torch.Tensor, positives: torch.Tensor, ids: torch.T
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--layers", nargs="+", type=int, default=[1, 2, 3, 4, 6, 8, 12, 18])
+    p.add_argument("--directions", nargs="+", choices=("lda", "mean", "mean_raw"),
+                   default=["lda"], help="the probe's direction: act fit's Ledoit-Wolf "
+                   "discriminant (lda), or the difference of the positive and target tokens' "
+                   "means, standardised per unit (mean) or raw (mean_raw); all strict")
     p.add_argument("--likelihood", action="store_true")
     p.add_argument("--quantiles", nargs="+", type=float, default=[1, 0.999, 0.995, 0.99, 0.98,
                                                                  0.95])
@@ -82,23 +93,32 @@ def main(argv=None) -> dict:
         site = reader_site(model, layers)
         src = _token_activations(model, tokenizer, source, Site.parse(site), 64)
         tgt = _token_activations(model, tokenizer, target, Site.parse(site), 64)
-        counts = _counts()
-        for fit, held in (halves, halves[::-1]):
-            gate = fit_sequence_gate(site, [src[i] for i in fit], [tgt[i] for i in fit],
-                                     [positives[i] for i in fit])
-            words = set(torch.cat([ids[i][positives[i]] for i in fit]).tolist())
-            for i in held:
-                _tally(counts, gate.scores(src[i]) > 0, positives[i], ids[i], words,
-                       bool((gate.scores(tgt[i]) > 0).any()))
-        rows.append({"layers": layers, **counts})
-        log.info("%s", rows[-1])
-    print("| reader after | seen words above threshold | unseen words above threshold | "
-          "held-out softened texts on |")
-    print("|---|---|---|---|")
+        for direction in args.directions:
+            counts, aurocs = _counts(), []
+            for fit, held in (halves, halves[::-1]):
+                gate = _gate(direction, site, [src[i] for i in fit], [tgt[i] for i in fit],
+                             [positives[i] for i in fit])
+                words = set(torch.cat([ids[i][positives[i]] for i in fit]).tolist())
+                for i in held:
+                    _tally(counts, gate.scores(src[i]) > 0, positives[i], ids[i], words,
+                           bool((gate.scores(tgt[i]) > 0).any()))
+                aurocs.append(_unseen_auroc(gate, [src[i] for i in held],
+                                            [tgt[i] for i in held], [positives[i] for i in held],
+                                            [ids[i] for i in held], words))
+            rows.append({"layers": layers, "direction": direction, **counts,
+                         "auroc_tokens": sum(a[0] for a in aurocs) / 2,
+                         "auroc_texts": sum(a[1] for a in aurocs) / 2})
+            log.info("%s", rows[-1])
+    print("| reader after | direction | seen words above threshold | unseen words above "
+          "threshold | held-out softened texts on | AUROC unseen-word tokens | AUROC "
+          "unseen-word texts |")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['layers']} | {r['seen_on']}/{r['seen']} ({r['seen_on'] / r['seen']:.2f}) "
+        print(f"| {r['layers']} | {r['direction']} | {r['seen_on']}/{r['seen']} "
+              f"({r['seen_on'] / r['seen']:.2f}) "
               f"| {r['unseen_on']}/{r['unseen']} ({r['unseen_on'] / r['unseen']:.2f}) "
-              f"| {r['target_on']}/{r['targets']} |")
+              f"| {r['target_on']}/{r['targets']} | {r['auroc_tokens']:.3f} "
+              f"| {r['auroc_texts']:.3f} |")
     result = {"rows": rows}
     if args.likelihood:
         result["likelihood"] = _likelihood(model, tokenizer, source, target, positives, ids,
@@ -106,6 +126,42 @@ def main(argv=None) -> dict:
     if args.out:
         save_json(args.out, result)
     return result
+
+
+def _unseen_auroc(gate, source: list, target: list, positives: list, ids: list,
+                  words: set) -> tuple[float, float]:
+    """Threshold-free ranking on held-out pairs: (held-out positive tokens of words the fitting
+    half never swapped against every held-out softened token; the peak score of each held-out
+    toxic text with such a word against the peak of each softened text)."""
+    unseen, negatives, peaks, softened = [], [], [], []
+    for src, tgt, mask, tokens in zip(source, target, positives, ids, strict=True):
+        scores = gate.scores(src)
+        n = scores.shape[0]
+        new = mask[:n] & torch.tensor([t not in words for t in tokens[:n].tolist()],
+                                      dtype=torch.bool)
+        unseen.append(scores[new])
+        negatives.append(gate.scores(tgt))
+        softened.append(negatives[-1].max())
+        if new.any():
+            peaks.append(scores.max())
+    return (separation_auroc(torch.cat(unseen), torch.cat(negatives)),
+            separation_auroc(torch.stack(peaks), torch.stack(softened)))
+
+
+def _gate(direction: str, site: str, source: list, target: list, positives: list):
+    """act fit's gate (``lda``), or a strict gate along the difference of the positive and the
+    target tokens' means (``mean``: per-unit standardised, as the discriminant's coordinates;
+    ``mean_raw``: raw), its threshold just above the largest target token score."""
+    if direction == "lda":
+        return fit_sequence_gate(site, source, target, positives)
+    pos = torch.cat([s[m[: s.shape[0]]] for s, m in zip(source, positives, strict=True)]).double()
+    neg = torch.cat(target).double()
+    diff = pos.mean(0) - neg.mean(0)  # (D,)
+    if direction == "mean":
+        var = torch.cat([pos, neg]).var(0) + 1e-12
+        diff = diff / var  # standardised difference, back in raw coordinates
+    cut = float((neg @ diff).max())
+    return SequenceGate(site=site, weight=diff.float(), bias=-cut - 1e-4 * abs(cut))
 
 
 @torch.inference_mode()
