@@ -20,6 +20,9 @@ shared cores the server needed about 40 s per KSampler node when this was writte
 table through the real server: ``python -m benchmarks.toy_gate_server`` (docs/results_gate.md).
 
 ``python -m benchmarks.toy_gate`` writes docs/results_gate.md and benchmarks/results/toy_gate.json.
+Gated LinEAS maps (AcT Learn Transport's LinEAS defaults, sites auto, one gate per site):
+``python -m benchmarks.toy_gate --method lineas --ramp strict`` (benchmarks/results/
+toy_gate_lineas.json).
 """
 
 from __future__ import annotations
@@ -72,12 +75,21 @@ def presence(exp, images: list[np.ndarray]) -> float:
     return float(np.mean(hits)) if hits else float("nan")
 
 
-def measure(toy, name: str, seeds: int, ramp: str = "balanced") -> dict:
-    """Learn the gated maps of one experiment and compare the three variants."""
+def measure(toy, name: str, seeds: int, ramp: str = "balanced",
+            method: str = "linear_act") -> dict:
+    """Learn the gated maps of one experiment and compare the three variants. ``method =
+    "lineas"``: LinEAS at AcT Learn Transport's defaults (sites auto, 60 steps, batch 4, lr
+    0.1), every site learned jointly; each site still gets its own gate."""
     exp = EXPERIMENTS[name]()
     sets = eval_sets(name)
     start = time.perf_counter()
-    maps = toy.learn(exp.source, exp.target, sites=exp.sites, support=exp.support, gate=ramp)
+    if method == "lineas":
+        config = toy.pack.nodes.learn.LineasConfig(steps=60, batch_size=4, lr=0.1, seed=0)
+        maps = toy.learn(exp.source, exp.target, sites="auto", method="lineas",
+                         support=exp.support, gate=ramp, lineas=config)
+    else:
+        maps = toy.learn(exp.source, exp.target, sites=exp.sites, support=exp.support,
+                         gate=ramp)
     learn_s = time.perf_counter() - start
     prompts = [s.prompt for s in sets["other"] + sets["source"]]
     apply = toy.pack.nodes.apply.patch_model
@@ -139,8 +151,15 @@ def main(argv=None) -> None:
     ap.add_argument("--experiments", default="negation,style")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--ramp", default="balanced", help="gate ramp (act_core.gate.RAMPS)")
-    ap.add_argument("--raw", type=Path, default=ROOT / "benchmarks" / "results" / "toy_gate.json")
+    ap.add_argument("--method", default="linear_act", choices=("linear_act", "lineas"),
+                    help="lineas: AcT Learn Transport's LinEAS defaults (sites auto)")
+    ap.add_argument("--raw", type=Path, default=None,
+                    help="default benchmarks/results/toy_gate.json (toy_gate_lineas.json with "
+                         "--method lineas)")
     args = ap.parse_args(argv)
+    if args.raw is None:
+        name = "toy_gate.json" if args.method == "linear_act" else "toy_gate_lineas.json"
+        args.raw = ROOT / "benchmarks" / "results" / name
     import torch
 
     from benchmarks.toy_methods import Toy
@@ -150,7 +169,8 @@ def main(argv=None) -> None:
     results = {}
     for name in args.experiments.split(","):
         key = name if args.ramp == "balanced" else f"{name}_{args.ramp}"
-        results[key] = measure(toy, name, args.seeds, args.ramp)
+        key += "" if args.method == "linear_act" else f"_{args.method}"
+        results[key] = measure(toy, name, args.seeds, args.ramp, args.method)
         print(f"{key}: " + json.dumps({k: results[key][k]
                                        for k in ("plain", "gated", "ungated")}), flush=True)
     earlier = json.loads(args.raw.read_text()) if args.raw.exists() else {}
