@@ -75,21 +75,25 @@ def presence(exp, images: list[np.ndarray]) -> float:
     return float(np.mean(hits)) if hits else float("nan")
 
 
+def learn_gated(toy, exp, ramp: str, method: str = "linear_act"):
+    """The gated maps of experiment ``exp``: AcT Learn Transport's defaults on the experiment's
+    site preset, or (``method = "lineas"``) LinEAS at the node's defaults (sites auto, 60 steps,
+    batch 4, lr 0.1), every site learned jointly; each site still gets its own gate."""
+    if method == "lineas":
+        config = toy.pack.nodes.learn.LineasConfig(steps=60, batch_size=4, lr=0.1, seed=0)
+        return toy.learn(exp.source, exp.target, sites="auto", method="lineas",
+                         support=exp.support, gate=ramp, lineas=config)
+    return toy.learn(exp.source, exp.target, sites=exp.sites, support=exp.support, gate=ramp)
+
+
 def measure(toy, name: str, seeds: int, ramp: str = "balanced",
             method: str = "linear_act") -> dict:
-    """Learn the gated maps of one experiment and compare the three variants. ``method =
-    "lineas"``: LinEAS at AcT Learn Transport's defaults (sites auto, 60 steps, batch 4, lr
-    0.1), every site learned jointly; each site still gets its own gate."""
+    """Learn the gated maps of one experiment (:func:`learn_gated`) and compare the three
+    variants."""
     exp = EXPERIMENTS[name]()
     sets = eval_sets(name)
     start = time.perf_counter()
-    if method == "lineas":
-        config = toy.pack.nodes.learn.LineasConfig(steps=60, batch_size=4, lr=0.1, seed=0)
-        maps = toy.learn(exp.source, exp.target, sites="auto", method="lineas",
-                         support=exp.support, gate=ramp, lineas=config)
-    else:
-        maps = toy.learn(exp.source, exp.target, sites=exp.sites, support=exp.support,
-                         gate=ramp)
+    maps = learn_gated(toy, exp, ramp, method)
     learn_s = time.perf_counter() - start
     prompts = [s.prompt for s in sets["other"] + sets["source"]]
     apply = toy.pack.nodes.apply.patch_model

@@ -61,9 +61,7 @@ def main(argv=None) -> dict:
     toy = Toy()
     plan = sys.modules[f"{toy.pack.__name__}.act_core.apply"].TransportPlan
     exp, sets = EXPERIMENTS[args.experiment](), toy_gate.eval_sets(args.experiment)
-    config = toy.pack.nodes.learn.LineasConfig(steps=60, batch_size=4, lr=0.1, seed=0)
-    maps = toy.learn(exp.source, exp.target, sites="auto", method="lineas", support=exp.support,
-                     gate="strict", lineas=config)
+    maps = toy_gate.learn_gated(toy, exp, "strict", "lineas")
     order = list(maps)
     decider = order[0] if args.decider == "first" else max(
         order, key=lambda s: (maps[s].gate.auroc, -order.index(s)))
