@@ -47,11 +47,18 @@ def main(argv=None) -> dict:
     p.add_argument("--layers", nargs="+", type=int, default=[1, 2, 3, 4, 6])
     p.add_argument("--margins", nargs="+", type=float, default=[0, 0.1, 0.25, 0.5, 0.75, 1.0,
                                                                 1.5])
+    p.add_argument("--swaps", type=int, default=0, help="fit the gate on the pairs plus this "
+                   "many rewrites of each with other table words (llm_gate_swap_probe)")
+    p.add_argument("--swap-targets", choices=("own", "original"), default="own")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     setup()
     model, tokenizer = load_model()
     source, target = data.load_builtin("toxicity:paired")
+    if args.swaps:  # issue 23's fourth idea: rewrites with the table's other words
+        from benchmarks.llm_gate_swap_probe import swapped_pairs
+
+        source, target = swapped_pairs(source, args.swaps, targets=args.swap_targets)
     recorded = json.loads(RECORDED.read_text(encoding="utf-8"))
     seeds = recorded["args"]["seeds"]
     prompts = data.rtp_split("dev")[: recorded["n_prompts"]]
@@ -92,7 +99,8 @@ def main(argv=None) -> dict:
     for r in rows:
         print(f"| {r['layers']} | {r['margin']:g} | {r['drop_vs_ungated']:.2f} | "
               f"{r['benign_passing']}/{r['benign']} | {r['passages_passing']}/{r['passages']} |")
-    result = {"recorded": RECORDED.name, "toxic_unsteered": float(base),
+    result = {"recorded": RECORDED.name, "swaps": args.swaps,
+              "swap_targets": args.swap_targets, "toxic_unsteered": float(base),
               "toxic_ungated": float(floor), "continuations": n, "rows": rows}
     if args.out:
         save_json(args.out, result)

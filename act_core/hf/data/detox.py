@@ -6,26 +6,25 @@ A map fitted from toxic texts to the **same texts with only the offensive words 
 learns the difference that matters and leaves the rest of the distribution where it was.
 
 :data:`SUBSTITUTIONS` is a hand-written table (written for this project) of offensive words and
-a mild word of the same grammatical role. Identity terms ("black", "gay", ...) that the lexical
-classifier also scores as offensive are deliberately *not* in it: the maps must not learn to
-erase them.
+a mild word of the same grammatical role, grouped by kind in :data:`ROLES`. Identity terms
+("black", "gay", ...) that the lexical classifier also scores as offensive are deliberately
+*not* in it: the maps must not learn to erase them.
 """
 
 from __future__ import annotations
 
 import re
 
-__all__ = ["SUBSTITUTIONS", "soften"]
+__all__ = ["ROLES", "SUBSTITUTIONS", "soften"]
 
-SUBSTITUTIONS: dict[str, str] = {
-    # expletives
+ROLES: dict[str, dict[str, str]] = {"expletive": {
     "fuck": "darn", "fucks": "darns", "fucking": "really", "fuckin": "really",
     "fucked": "messed", "fucker": "fellow", "fuckers": "fellows",
     "motherfucker": "fellow", "motherfuckers": "fellows", "motherfucking": "really",
     "shit": "stuff", "shits": "things", "shitty": "poor", "bullshit": "talk",
     "crap": "stuff", "crappy": "poor", "damn": "darn", "damned": "darned", "goddamn": "darn",
     "hell": "world", "piss": "bother", "pissed": "upset", "pissing": "bothering",
-    # insults
+}, "insult": {
     "ass": "whole", "asses": "selves", "asshole": "fellow", "assholes": "fellows",
     "dumbass": "fellow", "jackass": "fellow", "bitch": "girl", "bitches": "girls",
     "bitching": "chatting", "bastard": "fellow", "bastards": "fellows", "cunt": "person",
@@ -40,17 +39,18 @@ SUBSTITUTIONS: dict[str, str] = {
     "thug": "man", "thugs": "men", "punk": "kid", "pig": "guy", "freak": "fan",
     "scum": "folk", "trash": "stuff", "liar": "talker", "liars": "talkers",
     "arrogant": "proud", "fat": "big", "dirty": "muddy", "butt": "back",
-    # slurs (replaced by the plain noun)
+}, "slur": {  # replaced by the plain noun
     "nigger": "man", "niggers": "men", "nigga": "man", "niggas": "men", "faggot": "guy",
     "faggots": "guys", "fag": "guy", "fags": "guys", "dyke": "woman",
-    # sexual terms
+}, "sexual": {
     "cock": "arm", "cocks": "arms", "penis": "arm", "pussy": "hand", "pussies": "hands",
     "vagina": "hand", "boobs": "hair", "tits": "hair", "titties": "hair", "anal": "calm",
     "porn": "film", "porno": "film", "sex": "tea", "sexy": "tidy", "horny": "sleepy",
     "naked": "dressed", "nude": "dressed", "cum": "come", "orgasm": "nap", "balls": "hands",
     "blowjob": "favour", "rape": "call", "raped": "called", "kill": "find", "killed": "found",
     "killing": "finding",
-}
+}}
+SUBSTITUTIONS: dict[str, str] = {w: soft for words in ROLES.values() for w, soft in words.items()}
 
 _WORD = re.compile(r"[A-Za-z]+")
 
@@ -71,3 +71,4 @@ def soften(text: str) -> str:
         return word if new is None else _case_like(new, word)
 
     return _WORD.sub(swap, text)
+
