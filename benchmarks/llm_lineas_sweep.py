@@ -162,19 +162,19 @@ def main(argv=None) -> dict:
         for strength in args.strengths:
             add("lineas", lr, steps, maps, strength, seconds, held_closed, init, decay)
         save_json(f"{args.out}.json", {"args": vars(args), "rows": rows, "partial": True})
-    if not any(r["method"] == "lineas" for r in rows):  # a curve only (--configs with none)
-        chosen = {"lr": "-", "steps": "-", "strength": "-"}
-    else:
-        chosen = choose(rows, args.max_ppl_change)
+    curve_only = not any(r["method"] == "lineas" for r in rows)  # --configs with none
+    chosen = None if curve_only else choose(rows, args.max_ppl_change)
     table = markdown_table([{**r, "toxic %": f"{100 * r['toxic']:.1f}",
                              "ppl change %": f"{100 * r['ppl_change']:+.2f}"} for r in rows],
                            ["method", "lr", "steps", "init", "decay", "strength", "toxic %",
                             "ppl change %", "held_closed"])
     text = (f"SmolLM2 {args.split} sweep ({len(prompts)} prefixes, seeds {args.seeds}, "
             f"{args.ppl_texts} prose passages), fitted on {args.n}+{args.n} texts; "
-            f"{time.perf_counter() - start:.0f} s\n\n{table}\n\nchosen: lr {chosen['lr']}, "
-            f"steps {chosen['steps']}, init {chosen.get('init', 'identity')}, decay "
-            f"{chosen.get('decay', 1.0)}, strength {chosen['strength']}\n")
+            f"{time.perf_counter() - start:.0f} s\n\n{table}\n\n"
+            + ("chosen: none (no LinEAS row: a Linear-AcT curve only)\n" if chosen is None else
+               f"chosen: lr {chosen['lr']}, steps {chosen['steps']}, init "
+               f"{chosen.get('init', 'identity')}, decay {chosen.get('decay', 1.0)}, strength "
+               f"{chosen['strength']}\n"))
     print(text)
     save_json(f"{args.out}.json", {"args": vars(args), "rows": rows, "chosen": chosen})
     Path(f"{args.out}.md").write_text(text, encoding="utf-8")

@@ -77,12 +77,11 @@ def presence(exp, images: list[np.ndarray]) -> float:
 
 def learn_gated(toy, exp, ramp: str, method: str = "linear_act"):
     """The gated maps of experiment ``exp``: AcT Learn Transport's defaults on the experiment's
-    site preset, or (``method = "lineas"``) LinEAS at the node's defaults (sites auto, 60 steps,
-    batch 4, lr 0.1), every site learned jointly; each site still gets its own gate."""
+    site preset, or (``method = "lineas"``) LinEAS at the node's defaults (sites auto,
+    ``NODE_LINEAS``), every site learned jointly; each site still gets its own gate."""
     if method == "lineas":
-        config = toy.pack.nodes.learn.LineasConfig(steps=60, batch_size=4, lr=0.1, seed=0)
         return toy.learn(exp.source, exp.target, sites="auto", method="lineas",
-                         support=exp.support, gate=ramp, lineas=config)
+                         support=exp.support, gate=ramp)  # lineas: the node's defaults
     return toy.learn(exp.source, exp.target, sites=exp.sites, support=exp.support, gate=ramp)
 
 

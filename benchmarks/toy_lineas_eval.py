@@ -12,6 +12,7 @@ process, so that one learn serves every strength. Run:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -29,7 +30,8 @@ def main(argv=None) -> None:
     ap.add_argument("--sites", default="auto")
     ap.add_argument("--strengths", default="0,0.5,1")
     ap.add_argument("--seeds", type=int, default=2)
-    ap.add_argument("--steps", type=int, default=60, help="lineas steps")
+    ap.add_argument("--steps", type=int, default=None,
+                    help="lineas steps (default: the node's, NODE_LINEAS)")
     args = ap.parse_args(argv)
     learn = _pack()
     apply = sys.modules["act_pack.nodes.apply"]
@@ -47,13 +49,14 @@ def main(argv=None) -> None:
     exp = EXPERIMENTS[args.experiment]()
     out = ROOT / "benchmarks" / "results"
     rows = []
+    config = dataclasses.replace(learn.NODE_LINEAS, steps=args.steps or learn.NODE_LINEAS.steps)
     with torch.inference_mode():
         start = time.perf_counter()
         maps, report = learn.learn_and_diagnose(
             model, learn.encode_prompts(clip, exp.source), learn.encode_prompts(clip, exp.target),
             method=args.method, sites=args.sites, support=exp.support,
             latent={"samples": torch.zeros(1, 4, 8, 8)},
-            lineas=learn.LineasConfig(steps=args.steps))
+            lineas=config)
         learn_seconds = time.perf_counter() - start
         learn_cpu = time.process_time()
         print(report.text(limit=12), flush=True)
@@ -80,9 +83,8 @@ def main(argv=None) -> None:
                    "shape": shape / n, "images": n}
             rows.append(row)
             print(json.dumps(row), flush=True)
-    result = {"args": vars(args), "learn_seconds": learn_seconds, "learn_cpu": learn_cpu,
-              "rows": rows,
-              "diagnosis": report.as_dict()}
+    result = {"args": vars(args), "lineas": vars(config), "learn_seconds": learn_seconds,
+              "learn_cpu": learn_cpu, "rows": rows, "diagnosis": report.as_dict()}
     (out / f"{tag}.json").write_text(json.dumps(result, indent=2) + "\n")
 
 

@@ -8,6 +8,7 @@ half only. act_core records the pooled site outputs and fits the maps.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import comfy.utils
@@ -47,6 +48,9 @@ log = logging.getLogger(__name__)
 SITE_CHOICES = ["auto", *preset_names(), "custom"]
 SUPPORT_CHOICES = ["minmax", "unbounded", "q0.01-0.99", "q0.05-0.95"]
 METHOD_CHOICES = [*ESTIMATORS, "lineas"]
+#: LinEAS's settings on a denoiser when none are given: AcT Learn Transport's input defaults,
+#: which :func:`learn_and_diagnose` also uses (the seed comes from the learn's own)
+NODE_LINEAS = LineasConfig(steps=60, batch_size=4, lr=0.1)
 
 
 def lineas_candidates(arch: str) -> list[str]:
@@ -150,7 +154,8 @@ def learn_and_diagnose(model, src_conds: list, tgt_conds: list, *, source=None, 
     per_pass = {"target": len(tgt_conds), "source": len(src_conds)}
     total = per_pass["target"] + (passes - 1) * per_pass["source"]
     if method == "lineas":
-        total = (lineas or LineasConfig()).steps + 3  # fit_lineas reports every step
+        lineas = lineas or dataclasses.replace(NODE_LINEAS, seed=seed)
+        total = lineas.steps + 3  # fit_lineas reports every step
     pbar = comfy.utils.ProgressBar(timestep_ranges * total)
     maps: dict = {}
     buckets = [(k / timestep_ranges, (k + 1) / timestep_ranges) for k in range(timestep_ranges)]
@@ -174,9 +179,8 @@ def learn_and_diagnose(model, src_conds: list, tgt_conds: list, *, source=None, 
             strength = box.during(trajectory[1])
             run_source = box.steered(diffusion_model, run_source, earlier, support)
         if method == "lineas":
-            config = lineas or LineasConfig(seed=seed)
             result = fit_lineas_comfy(model, chosen, src_conds, tgt_conds, lat, seed, sigma,
-                                      pbar, config, tgt_seed, single)
+                                      pbar, lineas, tgt_seed, single)
             fitted, found = result.maps, vars(result)
         else:
             found = {}
@@ -211,7 +215,7 @@ def learn_and_diagnose(model, src_conds: list, tgt_conds: list, *, source=None, 
                      if gate else {}),
                   "stages": stages, "seed": seed, "latent_shape": list(lat.shape),
                   "source_prompts": len(src_conds), "target_prompts": len(tgt_conds),
-                  **({"lineas": vars(lineas or LineasConfig(seed=seed))}
+                  **({"lineas": vars(lineas)}
                      if method == "lineas" else {}),
                   **({"auto": selection.as_dict()} if selection is not None else {}),
                   "diagnosis": diagnosis.as_dict()},
@@ -313,16 +317,16 @@ class ActLearnTransport(IO.ComfyNode):
                              advanced=True,
                              tooltip="For collect = trajectory: euler steps of the recorded "
                                      "sampling run."),
-                IO.Int.Input("lineas_steps", default=60, min=1, max=100000, optional=True,
-                             advanced=True,
+                IO.Int.Input("lineas_steps", default=NODE_LINEAS.steps, min=1, max=100000,
+                             optional=True, advanced=True,
                              tooltip="For lineas: optimisation steps (one batch of source "
                                      "prompts through the model, forward and backward)."),
-                IO.Int.Input("lineas_batch", default=4, min=1, max=1024, optional=True,
-                             advanced=True,
+                IO.Int.Input("lineas_batch", default=NODE_LINEAS.batch_size, min=1, max=1024,
+                             optional=True, advanced=True,
                              tooltip="For lineas: source prompts per step (memory grows "
                                      "with it: prompts x samples_per_prompt latents)."),
-                IO.Float.Input("lineas_lr", default=0.1, min=0.0001, max=10.0, step=0.01,
-                               optional=True, advanced=True,
+                IO.Float.Input("lineas_lr", default=NODE_LINEAS.lr, min=0.0001, max=10.0,
+                               step=0.01, optional=True, advanced=True,
                                tooltip="For lineas: Adam learning rate (scale change and "
                                        "shift in target standard deviations per step)."),
                 IO.Float.Input("sparsity", default=0.0, min=0.0, max=10.0, step=0.05,
@@ -351,7 +355,8 @@ class ActLearnTransport(IO.ComfyNode):
     def execute(cls, model, clip, source_prompts, target_prompts, sites, pattern, method,
                 support, incremental, stages, collect_at, timestep_ranges, seed,
                 latent=None, samples_per_prompt=8, collect="first step",
-                trajectory_steps=10, lineas_steps=60, lineas_batch=4, lineas_lr=0.1,
+                trajectory_steps=10, lineas_steps=NODE_LINEAS.steps,
+                lineas_batch=NODE_LINEAS.batch_size, lineas_lr=NODE_LINEAS.lr,
                 sparsity=0.0, gate="off") -> IO.NodeOutput:
         source = parse_prompts(source_prompts, "source_prompts")
         target = parse_prompts(target_prompts, "target_prompts")
