@@ -22,7 +22,8 @@ Fitting texts only, no generation, about a minute (``--likelihood``: three more)
         --out benchmarks/results/llm_gate_unseen_probe.json
 
 ``--directions lda mean mean_raw`` compares act fit's discriminant with a plain difference of
-means (the direction steering papers often read), each at the strict threshold:
+means (the direction steering papers often read), each at the strict threshold; ``knn`` adds a
+nearest-neighbour score, no direction at all:
 
     python -m benchmarks.llm_gate_unseen_probe --directions lda mean mean_raw \
         --out benchmarks/results/llm_gate_unseen_directions.json
@@ -71,10 +72,12 @@ def _tally(counts: dict, on: torch.Tensor, positives: torch.Tensor, ids: torch.T
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--layers", nargs="+", type=int, default=[1, 2, 3, 4, 6, 8, 12, 18])
-    p.add_argument("--directions", nargs="+", choices=("lda", "mean", "mean_raw"),
+    p.add_argument("--directions", nargs="+", choices=("lda", "mean", "mean_raw", "knn"),
                    default=["lda"], help="the probe's direction: act fit's Ledoit-Wolf "
                    "discriminant (lda), or the difference of the positive and target tokens' "
-                   "means, standardised per unit (mean) or raw (mean_raw); all strict")
+                   "means, standardised per unit (mean) or raw (mean_raw); or no direction: "
+                   "the nearest positive token against the nearest target token (knn); all "
+                   "strict")
     p.add_argument("--likelihood", action="store_true")
     p.add_argument("--quantiles", nargs="+", type=float, default=[1, 0.999, 0.995, 0.99, 0.98,
                                                                  0.95])
@@ -148,12 +151,36 @@ def _unseen_auroc(gate, source: list, target: list, positives: list, ids: list,
             separation_auroc(torch.stack(peaks), torch.stack(softened)))
 
 
+class _NearestGate:
+    """Not a product gate: a token's cosine similarity (centred) to its nearest positive token
+    minus that to its nearest target token, less the largest such score of a fitting target
+    token (leave-one-out), so that ``scores > 0`` is the strict threshold as for the others."""
+
+    def __init__(self, positives: torch.Tensor, targets: torch.Tensor) -> None:
+        self.centre = torch.cat([positives, targets]).mean(0)
+        self.pos, self.neg = self._unit(positives), self._unit(targets)
+        own = self._unit(targets)
+        loo = (own @ self.pos.T).max(1).values - (own @ self.neg.T).topk(2, dim=1).values[:, 1]
+        self.cut = float(loo.max())
+
+    def _unit(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.float() - self.centre
+        return x / x.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+
+    def scores(self, x: torch.Tensor) -> torch.Tensor:
+        u = self._unit(x)
+        return (u @ self.pos.T).max(1).values - (u @ self.neg.T).max(1).values - self.cut
+
+
 def _gate(direction: str, site: str, source: list, target: list, positives: list):
     """act fit's gate (``lda``), or a strict gate along the difference of the positive and the
     target tokens' means (``mean``: per-unit standardised, as the discriminant's coordinates;
     ``mean_raw``: raw), its threshold just above the largest target token score."""
     if direction == "lda":
         return fit_sequence_gate(site, source, target, positives)
+    if direction == "knn":
+        return _NearestGate(torch.cat([s[m[: s.shape[0]]] for s, m in
+                                       zip(source, positives, strict=True)]), torch.cat(target))
     pos = torch.cat([s[m[: s.shape[0]]] for s, m in zip(source, positives, strict=True)]).double()
     neg = torch.cat(target).double()
     diff = pos.mean(0) - neg.mean(0)  # (D,)

@@ -303,4 +303,21 @@ def test_act_fit_gate_sequence_writes_a_gate_that_generate_uses_or_ignores(tmp_p
     assert back.bias > loaded.sequence_gate.bias and back.target_on > 0.0
     capsys.readouterr()
     assert main(["info", str(lower)]) == 0
-    assert "q0.5 +0.1 sd step" in capsys.readouterr().out
+    shown = capsys.readouterr().out
+    assert "q0.5 +0.1 sd step" in shown
+    # the words the gate learned: those holding a token each source line has and its pair lacks,
+    # counted per line. The tiny tokenizer is one token per character (the first never counts)
+    src = (tmp_path / "src.txt").read_text().splitlines()
+    tgt = (tmp_path / "tgt.txt").read_text().splitlines()
+    expected: dict = {}
+    for s_line, t_line in zip(src, tgt, strict=True):
+        start = 0
+        for word in s_line.split():
+            at = s_line.index(word, start)
+            start = at + len(word)
+            if any(ch not in t_line for k, ch in enumerate(word) if at + k > 0):
+                expected[word] = expected.get(word, 0) + 1
+    assert expected == {"QQ": 4, "fool": 1}  # QQ in every line, "fool" against "one"
+    words = load_maps(lower).metadata["extra"]["gate_words"]
+    assert words == expected and list(words)[0] == "QQ"  # the most shown first
+    assert "sequence gate learned from 2 distinct words: QQ, fool (it may miss" in shown

@@ -237,20 +237,21 @@ def _cmd_fit(args: argparse.Namespace) -> int:
                      progress=sys.stderr.isatty(), skip_first_token=args.skip_first_token,
                      lineas=lineas, samples=samples,
                      gate=args.gate if args.gate in ("token", "prefix") else False)
+    words: dict = {}  # the tokens a sequence gate learns (act info shows them)
     if args.gate == "sequence":
-        from act_core.hf.gating import DEFAULT_READER_LAYERS, fit_lm_sequence_gate
+        from act_core.hf import gating
         from act_core.mapset import MapSet
-
-        layers = DEFAULT_READER_LAYERS if args.reader_layers is None else args.reader_layers
-        gate = fit_lm_sequence_gate(model, tokenizer, source, target, layers,
-                                    max_length=args.max_length, quantile=args.gate_quantile,
-                                    margin=args.gate_margin, pooling=args.gate_pooling)
+        layers = gating.DEFAULT_READER_LAYERS if args.reader_layers is None else args.reader_layers
+        gate = gating.fit_lm_sequence_gate(model, tokenizer, source, target, layers,
+                                           max_length=args.max_length,
+                                           quantile=args.gate_quantile, margin=args.gate_margin,
+                                           pooling=args.gate_pooling)
         maps = MapSet(maps, {}, gate)
-        log.info("%s", gate.describe())
-    diagnosis = diagnose(samples["source"], samples["target"], maps,
-                         samples.get("transported"))
+        words = gating.gate_words(tokenizer, source, target, args.max_length)
+        log.info("%s%s", gate.describe(), "\n" + gating.describe_gate_words(words) if words else "")
+    diagnosis = diagnose(samples["source"], samples["target"], maps, samples.get("transported"))
     meta = {"data": name, "sites": args.sites, "incremental": not args.all_at_once,
-            "gate": args.gate or "off",
+            "gate": args.gate or "off", **({"gate_words": words} if words else {}),
             "stages": args.stages, "diagnosis": diagnosis.as_dict(),
             **({"lineas": vars(lineas)} if lineas else {})}
     hf.save_lm_maps(args.output, maps, model, source_texts=source, target_texts=target,
@@ -334,7 +335,10 @@ def _cmd_info(args: argparse.Namespace) -> int:
     from act_core.diagnose import Diagnosis
 
     extra = dict(meta.get("extra") or {})
-    report = extra.pop("diagnosis", None)
+    report, words = extra.pop("diagnosis", None), extra.pop("gate_words", None)
+    if words:
+        from act_core.hf.gating import describe_gate_words
+        print(describe_gate_words(words))
     print(f"extra: {json.dumps(extra)}")
     for site, tmap in maps.items():
         kept = int(((tmap.scale != 1) | (tmap.shift != 0)).sum())
