@@ -40,7 +40,7 @@ from .common import (
 from .fold import fold_model
 from .schedule import Schedule
 
-__all__ = ["MODES", "ActApplyTransport", "fold_model", "patch_model"]
+__all__ = ["MODES", "ActApplyTransport", "describe_gates", "fold_model", "patch_model"]
 
 log = logging.getLogger(__name__)
 SUPPORTS = ["from maps", "minmax", "unbounded", "q0.01-0.99", "q0.05-0.95", "q0.1-0.9"]
@@ -90,15 +90,39 @@ def _make_wrapper(buckets: list[MapSet], schedule: Schedule, support: str, gated
                 held["states"] = {}
             held["sigma"] = sigma
             states = held["states"].setdefault((tuple(layout or ()), x.shape[0]), {})
+        deciding = gated and not states  # the first call of a run decides every image's gate
         drop_cached_state(diffusion_model)  # no plain run's cached prompt keys/values
         try:
             with plan.applied(strength, states):
-                return executor(x, t, c_concat, c_crossattn, control, transformer_options,
-                                **kwargs)
+                out = executor(x, t, c_concat, c_crossattn, control, transformer_options,
+                               **kwargs)
+            if deciding and (line := describe_gates(states, strength)):
+                log.info("%s", line)
+            return out
         finally:
             drop_cached_state(diffusion_model)  # nor this call's for a plain run
 
     return act_apply_model
+
+
+def describe_gates(states: dict, strength: float | torch.Tensor) -> str:
+    """One log line per sampling run: for each transported image, the mean over the gated sites
+    of its gate g in [0, 1] and at how many sites g > 0, decided at the run's first step, so a
+    user can see which images the maps left alone ("" when the call transported no image, e.g.
+    a CFG half of its own)."""
+    held = [state["held"] for state in states.values()
+            if isinstance(state.get("held"), torch.Tensor)]
+    if not held:
+        return ""
+    g = torch.stack([h.float().reshape(h.shape[0], -1).mean(1).cpu() for h in held])  # (S, B)
+    if isinstance(strength, torch.Tensor):  # only the items the maps act on (apply_to)
+        g = g[:, strength.reshape(-1).cpu() != 0]
+    if not g.numel():
+        return ""
+    parts = [f"image {i + 1}: {mean:.2f} mean, open at {int(n)}/{g.shape[0]} sites"
+             + (" (left as it is)" if n == 0 else "")
+             for i, (mean, n) in enumerate(zip(g.mean(0).tolist(), (g > 0).sum(0).tolist()))]
+    return "AcT gate, decided at the first step: " + "; ".join(parts)
 
 
 def validate_maps_for_model(model, maps: MapSet) -> None:
@@ -204,7 +228,8 @@ class ActApplyTransport(IO.ComfyNode):
                                        "much each image looks like the source prompts, so "
                                        "images without the concept stay as they are; off "
                                        "transports every image. Maps without a gate are "
-                                       "applied as they are."),
+                                       "applied as they are. The console shows, per run, "
+                                       "each image's gate (0: left as it is)."),
             ],
             outputs=[IO.Model.Output(tooltip="The patched copy of the model.")],
         )

@@ -5,6 +5,8 @@ where the prompt asks for it (the ungated map changes both)."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -55,7 +57,13 @@ def _graph() -> dict:
     return g
 
 
+def _gate_lines(comfy_server) -> list[str]:
+    return [line for line in comfy_server.log_path.read_text(errors="replace").splitlines()
+            if "AcT gate, decided" in line]
+
+
 def test_gated_negation_leaves_other_images_alone_and_still_removes_the_dot(comfy_server):
+    before = len(_gate_lines(comfy_server))
     entry = comfy_server.run(_graph(), timeout=1800)
 
     def image(name: str, variant: str) -> np.ndarray:
@@ -69,6 +77,15 @@ def test_gated_negation_leaves_other_images_alone_and_still_removes_the_dot(comf
     assert gated_change < ungated_change, (gated_change, ungated_change)
     assert read_image(image("dot", "plain").astype(np.uint8)).dot
     assert not read_image(image("dot", "gated").astype(np.uint8)).dot
+    # the log says, once per gated sampling run, how far each image's gate opened: two gated
+    # runs of one image each (the ungated and plain runs log nothing); the dot image's gate is
+    # open wider and at more sites than the other's
+    lines = _gate_lines(comfy_server)[before:]
+    assert len(lines) == 2 and all("image 1: " in line and "image 2" not in line
+                                   for line in lines), lines
+    read = sorted((float(m[1]), int(m[2])) for m in (re.search(
+        r"image 1: ([0-9.]+) mean, open at ([0-9]+)/31 sites", line) for line in lines))
+    assert read[1][0] > read[0][0] and read[1][1] > read[0][1], lines
     files = sorted((comfy_server.base / "models" / "act_maps" / "act").glob("gated*"))
     maps = load_maps(files[-1])
     assert maps.metadata["version"] == 2 and all(m.gate is not None for m in maps.values())
