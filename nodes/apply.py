@@ -96,7 +96,7 @@ def _make_wrapper(buckets: list[MapSet], schedule: Schedule, support: str, gated
             with plan.applied(strength, states):
                 out = executor(x, t, c_concat, c_crossattn, control, transformer_options,
                                **kwargs)
-            if deciding and (line := describe_gates(states, strength)):
+            if deciding and (line := describe_gates(states, strength, layout)):
                 log.info("%s", line)
             return out
         finally:
@@ -105,24 +105,28 @@ def _make_wrapper(buckets: list[MapSet], schedule: Schedule, support: str, gated
     return act_apply_model
 
 
-def describe_gates(states: dict, strength: float | torch.Tensor) -> str:
+def describe_gates(states: dict, strength: float | torch.Tensor,
+                   layout: list[int] | None = None) -> str:
     """One log line per sampling run: for each transported image, the mean over the gated sites
     of its gate g in [0, 1] and at how many sites g > 0, decided at the run's first step, so a
     user can see which images the maps left alone ("" when the call transported no image, e.g.
-    a CFG half of its own)."""
+    a CFG half of its own). ``layout``: ComfyUI's ``cond_or_uncond`` (1 marks the uncond half)."""
     held = [state["held"] for state in states.values()
             if isinstance(state.get("held"), torch.Tensor)]
     if not held:
         return ""
     g = torch.stack([h.float().reshape(h.shape[0], -1).mean(1).cpu() for h in held])  # (S, B)
-    if isinstance(strength, torch.Tensor):  # only the items the maps act on (apply_to)
-        g = g[:, strength.reshape(-1).cpu() != 0]
-    if not g.numel():
-        return ""
-    parts = [f"image {i + 1}: {mean:.2f} mean, open at {int(n)}/{g.shape[0]} sites"
+    batch, chunks = g.shape[1], list(layout or [0])
+    per = max(batch // len(chunks), 1)
+    labels = [f"image {i % per + 1}" + (" (uncond)" if chunks[min(i // per, len(chunks) - 1)]
+                                        == 1 else "") for i in range(batch)]
+    keep = (strength.reshape(-1).cpu() != 0 if isinstance(strength, torch.Tensor)
+            else torch.ones(batch, dtype=torch.bool))  # only the items the maps act on
+    parts = [f"{label}: {mean:.2f} mean, open at {int(n)}/{g.shape[0]} sites"
              + (" (left as it is)" if n == 0 else "")
-             for i, (mean, n) in enumerate(zip(g.mean(0).tolist(), (g > 0).sum(0).tolist()))]
-    return "AcT gate, decided at the first step: " + "; ".join(parts)
+             for label, mean, n, k in zip(labels, g.mean(0).tolist(), (g > 0).sum(0).tolist(),
+                                          keep.tolist(), strict=True) if k]
+    return "AcT gate, decided at the first step: " + "; ".join(parts) if parts else ""
 
 
 def validate_maps_for_model(model, maps: MapSet) -> None:

@@ -89,3 +89,26 @@ def test_gated_negation_leaves_other_images_alone_and_still_removes_the_dot(comf
     files = sorted((comfy_server.base / "models" / "act_maps" / "act").glob("gated*"))
     maps = load_maps(files[-1])
     assert maps.metadata["version"] == 2 and all(m.gate is not None for m in maps.values())
+
+
+def test_the_gate_line_names_each_transported_image_and_the_ones_left_alone(act_pack):
+    """The console line of describe_gates, on gates set by hand: two sites, a batch of two
+    images in a conditional half and an unconditional half (ComfyUI's cond_or_uncond [0, 1])."""
+    import importlib
+
+    import torch
+
+    describe = importlib.import_module(f"{act_pack.__name__}.nodes.apply").describe_gates
+    states = {"a": {"hold": True, "held": torch.tensor([0.0, 1.0, 0.0, 0.5])},
+              "b": {"hold": True, "held": torch.tensor([0.0, 0.5, 0.0, 0.0])}}
+    both = describe(states, 1.0, [0, 1])
+    assert both == ("AcT gate, decided at the first step: "
+                    "image 1: 0.00 mean, open at 0/2 sites (left as it is); "
+                    "image 2: 0.75 mean, open at 2/2 sites; "
+                    "image 1 (uncond): 0.00 mean, open at 0/2 sites (left as it is); "
+                    "image 2 (uncond): 0.25 mean, open at 1/2 sites")
+    # apply_to conditional: the uncond half has strength 0 and is not reported
+    cond = describe(states, torch.tensor([1.0, 1.0, 0.0, 0.0]), [0, 1])
+    assert cond == both.split("; image 1 (uncond)")[0]
+    assert describe(states, torch.zeros(4), [0, 1]) == ""  # a call that transports nothing
+    assert describe({"a": {"hold": True}}, 1.0, [0]) == ""  # no gate decided yet

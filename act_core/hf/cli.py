@@ -237,7 +237,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
                      progress=sys.stderr.isatty(), skip_first_token=args.skip_first_token,
                      lineas=lineas, samples=samples,
                      gate=args.gate if args.gate in ("token", "prefix") else False)
-    words: dict = {}  # the tokens a sequence gate learns (act info shows them)
+    words: dict = {}  # the words a sequence gate learns from (act info shows them)
     if args.gate == "sequence":
         from act_core.hf import gating
         from act_core.mapset import MapSet

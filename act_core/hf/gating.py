@@ -272,9 +272,9 @@ def gate_words(tokenizer: Any, source: Sequence[str], target: Sequence[str],
             words = {tokenizer.decode([i]).strip() for i, m in zip(ids, mask.tolist()) if m}
             spans = []
         for (a, b), m in zip(spans, mask.tolist(), strict=False):
-            while a < b and not text[a].isalnum():  # a token's own leading space
+            while m and a < b and not text[a].isalnum():  # a token's own leading space
                 a += 1
-            if m and b > a:
+            if m and b > a:  # widen a positive token to the whole word it is part of
                 while a > 0 and text[a - 1].isalnum():
                     a -= 1
                 while b < len(text) and text[b].isalnum():

@@ -71,4 +71,3 @@ def soften(text: str) -> str:
         return word if new is None else _case_like(new, word)
 
     return _WORD.sub(swap, text)
-
