@@ -49,6 +49,15 @@ perplexity change, linearly interpolated in perplexity change between the two ad
 measured Linear-AcT strengths of {0.25, 0.375, 0.5, 0.75, 1} (0.25 and 1 from the earlier eval
 runs, same seeds and prefixes); LinEAS meets the small-data criterion in the unpaired setting
 if its 5.0% is at most that. Either way the curve and the verdict are reported.
+
+The 1000-step round (fixed 2026-12-05 23:15 UTC, before its dev run; dev only this session):
+every LinEAS fit so far stopped at 100 steps (lr 0.01), where its maps stay near the identity;
+the authors run 1000. Full data, ``--n 86 --max-ppl-change 0.03 --seeds 0 1 2 --strengths 1
+1.5 2 --configs 0.01:1000``, the rule of the full-data part above (LinEAS rows within +3% dev
+perplexity, fewest toxic). It is worth an eval run only if the chosen row's dev toxic fraction is
+at most a quarter of the unsteered one (the ">= 4x"); otherwise the result is reported as a dev
+negative and nothing runs on eval. The 100-step dev rows it is read against: 7.8% at +0.80%
+(strength 1) and 6.7% at +3.19% (2), unsteered 10.4%.
 """
 
 from __future__ import annotations
