@@ -58,6 +58,8 @@ perplexity, fewest toxic). It is worth an eval run only if the chosen row's dev 
 at most a quarter of the unsteered one (the ">= 4x"); otherwise the result is reported as a dev
 negative and nothing runs on eval. The 100-step dev rows it is read against: 7.8% at +0.80%
 (strength 1) and 6.7% at +3.19% (2), unsteered 10.4%.
+Outcome (23:36 UTC, ``llm_lineas_sweep_dev_full_1000``): 7.8% at +1.81% (1), 8.1% at +3.28%
+(1.5), 8.5% at +5.61% (2); the rule chose strength 1, far from 2.6%: no eval run.
 """
 
 from __future__ import annotations
