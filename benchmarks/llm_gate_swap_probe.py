@@ -2,9 +2,9 @@
 
 The look-ahead gate reads 45% of the toxic eval continuations as toxic (93% on dev): its probe
 knows the words of the 86 ``toxicity:paired`` pairs, not "offensive" (``llm_gate_unseen_probe``).
-``toxicity:swapped`` adds rewrites of the same prefixes with the substitution table's other words
-of the same role (:func:`act_core.hf.data.toxicity_swapped_pair`). This measures, on the fitting
-texts only (no generation, no dev or eval prompts), what the rewrites buy and cost:
+:func:`swapped_pairs` adds rewrites of the same prefixes with the substitution table's other
+words of the same role (:func:`swap_words`). This measures, on the fitting texts only (no
+generation, no dev or eval prompts), what the rewrites buy and cost:
 
 * the table's words are split in two by stem (words sharing their first four letters stay
   together), seeded: ``taught`` words may appear in the rewrites, ``held`` words never do;
@@ -33,7 +33,7 @@ from collections.abc import Collection
 import torch
 
 from act_core.hf import data
-from act_core.hf.data.detox import ROLES, SUBSTITUTIONS, _case_like, soften
+from act_core.hf.data.detox import _WORD, ROLES, SUBSTITUTIONS, _case_like, soften
 from act_core.hf.gating import _positives, _token_activations, reader_site
 from act_core.seqgate import fit_sequence_gate
 from act_core.sites import Site
@@ -41,7 +41,6 @@ from benchmarks.llm_common import load_model, save_json, setup
 
 log = logging.getLogger("benchmarks")
 MAX_LENGTH = 64
-_WORD = re.compile(r"[A-Za-z]+")
 _ROLE_OF = {w: role for role, words in ROLES.items() for w in words}
 
 
@@ -68,15 +67,18 @@ def swapped_pairs(source: list, copies: int, vocabulary: Collection[str] | None 
     """``source`` and its softened texts, plus ``copies`` rewrites of each text that has a table
     word, paired with their own softened text (``targets = "own"``) or with the original's
     (``"original"``: no new target text, only new positives)."""
+    rewrites = _rewrites(source, copies, vocabulary, seed)
+    return (list(source) + [new for _, new in rewrites],
+            [soften(t) for t in source]
+            + [soften(new if targets == "own" else text) for text, new in rewrites])
+
+
+def _rewrites(texts: list, copies: int, vocabulary: Collection[str] | None,
+              seed: int) -> list[tuple[str, str]]:
+    """``(text, rewrite)`` for ``copies`` rounds over the texts that have a table word."""
     rng = random.Random(seed)
-    src, tgt = list(source), [soften(t) for t in source]
-    for _ in range(copies):
-        for text in source:
-            if soften(text) != text:
-                new = swap_words(text, rng, vocabulary)
-                src.append(new)
-                tgt.append(soften(new) if targets == "own" else soften(text))
-    return src, tgt
+    return [(t, swap_words(t, rng, vocabulary)) for _ in range(copies) for t in texts
+            if soften(t) != t]
 
 
 def split_vocabulary(seed: int) -> tuple[set, set]:
@@ -88,12 +90,6 @@ def split_vocabulary(seed: int) -> tuple[set, set]:
     random.Random(seed).shuffle(keys)
     taught = {w for k in keys[: len(keys) // 2] for w in stems[k]}
     return taught, set(SUBSTITUTIONS) - taught
-
-
-def _rewrite(texts: list, copies: int, vocabulary: set, seed: int) -> list:
-    rng = random.Random(seed)
-    return [swap_words(t, rng, vocabulary) for _ in range(copies) for t in texts
-            if soften(t) != t]
 
 
 class _Reader:
@@ -177,10 +173,10 @@ def main(argv=None) -> dict:
                                             zip(fit_src, positives, strict=True)
                                             if m.any()]).tolist())
                 _add(parts["own"], _read(gate, reader, other, fitted_ids))
-                _add(parts["taught"], _read(gate, reader, _rewrite(other, 1, taught,
-                                                                   args.seed + 11 + k), None))
-                _add(parts["held"], _read(gate, reader, _rewrite(other, 1, held,
-                                                                 args.seed + 21 + k), None))
+                for name, words, offset in (("taught", taught, 11), ("held", held, 21)):
+                    rewritten = [new for _, new in _rewrites(other, 1, words,
+                                                             args.seed + offset + k)]
+                    _add(parts[name], _read(gate, reader, rewritten, None))
             row.update(parts)
             rows.append(row)
             log.info("%s", row)

@@ -159,8 +159,8 @@ class _NearestGate:
     def __init__(self, positives: torch.Tensor, targets: torch.Tensor) -> None:
         self.centre = torch.cat([positives, targets]).mean(0)
         self.pos, self.neg = self._unit(positives), self._unit(targets)
-        own = self._unit(targets)
-        loo = (own @ self.pos.T).max(1).values - (own @ self.neg.T).topk(2, dim=1).values[:, 1]
+        loo = ((self.neg @ self.pos.T).max(1).values
+               - (self.neg @ self.neg.T).topk(2, dim=1).values[:, 1])  # not the token itself
         self.cut = float(loo.max())
 
     def _unit(self, x: torch.Tensor) -> torch.Tensor:
