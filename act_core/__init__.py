@@ -54,6 +54,7 @@ from .estimators import (
     mean_act,
 )
 from .fitting import fit_sites
+from .info import describe_maps
 from .lineas import LineasConfig, LineasFit, fit_lineas
 from .mapfile import load_maps, save_maps
 from .maps import MODES, QUANTILE_LEVELS, TransportMap
@@ -80,6 +81,7 @@ __all__ = [
 ]
 __all__ += ["APPLY_TO", "ApplySettings"]  # a host's apply settings, validated once (schedule.py)
 __all__ += ["apply_composed", "find_conflicts"]  # several map sets at once (compose.py)
+__all__ += ["describe_maps"]  # what a map file holds, as `act info` prints it (info.py)
 
 _HOSTS = ("hf", "diffusers")  # subpackages imported on first attribute access
 

@@ -199,6 +199,16 @@ def test_draft_pooling_regenerates_with_the_maps_only_where_the_draft_passes(tin
     assert drafted[1:] == base[1:]  # drafts that never pass: the unsteered text
     assert drafted[0] == generate(model, tokenizer, prompts[:1], plain, do_sample=False,
                                   max_new_tokens=12)[0] != base[0]  # as the ungated maps
+    # return_steered says which continuations the maps wrote: the draft that passed only
+    texts, steered = generate(model, tokenizer, prompts, MapSet(plain, {}, _gate_on_token(
+        model, token, "draft")), do_sample=False, max_new_tokens=12, return_steered=True)
+    assert texts == drafted and steered == [True, False, False]
+    assert generate(model, tokenizer, prompts, None, do_sample=False, max_new_tokens=4,
+                    return_steered=True)[1] == [False] * 3
+    assert generate(model, tokenizer, prompts, plain, 0.0, do_sample=False, max_new_tokens=4,
+                    return_steered=True)[1] == [False] * 3
+    assert generate(model, tokenizer, prompts, plain, do_sample=False, max_new_tokens=4,
+                    return_steered=True)[1] == [True] * 3
     # the causal gate only steers from the token on, which the prompt does not have
     causal = generate(model, tokenizer, prompts, MapSet(plain, {}, _gate_on_token(
         model, token, "max")), do_sample=False, max_new_tokens=12)
@@ -321,3 +331,29 @@ def test_act_fit_gate_sequence_writes_a_gate_that_generate_uses_or_ignores(tmp_p
     words = load_maps(lower).metadata["extra"]["gate_words"]
     assert words == expected and list(words)[0] == "QQ"  # the most shown first
     assert "sequence gate learned from 2 distinct words: QQ, fool (it may miss" in shown
+    # act generate with the look-ahead gate: each JSON line says whether the maps wrote it, and
+    # a line on stderr says how many did; a continuation not steered is the unsteered text
+    draft = tmp_path / "draft.safetensors"  # the strict threshold, looking ahead
+    assert main(["fit", "--model", str(tmp_path / "model"), "--source", str(tmp_path / "src.txt"),
+                 "--target", str(tmp_path / "tgt.txt"), "--sites", "post_norms",
+                 "--all-at-once", "--gate", "sequence", "--reader-layers", "1",
+                 "--gate-margin", "0", "-o", str(draft)]) == 0
+    prompts = ["what a nice day", "the QQ dog", "go off now", "you QQ"]
+    args = ["generate", "--model", str(tmp_path / "model"), "--max-new-tokens", "2", "--greedy",
+            "--json", "--strength", "3", "--support", "unbounded"]
+    args += [part for prompt in prompts for part in ("--prompt", prompt)]
+    texts = {}
+    for run in ("plain", "off", "draft"):
+        capsys.readouterr()
+        assert main(args + {"plain": [], "off": ["--maps", str(draft), "--gate", "off"],
+                            "draft": ["--maps", str(draft)]}[run]) == 0
+        out = capsys.readouterr()
+        texts[run] = [json.loads(line) for line in out.out.splitlines()]
+    flags = [line["steered"] for line in texts["draft"]]
+    # QQ passes; a target line passes only where its (random) draft does, and one does not
+    assert flags[1] and flags[3] and not all(flags)
+    assert [line["steered"] for line in texts["off"]] == [True] * 4
+    for k, flag in enumerate(flags):  # steered: the maps' text; not: the unsteered model's
+        assert texts["draft"][k]["text"] == texts["off" if flag else "plain"][k]["text"]
+    assert texts["off"][1]["text"] != texts["plain"][1]["text"]
+    assert f"the sequence gate read {sum(flags)} of 4 continuations as the source" in out.err

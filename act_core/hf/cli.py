@@ -144,7 +144,10 @@ def _add_generate(sub) -> None:
     p.add_argument("--max-new-tokens", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--greedy", action="store_true", help="greedy decoding instead of sampling")
-    p.add_argument("--json", action="store_true", help="print JSON lines instead of text")
+    p.add_argument("--json", action="store_true",
+                   help="print JSON lines instead of text, each with 'steered': whether the "
+                        "maps wrote it (false: the unsteered model's text, e.g. where a "
+                        "look-ahead sequence gate did not pass)")
 
 
 def _add_export(sub) -> None:
@@ -283,15 +286,20 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         sets = [select_gate(one, args.gate) for one in sets]
     maps = None if not sets else sets[0] if len(sets) == 1 else sets
     strength = strengths[0] if len(strengths) == 1 else strengths
+    drafts, fired = getattr(maps, "sequence_gate", None), 0
     for sample in range(args.num_samples):
-        texts = generate(model, tokenizer, prompts, maps, strength, args.support,
-                         max_new_tokens=args.max_new_tokens, seed=args.seed + 1000 * sample,
-                         do_sample=not args.greedy, progress=sys.stderr.isatty())
-        for prompt, text in zip(prompts, texts, strict=True):
-            if args.json:
-                print(json.dumps({"prompt": prompt, "sample": sample, "text": text}))
-            else:
-                print(f"[{sample}] {prompt}{text}")
+        texts, steered = generate(
+            model, tokenizer, prompts, maps, strength, args.support, return_steered=True,
+            max_new_tokens=args.max_new_tokens, seed=args.seed + 1000 * sample,
+            do_sample=not args.greedy, progress=sys.stderr.isatty())
+        fired += sum(steered)
+        for prompt, text, on in zip(prompts, texts, steered, strict=True):
+            print(json.dumps({"prompt": prompt, "sample": sample, "text": text, "steered": on})
+                  if args.json else f"[{sample}] {prompt}{text}")
+    if drafts is not None and drafts.pooling == "draft" and strength != 0:
+        print(f"act generate: the sequence gate read {fired} of {len(prompts) * args.num_samples} "
+              "continuations as the source and wrote them with the maps; the others are the "
+              "unsteered model's text", file=sys.stderr)
     return 0
 
 
@@ -319,34 +327,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
+    from act_core.info import describe_maps
     from act_core.mapfile import load_maps
 
-    maps = load_maps(args.path)
-    meta = maps.metadata
-    gated = sum(tmap.gate is not None for tmap in maps.values())
-    print(f"{args.path}: {len(maps)} sites, method {meta.get('method')}, "
-          f"support {meta.get('support')}, format version {meta.get('version')}"
-          + (f", gated ({gated} sites)" if gated else "")
-          + (", one sequence gate" if maps.sequence_gate is not None else "")
-          + ("" if gated or maps.sequence_gate is not None else ", no gate"))
-    print(f"model: {json.dumps(meta.get('model'))}")
-    if maps.sequence_gate is not None:
-        print(maps.sequence_gate.describe())
-    from act_core.diagnose import Diagnosis
-
-    extra = dict(meta.get("extra") or {})
-    report, words = extra.pop("diagnosis", None), extra.pop("gate_words", None)
-    if words:
-        from act_core.hf.gating import describe_gate_words
-        print(describe_gate_words(words))
-    print(f"extra: {json.dumps(extra)}")
-    for site, tmap in maps.items():
-        kept = int(((tmap.scale != 1) | (tmap.shift != 0)).sum())
-        gate = f" {tmap.gate.describe()}" if tmap.gate is not None else ""
-        print(f"  {site}  D={tmap.dim} mode={tmap.mode} n={tmap.n_source}/{tmap.n_target} "
-              f"guarded={tmap.guarded} kept={kept}{gate}")
-    if report:
-        print(Diagnosis.from_dict(report).text())
+    print(describe_maps(load_maps(args.path), args.path))
     return 0
 
 
@@ -375,8 +359,7 @@ def _cmd_data(args: argparse.Namespace) -> int:
 
 
 _COMMANDS = {"fit": _cmd_fit, "generate": _cmd_generate, "export": _cmd_export,
-             "info": _cmd_info,
-             "sites": _cmd_sites, "data": _cmd_data}
+             "info": _cmd_info, "sites": _cmd_sites, "data": _cmd_data}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -68,11 +68,20 @@ def _draft_gate(maps: MapsArg, strength: object) -> Any:
     return gate if gate is not None and gate.pooling == "draft" and strength != 0 else None
 
 
+def _steers(maps: MapsArg, strength: float | Sequence[float]) -> bool:
+    """Whether ``maps`` at ``strength`` act at all (some map, some strength above 0)."""
+    if maps is None or isinstance(maps, Mapping):
+        return bool(maps) and strength != 0
+    strengths = list(strength) if isinstance(strength, Sequence) else [strength] * len(maps)
+    return any(bool(one) and s != 0 for one, s in zip(maps, strengths, strict=False))
+
+
 def _drafted(model: Any, enc: Any, ids: torch.Tensor, maps: Any, gate: Any, regenerate: Any,
-             pad: int | None) -> torch.Tensor:
+             pad: int | None) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``draft`` look-ahead for one batch: ``ids`` is the unsteered generation; rows whose
     prompt + draft pass the gate are generated again by ``regenerate(enc rows, the maps
-    ungated)``, steered from their first token. Returns the new tokens, (B, N)."""
+    ungated)``, steered from their first token. Returns the new tokens (B, N) and which rows
+    were generated again (B,) bool."""
     from act_core.gate import ungated
     from act_core.hf.gating import draft_passes
 
@@ -83,7 +92,7 @@ def _drafted(model: Any, enc: Any, ids: torch.Tensor, maps: Any, gate: Any, rege
     log.info("sequence gate (draft): %d of %d sequences read as the source, generated again "
              "with the maps", int(fired.sum()), int(fired.numel()))
     if not bool(fired.any()):
-        return new
+        return new, fired
     rows = {key: value[fired] for key, value in enc.items()}
     lead = int((rows["attention_mask"].sum(dim=0) == 0).sum())  # columns of padding only
     rows = {key: value[:, lead:] for key, value in rows.items()}
@@ -92,7 +101,7 @@ def _drafted(model: Any, enc: Any, ids: torch.Tensor, maps: Any, gate: Any, rege
     out = new.new_full((new.shape[0], max(new.shape[1], again.shape[1])), fill)
     out[:, : new.shape[1]] = new
     out[fired] = torch.nn.functional.pad(again, (0, out.shape[1] - again.shape[1]), value=fill)
-    return out
+    return out, fired
 
 
 def _length_order(tokenizer: Any, texts: Sequence[str]) -> list[int]:
@@ -106,7 +115,8 @@ def generate(model: Any, tokenizer: Any, prompts: Sequence[str],
              maps: MapsArg = None, strength: float | Sequence[float] = 1.0,
              support: str = "minmax", *, max_new_tokens: int = 32, seed: int = 0,
              do_sample: bool = True, temperature: float = 1.0, top_p: float = 0.9,
-             batch_size: int = 16, progress: bool = False, **generate_kwargs: Any) -> list[str]:
+             batch_size: int = 16, progress: bool = False, return_steered: bool = False,
+             **generate_kwargs: Any) -> list[str] | tuple[list[str], list[bool]]:
     """Continue every prompt, returning only the new text (special tokens removed).
 
     Prompts are batched by length (left padding) and the results returned in input order.
@@ -121,6 +131,10 @@ def generate(model: Any, tokenizer: Any, prompts: Sequence[str],
         order (:func:`steering_many`).
     max_new_tokens, do_sample, temperature, top_p
         As in transformers' ``generate`` (greedy when ``do_sample`` is False).
+    return_steered
+        Also return, per prompt, whether its continuation was written with the maps on: False
+        where the text is the unsteered model's (no maps, strength 0, or a ``draft`` gate that
+        did not pass), True otherwise (maps whose per-site gates stayed shut count as on).
     generate_kwargs
         Further keyword arguments of transformers' ``generate`` (e.g. ``min_new_tokens``).
 
@@ -131,11 +145,12 @@ def generate(model: Any, tokenizer: Any, prompts: Sequence[str],
 
     Returns
     -------
-    list of str, length P.
+    list of str, length P; with ``return_steered``, also a list of bool, length P.
     """
     device = next(model.parameters()).device
     order = _length_order(tokenizer, prompts)
     out: list[str] = [""] * len(prompts)
+    steered = [_steers(maps, strength)] * len(prompts)
     chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     sampling = {"temperature": temperature, "top_p": top_p, "top_k": 0} if do_sample else {}
     gate = _draft_gate(maps, strength)
@@ -153,12 +168,14 @@ def generate(model: Any, tokenizer: Any, prompts: Sequence[str],
         if gate is None:
             new = run(enc, maps)[:, enc["input_ids"].shape[1] :]  # (B, new tokens)
         else:
-            new = _drafted(model, enc, run(enc, None), maps, gate, run,
-                           tokenizer.pad_token_id)
+            new, fired = _drafted(model, enc, run(enc, None), maps, gate, run,
+                                  tokenizer.pad_token_id)
+            for i, one in zip(chunk, fired.tolist(), strict=True):
+                steered[i] = bool(one)
         for i, text in zip(chunk, tokenizer.batch_decode(new, skip_special_tokens=True),
                            strict=True):
             out[i] = text
-    return out
+    return (out, steered) if return_steered else out
 
 
 @torch.inference_mode()
