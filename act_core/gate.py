@@ -48,7 +48,8 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_RAMP", "GATE_CHOICES", "LEARN_GATES", "POOLINGS", "RAMPS", "Gate",
            "apply_gate", "check_probe", "check_ungated", "fit_gate", "gate_maps", "gate_values",
-           "is_gated", "learn_gate", "select_gate", "separation_auroc", "ungated"]
+           "heldout_auroc", "is_gated", "learn_gate", "select_gate",
+           "separation_auroc", "ungated"]
 
 #: How a gate reduces a (B, T, D) tokens output: one value per item, or one per token.
 POOLINGS: tuple[str, ...] = ("item", "token", "prefix")
@@ -86,8 +87,14 @@ class Gate:
         One of :data:`POOLINGS` (for ``tokens`` maps).
     auroc : float
         How well the score separated the training source from the target (0.5 = not at all).
+        Measured on the samples it was fitted on, so optimistic where samples are few for
+        their width.
     source_gate, target_gate : float
         Mean g over the training source and target samples.
+    heldout_auroc : float or None
+        The same separation with each half of the samples scored by a discriminant fitted on
+        the other half (:func:`heldout_auroc`); None when a side has fewer than 2 samples (and
+        in files written before it was recorded).
     """
 
     weight: torch.Tensor
@@ -96,6 +103,7 @@ class Gate:
     auroc: float = 0.5
     source_gate: float = 1.0
     target_gate: float = 0.0
+    heldout_auroc: float | None = None
 
     def __post_init__(self) -> None:
         check_probe("Gate", self.weight, self.bias, self.pooling, POOLINGS)
@@ -120,7 +128,8 @@ class Gate:
 
     def describe(self) -> str:
         """One line for ``act info``."""
-        return (f"gate({self.pooling}) auroc={self.auroc:.2f} "
+        held = "" if self.heldout_auroc is None else f" held-out auroc={self.heldout_auroc:.2f}"
+        return (f"gate({self.pooling}) auroc={self.auroc:.2f}{held} "
                 f"g(source)={self.source_gate:.2f} g(target)={self.target_gate:.2f}")
 
 
@@ -165,11 +174,7 @@ def fit_gate(source: torch.Tensor, target: torch.Tensor, pooling: str = "item",
     if ramp not in RAMPS:
         raise FitError(f"ramp must be one of {RAMPS}, found {ramp!r}")
     a, b = source.detach().to("cpu", torch.float64), target.detach().to("cpu", torch.float64)
-    n, m = a.shape[0], b.shape[0]
-    ss = ((a - a.mean(0)) ** 2).sum(0) + ((b - b.mean(0)) ** 2).sum(0)  # (D,)
-    var = ss / max(1, n + m - 2)
-    var = var + _EPS * float(var.mean()) + 1e-12
-    w = (a.mean(0) - b.mean(0)) / var  # (D,)
+    w = _direction(a, b)  # (D,)
     s_src, s_tgt = a @ w, b @ w  # (N,), (M,)
     s0, s1 = float(s_tgt.max()), float(s_src.min())
     if not s1 > s0 and ramp == "strict":  # overlap: up to the most source-like sample
@@ -184,7 +189,33 @@ def fit_gate(source: torch.Tensor, target: torch.Tensor, pooling: str = "item",
     g_tgt = torch.clamp(b @ weight + bias, 0.0, 1.0)
     return Gate(weight=weight.to(torch.float32), bias=bias, pooling=pooling,
                 auroc=separation_auroc(s_src, s_tgt), source_gate=float(g_src.mean()),
-                target_gate=float(g_tgt.mean()))
+                target_gate=float(g_tgt.mean()), heldout_auroc=heldout_auroc(a, b))
+
+
+def _direction(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """The discriminant ``w`` (D,) of source (N, D) against target (M, D) samples."""
+    ss = ((a - a.mean(0)) ** 2).sum(0) + ((b - b.mean(0)) ** 2).sum(0)  # (D,)
+    var = ss / max(1, a.shape[0] + b.shape[0] - 2)
+    var = var + _EPS * float(var.mean()) + 1e-12
+    return (a.mean(0) - b.mean(0)) / var
+
+
+def heldout_auroc(source: torch.Tensor, target: torch.Tensor) -> float | None:
+    """How well the gate's discriminant tells source (N, D) from target (M, D) samples it was
+    not fitted on: each side is cut into its first and second half (the order of the inputs,
+    so mostly different prompts or texts), the discriminant fitted on one half of each scores
+    the other, both ways round; the two AUROCs are averaged. None when a side has fewer than
+    2 samples."""
+    a, b = source.detach().to("cpu", torch.float64), target.detach().to("cpu", torch.float64)
+    n, m = a.shape[0], b.shape[0]
+    if n < 2 or m < 2:
+        return None
+    halves = [(a[: n // 2], b[: m // 2]), (a[n // 2 :], b[m // 2 :])]
+    aurocs = []
+    for (fit_a, fit_b), (held_a, held_b) in (halves, halves[::-1]):
+        w = _direction(fit_a, fit_b)
+        aurocs.append(separation_auroc(held_a @ w, held_b @ w))
+    return sum(aurocs) / 2
 
 
 def gate_values(x: torch.Tensor, gate: Gate, mode: str, state: dict | None = None

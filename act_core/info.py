@@ -4,16 +4,24 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
+
+import torch
 
 from act_core.mapset import MapSet
 
-__all__ = ["describe_maps"]
+__all__ = ["WEAK_GATE_AUROC", "describe_maps", "gate_report"]
+
+#: Below this median held-out AUROC the per-site gates are reported as unable to tell the
+#: source from the target (0.5 = chance).
+WEAK_GATE_AUROC = 0.6
 
 
 def describe_maps(maps: MapSet, name: str | Path = "maps") -> str:
     """The sites, method, support, format version and gates of ``maps``, the words a sequence
-    gate learned from, one line per site (units kept, gate) and the stored diagnosis."""
+    gate learned from, one line per site (units kept, gate), what the per-site gates learned
+    (:func:`gate_report`) and the stored diagnosis."""
     from act_core.diagnose import Diagnosis
 
     meta = maps.metadata
@@ -38,6 +46,43 @@ def describe_maps(maps: MapSet, name: str | Path = "maps") -> str:
         gate = f" {tmap.gate.describe()}" if tmap.gate is not None else ""
         lines.append(f"  {site}  D={tmap.dim} mode={tmap.mode} n={tmap.n_source}/"
                      f"{tmap.n_target} guarded={tmap.guarded} kept={kept}{gate}")
+    gates = gate_report(maps)[0]
+    lines += [gates] if gates else []
     if report:
         lines.append(Diagnosis.from_dict(report).text())
     return "\n".join(lines)
+
+
+def gate_report(maps: Mapping[str, object]) -> tuple[str, list[str]]:
+    """What the per-site gates of ``maps`` learned, as one line ("" when none is gated), and a
+    warning when they barely tell the source from the target: a median held-out AUROC
+    (:func:`act_core.gate.heldout_auroc`; the training AUROC for gates that lack it) below
+    :data:`WEAK_GATE_AUROC`."""
+    gates = [(site, tmap.gate) for site, tmap in maps.items()
+             if getattr(tmap, "gate", None) is not None]
+    if not gates:
+        return "", []
+
+    def median(values: list[float]) -> float:
+        return float(torch.tensor(values, dtype=torch.float64).quantile(0.5))  # mid-way
+
+    held = [gate.heldout_auroc for _, gate in gates if gate.heldout_auroc is not None]
+    judged = median(held) if len(held) == len(gates) else median([g.auroc for _, g in gates])
+    low_site, low = min(gates, key=lambda pair: pair[1].auroc if pair[1].heldout_auroc is None
+                        else pair[1].heldout_auroc)
+    on_source = sum(gate.source_gate for _, gate in gates) / len(gates)
+    on_target = sum(gate.target_gate for _, gate in gates) / len(gates)
+    trained = median([gate.auroc for _, gate in gates])
+    text = (f"gates: {len(gates)} of {len(maps)} sites; AUROC median {trained:.2f} on their "
+            "training samples" + (f", {judged:.2f} held out (lowest {low.heldout_auroc:.2f} at "
+                                  f"{low_site}" if len(held) == len(gates)
+                                  else f" (lowest {low.auroc:.2f} at {low_site}")
+            + f"; 0.5 = not told apart); mean gate {on_source:.2f} on the source samples, "
+            f"{on_target:.2f} on the target samples (0 = left as they are)")
+    warnings = []
+    if judged < WEAK_GATE_AUROC:
+        warnings.append(f"the learned gates barely tell the source from the target (median "
+                        f"{'held-out ' if len(held) == len(gates) else ''}AUROC {judged:.2f}, "
+                        "0.5 = not at all): gated, the maps act on inputs almost at random; "
+                        "make the two sets differ clearly in the concept, or set the gate off")
+    return text, warnings

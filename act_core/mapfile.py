@@ -14,10 +14,12 @@ Layout of a file:
                           "n_target": 1024, "guarded": 0, "method": "linear_act",
                           "unbounded_strength": false,
                           "gate": {"bias": 0.0, "pooling": "item", "auroc": 1.0,
-                                   "source_gate": 1.0, "target_gate": 0.0}}, ...},
+                                   "source_gate": 1.0, "target_gate": 0.0,
+                                   "heldout_auroc": 0.98}}, ...},
      "extra": {...}}
 
-  ``gate`` is present on gated sites only. A file with a gated site is format version 2 (so
+  ``gate`` is present on gated sites only (``heldout_auroc`` where it was measured; readers
+  that predate it ignore it). A file with a gated site is format version 2 (so
   readers of version 1, which would silently drop the gate, refuse it); every other file is
   still written as version 1, and both versions load.
 
@@ -91,7 +93,9 @@ def _site_entry(tmap: TransportMap) -> dict:
     if tmap.gate is not None:
         gate = tmap.gate
         entry["gate"] = {"bias": gate.bias, "pooling": gate.pooling, "auroc": gate.auroc,
-                         "source_gate": gate.source_gate, "target_gate": gate.target_gate}
+                         "source_gate": gate.source_gate, "target_gate": gate.target_gate,
+                         **({} if gate.heldout_auroc is None
+                            else {"heldout_auroc": gate.heldout_auroc})}
     return entry
 
 
@@ -296,7 +300,9 @@ def _build_gate(entry: dict, tensors: Mapping[str, torch.Tensor], site: str) -> 
     return Gate(weight=weight, bias=float(gate["bias"]), pooling=str(gate.get("pooling", "item")),
                 auroc=float(gate.get("auroc", 0.5)),
                 source_gate=float(gate.get("source_gate", 1.0)),
-                target_gate=float(gate.get("target_gate", 0.0)))
+                target_gate=float(gate.get("target_gate", 0.0)),
+                heldout_auroc=None if gate.get("heldout_auroc") is None
+                else float(gate["heldout_auroc"]))
 
 
 def load_maps(path: str | os.PathLike) -> MapSet:

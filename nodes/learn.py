@@ -344,7 +344,8 @@ class ActLearnTransport(IO.ComfyNode):
                                        "The ramp: learned balanced runs between the two "
                                        "classes' medians, learned strict leaves every "
                                        "training target image at gate 0; learned = "
-                                       f"{DEFAULT_RAMP}."),
+                                       f"{DEFAULT_RAMP}. The report says how well the gates "
+                                       "tell the prompt sets apart on recordings held out."),
             ],
             outputs=[IO.Custom("ACT_MAPS").Output(display_name="maps",
                                                   tooltip="The fitted transport maps."),

@@ -26,6 +26,7 @@ import torch
 from comfy_api.latest import IO
 
 from ..act_core import Site, SiteError, apply_transport, fit_sites
+from ..act_core.info import gate_report
 from ..act_core.selection import Selection, heldout_split, output_gap, select
 from .families import SITE_PRESETS, STRUCTURE_PRESETS, arch_of, choose_sites
 
@@ -130,11 +131,14 @@ def choose_by_measurement(model, src_conds: list, tgt_conds: list, latent: torch
 
 def auto_report(maps, diagnosis) -> tuple[str, list[str]]:
     """The learn node's report text and warnings: the measured choice of ``sites = auto``
-    (when the maps' metadata records one) above the per-site diagnosis."""
+    (when the maps' metadata records one) above the per-site diagnosis, and below it what the
+    gates learned (when the maps are gated)."""
     data = (maps.metadata.get("extra") or {}).get("auto")
     selection = Selection.from_dict(data) if data else None
     text = diagnosis.text() if selection is None else f"{selection.text()}\n\n{diagnosis.text()}"
-    warnings = [*(selection.warnings if selection else ()), *diagnosis.warnings]
+    gates, gate_warnings = gate_report(maps)
+    text += (f"\n\n{gates}" if gates else "") + "".join(f"\nWARNING: {w}" for w in gate_warnings)
+    warnings = [*(selection.warnings if selection else ()), *diagnosis.warnings, *gate_warnings]
     return text, warnings
 
 

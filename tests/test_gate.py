@@ -195,3 +195,59 @@ def test_gated_fit_on_a_tiny_llama_leaves_target_like_text_nearly_unchanged():
     assert gated_src > 0.5 * plain_src  # source-like text: still steered
     with pytest.raises(FoldError, match="gated"):
         fold_lm(model, maps, 1.0)
+
+
+def test_heldout_auroc_sees_through_a_discriminant_that_fits_noise():
+    from act_core.gate import heldout_auroc, separation_auroc
+
+    gen = torch.Generator().manual_seed(5)
+    same_src, same_tgt = torch.randn(32, 200, generator=gen), torch.randn(32, 200, generator=gen)
+    gate = fit_gate(same_src, same_tgt)  # one distribution, 200 units for 64 samples
+    assert gate.auroc > 0.95  # on its own samples the discriminant finds a difference...
+    assert abs(gate.heldout_auroc - 0.5) < 0.2  # ...that samples it was not fitted on lack
+    apart_src, apart_tgt = _clouds(64)
+    assert fit_gate(apart_src, apart_tgt).heldout_auroc > 0.95
+    # the definition: each half scored by a discriminant fitted on the other half, by hand
+    first, second = (apart_src[:32], apart_tgt[:32]), (apart_src[32:], apart_tgt[32:])
+    by_hand = []
+    for (fs, ft), (hs, ht) in ((first, second), (second, first)):
+        fs, ft, hs, ht = (x.double() for x in (fs, ft, hs, ht))
+        pooled = (((fs - fs.mean(0)) ** 2).sum(0) + ((ft - ft.mean(0)) ** 2).sum(0)) / 62
+        w = (fs.mean(0) - ft.mean(0)) / (pooled + 1e-3 * float(pooled.mean()) + 1e-12)
+        by_hand.append(separation_auroc(hs @ w, ht @ w))
+    assert heldout_auroc(apart_src, apart_tgt) == pytest.approx(sum(by_hand) / 2)
+    assert heldout_auroc(apart_src[:1], apart_tgt) is None
+
+
+def test_gate_report_sums_up_the_gates_and_warns_when_they_cannot_tell_the_sets_apart(tmp_path):
+    from act_core.info import WEAK_GATE_AUROC, gate_report
+
+    gen = torch.Generator().manual_seed(6)
+    apart_src, apart_tgt = _clouds(64)
+    same = [(torch.randn(32, 200, generator=gen), torch.randn(32, 200, generator=gen))
+            for _ in range(2)]
+    samples = {"apart": (apart_src, apart_tgt), "same1": same[0], "same2": same[1]}
+    maps = {site: fit(src, tgt, "linear_act", mode="vector")
+            for site, (src, tgt) in samples.items()}
+    assert gate_report(maps) == ("", [])  # no gate, nothing to say
+    gated = gate_maps(maps, {k: v[0] for k, v in samples.items()},
+                      {k: v[1] for k, v in samples.items()})
+    held = sorted(gated[site].gate.heldout_auroc for site in samples)
+    assert held[1] < WEAK_GATE_AUROC < held[2]  # two of three sites cannot tell them apart
+    text, warnings = gate_report(gated)
+    assert text.startswith("gates: 3 of 3 sites; AUROC median ")
+    assert f", {held[1]:.2f} held out (lowest {held[0]:.2f} at same" in text
+    assert len(warnings) == 1 and "barely tell the source from the target" in warnings[0]
+    one = {"apart": gated["apart"], "same1": gated["same1"]}  # median of 2: above the bound
+    assert gate_report(one)[1] == [] and gate_report(ungated(MapSet(gated, {}))) == ("", [])
+    # the held-out AUROC travels in the map file (act info reads it back)
+    save_maps(tmp_path / "g.safetensors", MapSet(gated, {}))
+    back = load_maps(tmp_path / "g.safetensors")
+    assert [back[s].gate.heldout_auroc for s in samples] == \
+        [gated[s].gate.heldout_auroc for s in samples]
+    assert gate_report(back) == gate_report(gated)
+    from act_core import describe_maps
+
+    shown = describe_maps(back, "g.safetensors")  # what act info prints
+    assert gate_report(gated)[0] in shown.splitlines()
+    assert f"held-out auroc={back['apart'].gate.heldout_auroc:.2f}" in shown

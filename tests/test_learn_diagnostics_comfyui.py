@@ -41,9 +41,13 @@ def _run(server, graph: dict) -> tuple[str, list]:
 
 
 def test_a_learn_with_source_equal_to_target_warns(comfy_server):
-    text, images = _run(comfy_server, _graph(SOURCE, SOURCE))
+    """With a gate learned too, the report also says the gates cannot tell the sets apart."""
+    text, images = _run(comfy_server, _graph(SOURCE, SOURCE, gate="learned"))
     assert "barely differ" in text
     assert "barely differ" in comfy_server.log_tail(200000)
+    assert "\ngates: " in text and "held out" in text
+    assert "WARNING: the learned gates barely tell the source from the target" in text
+    assert "the learned gates barely tell" in comfy_server.log_tail(200000)
     assert len(images) == 1 and images[0].shape[1] >= 640  # the chart, one picture
     assert images[0].std() > 0  # bars and text, not a blank image
 

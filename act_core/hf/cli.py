@@ -259,8 +259,11 @@ def _cmd_fit(args: argparse.Namespace) -> int:
             **({"lineas": vars(lineas)} if lineas else {})}
     hf.save_lm_maps(args.output, maps, model, source_texts=source, target_texts=target,
                     metadata=meta, skip_first_token=args.skip_first_token)
-    print(diagnosis.text())
-    for warning in diagnosis.warnings:
+    from act_core.info import gate_report
+
+    gates, gate_warnings = gate_report(maps)
+    print(diagnosis.text() + (f"\n{gates}" if gates else ""))
+    for warning in [*diagnosis.warnings, *gate_warnings]:
         log.warning("%s", warning)
     print(f"wrote {len(maps)} maps ({args.method}) to {args.output}")
     return 0
