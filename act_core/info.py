@@ -36,6 +36,7 @@ def describe_maps(maps: MapSet, name: str | Path = "maps") -> str:
         lines.append(maps.sequence_gate.describe())
     extra = dict(meta.get("extra") or {})
     report, words = extra.pop("diagnosis", None), extra.pop("gate_words", None)
+    auto = extra.pop("auto", None)
     if words:
         from act_core.hf.gating import describe_gate_words
 
@@ -48,6 +49,10 @@ def describe_maps(maps: MapSet, name: str | Path = "maps") -> str:
                      f"{tmap.n_target} guarded={tmap.guarded} kept={kept}{gate}")
     gates = gate_report(maps)[0]
     lines += [gates] if gates else []
+    if auto:  # sites = auto: the measured choice
+        from act_core.selection import Selection
+
+        lines.append(Selection.from_dict(auto).text())
     if report:
         lines.append(Diagnosis.from_dict(report).text())
     return "\n".join(lines)

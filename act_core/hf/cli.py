@@ -64,7 +64,10 @@ def _add_fit(sub) -> None:
     p.add_argument("--sites", nargs="+", default=["attn_out"],
                    help="a preset (attn_out, post_norms, layernorms, mlp_out) or patterns: "
                         "globs or 're:<regex>' over module names (default: attn_out, the "
-                        "attention output projections; see docs/llm.md for why)")
+                        "attention output projections; see docs/llm.md for why); auto: the "
+                        "presets scored on held-out texts, the best kept")
+    p.add_argument("--auto-support", default="minmax", help="--sites auto: score at this "
+                   "support (default: %(default)s, as act generate's)")
     p.add_argument("--method", default="linear_act",
                    choices=(*ESTIMATORS, "lineas"),
                    help="estimator; lineas learns every site jointly, end to end, through the "
@@ -227,7 +230,16 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     if len(source) < 2 or len(target) < 2:
         raise SystemExit("act fit: need at least 2 source and 2 target examples")
     model, tokenizer = hf.load_causal_lm(args.model)
-    sites = args.sites[0] if len(args.sites) == 1 else args.sites
+    sites, selection = args.sites[0] if len(args.sites) == 1 else args.sites, None
+    if args.sites == ["auto"]:  # lineas: the candidates are scored with Linear-AcT's maps
+        from act_core.hf.auto import choose_lm_sites
+        chosen, selection = choose_lm_sites(
+            model, tokenizer, source, target, support=args.auto_support,
+            method="linear_act" if args.method == "lineas" else args.method,
+            max_length=args.max_length, batch_size=args.batch_size,
+            skip_first_token=args.skip_first_token)
+        sites = list(chosen)
+        print(selection.text() if selection else f"sites = auto: too few texts, {sites}")
     from act_core.diagnose import diagnose
 
     log.info("fitting %s on %d source and %d target examples", args.method, len(source),
@@ -256,6 +268,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     meta = {"data": name, "sites": args.sites, "incremental": not args.all_at_once,
             "gate": args.gate or "off", **({"gate_words": words} if words else {}),
             "stages": args.stages, "diagnosis": diagnosis.as_dict(),
+            **({"auto": selection.as_dict()} if selection else {}),
             **({"lineas": vars(lineas)} if lineas else {})}
     hf.save_lm_maps(args.output, maps, model, source_texts=source, target_texts=target,
                     metadata=meta, skip_first_token=args.skip_first_token)
@@ -263,7 +276,8 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 
     gates, gate_warnings = gate_report(maps)
     print(diagnosis.text() + (f"\n{gates}" if gates else ""))
-    for warning in [*diagnosis.warnings, *gate_warnings]:
+    for warning in [*(selection.warnings if selection else ()), *diagnosis.warnings,
+                    *gate_warnings]:
         log.warning("%s", warning)
     print(f"wrote {len(maps)} maps ({args.method}) to {args.output}")
     return 0
