@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 
 import comfy.utils
+import torch
 from comfy_api.latest import IO
 
 from ..act_core import (
@@ -31,12 +32,13 @@ from ..act_core.discover import discover_sites
 from ..act_core.errors import MapCompatibilityError
 from ..act_core.lineas import LineasConfig
 from ..act_core.schedule import ApplySettings
+from ..act_core.selection import Selection, heldout_split, output_gap, select
 from ..act_core.sites import site_widths
 from ..act_core.strength import MAX_STRENGTH
 from .chart import diagnosis_image
 from .common import encode_prompt
 from .learn import METHOD_CHOICES, parse_prompts
-from .learn_auto import diagnosis_outputs
+from .learn_auto import auto_report, diagnosis_outputs
 from .learn_lineas import fit_lineas_clip
 
 __all__ = ["ActApplyTransportCLIP", "ActLearnTextTransport", "TEXT_PRESETS", "TEXT_TARGET",
@@ -89,6 +91,56 @@ def choose_text_sites(clip, sites: str, pattern: str, encoder: str, probe_prompt
     return [str(site) for site in chosen], chosen
 
 
+def auto_text_sites(clip, source: list[str], target: list[str], encoder: str, support: str
+                    ) -> tuple[str, Selection | None]:
+    """``sites = auto``: the structure preset whose maps bring held-out source prompts'
+    conditioning closest to the held-out target prompts' (as AcT Learn Transport's ``auto``
+    does with sampled latents, :mod:`act_core.selection`). The last third of each set (at most
+    4) is held out; Linear-AcT maps for every preset's sites are fitted all at once on the
+    rest; each preset's maps then encode the held-out source prompts (strength 1), and their
+    conditioning, the mean over its tokens, is compared with the target prompts' as samples.
+    Fewer than 2 prompts in a set: ``layer outputs``, nothing measured."""
+    fit_s, held_s = heldout_split(len(source))
+    fit_t, held_t = heldout_split(len(target))
+    first = next(iter(TEXT_PRESETS))
+    if not held_s or not held_t:
+        return first, None
+    candidates = {}
+    for name in TEXT_PRESETS:
+        try:
+            candidates[name] = choose_text_sites(clip, name, "", encoder, source[0])[1]
+        except LookupError:  # e.g. no final norm (an encoder cut at an inner layer)
+            log.info("AcT auto (text encoder): no %s sites on this CLIP", name)
+    union = list({str(s): s for sites in candidates.values() for s in sites}.values())
+    pbar = comfy.utils.ProgressBar(len(fit_s) + len(fit_t) + (len(candidates) + 2) * 4)
+
+    def run(prompts: list[str]):
+        def runner(recorder) -> None:
+            for prompt in prompts:
+                encode_prompt(clip, prompt)
+                pbar.update(1)
+        return runner
+
+    maps = fit_sites(clip.cond_stage_model, union, run([source[i] for i in fit_s]),
+                     run([target[i] for i in fit_t]), incremental=False)
+
+    def conditioning(prompts: list[str], sites=()) -> torch.Tensor:  # (N, D)
+        chosen = {str(s): maps[str(s)] for s in sites}
+        with apply_transport(clip.cond_stage_model, chosen, 1.0, support):
+            return torch.cat([encode_prompt(clip, p).float().mean(1).cpu() for p in prompts])
+
+    held_source = [source[i] for i in held_s]
+    reference = conditioning([target[i] for i in held_t])
+    baseline = output_gap(conditioning(held_source), reference, paired=False)
+    gaps = {name: output_gap(conditioning(held_source, sites), reference, paired=False)
+            for name, sites in candidates.items()}
+    for name, gap in gaps.items():
+        log.info("AcT auto (text encoder): %-14s held-out gap %.4g (unsteered %.4g)", name, gap,
+                 baseline)
+    selection = select(gaps, baseline, (len(held_s), len(held_t)), paired=False)
+    return selection.chosen, selection
+
+
 #: LinEAS's settings on a text encoder: a transformer stack, as SmolLM2's, where the denoiser's
 #: rate (0.1) threw the residual stream off; at 100 steps, 0.01 closes more of the separation
 #: than 0.003 on every tiny encoder of docs/families.md (0.05 diverges on two)
@@ -101,6 +153,9 @@ def learn_text_maps(clip, source: list[str], target: list[str], sites: str, patt
     """Maps for the chosen sites of ``clip``'s encoder(s). ``method = "lineas"`` learns every
     site jointly, end to end (settings in ``lineas``, default :data:`TEXT_LINEAS`)."""
     encoder_model = clip.cond_stage_model
+    selection = None
+    if sites == "auto":
+        sites, selection = auto_text_sites(clip, source, target, encoder, support)
     patterns, chosen = choose_text_sites(clip, sites, pattern, encoder, source[0])
     if method == "lineas":
         config = lineas or TEXT_LINEAS
@@ -124,14 +179,16 @@ def learn_text_maps(clip, source: list[str], target: list[str], sites: str, patt
         maps = fit_sites(encoder_model, chosen, runner(source), runner(target), method=method,
                          incremental=False, samples=found)
     diagnosis = diagnose(found["source"], found["target"], maps, found.get("transported"))
-    for warning in diagnosis.warnings:
+    for warning in [*(selection.warnings if selection else ()), *diagnosis.warnings]:
         log.warning("AcT Learn Text-Encoder Transport: %s", warning)
     metadata = {"model": {"family": type(encoder_model).__name__, "target": TEXT_TARGET,
                           "encoders": sorted({str(s).split(".", 1)[0] for s in chosen})},
                 "prompt_hash": prompt_hash(source, target), "support": support,
                 "method": method, "extra": {"sites": sites, "patterns": patterns,
                                             "encoder": encoder, **extra,
-                                            "diagnosis": diagnosis.as_dict()}}
+                                            "diagnosis": diagnosis.as_dict(),
+                                            **({"auto": selection.as_dict()}
+                                               if selection else {})}}
     return MapSet(maps, metadata)
 
 
@@ -184,11 +241,16 @@ class ActLearnTextTransport(IO.ComfyNode):
                 IO.String.Input("target_prompts", multiline=True,
                                 default="a striped red circle",
                                 tooltip="One prompt per line: what you want instead."),
-                IO.Combo.Input("sites", options=[*TEXT_PRESETS, "custom"],
-                               default="layer outputs",
+                IO.Combo.Input("sites", options=["auto", *TEXT_PRESETS, "custom"],
+                               default="auto",
                                tooltip="Where to intervene in the text encoder, found by "
                                        "structure: the output of every layer, the final "
-                                       "norm, or the norms inside the layers."),
+                                       "norm, or the norms inside the layers; auto: each "
+                                       "of those scored on held-out prompts by how close "
+                                       "its maps bring their conditioning to the target's, "
+                                       "the best learned (the report lists the scores; the "
+                                       "default: on the toy world it kept the images where "
+                                       "layer outputs broke them)."),
                 IO.String.Input("pattern", default="", advanced=True,
                                 tooltip="For sites = custom: comma-separated module-name "
                                         "globs or 're:' regexes."),
@@ -228,7 +290,7 @@ class ActLearnTextTransport(IO.ComfyNode):
         maps = learn_text_maps(clip, source, target, sites, pattern, method, support, encoder,
                                lineas=config)
         diagnosis = Diagnosis.from_dict(maps.metadata["extra"]["diagnosis"])
-        report = diagnosis.text()
+        report = auto_report(maps, diagnosis)[0]  # the warnings were logged by the learn
         return IO.NodeOutput(maps, diagnosis_image(diagnosis), report, ui={"text": (report,)})
 
 

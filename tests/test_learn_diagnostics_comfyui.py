@@ -82,3 +82,15 @@ def test_the_text_encoder_learn_warns_as_the_model_learn_does(comfy_server):
     assert "AcT Learn Text-Encoder Transport: source and target barely differ" in (
         comfy_server.log_tail(200000))
     assert len(images) == 1 and images[0].std() > 0
+
+
+def test_the_text_encoder_learn_with_sites_auto_reports_its_choice(comfy_server):
+    """AcT Learn Text-Encoder Transport with ``sites = auto``, through the server: the node's
+    text lists every preset's held-out score and the one learned."""
+    graph = _text_graph(SOURCE, TARGET, "linear_act")
+    graph["learn"]["inputs"]["sites"] = "auto"
+    text, images = _run(comfy_server, graph)
+    assert "sites = auto chose '" in text and "2 source / 2 target prompts held out" in text
+    for preset in ("layer outputs", "final norm", "layer norms"):
+        assert f"  {preset}" in text
+    assert len(images) == 1

@@ -192,3 +192,26 @@ def test_identical_prompt_sets_warn_in_the_log_and_the_map_file(clip_nodes, meth
     warnings = maps.metadata["extra"]["diagnosis"]["warnings"]
     assert any("barely differ at every site" in w for w in warnings)
     assert "barely differ at every site" in caplog.text
+
+
+def test_sites_auto_scores_every_preset_on_held_out_prompts(case, clip_nodes):
+    """``sites = auto``: every structure preset found on the encoder is scored (held-out gap
+    over the unsteered gap), the lowest is learned and recorded. Where the conditioning is read
+    before the final norm (SDXL's penultimate layers), the final norm's maps cannot change it:
+    that preset scores exactly 1."""
+    maps = clip_nodes.learn_text_maps(case.clip, SOURCE, TARGET, "auto", "", "linear_act",
+                                      "unbounded")
+    auto = maps.metadata["extra"]["auto"]
+    expected = set(clip_nodes.TEXT_PRESETS) - (
+        {"final norm"} if case.family in encoder_recipes.NO_FINAL_NORM else set())
+    assert set(auto["scores"]) == expected and auto["heldout"] == [1, 1]
+    assert auto["scores"][auto["chosen"]] == min(auto["scores"].values())
+    assert maps.metadata["extra"]["sites"] == auto["chosen"]
+    _, sites = clip_nodes.choose_text_sites(case.clip, auto["chosen"], "", "all", SOURCE[0])
+    assert sorted(maps) == sorted(str(s) for s in sites)
+    # the unsteered gap, by hand: the held-out prompts' conditioning, mean over tokens
+    held = [_encode(case.clip, text)[0].float().mean(1) for text in (SOURCE[-1], TARGET[-1])]
+    assert auto["baseline_gap"] == pytest.approx(float((held[0] - held[1]).pow(2).mean()),
+                                                 rel=1e-5)
+    if case.family == "SDXL":
+        assert auto["scores"]["final norm"] == pytest.approx(1.0)
