@@ -38,9 +38,9 @@ def test_the_mistral3_row_passes_the_matrix_with_transformers_4():
                            env={**os.environ, "PYTHONPATH": path}, capture_output=True,
                            text=True, timeout=120, check=True)
     assert probe.stdout.split() == ["4.57.6", "0.22.2"]
-    # every check of the row ran, LinEAS included (one encoder: "one of several steered
-    # alone" is skipped)
-    result, tail = _run_with_transformers4("tests/test_text_encoders_matrix.py", "Flux2", 6)
+    # every check of the row ran, LinEAS and sites = auto included (one encoder: "one of
+    # several steered alone" is skipped)
+    result, tail = _run_with_transformers4("tests/test_text_encoders_matrix.py", "Flux2", 7)
     assert "MistralConverter" not in result.stdout, tail
 
 
