@@ -54,6 +54,7 @@ def test_auto_keeps_the_group_whose_maps_bring_held_out_texts_closest(tmp_path, 
     assert f"sites = auto chose {selection.chosen!r} (4 source / 4 target prompts" in printed
     maps = load_maps(tmp_path / "a.safetensors")
     assert maps.metadata["extra"]["auto"]["chosen"] == selection.chosen
+    assert maps.metadata["extra"]["sites"] == list(chosen)  # what was learned, not "auto"
     from act_core.hf import lm_sites
 
     assert sorted(maps) == sorted(str(s) for s in lm_sites(model, list(chosen)))

@@ -265,8 +265,8 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         words = gating.gate_words(tokenizer, source, target, args.max_length)
         log.info("%s%s", gate.describe(), "\n" + gating.describe_gate_words(words) if words else "")
     diagnosis = diagnose(samples["source"], samples["target"], maps, samples.get("transported"))
-    meta = {"data": name, "sites": args.sites, "incremental": not args.all_at_once,
-            "gate": args.gate or "off", **({"gate_words": words} if words else {}),
+    meta = {"data": name, "sites": sites if selection else args.sites, "gate": args.gate or "off",
+            "incremental": not args.all_at_once, **({"gate_words": words} if words else {}),
             "stages": args.stages, "diagnosis": diagnosis.as_dict(),
             **({"auto": selection.as_dict()} if selection else {}),
             **({"lineas": vars(lineas)} if lineas else {})}
