@@ -112,7 +112,8 @@ def auto_text_sites(clip, source: list[str], target: list[str], encoder: str, su
         except LookupError:  # e.g. no final norm (an encoder cut at an inner layer)
             log.info("AcT auto (text encoder): no %s sites on this CLIP", name)
     union = list({str(s): s for sites in candidates.values() for s in sites}.values())
-    pbar = comfy.utils.ProgressBar(len(fit_s) + len(fit_t) + (len(candidates) + 2) * 4)
+    pbar = comfy.utils.ProgressBar(len(fit_s) + len(fit_t) + len(held_t)
+                                   + len(held_s) * (len(candidates) + 1))  # every encode
 
     def run(prompts: list[str]):
         def runner(recorder) -> None:
@@ -126,8 +127,12 @@ def auto_text_sites(clip, source: list[str], target: list[str], encoder: str, su
 
     def conditioning(prompts: list[str], sites=()) -> torch.Tensor:  # (N, D)
         chosen = {str(s): maps[str(s)] for s in sites}
+        rows = []
         with apply_transport(clip.cond_stage_model, chosen, 1.0, support):
-            return torch.cat([encode_prompt(clip, p).float().mean(1).cpu() for p in prompts])
+            for prompt in prompts:
+                rows.append(encode_prompt(clip, prompt).float().mean(1).cpu())
+                pbar.update(1)
+        return torch.cat(rows)
 
     held_source = [source[i] for i in held_s]
     reference = conditioning([target[i] for i in held_t])
