@@ -7,6 +7,7 @@ tensor (1, H, W, 3) float in [0, 1] out, for a Preview Image node.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -27,15 +28,19 @@ def _height(value: float, top: float, span: int) -> int:
     return int(span * min(1.0, math.log10(value / 1e-3) / max(math.log10(top / 1e-3), 1e-6)))
 
 
-def diagnosis_image(diagnosis: Diagnosis, width: int = 640, height: int = 320) -> torch.Tensor:
+def diagnosis_image(diagnosis: Diagnosis, width: int = 640, height: int = 320,
+                    notes: Sequence[str] = (), warnings: Sequence[str] = ()) -> torch.Tensor:
     """Draw the per-site separation (blue) and what is left after the maps (orange).
 
     Sites whose map is the identity (switched off) get a grey marker under the axis; the
-    warnings are written in red above the chart. Returns a (1, H, W, 3) float tensor.
+    diagnosis's warnings and ``warnings`` (e.g. the site choice's or the gates') are written
+    in red above the chart, ``notes`` (one line each, e.g. what auto chose) in black. Returns
+    a (1, H, W, 3) float tensor.
     """
     sites = diagnosis.sites
     width = max(width, 24 + 3 * len(sites))
-    lines = [f"W: {w[:110]}" for w in diagnosis.warnings]
+    lines = [(f"W: {w[:110]}", _WARN) for w in (*diagnosis.warnings, *warnings)]
+    lines = [(note[:114], _TEXT) for note in notes] + lines
     top_margin = 34 + 12 * len(lines)
     image = Image.new("RGB", (width, height + top_margin), _BG)
     draw = ImageDraw.Draw(image)
@@ -43,8 +48,8 @@ def diagnosis_image(diagnosis: Diagnosis, width: int = 640, height: int = 320) -
     draw.text((6, 4), f"AcT: source-target separation per site (blue), left after the maps "
                       f"(orange); {kept}/{len(sites)} sites kept (grey: off). Log scale.",
               fill=_TEXT)
-    for i, line in enumerate(lines):
-        draw.text((6, 18 + 12 * i), line, fill=_WARN)
+    for i, (line, colour) in enumerate(lines):
+        draw.text((6, 18 + 12 * i), line, fill=colour)
     base, span = height + top_margin - 16, height - 40
     draw.line((10, base, width - 10, base), fill=_AXIS)
     if not sites:

@@ -38,7 +38,7 @@ from ..act_core.strength import MAX_STRENGTH
 from .chart import diagnosis_image
 from .common import encode_prompt
 from .learn import METHOD_CHOICES, parse_prompts
-from .learn_auto import auto_report, diagnosis_outputs
+from .learn_auto import auto_report, diagnosis_outputs, picture_lines
 from .learn_lineas import fit_lineas_clip
 
 __all__ = ["ActApplyTransportCLIP", "ActLearnTextTransport", "TEXT_PRESETS", "TEXT_TARGET",
@@ -296,7 +296,9 @@ class ActLearnTextTransport(IO.ComfyNode):
                                lineas=config)
         diagnosis = Diagnosis.from_dict(maps.metadata["extra"]["diagnosis"])
         report = auto_report(maps, diagnosis)[0]  # the warnings were logged by the learn
-        return IO.NodeOutput(maps, diagnosis_image(diagnosis), report, ui={"text": (report,)})
+        notes, more = picture_lines(maps, diagnosis)
+        return IO.NodeOutput(maps, diagnosis_image(diagnosis, notes=notes, warnings=more),
+                             report, ui={"text": (report,)})
 
 
 class ActApplyTransportCLIP(IO.ComfyNode):

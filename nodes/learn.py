@@ -29,7 +29,7 @@ from .families import (
     preset_names,
     resolve_patterns,
 )
-from .learn_auto import auto_report, choose_by_measurement, diagnosis_outputs
+from .learn_auto import auto_report, choose_by_measurement, diagnosis_outputs, picture_lines
 from .learn_lineas import fit_lineas_comfy
 from .learn_runs import (
     COLLECT,
@@ -388,5 +388,6 @@ class ActLearnTransport(IO.ComfyNode):
                      method, len(source), len(target), report)
             for warning in warnings:
                 log.warning("AcT Learn Transport: %s", warning)
-        return IO.NodeOutput(maps, diagnosis_image(diagnosis), report,
-                             ui={"text": (report,)})
+        notes, more = picture_lines(maps, diagnosis)
+        return IO.NodeOutput(maps, diagnosis_image(diagnosis, notes=notes, warnings=more),
+                             report, ui={"text": (report,)})

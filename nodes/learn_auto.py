@@ -142,6 +142,25 @@ def auto_report(maps, diagnosis) -> tuple[str, list[str]]:
     return text, warnings
 
 
+def picture_lines(maps, diagnosis) -> tuple[list[str], list[str]]:
+    """The learn picture's lines beyond the diagnosis: notes (what ``auto`` chose, what the
+    gates learned) and the warnings that are not the diagnosis's own."""
+    notes = []
+    data = (maps.metadata.get("extra") or {}).get("auto")
+    if data:
+        selection = Selection.from_dict(data)
+        notes.append(f"sites = auto chose {selection.chosen!r}: held-out gap "
+                     f"{selection.scores[selection.chosen]:.3f} of the unsteered one")
+    gates = [tmap.gate for tmap in maps.values() if getattr(tmap, "gate", None) is not None]
+    held = [g.heldout_auroc for g in gates if g.heldout_auroc is not None]
+    if held:
+        notes.append(f"gates: {len(gates)} sites, held-out AUROC median "
+                     f"{float(torch.tensor(held).quantile(0.5)):.2f} (0.5 = cannot tell "
+                     "source from target)")
+    warnings = [w for w in auto_report(maps, diagnosis)[1] if w not in diagnosis.warnings]
+    return notes, warnings
+
+
 def diagnosis_outputs() -> list:
     """The learn nodes' "did it do anything?" outputs, after their maps: the picture and the
     report text."""

@@ -4,6 +4,7 @@ text, in the server log and in the picture a Preview Image node shows."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from toyworld.experiments import fit_combos
@@ -48,6 +49,12 @@ def test_a_learn_with_source_equal_to_target_warns(comfy_server):
     assert "\ngates: " in text and "held out" in text
     assert "WARNING: the learned gates barely tell the source from the target" in text
     assert "the learned gates barely tell" in comfy_server.log_tail(200000)
+    # the picture writes each warning in red, one line each: the sets (the diagnosis), the
+    # site choice (auto found nothing to close) and the gates
+    img = images[0]
+    red = (img[..., 0] > 150) & (img[..., 1] < 90) & (img[..., 2] < 90)
+    warned = {(int(row) - 18) // 12 for row in np.nonzero(red[: img.shape[0] - 330].any(1))[0]}
+    assert len(warned) >= 3, warned
     assert len(images) == 1 and images[0].shape[1] >= 640  # the chart, one picture
     assert images[0].std() > 0  # bars and text, not a blank image
 
