@@ -158,15 +158,16 @@ def learn_text_maps(clip, source: list[str], target: list[str], sites: str, patt
     """Maps for the chosen sites of ``clip``'s encoder(s). ``method = "lineas"`` learns every
     site jointly, end to end (settings in ``lineas``, default :data:`TEXT_LINEAS`)."""
     encoder_model = clip.cond_stage_model
+    if len(source) < 2 or len(target) < 2:  # one prompt is one sample of each site
+        raise ValueError("the text encoder needs at least 2 source and 2 target prompts (one "
+                         "per line): each prompt gives one sample per site; found "
+                         f"{len(source)} and {len(target)}")
     selection = None
     if sites == "auto":
         sites, selection = auto_text_sites(clip, source, target, encoder, support)
     patterns, chosen = choose_text_sites(clip, sites, pattern, encoder, source[0])
     if method == "lineas":
         config = lineas or TEXT_LINEAS
-        if len(source) < 2 or len(target) < 2:
-            raise ValueError("method lineas needs at least 2 source and 2 target prompts "
-                             f"(one per line); found {len(source)} and {len(target)}")
         fit = fit_lineas_clip(clip, chosen, source, target, config,
                               comfy.utils.ProgressBar(config.steps + 3))
         maps, found, extra = fit.maps, vars(fit), {"lineas": vars(config)}
@@ -241,11 +242,15 @@ class ActLearnTextTransport(IO.ComfyNode):
             search_aliases=["act clip", "text encoder transport", "conditioning steer"],
             inputs=[
                 IO.Clip.Input("clip", tooltip="The text encoder to learn maps for."),
-                IO.String.Input("source_prompts", multiline=True, default="a red circle",
-                                tooltip="One prompt per line: what the model makes now."),
+                IO.String.Input("source_prompts", multiline=True,
+                                default="a red circle\na blue square\na green triangle",
+                                tooltip="One prompt per line (at least 2): what the model "
+                                        "makes now."),
                 IO.String.Input("target_prompts", multiline=True,
-                                default="a striped red circle",
-                                tooltip="One prompt per line: what you want instead."),
+                                default="a striped red circle\na striped blue square\n"
+                                        "a striped green triangle",
+                                tooltip="One prompt per line (at least 2): what you want "
+                                        "instead."),
                 IO.Combo.Input("sites", options=["auto", *TEXT_PRESETS, "custom"],
                                default="auto",
                                tooltip="Where to intervene in the text encoder, found by "

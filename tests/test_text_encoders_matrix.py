@@ -215,3 +215,17 @@ def test_sites_auto_scores_every_preset_on_held_out_prompts(case, clip_nodes):
                                                  rel=1e-5)
     if case.family == "SDXL":
         assert auto["scores"]["final norm"] == pytest.approx(1.0)
+
+
+def test_the_node_learns_with_its_default_inputs_and_refuses_a_single_prompt(clip_nodes):
+    """AcT Learn Text-Encoder Transport run as it is dropped into a graph (its default prompts
+    and sites) learns maps; one prompt per set is refused with the fix."""
+    clip = encoder_recipes.build_clip("SD15")
+    node = clip_nodes.ActLearnTextTransport
+    defaults = {i.id: i.default for i in node.define_schema().inputs if i.id != "clip"}
+    out = node.execute(clip=clip, **defaults)
+    maps = out.args[0] if hasattr(out, "args") else out[0]
+    assert len(maps) > 0 and maps.metadata["extra"]["auto"]["heldout"] == [1, 1]
+    with pytest.raises(ValueError, match="at least 2 source and 2 target prompts"):
+        clip_nodes.learn_text_maps(clip, ["a red circle"], ["a striped red circle"], "auto", "",
+                                   "linear_act", "unbounded")
