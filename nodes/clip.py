@@ -92,19 +92,16 @@ def choose_text_sites(clip, sites: str, pattern: str, encoder: str, probe_prompt
 
 
 def auto_text_sites(clip, source: list[str], target: list[str], encoder: str, support: str
-                    ) -> tuple[str, Selection | None]:
+                    ) -> tuple[str, Selection]:
     """``sites = auto``: the structure preset whose maps bring held-out source prompts'
     conditioning closest to the held-out target prompts' (as AcT Learn Transport's ``auto``
     does with sampled latents, :mod:`act_core.selection`). The last third of each set (at most
     4) is held out; Linear-AcT maps for every preset's sites are fitted all at once on the
     rest; each preset's maps then encode the held-out source prompts (strength 1), and their
     conditioning, the mean over its tokens, is compared with the target prompts' as samples.
-    Fewer than 2 prompts in a set: ``layer outputs``, nothing measured."""
+    Each set needs at least 2 prompts (:func:`learn_text_maps` checks)."""
     fit_s, held_s = heldout_split(len(source))
     fit_t, held_t = heldout_split(len(target))
-    first = next(iter(TEXT_PRESETS))
-    if not held_s or not held_t:
-        return first, None
     candidates = {}
     for name in TEXT_PRESETS:
         try:
