@@ -10,15 +10,19 @@ the gap and the record of a selection.
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import torch
 
 from .samples import pair_sorted, sort_units
 
-__all__ = ["NO_GAIN_WARNING", "Selection", "heldout_split", "output_gap", "select"]
+__all__ = ["NO_GAIN_WARNING", "Selection", "heldout_split", "output_gap", "score_candidates",
+           "select"]
+
+log = logging.getLogger(__name__)
 
 #: A best score above this (held-out gap / unsteered gap) means no candidate helped much.
 NO_GAIN_WARNING = 0.9
@@ -125,3 +129,24 @@ def select(gaps: Mapping[str, float], baseline_gap: float, heldout: tuple[int, i
                   for name, gap in gaps.items()}
     chosen = min(scores, key=lambda name: scores[name])
     return Selection(chosen, scores, baseline_gap, heldout, paired)
+
+
+def score_candidates(candidates: Mapping[str, Iterable[object]], maps: Mapping[str, object],
+                     outputs: Callable[[dict], torch.Tensor], reference: torch.Tensor,
+                     heldout: tuple[int, int], paired: bool, label: str = "auto") -> Selection:
+    """Score every candidate group of sites on the held-out inputs and choose (:func:`select`).
+
+    ``candidates``: name -> its sites (``str(site)`` keys ``maps``, fitted for them all);
+    ``outputs(chosen)`` runs the held-out source inputs with the maps ``chosen`` applied (an
+    empty dict: none, the unsteered baseline) and returns one output per input, compared with
+    ``reference`` (the held-out target inputs' outputs) by :func:`output_gap`. Each gap is
+    logged, prefixed with ``label``.
+    """
+    baseline = output_gap(outputs({}), reference, paired)
+    gaps = {}
+    for name, sites in candidates.items():
+        gaps[name] = output_gap(outputs({str(s): maps[str(s)] for s in sites}), reference,
+                                paired)
+        log.info("%s: %-36s held-out gap %.4g (unsteered %.4g)", label, name, gaps[name],
+                 baseline)
+    return select(gaps, baseline, heldout, paired)

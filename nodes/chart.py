@@ -7,6 +7,7 @@ tensor (1, H, W, 3) float in [0, 1] out, for a Preview Image node.
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Sequence
 
 import numpy as np
@@ -34,13 +35,13 @@ def diagnosis_image(diagnosis: Diagnosis, width: int = 640, height: int = 320,
 
     Sites whose map is the identity (switched off) get a grey marker under the axis; the
     diagnosis's warnings and ``warnings`` (e.g. the site choice's or the gates') are written
-    in red above the chart, ``notes`` (one line each, e.g. what auto chose) in black. Returns
-    a (1, H, W, 3) float tensor.
+    in red above the chart, ``notes`` (e.g. what auto chose, wrapped at 114 characters) in
+    black. Returns a (1, H, W, 3) float tensor.
     """
     sites = diagnosis.sites
     width = max(width, 24 + 3 * len(sites))
-    lines = [(f"W: {w[:110]}", _WARN) for w in (*diagnosis.warnings, *warnings)]
-    lines = [(note[:114], _TEXT) for note in notes] + lines
+    lines = [(line, _TEXT) for note in notes for line in textwrap.wrap(note, 114)]
+    lines += [(f"W: {w[:110]}", _WARN) for w in (*diagnosis.warnings, *warnings)]
     top_margin = 34 + 12 * len(lines)
     image = Image.new("RGB", (width, height + top_margin), _BG)
     draw = ImageDraw.Draw(image)

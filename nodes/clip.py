@@ -32,13 +32,12 @@ from ..act_core.discover import discover_sites
 from ..act_core.errors import MapCompatibilityError
 from ..act_core.lineas import LineasConfig
 from ..act_core.schedule import ApplySettings
-from ..act_core.selection import Selection, heldout_split, output_gap, select
+from ..act_core.selection import Selection, heldout_split, score_candidates
 from ..act_core.sites import site_widths
 from ..act_core.strength import MAX_STRENGTH
-from .chart import diagnosis_image
 from .common import encode_prompt
 from .learn import METHOD_CHOICES, parse_prompts
-from .learn_auto import auto_report, diagnosis_outputs, picture_lines
+from .learn_auto import auto_report, diagnosis_outputs
 from .learn_lineas import fit_lineas_clip
 
 __all__ = ["ActApplyTransportCLIP", "ActLearnTextTransport", "TEXT_PRESETS", "TEXT_TARGET",
@@ -122,8 +121,7 @@ def auto_text_sites(clip, source: list[str], target: list[str], encoder: str, su
     maps = fit_sites(clip.cond_stage_model, union, run([source[i] for i in fit_s]),
                      run([target[i] for i in fit_t]), incremental=False)
 
-    def conditioning(prompts: list[str], sites=()) -> torch.Tensor:  # (N, D)
-        chosen = {str(s): maps[str(s)] for s in sites}
+    def conditioning(prompts: list[str], chosen: dict) -> torch.Tensor:  # (N, D)
         rows = []
         with apply_transport(clip.cond_stage_model, chosen, 1.0, support):
             for prompt in prompts:
@@ -132,14 +130,11 @@ def auto_text_sites(clip, source: list[str], target: list[str], encoder: str, su
         return torch.cat(rows)
 
     held_source = [source[i] for i in held_s]
-    reference = conditioning([target[i] for i in held_t])
-    baseline = output_gap(conditioning(held_source), reference, paired=False)
-    gaps = {name: output_gap(conditioning(held_source, sites), reference, paired=False)
-            for name, sites in candidates.items()}
-    for name, gap in gaps.items():
-        log.info("AcT auto (text encoder): %-14s held-out gap %.4g (unsteered %.4g)", name, gap,
-                 baseline)
-    selection = select(gaps, baseline, (len(held_s), len(held_t)), paired=False)
+    reference = conditioning([target[i] for i in held_t], {})
+    selection = score_candidates(candidates, maps,
+                                 lambda chosen: conditioning(held_source, chosen), reference,
+                                 (len(held_s), len(held_t)), paired=False,
+                                 label="AcT auto (text encoder)")
     return selection.chosen, selection
 
 
@@ -297,10 +292,8 @@ class ActLearnTextTransport(IO.ComfyNode):
         maps = learn_text_maps(clip, source, target, sites, pattern, method, support, encoder,
                                lineas=config)
         diagnosis = Diagnosis.from_dict(maps.metadata["extra"]["diagnosis"])
-        report = auto_report(maps, diagnosis)[0]  # the warnings were logged by the learn
-        notes, more = picture_lines(maps, diagnosis)
-        return IO.NodeOutput(maps, diagnosis_image(diagnosis, notes=notes, warnings=more),
-                             report, ui={"text": (report,)})
+        report, _, picture = auto_report(maps, diagnosis)  # the learn logged the warnings
+        return IO.NodeOutput(maps, picture, report, ui={"text": (report,)})
 
 
 class ActApplyTransportCLIP(IO.ComfyNode):

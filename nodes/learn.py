@@ -20,7 +20,6 @@ from ..act_core.gate import DEFAULT_RAMP, LEARN_GATES, gate_maps, learn_gate
 from ..act_core.lineas import LineasConfig
 from ..act_core.trajectory import Trajectory
 from . import memo
-from .chart import diagnosis_image
 from .common import family_of
 from .families import (
     SITE_PRESETS,
@@ -29,7 +28,7 @@ from .families import (
     preset_names,
     resolve_patterns,
 )
-from .learn_auto import auto_report, choose_by_measurement, diagnosis_outputs, picture_lines
+from .learn_auto import auto_report, choose_by_measurement, diagnosis_outputs
 from .learn_lineas import fit_lineas_comfy
 from .learn_runs import (
     COLLECT,
@@ -382,12 +381,10 @@ class ActLearnTransport(IO.ComfyNode):
             maps, diagnosis = learn_and_diagnose(model, src_conds, tgt_conds, latent=latent,
                                                  lineas=config, **settings)
             memo.remember(key, (maps, diagnosis))
-        report, warnings = auto_report(maps, diagnosis)
+        report, warnings, picture = auto_report(maps, diagnosis)
         if kept is None:
             log.info("AcT: learned %d maps (%s, %d source / %d target prompts)\n%s", len(maps),
                      method, len(source), len(target), report)
             for warning in warnings:
                 log.warning("AcT Learn Transport: %s", warning)
-        notes, more = picture_lines(maps, diagnosis)
-        return IO.NodeOutput(maps, diagnosis_image(diagnosis, notes=notes, warnings=more),
-                             report, ui={"text": (report,)})
+        return IO.NodeOutput(maps, picture, report, ui={"text": (report,)})

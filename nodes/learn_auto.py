@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from contextlib import nullcontext
 
 import comfy.model_management
 import comfy.sample
@@ -27,7 +28,8 @@ from comfy_api.latest import IO
 
 from ..act_core import Site, SiteError, apply_transport, fit_sites
 from ..act_core.info import gate_report
-from ..act_core.selection import Selection, heldout_split, output_gap, select
+from ..act_core.selection import Selection, heldout_split, score_candidates
+from .chart import diagnosis_image
 from .families import SITE_PRESETS, STRUCTURE_PRESETS, arch_of, choose_sites
 
 __all__ = ["SCORE_SAMPLES", "SCORE_STEPS", "auto_report", "candidate_names",
@@ -115,50 +117,34 @@ def choose_by_measurement(model, src_conds: list, tgt_conds: list, latent: torch
     held_seed = seed + HELD_SEED
     source = [src_conds[i] for i in held_s]
     target = _final_latents(model, [tgt_conds[i] for i in held_t], score_latent, held_seed)
-    paired = len(held_s) == len(held_t)
-    baseline = output_gap(_final_latents(model, source, score_latent, held_seed), target, paired)
-    gaps = {}
-    for name, (_, sites) in candidates.items():
-        chosen = {str(s): maps[str(s)] for s in sites}
-        with apply_transport(diffusion_model, chosen, 1.0, support):
-            steered = _final_latents(model, source, score_latent, held_seed)
-        gaps[name] = output_gap(steered, target, paired)
-        log.info("AcT auto: %-36s held-out gap %.4g (unsteered %.4g)", name, gaps[name],
-                 baseline)
-    selection = select(gaps, baseline, (len(held_s), len(held_t)), paired)
+
+    def outputs(chosen: dict) -> torch.Tensor:
+        with apply_transport(diffusion_model, chosen, 1.0, support) if chosen else nullcontext():
+            return _final_latents(model, source, score_latent, held_seed)
+
+    selection = score_candidates({name: sites for name, (_, sites) in candidates.items()}, maps,
+                                 outputs, target, (len(held_s), len(held_t)),
+                                 paired=len(held_s) == len(held_t), label="AcT auto")
     return selection.chosen, *candidates[selection.chosen], selection
 
 
-def auto_report(maps, diagnosis) -> tuple[str, list[str]]:
-    """The learn node's report text and warnings: the measured choice of ``sites = auto``
-    (when the maps' metadata records one) above the per-site diagnosis, and below it what the
-    gates learned (when the maps are gated)."""
+def auto_report(maps, diagnosis) -> tuple[str, list[str], torch.Tensor]:
+    """The learn nodes' report text, its warnings and their picture: the measured choice of
+    ``sites = auto`` (when the maps' metadata records one) above the per-site diagnosis, and
+    below it what the gates learned (when the maps are gated). The picture draws the diagnosis
+    with the choice and the gates' line as notes and their warnings in red."""
     data = (maps.metadata.get("extra") or {}).get("auto")
     selection = Selection.from_dict(data) if data else None
     text = diagnosis.text() if selection is None else f"{selection.text()}\n\n{diagnosis.text()}"
     gates, gate_warnings = gate_report(maps)
     text += (f"\n\n{gates}" if gates else "") + "".join(f"\nWARNING: {w}" for w in gate_warnings)
-    warnings = [*(selection.warnings if selection else ()), *diagnosis.warnings, *gate_warnings]
-    return text, warnings
-
-
-def picture_lines(maps, diagnosis) -> tuple[list[str], list[str]]:
-    """The learn picture's lines beyond the diagnosis: notes (what ``auto`` chose, what the
-    gates learned) and the warnings that are not the diagnosis's own."""
-    notes = []
-    data = (maps.metadata.get("extra") or {}).get("auto")
-    if data:
-        selection = Selection.from_dict(data)
-        notes.append(f"sites = auto chose {selection.chosen!r}: held-out gap "
-                     f"{selection.scores[selection.chosen]:.3f} of the unsteered one")
-    gates = [tmap.gate for tmap in maps.values() if getattr(tmap, "gate", None) is not None]
-    held = [g.heldout_auroc for g in gates if g.heldout_auroc is not None]
-    if held:
-        notes.append(f"gates: {len(gates)} sites, held-out AUROC median "
-                     f"{float(torch.tensor(held).quantile(0.5)):.2f} (0.5 = cannot tell "
-                     "source from target)")
-    warnings = [w for w in auto_report(maps, diagnosis)[1] if w not in diagnosis.warnings]
-    return notes, warnings
+    chosen = ([f"sites = auto chose {selection.chosen!r}: held-out gap "
+               f"{selection.scores[selection.chosen]:.3f} of the unsteered one"]
+              if selection else [])
+    choice_warnings = list(selection.warnings) if selection else []
+    picture = diagnosis_image(diagnosis, notes=chosen + ([gates] if gates else []),
+                              warnings=choice_warnings + gate_warnings)
+    return text, [*choice_warnings, *diagnosis.warnings, *gate_warnings], picture
 
 
 def diagnosis_outputs() -> list:

@@ -6,23 +6,22 @@ union of the candidates' sites are fitted all at once on the rest; each candidat
 then applied (strength 1, the given support) while the held-out source texts run, and the
 model's last hidden state (the final norm's output, pooled over each text's tokens as fitting
 pools) is compared with the held-out target texts'. The score is that gap over the gap without
-maps (lower is better, 1 = no closer to the target); the lowest wins. Texts compare as pairs
-(row i with row i) when the two sets have as many texts, as distributions otherwise.
+maps (lower is better, 1 = no closer to the target); the lowest wins. The two held-out sets
+compare as samples (per unit, the 1-D Wasserstein distance of the pooled outputs), even when
+they hold as many texts: two lists of texts need not be pairs, and row-by-row differences of
+unrelated rows would reward maps that shrink the spread.
 """
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Sequence
 from typing import Any
 
 from act_core.errors import SiteError
-from act_core.selection import Selection, heldout_split, output_gap, select
+from act_core.selection import Selection, heldout_split, score_candidates
 
 __all__ = ["CANDIDATES", "MOST_HELD", "choose_lm_sites", "final_norm_site"]
-
-log = logging.getLogger(__name__)
 
 #: The candidate site groups, by name: the presets alone and the three together.
 CANDIDATES: dict[str, tuple[str, ...]] = {
@@ -86,15 +85,8 @@ def choose_lm_sites(model: Any, tokenizer: Any, source: Sequence[str], target: S
         return recorder.stacked()[out]  # (N, D)
 
     held_source = [source[i] for i in held_s]
-    reference = outputs([target[i] for i in held_t], None)
-    paired = False  # equal counts do not make texts pairs; a pair's rows compare as samples
-    baseline = output_gap(outputs(held_source, None), reference, paired)
-    gaps = {}
-    for name, group in groups.items():
-        names = {str(site) for site in lm_sites(model, list(group))}
-        chosen = {site: tmap for site, tmap in maps.items() if site in names}
-        gaps[name] = output_gap(outputs(held_source, chosen), reference, paired)
-        log.info("act auto: %-32s held-out gap %.4g (unsteered %.4g)", name, gaps[name],
-                 baseline)
-    selection = select(gaps, baseline, (len(held_s), len(held_t)), paired)
+    selection = score_candidates(
+        {name: lm_sites(model, list(group)) for name, group in groups.items()}, maps,
+        lambda chosen: outputs(held_source, chosen), outputs([target[i] for i in held_t], None),
+        (len(held_s), len(held_t)), paired=False, label="act auto")
     return groups[selection.chosen], selection
