@@ -239,7 +239,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
             max_length=args.max_length, batch_size=args.batch_size,
             skip_first_token=args.skip_first_token)
         sites = list(chosen)
-        print(selection.text() if selection else f"sites = auto: too few texts, {sites}")
+        print(selection.text())  # measured: act fit has 2 texts a side, so some are held out
     from act_core.diagnose import diagnose
 
     log.info("fitting %s on %d source and %d target examples", args.method, len(source),
