@@ -6,6 +6,9 @@ In-process, with the pack's own ``learn_maps`` (the node's defaults: linear_act,
 ComfyUI's sampler (euler, 20 steps, cfg 5) through ``benchmarks/toy_methods.Toy``. For every
 ``--sites`` entry (``auto`` and/or preset names) it prints the learn time, auto's choice and
 scores, and presence / colour kept / shape kept at every strength; ``--out`` saves JSON.
+``--structure-only`` makes ``auto`` choose among the structure presets (block outputs, block
+norms, both), as it does on every family without presets of its own: what such a model gets,
+measured on the one trained checkpoint we have.
 
     .venv/bin/python -m benchmarks.toy_auto_eval --experiment style --strengths 0,1 \\
         --checkpoint /tmp/stage1/act_toyworld_sd15.safetensors --out /tmp/style_stage1.json
@@ -32,11 +35,17 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--seeds", type=int, default=1, help="noise seeds per held-out prompt")
     parser.add_argument("--checkpoint", type=Path, default=None, help="default: stage 2")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--structure-only", action="store_true",
+                        help="auto chooses among the structure presets, as on a model "
+                             "without presets")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     exp = EXPERIMENTS[args.experiment]()
     toy = Toy(args.checkpoint)
+    if args.structure_only:  # the candidates a model without presets gets
+        learn_auto = toy.pack.nodes.learn_auto
+        learn_auto.candidate_names = lambda _model: list(learn_auto.STRUCTURE_PRESETS)
     prompts = [s.prompt for s in exp.heldout]
     rows = []
     for sites in args.sites:
@@ -58,7 +67,9 @@ def main(argv=None) -> list[dict]:
     if args.out:
         args.out.write_text(json.dumps({"experiment": args.experiment,
                                         "checkpoint": str(args.checkpoint or "stage 2"),
-                                        "seeds": args.seeds, "rows": rows}, indent=1))
+                                        "seeds": args.seeds,
+                                        "structure_only": args.structure_only,
+                                        "rows": rows}, indent=1))
     return rows
 
 

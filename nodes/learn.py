@@ -138,11 +138,15 @@ def learn_and_diagnose(model, src_conds: list, tgt_conds: list, *, source=None, 
     if sites == "auto" and method == "lineas" and SITE_PRESETS.get(arch):
         patterns = lineas_candidates(arch)
         chosen = resolve_patterns(diffusion_model, patterns)
+    elif sites == "auto" and method == "lineas":  # no presets: the block outputs, unmeasured
+        patterns, chosen = choose_sites(diffusion_model, sites, pattern, lambda: probe(None),
+                                        probe_double)
     elif sites == "auto":  # chosen by measurement on held-out prompts (nodes/learn_auto.py)
         at = collect_sigma(sampling, collect_at if timestep_ranges == 1 else 0.0)
         _, patterns, chosen, selection = choose_by_measurement(
             model, src_conds, tgt_conds, lat, seed,
-            lambda conds, s: runner(model, conds, lat, s, at, NO_PROGRESS),
+            lambda conds, s, single: runner(model, conds, lat, s, at, NO_PROGRESS,
+                                            single=single),
             lambda: probe(None), method=method, support=support,
             probe_double=probe_double)
     else:
@@ -263,7 +267,8 @@ class ActLearnTransport(IO.ComfyNode):
                                        "model draws from the whole prompt, and 'norms + "
                                        "cross-attention outputs' removes something the "
                                        "prompts name. '(structure)' presets find the main "
-                                       "stacks of repeated blocks on any model. custom = the "
+                                       "stacks of repeated blocks on any model; auto chooses "
+                                       "among them on a model without presets. custom = the "
                                        "pattern below."),
                 IO.String.Input("pattern", default="", advanced=True,
                                 tooltip="For sites = custom: comma-separated module-name "

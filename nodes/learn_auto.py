@@ -1,7 +1,8 @@
 """``sites = auto`` in AcT Learn Transport: the site group chosen by measurement.
 
-The candidates are the architecture's site presets (UNets, Flux, SD3); a model without
-presets of its own keeps the first structure preset, unmeasured. The node holds out the last
+The candidates are the architecture's site presets (UNets, Flux, SD3), or on a model without
+presets of its own the structure presets (block outputs, block norms, both: found by a probe
+pass, :func:`act_core.discover.discover_sites`). The node holds out the last
 prompts of each set (:func:`act_core.selection.heldout_split`), fits every candidate on the
 rest with the chosen estimator, all sites from one recorded pass (every candidate's maps come
 from the same two passes over the union of their sites), then samples each held-out source
@@ -30,7 +31,9 @@ from ..act_core import Site, SiteError, apply_transport, fit_sites
 from ..act_core.info import gate_report
 from ..act_core.selection import Selection, heldout_split, score_candidates
 from .chart import diagnosis_image
+from .common import drop_cached_state
 from .families import SITE_PRESETS, STRUCTURE_PRESETS, arch_of, choose_sites
+from .learn_runs import noise_parts
 
 __all__ = ["SCORE_SAMPLES", "SCORE_STEPS", "auto_report", "candidate_names",
            "choose_by_measurement", "diagnosis_outputs"]
@@ -39,16 +42,15 @@ log = logging.getLogger(__name__)
 SCORE_STEPS = 6
 SCORE_SAMPLES = 2
 HELD_SEED = 60013
-RunFactory = Callable[[list, int], Callable]  # (conds, seed) -> run(recorder)
+RunFactory = Callable[[list, int, bool], Callable]  # (conds, seed, single) -> run(recorder)
 
 
 def candidate_names(diffusion_model: torch.nn.Module) -> list[str]:
-    """The site presets ``auto`` chooses among on this model: the architecture's presets;
-    on an architecture without presets only the first structure preset (one candidate, so
-    nothing is measured: choosing among the structure presets is not tested on the model
-    families yet)."""
+    """The site presets ``auto`` chooses among on this model: the architecture's presets, or
+    the structure presets on an architecture without presets (the first of them is the
+    fallback when nothing can be measured)."""
     arch = arch_of(diffusion_model)
-    return list(SITE_PRESETS[arch]) if arch in SITE_PRESETS else list(STRUCTURE_PRESETS)[:1]
+    return list(SITE_PRESETS[arch]) if arch in SITE_PRESETS else list(STRUCTURE_PRESETS)
 
 
 def _candidates(diffusion_model, probe: Callable[[], None],
@@ -67,19 +69,35 @@ def _candidates(diffusion_model, probe: Callable[[], None],
     return found
 
 
-def _final_latents(model, conds: list, latent: torch.Tensor, seed: int) -> torch.Tensor:
+def _rows(samples) -> torch.Tensor:
+    """Sampled latents as (S, E): one row per noise sample (the streams of a NestedTensor,
+    as LTX-2's audio and video, flattened per sample and concatenated)."""
+    parts = samples.unbind() if getattr(samples, "is_nested", False) else [samples]
+    return torch.cat([t.reshape(t.shape[0], -1) for t in parts], dim=1)
+
+
+def _final_latents(model, conds: list, latent, seed: int, single: bool = False
+                   ) -> torch.Tensor:
     """Sample every conditioning (cfg 1, euler, SCORE_STEPS steps) on ``latent``'s noise
-    samples; prompt i uses noise seed ``seed + i``. Returns (len(conds) * S, C, h, w)."""
+    samples; prompt i uses noise seed ``seed + i``; ``single``: the model takes batch 1 only,
+    each noise sample runs alone. Returns (len(conds) * S, E), flattened latents."""
     sampling = model.get_model_object("model_sampling")
     sigmas = comfy.samplers.calculate_sigmas(sampling, "normal", SCORE_STEPS).cpu()
     sampler = comfy.samplers.sampler_object("euler")
+    diffusion_model = model.get_model_object("diffusion_model")
     out = []
-    for i, cond in enumerate(conds):
-        comfy.model_management.throw_exception_if_processing_interrupted()
-        noise = comfy.sample.prepare_noise(latent, seed + i)
-        with torch.no_grad():
-            out.append(comfy.sample.sample_custom(model, noise, 1.0, sampler, sigmas, cond, cond,
-                                                  latent, disable_pbar=True, seed=seed + i))
+    try:
+        for i, cond in enumerate(conds):
+            comfy.model_management.throw_exception_if_processing_interrupted()
+            drop_cached_state(diffusion_model)  # steered and plain runs share no prompt cache
+            noise = comfy.sample.prepare_noise(latent, seed + i)
+            for part_noise, part in noise_parts(noise, latent, single):
+                with torch.no_grad():
+                    out.append(_rows(comfy.sample.sample_custom(
+                        model, part_noise, 1.0, sampler, sigmas, cond, cond, part,
+                        disable_pbar=True, seed=seed + i)))
+    finally:
+        drop_cached_state(diffusion_model)
     return torch.cat(out)
 
 
@@ -90,8 +108,9 @@ def choose_by_measurement(model, src_conds: list, tgt_conds: list, latent: torch
                           ) -> tuple[str, list[str], list[Site], Selection | None]:
     """(preset name, patterns, sites, selection) for ``sites = auto``.
 
-    ``make_run(conds, seed)`` returns a run(recorder) that evaluates the denoiser once per
-    conditioning at the learn node's recording point; ``probe`` runs one denoiser pass (for
+    ``make_run(conds, seed, single)`` returns a run(recorder) that evaluates the denoiser once
+    per conditioning at the learn node's recording point (``single``: one noise sample at a
+    time, for a model that takes batch 1 only); ``probe`` runs one denoiser pass (for
     structure presets; ``probe_double`` the same pass with twice the batch, which finds each
     output's batch dim). With fewer than 2 prompts in a set, or one candidate, nothing can be
     held out or compared: the first candidate (the reference's choice) is returned, with no
@@ -110,17 +129,20 @@ def choose_by_measurement(model, src_conds: list, tgt_conds: list, latent: torch
                  "fewer than 2 prompts in a set, nothing to hold out", first)
         return first, *candidates[first], None
     union = list({str(s): s for _, sites in candidates.values() for s in sites}.values())
-    maps = fit_sites(diffusion_model, union, make_run([src_conds[i] for i in fit_s], seed),
-                     make_run([tgt_conds[i] for i in fit_t], seed + 100003), method=method,
-                     incremental=False)
+    single = any(site.layout == "unbatched" for site in union)  # batch 1 only: one by one
+    maps = fit_sites(diffusion_model, union,
+                     make_run([src_conds[i] for i in fit_s], seed, single),
+                     make_run([tgt_conds[i] for i in fit_t], seed + 100003, single),
+                     method=method, incremental=False)
     score_latent = latent[:SCORE_SAMPLES]
     held_seed = seed + HELD_SEED
     source = [src_conds[i] for i in held_s]
-    target = _final_latents(model, [tgt_conds[i] for i in held_t], score_latent, held_seed)
+    target = _final_latents(model, [tgt_conds[i] for i in held_t], score_latent, held_seed,
+                            single)
 
     def outputs(chosen: dict) -> torch.Tensor:
         with apply_transport(diffusion_model, chosen, 1.0, support) if chosen else nullcontext():
-            return _final_latents(model, source, score_latent, held_seed)
+            return _final_latents(model, source, score_latent, held_seed, single)
 
     selection = score_candidates({name: sites for name, (_, sites) in candidates.items()}, maps,
                                  outputs, target, (len(held_s), len(held_t)),

@@ -35,7 +35,8 @@ def nodes(act_pack):
     name = act_pack.__name__
     return SimpleNamespace(act_core=importlib.import_module(f"{name}.act_core"),
                            **{part: importlib.import_module(f"{name}.nodes.{part}")
-                              for part in ("learn", "apply", "families", "common")})
+                              for part in ("learn", "learn_auto", "apply", "families",
+                                           "common")})
 
 
 def _learn(case, nodes, sites: str = "auto"):
@@ -91,6 +92,27 @@ def test_auto_learns_maps_on_every_family(case, nodes):
         assert tmap.mode in ("tokens", "channels", "seq_first", "unbatched")
     assert not interventions(case.diffusion_model)
     assert case.maps.metadata["model"]["family"] == nodes.common.family_of(case.model)
+
+
+def test_auto_chooses_by_measurement_on_every_family(case, nodes):
+    """``sites = auto`` scores its candidates on held-out prompts on every family: the
+    family's presets, or on families without presets the structure presets (block outputs,
+    block norms, both; duplicates and presets the model has no modules for dropped). It learns
+    the lowest-scoring one, and the file records every score. A family whose blocks hold no
+    affine norm has one candidate (block outputs): nothing to measure, and no record."""
+    auto = case.maps.metadata["extra"].get("auto")
+    names = nodes.learn_auto.candidate_names(case.diffusion_model)
+    if nodes.families.arch_of(case.diffusion_model) == "other":
+        assert names == list(nodes.families.STRUCTURE_PRESETS)
+        if auto is None:
+            with pytest.raises(LookupError, match="no norms sites ran"):
+                _learn(case, nodes, sites="block norms (structure)")
+            return
+        assert "block outputs (structure)" in auto["scores"]
+    assert 2 <= len(auto["scores"]) and set(auto["scores"]) <= set(names)
+    assert auto["chosen"] == min(auto["scores"], key=auto["scores"].get)
+    assert auto["baseline_gap"] > 0 and all(v == v for v in auto["scores"].values())
+    assert auto["heldout"] == [1, 1]
 
 
 def _learn_lineas(case, nodes):
