@@ -86,7 +86,9 @@ class Selection:
             return (f"sites = auto: no site group brought the held-out prompts much closer to "
                     f"the target (best: {self.chosen!r}, {best:.2f} of the unsteered gap; "
                     f"below {NO_GAIN_WARNING} expected). Check that the target prompts "
-                    "differ from the source in what you want, or add prompts",)
+                    "differ from the source in what you want, or add prompts. Parallel "
+                    "lists measure best: target line i = source line i with the change (with "
+                    "unrelated lines, what differs between them also counts in the gap)",)
         return ()
 
     def text(self) -> str:

@@ -35,13 +35,14 @@ def diagnosis_image(diagnosis: Diagnosis, width: int = 640, height: int = 320,
 
     Sites whose map is the identity (switched off) get a grey marker under the axis; the
     diagnosis's warnings and ``warnings`` (e.g. the site choice's or the gates') are written
-    in red above the chart, ``notes`` (e.g. what auto chose, wrapped at 114 characters) in
-    black. Returns a (1, H, W, 3) float tensor.
+    in red above the chart, ``notes`` (e.g. what auto chose) in black, both wrapped at 114
+    characters. Returns a (1, H, W, 3) float tensor.
     """
     sites = diagnosis.sites
     width = max(width, 24 + 3 * len(sites))
     lines = [(line, _TEXT) for note in notes for line in textwrap.wrap(note, 114)]
-    lines += [(f"W: {w[:110]}", _WARN) for w in (*diagnosis.warnings, *warnings)]
+    lines += [(line, _WARN) for w in (*diagnosis.warnings, *warnings)
+              for line in textwrap.wrap(f"W: {w}", 114)]
     top_margin = 34 + 12 * len(lines)
     image = Image.new("RGB", (width, height + top_margin), _BG)
     draw = ImageDraw.Draw(image)

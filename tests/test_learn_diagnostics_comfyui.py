@@ -4,6 +4,8 @@ text, in the server log and in the picture a Preview Image node shows."""
 
 from __future__ import annotations
 
+import textwrap
+
 import numpy as np
 import pytest
 
@@ -49,12 +51,15 @@ def test_a_learn_with_source_equal_to_target_warns(comfy_server):
     assert "\ngates: " in text and "held out" in text
     assert "WARNING: the learned gates barely tell the source from the target" in text
     assert "the learned gates barely tell" in comfy_server.log_tail(200000)
-    # the picture writes each warning in red, one line each: the sets (the diagnosis), the
-    # site choice (auto found nothing to close) and the gates
+    # the picture writes every warning of the text in red, whole (wrapped): the sets (the
+    # diagnosis), the site choice (auto found nothing to close) and the gates
+    warnings = [line[len("WARNING: "):] for line in text.splitlines()
+                if line.startswith("WARNING: ")]
+    assert len(warnings) >= 3, text
     img = images[0]
     red = (img[..., 0] > 150) & (img[..., 1] < 90) & (img[..., 2] < 90)
     warned = {(int(row) - 18) // 12 for row in np.nonzero(red[: img.shape[0] - 330].any(1))[0]}
-    assert len(warned) >= 3, warned
+    assert len(warned) == sum(len(textwrap.wrap(f"W: {w}", 114)) for w in warnings), warned
     assert len(images) == 1 and images[0].shape[1] >= 640  # the chart, one picture
     assert images[0].std() > 0  # bars and text, not a blank image
 
