@@ -29,7 +29,7 @@ from .families import (
     resolve_patterns,
 )
 from .learn_auto import auto_report, choose_by_measurement, diagnosis_outputs
-from .learn_lineas import fit_lineas_comfy
+from .learn_lineas import fit_lineas_comfy, lineas_candidates, lineas_structure_sites
 from .learn_runs import (
     COLLECT,
     NO_PROGRESS,
@@ -50,12 +50,6 @@ METHOD_CHOICES = [*ESTIMATORS, "lineas"]
 #: LinEAS's settings on a denoiser when none are given: AcT Learn Transport's input defaults,
 #: which :func:`learn_and_diagnose` also uses (the seed comes from the learn's own)
 NODE_LINEAS = LineasConfig(steps=60, batch_size=4, lr=0.1)
-
-
-def lineas_candidates(arch: str) -> list[str]:
-    """``auto`` with LinEAS: every preset's sites of the architecture together (the candidates;
-    LinEAS's sparsity and the diagnostics say which it used)."""
-    return list(dict.fromkeys(p for preset in SITE_PRESETS[arch].values() for p in preset))
 
 
 def parse_prompts(text: str, which: str) -> list[str]:
@@ -138,9 +132,9 @@ def learn_and_diagnose(model, src_conds: list, tgt_conds: list, *, source=None, 
     if sites == "auto" and method == "lineas" and SITE_PRESETS.get(arch):
         patterns = lineas_candidates(arch)
         chosen = resolve_patterns(diffusion_model, patterns)
-    elif sites == "auto" and method == "lineas":  # no presets: the block outputs, unmeasured
-        patterns, chosen = choose_sites(diffusion_model, sites, pattern, lambda: probe(None),
-                                        probe_double)
+    elif sites == "auto" and method == "lineas":  # no presets: block outputs and norms at once
+        patterns, chosen = lineas_structure_sites(diffusion_model, lambda: probe(None),
+                                                  probe_double)
     elif sites == "auto":  # chosen by measurement on held-out prompts (nodes/learn_auto.py)
         at = collect_sigma(sampling, collect_at if timestep_ranges == 1 else 0.0)
         _, patterns, chosen, selection = choose_by_measurement(

@@ -29,11 +29,14 @@ import comfy.sample
 import comfy.samplers
 import torch
 
+from ..act_core.errors import SiteError
 from ..act_core.lineas import LineasConfig, LineasFit, fit_lineas
 from .common import drop_cached_state, encode_prompt
+from .families import SITE_PRESETS, choose_sites
 from .learn_runs import noise_parts
 
-__all__ = ["fit_lineas_clip", "fit_lineas_comfy", "with_gradients"]
+__all__ = ["fit_lineas_clip", "fit_lineas_comfy", "lineas_candidates", "lineas_structure_sites",
+           "with_gradients"]
 
 log = logging.getLogger(__name__)
 
@@ -249,3 +252,23 @@ def _in_steps(call: int, n_source: int, config: LineasConfig) -> bool:
     size = min(config.batch_size, n_source)
     per_pass = -(-n_source // size)
     return per_pass < call <= per_pass + config.steps
+
+
+def lineas_structure_sites(diffusion_model, probe, probe_double) -> tuple[list[str], list]:
+    """``auto`` with LinEAS on a model without presets: the block outputs and the affine norms
+    inside the blocks at once (the structure presets' union; the block outputs alone where
+    the blocks hold no affine norm). On the toy UNet, as a model without presets, the union
+    draws stripes in 7 of 12 held-out images where the block outputs alone draw none
+    (docs/results_toyworld.md)."""
+    try:
+        return choose_sites(diffusion_model, "block outputs + norms (structure)", "", probe,
+                            probe_double)
+    except SiteError:
+        return choose_sites(diffusion_model, "block outputs (structure)", "", probe,
+                            probe_double)
+
+
+def lineas_candidates(arch: str) -> list[str]:
+    """``auto`` with LinEAS: every preset's sites of the architecture together (the candidates;
+    LinEAS's sparsity and the diagnostics say which it used)."""
+    return list(dict.fromkeys(p for preset in SITE_PRESETS[arch].values() for p in preset))
