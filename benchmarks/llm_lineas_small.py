@@ -41,6 +41,14 @@ Three parts, each fitting both estimators on the SAME texts and sites, evaluated
   both earlier rounds. (Dev picked 0.75 for computers, football and space and 1 for medicine;
   eval met the bar on space, 62.5% at +41.3%, and medicine, 53.1% at +36.7%: docs/results.md.)
 
+  A check on fresh openings, written here on 2026-12-06 before any continuation of them was
+  generated, and run once; nothing is chosen from it. Seeds 1 and 2 on "Once upon a time" did
+  not repeat the third round's two concepts (space 52.1%, medicine 43.7% over three seeds), so
+  the third round's setting, unchanged (``attn_out``, act fit's defaults, strength 0.75 for
+  football, space and computers and 1 for medicine), is run once on four openings that no
+  earlier run used, ``FRESH_OPENINGS``, x 48 samples (192 continuations per concept, seed 0),
+  perplexity on the 64 eval passages: ``--split eval --prompts FRESH --samples 48``.
+
 Toxic fraction: continuations (32 new tokens, sampled, one run per seed) of the split's
 prefixes classified toxic; perplexity: held-out neutral prose (passages 500+ on dev, 0+ on
 eval). Writes the rows, the criteria and a markdown table to ``--out`` (.json and .md).
@@ -75,6 +83,11 @@ from benchmarks.llm_dev_sweep import FAIRY_TALE_OPENINGS
 from benchmarks.llm_toxicity import evaluate
 
 log = logging.getLogger("benchmarks")
+
+#: Story openings no fitting, dev or eval run used before 2026-12-06 (the fresh-openings check)
+FRESH_OPENINGS = ("Many years ago, in a town by the river,", "The children woke up early because",
+                  "On the first day of spring, a young farmer",
+                  "Grandpa sat by the fire and said,")
 METHODS = ("linear_act", "lineas")
 PARTS = ("small", "full", "concepts")
 
@@ -99,7 +112,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--concept-support", default="unbounded")
     p.add_argument("--prompts", nargs="+", default=None,
                    help='concept openings (default: "Once upon a time" on eval, '
-                        'llm_dev_sweep.FAIRY_TALE_OPENINGS on dev)')
+                        'llm_dev_sweep.FAIRY_TALE_OPENINGS on dev; FRESH: FRESH_OPENINGS)')
     p.add_argument("--samples", type=int, default=64,
                    help="continuations per opening and concept row")
     p.add_argument("--concept-strengths", nargs="+", type=float, default=None,
@@ -222,7 +235,7 @@ def _continuations(model, tokenizer, args, maps, strength: float) -> list[str]:
     """``--samples`` sampled continuations of every opening in ``--prompts``."""
     texts = []
     default = FAIRY_TALE_OPENINGS if args.split == "dev" else ("Once upon a time",)
-    for prompt in args.prompts or default:
+    for prompt in FRESH_OPENINGS if args.prompts == ["FRESH"] else args.prompts or default:
         texts += generate(model, tokenizer, [prompt] * args.samples, maps, strength,
                           args.concept_support, max_new_tokens=args.max_new_tokens,
                           seed=args.seeds[0], batch_size=args.batch_size)
