@@ -12,9 +12,10 @@ variance) projects an activation onto one score, and a clamped ramp turns the sc
 ``s0`` is the largest target score and ``s1`` the smallest source score when the two pooled
 samples separate (every training target gets g = 0, every training source g = 1). When they
 overlap, ``ramp = "balanced"`` (default) uses the medians of the two score samples, and
-``ramp = "strict"`` keeps ``s0`` at the largest target score (every training target still gets
-g = 0) and ramps up to the largest source score. Stored folded: ``g = clamp(<weight, x> + bias,
-0, 1)`` with ``weight = w / (s1 - s0)`` and ``bias = -s0 / (s1 - s0)``.
+``ramp = "strict"`` keeps ``s0`` at the largest target score, raised by a millionth of the
+ramp so that rounding cannot open it (every training target still gets g = 0), and ramps up
+to the largest source score. Stored folded: ``g = clamp(<weight, x> + bias, 0, 1)`` with
+``weight = w / (s1 - s0)`` and ``bias = -s0 / (s1 - s0)``.
 
 The applied strength becomes ``lambda * g(x)``:
 
@@ -184,6 +185,8 @@ def fit_gate(source: torch.Tensor, target: torch.Tensor, pooling: str = "item",
     if not s1 - s0 > 1e-12 * max(1.0, abs(s0), abs(s1)):  # no separation: keep the plain map
         weight, bias = torch.zeros_like(w), 1.0
     else:
+        if ramp == "strict":  # a millionth of the ramp above the largest target score, so
+            s0 += 1e-6 * (s1 - s0)  # rounding in b @ weight + bias never opens it (g = 0)
         weight, bias = w / (s1 - s0), -s0 / (s1 - s0)
     g_src = torch.clamp(a @ weight + bias, 0.0, 1.0)
     g_tgt = torch.clamp(b @ weight + bias, 0.0, 1.0)
