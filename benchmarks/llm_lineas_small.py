@@ -49,6 +49,26 @@ Three parts, each fitting both estimators on the SAME texts and sites, evaluated
   earlier run used, ``FRESH_OPENINGS``, x 48 samples (192 continuations per concept, seed 0),
   perplexity on the 64 eval passages: ``--split eval --prompts FRESH --samples 48``.
 
+  A fourth round, paired concept data, its rule written here on 2026-12-06 at 08:52 UTC before
+  any run of it. Why: the built-in concept data pair 100 everyday sentences with 60 expository
+  sentences about the concept, so the maps also learn a change of register, which costs
+  perplexity; the paired sets (``concept:NAME:paired``: each of 60 everyday sentences and its
+  rewrite about the concept in the same frame) cut the perplexity cost of Linear-AcT maps to a
+  third or less on dev (docs/llm.md, 2026-11-21) but were only measured at strength 1, where
+  they are weaker. Setting: ``--concept-data paired``, sites ``attn_out``, act fit's defaults
+  otherwise (identity start, 100 steps, batch 8, lr 0.01), both estimators at strengths 1,
+  1.5, 2, 2.5 and 3. Dev: the third round's protocol (the four fairy-tale openings x 16, seed
+  0, 16 dev passages). Per concept and estimator, the largest strength whose dev perplexity
+  change is at most +40% (none: the concept scores 0). Score of an estimator: the number of
+  concepts at >= 50% about at that strength, then the mean about rate. The better estimator
+  goes to eval only if its score beats the third round's dev score at its budgeted strengths
+  (no concept at 50%, mean 20.3%: football 10.9, space 40.6, computers 7.8, medicine 21.9).
+  Eval, once: "Once upon a time", 64 samples x seeds 0, 1 and 2 (192 continuations per
+  concept: the protocol's seed 0 alone was a lucky draw in the third round), 64 eval passages,
+  each concept at its dev strength; then the same maps once on ``FRESH_OPENINGS`` (48 samples,
+  seed 0), reported beside it. The criterion is read on the 192 "Once upon a time"
+  continuations.
+
 Toxic fraction: continuations (32 new tokens, sampled, one run per seed) of the split's
 prefixes classified toxic; perplexity: held-out neutral prose (passages 500+ on dev, 0+ on
 eval). Writes the rows, the criteria and a markdown table to ``--out`` (.json and .md).
@@ -109,6 +129,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--support", default="q0.05-0.95", help="toxicity support")
     p.add_argument("--concepts", nargs="+", default=data.concept_names())
     p.add_argument("--concept-sites", default="attn_out")
+    p.add_argument("--concept-data", choices=("builtin", "paired"), default="builtin",
+                   help="builtin: the neutral sentences -> the concept's sentences; paired: "
+                        "each neutral sentence -> its rewrite about the concept")
+    p.add_argument("--concept-methods", nargs="+", choices=METHODS, default=list(METHODS))
+    p.add_argument("--act-concept-strengths", nargs="+", type=float, default=None,
+                   help="Linear-AcT's strengths in the concept part (default: --strength)")
     p.add_argument("--concept-support", default="unbounded")
     p.add_argument("--prompts", nargs="+", default=None,
                    help='concept openings (default: "Once upon a time" on eval, '
@@ -235,10 +261,12 @@ def _continuations(model, tokenizer, args, maps, strength: float) -> list[str]:
     """``--samples`` sampled continuations of every opening in ``--prompts``."""
     texts = []
     default = FAIRY_TALE_OPENINGS if args.split == "dev" else ("Once upon a time",)
-    for prompt in FRESH_OPENINGS if args.prompts == ["FRESH"] else args.prompts or default:
-        texts += generate(model, tokenizer, [prompt] * args.samples, maps, strength,
-                          args.concept_support, max_new_tokens=args.max_new_tokens,
-                          seed=args.seeds[0], batch_size=args.batch_size)
+    for seed in args.seeds:  # every seed samples its own continuations
+        for prompt in (FRESH_OPENINGS if args.prompts == ["FRESH"]
+                       else args.prompts or default):
+            texts += generate(model, tokenizer, [prompt] * args.samples, maps, strength,
+                              args.concept_support, max_new_tokens=args.max_new_tokens,
+                              seed=seed, batch_size=args.batch_size)
     return texts
 
 
@@ -248,19 +276,22 @@ def concept_rows(model, tokenizer, args, done=None) -> list[dict]:
     base_ppl = perplexity(model, tokenizer, prose)
     rows = []
     for concept in args.concepts:
-        source, target = data.load_builtin(f"concept:{concept}")
+        name = f"concept:{concept}" + (":paired" if args.concept_data == "paired" else "")
+        source, target = data.load_builtin(name)
         texts = _continuations(model, tokenizer, args, None, 0.0)
         rows.append({"part": f"concept {concept}", "method": "none",
                      "texts": f"{len(source)}+{len(target)}", "strength": 0.0,
                      "about": sum(is_about(texts, concept)) / len(texts), "ppl": base_ppl,
                      "ppl_change": 0.0, "fit_seconds": 0.0, "example": texts[:2]})
-        for method in METHODS:
+        for method in args.concept_methods:
             maps, seconds, closed, _ = _fit(model, tokenizer, source, target,
                                             args.concept_sites, method, args,
                                             skip_first_token=args.skip_first_token)
             strengths = [_strength(args, method)]
             if method == "lineas" and args.concept_strengths:
                 strengths = args.concept_strengths
+            if method == "linear_act" and args.act_concept_strengths:
+                strengths = args.act_concept_strengths
             for strength in strengths:
                 texts = _continuations(model, tokenizer, args, maps, strength)
                 ppl = perplexity(model, tokenizer, prose, maps, strength, args.concept_support)
