@@ -31,7 +31,7 @@ from .maps import TransportMap
 from .samples import pair_sorted, sort_units
 
 __all__ = ["MOVED_WARNING", "SIGNAL_WARNING", "Diagnosis", "SiteDiagnosis", "closed_share",
-           "diagnose"]
+           "diagnose", "short_site"]
 
 #: Below this signal-to-noise ratio at every site, source and target are said to barely differ.
 SIGNAL_WARNING = 3.0
@@ -56,6 +56,16 @@ class SiteDiagnosis:
         """``separation / noise``: about 1 when source and target do not differ."""
         return self.separation / self.noise if self.noise > 0 else (
             math.inf if self.separation > 0 else 0.0)
+
+
+def short_site(name: str, width: int) -> str:
+    """``name`` in at most ``width`` characters: a long name keeps its start (which block)
+    and its end (which module), joined by "...", so that two sites never read alike where
+    only a cut end would tell them apart (input_blocks.1.1... and output_blocks.1.1...)."""
+    if len(name) <= width:
+        return name
+    head = (width - 3) * 2 // 5
+    return f"{name[:head]}...{name[len(name) - (width - 3 - head):]}"
 
 
 @dataclass(frozen=True)
@@ -89,7 +99,7 @@ class Diagnosis:
                  f"{'moved':>6} {'kept':>9}"]
         ranked = sorted(self.sites, key=lambda s: -s.separation)[:limit]
         for s in sorted(ranked, key=self.sites.index):
-            lines.append(f"{s.site[-48:]:<48} {s.separation:>10.4g} {s.signal:>7.3g} "
+            lines.append(f"{short_site(s.site, 48):<48} {s.separation:>10.4g} {s.signal:>7.3g} "
                          f"{s.remaining:>9.4g} {s.moved:>6.3g} {s.kept:>4}/{s.units:<4}")
         if len(self.sites) > limit:
             lines.append(f"... {len(self.sites) - limit} less separated sites not shown")

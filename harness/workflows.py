@@ -24,7 +24,7 @@ from pathlib import Path
 
 from toyworld.checkpoint import CHECKPOINT_NAME, checkpoint_path
 from toyworld.example_maps import STRIPED_MAP, install_example_maps
-from toyworld.experiments import NEGATION_SITES, STYLE_SITES
+from toyworld.experiments import NEGATION_SITES
 
 from .comfy_server import ROOT, ComfyServer
 from .workflow_format import WorkflowSpec, to_api, to_ui
@@ -82,16 +82,18 @@ def style_intensity() -> WorkflowSpec:
         "Style intensity with AcT (toy checkpoint act_toyworld_sd15).\n\n"
         "AcT Learn Transport compares the model's activations on plain prompts (source) with "
         "the same prompts in the 'striped' style (target) and fits one small transport map per "
-        "unit. Sites 'cross-attention outputs': where the prompt enters the image features "
-        "(this model draws its style from the whole prompt, as one code for the image). "
-        "Support 'unbounded' suits adding a style.\n\nThe strength grid draws a prompt "
+        "unit. Every setting is at its default: sites 'auto' tries each site preset on "
+        "prompts it holds out and learns the one that brings them closest to the target; "
+        "the diagnostics picture (Preview Image) shows its choice and, per site, how far "
+        "apart the two sets are and what the maps close.\n\nThe strength grid draws a prompt "
         "that was NOT used for learning ('a yellow triangle') at strengths 0 to 1; the bottom "
         "row applies strength 0.5 through a normal KSampler. AcT Save Maps writes "
         "models/act_maps/act/toyworld_striped_00001.safetensors for AcT Load Maps."))
     learn = wf.add("ActLearnTransport", (420, 0), model=ckpt.out("MODEL"), clip=ckpt.out("CLIP"),
                    latent=latent.out("LATENT"), source_prompts="\n".join(PLAIN),
                    target_prompts="\n".join(p.replace("a ", "a striped ", 1) for p in PLAIN),
-                   sites=STYLE_SITES, support="unbounded", seed=0)
+                   seed=0)
+    wf.add("PreviewImage", (420, 580), size=(420, 300), images=learn.out("diagnostics"))
     wf.add("ActSaveMaps", (420, 460), maps=learn.out("maps"),
            filename_prefix="act/toyworld_striped")
     pos, neg = _prompts(wf, ckpt, "a yellow triangle", 0, 300)
@@ -110,17 +112,18 @@ def concept_negation() -> WorkflowSpec:
     ckpt, latent = _base(wf, (
         "Concept negation with AcT (toy checkpoint act_toyworld_sd15).\n\n"
         "Source = prompts that ask for a black dot; target = the same prompts without it. "
-        "Sites 'norms + cross-attention outputs': the norm layers plus the outputs of the "
-        "cross-attention, where the prompt enters the image (the norms alone need strength "
-        "1.25 to remove the dot). Support 'unbounded': on this model 'minmax' (the "
-        "reference's choice for removal) leaves the dot in place. The maps act on the "
-        "conditional half of the CFG batch (apply_to, the default).\n\nThe held-out "
+        "AcT Learn Transport at its defaults: sites 'auto' measures each site preset on "
+        "prompts it holds out and learns the best (the diagnostics picture, in the Preview "
+        "Image, says which, and warns when the maps would change nothing). Support "
+        "'unbounded': on this model 'minmax' (the reference's choice for removal) leaves the "
+        "dot in place. The maps act on the conditional half of the CFG batch (apply_to, the "
+        "default).\n\nThe held-out "
         "prompt 'a yellow square with a black dot' is drawn with the maps at strength 1 "
         "(the dot should be gone), and the grid shows strengths 0 to 1 for the same seed."))
     learn = wf.add("ActLearnTransport", (420, 0), model=ckpt.out("MODEL"), clip=ckpt.out("CLIP"),
                    latent=latent.out("LATENT"), source_prompts="\n".join(p + DOT for p in PLAIN),
-                   target_prompts="\n".join(PLAIN), sites=NEGATION_SITES, support="unbounded",
-                   seed=0)
+                   target_prompts="\n".join(PLAIN), seed=0)
+    wf.add("PreviewImage", (420, 580), size=(420, 300), images=learn.out("diagnostics"))
     pos, neg = _prompts(wf, ckpt, "a yellow square" + DOT, 0, 300)
     apply = wf.add("ActApplyTransport", (880, 380), model=ckpt.out("MODEL"),
                    maps=learn.out("maps"), strength=1.0)

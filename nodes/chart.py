@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from ..act_core.diagnose import Diagnosis
+from ..act_core.diagnose import Diagnosis, short_site
 
 __all__ = ["diagnosis_image"]
 
@@ -70,8 +70,8 @@ def diagnosis_image(diagnosis: Diagnosis, width: int = 640, height: int = 320,
                                    fill=colour)
             if not s.kept:
                 draw.rectangle((x, base + 3, x + 2 * bar - 1, base + 8), fill=_OFF)
-        draw.text((12, base + 4), sites[0].site[:40], fill=_AXIS)
-        label = sites[-1].site[:40]
+        draw.text((12, base + 4), short_site(sites[0].site, 40), fill=_AXIS)
+        label = short_site(sites[-1].site, 40)
         draw.text((max(12, width - 12 - 6 * len(label)), base + 4), label, fill=_AXIS)
     array = np.asarray(image, dtype=np.float32) / 255.0  # (H, W, 3)
     return torch.from_numpy(array).unsqueeze(0)

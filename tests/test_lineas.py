@@ -219,3 +219,20 @@ def test_diagnose_warns_when_source_and_target_are_the_same_distribution():
     assert all(s.signal < 3 for s in report.sites)
     assert any("barely differ" in w for w in report.warnings)
     assert "WARNING" in report.text()
+
+
+def test_the_report_tells_apart_sites_whose_long_names_end_alike():
+    """UNet sites input_blocks.1.1.X and output_blocks.1.1.X end alike for 48 characters: the
+    report keeps each name's start and end, so the two rows read differently."""
+    from act_core.diagnose import Diagnosis, SiteDiagnosis, short_site
+
+    tail = ".1.1.transformer_blocks.0.attn2.to_out.0"
+    names = ["input_blocks" + tail, "output_blocks" + tail, "out"]
+    rows = [SiteDiagnosis(site=n, separation=1.0, noise=1.0, remaining=0.1, moved=0.5,
+                          kept=8, units=8) for n in names]
+    lines = Diagnosis(tuple(rows), ()).text().splitlines()[2:]
+    labels = [line[:48].rstrip() for line in lines]
+    assert len(set(labels)) == 3 and labels[2] == "out"
+    assert labels[0].startswith("input_blocks") and labels[1].startswith("output_blocks")
+    assert all(label.endswith("attn2.to_out.0") and len(label) == 48 for label in labels[:2])
+    assert short_site("abc", 48) == "abc"
