@@ -48,7 +48,8 @@ class ComfyServer:
     """Context manager around a real ComfyUI server process on 127.0.0.1."""
 
     def __init__(self, base_dir: Path | None = None, extra_args: tuple[str, ...] = (),
-                 startup_timeout: float = 180.0, log_path: Path | None = None):
+                 startup_timeout: float = 180.0, log_path: Path | None = None,
+                 threads: int | None = None):
         self._tmp = None if base_dir else tempfile.TemporaryDirectory(prefix="act-comfy-")
         self.base = Path(base_dir or self._tmp.name)
         self.port = free_port()
@@ -56,6 +57,7 @@ class ComfyServer:
         self.extra_args = extra_args
         self.startup_timeout = startup_timeout
         self.log_path = log_path or self.base / "server.log"
+        self.threads = threads  # torch/OpenMP threads of the server (None: torch's default)
         self.proc: subprocess.Popen | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -81,7 +83,9 @@ class ComfyServer:
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, cwd=str(COMFYUI_DIR), stdout=self._log,
                                      stderr=subprocess.STDOUT, start_new_session=True,
-                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                     env={**os.environ, "PYTHONUNBUFFERED": "1",
+                                          **({"OMP_NUM_THREADS": str(self.threads)}
+                                             if self.threads else {})})
         try:
             self._wait_until_up()
         except BaseException:  # also KeyboardInterrupt/SystemExit: never leave it running
