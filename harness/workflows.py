@@ -188,9 +188,10 @@ EXAMPLES = {"act_style_intensity": style_intensity, "act_concept_negation": conc
 
 
 @contextlib.contextmanager
-def toy_server(checkpoint: Path | None = None, install_maps: bool = True
-               ) -> Iterator[ComfyServer]:
-    """The real ComfyUI server in a temporary base dir with the toy checkpoint (and maps)."""
+def toy_server(checkpoint: Path | None = None, install_maps: bool = True,
+               threads: int | None = None) -> Iterator[ComfyServer]:
+    """The real ComfyUI server in a temporary base dir with the toy checkpoint (and maps);
+    ``threads``: the server's torch threads (None: torch's default)."""
     ckpt = Path(checkpoint or checkpoint_path())
     if not ckpt.is_file():
         raise FileNotFoundError(f"no toy checkpoint at {ckpt}: run `python -m "
@@ -201,7 +202,7 @@ def toy_server(checkpoint: Path | None = None, install_maps: bool = True
         (base / "models" / "checkpoints" / CHECKPOINT_NAME).symlink_to(ckpt.resolve())
         if install_maps:
             install_example_maps(base / "models")
-        with ComfyServer(base_dir=base) as server:
+        with ComfyServer(base_dir=base, threads=threads) as server:
             yield server
 
 

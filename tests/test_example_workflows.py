@@ -16,8 +16,8 @@ import pytest
 from harness.comfy_page import ComfyPage
 from harness.comfy_server import PACK_NAME
 from harness.workflow_format import to_api, to_ui
-from harness.workflows import EXAMPLES, WORKFLOW_DIR
-from toyworld.example_maps import MAPS_DIR, STRIPED_MAP, install_example_maps
+from harness.workflows import EXAMPLES, WORKFLOW_DIR, toy_server
+from toyworld.example_maps import MAPS_DIR, STRIPED_MAP
 
 pytestmark = pytest.mark.comfyui
 
@@ -25,25 +25,19 @@ GRID_TILE, GRID_LABEL = 128, 18  # ActStrengthGrid's tile side and label strip f
 
 
 @pytest.fixture(scope="module")
-def server(comfy_server, tmp_path_factory):
+def server(comfy_server):
     """A server of this module's own with the shipped maps installed, as on a fresh install.
 
     It runs torch on one thread: headless Chromium works beside it while a graph runs, and on
     the 2-core CI machine two torch threads sharing the cores with it made act_style_intensity
     take 557 s against 86 s with one (measured 2026-12-06). ``comfy_server`` is asked for its
-    skip when ComfyUI is not installed."""
+    check that ComfyUI and the toy checkpoint are installed, and so that these tests carry the
+    ``server`` mark."""
     if not (MAPS_DIR / STRIPED_MAP).is_file():
         pytest.fail(f"{MAPS_DIR / STRIPED_MAP} is missing: run `python -m "
                     "harness.build_maps` and commit it", pytrace=False)
-    from harness.comfy_server import ComfyServer
-
-    own = ComfyServer(base_dir=tmp_path_factory.mktemp("comfy_page_base"), threads=1)
-    own.start()
-    try:
-        install_example_maps(own.base / "models")
+    with toy_server(threads=1) as own:
         yield own
-    finally:
-        own.stop()
 
 
 @pytest.fixture(scope="module")
