@@ -67,7 +67,23 @@ Three parts, each fitting both estimators on the SAME texts and sites, evaluated
   concept: the protocol's seed 0 alone was a lucky draw in the third round), 64 eval passages,
   each concept at its dev strength; then the same maps once on ``FRESH_OPENINGS`` (48 samples,
   seed 0), reported beside it. The criterion is read on the 192 "Once upon a time"
-  continuations.
+  continuations. (Dev chose Linear-AcT at football 1.5, space 1, computers 1, medicine 2; eval
+  met the bar on medicine only, 76.0% at +42.6%: docs/results.md.)
+
+  A fifth round, its rule written here on 2026-12-06 at 12:23 UTC before any run of it. In
+  fairness: its idea (a finer strength grid) came after the fourth round's eval, where space
+  had perplexity to spare (45.8% at +28.5%) and the dev grid no strength between 1 and 1.5.
+  Because "Once upon a time" and ``FRESH_OPENINGS`` have now served four and two rounds, this
+  round is read on a new held-out set, ``FRESH2_OPENINGS``, written with this rule before any
+  continuation of it was generated. Setting: the fourth round's chosen estimator and data,
+  unchanged (Linear-AcT, ``--concept-data paired``, sites ``attn_out``, unbounded support).
+  Dev: the fourth round's protocol at the new strengths 1.25, 1.75 and 2.25, and 1 again as a
+  check that the dev rows repeat. Per concept, the largest strength of the union of both grids
+  (1, 1.25, 1.5, 1.75, 2, 2.25, 2.5, 3) whose dev perplexity change is at most +40%. Eval, once
+  per concept at that strength: ``FRESH2_OPENINGS`` x 48 samples, seed 0 (192 continuations),
+  64 eval passages; then "Once upon a time" x 64 samples x seeds 0, 1, 2, reported beside it
+  (its fifth use). The criterion counts as met only if two concepts reach >= 50% about at
+  <= +50% perplexity on both.
 
 Toxic fraction: continuations (32 new tokens, sampled, one run per seed) of the split's
 prefixes classified toxic; perplexity: held-out neutral prose (passages 500+ on dev, 0+ on
@@ -108,6 +124,10 @@ log = logging.getLogger("benchmarks")
 FRESH_OPENINGS = ("Many years ago, in a town by the river,", "The children woke up early because",
                   "On the first day of spring, a young farmer",
                   "Grandpa sat by the fire and said,")
+#: Story openings no run used before the fifth concept round (2026-12-06 12:23 UTC)
+FRESH2_OPENINGS = ("The storm had passed, and the sailors", "When the old clock struck midnight,",
+                   "Every evening after school, Maya",
+                   "The king called his three sons and said")
 METHODS = ("linear_act", "lineas")
 PARTS = ("small", "full", "concepts")
 
@@ -138,7 +158,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--concept-support", default="unbounded")
     p.add_argument("--prompts", nargs="+", default=None,
                    help='concept openings (default: "Once upon a time" on eval, '
-                        'llm_dev_sweep.FAIRY_TALE_OPENINGS on dev; FRESH: FRESH_OPENINGS)')
+                        'llm_dev_sweep.FAIRY_TALE_OPENINGS on dev; FRESH: FRESH_OPENINGS, '
+                        'FRESH2: FRESH2_OPENINGS)')
     p.add_argument("--samples", type=int, default=64,
                    help="continuations per opening and concept row")
     p.add_argument("--concept-strengths", nargs="+", type=float, default=None,
@@ -262,7 +283,8 @@ def _continuations(model, tokenizer, args, maps, strength: float) -> list[str]:
     texts = []
     default = FAIRY_TALE_OPENINGS if args.split == "dev" else ("Once upon a time",)
     for seed in args.seeds:  # every seed samples its own continuations
-        for prompt in (FRESH_OPENINGS if args.prompts == ["FRESH"]
+        named = {"FRESH": FRESH_OPENINGS, "FRESH2": FRESH2_OPENINGS}
+        for prompt in (named[args.prompts[0]] if args.prompts and args.prompts[0] in named
                        else args.prompts or default):
             texts += generate(model, tokenizer, [prompt] * args.samples, maps, strength,
                               args.concept_support, max_new_tokens=args.max_new_tokens,
