@@ -83,7 +83,9 @@ Three parts, each fitting both estimators on the SAME texts and sites, evaluated
   per concept at that strength: ``FRESH2_OPENINGS`` x 48 samples, seed 0 (192 continuations),
   64 eval passages; then "Once upon a time" x 64 samples x seeds 0, 1, 2, reported beside it
   (its fifth use). The criterion counts as met only if two concepts reach >= 50% about at
-  <= +50% perplexity on both.
+  <= +50% perplexity on both. (Dev chose football 1.75, space 1.25, computers 1.25, medicine 2;
+  "Once upon a time" gave two concepts, medicine 76.0% and space 50.0% at +46.3%,
+  ``FRESH2_OPENINGS`` one, medicine 53.6%: not met. docs/results.md.)
 
 Toxic fraction: continuations (32 new tokens, sampled, one run per seed) of the split's
 prefixes classified toxic; perplexity: held-out neutral prose (passages 500+ on dev, 0+ on
