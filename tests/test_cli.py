@@ -35,7 +35,8 @@ def test_help_lists_every_command_and_a_quick_start(capsys):
         main(["--help"])
     assert exc.value.code == 0
     out = capsys.readouterr().out
-    for word in ("fit", "generate", "info", "sites", "data", "quick start", "--strength"):
+    for word in ("fit", "generate", "strength", "export", "info", "sites", "data", "quick start",
+                 "--strength"):
         assert word in out
     assert build_parser().parse_args(["info", "m.safetensors"]).command == "info"
 
@@ -260,3 +261,59 @@ def test_info_into_a_pipe_closed_early_is_not_an_error():
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 0, err
     assert "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+PROSE = ["the river ran past the old mill", "she opened the window and looked out",
+         "a cat slept on the warm stones", "the train was late again today"]
+
+
+def _perplexity_by_hand(model_dir, texts):
+    """exp(mean next-token NLL over every text's tokens), one text at a time, plain transformers."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    total, count = 0.0, 0
+    for text in texts:
+        ids = tokenizer(text, return_tensors="pt")["input_ids"]
+        with torch.no_grad():
+            loss = model(ids, labels=ids).loss
+        total += float(loss) * (ids.shape[1] - 1)
+        count += ids.shape[1] - 1
+    return float(torch.tensor(total / count).exp())
+
+
+def test_strength_sweeps_perplexity_and_suggests_the_largest_strength_within_the_budget(
+        model_dir, texts, tmp_path, capsys):
+    maps = tmp_path / "m.safetensors"
+    assert main(["fit", "--model", str(model_dir), "--source", str(texts / "src.txt"),
+                 "--target", str(texts / "tgt.txt"), "--sites", "post_norms", "--all-at-once",
+                 "-o", str(maps)]) == 0
+    prose = tmp_path / "prose.txt"
+    prose.write_text("\n".join(PROSE) + "\n")
+    common = ["strength", "--model", str(model_dir), "--maps", str(maps), "--texts", str(prose),
+              "--support", "unbounded", "--strengths", "2", "0.5", "1"]
+    capsys.readouterr()
+    assert main([*common, "--json"]) == 0
+    sweep = json.loads(capsys.readouterr().out)
+    rows = sweep["rows"]
+    assert [r["strength"] for r in rows] == [0, 0.5, 1, 2]  # 0 added, sorted
+    assert rows[0]["change"] == 0
+    assert rows[0]["perplexity"] == pytest.approx(_perplexity_by_hand(model_dir, PROSE), rel=1e-4)
+    assert all(r["perplexity"] != rows[0]["perplexity"] for r in rows[1:])  # the maps act
+    # a budget just above strength 1's cost suggests the largest strength that fits under it
+    budget = max(rows[2]["change"], 0.0) + 1e-6
+    expected = max(r["strength"] for r in rows[1:] if r["change"] <= budget)
+    assert main([*common, "--json", "--budget", str(100 * budget)]) == 0
+    assert json.loads(capsys.readouterr().out)["suggested"] == expected >= 1
+    # the text form: the table, one greedy continuation per strength, the suggestion
+    assert main([*common, "--prompt", "hello", "--max-new-tokens", "3"]) == 0
+    text = capsys.readouterr().out
+    assert text.count("hello") == 4 and "suggested strength" in text
+    # past the maps' documented range: refused with the range, nothing measured
+    assert main([*common[:-4], "--strengths", "3"]) == 2
+    assert "outside the documented range [0, 2]" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="no such file"):
+        main([*common[:5], "--texts", str(tmp_path / "missing.txt")])
+    with pytest.raises(SystemExit, match="--budget"):
+        main([*common, "--budget", "-5"])

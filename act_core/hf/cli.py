@@ -16,6 +16,8 @@ from typing import Any
 
 from act_core.errors import ActError
 from act_core.estimators import ESTIMATORS
+from act_core.hf.cli_export import add_export_parser, cmd_export
+from act_core.hf.cli_strength import add_strength_parser, cmd_strength
 from act_core.lineas import INITS
 
 __all__ = ["build_parser", "lineas_config", "main"]
@@ -36,6 +38,8 @@ quick start (offline, with the built-in SmolLM2-135M-Instruct and data):
   act fit --model smollm2 --data concept:football -o football.safetensors
   act generate --model smollm2 --maps football.safetensors --support unbounded \\
       --prompt "Once upon a time" --num-samples 4
+  act strength --model smollm2 --maps football.safetensors --support unbounded \\
+      --prompt "Once upon a time"                     # perplexity by strength, a suggestion
   act export --model smollm2 --maps football.safetensors --strength 1 -o smollm2-football/
 
 your own data: two text files, one example per line:
@@ -153,38 +157,16 @@ def _add_generate(sub) -> None:
                         "look-ahead sequence gate did not pass)")
 
 
-def _add_export(sub) -> None:
-    p = sub.add_parser(
-        "export", help="fold maps at a strength into a checkpoint or a llama.cpp control vector",
-        description="Fold maps at a fixed strength into the model's weights. 'transformers': a "
-                    "checkpoint folder of the model's own architecture (biases switched on in its "
-                    "config where a shift needs one) that plain AutoModelForCausalLM."
-                    "from_pretrained loads, and serving engines that read transformers "
-                    "checkpoints run at no extra cost. 'control-vector': a llama.cpp control-"
-                    "vector GGUF (pure shifts on the feed-forward outputs only). Maps that do "
-                    "not fold exactly are refused with the reason (see docs/export.md).")
-    _add_model(p)
-    p.add_argument("--maps", type=Path, required=True, help="map file from 'act fit'")
-    p.add_argument("--strength", type=float, default=1.0,
-                   help="lambda folded in (default: 1); a control vector can be rescaled "
-                        "later with llama.cpp's --control-vector-scaled")
-    p.add_argument("--support", default="unbounded",
-                   help="only 'unbounded' folds exactly (default: %(default)s)")
-    p.add_argument("--format", choices=("transformers", "control-vector"),
-                   default="transformers", help="what to write (default: %(default)s)")
-    p.add_argument("-o", "--output", type=Path, required=True,
-                   help="checkpoint folder, or .gguf file for a control vector")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    """The ``act`` argument parser (subcommands fit, generate, export, info, sites, data)."""
+    """The ``act`` argument parser (fit, generate, strength, export, info, sites, data)."""
     parser = argparse.ArgumentParser(prog="act", description=_DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_fit(sub)
     _add_generate(sub)
-    _add_export(sub)
+    add_strength_parser(sub, _add_model)
+    add_export_parser(sub, _add_model)
     info = sub.add_parser("info", help="show what a map file contains")
     info.add_argument("path", type=Path)
     sites = sub.add_parser("sites", help="list the sites a preset or pattern names on a model")
@@ -320,29 +302,6 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_export(args: argparse.Namespace) -> int:
-    from act_core import hf
-    from act_core.mapfile import load_maps
-
-    if args.format == "control-vector":
-        from act_core.hf.gguf_export import write_control_vector
-
-        maps = load_maps(args.maps)
-        hint = (maps.metadata.get("model") or {}).get("family") or "llama"
-        path = write_control_vector(args.output, maps, args.strength, support=args.support,
-                                    model_hint=hint)
-        print(f"wrote {len(maps)} control vectors (lambda {args.strength:g}) to {path}")
-        return 0
-    from act_core.hf.export import export_checkpoint
-
-    model, tokenizer = hf.load_causal_lm(args.model)
-    maps = hf.load_lm_maps(args.maps, model)
-    out = export_checkpoint(model, tokenizer, maps, args.strength, args.output, args.support)
-    print(f"wrote a {type(model).__name__} checkpoint with {len(maps)} maps folded in at "
-          f"lambda {args.strength:g} to {out}")
-    return 0
-
-
 def _cmd_info(args: argparse.Namespace) -> int:
     from act_core.info import describe_maps
     from act_core.mapfile import load_maps
@@ -375,8 +334,8 @@ def _cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"fit": _cmd_fit, "generate": _cmd_generate, "export": _cmd_export,
-             "info": _cmd_info, "sites": _cmd_sites, "data": _cmd_data}
+_COMMANDS = {"fit": _cmd_fit, "generate": _cmd_generate, "strength": cmd_strength,
+             "export": cmd_export, "info": _cmd_info, "sites": _cmd_sites, "data": _cmd_data}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
