@@ -68,3 +68,26 @@ def test_fit_save_load_and_steer_smollm2(smollm2, tmp_path):
                                           incremental=False), tiny)
     with pytest.raises(MapCompatibilityError, match="num_layers 2"):
         hf.load_lm_maps(tiny_path, model)
+
+
+def test_act_strength_shows_what_a_concept_map_costs_and_does(tmp_path, capsys):
+    """The documented `act strength` run, on 8 passages: perplexity rises with the strength,
+    and the greedy story at strength 1 is about space where the unsteered one is not."""
+    import json
+
+    from act_core.hf.cli import main
+    from act_core.hf.data.judges import is_about
+
+    maps = tmp_path / "space.safetensors"
+    assert main(["fit", "--model", "smollm2", "--data", "concept:space:paired", "--sites",
+                 "attn_out", "--all-at-once", "-o", str(maps)]) == 0
+    capsys.readouterr()
+    assert main(["strength", "--model", "smollm2", "--maps", str(maps), "--support", "unbounded",
+                 "--num-texts", "8", "--strengths", "1", "1.5", "--prompt", "Once upon a time",
+                 "--budget", "40", "--json"]) == 0
+    sweep = json.loads(capsys.readouterr().out)
+    rows = {row["strength"]: row for row in sweep["rows"]}
+    assert 0 < rows[1]["change"] < rows[1.5]["change"]
+    assert is_about(rows[1]["continuations"], "space") == [True]
+    assert is_about(rows[0]["continuations"], "space") == [False]
+    assert sweep["suggested"] == max(s for s, r in rows.items() if 0 < s and r["change"] <= 0.4)
