@@ -289,11 +289,11 @@ def test_strength_sweeps_perplexity_and_suggests_the_largest_strength_within_the
     assert main(["fit", "--model", str(model_dir), "--source", str(texts / "src.txt"),
                  "--target", str(texts / "tgt.txt"), "--sites", "post_norms", "--all-at-once",
                  "-o", str(maps)]) == 0
+    assert f"act strength --model {model_dir} --maps {maps}" in capsys.readouterr().out  # a hint
     prose = tmp_path / "prose.txt"
     prose.write_text("\n".join(PROSE) + "\n")
     common = ["strength", "--model", str(model_dir), "--maps", str(maps), "--texts", str(prose),
               "--support", "unbounded", "--strengths", "2", "0.5", "1"]
-    capsys.readouterr()
     assert main([*common, "--json"]) == 0
     sweep = json.loads(capsys.readouterr().out)
     rows = sweep["rows"]

@@ -261,7 +261,8 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     for warning in [*(selection.warnings if selection else ()), *diagnosis.warnings,
                     *gate_warnings]:
         log.warning("%s", warning)
-    print(f"wrote {len(maps)} maps ({args.method}) to {args.output}")
+    print(f"wrote {len(maps)} maps ({args.method}) to {args.output}; what each strength costs: "
+          f"act strength --model {args.model} --maps {args.output}")
     return 0
 
 
