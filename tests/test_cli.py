@@ -317,3 +317,13 @@ def test_strength_sweeps_perplexity_and_suggests_the_largest_strength_within_the
         main([*common[:5], "--texts", str(tmp_path / "missing.txt")])
     with pytest.raises(SystemExit, match="--budget"):
         main([*common, "--budget", "-5"])
+
+
+def test_a_sweep_with_no_strength_within_the_budget_says_so():
+    from act_core.hf.strength_sweep import StrengthRow, StrengthSweep
+
+    rows = [StrengthRow(0.0, 10.0, 0.0), StrengthRow(1.0, 13.0, 0.3), StrengthRow(2.0, 15.0, 0.5)]
+    assert StrengthSweep(rows, 0.1, 4, []).suggested is None
+    assert "no strength above 0 keeps perplexity within +10%" in StrengthSweep(rows, 0.1, 4,
+                                                                                 []).text()
+    assert StrengthSweep(rows, 0.3, 4, []).suggested == 1.0  # within: <= the budget

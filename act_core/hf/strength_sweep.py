@@ -73,7 +73,7 @@ class StrengthSweep:
                 lines.append("          " + (prompt + text).replace("\n", "\\n"))
         if self.suggested is None:
             lines.append(f"no strength above 0 keeps perplexity within +{100 * self.budget:g}%: "
-                         "raise --budget, try smaller strengths, or fit on closer texts")
+                         "raise the budget, try smaller strengths, or fit on closer texts")
         else:
             lines.append(f"suggested strength: {self.suggested:g} (the largest measured within "
                          f"the budget; read the continuations too: perplexity measures the cost, "
