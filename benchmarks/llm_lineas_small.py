@@ -130,6 +130,8 @@ FRESH_OPENINGS = ("Many years ago, in a town by the river,", "The children woke 
 FRESH2_OPENINGS = ("The storm had passed, and the sailors", "When the old clock struck midnight,",
                    "Every evening after school, Maya",
                    "The king called his three sons and said")
+#: ``--prompts`` names for the sets above
+NAMED_OPENINGS = {"FRESH": FRESH_OPENINGS, "FRESH2": FRESH2_OPENINGS}
 METHODS = ("linear_act", "lineas")
 PARTS = ("small", "full", "concepts")
 
@@ -285,8 +287,8 @@ def _continuations(model, tokenizer, args, maps, strength: float) -> list[str]:
     texts = []
     default = FAIRY_TALE_OPENINGS if args.split == "dev" else ("Once upon a time",)
     for seed in args.seeds:  # every seed samples its own continuations
-        named = {"FRESH": FRESH_OPENINGS, "FRESH2": FRESH2_OPENINGS}
-        for prompt in (named[args.prompts[0]] if args.prompts and args.prompts[0] in named
+        for prompt in (NAMED_OPENINGS[args.prompts[0]]
+                       if args.prompts and args.prompts[0] in NAMED_OPENINGS
                        else args.prompts or default):
             texts += generate(model, tokenizer, [prompt] * args.samples, maps, strength,
                               args.concept_support, max_new_tokens=args.max_new_tokens,

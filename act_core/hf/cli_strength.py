@@ -44,9 +44,6 @@ def _texts(args: argparse.Namespace) -> list[str]:
 
     if args.num_texts < 1:
         raise SystemExit("act strength: --num-texts must be at least 1")
-    if not args.budget >= 0:
-        raise SystemExit(f"act strength: --budget is a perplexity rise in %, >= 0 (25 = +25%), "
-                         f"found {args.budget:g}")
     if args.texts is None:
         return data.heldout_prose(args.num_texts)
     if not args.texts.is_file():
@@ -61,6 +58,9 @@ def cmd_strength(args: argparse.Namespace) -> int:
     from act_core import hf
     from act_core.hf.strength_sweep import sweep_strengths
 
+    if not args.budget >= 0:  # in the flag's unit (%); the core checks its fraction too
+        raise SystemExit(f"act strength: --budget is a perplexity rise in %, >= 0 (25 = +25%), "
+                         f"found {args.budget:g}")
     texts = _texts(args)
     model, tokenizer = hf.load_causal_lm(args.model)
     maps = hf.load_lm_maps(args.maps, model)

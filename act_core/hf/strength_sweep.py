@@ -63,19 +63,20 @@ class StrengthSweep:
                 "suggested": self.suggested, "rows": [asdict(r) for r in self.rows]}
 
     def text(self) -> str:
+        suggested = self.suggested
         lines = [f"perplexity of {self.texts} neutral passages by strength "
                  f"(budget: +{100 * self.budget:g}%)", "strength  perplexity  change"]
         for row in self.rows:
-            mark = "  <- suggested" if row.strength == self.suggested else ""
+            mark = "  <- suggested" if row.strength == suggested else ""
             lines.append(f"{row.strength:8g}  {row.perplexity:10.2f}  {100 * row.change:+6.1f}%"
                          f"{mark}")
             for prompt, text in zip(self.prompts, row.continuations, strict=True):
                 lines.append("          " + (prompt + text).replace("\n", "\\n"))
-        if self.suggested is None:
+        if suggested is None:
             lines.append(f"no strength above 0 keeps perplexity within +{100 * self.budget:g}%: "
                          "raise the budget, try smaller strengths, or fit on closer texts")
         else:
-            lines.append(f"suggested strength: {self.suggested:g} (the largest measured within "
+            lines.append(f"suggested strength: {suggested:g} (the largest measured within "
                          f"the budget; read the continuations too: perplexity measures the cost, "
                          f"not the effect)")
         return "\n".join(lines)
