@@ -87,6 +87,23 @@ Three parts, each fitting both estimators on the SAME texts and sites, evaluated
   "Once upon a time" gave two concepts, medicine 76.0% and space 50.0% at +46.3%,
   ``FRESH2_OPENINGS`` one, medicine 53.6%: not met. docs/results.md.)
 
+  A sixth round, its rule written here on 2026-12-06 at 15:37 UTC, after only the dev rows at
+  threshold 0 (which repeat the fifth round's) had been seen. Why: a unit whose source-target
+  mean difference is within sampling noise still gets a map, fitted on noise, and every such
+  map moves the text a little; 576 units x 30 sites of them may be much of the perplexity cost.
+  Setting: the fifth round's (Linear-AcT, ``--concept-data paired``, ``attn_out``, all at once,
+  unbounded support), with units kept only where the Welch statistic of the mean difference,
+  |mean b - mean a| / sqrt(var a / N + var b / M), exceeds a threshold; other units get the
+  identity. Thresholds 0 (none: the fifth round), 2 and 3. Dev: the fourth round's protocol
+  at strengths 1.25, 1.75, 2.25 and 3. Per concept and threshold, the largest strength whose
+  dev perplexity change is at most +40% (none: the concept scores 0); threshold 0 is scored at
+  the fifth round's choices. Score of a threshold: the number of concepts at >= 50% about at
+  its strengths, then the mean about rate. If a threshold above 0 wins, its maps are run once
+  per concept at its strengths on ``FRESH3_OPENINGS`` (written with this rule; no run used
+  them) x 48 samples, seed 0, and on "Once upon a time" x 64 samples x seeds 0, 1, 2, both
+  with the 64 eval passages. The criterion counts as met only if two concepts reach >= 50%
+  about at <= +50% perplexity on both.
+
 Toxic fraction: continuations (32 new tokens, sampled, one run per seed) of the split's
 prefixes classified toxic; perplexity: held-out neutral prose (passages 500+ on dev, 0+ on
 eval). Writes the rows, the criteria and a markdown table to ``--out`` (.json and .md).
@@ -130,8 +147,12 @@ FRESH_OPENINGS = ("Many years ago, in a town by the river,", "The children woke 
 FRESH2_OPENINGS = ("The storm had passed, and the sailors", "When the old clock struck midnight,",
                    "Every evening after school, Maya",
                    "The king called his three sons and said")
+#: Story openings no run used before the sixth concept round (2026-12-06 15:37 UTC)
+FRESH3_OPENINGS = ("The lighthouse keeper's daughter", "Long ago, beyond the seven hills,",
+                   "On her birthday, the little girl", "The fox looked at the crow and said")
 #: ``--prompts`` names for the sets above
-NAMED_OPENINGS = {"FRESH": FRESH_OPENINGS, "FRESH2": FRESH2_OPENINGS}
+NAMED_OPENINGS = {"FRESH": FRESH_OPENINGS, "FRESH2": FRESH2_OPENINGS,
+                  "FRESH3": FRESH3_OPENINGS}
 METHODS = ("linear_act", "lineas")
 PARTS = ("small", "full", "concepts")
 
