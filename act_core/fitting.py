@@ -33,6 +33,7 @@ from .maps import TransportMap
 from .record import Recorder, record_activations
 from .sites import Site
 from .support import SupportLike, parse_support
+from .units import keep_units
 
 __all__ = ["RunFn", "fit_sites", "split_stages"]
 
@@ -72,9 +73,10 @@ def _record(model: nn.Module, sites: Sequence[Site], run: RunFn, device: torch.d
 
 def _fit_group(keys: Sequence[str], source: dict[str, torch.Tensor],
                target: dict[str, torch.Tensor], layouts: dict[str, str], method: str,
-               options: dict) -> dict[str, TransportMap]:
+               options: dict, unit_z: float = 0.0) -> dict[str, TransportMap]:
     pairs = {key: (source[key], target[key]) for key in keys}
-    return fit_many(pairs, method, modes={key: layouts[key] for key in keys}, **options)
+    maps = fit_many(pairs, method, modes={key: layouts[key] for key in keys}, **options)
+    return keep_units(maps, source, target, unit_z)[0]
 
 
 def fit_sites(model: nn.Module, sites: Sequence[Site | str], run_source: RunFn,
@@ -83,7 +85,8 @@ def fit_sites(model: nn.Module, sites: Sequence[Site | str], run_source: RunFn,
               strength_for_incremental: StrengthSource = 1.0,
               progress: Callable[[int, int], None] | None = None,
               device: torch.device | str = "cpu", keep_tokens: KeepTokens | None = None,
-              samples: dict | None = None, **options: float) -> dict[str, TransportMap]:
+              samples: dict | None = None, unit_z: float = 0.0,
+              **options: float) -> dict[str, TransportMap]:
     """Record source and target activations at ``sites`` and fit one map per site.
 
     Parameters
@@ -114,6 +117,10 @@ def fit_sites(model: nn.Module, sites: Sequence[Site | str], run_source: RunFn,
     samples : dict, optional
         When given, filled with ``"source"`` and ``"target"``: ``{site: Tensor (N, D)}``, the
         pooled samples each map was fitted on (for :func:`~act_core.diagnose.diagnose`).
+    unit_z : float
+        Keep a unit's map only where the source-target mean difference exceeds ``unit_z``
+        standard errors (:func:`~act_core.units.keep_units`); in incremental fitting the
+        later stages record with the kept units only. 0 (default): every unit.
     **options
         Passed to the estimator (e.g. ``eps``).
 
@@ -140,14 +147,14 @@ def fit_sites(model: nn.Module, sites: Sequence[Site | str], run_source: RunFn,
         _report(progress, 2, total)
         if samples is not None:
             samples["source"] = source
-        return _fit_group(order, source, target, layouts, method, options)
+        return _fit_group(order, source, target, layouts, method, options, unit_z)
     maps: dict[str, TransportMap] = {}
     for done, group in enumerate(split_stages(order, stages), start=2):
         with apply_transport(model, dict(maps), strength_for_incremental,
                              support_for_incremental, keep_tokens):
             source, _ = _record(model, [by_key[key] for key in group], run_source, device,
                                 "source")
-        maps.update(_fit_group(group, source, target, layouts, method, options))
+        maps.update(_fit_group(group, source, target, layouts, method, options, unit_z))
         if samples is not None:
             samples["source"].update(source)
         _report(progress, done, total)

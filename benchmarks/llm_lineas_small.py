@@ -201,6 +201,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--lineas-decay", type=float, default=1.0)
     p.add_argument("--lineas-init", choices=INITS, default="identity")
     p.add_argument("--sparsity", type=float, default=0.0)
+    p.add_argument("--unit-z", type=float, default=0.0,
+                   help="Linear-AcT: keep units whose source-target mean difference exceeds "
+                        "this many standard errors (act_core.units; the sixth concept round)")
     p.add_argument("--max-new-tokens", type=int, default=32)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--ppl-texts", type=int, default=64)
@@ -235,7 +238,8 @@ def _fit(model, tokenizer, source, target, sites, method, args, held=None,
     samples: dict = {}
     maps = hf.fit_lm(model, tokenizer, source, target, _presets(sites), method=method,
                      incremental=False, lineas=config, samples=samples,
-                     skip_first_token=skip_first_token)
+                     skip_first_token=skip_first_token,
+                     unit_z=args.unit_z if method == "linear_act" else 0.0)
     if args.device.startswith("cuda"):
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
@@ -402,7 +406,7 @@ def report(args, rows: list[dict], checks: dict[str, bool], seconds: float) -> s
     lines = [f"SmolLM2-135M-Instruct, split {args.split}, {args.device}, seeds {args.seeds}, "
              f"LinEAS {args.lineas_steps} steps x batch {args.lineas_batch}, lr "
              f"{args.lineas_lr}, sparsity {args.sparsity}, init {args.lineas_init}, LinEAS "
-             f"strength {_strength(args, 'lineas')}; total "
+             f"strength {_strength(args, 'lineas')}, Linear-AcT unit z {args.unit_z}; total "
              f"{seconds:.0f} s", "", table, ""]
     lines += [f"- {'PASS' if ok else 'FAIL'}: {name}" for name, ok in checks.items()]
     return "\n".join(lines) + "\n"

@@ -199,6 +199,41 @@ def test_fit_lineas_init_linear_act_starts_at_the_linear_act_maps(model_dir, tex
     assert (act[first].scale - 1).abs().max() > 1e-2  # a map that is not the identity
 
 
+def test_fit_unit_z_leaves_the_units_whose_means_barely_differ_alone(model_dir, texts,
+                                                                      tmp_path, capsys):
+    import numpy as np
+
+    from act_core import hf
+
+    out = tmp_path / "z.safetensors"
+    assert main(["fit", "--model", str(model_dir), "--source", str(texts / "src.txt"),
+                 "--target", str(texts / "tgt.txt"), "--sites", "post_norms", "--all-at-once",
+                 "--unit-z", "1.5", "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    maps = hf.load_lm_maps(out)
+    # which units should keep a map, by the Welch statistic computed here with numpy
+    model, tokenizer = hf.load_causal_lm(str(model_dir))
+    lines = [t for t in (texts / "src.txt").read_text().splitlines() if t and t[0] != "#"]
+    source = hf.record_texts(model, tokenizer, lines, "post_norms")
+    target = hf.record_texts(model, tokenizer, (texts / "tgt.txt").read_text().splitlines(),
+                             "post_norms")
+    expected_total = 0
+    for site, tmap in maps.items():
+        a, b = source[site].double().numpy(), target[site].double().numpy()
+        z = np.abs(b.mean(0) - a.mean(0)) / np.sqrt(a.var(0, ddof=1) / len(a)
+                                                    + b.var(0, ddof=1) / len(b))
+        moved = ((tmap.scale != 1) | (tmap.shift != 0)).numpy()
+        np.testing.assert_array_equal(moved, z > 1.5)
+        expected_total += int((z > 1.5).sum())
+    assert 0 < expected_total < 4 * 32  # some units kept, not all
+    assert f"--unit-z 1.5: {expected_total} of 128 units keep a map" in printed
+    assert maps.metadata["extra"]["units_kept"] == expected_total
+    code = main(["fit", "--model", str(model_dir), "--source", str(texts / "src.txt"),
+                 "--target", str(texts / "tgt.txt"), "--method", "lineas", "--unit-z", "2",
+                 "-o", str(tmp_path / "l.safetensors")])
+    assert code == 2 and "LinEAS selects units with its own sparsity" in capsys.readouterr().err
+
+
 def test_fit_warns_when_source_and_target_are_the_same(model_dir, texts, tmp_path, capsys):
     out = tmp_path / "same.safetensors"
     assert main(["fit", "--model", str(model_dir), "--source", str(texts / "src.txt"),

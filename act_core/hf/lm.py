@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 from act_core.apply import apply_transport
-from act_core.errors import MapCompatibilityError
+from act_core.errors import FitError, MapCompatibilityError
 from act_core.fitting import fit_sites
 from act_core.gate import gate_maps
 from act_core.hf.models import load_causal_lm
@@ -137,7 +137,8 @@ def fit_lm(model: Any, tokenizer: Any, source_texts: Sequence[str], target_texts
            incremental: bool = True, stages: int | None = None, batch_size: int = 16,
            max_length: int = 64, progress: bool | Callable[[int, int], None] = False,
            skip_first_token: bool = False, lineas: Any = None,
-           samples: dict | None = None, gate: bool | str = False) -> dict[str, TransportMap]:
+           samples: dict | None = None, gate: bool | str = False,
+           unit_z: float = 0.0) -> dict[str, TransportMap]:
     """Fit one map per site carrying source-text activations onto target-text activations.
 
     Parameters
@@ -171,6 +172,11 @@ def fit_lm(model: Any, tokenizer: Any, source_texts: Sequence[str], target_texts
         Also learn a gate per site from the same samples (:mod:`act_core.gate`): steering then
         acts on a token in proportion to how source-like it looks. True or ``"token"``: each
         token by itself; ``"prefix"``: the text up to the token (its running mean).
+    unit_z : float
+        Keep a unit's map only where the source-target mean difference exceeds ``unit_z``
+        standard errors; other units get the identity (:func:`act_core.units.keep_units`;
+        in incremental fitting, before the next stage records). 0 (default) keeps every
+        unit. Not for ``method="lineas"``, which has its own sparsity.
 
     Returns
     -------
@@ -181,7 +187,8 @@ def fit_lm(model: Any, tokenizer: Any, source_texts: Sequence[str], target_texts
         maps = fit_lm(model, tokenizer, source_texts, target_texts, sites, method=method,
                       incremental=incremental, stages=stages, batch_size=batch_size,
                       max_length=max_length, progress=progress,
-                      skip_first_token=skip_first_token, lineas=lineas, samples=samples)
+                      skip_first_token=skip_first_token, lineas=lineas, samples=samples,
+                      unit_z=unit_z)
         pooling = gate if isinstance(gate, str) else "token"
         return gate_maps(maps, samples["source"], samples["target"], pooling=pooling)
     resolved = lm_sites(model, sites)
@@ -189,6 +196,10 @@ def fit_lm(model: Any, tokenizer: Any, source_texts: Sequence[str], target_texts
                "skip_first_token": skip_first_token}
     if method == "lineas":
         from act_core.hf.lineas import fit_lm_lineas
+
+        if unit_z > 0:
+            raise FitError("unit_z applies to the per-site estimators; LinEAS selects units "
+                           "with its own sparsity (LineasConfig.l1, act fit --l1)")
 
         fitted = fit_lm_lineas(model, tokenizer, source_texts, target_texts, resolved,
                                lineas=lineas, progress=progress, **options)
@@ -206,7 +217,8 @@ def fit_lm(model: Any, tokenizer: Any, source_texts: Sequence[str], target_texts
         with tracking as keep:
             return fit_sites(model, resolved, run(source_texts), run(target_texts),
                              method=method, incremental=incremental, stages=stages,
-                             progress=callback, keep_tokens=keep, samples=samples)
+                             progress=callback, keep_tokens=keep, samples=samples,
+                             unit_z=unit_z)
     finally:
         getattr(callback, "close", lambda: None)()
 
