@@ -12,8 +12,9 @@ Welch statistic of its mean difference,
 
 exceeds ``min_z`` (``a`` the N source rows, ``b`` the M target rows of the pooled samples the
 map was fitted on). The result is an ordinary map: apply, fold, save and chaining treat it as
-any other. On SmolLM2 concept maps, ``min_z = 2`` keeps 17-33% of the units and roughly halves
-the perplexity cost at a given strength (docs/results.md).
+any other. On SmolLM2 concept maps, ``min_z = 2`` keeps 17-33% of the units and cuts the
+perplexity cost at a given strength by a fifth to a half; the effect falls less, so a larger
+strength buys it back (docs/results.md, the sixth concept round).
 """
 
 from __future__ import annotations
