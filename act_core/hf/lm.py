@@ -45,23 +45,9 @@ from act_core.record import Recorder, record_activations
 from act_core.sites import Site, resolve_sites, site_widths
 
 __all__ = [
-    "SKIP_FIRST_TOKEN",
-    "check_model_hint",
-    "detect_family",
-    "first_token_mask",
-    "fit_lm",
-    "forward_texts",
-    "load_causal_lm",
-    "load_lm_maps",
-    "lm_sites",
-    "model_hint",
-    "preset_names",
-    "progress_bar",
-    "record_texts",
-    "run_texts",
-    "save_lm_maps",
-    "skips_first_token",
-    "steering",
+    "SKIP_FIRST_TOKEN", "check_model_hint", "detect_family", "first_token_mask", "fit_lm",
+    "forward_texts", "load_causal_lm", "load_lm_maps", "lm_sites", "model_hint", "preset_names",
+    "progress_bar", "record_texts", "run_texts", "save_lm_maps", "skips_first_token", "steering",
 ]
 
 log = logging.getLogger(__name__)
@@ -173,10 +159,8 @@ def fit_lm(model: Any, tokenizer: Any, source_texts: Sequence[str], target_texts
         acts on a token in proportion to how source-like it looks. True or ``"token"``: each
         token by itself; ``"prefix"``: the text up to the token (its running mean).
     unit_z : float
-        Keep a unit's map only where the source-target mean difference exceeds ``unit_z``
-        standard errors; other units get the identity (:func:`act_core.units.keep_units`;
-        in incremental fitting, before the next stage records). 0 (default) keeps every
-        unit. Not for ``method="lineas"``, which has its own sparsity.
+        Keep only units whose means differ by more than ``unit_z`` standard errors
+        (:func:`act_core.fitting.fit_sites`); 0 keeps all. Not for LinEAS (see ``l1``).
 
     Returns
     -------
@@ -198,9 +182,8 @@ def fit_lm(model: Any, tokenizer: Any, source_texts: Sequence[str], target_texts
         from act_core.hf.lineas import fit_lm_lineas
 
         if unit_z > 0:
-            raise FitError("unit_z applies to the per-site estimators; LinEAS selects units "
+            raise FitError("unit_z is for the per-site estimators; LinEAS selects units "
                            "with its own sparsity (LineasConfig.l1, act fit --l1)")
-
         fitted = fit_lm_lineas(model, tokenizer, source_texts, target_texts, resolved,
                                lineas=lineas, progress=progress, **options)
         if samples is not None:
