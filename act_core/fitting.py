@@ -33,7 +33,7 @@ from .maps import TransportMap
 from .record import Recorder, record_activations
 from .sites import Site
 from .support import SupportLike, parse_support
-from .units import keep_units
+from .units import check_min_z, keep_units
 
 __all__ = ["RunFn", "fit_sites", "split_stages"]
 
@@ -134,6 +134,7 @@ def fit_sites(model: nn.Module, sites: Sequence[Site | str], run_source: RunFn,
     if not parsed:
         raise FitError("no sites to fit; resolve some with resolve_sites(model, patterns)")
     parse_support(support_for_incremental)
+    check_min_z(unit_z)  # before any recording
     total = 1 + (len(split_stages([str(site) for site in parsed], stages)) if incremental else 1)
     target, recorder = _record(model, parsed, run_target, device, "target")
     _report(progress, 1, total)

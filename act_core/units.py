@@ -28,7 +28,15 @@ import torch
 from .errors import FitError
 from .maps import TransportMap
 
-__all__ = ["keep_units", "shift_z"]
+__all__ = ["check_min_z", "keep_units", "shift_z"]
+
+
+def check_min_z(min_z: float) -> float:
+    """``min_z`` as a float, refused (:class:`FitError`) unless finite and >= 0."""
+    value = float(min_z)
+    if not (value >= 0 and math.isfinite(value)):
+        raise FitError(f"min_z must be a finite number >= 0 (standard errors); got {min_z}")
+    return value
 
 
 def shift_z(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -56,9 +64,7 @@ def keep_units(maps: Mapping[str, TransportMap], source: Mapping[str, torch.Tens
     :func:`act_core.fitting.fit_sites` fills ``samples``). Returns the new maps and the number
     of units kept per site. ``min_z = 0`` keeps every unit (the maps are returned as they are).
     """
-    if not (min_z >= 0 and math.isfinite(min_z)):
-        raise FitError(f"min_z must be a finite number >= 0 (standard errors); got {min_z}")
-    if min_z == 0:
+    if check_min_z(min_z) == 0:
         return dict(maps), {key: tmap.dim for key, tmap in maps.items()}
     missing = [key for key in maps if key not in source or key not in target]
     if missing:

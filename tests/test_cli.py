@@ -228,10 +228,13 @@ def test_fit_unit_z_leaves_the_units_whose_means_barely_differ_alone(model_dir, 
     assert 0 < expected_total < 4 * 32  # some units kept, not all
     assert f"--unit-z 1.5: {expected_total} of 128 units keep a map" in printed
     assert maps.metadata["extra"]["units_kept"] == expected_total
-    code = main(["fit", "--model", str(model_dir), "--source", str(texts / "src.txt"),
-                 "--target", str(texts / "tgt.txt"), "--method", "lineas", "--unit-z", "2",
-                 "-o", str(tmp_path / "l.safetensors")])
-    assert code == 2 and "LinEAS selects units with its own sparsity" in capsys.readouterr().err
+    base = ["fit", "--model", str(model_dir), "--source", str(texts / "src.txt"), "--target",
+            str(texts / "tgt.txt"), "-o", str(tmp_path / "l.safetensors")]
+    with pytest.raises(SystemExit, match="LinEAS selects units with its own sparsity"):
+        main(base + ["--method", "lineas", "--unit-z", "2"])
+    with pytest.raises(SystemExit, match="--unit-z must be a finite number >= 0"):
+        main(base + ["--unit-z", "-1"])
+    assert not (tmp_path / "l.safetensors").exists()
 
 
 def test_fit_warns_when_source_and_target_are_the_same(model_dir, texts, tmp_path, capsys):

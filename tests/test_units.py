@@ -108,3 +108,11 @@ def test_fit_sites_keeps_only_units_whose_difference_is_real(incremental):
     changed = (some["first"].scale != 1) | (some["first"].shift != 0)
     assert torch.equal(changed, z > z.median())
     assert torch.equal(some["first"].scale[changed], every["first"].scale[changed])
+
+
+def test_fit_sites_refuses_a_bad_threshold_before_recording_anything():
+    def never(recorder):
+        raise AssertionError("no forward pass should run")
+
+    with pytest.raises(FitError, match="min_z"):
+        fit_sites(_TwoLayers(), ["first"], never, never, unit_z=-1.0)

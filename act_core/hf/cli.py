@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -99,8 +100,9 @@ def _add_fit(sub) -> None:
                    help="incremental fitting in N stages of sites (default: one per site)")
     p.add_argument("--unit-z", type=float, default=0.0, metavar="Z",
                    help="keep a unit's map only where the source and target means differ by "
-                        "more than Z standard errors; other units are left alone (2 or 3 "
-                        "cut the perplexity cost; default 0: every unit; not with lineas)")
+                        "more than Z standard errors; other units are left alone (less "
+                        "perplexity cost, and less effect per strength: check with act "
+                        "strength; default 0: every unit; not with lineas)")
     p.add_argument("--skip-first-token", action="store_true",
                    help="leave each text's first token out of fitting and unchanged when "
                         "steering (the attention-sink token; recorded in the map file, which "
@@ -215,6 +217,11 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     source, target, name = _texts(args)
     if len(source) < 2 or len(target) < 2:
         raise SystemExit("act fit: need at least 2 source and 2 target examples")
+    if not (args.unit_z >= 0 and math.isfinite(args.unit_z)):
+        raise SystemExit(f"act fit: --unit-z must be a finite number >= 0; got {args.unit_z}")
+    if args.unit_z and args.method == "lineas":
+        raise SystemExit("act fit: --unit-z is for the per-site estimators; LinEAS selects "
+                         "units with its own sparsity (--l1)")
     model, tokenizer = hf.load_causal_lm(args.model)
     sites, selection = args.sites[0] if len(args.sites) == 1 else args.sites, None
     if args.sites == ["auto"]:  # lineas: the candidates are scored with Linear-AcT's maps
