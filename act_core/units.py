@@ -31,11 +31,12 @@ from .maps import TransportMap
 __all__ = ["check_min_z", "keep_units", "shift_z"]
 
 
-def check_min_z(min_z: float) -> float:
-    """``min_z`` as a float, refused (:class:`FitError`) unless finite and >= 0."""
+def check_min_z(min_z: float, name: str = "min_z") -> float:
+    """``min_z`` as a float, refused (:class:`FitError`, naming ``name``) unless finite and
+    >= 0."""
     value = float(min_z)
     if not (value >= 0 and math.isfinite(value)):
-        raise FitError(f"min_z must be a finite number >= 0 (standard errors); got {min_z}")
+        raise FitError(f"{name} must be a finite number >= 0 (standard errors); got {min_z}")
     return value
 
 

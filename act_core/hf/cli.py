@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import os
 import sys
 from collections.abc import Sequence
@@ -20,6 +19,7 @@ from act_core.estimators import ESTIMATORS
 from act_core.hf.cli_export import add_export_parser, cmd_export
 from act_core.hf.cli_strength import add_strength_parser, cmd_strength
 from act_core.lineas import INITS
+from act_core.units import check_min_z
 
 __all__ = ["build_parser", "lineas_config", "main"]
 
@@ -217,8 +217,10 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     source, target, name = _texts(args)
     if len(source) < 2 or len(target) < 2:
         raise SystemExit("act fit: need at least 2 source and 2 target examples")
-    if not (args.unit_z >= 0 and math.isfinite(args.unit_z)):
-        raise SystemExit(f"act fit: --unit-z must be a finite number >= 0; got {args.unit_z}")
+    try:
+        check_min_z(args.unit_z, "--unit-z")
+    except ActError as error:
+        raise SystemExit(f"act fit: {error}") from error
     if args.unit_z and args.method == "lineas":
         raise SystemExit("act fit: --unit-z is for the per-site estimators; LinEAS selects "
                          "units with its own sparsity (--l1)")
@@ -245,8 +247,8 @@ def _cmd_fit(args: argparse.Namespace) -> int:
                      progress=sys.stderr.isatty(), skip_first_token=args.skip_first_token,
                      lineas=lineas, samples=samples, unit_z=args.unit_z,
                      gate=args.gate if args.gate in ("token", "prefix") else False)
-    kept = sum(int(((m.scale != 1) | (m.shift != 0)).sum()) for m in maps.values())
-    if args.unit_z:
+    if args.unit_z:  # units whose map is not the identity
+        kept = sum(int(((m.scale != 1) | (m.shift != 0)).sum()) for m in maps.values())
         print(f"--unit-z {args.unit_z:g}: {kept} of {sum(m.dim for m in maps.values())} units "
               "keep a map; the others are left alone")
     words: dict = {}  # the words a sequence gate learns from (act info shows them)

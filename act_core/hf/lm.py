@@ -43,6 +43,7 @@ from act_core.maps import TransportMap
 from act_core.mapset import MapSet, check_compatible, hint_mismatches, prompt_hash
 from act_core.record import Recorder, record_activations
 from act_core.sites import Site, resolve_sites, site_widths
+from act_core.units import check_min_z
 
 __all__ = [
     "SKIP_FIRST_TOKEN", "check_model_hint", "detect_family", "first_token_mask", "fit_lm",
@@ -181,7 +182,7 @@ def fit_lm(model: Any, tokenizer: Any, source_texts: Sequence[str], target_texts
     if method == "lineas":
         from act_core.hf.lineas import fit_lm_lineas
 
-        if unit_z > 0:
+        if check_min_z(unit_z, "unit_z"):
             raise FitError("unit_z is for the per-site estimators; LinEAS selects units "
                            "with its own sparsity (LineasConfig.l1, act fit --l1)")
         fitted = fit_lm_lineas(model, tokenizer, source_texts, target_texts, resolved,
