@@ -33,7 +33,7 @@ from .maps import TransportMap
 from .record import Recorder, record_activations
 from .sites import Site
 from .support import SupportLike, parse_support
-from .units import check_min_z, keep_units
+from .units import check_min_z, check_unit_stat, keep_units
 
 __all__ = ["RunFn", "fit_sites", "split_stages"]
 
@@ -73,10 +73,11 @@ def _record(model: nn.Module, sites: Sequence[Site], run: RunFn, device: torch.d
 
 def _fit_group(keys: Sequence[str], source: dict[str, torch.Tensor],
                target: dict[str, torch.Tensor], layouts: dict[str, str], method: str,
-               options: dict, unit_z: float = 0.0) -> dict[str, TransportMap]:
+               options: dict, unit_z: float = 0.0, unit_stat: str = "welch"
+               ) -> dict[str, TransportMap]:
     pairs = {key: (source[key], target[key]) for key in keys}
     maps = fit_many(pairs, method, modes={key: layouts[key] for key in keys}, **options)
-    return keep_units(maps, source, target, unit_z)[0]
+    return keep_units(maps, source, target, unit_z, unit_stat == "paired")[0]
 
 
 def fit_sites(model: nn.Module, sites: Sequence[Site | str], run_source: RunFn,
@@ -85,7 +86,7 @@ def fit_sites(model: nn.Module, sites: Sequence[Site | str], run_source: RunFn,
               strength_for_incremental: StrengthSource = 1.0,
               progress: Callable[[int, int], None] | None = None,
               device: torch.device | str = "cpu", keep_tokens: KeepTokens | None = None,
-              samples: dict | None = None, unit_z: float = 0.0,
+              samples: dict | None = None, unit_z: float = 0.0, unit_stat: str = "welch",
               **options: float) -> dict[str, TransportMap]:
     """Record source and target activations at ``sites`` and fit one map per site.
 
@@ -121,6 +122,9 @@ def fit_sites(model: nn.Module, sites: Sequence[Site | str], run_source: RunFn,
         Keep a unit's map only where the source-target mean difference exceeds ``unit_z``
         standard errors (:func:`~act_core.units.keep_units`); in incremental fitting the
         later stages record with the kept units only. 0 (default): every unit.
+    unit_stat : str
+        ``"welch"`` (default) or ``"paired"``: the statistic ``unit_z`` is read on; paired needs
+        the i-th target input to be the i-th source input rewritten.
     **options
         Passed to the estimator (e.g. ``eps``).
 
@@ -135,6 +139,7 @@ def fit_sites(model: nn.Module, sites: Sequence[Site | str], run_source: RunFn,
         raise FitError("no sites to fit; resolve some with resolve_sites(model, patterns)")
     parse_support(support_for_incremental)
     check_min_z(unit_z)  # before any recording
+    check_unit_stat(unit_stat)
     total = 1 + (len(split_stages([str(site) for site in parsed], stages)) if incremental else 1)
     target, recorder = _record(model, parsed, run_target, device, "target")
     _report(progress, 1, total)
@@ -148,14 +153,14 @@ def fit_sites(model: nn.Module, sites: Sequence[Site | str], run_source: RunFn,
         _report(progress, 2, total)
         if samples is not None:
             samples["source"] = source
-        return _fit_group(order, source, target, layouts, method, options, unit_z)
+        return _fit_group(order, source, target, layouts, method, options, unit_z, unit_stat)
     maps: dict[str, TransportMap] = {}
     for done, group in enumerate(split_stages(order, stages), start=2):
         with apply_transport(model, dict(maps), strength_for_incremental,
                              support_for_incremental, keep_tokens):
             source, _ = _record(model, [by_key[key] for key in group], run_source, device,
                                 "source")
-        maps.update(_fit_group(group, source, target, layouts, method, options, unit_z))
+        maps.update(_fit_group(group, source, target, layouts, method, options, unit_z, unit_stat))
         if samples is not None:
             samples["source"].update(source)
         _report(progress, done, total)

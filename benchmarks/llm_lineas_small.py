@@ -102,7 +102,22 @@ Three parts, each fitting both estimators on the SAME texts and sites, evaluated
   per concept at its strengths on ``FRESH3_OPENINGS`` (written with this rule; no run used
   them) x 48 samples, seed 0, and on "Once upon a time" x 64 samples x seeds 0, 1, 2, both
   with the 64 eval passages. The criterion counts as met only if two concepts reach >= 50%
-  about at <= +50% perplexity on both.
+  about at <= +50% perplexity on both. (Result: threshold 3 chosen; two concepts on the new
+  openings, one on "Once upon a time": not met. docs/results.md.)
+
+- A seventh round, its rule written here on 2026-12-06 at 19:05 UTC, before any run of it. The
+  concept pairs are paired: target i is source i rewritten about the concept. The sixth round's
+  Welch statistic counts the spread between sentences, which the pairs share, as noise; the
+  paired statistic of the differences, |mean d| / (std d / sqrt N) with d = target - source,
+  does not, and ranks the units differently (counted before this rule, no text generated:
+  threshold 5 keeps 6-18% of the units, as Welch's 3 does). Setting: the sixth round's with
+  ``--unit-stat paired --unit-z 5``, the same dev protocol and strengths (1.25, 1.75, 2.25, 3),
+  the same per-concept choice (the largest strength within +40% dev perplexity) and score. It
+  goes to eval only if it beats the sixth round's chosen dev score (threshold 3: two concepts,
+  mean 48.0%): more concepts at >= 50%, or as many and a higher mean. Eval, once per concept:
+  ``FRESH4_OPENINGS`` (written with this rule; no run used them) x 48 samples, seed 0, and
+  "Once upon a time" x 64 samples x seeds 0, 1, 2, both with the 64 eval passages; met only if
+  two concepts reach >= 50% about at <= +50% perplexity on both.
 
 Toxic fraction: continuations (32 new tokens, sampled, one run per seed) of the split's
 prefixes classified toxic; perplexity: held-out neutral prose (passages 500+ on dev, 0+ on
@@ -150,9 +165,12 @@ FRESH2_OPENINGS = ("The storm had passed, and the sailors", "When the old clock 
 #: Story openings no run used before the sixth concept round (2026-12-06 15:37 UTC)
 FRESH3_OPENINGS = ("The lighthouse keeper's daughter", "Long ago, beyond the seven hills,",
                    "On her birthday, the little girl", "The fox looked at the crow and said")
+#: Story openings no run used before the seventh concept round (2026-12-06 19:05 UTC)
+FRESH4_OPENINGS = ("The baker's youngest son", "In a cottage at the edge of the forest,",
+                   "The prince rode through the snow until", "Every morning the old fisherman")
 #: ``--prompts`` names for the sets above
 NAMED_OPENINGS = {"FRESH": FRESH_OPENINGS, "FRESH2": FRESH2_OPENINGS,
-                  "FRESH3": FRESH3_OPENINGS}
+                  "FRESH3": FRESH3_OPENINGS, "FRESH4": FRESH4_OPENINGS}
 METHODS = ("linear_act", "lineas")
 PARTS = ("small", "full", "concepts")
 
@@ -204,6 +222,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--unit-z", type=float, default=0.0,
                    help="Linear-AcT: keep units whose source-target mean difference exceeds "
                         "this many standard errors (act_core.units; the sixth concept round)")
+    p.add_argument("--unit-stat", choices=("welch", "paired"), default="welch",
+                   help="the statistic of --unit-z (paired: the differences of paired texts; "
+                        "the seventh concept round)")
     p.add_argument("--max-new-tokens", type=int, default=32)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--ppl-texts", type=int, default=64)
@@ -239,7 +260,8 @@ def _fit(model, tokenizer, source, target, sites, method, args, held=None,
     maps = hf.fit_lm(model, tokenizer, source, target, _presets(sites), method=method,
                      incremental=False, lineas=config, samples=samples,
                      skip_first_token=skip_first_token,
-                     unit_z=args.unit_z if method == "linear_act" else 0.0)
+                     unit_z=args.unit_z if method == "linear_act" else 0.0,
+                     unit_stat=args.unit_stat)
     if args.device.startswith("cuda"):
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
@@ -406,8 +428,8 @@ def report(args, rows: list[dict], checks: dict[str, bool], seconds: float) -> s
     lines = [f"SmolLM2-135M-Instruct, split {args.split}, {args.device}, seeds {args.seeds}, "
              f"LinEAS {args.lineas_steps} steps x batch {args.lineas_batch}, lr "
              f"{args.lineas_lr}, sparsity {args.sparsity}, init {args.lineas_init}, LinEAS "
-             f"strength {_strength(args, 'lineas')}, Linear-AcT unit z {args.unit_z}; total "
-             f"{seconds:.0f} s", "", table, ""]
+             f"strength {_strength(args, 'lineas')}, Linear-AcT unit z {args.unit_z} "
+             f"({args.unit_stat}); total {seconds:.0f} s", "", table, ""]
     lines += [f"- {'PASS' if ok else 'FAIL'}: {name}" for name, ok in checks.items()]
     return "\n".join(lines) + "\n"
 

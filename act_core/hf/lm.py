@@ -125,7 +125,7 @@ def fit_lm(model: Any, tokenizer: Any, source_texts: Sequence[str], target_texts
            max_length: int = 64, progress: bool | Callable[[int, int], None] = False,
            skip_first_token: bool = False, lineas: Any = None,
            samples: dict | None = None, gate: bool | str = False,
-           unit_z: float = 0.0) -> dict[str, TransportMap]:
+           unit_z: float = 0.0, unit_stat: str = "welch") -> dict[str, TransportMap]:
     """Fit one map per site carrying source-text activations onto target-text activations.
 
     Parameters
@@ -162,6 +162,7 @@ def fit_lm(model: Any, tokenizer: Any, source_texts: Sequence[str], target_texts
     unit_z : float
         Keep only units whose means differ by more than ``unit_z`` standard errors
         (:func:`act_core.fitting.fit_sites`); 0 keeps all. Not for LinEAS (see ``l1``).
+        ``unit_stat="paired"`` reads the differences of paired texts (``toxicity:paired``).
 
     Returns
     -------
@@ -173,7 +174,7 @@ def fit_lm(model: Any, tokenizer: Any, source_texts: Sequence[str], target_texts
                       incremental=incremental, stages=stages, batch_size=batch_size,
                       max_length=max_length, progress=progress,
                       skip_first_token=skip_first_token, lineas=lineas, samples=samples,
-                      unit_z=unit_z)
+                      unit_z=unit_z, unit_stat=unit_stat)
         pooling = gate if isinstance(gate, str) else "token"
         return gate_maps(maps, samples["source"], samples["target"], pooling=pooling)
     resolved = lm_sites(model, sites)
@@ -202,7 +203,7 @@ def fit_lm(model: Any, tokenizer: Any, source_texts: Sequence[str], target_texts
             return fit_sites(model, resolved, run(source_texts), run(target_texts),
                              method=method, incremental=incremental, stages=stages,
                              progress=callback, keep_tokens=keep, samples=samples,
-                             unit_z=unit_z)
+                             unit_z=unit_z, unit_stat=unit_stat)
     finally:
         getattr(callback, "close", lambda: None)()
 
