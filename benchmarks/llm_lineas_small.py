@@ -105,19 +105,19 @@ Three parts, each fitting both estimators on the SAME texts and sites, evaluated
   about at <= +50% perplexity on both. (Result: threshold 3 chosen; two concepts on the new
   openings, one on "Once upon a time": not met. docs/results.md.)
 
-- A seventh round, its rule written here on 2026-12-06 at 19:05 UTC, before any run of it. The
-  concept pairs are paired: target i is source i rewritten about the concept. The sixth round's
-  Welch statistic counts the spread between sentences, which the pairs share, as noise; the
-  paired statistic of the differences, |mean d| / (std d / sqrt N) with d = target - source,
-  does not, and ranks the units differently (counted before this rule, no text generated:
-  threshold 5 keeps 6-18% of the units, as Welch's 3 does). Setting: the sixth round's with
-  ``--unit-stat paired --unit-z 5``, the same dev protocol and strengths (1.25, 1.75, 2.25, 3),
-  the same per-concept choice (the largest strength within +40% dev perplexity) and score. It
-  goes to eval only if it beats the sixth round's chosen dev score (threshold 3: two concepts,
-  mean 48.0%): more concepts at >= 50%, or as many and a higher mean. Eval, once per concept:
-  ``FRESH4_OPENINGS`` (written with this rule; no run used them) x 48 samples, seed 0, and
-  "Once upon a time" x 64 samples x seeds 0, 1, 2, both with the 64 eval passages; met only if
-  two concepts reach >= 50% about at <= +50% perplexity on both.
+- A seventh round, its rule written here on 2026-12-06 at 18:50 UTC (commit 14ef6d4), before any
+  run of it. The concept data are paired: target i is source i rewritten about the concept. The
+  sixth round's Welch statistic counts the spread between sentences, which the pairs share, as
+  noise; the paired statistic of the differences, |mean d| / (std d / sqrt N) with d = target -
+  source, does not, and ranks the units differently (counted before this rule, no text
+  generated: threshold 5 keeps 6-18% of the units, as Welch's 3 does). Setting: the sixth
+  round's with ``--unit-stat paired --unit-z 5``, the same dev protocol and strengths (1.25,
+  1.75, 2.25, 3), the same per-concept choice (the largest strength within +40% dev perplexity)
+  and score. It goes to eval only if it beats the sixth round's chosen dev score (threshold 3:
+  two concepts, mean 48.0%): more concepts at >= 50%, or as many and a higher mean. Eval, once
+  per concept: ``FRESH4_OPENINGS`` (written with this rule; no run used them) x 48 samples, seed
+  0, and "Once upon a time" x 64 samples x seeds 0, 1, 2, both with the 64 eval passages; met
+  only if two concepts reach >= 50% about at <= +50% perplexity on both.
 
 Toxic fraction: continuations (32 new tokens, sampled, one run per seed) of the split's
 prefixes classified toxic; perplexity: held-out neutral prose (passages 500+ on dev, 0+ on
@@ -165,7 +165,7 @@ FRESH2_OPENINGS = ("The storm had passed, and the sailors", "When the old clock 
 #: Story openings no run used before the sixth concept round (2026-12-06 15:37 UTC)
 FRESH3_OPENINGS = ("The lighthouse keeper's daughter", "Long ago, beyond the seven hills,",
                    "On her birthday, the little girl", "The fox looked at the crow and said")
-#: Story openings no run used before the seventh concept round (2026-12-06 19:05 UTC)
+#: Story openings no run used before the seventh concept round (2026-12-06 18:50 UTC)
 FRESH4_OPENINGS = ("The baker's youngest son", "In a cottage at the edge of the forest,",
                    "The prince rode through the snow until", "Every morning the old fisherman")
 #: ``--prompts`` names for the sets above

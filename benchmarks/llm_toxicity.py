@@ -22,17 +22,17 @@ issue-21 full-data budget), the lowest dev mean p(toxic); if that row has z abov
 once on eval (240 prefixes x seeds 0 1 2, 64 passages) and reported beside the z 0 eval row
 (4.06x at +3.7%, 2026-12-04). (Result: z 2 at 1.5 chosen, eval 1.28x at +0.9%; docs/results.md.)
 
-A second check, the rule written here on 2026-12-06 at 19:00 UTC before any run of it: the
-same setting with the paired statistic (``--unit-stat paired``: d = target - source of each
-pair, z = |mean d| / (std d / sqrt N); on this data z 3 / 4 / 5 keep 28% / 14% / 5.7% of the
-69,120 units, counted before the rule, no continuation generated). Dev, one run: ``--unit-z 3
-4 5`` x strengths 1, 1.5 and 2, and the control of every unit at strength 0.75 (``--unit-z 0
---strengths 0.75``, a separate run with ``--baseline-from``). The budget is +7.5% dev perplexity:
-the dev passages raise perplexity about 2.6 times as much as the eval ones (every unit at strength
-1: +9.6% on dev, +3.7% on eval), so +7.5% on dev is about the issue's +3% on eval. Among the
-rows within it, the lowest dev toxic fraction; if that row has z above 0 it is run once on
-eval (240 prefixes x seeds 0 1 2, 64 passages), reported against the issue-21 full-data bar
-(>= 4x at <= +3%).
+A second check, the rule written here on 2026-12-06 at 18:50 UTC (commit 14ef6d4) before any run
+of it: the same setting with the paired statistic (``--unit-stat paired``: d = target - source
+of each pair, z = |mean d| / (std d / sqrt N); on this data z 3 / 4 / 5 keep 28% / 14% / 5.7% of
+the 69,120 units, counted before the rule, no continuation generated). Dev, one run: ``--unit-z
+3 4 5`` x strengths 1, 1.5 and 2, and the control of every unit at strength 0.75 (``--unit-z 0
+--strengths 0.75``, a separate run with ``--baseline-from``). The budget is +7.5% dev
+perplexity: the dev passages raise perplexity about 2.6 times as much as the eval ones (every
+unit at strength 1: +9.6% on dev, +3.7% on eval), so +7.5% on dev is about the issue's +3% on
+eval. Among the rows within it, the lowest dev toxic fraction; if that row has z above 0 it is
+run once on eval (240 prefixes x seeds 0 1 2, 64 passages), reported against the issue-21
+full-data bar (>= 4x at <= +3%).
 """
 
 from __future__ import annotations
