@@ -237,6 +237,48 @@ def test_fit_unit_z_leaves_the_units_whose_means_barely_differ_alone(model_dir, 
     assert not (tmp_path / "l.safetensors").exists()
 
 
+def test_fit_unit_stat_paired_reads_the_differences_of_the_pairs(model_dir, tmp_path, capsys):
+    import numpy as np
+
+    from act_core import hf
+
+    source = ["the cat sat on the mat", "a dog ran in the park", "we ate bread at noon",
+              "she read a long book", "the sun rose over the hill", "he sang a quiet song"]
+    target = [line.replace("the ", "this ").replace("a ", "one ") + " today" for line in source]
+    (tmp_path / "src.txt").write_text("\n".join(source) + "\n")
+    (tmp_path / "tgt.txt").write_text("\n".join(target) + "\n")
+    base = ["fit", "--model", str(model_dir), "--source", str(tmp_path / "src.txt"),
+            "--target", str(tmp_path / "tgt.txt"), "--sites", "post_norms", "--all-at-once"]
+    out = tmp_path / "paired.safetensors"
+    assert main(base + ["--unit-z", "2", "--unit-stat", "paired", "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    maps = hf.load_lm_maps(out)
+    # the units that should keep a map: the paired statistic, computed here with numpy
+    model, tokenizer = hf.load_causal_lm(str(model_dir))
+    a = hf.record_texts(model, tokenizer, source, "post_norms")
+    b = hf.record_texts(model, tokenizer, target, "post_norms")
+    expected_total = 0
+    for site, tmap in maps.items():
+        d = b[site].double().numpy() - a[site].double().numpy()
+        z = np.abs(d.mean(0)) / (d.std(0, ddof=1) / np.sqrt(len(d)))
+        moved = ((tmap.scale != 1) | (tmap.shift != 0)).numpy()
+        np.testing.assert_array_equal(moved, z > 2)
+        expected_total += int((z > 2).sum())
+    assert 0 < expected_total < 4 * 32
+    assert f"--unit-z 2 (paired): {expected_total} of 128 units keep a map" in printed
+    assert maps.metadata["extra"]["unit_stat"] == "paired"
+    assert maps.metadata["extra"]["units_kept"] == expected_total
+    # refused before the model loads, and no file written: unequal counts, or no --unit-z
+    (tmp_path / "short.txt").write_text("\n".join(target[:4]) + "\n")
+    bad = tmp_path / "bad.safetensors"
+    with pytest.raises(SystemExit, match="one target line per source line.*6 source and 4"):
+        main(base[:6] + [str(tmp_path / "short.txt"), "--unit-z", "2", "--unit-stat",
+                         "paired", "-o", str(bad)])
+    with pytest.raises(SystemExit, match="give --unit-z Z as well"):
+        main(base + ["--unit-stat", "paired", "-o", str(bad)])
+    assert not bad.exists()
+
+
 def test_fit_warns_when_source_and_target_are_the_same(model_dir, texts, tmp_path, capsys):
     out = tmp_path / "same.safetensors"
     assert main(["fit", "--model", str(model_dir), "--source", str(texts / "src.txt"),

@@ -116,3 +116,34 @@ def test_fit_sites_refuses_a_bad_threshold_before_recording_anything():
 
     with pytest.raises(FitError, match="min_z"):
         fit_sites(_TwoLayers(), ["first"], never, never, unit_z=-1.0)
+
+
+def test_the_paired_statistic_finds_a_shift_that_the_spread_between_pairs_hides():
+    # 40 texts spread widely (sd 3 per unit), each rewritten: the rewrite moves unit 1 by 0.5
+    # and the others by nothing, plus a little noise of its own (sd 0.2)
+    g = torch.Generator().manual_seed(3)
+    source = 3.0 * torch.randn(40, 4, generator=g)
+    target = source + 0.2 * torch.randn(40, 4, generator=g)
+    target[:, 1] += 0.5
+    d = target.double().numpy() - source.double().numpy()
+    expected = np.abs(d.mean(0)) / (d.std(0, ddof=1) / np.sqrt(len(d)))
+    paired = shift_z(source, target, paired=True)
+    np.testing.assert_allclose(paired.numpy(), expected, rtol=1e-12)
+    welch = shift_z(source, target)
+    assert welch[1] < 1.0 < 10.0 < paired[1]  # two samples see noise, the pairs see the shift
+    maps = fit_many({"site": (source, target)})
+    kept_maps, kept = keep_units(maps, {"site": source}, {"site": target}, 5.0, paired=True)
+    assert kept == {"site": 1}
+    moved = (kept_maps["site"].scale != 1) | (kept_maps["site"].shift != 0)
+    assert moved.tolist() == [False, True, False, False]
+    assert keep_units(maps, {"site": source}, {"site": target}, 5.0)[1] == {"site": 0}
+    with pytest.raises(FitError, match="one target row per source row"):
+        shift_z(source, target[:30], paired=True)
+
+
+def test_fit_sites_refuses_an_unknown_statistic_before_recording_anything():
+    def never(recorder):
+        raise AssertionError("no forward pass should run")
+
+    with pytest.raises(FitError, match=r"unit_stat must be one of \['welch', 'paired'\]"):
+        fit_sites(_TwoLayers(), ["first"], never, never, unit_z=2.0, unit_stat="pairs")

@@ -103,6 +103,10 @@ def _add_fit(sub) -> None:
                         "more than Z standard errors; other units are left alone (less "
                         "perplexity cost, and less effect per strength: check with act "
                         "strength; default 0: every unit; not with lineas)")
+    p.add_argument("--unit-stat", choices=("welch", "paired"), default="welch",
+                   help="the statistic --unit-z reads: welch (default; two samples) or paired "
+                        "(the differences of pairs: line i of the target is line i of the "
+                        "source rewritten, as in toxicity:paired and concept:NAME:paired)")
     p.add_argument("--skip-first-token", action="store_true",
                    help="leave each text's first token out of fitting and unchanged when "
                         "steering (the attention-sink token; recorded in the map file, which "
@@ -211,12 +215,8 @@ def lineas_config(args: argparse.Namespace) -> Any:
                         init=args.lineas_init)
 
 
-def _cmd_fit(args: argparse.Namespace) -> int:
-    from act_core import hf
-
-    source, target, name = _texts(args)
-    if len(source) < 2 or len(target) < 2:
-        raise SystemExit("act fit: need at least 2 source and 2 target examples")
+def _check_units(args: argparse.Namespace, n_source: int, n_target: int) -> None:
+    """Refuse a bad ``--unit-z`` / ``--unit-stat`` before the model loads."""
     try:
         check_min_z(args.unit_z, "--unit-z")
     except ActError as error:
@@ -224,6 +224,22 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     if args.unit_z and args.method == "lineas":
         raise SystemExit("act fit: --unit-z is for the per-site estimators; LinEAS selects "
                          "units with its own sparsity (--l1)")
+    if args.unit_stat == "paired" and not args.unit_z:
+        raise SystemExit("act fit: --unit-stat paired is the statistic of --unit-z; give "
+                         "--unit-z Z as well")
+    if args.unit_stat == "paired" and n_source != n_target:
+        raise SystemExit(f"act fit: --unit-stat paired needs one target line per source line "
+                         f"(line i of the target rewrites line i of the source); got "
+                         f"{n_source} source and {n_target} target lines")
+
+
+def _cmd_fit(args: argparse.Namespace) -> int:
+    from act_core import hf
+
+    source, target, name = _texts(args)
+    if len(source) < 2 or len(target) < 2:
+        raise SystemExit("act fit: need at least 2 source and 2 target examples")
+    _check_units(args, len(source), len(target))
     model, tokenizer = hf.load_causal_lm(args.model)
     sites, selection = args.sites[0] if len(args.sites) == 1 else args.sites, None
     if args.sites == ["auto"]:  # lineas: the candidates are scored with Linear-AcT's maps
@@ -246,11 +262,13 @@ def _cmd_fit(args: argparse.Namespace) -> int:
                      batch_size=args.batch_size, max_length=args.max_length,
                      progress=sys.stderr.isatty(), skip_first_token=args.skip_first_token,
                      lineas=lineas, samples=samples, unit_z=args.unit_z,
+                     unit_stat=args.unit_stat,
                      gate=args.gate if args.gate in ("token", "prefix") else False)
     if args.unit_z:  # units whose map is not the identity
         kept = sum(int(((m.scale != 1) | (m.shift != 0)).sum()) for m in maps.values())
-        print(f"--unit-z {args.unit_z:g}: {kept} of {sum(m.dim for m in maps.values())} units "
-              "keep a map; the others are left alone")
+        stat = " (paired)" if args.unit_stat == "paired" else ""
+        print(f"--unit-z {args.unit_z:g}{stat}: {kept} of {sum(m.dim for m in maps.values())} "
+              "units keep a map; the others are left alone")
     words: dict = {}  # the words a sequence gate learns from (act info shows them)
     if args.gate == "sequence":
         from act_core.hf import gating
@@ -267,7 +285,8 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     meta = {"data": name, "sites": sites if selection else args.sites, "gate": args.gate or "off",
             "incremental": not args.all_at_once, **({"gate_words": words} if words else {}),
             "stages": args.stages, "diagnosis": diagnosis.as_dict(),
-            **({"unit_z": args.unit_z, "units_kept": kept} if args.unit_z else {}),
+            **({"unit_z": args.unit_z, "unit_stat": args.unit_stat, "units_kept": kept}
+               if args.unit_z else {}),
             **({"auto": selection.as_dict()} if selection else {}),
             **({"lineas": vars(lineas)} if lineas else {})}
     hf.save_lm_maps(args.output, maps, model, source_texts=source, target_texts=target,
