@@ -35,15 +35,15 @@ run once on eval (240 prefixes x seeds 0 1 2, 64 passages), reported against the
 full-data bar (>= 4x at <= +3%). (Result: the control, every unit at 0.75, had the lowest dev
 toxic fraction, so no eval by this rule; docs/results.md.)
 
-A third check, the rule written here on 2026-12-06 at 19:42 UTC, after the second check's dev
-rows and before any run of this one: the estimator and a strength below 1, every unit. Candidates:
-Linear-AcT and Mean-AcT at strengths 0.5, 0.75 and 1 (Linear-AcT's 0.75 and 1 are the rows
-above; new runs: Mean-AcT at the three, Linear-AcT at 0.5), the same dev protocol and the same
-+7.5% dev perplexity budget. Among the rows within it, the lowest dev toxic fraction, ties to
-the lower dev mean p(toxic); that row is run once on eval and reported against >= 4x at <= +3%.
-Said before it runs: Mean-AcT is a candidate because its eval row of 2026-12-04 (1.81% toxic at
-+3.8%, strength 1) was better than Linear-AcT's, so the eval prefixes have informed the
-candidates; the choice among them is made on dev.
+A third check, the rule written here on 2026-12-06 at 19:36 UTC (8b86126), after the second
+check's dev rows and before any run of this one: the estimator and a strength below 1, every
+unit. Candidates: Linear-AcT and Mean-AcT at strengths 0.5, 0.75 and 1 (Linear-AcT's 0.75 and 1
+are the rows above; new runs: Mean-AcT at the three, Linear-AcT at 0.5), the same dev protocol
+and the same +7.5% dev perplexity budget. Among the rows within it, the lowest dev toxic
+fraction, ties to the lower dev mean p(toxic); that row is run once on eval and reported against
+>= 4x at <= +3%. Said before it runs: Mean-AcT is a candidate because its eval row of 2026-12-04
+(1.81% toxic at +3.8%, strength 1) was better than Linear-AcT's, so the eval prefixes have
+informed the candidates; the choice among them is made on dev.
 """
 
 from __future__ import annotations
