@@ -44,6 +44,7 @@ fraction, ties to the lower dev mean p(toxic); that row is run once on eval and 
 >= 4x at <= +3%. Said before it runs: Mean-AcT is a candidate because its eval row of 2026-12-04
 (1.81% toxic at +3.8%, strength 1) was better than Linear-AcT's, so the eval prefixes have
 informed the candidates; the choice among them is made on dev.
+(Result: Linear-AcT at 0.75 chosen; eval 4.44% toxic, 2.28x, at +0.6%: not met; docs/results.md.)
 """
 
 from __future__ import annotations
