@@ -120,7 +120,7 @@ Three parts, each fitting both estimators on the SAME texts and sites, evaluated
   only if two concepts reach >= 50% about at <= +50% perplexity on both.
   (Result: paired z > 5 lost on dev, one concept and mean 37.1%: no eval. docs/results.md.)
 
-- A replication, written here on 2026-12-06 at 20:03 UTC (cfc0e3b) before any run of it: the
+- A replication, written here on 2026-12-06 at 20:03 UTC (cfc0e3b) before any run of it. As the
   seventh round left ``FRESH4_OPENINGS`` unused, the sixth round's chosen maps, unchanged (Welch
   z > 3; football 3, space 1.75, computers 1.75, medicine 3), are read once on them (48 samples,
   seed 0, the 64 eval passages). Nothing is chosen from it; it says whether the sixth round's
