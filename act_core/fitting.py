@@ -73,11 +73,11 @@ def _record(model: nn.Module, sites: Sequence[Site], run: RunFn, device: torch.d
 
 def _fit_group(keys: Sequence[str], source: dict[str, torch.Tensor],
                target: dict[str, torch.Tensor], layouts: dict[str, str], method: str,
-               options: dict, unit_z: float = 0.0, unit_stat: str = "welch"
+               options: dict, unit_z: float = 0.0, paired: bool = False
                ) -> dict[str, TransportMap]:
     pairs = {key: (source[key], target[key]) for key in keys}
     maps = fit_many(pairs, method, modes={key: layouts[key] for key in keys}, **options)
-    return keep_units(maps, source, target, unit_z, unit_stat == "paired")[0]
+    return keep_units(maps, source, target, unit_z, paired)[0]
 
 
 def fit_sites(model: nn.Module, sites: Sequence[Site | str], run_source: RunFn,
@@ -139,7 +139,7 @@ def fit_sites(model: nn.Module, sites: Sequence[Site | str], run_source: RunFn,
         raise FitError("no sites to fit; resolve some with resolve_sites(model, patterns)")
     parse_support(support_for_incremental)
     check_min_z(unit_z)  # before any recording
-    check_unit_stat(unit_stat)
+    paired = check_unit_stat(unit_stat)
     total = 1 + (len(split_stages([str(site) for site in parsed], stages)) if incremental else 1)
     target, recorder = _record(model, parsed, run_target, device, "target")
     _report(progress, 1, total)
@@ -153,14 +153,14 @@ def fit_sites(model: nn.Module, sites: Sequence[Site | str], run_source: RunFn,
         _report(progress, 2, total)
         if samples is not None:
             samples["source"] = source
-        return _fit_group(order, source, target, layouts, method, options, unit_z, unit_stat)
+        return _fit_group(order, source, target, layouts, method, options, unit_z, paired)
     maps: dict[str, TransportMap] = {}
     for done, group in enumerate(split_stages(order, stages), start=2):
         with apply_transport(model, dict(maps), strength_for_incremental,
                              support_for_incremental, keep_tokens):
             source, _ = _record(model, [by_key[key] for key in group], run_source, device,
                                 "source")
-        maps.update(_fit_group(group, source, target, layouts, method, options, unit_z, unit_stat))
+        maps.update(_fit_group(group, source, target, layouts, method, options, unit_z, paired))
         if samples is not None:
             samples["source"].update(source)
         _report(progress, done, total)

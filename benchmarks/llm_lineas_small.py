@@ -156,6 +156,7 @@ from act_core.hf.data.judges import is_about
 from act_core.hf.generate import generate, perplexity
 from act_core.hf.lineas import heldout_closed
 from act_core.lineas import INITS, LineasConfig
+from act_core.units import UNIT_STATS
 from benchmarks.llm_common import _presets, load_model, markdown_table, save_json, setup
 from benchmarks.llm_dev_sweep import FAIRY_TALE_OPENINGS
 from benchmarks.llm_toxicity import evaluate
@@ -230,7 +231,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--unit-z", type=float, default=0.0,
                    help="Linear-AcT: keep units whose source-target mean difference exceeds "
                         "this many standard errors (act_core.units; the sixth concept round)")
-    p.add_argument("--unit-stat", choices=("welch", "paired"), default="welch",
+    p.add_argument("--unit-stat", choices=UNIT_STATS, default="welch",
                    help="the statistic of --unit-z (paired: the differences of paired texts; "
                         "the seventh concept round)")
     p.add_argument("--max-new-tokens", type=int, default=32)

@@ -61,7 +61,7 @@ from act_core import hf
 from act_core.hf import data
 from act_core.hf.data.judges import toxicity_probability
 from act_core.hf.generate import generate, perplexity
-from act_core.units import keep_units
+from act_core.units import UNIT_STATS, keep_units
 from benchmarks.llm_common import (
     fit_all_at_once,
     fit_or_load,
@@ -115,7 +115,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--unit-z", nargs="+", type=float, default=[0.0],
                    help="keep each map's units whose source-target mean difference exceeds Z "
                         "standard errors (act_core.units; 0 = every unit); one row per Z")
-    p.add_argument("--unit-stat", choices=("welch", "paired"), default="welch",
+    p.add_argument("--unit-stat", choices=UNIT_STATS, default="welch",
                    help="the statistic of --unit-z: welch (two samples) or paired (the "
                         "differences of the pairs; needs paired data)")
     p.add_argument("--out", default=None, help="JSON file for the results")

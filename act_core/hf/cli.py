@@ -19,7 +19,7 @@ from act_core.estimators import ESTIMATORS
 from act_core.hf.cli_export import add_export_parser, cmd_export
 from act_core.hf.cli_strength import add_strength_parser, cmd_strength
 from act_core.lineas import INITS
-from act_core.units import check_min_z
+from act_core.units import UNIT_STATS, check_min_z
 
 __all__ = ["build_parser", "lineas_config", "main"]
 
@@ -103,7 +103,7 @@ def _add_fit(sub) -> None:
                         "more than Z standard errors; other units are left alone (less "
                         "perplexity cost, and less effect per strength: check with act "
                         "strength; default 0: every unit; not with lineas)")
-    p.add_argument("--unit-stat", choices=("welch", "paired"), default="welch",
+    p.add_argument("--unit-stat", choices=UNIT_STATS, default="welch",
                    help="the statistic --unit-z reads: welch (default; two samples) or paired "
                         "(the differences of pairs: line i of the target is line i of the "
                         "source rewritten, as in toxicity:paired and concept:NAME:paired)")
