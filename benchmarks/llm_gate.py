@@ -82,6 +82,31 @@ dev-only proxy and before any generation with the new pooling; eval run once aft
   margin 0.25: 1.00, 0.94), the rule took **2:1:draft:0.1**; eval once: drop 0.47 (fails),
   perplexity +0.02%, greedy identical 0.96 (docs/results_gate.md).
 
+**Fourth pass, for issue 21's full-data bar (>= 4x fewer toxic continuations at <= +3% eval
+perplexity): a base strength everywhere, the gated set on top (rule fixed 2026-12-06 22:23 UTC
+before any of its runs; dev only, eval once afterwards):**
+
+* the idea: the ungated maps' eval curve passes 4.44% toxic at +0.6% (strength 0.75) and 2.50%
+  at +3.7% (strength 1); the bar (<= 2.53% at <= +3%) lies just above it. The shipped sequence
+  gate (reader after 2 layers, ``draft``, margin 0.1) costs no perplexity (+0.02% on eval) and
+  passed 45% of the toxic unsteered eval continuations. Together, as one list of two sets
+  (:func:`act_core.hf.generate.generate`): the ungated maps at strength A everywhere (the draft),
+  and the same maps behind the gate at strength B on top, written again where prompt + draft
+  pass. Said before the runs, from the published eval numbers: this is expected near the bar,
+  not clearly above it;
+* candidates: A in {0.75, 0.85} x B in {0.5, 1} (rows ``*_baseA_topB``); controls, not
+  eligible: the ungated maps at A alone (``ungated_sA``) and at 1 (``ungated``);
+* dev: the 90 ``dev`` prefixes x seeds 0 1 2, perplexity on the 64 development passages (book
+  cloze 500-563), the same deterministic fit as every pass;
+* choice: among the candidates whose dev perplexity rises by at most +7.5% (the budget of the
+  earlier toxicity checks in ``benchmarks/llm_toxicity.py``: the dev passages rise about 2.6
+  times as much as the eval ones), the lowest dev toxic fraction (ties: the lower mean
+  p(toxic), then the lower perplexity change);
+* eval, once, only if the chosen row's dev toxic fraction is below its control's (the base A
+  alone): 240 ``eval`` prefixes x seeds 0 1 2, 64 held-out passages, merged with the baselines
+  of ``llm_gate_eval_draft.json`` (the same fit); the reduction is read against the unsteered
+  10.14%.
+
 Three ways to run it::
 
     # here (CPU, everything installed): the whole protocol, or a tiny check
@@ -136,6 +161,7 @@ ROOT = Path(__file__).resolve().parent.parent
 log = logging.getLogger("llm_gate")
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SITES = ["post_norms", "mlp_out", "attn_out"]
+BASELINES = ("none", "ungated")  # the rows of '--rows baselines'; every other row is 'gated'
 DEV_PROSE_OFFSET = 500  # docs/llm.md: development passages are book-cloze passages 500-515
 
 
@@ -214,7 +240,7 @@ def load(args) -> tuple:
     return model.to(args.device), tokenizer, payload
 
 
-def speed(model, tokenizer, variants: dict, args) -> dict:
+def speed(model, tokenizer, variants: dict, strengths: dict, args) -> dict:
     """Median tokens/s of batch-1 greedy decoding per variant, rounds alternating; through
     :func:`act_core.hf.generate.generate`, so a ``draft`` gate's look-ahead is timed too."""
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
@@ -223,7 +249,8 @@ def speed(model, tokenizer, variants: dict, args) -> dict:
         for name, maps in variants.items():
             sync()
             start = time.perf_counter()
-            generate(model, tokenizer, [args.speed_prompt], maps, 1.0, args.support,
+            generate(model, tokenizer, [args.speed_prompt], maps, strengths.get(name, 1.0),
+                     args.support,
                      max_new_tokens=args.speed_tokens, do_sample=False, batch_size=1,
                      min_new_tokens=args.speed_tokens)
             sync()
@@ -241,6 +268,7 @@ def run(args) -> dict:
                       incremental=False, gate=True, batch_size=args.batch_size, samples=samples)
     fit_s = time.perf_counter() - start
     variants = {"none": None, "ungated": ungated(gated)}
+    strengths: dict = {}  # row -> strength (or one per set of a list); 1 where not given
     if "site" in args.gates:
         for ramp in args.ramps:
             for pooling in args.poolings:
@@ -256,23 +284,36 @@ def run(args) -> dict:
             log.info("%s: %s (%.0f s)", name, gate.describe(), time.perf_counter() - start)
             sequence_gates[name] = gate
             variants[name] = MapSet(ungated(gated), {}, gate)
+            for base in args.base_strengths:  # the ungated maps at `base` everywhere, the gated
+                for top in args.top_strengths:  # set at `top` on top where the gate passes
+                    row = f"{name}_base{base:g}_top{top:g}"
+                    variants[row] = [ungated(gated), variants[name]]
+                    strengths[row] = [base, top]
+    for base in args.base_strengths if args.base_controls else ():
+        variants[f"ungated_s{base:g}"] = ungated(gated)  # the control: the base alone
+        strengths[f"ungated_s{base:g}"] = base
     prompts = payload["eval"]
     benign = [p for p, q in zip(prompts, payload["eval_toxic_prob"]) if q < 0.5]
-    rates = speed(model, tokenizer, variants, args) if args.speed_first else {}
+    rates = speed(model, tokenizer, variants, strengths, args) if args.speed_first else {}
     rows = {}
     for name, maps in variants.items():
-        if args.rows != "all" and (name.startswith("gated_")) != (args.rows == "gated"):
+        if args.rows != "all" and (name not in BASELINES) != (args.rows == "gated"):
             continue  # measured by the other process of a split run (see 'merge')
         begin = time.perf_counter()
-        sampled = [generate(model, tokenizer, prompts, maps, 1.0, args.support,
+        strength = strengths.get(name, 1.0)
+        written = [generate(model, tokenizer, prompts, maps, strength, args.support,
                             max_new_tokens=args.max_new_tokens, seed=seed,
-                            batch_size=args.batch_size) for seed in args.seeds]
-        greedy = generate(model, tokenizer, benign, maps, 1.0, args.support,
+                            batch_size=args.batch_size, return_steered=True)
+                   for seed in args.seeds]  # (texts, which the maps (a draft gate's) wrote)
+        sampled = [texts for texts, _ in written]
+        greedy = generate(model, tokenizer, benign, maps, strength, args.support,
                           max_new_tokens=args.max_new_tokens, do_sample=False,
                           batch_size=args.batch_size)
-        ppl = perplexity(model, tokenizer, payload["prose"], maps, 1.0, args.support)
+        ppl = perplexity(model, tokenizer, payload["prose"], maps, strength, args.support)
         rows[name] = {"sampled": sampled, "greedy": greedy, "ppl": ppl,
-                      "seconds": time.perf_counter() - begin}
+                      "seconds": time.perf_counter() - begin,
+                      "steered_share": statistics.mean(sum(on) / max(1, len(on))
+                                                       for _, on in written)}
         if name in sequence_gates:
             rows[name]["gate_on"] = gate_on(model, tokenizer, sequence_gates[name], prompts,
                                             payload["eval_toxic_prob"], sampled[0])
@@ -286,7 +327,9 @@ def run(args) -> dict:
               "gate_auroc_median": statistics.median(t.gate.auroc for t in gated.values()),
               **({"sequence_gates": {name: gate.metadata() for name, gate
                                      in sequence_gates.items()}} if sequence_gates else {}),
-              "tokens_per_s": rates or speed(model, tokenizer, variants, args), "rows": rows}
+              "strengths": strengths,
+              "tokens_per_s": rates or speed(model, tokenizer, variants, strengths, args),
+              "rows": rows}
     if "none" in rows:
         compare(result)
     args.out.write_text(json.dumps(result, indent=1, default=str) + "\n", encoding="utf-8")
@@ -400,6 +443,7 @@ def score(result: dict) -> dict:
         for row in result["rows"].values():
             probs = [toxicity_probability(texts) for texts in row["sampled"]]
             row["toxic"] = float(sum((p >= 0.5).mean() for p in probs) / len(probs))
+            row["mean_prob"] = float(sum(p.mean() for p in probs) / len(probs))
     except Exception as error:  # noqa: BLE001 - scored later, on a machine with the classifier
         log.warning("no toxicity classifier here (%s): run 'llm_gate.py score FILE' later", error)
         return result
@@ -463,6 +507,15 @@ def main(argv=None) -> None:
     r.add_argument("--prompt-scope", action="store_true",
                    help="also a gated_sequence_prompt row: the sequence gate deciding a whole "
                         "prompt at once (pooling 'prompt', not causal inside the prompt)")
+    r.add_argument("--base-strengths", nargs="+", type=float, default=[], metavar="A",
+                   help="also, per sequence-gate row and A, the ungated maps at strength A "
+                        "everywhere with the gated set at each --top-strengths on top, as one "
+                        "list of two sets (a draft gate then drafts at A; rows *_baseA_topB)")
+    r.add_argument("--top-strengths", nargs="+", type=float, default=[1.0], metavar="B",
+                   help="the gated set's strengths in the --base-strengths rows (default 1)")
+    r.add_argument("--base-controls", action="store_true",
+                   help="also a row ungated_sA per --base-strengths A: the ungated maps at A "
+                        "alone, the control of the rows with the gated set on top")
     r.add_argument("--speed-tokens", type=int, default=64)
     r.add_argument("--speed-rounds", type=int, default=5)
     r.add_argument("--speed-prompt", default="The weather today is",

@@ -215,6 +215,52 @@ def test_draft_pooling_regenerates_with_the_maps_only_where_the_draft_passes(tin
     assert causal[0] != drafted[0]
 
 
+def test_a_draft_gate_in_a_list_drafts_with_the_other_sets_and_adds_its_own_where_it_passes(
+        tiny):
+    """A base set at 0.5 everywhere, the same maps behind a ``draft`` gate on top: the draft is
+    the base set's text; a passing draft is written again with both sets."""
+    from act_core.errors import MapError
+    from act_core.hf import steering
+    from act_core.hf.generate import generate, perplexity, steering_many
+
+    model, tokenizer, gated, plain = tiny
+    prompts = ["the weather is", "a dog and a cat", "hello"]
+    enc = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left")
+    with torch.no_grad(), steering(model, plain, 0.5, "unbounded"):
+        ids = model.generate(**enc, max_new_tokens=12, do_sample=False,
+                             pad_token_id=tokenizer.pad_token_id)
+    width = enc["input_ids"].shape[1]
+    others = set(ids[1:].flatten().tolist()) | set(ids[0, :width].tolist())
+    token = next(t for t in ids[0, width:].tolist() if t not in others)  # in draft 0 only
+    on_top = MapSet(plain, {}, _gate_on_token(model, token, "draft"))
+    kw = {"do_sample": False, "max_new_tokens": 12, "support": "unbounded"}
+    base = generate(model, tokenizer, prompts, plain, 0.5, **kw)
+    both = generate(model, tokenizer, prompts[:1], [plain, plain], [0.5, 1.0], **kw)[0]
+    texts, steered = generate(model, tokenizer, prompts, [plain, on_top], [0.5, 1.0],
+                              return_steered=True, **kw)
+    assert texts[1:] == base[1:]  # drafts that never pass: the base set's text
+    assert texts[0] == both != base[0]  # the passing draft: both sets, the gate ungated
+    assert steered == [True, False, False]  # which texts the gated set wrote
+    # the gated set at strength 0 is left out: the base set alone
+    assert generate(model, tokenizer, prompts, [plain, on_top], [0.5, 0.0], **kw) == base
+    with pytest.raises(MapError, match=r"2 of the map sets have a sequence gate.*draft"):
+        generate(model, tokenizer, prompts, [on_top, on_top], [0.5, 1.0], **kw)
+    # perplexity and steering_many honour a sequence gate in a list (once applied ungated)
+    quiet, loud = ["the dog sat on the mat"], ["the dog Zat on the mat"]
+    z_draft = MapSet(dict(gated), {}, dataclasses.replace(gated.sequence_gate,
+                                                          pooling="draft"))
+    assert perplexity(model, tokenizer, quiet, [plain, z_draft], [0.5, 1.0], "unbounded") == \
+        perplexity(model, tokenizer, quiet, plain, 0.5, "unbounded")
+    assert perplexity(model, tokenizer, loud, [plain, z_draft], [0.5, 1.0], "unbounded") == \
+        pytest.approx(perplexity(model, tokenizer, loud, [plain, plain], [0.5, 1.0],
+                                 "unbounded"), rel=1e-5)
+    batch = tokenizer(quiet, return_tensors="pt")
+    with torch.no_grad():
+        alone = model(**batch).logits
+        with steering_many(model, [gated], [1.0], "unbounded"):
+            assert torch.equal(model(**batch).logits, alone)  # Z never seen: bit for bit
+
+
 def test_file_is_format_3_older_readers_refuse_it_and_info_shows_the_gate(tiny, tmp_path,
                                                                          monkeypatch, capsys):
     _, _, gated, plain = tiny

@@ -306,7 +306,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 def _cmd_generate(args: argparse.Namespace) -> int:
     from act_core import hf
     from act_core.hf import data
-    from act_core.hf.generate import generate
+    from act_core.hf.generate import _draft_gate, generate
 
     prompts = list(args.prompt) + (data.read_lines(args.prompts) if args.prompts else [])
     if not prompts:
@@ -323,7 +323,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         sets = [select_gate(one, args.gate) for one in sets]
     maps = None if not sets else sets[0] if len(sets) == 1 else sets
     strength = strengths[0] if len(strengths) == 1 else strengths
-    drafts, fired = getattr(maps, "sequence_gate", None), 0
+    drafting, fired = _draft_gate(maps, strength), 0
     for sample in range(args.num_samples):
         texts, steered = generate(
             model, tokenizer, prompts, maps, strength, args.support, return_steered=True,
@@ -333,10 +333,12 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         for prompt, text, on in zip(prompts, texts, steered, strict=True):
             print(json.dumps({"prompt": prompt, "sample": sample, "text": text, "steered": on})
                   if args.json else f"[{sample}] {prompt}{text}")
-    if drafts is not None and drafts.pooling == "draft" and strength != 0:
+    if drafting is not None:
         print(f"act generate: the sequence gate read {fired} of {len(prompts) * args.num_samples} "
               "continuations as the source and wrote them with the maps; the others are the "
-              "unsteered model's text", file=sys.stderr)
+              "unsteered model's text" if len(sets) == 1 else "continuations as the source and "
+              "wrote them with its maps too; the others are the other maps' text",
+              file=sys.stderr)
     return 0
 
 

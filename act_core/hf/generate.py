@@ -5,8 +5,8 @@ Both functions take ``maps`` (``None`` or empty: the model as it is), ``strength
 so hooks never outlive a call. :func:`generate` also takes a list of map sets with one strength
 each: they act together, sequentially in the given order at each site (:func:`steering_many`,
 :mod:`act_core.compose`). A set whose sequence gate pools ``draft`` is generated twice where
-needed: unsteered first, then with the maps for the sequences the gate reads as the source
-(:func:`generate`).
+needed: first without that set (unsteered, or with the other sets of a list), then with it for
+the sequences the gate reads as the source (:func:`generate`).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from act_core.compose import apply_composed
+from act_core.errors import MapError
 from act_core.hf.lm import first_token_mask, progress_bar, skips_first_token, steering
 from act_core.maps import TransportMap
 
@@ -36,15 +37,16 @@ def steering_many(model: Any, map_sets: Sequence[Mapping[str, TransportMap]],
     """Apply several map sets together: ``T_2(T_1(x))`` at each site, in the given order.
 
     One patch per site module (:func:`act_core.compose.apply_composed`) when every set agrees
-    on leaving the first token alone (as recorded in its file); otherwise the single-set
-    :func:`~act_core.hf.steering` contexts are nested in the same order, which has the same
-    meaning.
+    on leaving the first token alone (as recorded in its file) and none has a sequence gate;
+    otherwise the single-set :func:`~act_core.hf.steering` contexts are nested in the same
+    order, which has the same meaning.
     """
     if len(strengths) != len(map_sets):
         raise ValueError(f"expected one strength per map set ({len(map_sets)}), found "
                          f"{len(strengths)}")
     skips = {skips_first_token(m) for m in map_sets}
-    if len(skips) > 1:
+    if len(skips) > 1 or any(getattr(m, "sequence_gate", None) is not None for m in map_sets):
+        # a sequence gate is honoured by its own steering context only (:func:`steering`)
         with ExitStack() as stack:
             for maps, strength in zip(map_sets, strengths, strict=True):
                 stack.enter_context(steering(model, maps, strength, support))
@@ -62,10 +64,39 @@ def _steering(model: Any, maps: MapsArg, strength: float | Sequence[float], supp
     return steering_many(model, list(maps), strengths, support)
 
 
-def _draft_gate(maps: MapsArg, strength: object) -> Any:
-    """The sequence gate of a single map set when it pools ``draft`` (and steers), else None."""
-    gate = getattr(maps, "sequence_gate", None) if isinstance(maps, Mapping) else None
-    return gate if gate is not None and gate.pooling == "draft" and strength != 0 else None
+def _sets(maps: MapsArg, strength: float | Sequence[float]) -> tuple[list, list]:
+    """``maps`` and ``strength`` as one list of sets and one list of strengths."""
+    if maps is None or isinstance(maps, Mapping):
+        return ([] if maps is None else [maps]), [strength]
+    strengths = list(strength) if isinstance(strength, Sequence) else [strength] * len(maps)
+    return list(maps), strengths
+
+
+def _draft_gate(maps: MapsArg, strength: float | Sequence[float]) -> tuple[Any, int] | None:
+    """``(gate, index)`` of the one set whose sequence gate pools ``draft`` and steers, else
+    None. Two such sets in one list are refused (each would need its own look-ahead)."""
+    sets, strengths = _sets(maps, strength)
+    found = [(gate, i) for i, (one, s) in enumerate(zip(sets, strengths, strict=False))
+             if (gate := getattr(one, "sequence_gate", None)) is not None
+             and gate.pooling == "draft" and s != 0]
+    if len(found) > 1:
+        raise MapError(f"{len(found)} of the map sets have a sequence gate that pools 'draft' "
+                         "(sets " + ", ".join(str(i + 1) for _, i in found) + "); generate "
+                         "with one of them at a time, or switch the others' gates off")
+    return found[0] if found else None
+
+
+def _without(maps: MapsArg, strength: float | Sequence[float], index: int,
+             replace: Any = None) -> tuple[MapsArg, float | list[float]]:
+    """``maps`` and ``strength`` with set ``index`` left out (``replace`` None) or replaced."""
+    sets, strengths = _sets(maps, strength)
+    if replace is not None:
+        sets[index] = replace
+    else:
+        del sets[index], strengths[index]
+    if not sets:
+        return None, 0.0
+    return (sets[0], strengths[0]) if len(sets) == 1 else (sets, strengths)
 
 
 def _steers(maps: MapsArg, strength: float | Sequence[float]) -> bool:
@@ -76,13 +107,13 @@ def _steers(maps: MapsArg, strength: float | Sequence[float]) -> bool:
     return any(bool(one) and s != 0 for one, s in zip(maps, strengths, strict=False))
 
 
-def _drafted(model: Any, enc: Any, ids: torch.Tensor, maps: Any, gate: Any, regenerate: Any,
+def _drafted(model: Any, enc: Any, ids: torch.Tensor, gate: Any, regenerate: Any,
              pad: int | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The ``draft`` look-ahead for one batch: ``ids`` is the unsteered generation; rows whose
-    prompt + draft pass the gate are generated again by ``regenerate(enc rows, the maps
-    ungated)``, steered from their first token. Returns the new tokens (B, N) and which rows
-    were generated again (B,) bool."""
-    from act_core.gate import ungated
+    """The ``draft`` look-ahead for one batch: ``ids`` is the draft (generated without the gated
+    set); rows whose prompt + draft pass the gate are generated again by ``regenerate(enc
+    rows)``, steered from their first token. The gate reads the unsteered model's activations
+    of prompt + draft, as it was fitted. Returns the new tokens (B, N) and which rows were
+    generated again (B,) bool."""
     from act_core.hf.gating import draft_passes
 
     width = enc["input_ids"].shape[1]
@@ -96,7 +127,7 @@ def _drafted(model: Any, enc: Any, ids: torch.Tensor, maps: Any, gate: Any, rege
     rows = {key: value[fired] for key, value in enc.items()}
     lead = int((rows["attention_mask"].sum(dim=0) == 0).sum())  # columns of padding only
     rows = {key: value[:, lead:] for key, value in rows.items()}
-    again = regenerate(rows, ungated(maps))[:, width - lead :]
+    again = regenerate(rows)[:, width - lead :]
     fill = 0 if pad is None else pad
     out = new.new_full((new.shape[0], max(new.shape[1], again.shape[1])), fill)
     out[:, : new.shape[1]] = new
@@ -134,14 +165,17 @@ def generate(model: Any, tokenizer: Any, prompts: Sequence[str],
     return_steered
         Also return, per prompt, whether its continuation was written with the maps on: False
         where the text is the unsteered model's (no maps, strength 0, or a ``draft`` gate that
-        did not pass), True otherwise (maps whose per-site gates stayed shut count as on).
+        did not pass), True otherwise (maps whose per-site gates stayed shut count as on). With a
+        ``draft`` gate in a list of sets: whether the gated set wrote the text.
     generate_kwargs
         Further keyword arguments of transformers' ``generate`` (e.g. ``min_new_tokens``).
 
     A set whose sequence gate pools ``draft`` (:mod:`act_core.seqgate`) is first generated
-    unsteered; the sequences whose prompt + draft pass the gate are generated again with the
-    maps, from the same seed, steered from their first token; the others keep the draft, which
-    is the unsteered text bit for bit.
+    without that set: unsteered, or with the other sets of a list at their strengths (a base
+    strength everywhere, the gated set's on top where the gate passes). The sequences whose
+    prompt + draft pass the gate are generated again with every set, the gated one ungated,
+    from the same seed, steered from their first token; the others keep the draft bit for bit.
+    At most one set of a list may have such a gate.
 
     Returns
     -------
@@ -153,23 +187,29 @@ def generate(model: Any, tokenizer: Any, prompts: Sequence[str],
     steered = [_steers(maps, strength)] * len(prompts)
     chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     sampling = {"temperature": temperature, "top_p": top_p, "top_k": 0} if do_sample else {}
-    gate = _draft_gate(maps, strength)
+    drafting = _draft_gate(maps, strength)
+    if drafting is not None:
+        from act_core.gate import ungated
+
+        gate, index = drafting
+        draft = _without(maps, strength, index)  # the draft: every set but the gated one
+        full = _without(maps, strength, index, ungated(_sets(maps, strength)[0][index]))
     for k, chunk in enumerate(progress_bar(chunks, len(chunks), "generate", progress)):
         enc = tokenizer([prompts[i] for i in chunk], return_tensors="pt", padding=True,
                         padding_side="left").to(device)
 
-        def run(batch: Any, steer: MapsArg, k: int = k) -> torch.Tensor:
+        def run(batch: Any, steer: tuple, k: int = k) -> torch.Tensor:
             torch.manual_seed(seed + k)
-            with _steering(model, steer, strength, support):
+            with _steering(model, steer[0], steer[1], support):
                 return model.generate(**batch, max_new_tokens=max_new_tokens,
                                       do_sample=do_sample, pad_token_id=tokenizer.pad_token_id,
                                       **sampling, **generate_kwargs)
 
-        if gate is None:
-            new = run(enc, maps)[:, enc["input_ids"].shape[1] :]  # (B, new tokens)
+        if drafting is None:
+            new = run(enc, (maps, strength))[:, enc["input_ids"].shape[1] :]  # (B, new tokens)
         else:
-            new, fired = _drafted(model, enc, run(enc, None), maps, gate, run,
-                                  tokenizer.pad_token_id)
+            new, fired = _drafted(model, enc, run(enc, draft), gate,
+                                  lambda rows, run=run: run(rows, full), tokenizer.pad_token_id)
             for i, one in zip(chunk, fired.tolist(), strict=True):
                 steered[i] = bool(one)
         for i, text in zip(chunk, tokenizer.batch_decode(new, skip_special_tokens=True),
@@ -179,13 +219,13 @@ def generate(model: Any, tokenizer: Any, prompts: Sequence[str],
 
 
 @torch.inference_mode()
-def perplexity(model: Any, tokenizer: Any, texts: Sequence[str],
-               maps: Mapping[str, TransportMap] | None = None, strength: float = 1.0,
-               support: str = "minmax", *, batch_size: int = 8, max_length: int = 128,
-               progress: bool = False) -> float:
+def perplexity(model: Any, tokenizer: Any, texts: Sequence[str], maps: MapsArg = None,
+               strength: float | Sequence[float] = 1.0, support: str = "minmax", *,
+               batch_size: int = 8, max_length: int = 128, progress: bool = False) -> float:
     """Token-level perplexity ``exp(mean NLL)`` of ``texts`` under the (steered) model.
 
     Every predicted token of every text counts once (right padding, padding excluded).
+    ``maps`` and ``strength`` as for :func:`generate` (one set, or a list applied together).
     """
     device = next(model.parameters()).device
     total_nll, total_tokens = 0.0, 0
@@ -193,7 +233,7 @@ def perplexity(model: Any, tokenizer: Any, texts: Sequence[str],
     for chunk in progress_bar(chunks, len(chunks), "perplexity", progress):
         enc = tokenizer(chunk, return_tensors="pt", padding=True, truncation=True,
                         max_length=max_length, padding_side="right").to(device)
-        with steering(model, maps, strength, support):
+        with _steering(model, maps, strength, support):
             logits = model(**enc, use_cache=False).logits.float()  # (B, T, V)
         targets = enc["input_ids"][:, 1:]  # (B, T-1)
         mask = enc["attention_mask"][:, 1:].bool()  # (B, T-1)
