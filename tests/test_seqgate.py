@@ -403,3 +403,25 @@ def test_act_fit_gate_sequence_writes_a_gate_that_generate_uses_or_ignores(tmp_p
         assert texts["draft"][k]["text"] == texts["off" if flag else "plain"][k]["text"]
     assert texts["off"][1]["text"] != texts["plain"][1]["text"]
     assert f"the sequence gate read {sum(flags)} of 4 continuations as the source" in out.err
+    # the same gated file on top of an ungated one: drafts are the ungated maps' text, and the
+    # gate's passes are written again with both; stderr counts those
+    plain = tmp_path / "plain.safetensors"
+    assert main(["fit", "--model", str(tmp_path / "model"), "--source", str(tmp_path / "src.txt"),
+                 "--target", str(tmp_path / "tgt.txt"), "--sites", "post_norms",
+                 "--all-at-once", "-o", str(plain)]) == 0
+    runs = {}
+    for run, extra in (("base", ["--maps", str(plain), "--strength", "1"]),
+                       ("both", ["--maps", str(plain), "--maps", str(draft), "--strength", "1",
+                                 "--strength", "3"])):
+        capsys.readouterr()
+        assert main([part for part in args if part not in ("--strength", "3")] + extra) == 0
+        out = capsys.readouterr()
+        runs[run] = [json.loads(line) for line in out.out.splitlines()]
+    on_top = [line["steered"] for line in runs["both"]]
+    assert on_top[1] and on_top[3] and not all(on_top)
+    for k, flag in enumerate(on_top):
+        if not flag:  # the draft, kept: the ungated file's text at strength 1
+            assert runs["both"][k]["text"] == runs["base"][k]["text"]
+    assert runs["both"][1]["text"] != runs["base"][1]["text"]
+    assert (f"the sequence gate read {sum(on_top)} of 4 continuations as the source and wrote "
+            "them with its maps too; the others are the other maps' text") in out.err

@@ -334,11 +334,10 @@ def _cmd_generate(args: argparse.Namespace) -> int:
             print(json.dumps({"prompt": prompt, "sample": sample, "text": text, "steered": on})
                   if args.json else f"[{sample}] {prompt}{text}")
     if drafting is not None:
+        rest = ("with the maps; the others are the unsteered model's text" if len(sets) == 1
+                else "with its maps too; the others are the other maps' text")
         print(f"act generate: the sequence gate read {fired} of {len(prompts) * args.num_samples} "
-              "continuations as the source and wrote them with the maps; the others are the "
-              "unsteered model's text" if len(sets) == 1 else "continuations as the source and "
-              "wrote them with its maps too; the others are the other maps' text",
-              file=sys.stderr)
+              f"continuations as the source and wrote them {rest}", file=sys.stderr)
     return 0
 
 
