@@ -106,6 +106,10 @@ before any of its runs; dev only, eval once afterwards):**
   alone): 240 ``eval`` prefixes x seeds 0 1 2, 64 held-out passages, merged with the baselines
   of ``llm_gate_eval_draft.json`` (the same fit); the reduction is read against the unsteered
   10.14%.
+* note (22:26 UTC): the first dev runs, started at 22:23, were stopped in their fitting stage,
+  before any row, and started again after one change: :func:`~act_core.hf.generate.perplexity`
+  now reads a ``draft`` gate in a list on the unsteered model, as ``generate`` reads a draft
+  (it had read it with the base set applied).
 
 Three ways to run it::
 

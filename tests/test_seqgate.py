@@ -254,6 +254,42 @@ def test_a_draft_gate_in_a_list_drafts_with_the_other_sets_and_adds_its_own_wher
     assert perplexity(model, tokenizer, loud, [plain, z_draft], [0.5, 1.0], "unbounded") == \
         pytest.approx(perplexity(model, tokenizer, loud, [plain, plain], [0.5, 1.0],
                                  "unbounded"), rel=1e-5)
+    # in one batch, each text gets its own sets: the summed log-likelihoods add up
+    import math
+
+    def nll(texts, sets, strengths):  # total negative log-likelihood of the predicted tokens
+        count = sum(len(ids) - 1 for ids in tokenizer(texts)["input_ids"])
+        return count * math.log(perplexity(model, tokenizer, texts, sets, strengths,
+                                           "unbounded"))
+
+    assert nll(quiet + loud, [plain, z_draft], [0.5, 1.0]) == pytest.approx(
+        nll(quiet, plain, 0.5) + nll(loud, [plain, plain], [0.5, 1.0]), rel=1e-5)
+    # a gate read after layer 0, which the base set moves: perplexity decides on the unsteered
+    # reading, as a draft is read, although the base set is applied around it
+    read = {}
+    hook = model.model.layers[0].register_forward_hook(
+        lambda mod, args, out: read.__setitem__("x", (out[0] if isinstance(out, tuple)
+                                                      else out)[0, 1:]))
+    try:
+        batch = tokenizer(loud, return_tensors="pt")
+        weights = torch.randn(16, model.config.hidden_size,
+                              generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            model(**batch)
+            unsteered = (read["x"] @ weights.T).max(dim=0).values  # (16,) per weight
+            with steering(model, plain, 0.5, "unbounded"):
+                model(**batch)
+            moved = (read["x"] @ weights.T).max(dim=0).values
+    finally:
+        hook.remove()
+    k = int((unsteered - moved).argmax())  # a direction the base set lowers
+    assert unsteered[k] > moved[k]
+    after0 = MapSet(plain, {}, SequenceGate(site="model.layers.0", weight=weights[k],
+                                            pooling="draft",
+                                            bias=-float(unsteered[k] + moved[k]) / 2))
+    assert perplexity(model, tokenizer, loud, [plain, after0], [0.5, 1.0], "unbounded") == \
+        pytest.approx(perplexity(model, tokenizer, loud, [plain, plain], [0.5, 1.0],
+                                 "unbounded"), rel=1e-5)
     batch = tokenizer(quiet, return_tensors="pt")
     with torch.no_grad():
         alone = model(**batch).logits

@@ -135,6 +135,24 @@ def _drafted(model: Any, enc: Any, ids: torch.Tensor, gate: Any, regenerate: Any
     return out, fired
 
 
+def _drafted_logits(model: Any, enc: Any, maps: MapsArg, strength: Any, support: str,
+                    gate: Any, index: int) -> torch.Tensor:
+    """(B, T, V) logits for :func:`perplexity` with set ``index`` gated by ``draft``: every row
+    under the other sets, the rows whose text passes the gate under all sets (gate ungated)."""
+    from act_core.gate import ungated
+    from act_core.hf.gating import draft_passes
+
+    fired = draft_passes(model, gate, enc["input_ids"], enc["attention_mask"])  # (B,)
+    with _steering(model, *_without(maps, strength, index), support):
+        logits = model(**enc, use_cache=False).logits.float()
+    if bool(fired.any()):
+        rows = {key: value[fired] for key, value in enc.items()}
+        full = _without(maps, strength, index, ungated(_sets(maps, strength)[0][index]))
+        with _steering(model, *full, support):
+            logits[fired] = model(**rows, use_cache=False).logits.float()
+    return logits
+
+
 def _length_order(tokenizer: Any, texts: Sequence[str]) -> list[int]:
     """Indices of ``texts`` sorted by token count (less padding per batch)."""
     lengths = [len(ids) for ids in tokenizer(list(texts))["input_ids"]]
@@ -226,15 +244,22 @@ def perplexity(model: Any, tokenizer: Any, texts: Sequence[str], maps: MapsArg =
 
     Every predicted token of every text counts once (right padding, padding excluded).
     ``maps`` and ``strength`` as for :func:`generate` (one set, or a list applied together).
+    A ``draft``-gated set in a list acts on the texts whose tokens pass its gate, read on the
+    unsteered model as :func:`generate` reads a draft; the other texts get the other sets only.
     """
     device = next(model.parameters()).device
     total_nll, total_tokens = 0.0, 0
     chunks = [list(texts[i : i + batch_size]) for i in range(0, len(texts), batch_size)]
+    listed = maps is not None and not isinstance(maps, Mapping)
+    drafting = _draft_gate(maps, strength) if listed else None  # a lone set: its own context
     for chunk in progress_bar(chunks, len(chunks), "perplexity", progress):
         enc = tokenizer(chunk, return_tensors="pt", padding=True, truncation=True,
                         max_length=max_length, padding_side="right").to(device)
-        with _steering(model, maps, strength, support):
-            logits = model(**enc, use_cache=False).logits.float()  # (B, T, V)
+        if drafting is None:
+            with _steering(model, maps, strength, support):
+                logits = model(**enc, use_cache=False).logits.float()  # (B, T, V)
+        else:
+            logits = _drafted_logits(model, enc, maps, strength, support, *drafting)
         targets = enc["input_ids"][:, 1:]  # (B, T-1)
         mask = enc["attention_mask"][:, 1:].bool()  # (B, T-1)
         nll = torch.nn.functional.cross_entropy(
