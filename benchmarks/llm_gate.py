@@ -301,7 +301,10 @@ def run(args) -> dict:
     rates = speed(model, tokenizer, variants, strengths, args) if args.speed_first else {}
     rows = {}
     for name, maps in variants.items():
-        if args.rows != "all" and (name not in BASELINES) != (args.rows == "gated"):
+        if args.rows == "on-top" and not ("_base" in name and "_top" in name):
+            continue  # only the rows with the gated set on top of a base strength
+        if args.rows in ("baselines", "gated") and (name not in BASELINES) != (
+                args.rows == "gated"):
             continue  # measured by the other process of a split run (see 'merge')
         begin = time.perf_counter()
         strength = strengths.get(name, 1.0)
@@ -528,9 +531,10 @@ def main(argv=None) -> None:
     r.add_argument("--speed-first", action="store_true",
                    help="measure tokens/s before the rows (kept if the run is stopped early)")
     r.add_argument("--out", type=Path, required=True)
-    r.add_argument("--rows", choices=["all", "baselines", "gated"], default="all",
+    r.add_argument("--rows", choices=["all", "baselines", "gated", "on-top"], default="all",
                    help="generate every row, or only unsteered + ungated (baselines) or only "
-                        "the gated rows: two processes in parallel, joined by 'merge'")
+                        "the gated rows: two processes in parallel, joined by 'merge'; on-top: "
+                        "only the --base-strengths rows with the gated set on top")
     s = sub.add_parser("score", help="score a result file written where no classifier was")
     s.add_argument("file", type=Path)
     m = sub.add_parser("merge", help="join a '--rows baselines' and a '--rows gated' result")
