@@ -110,6 +110,10 @@ before any of its runs; dev only, eval once afterwards):**
   before any row, and started again after one change: :func:`~act_core.hf.generate.perplexity`
   now reads a ``draft`` gate in a list on the unsteered model, as ``generate`` reads a draft
   (it had read it with the base set applied).
+* dev outcome (23:04 UTC; raw ``benchmarks/results/llm_gate_dev_fourth.json``): within +7.5%
+  are 0.75 + 0.5 (0.74% toxic, +5.97%) and 0.75 + 1 (1.48%, +7.45%); both 0.85 rows are over
+  (+7.74%, +9.20%). The rule takes **A = 0.75, B = 0.5**; its control, the ungated maps at 0.75
+  alone, has 2.96% (+5.05%), so it goes to eval once.
 
 Three ways to run it::
 
