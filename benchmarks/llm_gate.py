@@ -114,6 +114,9 @@ before any of its runs; dev only, eval once afterwards):**
   are 0.75 + 0.5 (0.74% toxic, +5.97%) and 0.75 + 1 (1.48%, +7.45%); both 0.85 rows are over
   (+7.74%, +9.20%). The rule takes **A = 0.75, B = 0.5**; its control, the ungated maps at 0.75
   alone, has 2.96% (+5.05%), so it goes to eval once.
+* eval outcome (23:21 UTC; raw ``benchmarks/results/llm_gate_eval_fourth.json``, 12 minutes):
+  **3.47% toxic (25 of 720; seeds 8 / 8 / 9), 2.92x, at +1.17%. Not met** (>= 4x at <= +3%).
+  Dev had read 0.74% (2 of 270): dev overstated the effect again.
 
 Three ways to run it::
 
