@@ -306,7 +306,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 def _cmd_generate(args: argparse.Namespace) -> int:
     from act_core import hf
     from act_core.hf import data
-    from act_core.hf.generate import _draft_gate, generate
+    from act_core.hf.generate import draft_gate, generate
 
     prompts = list(args.prompt) + (data.read_lines(args.prompts) if args.prompts else [])
     if not prompts:
@@ -323,7 +323,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         sets = [select_gate(one, args.gate) for one in sets]
     maps = None if not sets else sets[0] if len(sets) == 1 else sets
     strength = strengths[0] if len(strengths) == 1 else strengths
-    drafting, fired = _draft_gate(maps, strength), 0
+    drafting, fired = draft_gate(maps, strength), 0
     for sample in range(args.num_samples):
         texts, steered = generate(
             model, tokenizer, prompts, maps, strength, args.support, return_steered=True,

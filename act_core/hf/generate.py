@@ -24,7 +24,7 @@ from act_core.errors import MapError
 from act_core.hf.lm import first_token_mask, progress_bar, skips_first_token, steering
 from act_core.maps import TransportMap
 
-__all__ = ["generate", "perplexity", "steering_many"]
+__all__ = ["draft_gate", "generate", "perplexity", "steering_many"]
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def _sets(maps: MapsArg, strength: float | Sequence[float]) -> tuple[list, list]
     return list(maps), strengths
 
 
-def _draft_gate(maps: MapsArg, strength: float | Sequence[float]) -> tuple[Any, int] | None:
+def draft_gate(maps: MapsArg, strength: float | Sequence[float]) -> tuple[Any, int] | None:
     """``(gate, index)`` of the one set whose sequence gate pools ``draft`` and steers, else
     None. Two such sets in one list are refused (each would need its own look-ahead)."""
     sets, strengths = _sets(maps, strength)
@@ -81,8 +81,8 @@ def _draft_gate(maps: MapsArg, strength: float | Sequence[float]) -> tuple[Any, 
              and gate.pooling == "draft" and s != 0]
     if len(found) > 1:
         raise MapError(f"{len(found)} of the map sets have a sequence gate that pools 'draft' "
-                         "(sets " + ", ".join(str(i + 1) for _, i in found) + "); generate "
-                         "with one of them at a time, or switch the others' gates off")
+                       "(sets " + ", ".join(str(i + 1) for _, i in found) + "); generate "
+                       "with one of them at a time, or switch the others' gates off")
     return found[0] if found else None
 
 
@@ -205,7 +205,7 @@ def generate(model: Any, tokenizer: Any, prompts: Sequence[str],
     steered = [_steers(maps, strength)] * len(prompts)
     chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     sampling = {"temperature": temperature, "top_p": top_p, "top_k": 0} if do_sample else {}
-    drafting = _draft_gate(maps, strength)
+    drafting = draft_gate(maps, strength)
     if drafting is not None:
         from act_core.gate import ungated
 
@@ -251,7 +251,7 @@ def perplexity(model: Any, tokenizer: Any, texts: Sequence[str], maps: MapsArg =
     total_nll, total_tokens = 0.0, 0
     chunks = [list(texts[i : i + batch_size]) for i in range(0, len(texts), batch_size)]
     listed = maps is not None and not isinstance(maps, Mapping)
-    drafting = _draft_gate(maps, strength) if listed else None  # a lone set: its own context
+    drafting = draft_gate(maps, strength) if listed else None  # a lone set: its own context
     for chunk in progress_bar(chunks, len(chunks), "perplexity", progress):
         enc = tokenizer(chunk, return_tensors="pt", padding=True, truncation=True,
                         max_length=max_length, padding_side="right").to(device)
