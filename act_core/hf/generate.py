@@ -60,8 +60,7 @@ def steering_many(model: Any, map_sets: Sequence[Mapping[str, TransportMap]],
 def _steering(model: Any, maps: MapsArg, strength: float | Sequence[float], support: str):
     if maps is None or isinstance(maps, Mapping):
         return steering(model, maps, strength, support)
-    strengths = list(strength) if isinstance(strength, Sequence) else [strength] * len(maps)
-    return steering_many(model, list(maps), strengths, support)
+    return steering_many(model, *_sets(maps, strength), support)
 
 
 def _sets(maps: MapsArg, strength: float | Sequence[float]) -> tuple[list, list]:
@@ -101,10 +100,16 @@ def _without(maps: MapsArg, strength: float | Sequence[float], index: int,
 
 def _steers(maps: MapsArg, strength: float | Sequence[float]) -> bool:
     """Whether ``maps`` at ``strength`` act at all (some map, some strength above 0)."""
-    if maps is None or isinstance(maps, Mapping):
-        return bool(maps) and strength != 0
-    strengths = list(strength) if isinstance(strength, Sequence) else [strength] * len(maps)
-    return any(bool(one) and s != 0 for one, s in zip(maps, strengths, strict=False))
+    return any(bool(one) and s != 0 for one, s in zip(*_sets(maps, strength), strict=False))
+
+
+def _draft_and_full(maps: MapsArg, strength: float | Sequence[float], index: int) -> tuple:
+    """The two ``(maps, strength)`` of a ``draft`` look-ahead on set ``index``: every set but
+    that one (the draft), and every set with that one ungated (a passing sequence)."""
+    from act_core.gate import ungated
+
+    gated = ungated(_sets(maps, strength)[0][index])
+    return _without(maps, strength, index), _without(maps, strength, index, gated)
 
 
 def _drafted(model: Any, enc: Any, ids: torch.Tensor, gate: Any, regenerate: Any,
@@ -139,15 +144,14 @@ def _drafted_logits(model: Any, enc: Any, maps: MapsArg, strength: Any, support:
                     gate: Any, index: int) -> torch.Tensor:
     """(B, T, V) logits for :func:`perplexity` with set ``index`` gated by ``draft``: every row
     under the other sets, the rows whose text passes the gate under all sets (gate ungated)."""
-    from act_core.gate import ungated
     from act_core.hf.gating import draft_passes
 
     fired = draft_passes(model, gate, enc["input_ids"], enc["attention_mask"])  # (B,)
-    with _steering(model, *_without(maps, strength, index), support):
+    draft, full = _draft_and_full(maps, strength, index)
+    with _steering(model, *draft, support):
         logits = model(**enc, use_cache=False).logits.float()
     if bool(fired.any()):
         rows = {key: value[fired] for key, value in enc.items()}
-        full = _without(maps, strength, index, ungated(_sets(maps, strength)[0][index]))
         with _steering(model, *full, support):
             logits[fired] = model(**rows, use_cache=False).logits.float()
     return logits
@@ -207,11 +211,8 @@ def generate(model: Any, tokenizer: Any, prompts: Sequence[str],
     sampling = {"temperature": temperature, "top_p": top_p, "top_k": 0} if do_sample else {}
     drafting = draft_gate(maps, strength)
     if drafting is not None:
-        from act_core.gate import ungated
-
         gate, index = drafting
-        draft = _without(maps, strength, index)  # the draft: every set but the gated one
-        full = _without(maps, strength, index, ungated(_sets(maps, strength)[0][index]))
+        draft, full = _draft_and_full(maps, strength, index)
     for k, chunk in enumerate(progress_bar(chunks, len(chunks), "generate", progress)):
         enc = tokenizer([prompts[i] for i in chunk], return_tensors="pt", padding=True,
                         padding_side="left").to(device)
