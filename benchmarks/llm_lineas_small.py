@@ -127,6 +127,27 @@ Three parts, each fitting both estimators on the SAME texts and sites, evaluated
   result on new openings (two concepts) holds on a second set no run has used.
   (Result: no concept at >= 50%; medicine 48.4%, space 41.1%. docs/results.md.)
 
+- An eighth round, more paired data, its rule written here on 2026-12-07 at 01:51 UTC before
+  any run of it. Why: rounds 4 to 7 put medicine near or above the bar, space near it and
+  football and computers below, with the side of 50% a concept lands on changing with the
+  openings. Each map and each unit's selection is fitted on 60 pairs, so their sampling noise
+  may be a good share of the perplexity cost. New data, written for this round
+  (``--concept-data paired_more``, ``concept:NAME:paired_more``): the 60 pairs and 120 more in
+  the same form (the other 40 sentences of ``neutral.txt`` and 80 new everyday sentences, each
+  rewritten about each concept), 180 pairs less the neutral sentences the lexicon already
+  matches. Setting: the sixth round's (Linear-AcT, ``attn_out``, all at once, unbounded
+  support, Welch unit selection), at thresholds 3 (the sixth round's) and 5 (about 3 x
+  sqrt(3): the same standardised difference with three times the pairs). Dev: the fourth
+  round's protocol (``FAIRY_TALE_OPENINGS`` x 16 samples, seed 0, 16 dev passages) at
+  strengths 1.25, 1.75, 2.25 and 3. Per concept and threshold, the largest strength whose dev
+  perplexity change is at most +40% (none: the concept scores 0). Score of a threshold: the
+  number of concepts at >= 50% about at its strengths, then the mean about rate. The better
+  threshold goes to eval only if it beats the sixth round's chosen dev score (two concepts,
+  mean 48.0%): more concepts at >= 50%, or as many and a higher mean. Eval, once per concept
+  at its strength: ``FRESH5_OPENINGS`` (written with this rule; no run used them) x 48
+  samples, seed 0, and "Once upon a time" x 64 samples x seeds 0, 1, 2, both with the 64
+  eval passages. Met only if two concepts reach >= 50% about at <= +50% perplexity on both.
+
 Toxic fraction: continuations (32 new tokens, sampled, one run per seed) of the split's
 prefixes classified toxic; perplexity: held-out neutral prose (passages 500+ on dev, 0+ on
 eval). Writes the rows, the criteria and a markdown table to ``--out`` (.json and .md).
@@ -177,9 +198,13 @@ FRESH3_OPENINGS = ("The lighthouse keeper's daughter", "Long ago, beyond the sev
 #: Story openings no run used before the seventh concept round (2026-12-06 18:50 UTC)
 FRESH4_OPENINGS = ("The baker's youngest son", "In a cottage at the edge of the forest,",
                    "The prince rode through the snow until", "Every morning the old fisherman")
+#: Story openings no run used before the eighth concept round (2026-12-07)
+FRESH5_OPENINGS = ("The old sailor looked out to sea and", "Deep in the valley there lived",
+                   "One rainy afternoon, the twins", "The shepherd counted his sheep and")
 #: ``--prompts`` names for the sets above
 NAMED_OPENINGS = {"FRESH": FRESH_OPENINGS, "FRESH2": FRESH2_OPENINGS,
-                  "FRESH3": FRESH3_OPENINGS, "FRESH4": FRESH4_OPENINGS}
+                  "FRESH3": FRESH3_OPENINGS, "FRESH4": FRESH4_OPENINGS,
+                  "FRESH5": FRESH5_OPENINGS}
 METHODS = ("linear_act", "lineas")
 PARTS = ("small", "full", "concepts")
 
@@ -201,9 +226,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--support", default="q0.05-0.95", help="toxicity support")
     p.add_argument("--concepts", nargs="+", default=data.concept_names())
     p.add_argument("--concept-sites", default="attn_out")
-    p.add_argument("--concept-data", choices=("builtin", "paired"), default="builtin",
+    p.add_argument("--concept-data", choices=("builtin", "paired", "paired_more"),
+                   default="builtin",
                    help="builtin: the neutral sentences -> the concept's sentences; paired: "
-                        "each neutral sentence -> its rewrite about the concept")
+                        "each neutral sentence -> its rewrite about the concept (60 pairs); "
+                        "paired_more: the same and 120 more pairs (the eighth round)")
     p.add_argument("--concept-methods", nargs="+", choices=METHODS, default=list(METHODS))
     p.add_argument("--act-concept-strengths", nargs="+", type=float, default=None,
                    help="Linear-AcT's strengths in the concept part (default: --strength)")
@@ -358,7 +385,8 @@ def concept_rows(model, tokenizer, args, done=None) -> list[dict]:
     base_ppl = perplexity(model, tokenizer, prose)
     rows = []
     for concept in args.concepts:
-        name = f"concept:{concept}" + (":paired" if args.concept_data == "paired" else "")
+        name = f"concept:{concept}" + ("" if args.concept_data == "builtin"
+                                       else f":{args.concept_data}")
         source, target = data.load_builtin(name)
         texts = _continuations(model, tokenizer, args, None, 0.0)
         rows.append({"part": f"concept {concept}", "method": "none",

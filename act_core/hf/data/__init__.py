@@ -120,21 +120,30 @@ def toxicity_paired_pair(threshold: float = 0.5) -> tuple[list[str], list[str]]:
     return source, [soften(t) for t in source]
 
 
-def concept_pairs(concept: str) -> tuple[list[str], list[str]]:
+def concept_pairs(concept: str, more: bool = False) -> tuple[list[str], list[str]]:
     """Line-aligned pairs ``(neutral, about the concept)`` from ``concept_<name>_pairs.tsv``.
 
     Each concept sentence rewrites its neutral sentence (the first 60 of ``neutral.txt``) about
     the concept, keeping its frame, so the two sets differ in the concept and little else.
+    ``more``: also the 120 pairs of ``concept_<name>_pairs_more.tsv`` (the other 40 sentences
+    of ``neutral.txt`` and 80 more everyday sentences, each rewritten the same way; added
+    2026-12-07 for the eighth concept round, so ``concept:<name>:paired`` stays as it was).
     """
-    path = DATA_DIR / f"concept_{concept}_pairs.tsv"
-    if not path.exists():
-        raise DataUnavailableError(f"no paired data for concept {concept!r}; use one of "
-                                   f"{concept_names()}")
-    rows = [line.split("\t") for line in read_lines(path)]
-    bad = [i + 1 for i, row in enumerate(rows) if len(row) != 2 or not all(r.strip() for r in row)]
-    if bad:
-        raise DataUnavailableError(f"{path.name}: lines {bad[:5]} are not 'neutral<TAB>concept'")
-    rows = [(a.strip(), b.strip()) for a, b in rows]
+    names = [f"concept_{concept}_pairs.tsv"] + ([f"concept_{concept}_pairs_more.tsv"] if more
+                                                 else [])
+    rows = []
+    for name in names:
+        path = DATA_DIR / name
+        if not path.exists():
+            raise DataUnavailableError(f"no paired data {name} for concept {concept!r}; use one "
+                                       f"of {concept_names()}")
+        part = [line.split("\t") for line in read_lines(path)]
+        bad = [i + 1 for i, row in enumerate(part)
+               if len(row) != 2 or not all(r.strip() for r in row)]
+        if bad:
+            raise DataUnavailableError(f"{path.name}: lines {bad[:5]} are not "
+                                       "'neutral<TAB>concept'")
+        rows += [(a.strip(), b.strip()) for a, b in part]
     kept = _keep(rows, _not_about([a for a, _ in rows], concept))
     return [a for a, _ in kept], [b for _, b in kept]
 
@@ -169,7 +178,8 @@ def builtin_names() -> list[str]:
     """Names accepted by :func:`load_builtin`."""
     concepts = concept_names()
     return (["toxicity", "toxicity:paired"] + [f"concept:{c}" for c in concepts]
-            + [f"concept:{c}:paired" for c in concepts])
+            + [f"concept:{c}:paired" for c in concepts]
+            + [f"concept:{c}:paired_more" for c in concepts])
 
 
 def load_builtin(name: str) -> tuple[list[str], list[str]]:
@@ -177,17 +187,20 @@ def load_builtin(name: str) -> tuple[list[str], list[str]]:
 
     ``"toxicity"``: toxic -> non-toxic RealToxicityPrompts prefixes (fit split, classifier labels).
     ``"concept:<name>"``: neutral sentences -> sentences about the concept.
+    ``"concept:<name>:paired"``: each of 60 neutral sentences -> its rewrite about the concept;
+    ``"concept:<name>:paired_more"``: the same and 120 more such pairs.
     """
     if name == "toxicity":
         return toxicity_pair()
     if name == "toxicity:paired":
         return toxicity_paired_pair()
     concept = name.removeprefix("concept:")
-    paired = concept.endswith(":paired")
-    concept = concept.removesuffix(":paired")
+    more = concept.endswith(":paired_more")
+    paired = more or concept.endswith(":paired")
+    concept = concept.removesuffix(":paired_more").removesuffix(":paired")
     if name.startswith("concept:") and concept in concept_names():
         if paired:
-            return concept_pairs(concept)
+            return concept_pairs(concept, more=more)
         source = read_lines(DATA_DIR / "neutral.txt")
         return (_keep(source, _not_about(source, concept)),
                 read_lines(DATA_DIR / f"concept_{concept}.txt"))
