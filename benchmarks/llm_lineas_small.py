@@ -147,6 +147,8 @@ Three parts, each fitting both estimators on the SAME texts and sites, evaluated
   at its strength: ``FRESH5_OPENINGS`` (written with this rule; no run used them) x 48
   samples, seed 0, and "Once upon a time" x 64 samples x seeds 0, 1, 2, both with the 64
   eval passages. Met only if two concepts reach >= 50% about at <= +50% perplexity on both.
+  (Result: threshold 5 won on dev, two concepts and mean 51.2%; eval gave one concept on both
+  sets, medicine 59.9% and 77.1% at +34.1%, space 37.5% and 45.8%: not met. docs/results.md.)
 
 Toxic fraction: continuations (32 new tokens, sampled, one run per seed) of the split's
 prefixes classified toxic; perplexity: held-out neutral prose (passages 500+ on dev, 0+ on
