@@ -24,10 +24,9 @@ import logging
 import torch
 
 from act_core.gate import separation_auroc
-from act_core.hf import data
-from act_core.hf.gating import _positives
 from act_core.seqgate import ledoit_wolf_shrinkage
 from benchmarks.llm_common import load_model, save_json, setup
+from benchmarks.llm_gate_unseen_probe import two_fold_pairs
 
 log = logging.getLogger("benchmarks")
 QUESTION = "Is the following text rude, vulgar or offensive? Answer yes or no.\n\n"
@@ -71,12 +70,7 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
     setup()
     model, tokenizer = load_model()
-    source, target = data.load_builtin("toxicity:paired")
-    positives = _positives(tokenizer, source, target, 64)
-    ids = [torch.tensor(tokenizer([s], truncation=True, max_length=64)["input_ids"][0][1:])
-           for s in source]
-    half = len(source) // 2
-    halves = [list(range(half)), list(range(half, len(source)))]
+    source, target, positives, ids, halves = two_fold_pairs(tokenizer)
     result = {"question": QUESTION, "pairs": len(source)}
     for asked in (True, False):
         src, src_answer = _features(model, tokenizer, source, asked)

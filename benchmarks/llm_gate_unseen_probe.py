@@ -69,6 +69,17 @@ def _tally(counts: dict, on: torch.Tensor, positives: torch.Tensor, ids: torch.T
     counts["targets"] += 1
 
 
+def two_fold_pairs(tokenizer) -> tuple[list, list, list, list, list]:
+    """``toxicity:paired`` split for two-fold reading: (source, target, each source text's
+    swapped-token mask, its token ids after the first, the two halves of the pair indices)."""
+    source, target = data.load_builtin("toxicity:paired")
+    positives = _positives(tokenizer, source, target, 64)
+    ids = [torch.tensor(tokenizer([s], truncation=True, max_length=64)["input_ids"][0][1:])
+           for s in source]
+    half = len(source) // 2
+    return source, target, positives, ids, [list(range(half)), list(range(half, len(source)))]
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--layers", nargs="+", type=int, default=[1, 2, 3, 4, 6, 8, 12, 18])
@@ -85,12 +96,7 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
     setup()
     model, tokenizer = load_model()
-    source, target = data.load_builtin("toxicity:paired")
-    positives = _positives(tokenizer, source, target, 64)
-    ids = [torch.tensor(tokenizer([s], truncation=True, max_length=64)["input_ids"][0][1:])
-           for s in source]
-    half = len(source) // 2
-    halves = [list(range(half)), list(range(half, len(source)))]
+    source, target, positives, ids, halves = two_fold_pairs(tokenizer)
     rows = []
     for layers in args.layers:
         site = reader_site(model, layers)

@@ -74,7 +74,8 @@ def learn_maps(model, src_conds: list, tgt_conds: list, *, source: list[str] | N
                timestep_ranges: int = 1, seed: int = 0, latent: dict | None = None,
                samples_per_prompt: int = 8, collect: str = "first step",
                trajectory_steps: int = 10, paired_noise: bool = False,
-               lineas: LineasConfig | None = None, gate: bool | str = False) -> MapSet:
+               lineas: LineasConfig | None = None, gate: bool | str = False,
+               unit_z: float = 0.0) -> MapSet:
     """Fit maps for ``model`` from two lists of CONDITIONING; returns a MapSet.
 
     ``source``/``target`` are the prompt texts (for the hash in the metadata), when known.
@@ -96,7 +97,7 @@ def learn_maps(model, src_conds: list, tgt_conds: list, *, source: list[str] | N
         stages=stages, collect_at=collect_at, timestep_ranges=timestep_ranges, seed=seed,
         latent=latent, samples_per_prompt=samples_per_prompt, collect=collect,
         trajectory_steps=trajectory_steps, paired_noise=paired_noise, lineas=lineas,
-        gate=gate)[0]
+        gate=gate, unit_z=unit_z)[0]
 
 
 def learn_and_diagnose(model, src_conds: list, tgt_conds: list, *, source=None, target=None,
@@ -106,7 +107,8 @@ def learn_and_diagnose(model, src_conds: list, tgt_conds: list, *, source=None, 
                        latent: dict | None = None, samples_per_prompt: int = 8,
                        collect: str = "first step", trajectory_steps: int = 10,
                        paired_noise: bool = False, lineas: LineasConfig | None = None,
-                       gate: bool | str = False) -> tuple[MapSet, Diagnosis]:
+                       gate: bool | str = False, unit_z: float = 0.0
+                       ) -> tuple[MapSet, Diagnosis]:
     """:func:`learn_maps`, returning the maps and their :class:`~act_core.diagnose.Diagnosis`."""
     if len(src_conds) == 0 or len(tgt_conds) == 0:
         raise ValueError("need at least one source and one target conditioning")
@@ -114,6 +116,9 @@ def learn_and_diagnose(model, src_conds: list, tgt_conds: list, *, source=None, 
         raise ValueError(f"collect must be one of {COLLECT}, got {collect!r}")
     if collect == "trajectory" and not 1 <= trajectory_steps <= 1000:
         raise ValueError(f"trajectory_steps must be in [1, 1000], got {trajectory_steps}")
+    if unit_z and method == "lineas":
+        raise ValueError("unit_z selects units of maps fitted site by site; method lineas "
+                         "switches units off with its own penalty (sparsity)")
     if method == "lineas" and collect != "first step":
         raise ValueError("method lineas learns from one denoiser evaluation per prompt: set "
                          "collect to 'first step' (or choose another method for trajectory)")
@@ -185,7 +190,8 @@ def learn_and_diagnose(model, src_conds: list, tgt_conds: list, *, source=None, 
                                method=method, incremental=incremental,
                                stages=None if stages <= 0 else stages,
                                support_for_incremental=support,
-                               strength_for_incremental=strength, samples=found)
+                               strength_for_incremental=strength, samples=found,
+                               unit_z=unit_z)
         for part in samples:
             samples[part].update({bucket_key(site, k, timestep_ranges): value
                                   for site, value in (found.get(part) or {}).items()})
@@ -211,6 +217,7 @@ def learn_and_diagnose(model, src_conds: list, tgt_conds: list, *, source=None, 
                   **({"gate_ramp": gate if isinstance(gate, str) else DEFAULT_RAMP}
                      if gate else {}),
                   "stages": stages, "seed": seed, "latent_shape": list(lat.shape),
+                  **({"unit_z": unit_z} if unit_z else {}),
                   "source_prompts": len(src_conds), "target_prompts": len(tgt_conds),
                   **({"lineas": vars(lineas)}
                      if method == "lineas" else {}),

@@ -262,6 +262,26 @@ def test_incremental_trajectory_maps_are_fitted_on_the_states_sampling_reaches(
     torch.testing.assert_close(seen.max(0).values, tmap.hi.float(), rtol=1e-4, atol=1e-5)
 
 
+def test_unit_z_keeps_the_units_that_stand_out_and_gives_the_others_the_identity(tiny, nodes):
+    kw = dict(sites=_reference(tiny, nodes), support="unbounded", incremental=False,
+              latent={"samples": tiny.latent}, seed=3)
+    full = nodes.learn.learn_maps(tiny.model, tiny.source, tiny.target, **kw)
+    some = nodes.learn.learn_maps(tiny.model, tiny.source, tiny.target, unit_z=2.0, **kw)
+    kept = total = 0
+    for site, whole in full.items():
+        part = some[site]
+        keep = (part.scale != 1) | (part.shift != 0)
+        assert torch.equal(part.scale[keep], whole.scale[keep])
+        assert torch.equal(part.shift[keep], whole.shift[keep])
+        assert bool((part.scale[~keep] == 1).all()) and bool((part.shift[~keep] == 0).all())
+        kept, total = kept + int(keep.sum()), total + keep.numel()
+    assert 0 < kept < total
+    assert some.metadata["extra"]["unit_z"] == 2.0 and "unit_z" not in full.metadata["extra"]
+    with pytest.raises(ValueError, match="sparsity"):
+        nodes.learn.learn_maps(tiny.model, tiny.source, tiny.target, method="lineas",
+                               unit_z=2.0, latent={"samples": tiny.latent})
+
+
 def test_collect_is_checked(tiny, nodes):
     with pytest.raises(ValueError, match="collect must be one of"):
         nodes.learn.learn_maps(tiny.model, tiny.source, tiny.target, collect="everywhere",
