@@ -174,7 +174,7 @@ def diagnose(source: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tens
         after = (transported[site].float().cpu() if transported and site in transported
                  else _moved(tmap, a))
         own = _moved(tmap, a) - a  # (N, D): the site's own displacement
-        kept = int(((tmap.scale != 1) | (tmap.shift != 0)).sum())
+        kept = int(tmap.moved_units.sum())
         rows.append(SiteDiagnosis(
             site=site, separation=_distance(a, b, total_var), noise=_noise(a, b, total_var),
             remaining=_distance(after, b, total_var),

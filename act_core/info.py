@@ -43,7 +43,7 @@ def describe_maps(maps: MapSet, name: str | Path = "maps") -> str:
         lines.append(describe_gate_words(words))
     lines.append(f"extra: {json.dumps(extra)}")
     for site, tmap in maps.items():
-        kept = int(((tmap.scale != 1) | (tmap.shift != 0)).sum())
+        kept = int(tmap.moved_units.sum())
         gate = f" {tmap.gate.describe()}" if tmap.gate is not None else ""
         lines.append(f"  {site}  D={tmap.dim} mode={tmap.mode} n={tmap.n_source}/"
                      f"{tmap.n_target} guarded={tmap.guarded} kept={kept}{gate}")

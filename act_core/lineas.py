@@ -126,7 +126,7 @@ class LineasFit:
 
     def kept(self) -> dict[str, int]:
         """Units per site whose map is not the identity."""
-        return {key: int(((m.scale != 1) | (m.shift != 0)).sum()) for key, m in self.maps.items()}
+        return {key: int(m.moved_units.sum()) for key, m in self.maps.items()}
 
 
 def _sorted_target(target: torch.Tensor, rows: int) -> torch.Tensor:
@@ -363,8 +363,7 @@ def _fit(model, parsed, run_source, n_source, run_target, config, progress, devi
     _report(progress, total, total)
     maps = {k: _build(k, state, seen[k], target[k].shape[0], recorder.layouts[k]) for k in keys}
     log.info("LinEAS: %d steps, loss %.4g -> %.4g, %d of %d sites kept", config.steps,
-             losses[0], losses[-1], sum(1 for m in maps.values()
-                                         if bool(((m.scale != 1) | (m.shift != 0)).any())),
+             losses[0], losses[-1], sum(1 for m in maps.values() if bool(m.moved_units.any())),
              len(maps))
     return LineasFit(maps=maps, source=source, target=target, transported=moved, losses=losses)
 

@@ -153,6 +153,11 @@ class TransportMap:
         """Device of the map's tensors."""
         return self.scale.device
 
+    @property
+    def moved_units(self) -> torch.Tensor:
+        """Bool (D,): the units whose map is not the identity (scale != 1 or shift != 0)."""
+        return (self.scale != 1) | (self.shift != 0)
+
     def to(self, device: torch.device | str | None = None,
            dtype: torch.dtype | None = None) -> TransportMap:
         """Return a copy with every tensor moved to ``device`` and/or cast to ``dtype``.

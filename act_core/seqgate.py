@@ -141,6 +141,21 @@ def ledoit_wolf_shrinkage(x: torch.Tensor) -> float:
     return min(max(b2, 0.0), d2) / d2
 
 
+def shrunk_discriminant(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+    """Fisher's discriminant direction (D,) between rows pos (N, D) and neg (M, D).
+
+    ``C^-1 (mean pos - mean neg)`` with ``C`` the pooled within-class covariance shrunk towards
+    ``(tr C / D) I`` by :func:`ledoit_wolf_shrinkage`, so that it stays invertible with fewer
+    rows than units. Computed in the inputs' dtype (float64 for the gates).
+    """
+    centred = torch.cat([pos - pos.mean(0), neg - neg.mean(0)])
+    shrink = ledoit_wolf_shrinkage(centred)
+    cov = centred.T @ centred / centred.shape[0]
+    cov = (1 - shrink) * cov + shrink * float(torch.trace(cov)) / cov.shape[0] * torch.eye(
+        cov.shape[0], dtype=cov.dtype)
+    return torch.linalg.solve(cov, pos.mean(0) - neg.mean(0))
+
+
 def fit_sequence_gate(site: str, source: Sequence[torch.Tensor], target: Sequence[torch.Tensor],
                       positives: Sequence[torch.Tensor] | None = None,
                       pooling: str = "max", quantile: float = 1.0,
@@ -200,12 +215,7 @@ def fit_sequence_gate(site: str, source: Sequence[torch.Tensor], target: Sequenc
     both = torch.cat([pos, neg])
     mean, std = both.mean(0), both.std(0) + 1e-6  # (D,)
     zp, zn = (pos - mean) / std, (neg - mean) / std
-    centred = torch.cat([zp - zp.mean(0), zn - zn.mean(0)])
-    shrink = ledoit_wolf_shrinkage(centred)
-    cov = centred.T @ centred / centred.shape[0]
-    cov = (1 - shrink) * cov + shrink * float(torch.trace(cov)) / cov.shape[0] * torch.eye(
-        cov.shape[0], dtype=cov.dtype)
-    w = torch.linalg.solve(cov, zp.mean(0) - zn.mean(0))  # (D,), standardised coordinates
+    w = shrunk_discriminant(zp, zn)  # (D,), standardised coordinates
     weight = w / std
     offset = -float(mean @ weight)
     neg_scores = neg @ weight + offset

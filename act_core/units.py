@@ -35,7 +35,8 @@ import torch
 from .errors import FitError
 from .maps import TransportMap
 
-__all__ = ["UNIT_STATS", "check_min_z", "check_unit_stat", "keep_units", "shift_z"]
+__all__ = ["UNIT_STATS", "check_min_z", "check_unit_method", "check_unit_stat", "keep_units",
+           "shift_z"]
 
 #: the statistics :func:`keep_units` reads: two samples, or the differences of pairs
 UNIT_STATS = ("welch", "paired")
@@ -48,6 +49,14 @@ def check_min_z(min_z: float, name: str = "min_z") -> float:
     if not (value >= 0 and math.isfinite(value)):
         raise FitError(f"{name} must be a finite number >= 0 (standard errors); got {min_z}")
     return value
+
+
+def check_unit_method(unit_z: float, method: str, name: str = "unit_z") -> None:
+    """Refuse (:class:`FitError`, naming ``name``) a bad ``unit_z``, and any unit selection for
+    LinEAS, whose own sparsity penalty switches units off."""
+    if check_min_z(unit_z, name) and method == "lineas":
+        raise FitError(f"{name} is for the per-site estimators; LinEAS selects units with its "
+                       "own sparsity (its l1 penalty: LineasConfig.l1, act fit --l1)")
 
 
 def check_unit_stat(stat: str, name: str = "unit_stat") -> bool:

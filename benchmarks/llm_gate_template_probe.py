@@ -24,7 +24,7 @@ import logging
 import torch
 
 from act_core.gate import separation_auroc
-from act_core.seqgate import ledoit_wolf_shrinkage
+from act_core.seqgate import shrunk_discriminant
 from benchmarks.llm_common import load_model, save_json, setup
 from benchmarks.llm_gate_unseen_probe import two_fold_pairs
 
@@ -53,17 +53,6 @@ def _features(model, tokenizer, texts: list, asked: bool) -> tuple[torch.Tensor,
     return torch.stack(states), torch.tensor(answers)
 
 
-def _discriminant(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
-    pos, neg = pos.double(), neg.double()
-    centred = torch.cat([pos - pos.mean(0), neg - neg.mean(0)])
-    cov = centred.T @ centred / centred.shape[0]
-    shrink = ledoit_wolf_shrinkage(centred)
-    scale = float(cov.trace()) / cov.shape[0]
-    eye = torch.eye(cov.shape[0], dtype=cov.dtype)
-    cov = (1 - shrink) * cov + (shrink * scale + 1e-9) * eye
-    return torch.linalg.solve(cov, pos.mean(0) - neg.mean(0))
-
-
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default=None)
@@ -81,7 +70,7 @@ def main(argv=None) -> dict:
         for layer in range(1, src.shape[1]):
             aurocs = []
             for fit, held in (halves, halves[::-1]):
-                w = _discriminant(src[fit, layer], tgt[fit, layer])
+                w = shrunk_discriminant(src[fit, layer].double(), tgt[fit, layer].double())
                 words = set(torch.cat([ids[i][positives[i]] for i in fit]).tolist())
                 new = torch.tensor([any(t not in words for t in ids[i][positives[i]].tolist())
                                     for i in held])

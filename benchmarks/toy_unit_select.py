@@ -51,7 +51,7 @@ def main(argv=None) -> dict:
     for z in args.thresholds:
         maps = toy.learn(exp.source, exp.target, sites=exp.sites, support=exp.support,
                          unit_z=z)
-        kept = sum(int(((m.scale != 1) | (m.shift != 0)).sum()) for m in maps.values())
+        kept = sum(int(m.moved_units.sum()) for m in maps.values())
         model = toy.pack.nodes.apply.patch_model(toy.model, maps, 1.0, gate="off")
         images = list(toy.sample(model, prompts, args.seeds))
         result["rows"].append({"unit_z": z, "units_kept": kept,

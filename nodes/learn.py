@@ -19,6 +19,7 @@ from ..act_core.diagnose import Diagnosis, diagnose
 from ..act_core.gate import DEFAULT_RAMP, LEARN_GATES, gate_maps, learn_gate
 from ..act_core.lineas import LineasConfig
 from ..act_core.trajectory import Trajectory
+from ..act_core.units import check_unit_method
 from . import memo
 from .common import family_of
 from .families import (
@@ -116,9 +117,7 @@ def learn_and_diagnose(model, src_conds: list, tgt_conds: list, *, source=None, 
         raise ValueError(f"collect must be one of {COLLECT}, got {collect!r}")
     if collect == "trajectory" and not 1 <= trajectory_steps <= 1000:
         raise ValueError(f"trajectory_steps must be in [1, 1000], got {trajectory_steps}")
-    if unit_z and method == "lineas":
-        raise ValueError("unit_z selects units of maps fitted site by site; method lineas "
-                         "switches units off with its own penalty (sparsity)")
+    check_unit_method(unit_z, method)
     if method == "lineas" and collect != "first step":
         raise ValueError("method lineas learns from one denoiser evaluation per prompt: set "
                          "collect to 'first step' (or choose another method for trajectory)")

@@ -46,6 +46,14 @@ def test_invalid_maps_are_refused(changes, message):
         _map(**changes)
 
 
+def test_moved_units_are_those_whose_map_is_not_the_identity():
+    scale = torch.tensor([1.0, 1.0, 0.5, 1.0, 2.0])
+    shift = torch.tensor([0.0, 0.3, 0.0, 0.0, -1.0])
+    tmap = _map(5, scale=scale, shift=shift)
+    assert tmap.moved_units.tolist() == [False, True, True, False, True]
+    assert not _map(5, scale=torch.ones(5), shift=torch.zeros(5)).moved_units.any()
+
+
 def test_map_is_frozen_and_to_returns_a_replaced_copy():
     tmap = _map()
     with pytest.raises(dataclasses.FrozenInstanceError):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pytest
 import torch
 
@@ -15,7 +16,12 @@ from act_core import mapfile as mapfile_module
 from act_core.errors import FitError, MapFileError
 from act_core.fold import FoldError
 from act_core.gate import check_ungated, select_gate
-from act_core.seqgate import SequenceGate, fit_sequence_gate, ledoit_wolf_shrinkage
+from act_core.seqgate import (
+    SequenceGate,
+    fit_sequence_gate,
+    ledoit_wolf_shrinkage,
+    shrunk_discriminant,
+)
 
 pytest.importorskip("transformers")
 
@@ -75,6 +81,22 @@ def test_ledoit_wolf_shrinkage_matches_scikit_learn():
     x = x - x.mean(0)
     expected = covariance.ledoit_wolf_shrinkage(x.numpy(), assume_centered=True)
     assert ledoit_wolf_shrinkage(x) == pytest.approx(float(expected), rel=1e-9)
+
+
+def test_shrunk_discriminant_solves_the_shrunk_pooled_covariance_with_fewer_rows_than_units():
+    """Fewer rows (12 + 10) than units (30): the pooled covariance is singular, the shrunk one
+    is not; the direction is built here with numpy and scikit-learn's shrinkage."""
+    covariance = pytest.importorskip("sklearn.covariance")
+    g = torch.Generator().manual_seed(1)
+    pos = torch.randn(12, 30, generator=g, dtype=torch.float64) + 0.5
+    neg = torch.randn(10, 30, generator=g, dtype=torch.float64)
+    centred = np.concatenate([(pos - pos.mean(0)).numpy(), (neg - neg.mean(0)).numpy()])
+    s = centred.T @ centred / len(centred)
+    a = covariance.ledoit_wolf_shrinkage(centred, assume_centered=True)
+    c = (1 - a) * s + a * np.trace(s) / 30 * np.eye(30)
+    expected = np.linalg.solve(c, (pos.mean(0) - neg.mean(0)).numpy())
+    assert np.linalg.matrix_rank(s) < 30 and np.linalg.matrix_rank(c) == 30
+    np.testing.assert_allclose(shrunk_discriminant(pos, neg).numpy(), expected, rtol=1e-8)
 
 
 @pytest.fixture(scope="module")

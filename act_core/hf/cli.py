@@ -19,7 +19,7 @@ from act_core.estimators import ESTIMATORS
 from act_core.hf.cli_export import add_export_parser, cmd_export
 from act_core.hf.cli_strength import add_strength_parser, cmd_strength
 from act_core.lineas import INITS
-from act_core.units import UNIT_STATS, check_min_z
+from act_core.units import UNIT_STATS, check_unit_method
 
 __all__ = ["build_parser", "lineas_config", "main"]
 
@@ -218,12 +218,9 @@ def lineas_config(args: argparse.Namespace) -> Any:
 def _check_units(args: argparse.Namespace, n_source: int, n_target: int) -> None:
     """Refuse a bad ``--unit-z`` / ``--unit-stat`` before the model loads."""
     try:
-        check_min_z(args.unit_z, "--unit-z")
+        check_unit_method(args.unit_z, args.method, "--unit-z")
     except ActError as error:
         raise SystemExit(f"act fit: {error}") from error
-    if args.unit_z and args.method == "lineas":
-        raise SystemExit("act fit: --unit-z is for the per-site estimators; LinEAS selects "
-                         "units with its own sparsity (--l1)")
     if args.unit_stat == "paired" and not args.unit_z:
         raise SystemExit("act fit: --unit-stat paired is the statistic of --unit-z; give "
                          "--unit-z Z as well")
@@ -265,7 +262,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
                      unit_stat=args.unit_stat,
                      gate=args.gate if args.gate in ("token", "prefix") else False)
     if args.unit_z:  # units whose map is not the identity
-        kept = sum(int(((m.scale != 1) | (m.shift != 0)).sum()) for m in maps.values())
+        kept = sum(int(m.moved_units.sum()) for m in maps.values())
         stat = " (paired)" if args.unit_stat == "paired" else ""
         print(f"--unit-z {args.unit_z:g}{stat}: {kept} of {sum(m.dim for m in maps.values())} "
               "units keep a map; the others are left alone")

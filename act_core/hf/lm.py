@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 from act_core.apply import apply_transport
-from act_core.errors import FitError, MapCompatibilityError
+from act_core.errors import MapCompatibilityError
 from act_core.fitting import fit_sites
 from act_core.gate import gate_maps
 from act_core.hf.models import load_causal_lm
@@ -43,7 +43,7 @@ from act_core.maps import TransportMap
 from act_core.mapset import MapSet, check_compatible, hint_mismatches, prompt_hash
 from act_core.record import Recorder, record_activations
 from act_core.sites import Site, resolve_sites, site_widths
-from act_core.units import check_min_z
+from act_core.units import check_unit_method
 
 __all__ = [
     "SKIP_FIRST_TOKEN", "check_model_hint", "detect_family", "first_token_mask", "fit_lm",
@@ -183,9 +183,7 @@ def fit_lm(model: Any, tokenizer: Any, source_texts: Sequence[str], target_texts
     if method == "lineas":
         from act_core.hf.lineas import fit_lm_lineas
 
-        if check_min_z(unit_z, "unit_z"):
-            raise FitError("unit_z is for the per-site estimators; LinEAS selects units "
-                           "with its own sparsity (LineasConfig.l1, act fit --l1)")
+        check_unit_method(unit_z, method)
         fitted = fit_lm_lineas(model, tokenizer, source_texts, target_texts, resolved,
                                lineas=lineas, progress=progress, **options)
         if samples is not None:
