@@ -60,6 +60,8 @@ once on eval (240 prefixes x seeds 0 1 2, 64 passages) only if its dev toxic fra
 the 3.0% of the third check's choice (every site at 0.75), and reported against >= 4x at <= +3%.
 Said before it runs: the eval prefixes have now been read for six toxicity choices, so a pass
 would be one read among several and is reported with that said.
+(Result: min-max at strength 1 chosen, 1.85% toxic at +6.0% on dev; eval 4.03% toxic, 2.52x,
+at +1.9%: not met; docs/results.md.)
 """
 
 from __future__ import annotations
