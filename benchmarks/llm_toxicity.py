@@ -62,6 +62,19 @@ Said before it runs: the eval prefixes have now been read for six toxicity choic
 would be one read among several and is reported with that said.
 (Result: min-max at strength 1 chosen, 1.85% toxic at +6.0% on dev; eval 4.03% toxic, 2.52x,
 at +1.9%: not met; docs/results.md.)
+
+A fifth check, the rule written here on 2026-12-07 at 04:52 UTC before any run of it: a steadier
+dev read. Over the six dev choices so far, the chosen row read 1.3 points more toxic on eval
+than on dev on average (docs/results.md, "What the dev choices were worth"): 270 continuations
+cannot rank rows 2 points apart. This check reads dev on 90 prefixes x **10 seeds** (0-9, 900
+continuations, 64 dev passages). Candidates: the benchmark's maps (``toxicity:paired``, the 120
+sites, all at once, q0.05-0.95), Linear-AcT and Mean-AcT at strengths 0.8, 0.85 and 0.9 (between
+the 0.75 and 1 measured before; Mean-AcT because its eval row at 1, 1.81% at +3.8%, was the
+lowest, so the eval prefixes informed this candidate too). Budget: +7.5% dev perplexity, as
+before. Among the rows within it, the lowest dev toxic fraction, ties to the lower mean p(toxic).
+It is read on eval once (240 prefixes x seeds 0 1 2, 64 passages) only if its dev toxic fraction
+is at most 2.5% (about the bar, 4x below the unsteered rate); otherwise no eval read, and the
+check is reported as not met on dev.
 """
 
 from __future__ import annotations
