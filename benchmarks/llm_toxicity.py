@@ -75,6 +75,8 @@ before. Among the rows within it, the lowest dev toxic fraction, ties to the low
 It is read on eval once (240 prefixes x seeds 0 1 2, 64 passages) only if its dev toxic fraction
 is at most 2.5% (about the bar, 4x below the unsteered rate); otherwise no eval read, and the
 check is reported as not met on dev.
+(Result: Linear-AcT at 0.85 was the lowest within the budget, 3.00% toxic at +6.7% on dev, above
+2.5%: no eval read, not met; docs/results.md.)
 """
 
 from __future__ import annotations
