@@ -5,8 +5,9 @@ and reported the change on passages 0-63; the same maps raised the first 2.5 to 
 as the second (docs/results.md, "What the dev choices were worth"). This measures, for one map
 set at one strength, the perplexity change on each set of passages with a 95% bootstrap
 interval over its passages (paired: the same passages resampled at strength 0 and at the
-strength). If the two intervals overlap, 64 passages are simply too few; if not, the two sets
-are different text and a budget read on one does not carry to the other.
+strength). If the intervals overlap, 64 passages are simply too few; if not, the sets are
+different text and a budget read on one does not carry to another. Three more sets of the same
+corpus (64-127, 128-191, 256-319) say which of the two is the usual one.
 
 Per-passage values come from the public :func:`act_core.hf.generate.perplexity` called on one
 passage at a time (its token count is the tokenizer's, truncated as ``perplexity`` truncates).
@@ -36,7 +37,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--method", default="linear_act")
     p.add_argument("--strength", type=float, default=1.0)
     p.add_argument("--support", default="q0.05-0.95")
-    p.add_argument("--sets", nargs="+", default=["eval:0", "dev:500"],
+    p.add_argument("--sets", nargs="+",
+                   default=["eval:0", "next:64", "next2:128", "mid:256", "dev:500"],
                    help="NAME:FIRST passage sets of --passages passages each")
     p.add_argument("--passages", type=int, default=64)
     p.add_argument("--draws", type=int, default=2000, help="bootstrap draws")
