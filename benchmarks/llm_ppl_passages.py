@@ -25,7 +25,7 @@ import numpy as np
 
 from act_core.hf import data
 from act_core.hf.generate import perplexity
-from benchmarks.llm_common import fit_all_at_once, load_model, save_json, setup
+from benchmarks.llm_common import finish, fit_all_at_once, load_model, setup
 
 MAX_LENGTH = 128  # perplexity()'s default truncation
 
@@ -70,7 +70,7 @@ def main(argv=None) -> dict:
     maps = fit_all_at_once(model, tokenizer, args.data, source, target, [args.method],
                            args.sites)[args.method]
     rng = np.random.default_rng(0)
-    result = {"args": vars(args), "sets": []}
+    rows = []
     for spec in args.sets:
         name, first = spec.split(":")
         first = int(first)
@@ -81,18 +81,12 @@ def main(argv=None) -> dict:
                  for idx in rng.integers(0, len(texts), (args.draws, len(texts)))]
         low, high = np.percentile(draws, [2.5, 97.5])
         each = np.exp((steered[:, 0] - base[:, 0]) / base[:, 1]) - 1
-        row = {"set": name, "first": first, "passages": len(texts), "change": change(base, steered),
-               "interval95": [float(low), float(high)],
-               "per_passage_median": float(np.median(each)),
-               "per_passage_range": [float(each.min()), float(each.max())]}
-        result["sets"].append(row)
-        print(f"{name} (passages {first}-{first + len(texts) - 1}): {100 * row['change']:+.2f}% "
-              f"(95% interval {100 * low:+.2f}% to {100 * high:+.2f}%; per passage median "
-              f"{100 * row['per_passage_median']:+.1f}%, from {100 * each.min():+.1f}% to "
-              f"{100 * each.max():+.1f}%)")
-    if args.out:
-        save_json(args.out, result)
-    return result
+        rows.append({"set": name, "passages": f"{first}-{first + len(texts) - 1}",
+                     "change %": 100 * change(base, steered), "low %": 100 * float(low),
+                     "high %": 100 * float(high), "median %": 100 * float(np.median(each)),
+                     "min %": 100 * float(each.min()), "max %": 100 * float(each.max())})
+    return finish(args, rows, ["set", "passages", "change %", "low %", "high %", "median %",
+                               "min %", "max %"])
 
 
 if __name__ == "__main__":
