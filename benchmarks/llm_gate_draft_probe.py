@@ -64,6 +64,8 @@ def main(argv=None) -> dict:
     p.add_argument("--extra-pairs", default=None, help="also the pairs of this folder of "
                    "benchmarks/llm_own_pairs.py (the model's own toxic continuations of the fit "
                    "prefixes, softened)")
+    p.add_argument("--extra-max-target-p", type=float, default=None, help="with --extra-pairs: "
+                   "only the pairs whose softened text the judge scores below this")
     p.add_argument("--quantile", type=float, default=1.0, help="the gate's threshold quantile")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
@@ -80,7 +82,7 @@ def main(argv=None) -> dict:
     if args.extra_pairs:
         from benchmarks.llm_own_pairs import read_pairs
 
-        extra = read_pairs(args.extra_pairs)
+        extra = read_pairs(args.extra_pairs, args.extra_max_target_p)
         source, target = source + extra[0], target + extra[1]
     recorded = json.loads(RECORDED.read_text(encoding="utf-8"))
     seeds = recorded["args"]["seeds"]
@@ -125,7 +127,8 @@ def main(argv=None) -> dict:
               f"{r['benign_passing']}/{r['benign']} | {r['passages_passing']}/{r['passages']} |")
     result = {"recorded": RECORDED.name, "swaps": args.swaps, "swap_targets": args.swap_targets,
               "slurprompts": args.slurprompts,
-              "extra_pairs": args.extra_pairs, "quantile": args.quantile, "pairs": len(source),
+              "extra_pairs": args.extra_pairs,
+              "extra_max_target_p": args.extra_max_target_p, "quantile": args.quantile, "pairs": len(source),
               "toxic_unsteered": float(base), "toxic_ungated": float(floor), "continuations": n,
               "rows": rows}
     if args.out:

@@ -111,13 +111,19 @@ def main(argv=None) -> None:
         save_json(args.raw, result)
 
 
-def read_pairs(out_dir: str | Path) -> tuple[list[str], list[str]]:
-    """``(toxic, softened)`` texts written by ``--merge`` into ``out_dir``, line-aligned."""
+def read_pairs(out_dir: str | Path, max_target_p: float | None = None
+               ) -> tuple[list[str], list[str]]:
+    """``(toxic, softened)`` texts written by ``--merge`` into ``out_dir``, line-aligned;
+    with ``max_target_p``, only the pairs whose softened text the judge scores below it."""
     out = Path(out_dir)
     source = data.read_lines(out / "toxic_texts.txt")
     target = data.read_lines(out / "softened_texts.txt")
     if len(source) != len(target):
         raise SystemExit(f"{out}: {len(source)} toxic texts but {len(target)} softened ones")
+    if max_target_p is not None:
+        keep = toxicity_probability(target) < max_target_p
+        source = [t for t, k in zip(source, keep, strict=True) if k]
+        target = [t for t, k in zip(target, keep, strict=True) if k]
     return source, target
 
 
