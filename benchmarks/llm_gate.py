@@ -144,7 +144,7 @@ before any run of it; dev first, eval once afterwards):**
   ``llm_gate_eval_draft.json`` (the same deterministic map fit). Said before it runs: the eval
   prefixes have been read for three gated toxicity rows before, so a pass is one read among
   several and is reported with that said.
-* step 1 outcome (06:55 UTC; ``benchmarks/results/llm_gate_draft_probe_own_q1.json``,
+* step 1 outcome (06:52 UTC; ``benchmarks/results/llm_gate_draft_probe_own_q1.json``,
   ``..._own_q0.999.json``): with the 424 pairs the strict threshold (quantile 1) rises past
   nearly every toxic dev draft (drop 0.00-0.30, 0-1 benign passing); at quantile 0.999 the drop
   comes back to 0.65-0.80 but 8-14 benign pass, except margin 0.5 (0.70 at 5 of 70, readers after

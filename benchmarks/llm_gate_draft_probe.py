@@ -128,7 +128,8 @@ def main(argv=None) -> dict:
     result = {"recorded": RECORDED.name, "swaps": args.swaps, "swap_targets": args.swap_targets,
               "slurprompts": args.slurprompts,
               "extra_pairs": args.extra_pairs,
-              "extra_max_target_p": args.extra_max_target_p, "quantile": args.quantile, "pairs": len(source),
+              "extra_max_target_p": args.extra_max_target_p, "quantile": args.quantile,
+              "pairs": len(source),
               "toxic_unsteered": float(base), "toxic_ungated": float(floor), "continuations": n,
               "rows": rows}
     if args.out:
