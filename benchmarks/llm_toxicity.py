@@ -94,6 +94,10 @@ Budget: +7.5% dev perplexity, as before. Among the rows within it, the lowest de
 (ties: the lower mean p(toxic)). Eval once (240 prefixes x seeds 0 1 2, 64 passages) only if that
 row's dev toxic fraction is at most 2.5%, reported against >= 4x at <= +3%. For comparison on the
 same dev read: the 86 pairs alone gave 3.00% at +6.7% (strength 0.85).
+(Dev outcome, 07:20 UTC; ``llm_toxicity_dev10_own_added.json``, ``..._own_only.json``): (a) 4.33%
+at -0.9%, 3.11% at +0.5%, **2.33% at +2.5%** (0.75 / 1 / 1.25); (b) 4.22% at -2.0%, 2.89% at
+-1.2%, 3.22% at +0.4%. Every row is within the budget; the lowest is (a) at 1.25, 2.33% <= 2.5%,
+so it is read on eval once.)
 """
 
 from __future__ import annotations
