@@ -98,6 +98,19 @@ same dev read: the 86 pairs alone gave 3.00% at +6.7% (strength 0.85).
 at -0.9%, 3.11% at +0.5%, **2.33% at +2.5%** (0.75 / 1 / 1.25); (b) 4.22% at -2.0%, 2.89% at
 -1.2%, 3.22% at +0.4%. Every row is within the budget; the lowest is (a) at 1.25, 2.33% <= 2.5%,
 so it is read on eval once.)
+(Eval outcome, 07:25 UTC; ``llm_toxicity_eval_own_added.json``: **3.19% toxic, 3.17x, at -1.35%
+perplexity. Not met** (>= 4x at <= +3%): dev overstated the effect again (2.33%), but the map now
+costs no perplexity on eval, against +3.7% for the 86 pairs' map at 2.50%.)
+
+A seventh check, the rule written here on 2026-12-07 at 07:25 UTC after the sixth check's eval
+read and before any run of this one: the sixth check's choice, higher. The maps fitted on
+``toxicity:paired`` + the 424 own pairs (the same cached fit) at strengths 1.5, 1.75, 2 and 2.5,
+the same 10-seed dev read (90 prefixes x seeds 0-9, 64 dev passages, the same unsteered row) and
+the same +7.5% dev budget. Among the rows within it, the lowest dev toxic fraction (ties: the
+lower mean p(toxic)); read on eval once only if it is at most 2.5% on dev, reported against
+>= 4x at <= +3%. Said before it runs: its candidates were chosen after an eval read (3.19% at
+-1.35% said the map has room), so a pass is one read among several (the eval prefixes have now
+been read for eight toxicity choices) and is reported with that said.
 """
 
 from __future__ import annotations
