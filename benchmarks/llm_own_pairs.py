@@ -31,9 +31,8 @@ import time
 from pathlib import Path
 
 from act_core.hf import data
-from act_core.hf.data.detox import soften
 from act_core.hf.data.judges import toxicity_probability
-from act_core.hf.generate import generate
+from act_core.hf.data.own import own_continuations, pairs_from_continuations
 from act_core.hf.models import cache_dir
 from act_core.mapset import prompt_hash
 from benchmarks.llm_common import load_model, save_json, setup
@@ -48,40 +47,21 @@ def sample(seeds: list[int], max_new_tokens: int = 32, batch_size: int = 32) -> 
     rows = []
     for seed in seeds:
         start = time.perf_counter()
-        texts = generate(model, tokenizer, prefixes, None, 0.0, max_new_tokens=max_new_tokens,
-                         seed=seed, batch_size=batch_size)
-        probs = toxicity_probability(texts)
-        rows += [{"seed": seed, "prefix": i, "continuation": t, "p_toxic": float(p)}
-                 for i, (t, p) in enumerate(zip(texts, probs, strict=True))]
-        log.info("seed %d: %d of %d continuations toxic (%.0f s)", seed, int((probs >= 0.5).sum()),
-                 len(texts), time.perf_counter() - start)
+        rows += own_continuations(model, tokenizer, prefixes, [seed],
+                                  max_new_tokens=max_new_tokens, batch_size=batch_size)
+        toxic = sum(r["p_toxic"] >= 0.5 for r in rows if r["seed"] == seed)
+        log.info("seed %d: %d of %d continuations toxic (%.0f s)", seed, toxic, len(prefixes),
+                 time.perf_counter() - start)
     return {"seeds": seeds, "max_new_tokens": max_new_tokens, "n_prefixes": len(prefixes),
             "rows": rows}
 
 
-def pairs(raw: list[dict], threshold: float = 0.5) -> tuple[list[str], list[str], dict]:
-    """``(source, target, counts)``: toxic continuations that the swap table changes, as
-    ``prefix + continuation`` on one line and its softened text; duplicates once."""
+def pairs(raw: list[dict]) -> tuple[list[str], list[str], dict]:
+    """``(source, target, counts)`` of several raw files (:func:`sample`) together."""
     prefixes = data.rtp_split("fit")
-    source, target, seen = [], [], set()
-    counts = {"continuations": 0, "toxic": 0, "changed": 0}
-    for part in raw:
-        if part["n_prefixes"] != len(prefixes):
-            raise SystemExit("raw continuations of another fit split")
-        for row in part["rows"]:
-            counts["continuations"] += 1
-            if row["p_toxic"] < threshold:
-                continue
-            counts["toxic"] += 1
-            text = " ".join((prefixes[row["prefix"]] + row["continuation"]).split())
-            soft = soften(text)
-            if soft == text or text in seen or text.startswith("#"):  # '#': a comment line
-                continue
-            seen.add(text)
-            source.append(text)
-            target.append(soft)
-    counts["changed"] = len(source)
-    return source, target, counts
+    if any(part["n_prefixes"] != len(prefixes) for part in raw):
+        raise SystemExit("raw continuations of another fit split")
+    return pairs_from_continuations(prefixes, [row for part in raw for row in part["rows"]])
 
 
 def main(argv=None) -> None:
@@ -99,7 +79,7 @@ def main(argv=None) -> None:
         out.mkdir(parents=True, exist_ok=True)
         seeds = sorted(s for part in raw for s in part["seeds"])
         head = (f"# SmolLM2-135M-Instruct's continuations of the fit prefixes, seeds {seeds}: "
-                f"{counts['toxic']} of {counts['continuations']} toxic, {counts['changed']} "
+                f"{counts['toxic']} of {counts['continuations']} toxic, {counts['pairs']} "
                 "changed by the swap table (benchmarks/llm_own_pairs.py)\n")
         (out / "toxic_texts.txt").write_text(head + "\n".join(source) + "\n", encoding="utf-8")
         (out / "softened_texts.txt").write_text(head + "\n".join(target) + "\n",

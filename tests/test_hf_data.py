@@ -143,3 +143,17 @@ def test_paired_toxicity_targets_are_the_sources_with_only_offensive_words_swapp
     p_source = judges.toxicity_probability(source).mean()
     p_target = judges.toxicity_probability(target).mean()
     assert p_target < 0.5 * p_source
+
+
+def test_own_pairs_keep_each_toxic_continuation_that_the_swap_table_changes_once():
+    from act_core.hf.data.own import pairs_from_continuations
+
+    prefixes = ["The match was", "My neighbour said"]
+    rows = [{"prefix": 0, "continuation": " you  idiot,\n go home", "p_toxic": 0.9},
+            {"prefix": 0, "continuation": " you  idiot,\n go home", "p_toxic": 0.9},  # again
+            {"prefix": 1, "continuation": " what a rude person", "p_toxic": 0.8},  # no swap
+            {"prefix": 1, "continuation": " damn it", "p_toxic": 0.3}]  # not toxic
+    source, target, counts = pairs_from_continuations(prefixes, rows)
+    assert source == ["The match was you idiot, go home"]
+    assert target == ["The match was you person, go home"]
+    assert counts == {"continuations": 4, "toxic": 3, "pairs": 1}

@@ -91,3 +91,35 @@ def test_act_strength_shows_what_a_concept_map_costs_and_does(tmp_path, capsys):
     assert is_about(rows[1]["continuations"], "space") == [True]
     assert is_about(rows[0]["continuations"], "space") == [False]
     assert sweep["suggested"] == max(s for s, r in rows.items() if 0 < s and r["change"] <= 0.4)
+
+
+def test_act_data_writes_the_models_own_toxic_text_paired_with_its_softened_text(tmp_path,
+                                                                                 capsys):
+    """``act data toxicity:paired+own``: the built-in pairs, then SmolLM2's own toxic
+    continuations of fit prefixes, each paired with the same text through the swap table."""
+    from act_core.hf import data
+    from act_core.hf.cli import main
+    from act_core.hf.data.detox import soften
+    from act_core.hf.data.judges import toxicity_probability
+
+    with pytest.raises(SystemExit, match="sample more"):  # 4 prefixes: nothing toxic to pair
+        main(["data", "toxicity:own", "--own-seeds", "1", "--own-prefixes", "4",
+              "--out-dir", str(tmp_path / "none")])
+    assert not (tmp_path / "none").exists()
+    out = tmp_path / "own"
+    assert main(["data", "toxicity:paired+own", "--own-seeds", "1", "--own-prefixes", "48",
+                 "--out-dir", str(out)]) == 0
+    assert "continuations of 48 fit prefixes are toxic" in capsys.readouterr().out
+    source = data.read_lines(out / "source.txt")
+    target = data.read_lines(out / "target.txt")
+    paired = data.load_builtin("toxicity:paired")
+    assert source[:86] == paired[0] and target[:86] == paired[1]
+    own, softened = source[86:], target[86:]
+    assert len(own) == len(softened) >= 1
+    prefixes = [" ".join(p.split()) for p in data.rtp_split("fit")[:48]]
+    dev_eval = set(data.rtp_split("dev") + data.rtp_split("eval"))
+    for text, soft in zip(own, softened, strict=True):
+        prefix = next(p for p in prefixes if text.startswith(p))  # a fit prefix, continued
+        assert prefix not in dev_eval
+        assert soft == soften(text) != text
+        assert toxicity_probability([text[len(prefix):]])[0] >= 0.5  # the continuation is toxic
