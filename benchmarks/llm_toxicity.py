@@ -111,6 +111,9 @@ lower mean p(toxic)); read on eval once only if it is at most 2.5% on dev, repor
 >= 4x at <= +3%. Said before it runs: its candidates were chosen after an eval read (3.19% at
 -1.35% said the map has room), so a pass is one read among several (the eval prefixes have now
 been read for eight toxicity choices) and is reported with that said.
+(Dev outcome, 07:41 UTC; ``llm_toxicity_dev10_own_added_high_{a,b}.json``): 1.67% at +5.35%
+(1.5), 1.67% at +9.12% (1.75), 0.89% at +13.7% (2), 1.11% at +25.1% (2.5). Only 1.5 is within
+the budget: 1.67% <= 2.5%, so it is read on eval once.)
 """
 
 from __future__ import annotations
