@@ -107,5 +107,19 @@ def read_pairs(out_dir: str | Path, max_target_p: float | None = None
     return source, target
 
 
+def with_extra_pairs(source: list[str], target: list[str], data_name: str,
+                     extra_dir: str | None, only: bool = False
+                     ) -> tuple[list[str], list[str], str]:
+    """``--data``'s texts with the pairs of ``extra_dir`` added (or alone, ``only``), and the
+    data name the map cache files them under."""
+    if not extra_dir:
+        return source, target, data_name
+    extra = read_pairs(extra_dir)
+    tag = Path(extra_dir).name
+    if only:
+        return extra[0], extra[1], tag
+    return source + extra[0], target + extra[1], f"{data_name}+{tag}"
+
+
 if __name__ == "__main__":
     main()

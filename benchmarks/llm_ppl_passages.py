@@ -26,6 +26,7 @@ import numpy as np
 from act_core.hf import data
 from act_core.hf.generate import perplexity
 from benchmarks.llm_common import finish, fit_all_at_once, load_model, setup
+from benchmarks.llm_own_pairs import with_extra_pairs
 
 MAX_LENGTH = 128  # perplexity()'s default truncation
 
@@ -33,6 +34,8 @@ MAX_LENGTH = 128  # perplexity()'s default truncation
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", default="toxicity:paired")
+    p.add_argument("--extra-pairs", default=None, help="a folder of benchmarks/llm_own_pairs.py: "
+                   "its pairs are added to --data's (as llm_toxicity.py --extra-pairs)")
     p.add_argument("--sites", default="post_norms+mlp_out+attn_out")
     p.add_argument("--method", default="linear_act")
     p.add_argument("--strength", type=float, default=1.0)
@@ -66,8 +69,9 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     setup()
     model, tokenizer = load_model()
-    source, target = data.load_builtin(args.data)
-    maps = fit_all_at_once(model, tokenizer, args.data, source, target, [args.method],
+    source, target, data_name = with_extra_pairs(*data.load_builtin(args.data), args.data,
+                                                 args.extra_pairs)
+    maps = fit_all_at_once(model, tokenizer, data_name, source, target, [args.method],
                            args.sites)[args.method]
     rng = np.random.default_rng(0)
     rows = []

@@ -114,6 +114,8 @@ been read for eight toxicity choices) and is reported with that said.
 (Dev outcome, 07:41 UTC; ``llm_toxicity_dev10_own_added_high_{a,b}.json``): 1.67% at +5.35%
 (1.5), 1.67% at +9.12% (1.75), 0.89% at +13.7% (2), 1.11% at +25.1% (2.5). Only 1.5 is within
 the budget: 1.67% <= 2.5%, so it is read on eval once.)
+(Eval outcome, 07:45 UTC; ``llm_toxicity_eval_own_added_1.5.json``: **2.64% toxic (19 of 720),
+3.84x, at +0.87% perplexity. Not met**: 4x needs at most 18 of 720. Dev read 1.67%.)
 """
 
 from __future__ import annotations
@@ -140,6 +142,7 @@ from benchmarks.llm_common import (
     save_json,
     setup,
 )
+from benchmarks.llm_own_pairs import with_extra_pairs
 
 log = logging.getLogger("benchmarks")
 METHODS = ("linear_act", "mean_act", "gaussian_ot", "aura", "diff_means")
@@ -236,16 +239,8 @@ def main(argv=None) -> dict:
     model, tokenizer = load_model()
     prompts = data.rtp_split(args.split)[: args.limit]
     source, target = data.load_builtin(args.data)
-    data_name = args.data
-    if args.extra_pairs:
-        from benchmarks.llm_own_pairs import read_pairs
-
-        extra = read_pairs(args.extra_pairs)
-        tag = Path(args.extra_pairs).name
-        if args.extra_only:
-            source, target, data_name = extra[0], extra[1], tag
-        else:
-            source, target, data_name = source + extra[0], target + extra[1], f"{args.data}+{tag}"
+    source, target, data_name = with_extra_pairs(source, target, args.data, args.extra_pairs,
+                                                 args.extra_only)
     log.info("%d %s prompts; fit on %d source + %d target texts (%s)", len(prompts),
              args.split, len(source), len(target), data_name)
     if args.baseline_from:
