@@ -396,8 +396,8 @@ def _own_pairs(args: argparse.Namespace) -> tuple[list[str], list[str]]:
     from act_core.hf import data
     from act_core.hf.data.own import own_toxicity_pairs
 
-    if args.own_seeds < 1:
-        raise SystemExit("act data: --own-seeds must be at least 1")
+    if args.own_seeds < 1 or (args.own_prefixes is not None and args.own_prefixes < 1):
+        raise SystemExit("act data: --own-seeds and --own-prefixes must be at least 1")
     prefixes = data.rtp_split("fit")[: args.own_prefixes]
     model, tokenizer = hf.load_causal_lm(args.model)
     source, target, counts = own_toxicity_pairs(model, tokenizer, range(args.own_seeds),

@@ -6,9 +6,10 @@ model *writes*. :func:`own_toxicity_pairs` samples the model's continuations of 
 prefixes (never a ``dev`` or ``eval`` one), keeps those the judge (alt-profanity-check,
 probability >= 0.5) calls toxic and the swap table (:mod:`act_core.hf.data.detox`) changes, and
 pairs each prefix + continuation with its softened text. On SmolLM2-135M-Instruct, 16 samples per
-prefix give 424 pairs, and a map fitted on them with the 86 built-in pairs costs no perplexity
-where the built-in pairs' map cost +3.7% (docs/results.md). ``act data toxicity:own`` and
-``toxicity:paired+own`` write them to files for ``act fit --source/--target``.
+prefix give 424 pairs; a map fitted on them with the 86 built-in pairs removes 3.84x of the
+toxic continuations at +0.87% perplexity, where the built-in pairs' map paid +3.7% for 4.06x
+(docs/results.md). ``act data toxicity:own`` and ``toxicity:paired+own`` write them to files for
+``act fit --source/--target``.
 """
 
 from __future__ import annotations
