@@ -154,7 +154,7 @@ before any run of it; dev first, eval once afterwards):**
   with only the own pairs whose softened text the judge scores below 0.5 (365 of the 424,
   counted before this rule; ``--extra-max-target-p 0.5``), in case the threshold rose on
   softened texts that stay offensive.
-* variant outcome (07:03 UTC; ``..._own_clean_q1.json``, ``..._own_clean_q0.999.json``): the same
+* variant outcome (07:00 UTC; ``..._own_clean_q1.json``, ``..._own_clean_q0.999.json``): the same
   picture (quantile 1: drop 0.00-0.30; quantile 0.999: 0.65-0.80 with 7-14 benign passing). Best
   admissible: reader after 2 layers, margin 0.5, quantile 0.999, drop 0.75 at 7 of 70 benign,
   below 0.90: **stopped at step 1**, nothing generated, no eval read.

@@ -98,7 +98,7 @@ same dev read: the 86 pairs alone gave 3.00% at +6.7% (strength 0.85).
 at -0.9%, 3.11% at +0.5%, **2.33% at +2.5%** (0.75 / 1 / 1.25); (b) 4.22% at -2.0%, 2.89% at
 -1.2%, 3.22% at +0.4%. Every row is within the budget; the lowest is (a) at 1.25, 2.33% <= 2.5%,
 so it is read on eval once.)
-(Eval outcome, 07:25 UTC; ``llm_toxicity_eval_own_added.json``: **3.19% toxic, 3.17x, at -1.35%
+(Eval outcome, 07:24 UTC; ``llm_toxicity_eval_own_added.json``: **3.19% toxic, 3.17x, at -1.35%
 perplexity. Not met** (>= 4x at <= +3%): dev overstated the effect again (2.33%), but the map now
 costs no perplexity on eval, against +3.7% for the 86 pairs' map at 2.50%.)
 
@@ -111,10 +111,10 @@ lower mean p(toxic)); read on eval once only if it is at most 2.5% on dev, repor
 >= 4x at <= +3%. Said before it runs: its candidates were chosen after an eval read (3.19% at
 -1.35% said the map has room), so a pass is one read among several (the eval prefixes have now
 been read for eight toxicity choices) and is reported with that said.
-(Dev outcome, 07:41 UTC; ``llm_toxicity_dev10_own_added_high_{a,b}.json``): 1.67% at +5.35%
+(Dev outcome, 07:39 UTC; ``llm_toxicity_dev10_own_added_high_{a,b}.json``): 1.67% at +5.35%
 (1.5), 1.67% at +9.12% (1.75), 0.89% at +13.7% (2), 1.11% at +25.1% (2.5). Only 1.5 is within
 the budget: 1.67% <= 2.5%, so it is read on eval once.)
-(Eval outcome, 07:45 UTC; ``llm_toxicity_eval_own_added_1.5.json``: **2.64% toxic (19 of 720),
+(Eval outcome, 07:44 UTC; ``llm_toxicity_eval_own_added_1.5.json``: **2.64% toxic (19 of 720),
 3.84x, at +0.87% perplexity. Not met**: 4x needs at most 18 of 720. Dev read 1.67%.)
 """
 
