@@ -9,11 +9,12 @@ that the swap table changes, and writes them as pairs: the prefix and its contin
 same text through :func:`act_core.hf.data.detox.soften`. The sampling is the benchmarks' (32 new
 tokens, temperature 1, top-p 0.9, batches seeded ``seed + k``).
 
-    # two shards side by side on two cores, then the merge (about 20 min in all)
-    OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.llm_own_pairs --seeds 0 1 2 3 \
+    # two shards of 8 seeds side by side on two cores, then the merge (about 18 min in all;
+    # the published pairs: seeds 0-15, 424 pairs, digest 036c2f9d...)
+    OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.llm_own_pairs --seeds 0 1 2 3 4 5 6 7 \
         --raw /tmp/own_a.json &
-    OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.llm_own_pairs --seeds 4 5 6 7 \
-        --raw /tmp/own_b.json
+    OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.llm_own_pairs \
+        --seeds 8 9 10 11 12 13 14 15 --raw /tmp/own_b.json
     .venv/bin/python -m benchmarks.llm_own_pairs --merge /tmp/own_a.json /tmp/own_b.json
 
 The merge writes ``toxic_texts.txt`` and ``softened_texts.txt`` into ``<cache>/toxicity_own``
