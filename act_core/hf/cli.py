@@ -16,6 +16,7 @@ from typing import Any
 
 from act_core.errors import ActError
 from act_core.estimators import ESTIMATORS
+from act_core.hf.cli_data import add_data_parser, cmd_data
 from act_core.hf.cli_export import add_export_parser, cmd_export
 from act_core.hf.cli_strength import add_strength_parser, cmd_strength
 from act_core.lineas import INITS
@@ -183,24 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model(sites)
     sites.add_argument("--sites", nargs="+", default=["attn_out"],
                        help="a preset or patterns (default: attn_out)")
-    data = sub.add_parser(
-        "data", help="list the built-in text pairs, or write one to files",
-        description="List the built-in text pairs, or write one to SOURCE.txt and TARGET.txt. "
-                    "toxicity:own and toxicity:paired+own sample --model first: its own toxic "
-                    "continuations of the fit prefixes, each paired with its offensive words "
-                    "swapped (alone, or added to toxicity:paired); fit on them with "
-                    "'act fit --source source.txt --target target.txt'.")
-    data.add_argument("name", nargs="?", help="a built-in pair to export (e.g. toxicity)")
-    data.add_argument("--out-dir", type=Path, default=Path("."),
-                      help="where 'act data NAME' writes source.txt and target.txt")
-    _add_model(data)
-    data.add_argument("--own-seeds", type=int, default=16, metavar="N",
-                      help="toxicity:own, toxicity:paired+own: continuations sampled per fit "
-                           "prefix (default %(default)s: 424 pairs on SmolLM2, about 16 minutes "
-                           "on 2 CPU cores)")
-    data.add_argument("--own-prefixes", type=int, default=None, metavar="N",
-                      help="toxicity:own, toxicity:paired+own: continue only the first N fit "
-                           "prefixes (default: all 293)")
+    add_data_parser(sub, _add_model)
     return parser
 
 
@@ -369,52 +353,8 @@ def _cmd_sites(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_data(args: argparse.Namespace) -> int:
-    from act_core.hf import data
-    from act_core.hf.data.own import OWN_NAMES
-
-    if not args.name:
-        for name in data.builtin_names():
-            print(name)
-        for name in OWN_NAMES:
-            print(f"{name}  (samples --model first)")
-        return 0
-    if args.name in OWN_NAMES:
-        source, target = _own_pairs(args)
-    else:
-        source, target = data.load_builtin(args.name)
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    for label, texts in (("source", source), ("target", target)):
-        (args.out_dir / f"{label}.txt").write_text("\n".join(texts) + "\n", encoding="utf-8")
-    print(f"wrote {len(source)} source and {len(target)} target examples to {args.out_dir}")
-    return 0
-
-
-def _own_pairs(args: argparse.Namespace) -> tuple[list[str], list[str]]:
-    """``act data toxicity:own`` / ``toxicity:paired+own``: sample the model, then pair."""
-    from act_core import hf
-    from act_core.hf import data
-    from act_core.hf.data.own import own_toxicity_pairs
-
-    if args.own_seeds < 1 or (args.own_prefixes is not None and args.own_prefixes < 1):
-        raise SystemExit("act data: --own-seeds and --own-prefixes must be at least 1")
-    prefixes = data.rtp_split("fit")[: args.own_prefixes]
-    model, tokenizer = hf.load_causal_lm(args.model)
-    source, target, counts = own_toxicity_pairs(model, tokenizer, range(args.own_seeds),
-                                                prefixes, progress=True)
-    print(f"{args.model}: {counts['toxic']} of {counts['continuations']} continuations of "
-          f"{len(prefixes)} fit prefixes are toxic; {counts['pairs']} change under the swap table")
-    if not source:
-        raise SystemExit("act data: no toxic continuation that the swap table changes; sample "
-                         "more (--own-seeds, --own-prefixes)")
-    if args.name == "toxicity:paired+own":
-        paired = data.load_builtin("toxicity:paired")
-        source, target = paired[0] + source, paired[1] + target
-    return source, target
-
-
 _COMMANDS = {"fit": _cmd_fit, "generate": _cmd_generate, "strength": cmd_strength,
-             "export": cmd_export, "info": _cmd_info, "sites": _cmd_sites, "data": _cmd_data}
+             "export": cmd_export, "info": _cmd_info, "sites": _cmd_sites, "data": cmd_data}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
