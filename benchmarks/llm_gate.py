@@ -329,10 +329,10 @@ def run(args) -> dict:
     sequence_gates = {}  # row name -> SequenceGate
     gate_source, gate_target = payload["source"], payload["target"]
     if args.gate_extra_pairs:  # the model's own toxic continuations, for the gate only
-        from benchmarks.llm_own_pairs import read_pairs
+        from benchmarks.llm_own_pairs import with_extra_pairs
 
-        extra = read_pairs(args.gate_extra_pairs)
-        gate_source, gate_target = gate_source + extra[0], gate_target + extra[1]
+        gate_source, gate_target, _ = with_extra_pairs(gate_source, gate_target,
+                                                       "toxicity:paired", args.gate_extra_pairs)
     if "sequence" in args.gates:  # one gate for the whole set (act_core.seqgate)
         for name, (layers, quantile, pooling, margin) in sequence_settings(args).items():
             start = time.perf_counter()

@@ -80,10 +80,10 @@ def main(argv=None) -> dict:
         extra = [t for t in slurprompt_prefixes() if soften(t) != t]
         source, target = source + extra, target + [soften(t) for t in extra]
     if args.extra_pairs:
-        from benchmarks.llm_own_pairs import read_pairs
+        from benchmarks.llm_own_pairs import with_extra_pairs
 
-        extra = read_pairs(args.extra_pairs, args.extra_max_target_p)
-        source, target = source + extra[0], target + extra[1]
+        source, target, _ = with_extra_pairs(source, target, "toxicity:paired", args.extra_pairs,
+                                             max_target_p=args.extra_max_target_p)
     recorded = json.loads(RECORDED.read_text(encoding="utf-8"))
     seeds = recorded["args"]["seeds"]
     prompts = data.rtp_split("dev")[: recorded["n_prompts"]]

@@ -48,9 +48,10 @@ def sample(seeds: list[int], max_new_tokens: int = 32, batch_size: int = 32) -> 
     rows = []
     for seed in seeds:
         start = time.perf_counter()
-        rows += own_continuations(model, tokenizer, prefixes, [seed],
-                                  max_new_tokens=max_new_tokens, batch_size=batch_size)
-        toxic = sum(r["p_toxic"] >= 0.5 for r in rows if r["seed"] == seed)
+        part = own_continuations(model, tokenizer, prefixes, [seed],
+                                 max_new_tokens=max_new_tokens, batch_size=batch_size)
+        rows += part
+        toxic = sum(r["p_toxic"] >= 0.5 for r in part)
         log.info("seed %d: %d of %d continuations toxic (%.0f s)", seed, toxic, len(prefixes),
                  time.perf_counter() - start)
     return {"seeds": seeds, "max_new_tokens": max_new_tokens, "n_prefixes": len(prefixes),
@@ -109,13 +110,13 @@ def read_pairs(out_dir: str | Path, max_target_p: float | None = None
 
 
 def with_extra_pairs(source: list[str], target: list[str], data_name: str,
-                     extra_dir: str | None, only: bool = False
-                     ) -> tuple[list[str], list[str], str]:
-    """``--data``'s texts with the pairs of ``extra_dir`` added (or alone, ``only``), and the
-    data name the map cache files them under."""
+                     extra_dir: str | None, only: bool = False,
+                     max_target_p: float | None = None) -> tuple[list[str], list[str], str]:
+    """``--data``'s texts with the pairs of ``extra_dir`` added (or alone, ``only``; filtered by
+    ``max_target_p`` as :func:`read_pairs`), and the data name the map cache files them under."""
     if not extra_dir:
         return source, target, data_name
-    extra = read_pairs(extra_dir)
+    extra = read_pairs(extra_dir, max_target_p)
     tag = Path(extra_dir).name
     if only:
         return extra[0], extra[1], tag
