@@ -150,6 +150,27 @@ Three parts, each fitting both estimators on the SAME texts and sites, evaluated
   (Result: threshold 5 won on dev, two concepts and mean 51.2%; eval gave one concept on both
   sets, medicine 59.9% and 77.1% at +34.1%, space 37.5% and 45.8%: not met. docs/results.md.)
 
+- A ninth round, the model's own text, its rule written here on 2026-12-07 at 09:03 UTC before
+  any run of it (the pairs were being generated; no count of them was seen). Why: fitted on the
+  model's own toxic continuations, the detoxification map cost +0.87% perplexity where the
+  project's written pairs cost +3.7% (docs/results.md), and every concept round so far is
+  bound by its perplexity budget. Data: ``benchmarks/llm_own_concepts.py --seeds 24`` (16
+  fitting openings, ``OWN_CONCEPT_OPENINGS``, used by no dev or eval run, x 24 seeds); the
+  target is the model's story about the concept (asked through its chat template, recorded
+  without the request), the source its continuation of the bare opening (``--concept-data
+  own_plain``) or its story on no topic (``own_story``); a pair is kept where the lexicon finds
+  the concept in the target and not in the source. Setting: the eighth round's (Linear-AcT,
+  ``attn_out``, all at once, unbounded support, Welch unit selection at threshold 5). Dev: the
+  fourth round's protocol (``FAIRY_TALE_OPENINGS`` x 16 samples, seed 0, 16 dev passages) at
+  strengths 1.25, 1.75, 2.25 and 3, both sources. Per concept and source, the largest strength
+  whose dev perplexity change is at most +40% (none: the concept scores 0). Score of a source:
+  the number of concepts at >= 50% about at its strengths, then the mean about rate. The better
+  source goes to eval only if it beats the eighth round's chosen dev score (two concepts, mean
+  51.2%): more concepts at >= 50%, or as many and a higher mean. Eval, once per concept at its
+  strength: ``FRESH6_OPENINGS`` (written with this rule; no run used them) x 48 samples, seed
+  0, and "Once upon a time" x 64 samples x seeds 0, 1, 2, both with the 64 eval passages. Met
+  only if two concepts reach >= 50% about at <= +50% perplexity on both.
+
 Toxic fraction: continuations (32 new tokens, sampled, one run per seed) of the split's
 prefixes classified toxic; perplexity: held-out neutral prose (passages 500+ on dev, 0+ on
 eval). Writes the rows, the criteria and a markdown table to ``--out`` (.json and .md).
@@ -203,10 +224,16 @@ FRESH4_OPENINGS = ("The baker's youngest son", "In a cottage at the edge of the 
 #: Story openings no run used before the eighth concept round (2026-12-07)
 FRESH5_OPENINGS = ("The old sailor looked out to sea and", "Deep in the valley there lived",
                    "One rainy afternoon, the twins", "The shepherd counted his sheep and")
+#: Story openings no run used before the ninth concept round (2026-12-07)
+FRESH6_OPENINGS = ("The wizard's apprentice opened the book and",
+                   "At the bottom of the well, the frog", "The twins packed their bags because",
+                   "In the middle of the night, the old dog")
 #: ``--prompts`` names for the sets above
 NAMED_OPENINGS = {"FRESH": FRESH_OPENINGS, "FRESH2": FRESH2_OPENINGS,
                   "FRESH3": FRESH3_OPENINGS, "FRESH4": FRESH4_OPENINGS,
-                  "FRESH5": FRESH5_OPENINGS}
+                  "FRESH5": FRESH5_OPENINGS, "FRESH6": FRESH6_OPENINGS}
+#: Where ``benchmarks/llm_own_concepts.py`` writes the ninth round's pairs
+OWN_DIR = Path(__file__).resolve().parent / "data" / "concept_own"
 METHODS = ("linear_act", "lineas")
 PARTS = ("small", "full", "concepts")
 
@@ -228,11 +255,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--support", default="q0.05-0.95", help="toxicity support")
     p.add_argument("--concepts", nargs="+", default=data.concept_names())
     p.add_argument("--concept-sites", default="attn_out")
-    p.add_argument("--concept-data", choices=("builtin", "paired", "paired_more"),
-                   default="builtin",
+    p.add_argument("--concept-data", default="builtin",
+                   choices=("builtin", "paired", "paired_more", "own_plain", "own_story"),
                    help="builtin: the neutral sentences -> the concept's sentences; paired: "
                         "each neutral sentence -> its rewrite about the concept (60 pairs); "
-                        "paired_more: the same and 120 more pairs (the eighth round)")
+                        "paired_more: the same and 120 more pairs (the eighth round); "
+                        "own_plain, own_story: the model's own stories (the ninth round)")
     p.add_argument("--concept-methods", nargs="+", choices=METHODS, default=list(METHODS))
     p.add_argument("--act-concept-strengths", nargs="+", type=float, default=None,
                    help="Linear-AcT's strengths in the concept part (default: --strength)")
@@ -381,15 +409,23 @@ def _continuations(model, tokenizer, args, maps, strength: float) -> list[str]:
     return texts
 
 
+def _concept_data(concept: str, kind: str) -> tuple[list[str], list[str]]:
+    """A concept's fitting texts: built in (``builtin``, ``paired``, ``paired_more``), or the
+    model's own (``own_plain``, ``own_story``: ``benchmarks/llm_own_concepts.py``'s files)."""
+    if kind.startswith("own_"):
+        path = OWN_DIR / kind.removeprefix("own_") / f"{concept}_pairs.tsv"
+        rows = [line.split("\t") for line in data.read_lines(path)]
+        return [a for a, _ in rows], [b for _, b in rows]
+    return data.load_builtin(f"concept:{concept}" + ("" if kind == "builtin" else f":{kind}"))
+
+
 def concept_rows(model, tokenizer, args, done=None) -> list[dict]:
     """The concept rows; ``done(rows)`` is called after each row (to save partial results)."""
     prose = _prose(args)
     base_ppl = perplexity(model, tokenizer, prose)
     rows = []
     for concept in args.concepts:
-        name = f"concept:{concept}" + ("" if args.concept_data == "builtin"
-                                       else f":{args.concept_data}")
-        source, target = data.load_builtin(name)
+        source, target = _concept_data(concept, args.concept_data)
         texts = _continuations(model, tokenizer, args, None, 0.0)
         rows.append({"part": f"concept {concept}", "method": "none",
                      "texts": f"{len(source)}+{len(target)}", "strength": 0.0,
