@@ -150,7 +150,7 @@ Three parts, each fitting both estimators on the SAME texts and sites, evaluated
   (Result: threshold 5 won on dev, two concepts and mean 51.2%; eval gave one concept on both
   sets, medicine 59.9% and 77.1% at +34.1%, space 37.5% and 45.8%: not met. docs/results.md.)
 
-- A ninth round, the model's own text, its rule written here on 2026-12-07 at 09:03 UTC before
+- A ninth round, the model's own text, its rule written here on 2026-12-07 at 09:02 UTC before
   any run of it (the pairs were being generated; no count of them was seen). Why: fitted on the
   model's own toxic continuations, the detoxification map cost +0.87% perplexity where the
   project's written pairs cost +3.7% (docs/results.md), and every concept round so far is
