@@ -157,3 +157,27 @@ def test_own_pairs_keep_each_toxic_continuation_that_the_swap_table_changes_once
     assert source == ["The match was you idiot, go home"]
     assert target == ["The match was you person, go home"]
     assert counts == {"continuations": 4, "toxic": 3, "pairs": 1}
+
+
+def test_own_concept_pairs_keep_a_story_about_the_concept_against_one_not_about_it_once():
+    from act_core.hf.data.own import concept_pairs_from_texts
+
+    base = ["The boat sailed home.", "The boat met a doctor.", "The cat slept.", "The dog ran."]
+    about = ["The boat reached the hospital.", "The boat reached the hospital, said the nurse.",
+             "The cat dreamed of a nurse.", "The cat dreamed of a nurse."]
+    source, target, counts = concept_pairs_from_texts(base, about, "medicine")
+    # pair 1: its source is about medicine already; pair 4: the same target again
+    assert source == ["The boat sailed home.", "The cat slept."]
+    assert target == ["The boat reached the hospital.", "The cat dreamed of a nurse."]
+    assert counts == {"continuations": 4, "about": 4, "pairs": 2}
+
+
+def test_topic_prompt_asks_through_the_chat_template_and_begins_the_answer_with_the_opening():
+    from act_core.hf.data.own import topic_prompt
+
+    class Plain:  # a tokenizer without a chat template
+        chat_template = None
+
+    assert topic_prompt(Plain(), "space", "The boat") == (
+        "Write a short story about space.\n\nThe boat")
+    assert topic_prompt(Plain(), None, "The boat") == "Write a short story.\n\nThe boat"
