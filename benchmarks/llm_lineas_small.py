@@ -170,6 +170,22 @@ Three parts, each fitting both estimators on the SAME texts and sites, evaluated
   strength: ``FRESH6_OPENINGS`` (written with this rule; no run used them) x 48 samples, seed
   0, and "Once upon a time" x 64 samples x seeds 0, 1, 2, both with the 64 eval passages. Met
   only if two concepts reach >= 50% about at <= +50% perplexity on both.
+  (Result, dev: ``own_story`` one concept, mean 43.7% (football 48.4%, space 60.9%, computers
+  48.4%, medicine 17.2%, all at strength 3, at +6.7% to +33.0%); ``own_plain`` none, mean
+  36.7%. Neither beats the eighth round's 51.2%: no eval, ``FRESH6_OPENINGS`` stay unused.
+  The grid, not the budget, bound three concepts of ``own_story``. docs/results.md.)
+
+- A tenth round, the ninth round's ``own_story`` maps at larger strengths, its rule written
+  here on 2026-12-07 at 09:31 UTC after the ninth round's dev rows and before any run of it.
+  Why: at strength 3, the grid's end, ``own_story`` cost +6.7% (medicine) to +33.0% (space)
+  dev perplexity, under the +40% budget for every concept. Same setting and dev protocol at
+  strengths 3.5, 4, 5 and 6 (past the documented range of 2; the benchmark passes them to the
+  core, as the sixth and eighth rounds' 3 were). Per concept, the largest strength within
+  +40% dev perplexity over the ninth and tenth rounds' rows of ``own_story``; score as the
+  ninth round's; eval only if it beats the eighth round's dev score (two concepts, mean
+  51.2%), then once per concept at its strength on ``FRESH6_OPENINGS`` x 48 samples, seed 0,
+  and "Once upon a time" x 64 samples x seeds 0, 1, 2, both with the 64 eval passages. Met
+  only if two concepts reach >= 50% about at <= +50% perplexity on both.
 
 Toxic fraction: continuations (32 new tokens, sampled, one run per seed) of the split's
 prefixes classified toxic; perplexity: held-out neutral prose (passages 500+ on dev, 0+ on
