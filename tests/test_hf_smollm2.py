@@ -125,10 +125,10 @@ def test_act_data_writes_the_models_own_toxic_text_paired_with_its_softened_text
         assert toxicity_probability([text[len(prefix):]])[0] >= 0.5  # the continuation is toxic
 
 
-def test_act_data_writes_the_models_own_stories_about_a_concept_against_its_plain_ones(tmp_path,
+def test_act_data_writes_the_models_own_stories_about_a_concept_against_its_other_ones(tmp_path,
                                                                                       capsys):
     """``act data concept:medicine:own``: SmolLM2's stories asked to be about medicine, each
-    after the opening it continued, against its plain continuation of the same opening."""
+    after the opening it continued, against its story on no topic from the same opening."""
     from act_core.hf import data
     from act_core.hf.cli import main
     from act_core.hf.data.judges import is_about
@@ -143,8 +143,8 @@ def test_act_data_writes_the_models_own_stories_about_a_concept_against_its_plai
     source = data.read_lines(out / "source.txt")
     target = data.read_lines(out / "target.txt")
     assert len(source) == len(target) >= 1
-    for plain, story in zip(source, target, strict=True):
+    for other, story in zip(source, target, strict=True):
         opening = next(o for o in OWN_CONCEPT_OPENINGS[:8] if story.startswith(o))
-        assert plain.startswith(opening) and plain != story  # paired by opening
-        assert "Write a short story" not in story  # recorded without the request
+        assert other.startswith(opening) and other != story  # paired by opening
+        assert "Write a short story" not in story + other  # recorded without the request
     assert all(is_about(target, "medicine")) and not any(is_about(source, "medicine"))

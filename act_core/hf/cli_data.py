@@ -26,9 +26,10 @@ def add_data_parser(sub, add_model) -> None:
                       help="the own pairs: continuations sampled per fit prefix or opening "
                            "(default 16 for toxicity: 424 pairs on SmolLM2, about 16 minutes on "
                            "2 CPU cores; 24 for a concept: 150-190 pairs, about 5 minutes)")
-    data.add_argument("--own-source", choices=("plain", "story"), default="plain",
-                      help="concept:NAME:own: the source is the model's continuation of the bare "
-                           "opening (plain) or its story on no topic (story)")
+    data.add_argument("--own-source", choices=("story", "plain"), default="story",
+                      help="concept:NAME:own: the source is the model's story on no topic "
+                           "(story, default: on SmolLM2 it cost less perplexity for as much "
+                           "concept) or its continuation of the bare opening (plain)")
     data.add_argument("--own-prefixes", type=int, default=None, metavar="N",
                       help="the own pairs: continue only the first N fit prefixes (default: "
                            "all 293) or story openings (default: all 16)")
@@ -89,8 +90,8 @@ def _seeds(args: argparse.Namespace, default: int) -> int:
 
 
 def _own_concept(args: argparse.Namespace, concept: str) -> tuple[list[str], list[str]]:
-    """``act data concept:NAME:own``: the model's stories about the concept against its plain
-    continuations (or stories on no topic) of the same openings."""
+    """``act data concept:NAME:own``: the model's stories about the concept against its stories
+    on no topic (or plain continuations) of the same openings."""
     from act_core import hf
     from act_core.hf.data.own import OWN_CONCEPT_OPENINGS, own_concept_pairs
 
@@ -102,7 +103,7 @@ def _own_concept(args: argparse.Namespace, concept: str) -> tuple[list[str], lis
                                                progress=True)[concept]
     print(f"{args.model}: {counts['about']} of {counts['continuations']} stories asked about "
           f"{concept} ({len(openings)} openings) name it; {counts['pairs']} pair with a "
-          f"{args.own_source} continuation that does not")
+          f"{args.own_source} continuation of the same opening that does not")
     if not source:
         raise SystemExit(f"act data: no story about {concept} paired; sample more "
                          "(--own-seeds, --own-prefixes)")

@@ -161,17 +161,18 @@ def concept_pairs_from_texts(base: Sequence[str], about: Sequence[str], concept:
 def own_concept_pairs(model: Any, tokenizer: Any, concepts: Sequence[str],
                       seeds: Iterable[int] = range(24),
                       openings: Sequence[str] = OWN_CONCEPT_OPENINGS, *,
-                      source: str = "plain", **kwargs: Any
+                      source: str = "story", **kwargs: Any
                       ) -> dict[str, tuple[list[str], list[str], dict]]:
     """Per concept, ``(source, target, counts)`` from the model's own continuations of
     ``openings``, each recorded as ``opening + continuation``.
 
     Target: the continuation written when asked for a short story about the concept
     (:data:`CONCEPT_TOPICS`, :func:`topic_prompt`). Source, paired by opening and seed: the
-    continuation of the bare opening (``source="plain"``, what the model writes unsteered), or
-    of the request for a short story on no topic (``source="story"``: the pair then differs in
-    the topic alone). Kept as :func:`concept_pairs_from_texts` says. ``kwargs`` go to
-    :func:`own_story_texts` (``max_new_tokens``, ``batch_size``, ``progress``).
+    continuation asked for a short story on no topic (``source="story"``, the default: the pair
+    then differs in the topic alone), or of the bare opening (``"plain"``: what the model writes
+    unsteered; on SmolLM2 its maps cost more perplexity, docs/results.md). Kept as
+    :func:`concept_pairs_from_texts` says. ``kwargs`` go to :func:`own_story_texts`
+    (``max_new_tokens``, ``batch_size``, ``progress``).
     """
     if source not in ("plain", "story"):
         raise ValueError(f"source must be 'plain' or 'story', not {source!r}")
