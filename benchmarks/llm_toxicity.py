@@ -127,6 +127,10 @@ sixth check's) at strengths 1.5, 1.75 and 2, the same 10-seed dev read and +7.5%
 Among the rows within it, the lowest dev toxic fraction (ties: the lower mean p(toxic)); read on
 eval once only if it is at most 1.67% on dev (the seventh check's dev read), reported against
 >= 4x at <= +3%, with said that the eval prefixes have then been read for ten toxicity choices.
+(Data: 979 of 9,376 continuations toxic, 833 pairs, digest 3607b0d8. Dev outcome, 10:33 UTC;
+``llm_toxicity_dev10_own32_{a,b}.json``: 1.78% at +5.1% (1.5), 1.56% at +8.6% (1.75), 1.22% at
++13.4% (2). Only 1.5 is within the budget, and 1.78% > 1.67%: no eval. Twice the own pairs did
+not cheapen the map: the seventh check's 424 pairs read 1.67% at +5.35% and 1.67% at +9.12%.)
 """
 
 from __future__ import annotations

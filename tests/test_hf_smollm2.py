@@ -93,6 +93,19 @@ def test_act_strength_shows_what_a_concept_map_costs_and_does(tmp_path, capsys):
     assert sweep["suggested"] == max(s for s, r in rows.items() if 0 < s and r["change"] <= 0.4)
 
 
+def _act_data(tmp_path, capsys, name: str, prefixes: str, says: str):
+    """``act data NAME --own-seeds 1 --own-prefixes N``: its printed line holds ``says``;
+    returns the written (source, target) lines."""
+    from act_core.hf import data
+    from act_core.hf.cli import main
+
+    out = tmp_path / "own"
+    assert main(["data", name, "--own-seeds", "1", "--own-prefixes", prefixes,
+                 "--out-dir", str(out)]) == 0
+    assert says in capsys.readouterr().out
+    return data.read_lines(out / "source.txt"), data.read_lines(out / "target.txt")
+
+
 def test_act_data_writes_the_models_own_toxic_text_paired_with_its_softened_text(tmp_path,
                                                                                  capsys):
     """``act data toxicity:paired+own``: the built-in pairs, then SmolLM2's own toxic
@@ -106,12 +119,8 @@ def test_act_data_writes_the_models_own_toxic_text_paired_with_its_softened_text
         main(["data", "toxicity:own", "--own-seeds", "1", "--own-prefixes", "4",
               "--out-dir", str(tmp_path / "none")])
     assert not (tmp_path / "none").exists()
-    out = tmp_path / "own"
-    assert main(["data", "toxicity:paired+own", "--own-seeds", "1", "--own-prefixes", "48",
-                 "--out-dir", str(out)]) == 0
-    assert "continuations of 48 fit prefixes are toxic" in capsys.readouterr().out
-    source = data.read_lines(out / "source.txt")
-    target = data.read_lines(out / "target.txt")
+    source, target = _act_data(tmp_path, capsys, "toxicity:paired+own", "48",
+                               "continuations of 48 fit prefixes are toxic")
     paired = data.load_builtin("toxicity:paired")
     assert source[:86] == paired[0] and target[:86] == paired[1]
     own, softened = source[86:], target[86:]
@@ -129,19 +138,14 @@ def test_act_data_writes_the_models_own_stories_about_a_concept_against_its_othe
                                                                                       capsys):
     """``act data concept:medicine:own``: SmolLM2's stories asked to be about medicine, each
     after the opening it continued, against its story on no topic from the same opening."""
-    from act_core.hf import data
     from act_core.hf.cli import main
     from act_core.hf.data.judges import is_about
     from act_core.hf.data.own import OWN_CONCEPT_OPENINGS
 
     main(["data"])
     assert "concept:medicine:own  (samples --model first)" in capsys.readouterr().out
-    out = tmp_path / "own"
-    assert main(["data", "concept:medicine:own", "--own-seeds", "1", "--own-prefixes", "8",
-                 "--out-dir", str(out)]) == 0
-    assert "stories asked about medicine (8 openings) name it" in capsys.readouterr().out
-    source = data.read_lines(out / "source.txt")
-    target = data.read_lines(out / "target.txt")
+    source, target = _act_data(tmp_path, capsys, "concept:medicine:own", "8",
+                               "stories asked about medicine (8 openings) name it")
     assert len(source) == len(target) >= 1
     for other, story in zip(source, target, strict=True):
         opening = next(o for o in OWN_CONCEPT_OPENINGS[:8] if story.startswith(o))
