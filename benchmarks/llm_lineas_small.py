@@ -219,6 +219,7 @@ from act_core.lineas import INITS, LineasConfig
 from act_core.units import UNIT_STATS
 from benchmarks.llm_common import _presets, load_model, markdown_table, save_json, setup
 from benchmarks.llm_dev_sweep import FAIRY_TALE_OPENINGS
+from benchmarks.llm_own_pairs import with_extra_pairs
 from benchmarks.llm_toxicity import evaluate
 
 log = logging.getLogger("benchmarks")
@@ -266,6 +267,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
     p.add_argument("--n", type=int, default=32, help="texts per side in part small")
     p.add_argument("--data", default="toxicity:paired")
+    p.add_argument("--extra-pairs", default=None,
+                   help="toxicity: add the pairs of this folder (benchmarks/llm_own_pairs.py's "
+                        "--out-dir: the model's own toxic continuations and their softened "
+                        "texts) after --data's")
+    p.add_argument("--extra-only", action="store_true",
+                   help="with --extra-pairs: its pairs alone, not --data's")
     p.add_argument("--sites", default="post_norms+mlp_out+attn_out",
                    help="toxicity sites (docs/llm.md's dev choice)")
     p.add_argument("--support", default="q0.05-0.95", help="toxicity support")
@@ -386,8 +393,16 @@ def _prose(args) -> list[str]:
     return data.heldout_prose(offset + args.ppl_texts)[offset:]
 
 
-def toxicity_rows(model, tokenizer, args, part: str, base: dict) -> list[dict]:
+def toxicity_texts(args) -> tuple[list[str], list[str]]:
+    """The toxicity fitting texts: ``--data``'s, with ``--extra-pairs`` added (or alone)."""
     source, target = data.load_builtin(args.data)
+    source, target, _ = with_extra_pairs(source, target, args.data, args.extra_pairs,
+                                         args.extra_only)
+    return source, target
+
+
+def toxicity_rows(model, tokenizer, args, part: str, base: dict) -> list[dict]:
+    source, target = toxicity_texts(args)
     held = None
     if part == "small":  # the texts after the first n are held out
         held = (source[args.n: 2 * args.n], target[args.n: 2 * args.n])

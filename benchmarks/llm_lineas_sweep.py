@@ -60,6 +60,30 @@ negative and nothing runs on eval. The 100-step dev rows it is read against: 7.8
 (strength 1) and 6.7% at +3.19% (2), unsteered 10.4%.
 Outcome (23:36 UTC, ``llm_lineas_sweep_dev_full_1000``): 7.8% at +1.81% (1), 8.1% at +3.28%
 (1.5), 8.5% at +5.61% (2); the rule chose strength 1, far from 2.6%: no eval run.
+
+The own-pairs round (fixed 2026-12-07 11:37 UTC, before any run of it). Every small-data round
+above fitted text the model reads; the model's own toxic continuations and their softened texts
+(``benchmarks/llm_own_pairs.py``, seeds 0-15: 424 pairs, no dev or eval text) made Linear-AcT's
+full-data map cheap (docs/results.md). This round fits both estimators on the first 32 of those
+pairs alone (``--extra-pairs $ACT_CACHE_DIR/toxicity_own --extra-only``; the next 32 are held
+out for ``held_closed``), at the 120 sites, q0.05-0.95, ``act fit``'s LinEAS defaults
+(identity start, lr 0.01, 100 steps, batch 8). Dev: the steadier read of ``llm_toxicity.py``'s
+fifth check (90 dev prefixes x seeds 0-9, 64 dev passages; the unsteered row reused from
+``llm_toxicity_dev10_linear_act.json``), Linear-AcT at 1 and LinEAS at 1, 2, 3 and 5, in two
+processes joined by ``--merge``. The rule at the top (LinEAS rows at no more dev perplexity
+change than Linear-AcT at 1, then the fewest toxic; none: the strength-1 row). Eval once, only
+if the chosen row's dev toxic fraction is at most Linear-AcT's: ``llm_lineas_small --parts small
+--split eval --limit 240 --seeds 0 1 2`` on the same pairs, LinEAS at the chosen strength and
+Linear-AcT at 1, read against the small-data criterion; otherwise a dev negative, no eval.
+
+    ACT_CACHE_DIR=/tmp/act_cache OMP_NUM_THREADS=1 python -m benchmarks.llm_lineas_sweep \
+        --limit 90 --seeds 0 1 2 3 4 5 6 7 8 9 --ppl-texts 64 --extra-pairs \
+        /tmp/act_cache/toxicity_own --extra-only --configs 0.01:100 \
+        --baseline-from benchmarks/results/llm_toxicity_dev10_linear_act.json \
+        --strengths 1 2 --out benchmarks/results/llm_lineas_sweep_dev10_own_a
+    # beside it: --act-strengths --strengths 3 5 --out ..._own_b; then
+    python -m benchmarks.llm_lineas_sweep --merge \
+        benchmarks/results/llm_lineas_sweep_dev10_own_{a,b}.json
 """
 
 from __future__ import annotations
@@ -73,7 +97,7 @@ from pathlib import Path
 from act_core.hf import data
 from benchmarks import llm_lineas_small as small
 from benchmarks.llm_common import markdown_table, save_json, setup
-from benchmarks.llm_toxicity import evaluate
+from benchmarks.llm_toxicity import evaluate, reuse_baseline
 
 log = logging.getLogger("benchmarks")
 
@@ -85,8 +109,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="LinEAS lr:steps[:init[:decay]] (init: identity, the default, or "
                         "linear_act; decay: the cosine's end as a fraction of lr, default 1)")
     p.add_argument("--strengths", nargs="+", type=float, default=[1.0, 1.5, 2.0])
-    p.add_argument("--act-strengths", nargs="+", type=float, default=[1.0],
-                   help="Linear-AcT's strengths (its trade-off curve; the rule reads 1)")
+    p.add_argument("--act-strengths", nargs="*", type=float, default=[1.0],
+                   help="Linear-AcT's strengths (its trade-off curve; the rule reads 1); none: "
+                        "LinEAS rows only (another process's run gives Linear-AcT's)")
+    p.add_argument("--baseline-from", default=None,
+                   help="reuse the unsteered row of an earlier llm_toxicity result JSON of the "
+                        "same split, prefixes, seeds and passages (checked)")
     p.add_argument("--max-ppl-change", type=float, default=None,
                    help="the rule's perplexity bound (default: Linear-AcT's change)")
     p.add_argument("--split", choices=("dev", "eval"), default="dev",
@@ -118,18 +146,41 @@ def _resumed(args) -> list[dict]:
         return []
     earlier = json.loads(path.read_text(encoding="utf-8"))
     keys = ("split", "seeds", "limit", "n", "ppl_texts", "sites", "support", "strengths", "data",
-            "max_new_tokens", "lineas_batch", "max_ppl_change")
+            "extra_pairs", "extra_only", "max_new_tokens", "lineas_batch", "max_ppl_change")
     if any(earlier["args"].get(k) != getattr(args, k) for k in keys):
         raise SystemExit(f"--resume: {path} was measured with other settings")
     return earlier["rows"]
 
 
+def merge(paths: list[str], max_ppl_change: float | None = None) -> dict:
+    """The rule applied to the rows of several runs of one setting (one unsteered row kept)."""
+    runs = [json.loads(Path(p).read_text(encoding="utf-8")) for p in paths]
+    keys = ("split", "seeds", "limit", "n", "ppl_texts", "sites", "support", "data",
+            "extra_pairs", "extra_only", "max_new_tokens")
+    if any(run["args"].get(k) != runs[0]["args"].get(k) for run in runs for k in keys):
+        raise SystemExit("--merge: the runs were measured with other settings")
+    rows = runs[0]["rows"][:1] + [r for run in runs for r in run["rows"] if r["method"] != "none"]
+    return {"rows": rows, "chosen": choose(rows, max_ppl_change)}
+
+
 def main(argv=None) -> dict:
+    if argv is None:
+        import sys
+
+        argv = sys.argv[1:]
+    if argv and argv[0] == "--merge":  # --merge A.json B.json ... [--max-ppl-change X]
+        bound = None
+        if "--max-ppl-change" in argv:
+            i = argv.index("--max-ppl-change")
+            bound, argv = float(argv[i + 1]), argv[:i] + argv[i + 2:]
+        result = merge(argv[1:], bound)
+        print(json.dumps(result["chosen"], indent=1))
+        return result
     args = parse_args(argv)
     setup()
     start = time.perf_counter()
     model, tokenizer = small._load(args)
-    source, target = data.load_builtin(args.data)
+    source, target = small.toxicity_texts(args)
     held = (source[args.n: 2 * args.n], target[args.n: 2 * args.n])
     if not (held[0] and held[1]):  # every text fitted (the full-data part): nothing held out
         held = None
@@ -137,7 +188,8 @@ def main(argv=None) -> dict:
     prompts = data.rtp_split(args.split)[: args.limit]
     rows = _resumed(args) if args.resume else []
     if not rows:
-        base = evaluate(model, tokenizer, prompts, None, 0.0, args)
+        base = (reuse_baseline(args, len(prompts)) if args.baseline_from else
+                evaluate(model, tokenizer, prompts, None, 0.0, args))
         rows = [{"method": "none", "lr": "-", "steps": "-", "strength": 0.0,
                  "toxic": base["toxic"], "ppl": base["ppl"], "ppl_change": 0.0}]
     base = rows[0]
@@ -174,7 +226,9 @@ def main(argv=None) -> dict:
             add("lineas", lr, steps, maps, strength, seconds, held_closed, init, decay)
         save_json(f"{args.out}.json", {"args": vars(args), "rows": rows, "partial": True})
     curve_only = not any(r["method"] == "lineas" for r in rows)  # --configs with none
-    chosen = None if curve_only else choose(rows, args.max_ppl_change)
+    no_act = args.max_ppl_change is None and not any(
+        r["method"] == "linear_act" and r["strength"] == 1.0 for r in rows)
+    chosen = None if curve_only or no_act else choose(rows, args.max_ppl_change)
     table = markdown_table([{**r, "toxic %": f"{100 * r['toxic']:.1f}",
                              "ppl change %": f"{100 * r['ppl_change']:+.2f}"} for r in rows],
                            ["method", "lr", "steps", "init", "decay", "strength", "toxic %",
@@ -182,7 +236,8 @@ def main(argv=None) -> dict:
     text = (f"SmolLM2 {args.split} sweep ({len(prompts)} prefixes, seeds {args.seeds}, "
             f"{args.ppl_texts} prose passages), fitted on {args.n}+{args.n} texts; "
             f"{time.perf_counter() - start:.0f} s\n\n{table}\n\n"
-            + ("chosen: none (no LinEAS row: a Linear-AcT curve only)\n" if chosen is None else
+            + ("chosen: none (no LinEAS row, or no Linear-AcT row at 1: see --merge)\n"
+               if chosen is None else
                f"chosen: lr {chosen['lr']}, steps {chosen['steps']}, init "
                f"{chosen.get('init', 'identity')}, decay {chosen.get('decay', 1.0)}, strength "
                f"{chosen['strength']}\n"))
