@@ -61,7 +61,7 @@ negative and nothing runs on eval. The 100-step dev rows it is read against: 7.8
 Outcome (23:36 UTC, ``llm_lineas_sweep_dev_full_1000``): 7.8% at +1.81% (1), 8.1% at +3.28%
 (1.5), 8.5% at +5.61% (2); the rule chose strength 1, far from 2.6%: no eval run.
 
-The own-pairs round (fixed 2026-12-07 11:37 UTC, before any run of it). Every small-data round
+The own-pairs round (fixed 2026-12-07 11:35 UTC, commit cee3b28, before any run of it). Every small-data round
 above fitted text the model reads; the model's own toxic continuations and their softened texts
 (``benchmarks/llm_own_pairs.py``, seeds 0-15: 424 pairs, no dev or eval text) made Linear-AcT's
 full-data map cheap (docs/results.md). This round fits both estimators on the first 32 of those
