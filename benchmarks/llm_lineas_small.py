@@ -276,6 +276,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--sites", default="post_norms+mlp_out+attn_out",
                    help="toxicity sites (docs/llm.md's dev choice)")
     p.add_argument("--support", default="q0.05-0.95", help="toxicity support")
+    p.add_argument("--lineas-support", default=None,
+                   help="LinEAS's toxicity support when it differs from --support (its maps are "
+                        "learned applied everywhere: unbounded)")
     p.add_argument("--concepts", nargs="+", default=data.concept_names())
     p.add_argument("--concept-sites", default="attn_out")
     p.add_argument("--concept-data", default="builtin",
@@ -365,11 +368,18 @@ def _fit(model, tokenizer, source, target, sites, method, args, held=None,
     held_closed = None
     if held is not None:
         held_closed = heldout_closed(model, tokenizer, maps, held[0], held[1],
-                                     support=args.support if "toxic" in args.data else
-                                     args.concept_support)
+                                     support=toxicity_support(args, method)
+                                     if "toxic" in args.data else args.concept_support)
         log.info("%s: %.3f closed on %d + %d held-out texts", method, held_closed,
                  len(held[0]), len(held[1]))
     return maps, seconds, closed, held_closed
+
+
+def toxicity_support(args, method: str) -> str:
+    """The support ``method``'s toxicity maps are applied with."""
+    if method == "lineas" and args.lineas_support:
+        return args.lineas_support
+    return args.support
 
 
 def _strength(args, method: str) -> float:
@@ -413,10 +423,11 @@ def toxicity_rows(model, tokenizer, args, part: str, base: dict) -> list[dict]:
         maps, seconds, closed, held_closed = _fit(model, tokenizer, source, target, args.sites,
                                                   method, args, held)
         strength = _strength(args, method)
-        res = evaluate(model, tokenizer, prompts, maps, strength, args)
+        res = evaluate(model, tokenizer, prompts, maps, strength, args,
+                       toxicity_support(args, method))
         rows.append({"part": part, "method": method, "texts": f"{len(source)}+{len(target)}",
-                     "strength": strength, "toxic": res["toxic"],
-                     "ppl": res["ppl"],
+                     "strength": strength, "support": toxicity_support(args, method),
+                     "toxic": res["toxic"], "ppl": res["ppl"],
                      "reduction": _reduction(base["toxic"], res["toxic"]),
                      "ppl_change": res["ppl"] / base["ppl"] - 1.0, "fit_seconds": seconds,
                      "closed": closed, "held_closed": held_closed,

@@ -61,8 +61,9 @@ negative and nothing runs on eval. The 100-step dev rows it is read against: 7.8
 Outcome (23:36 UTC, ``llm_lineas_sweep_dev_full_1000``): 7.8% at +1.81% (1), 8.1% at +3.28%
 (1.5), 8.5% at +5.61% (2); the rule chose strength 1, far from 2.6%: no eval run.
 
-The own-pairs round (fixed 2026-12-07 11:35 UTC, commit cee3b28, before any run of it). Every small-data round
-above fitted text the model reads; the model's own toxic continuations and their softened texts
+The own-pairs round (fixed 2026-12-07 11:35 UTC, commit cee3b28, before any run of it). Every
+small-data round above fitted text the model reads; the model's own toxic continuations and their
+softened texts
 (``benchmarks/llm_own_pairs.py``, seeds 0-15: 424 pairs, no dev or eval text) made Linear-AcT's
 full-data map cheap (docs/results.md). This round fits both estimators on the first 32 of those
 pairs alone (``--extra-pairs $ACT_CACHE_DIR/toxicity_own --extra-only``; the next 32 are held
@@ -84,6 +85,27 @@ Linear-AcT at 1, read against the small-data criterion; otherwise a dev negative
     # beside it: --act-strengths --strengths 3 5 --out ..._own_b; then
     python -m benchmarks.llm_lineas_sweep --merge \
         benchmarks/results/llm_lineas_sweep_dev10_own_{a,b}.json
+
+(Outcome: LinEAS 9.7% / 8.6% / 6.8% / 4.6% toxic at 1 / 2 / 3 / 5, at -0.58% to +1.35%;
+Linear-AcT 2.9% at -2.70%. No LinEAS row within Linear-AcT's perplexity: the rule took LinEAS at
+1, more toxic than Linear-AcT, so no eval. docs/results.md.)
+
+The unbounded round (fixed 2026-12-07 after the own-pairs round's dev rows, before any run of
+it). Every LinEAS row of these rounds was applied with the q0.05-0.95 support, Linear-AcT's dev
+choice (docs/llm.md), under which a unit's value outside the source's 5-95% range keeps its
+value. LinEAS's maps are learned applied to every value (``act_core.lineas``: the end-to-end
+pass has no support), so that support applies something other than what was optimised, and it
+leaves the tails alone, where the offensive words may sit. Setting: the own-pairs round's
+LinEAS fit, unchanged, applied with ``--lineas-support unbounded`` at strengths 1, 1.5, 2 and
+3; the same dev read; the rule at the top against the own-pairs round's Linear-AcT row
+(q0.05-0.95, strength 1: 2.9% at -2.70%), over the unbounded LinEAS rows only (``--merge
+..._own_a.json ..._own_unb_{a,b}.json --lineas-support unbounded``). Eval once, only if the
+chosen row's dev toxic fraction is at most Linear-AcT's: ``llm_lineas_small --parts small
+--split eval --limit 240 --seeds 0 1 2`` on the same pairs with ``--lineas-support unbounded
+--lineas-strength S`` (Linear-AcT at 1, q0.05-0.95), read against the small-data criterion.
+
+    ... the own-pairs round's command with --act-strengths --lineas-support unbounded \
+        --strengths 1 1.5 (and 2 3) --out benchmarks/results/llm_lineas_sweep_dev10_own_unb_a (_b)
 """
 
 from __future__ import annotations
@@ -152,14 +174,21 @@ def _resumed(args) -> list[dict]:
     return earlier["rows"]
 
 
-def merge(paths: list[str], max_ppl_change: float | None = None) -> dict:
-    """The rule applied to the rows of several runs of one setting (one unsteered row kept)."""
+def merge(paths: list[str], max_ppl_change: float | None = None,
+          lineas_support: str | None = None) -> dict:
+    """The rule applied to the rows of several runs of one setting (one unsteered row kept);
+    with ``lineas_support``, only the LinEAS rows applied with that support."""
     runs = [json.loads(Path(p).read_text(encoding="utf-8")) for p in paths]
-    keys = ("split", "seeds", "limit", "n", "ppl_texts", "sites", "support", "data",
-            "extra_pairs", "extra_only", "max_new_tokens")
+    for run in runs:  # rows written before rows recorded their support
+        for row in run["rows"]:
+            row.setdefault("support", run["args"]["support"])
+    keys = ("split", "seeds", "limit", "n", "ppl_texts", "sites", "data",
+            "extra_pairs", "extra_only", "max_new_tokens")  # each row records its support
     if any(run["args"].get(k) != runs[0]["args"].get(k) for run in runs for k in keys):
         raise SystemExit("--merge: the runs were measured with other settings")
-    rows = runs[0]["rows"][:1] + [r for run in runs for r in run["rows"] if r["method"] != "none"]
+    rows = runs[0]["rows"][:1] + [r for run in runs for r in run["rows"] if r["method"] != "none"
+                                  and not (r["method"] == "lineas" and lineas_support
+                                           and r["support"] != lineas_support)]
     return {"rows": rows, "chosen": choose(rows, max_ppl_change)}
 
 
@@ -168,12 +197,15 @@ def main(argv=None) -> dict:
         import sys
 
         argv = sys.argv[1:]
-    if argv and argv[0] == "--merge":  # --merge A.json B.json ... [--max-ppl-change X]
-        bound = None
-        if "--max-ppl-change" in argv:
-            i = argv.index("--max-ppl-change")
-            bound, argv = float(argv[i + 1]), argv[:i] + argv[i + 2:]
-        result = merge(argv[1:], bound)
+    if argv and argv[0] == "--merge":  # --merge A.json ... [--max-ppl-change X]
+        options = {"--max-ppl-change": None, "--lineas-support": None}  # [--lineas-support S]
+        for name in options:
+            if name in argv:
+                i = argv.index(name)
+                options[name], argv = argv[i + 1], argv[:i] + argv[i + 2:]
+        bound = options["--max-ppl-change"]
+        result = merge(argv[1:], None if bound is None else float(bound),
+                       options["--lineas-support"])
         print(json.dumps(result["chosen"], indent=1))
         return result
     args = parse_args(argv)
@@ -195,9 +227,10 @@ def main(argv=None) -> dict:
     base = rows[0]
 
     def add(method, lr, steps, maps, strength, fit_seconds, held_closed, init="-", decay="-"):
-        res = evaluate(model, tokenizer, prompts, maps, strength, args)
+        support = small.toxicity_support(args, method)
+        res = evaluate(model, tokenizer, prompts, maps, strength, args, support)
         rows.append({"method": method, "lr": lr, "steps": steps, "init": init, "decay": decay,
-                     "strength": strength, "toxic": res["toxic"],
+                     "strength": strength, "support": support, "toxic": res["toxic"],
                      "toxic_per_seed": res["toxic_per_seed"], "ppl": res["ppl"],
                      "ppl_change": res["ppl"] / base["ppl"] - 1.0,
                      "fit_seconds": fit_seconds, "held_closed": held_closed})
