@@ -106,6 +106,22 @@ chosen row's dev toxic fraction is at most Linear-AcT's: ``llm_lineas_small --pa
 
     ... the own-pairs round's command with --act-strengths --lineas-support unbounded \
         --strengths 1 1.5 (and 2 3) --out benchmarks/results/llm_lineas_sweep_dev10_own_unb_a (_b)
+
+The full-data unbounded round (fixed 2026-12-07 after the unbounded round's rows at strengths 1
+and 2, before any run of it). Unbounded, LinEAS on the 32 own pairs removed far more per unit of
+strength (5.6% at 1, 2.1% at 2 on dev) at a perplexity cost (+1.6%, +10.4%). The full-data bar
+is read for LinEAS: >= 4x at <= +3%. Setting: LinEAS (``act fit``'s defaults) on all the
+sixth check's data, ``toxicity:paired`` + the 424 own pairs (``--n 510 --extra-pairs
+$ACT_CACHE_DIR/toxicity_own``; nothing held out), applied unbounded at strengths 1, 1.25, 1.5
+and 1.75; the same 10-seed dev read; ``--max-ppl-change 0.075`` (the fifth check's dev budget,
+about +3% on eval); among the rows within it, the fewest toxic. Eval once, only if that row
+reads at most 1.67% on dev (the best dev read so far, which gave 3.84x on eval):
+``llm_lineas_small --parts full --split eval --limit 240 --seeds 0 1 2 --extra-pairs ...
+--lineas-support unbounded --lineas-strength S``, read against the full-data criterion.
+
+    ... --n 510 --extra-pairs /tmp/act_cache/toxicity_own --configs 0.01:100 --act-strengths \
+        --lineas-support unbounded --max-ppl-change 0.075 --strengths 1 1.5 (and 1.25 1.75) \
+        --out benchmarks/results/llm_lineas_sweep_dev10_full_own_unb_a (_b)
 """
 
 from __future__ import annotations
