@@ -107,6 +107,10 @@ chosen row's dev toxic fraction is at most Linear-AcT's: ``llm_lineas_small --pa
     ... the own-pairs round's command with --act-strengths --lineas-support unbounded \
         --strengths 1 1.5 (and 2 3) --out benchmarks/results/llm_lineas_sweep_dev10_own_unb_a (_b)
 
+(Outcome: LinEAS unbounded 5.6% / 3.0% / 2.1% / 0.4% toxic at 1 / 1.5 / 2 / 3, at +1.58% /
++5.00% / +10.35% / +30.3%; none within Linear-AcT's -2.70%, so the rule took strength 1, more
+toxic than Linear-AcT's 2.9%: no eval. docs/results.md.)
+
 The full-data unbounded round (fixed 2026-12-07 after the unbounded round's rows at strengths 1
 and 2, before any run of it). Unbounded, LinEAS on the 32 own pairs removed far more per unit of
 strength (5.6% at 1, 2.1% at 2 on dev) at a perplexity cost (+1.6%, +10.4%). The full-data bar
