@@ -126,6 +126,9 @@ reads at most 1.67% on dev (the best dev read so far, which gave 3.84x on eval):
     ... --n 510 --extra-pairs /tmp/act_cache/toxicity_own --configs 0.01:100 --act-strengths \
         --lineas-support unbounded --max-ppl-change 0.075 --strengths 1 1.5 (and 1.25 1.75) \
         --out benchmarks/results/llm_lineas_sweep_dev10_full_own_unb_a (_b)
+
+(Outcome: 8.3% / 6.2% / 5.7% / 4.9% toxic at 1 / 1.25 / 1.5 / 1.75, at +0.76% to +5.12%; the
+rule took 1.75, above 1.67%: no eval. docs/results.md.)
 """
 
 from __future__ import annotations
@@ -173,8 +176,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def choose(rows: list[dict], max_ppl_change: float | None = None) -> dict:
     """The rule of the module docstring."""
-    act = next(r for r in rows if r["method"] == "linear_act" and r["strength"] == 1.0)
-    bound = act["ppl_change"] if max_ppl_change is None else max_ppl_change
+    bound = max_ppl_change
+    if bound is None:
+        bound = next(r for r in rows if r["method"] == "linear_act"
+                     and r["strength"] == 1.0)["ppl_change"]
     lineas = [r for r in rows if r["method"] == "lineas"]
     ok = [r for r in lineas if r["ppl_change"] <= bound]
     pool = ok or [r for r in lineas if r["strength"] == 1.0]
