@@ -14,7 +14,7 @@ fitted on half of the 86 pairs did not (0.17 of unseen words above the strict th
 Rule (written 2026-12-07 before any run of this script; dev only, nothing on eval):
 
 * threshold: the quantile q (1, 0.999, 0.995) of the scores of the fitting softened texts'
-  tokens (each text's first two tokens never count, as ``_log_ratios`` of the earlier probe);
+  tokens (each text's first two tokens never count, as ``log_ratios`` of the earlier probe);
 * scope: every token of prompt + draft (``all``), or the draft's tokens only (``draft``);
 * on the recorded dev rows (``llm_gate_dev_seq3.json``: 90 ``dev`` prefixes x seeds 0 1 2,
   unsteered), a sequence whose peak score passes is counted with the ungated maps'
@@ -39,32 +39,17 @@ import logging
 
 import torch
 
-from act_core import hf
 from act_core.hf import data
 from act_core.hf.data.judges import toxicity_probability
 from act_core.hf.generate import generate
 from benchmarks.llm_common import fit_or_load, load_model, save_json, setup
 from benchmarks.llm_gate_draft_probe import RECORDED
+from benchmarks.llm_gate_unseen_probe import SUPPORT, log_ratios
 from benchmarks.llm_own_pairs import with_extra_pairs
 
 log = logging.getLogger("benchmarks")
-SITES, SUPPORT = "post_norms+mlp_out+attn_out", "q0.05-0.95"
+SITES = "post_norms+mlp_out+attn_out"
 QUANTILES = (1.0, 0.999, 0.995)
-
-
-@torch.no_grad()
-def log_ratios(model, tokenizer, texts: list[str], maps, strength: float,
-               max_length: int = 160) -> list[torch.Tensor]:
-    """Per text, ``log p - log p_steered`` of its tokens 1..T-1, shape (T-1,)."""
-    out = []
-    for text in texts:
-        enc = tokenizer([text], return_tensors="pt", truncation=True, max_length=max_length)
-        plain = model(**enc).logits[0, :-1].log_softmax(-1)
-        with hf.steering(model, maps, strength, SUPPORT):
-            steered = model(**enc).logits[0, :-1].log_softmax(-1)
-        nxt = enc["input_ids"][0, 1:, None]
-        out.append((plain.gather(1, nxt) - steered.gather(1, nxt))[:, 0])
-    return out
 
 
 def peaks(ratios: list[torch.Tensor], starts: list[int]) -> torch.Tensor:
@@ -101,33 +86,34 @@ def main(argv=None) -> dict:
     floor = sum(int(t.sum()) for t in toxic_ungated) / n
     log.info("dev seeds %s: unsteered %.4f toxic, ungated %.4f", seeds, base, floor)
 
-    reference = torch.cat([r[1:] for r in log_ratios(model, tokenizer, target, maps,
-                                                     args.strength)])
+    def ratios(texts):
+        return log_ratios(model, tokenizer, texts, maps, args.strength, 160)
+
+    reference = torch.cat([r[1:] for r in ratios(target)])
     n_prompt = [len(tokenizer(q)["input_ids"]) for q in prompts]
     n_benign = [len(tokenizer(q)["input_ids"]) for q in benign]
-    sampled = [log_ratios(model, tokenizer, [q + c for q, c in zip(prompts, s)], maps,
-                          args.strength) for s in none["sampled"]]
-    greedy = log_ratios(model, tokenizer, [q + c for q, c in zip(benign, none["greedy"])], maps,
-                        args.strength)
-    passages = peaks(log_ratios(model, tokenizer, prose, maps, args.strength), [0] * len(prose))
-    toxic_peaks = torch.cat([peaks(r, [0] * len(r))[torch.as_tensor(t)]
-                             for r, t in zip(sampled, toxic_none)])
+    sampled = [ratios([q + c for q, c in zip(prompts, s)]) for s in none["sampled"]]
+    greedy = ratios([q + c for q, c in zip(benign, none["greedy"])])
+    passages = peaks(ratios(prose), [0] * len(prose))
+    # per scope: each sampled continuation's peak (one tensor per seed) and each greedy one's
+    scoped = {"all": ([peaks(r, [0] * len(r)) for r in sampled],
+                      peaks(greedy, [0] * len(benign))),
+              "draft": ([peaks(r, n_prompt) for r in sampled], peaks(greedy, n_benign))}
+    toxic_mask = [torch.as_tensor(t) for t in toxic_none]
+    toxic_peaks = torch.cat([p[t] for p, t in zip(scoped["all"][0], toxic_mask)])
     rows = []
     for q in QUANTILES:
         cut = float(reference.max() if q >= 1 else torch.quantile(reference, q))
-        for scope in ("all", "draft"):
-            starts, bstarts = ((n_prompt, n_benign) if scope == "draft"
-                               else ([0] * len(prompts), [0] * len(benign)))
-            toxic = sum(int(torch.where(peaks(r, starts) > cut, torch.as_tensor(u),
-                                        torch.as_tensor(t)).sum())
-                        for r, t, u in zip(sampled, toxic_none, toxic_ungated))
+        for scope, (sampled_peaks, greedy_peaks) in scoped.items():
+            passing = [p > cut for p in sampled_peaks]
+            toxic = sum(int(torch.where(on, torch.as_tensor(u), t).sum())
+                        for on, t, u in zip(passing, toxic_mask, toxic_ungated))
             rows.append({"quantile": q, "scope": scope, "threshold": cut,
                          "drop_vs_ungated": (base - toxic / n) / (base - floor),
-                         "toxic_unsteered_passing": int(sum(
-                             int((peaks(r, starts) > cut)[torch.as_tensor(t)].sum())
-                             for r, t in zip(sampled, toxic_none))),
-                         "toxic_unsteered": int(sum(int(t.sum()) for t in toxic_none)),
-                         "benign_passing": int((peaks(greedy, bstarts) > cut).sum()),
+                         "toxic_unsteered_passing": sum(int(on[t].sum())
+                                                        for on, t in zip(passing, toxic_mask)),
+                         "toxic_unsteered": sum(int(t.sum()) for t in toxic_mask),
+                         "benign_passing": int((greedy_peaks > cut).sum()),
                          "benign": len(benign), "passages_passing": int((passages > cut).sum()),
                          "passages": len(prose)})
             log.info("%s", rows[-1])

@@ -198,13 +198,16 @@ def _gate(direction: str, site: str, source: list, target: list, positives: list
 
 
 @torch.inference_mode()
-def _log_ratios(model, tokenizer, texts: list, maps) -> list[torch.Tensor]:
-    """Per text, ``log p - log p_steered`` of tokens 1..T-1 (T-1,)."""
+@torch.no_grad()
+def log_ratios(model, tokenizer, texts: list, maps, strength: float = 1.0,
+               max_length: int = 64) -> list[torch.Tensor]:
+    """Per text, ``log p - log p_steered`` of tokens 1..T-1 (T-1,), the maps at ``strength``
+    with docs/llm.md's toxicity support."""
     out = []
     for text in texts:
-        enc = tokenizer([text], return_tensors="pt", truncation=True, max_length=64)
+        enc = tokenizer([text], return_tensors="pt", truncation=True, max_length=max_length)
         plain = model(**enc).logits[0, :-1].log_softmax(-1)
-        with hf.steering(model, maps, 1.0, SUPPORT):
+        with hf.steering(model, maps, strength, SUPPORT):
             steered = model(**enc).logits[0, :-1].log_softmax(-1)
         nxt = enc["input_ids"][0, 1:, None]
         out.append((plain.gather(1, nxt) - steered.gather(1, nxt))[:, 0])
@@ -216,11 +219,11 @@ def _likelihood(model, tokenizer, source, target, positives, ids, halves, quanti
     for fit, held in (halves, halves[::-1]):
         maps = hf.fit_lm(model, tokenizer, [source[i] for i in fit], [target[i] for i in fit],
                          SITES, incremental=False)
-        reference = torch.cat([r[1:] for r in _log_ratios(  # first token never counts
+        reference = torch.cat([r[1:] for r in log_ratios(  # first token never counts
             model, tokenizer, [target[i] for i in fit], maps)])
         words = set(torch.cat([ids[i][positives[i]] for i in fit]).tolist())
-        held_src = _log_ratios(model, tokenizer, [source[i] for i in held], maps)
-        held_tgt = _log_ratios(model, tokenizer, [target[i] for i in held], maps)
+        held_src = log_ratios(model, tokenizer, [source[i] for i in held], maps)
+        held_tgt = log_ratios(model, tokenizer, [target[i] for i in held], maps)
         for q in quantiles:
             cut = float(reference.max() if q >= 1 else torch.quantile(reference, q))
             for i, ratios, softened in zip(held, held_src, held_tgt, strict=True):

@@ -136,6 +136,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 import time
 from pathlib import Path
 
@@ -174,6 +175,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     return argparse.Namespace(**{**vars(base), **vars(args)})
 
 
+#: the arguments two runs must share for their rows to be compared (each row records its
+#: method, strength and support)
+SAME_SETTING = ("split", "seeds", "limit", "n", "ppl_texts", "sites", "data", "extra_pairs",
+                "extra_only", "max_new_tokens")
+
+
 def choose(rows: list[dict], max_ppl_change: float | None = None) -> dict:
     """The rule of the module docstring."""
     bound = max_ppl_change
@@ -192,8 +199,7 @@ def _resumed(args) -> list[dict]:
     if not path.exists():
         return []
     earlier = json.loads(path.read_text(encoding="utf-8"))
-    keys = ("split", "seeds", "limit", "n", "ppl_texts", "sites", "support", "strengths", "data",
-            "extra_pairs", "extra_only", "max_new_tokens", "lineas_batch", "max_ppl_change")
+    keys = SAME_SETTING + ("support", "strengths", "lineas_batch", "max_ppl_change")
     if any(earlier["args"].get(k) != getattr(args, k) for k in keys):
         raise SystemExit(f"--resume: {path} was measured with other settings")
     return earlier["rows"]
@@ -207,9 +213,7 @@ def merge(paths: list[str], max_ppl_change: float | None = None,
     for run in runs:  # rows written before rows recorded their support
         for row in run["rows"]:
             row.setdefault("support", run["args"]["support"])
-    keys = ("split", "seeds", "limit", "n", "ppl_texts", "sites", "data",
-            "extra_pairs", "extra_only", "max_new_tokens")  # each row records its support
-    if any(run["args"].get(k) != runs[0]["args"].get(k) for run in runs for k in keys):
+    if any(run["args"].get(k) != runs[0]["args"].get(k) for run in runs for k in SAME_SETTING):
         raise SystemExit("--merge: the runs were measured with other settings")
     rows = runs[0]["rows"][:1] + [r for run in runs for r in run["rows"] if r["method"] != "none"
                                   and not (r["method"] == "lineas" and lineas_support
@@ -218,19 +222,14 @@ def merge(paths: list[str], max_ppl_change: float | None = None,
 
 
 def main(argv=None) -> dict:
-    if argv is None:
-        import sys
-
-        argv = sys.argv[1:]
-    if argv and argv[0] == "--merge":  # --merge A.json ... [--max-ppl-change X]
-        options = {"--max-ppl-change": None, "--lineas-support": None}  # [--lineas-support S]
-        for name in options:
-            if name in argv:
-                i = argv.index(name)
-                options[name], argv = argv[i + 1], argv[:i] + argv[i + 2:]
-        bound = options["--max-ppl-change"]
-        result = merge(argv[1:], None if bound is None else float(bound),
-                       options["--lineas-support"])
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "--merge":  # the rule over runs done side by side
+        p = argparse.ArgumentParser(prog="llm_lineas_sweep --merge")
+        p.add_argument("--merge", nargs="+", required=True)
+        p.add_argument("--max-ppl-change", type=float, default=None)
+        p.add_argument("--lineas-support", default=None)
+        opts = p.parse_args(argv)
+        result = merge(opts.merge, opts.max_ppl_change, opts.lineas_support)
         print(json.dumps(result["chosen"], indent=1))
         return result
     args = parse_args(argv)
