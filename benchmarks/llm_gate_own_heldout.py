@@ -27,11 +27,22 @@ continuations per prefix, each with the judge's probability), split **by prefix*
   continuations that pass (each would change: a proxy of 1 - greedy-identical); also the 64
   development passages of the draft proxy that pass (each would be scored steered).
 
+* ``mil`` (the eighth idea, added with its rule below before the first run's numbers were
+  seen): no pairs, no swap table: the probe's ``w`` and ``b`` are learned from labelled texts,
+  the training prefixes' own continuations (prompt + continuation, labelled by the judge on
+  that text, >= 0.5) and the 86 pairs (source 1, target 0), by minimising the class-balanced
+  logistic loss of each text's pooled score ``logsumexp_t <w, x_t> + b`` (a smooth running
+  max; multiple-instance learning: a text is toxic when one of its tokens is), on
+  standardised token activations, 300 full-batch Adam steps at lr 0.01, weight decay 1e-3.
+  It is an ordinary sequence gate (one projection per token, max pooling), with thresholds
+  from the benign rates only.
+
 Rule, committed before any run: a setting (gate x reader x threshold) goes on to the third
 pass's dev proxy (``llm_gate_draft_probe``-style, the recorded dev rows) only if, averaged
 over both folds, its held-out recall is at least 0.90 with a held-out benign pass rate of at
 most 0.10 and at most 1 of the 64 passages passing; among several, the highest recall. If none
-does, the gate stays as shipped and this run is reported as a measurement of the gap.
+does, the gate stays as shipped and this run is reported as a measurement of the gap. The
+``mil`` gate (``--gates mil``, a run of its own) is held to the same rule.
 
     ACT_CACHE_DIR=/tmp/act_cache .venv/bin/python -m benchmarks.llm_gate_own_heldout \\
         --raw /tmp/own_a.json /tmp/own_b.json /tmp/own_c.json /tmp/own_d.json \\
@@ -54,7 +65,7 @@ from act_core.hf.data.detox import soften
 from act_core.hf.data.judges import toxicity_probability
 from act_core.hf.gating import _positives, reader_site
 from act_core.hf.lm import _batches
-from act_core.seqgate import fit_sequence_gate
+from act_core.seqgate import SequenceGate, fit_sequence_gate
 from act_core.sites import Site, find_module, read_output
 from benchmarks.llm_common import load_model, save_json, setup
 
@@ -100,6 +111,38 @@ def token_activations(model, tokenizer, texts: list[str], layers: list[int],
     return out
 
 
+def fit_mil_gate(site: str, texts: list, labels: list, steps: int = 300, lr: float = 0.01,
+                 weight_decay: float = 1e-3) -> SequenceGate:
+    """A sequence gate whose probe is learned from labelled texts (the ``mil`` gate above)."""
+    keep = [k for k, a in enumerate(texts) if a.shape[0]]
+    acts = [texts[k].float() for k in keep]
+    y = torch.tensor([float(labels[k]) for k in keep])
+    z = torch.cat(acts)
+    mean, std = z.mean(0), z.std(0) + 1e-6
+    z = (z - mean) / std
+    lengths = torch.tensor([a.shape[0] for a in acts])
+    row = torch.repeat_interleave(torch.arange(len(acts)), lengths)
+    col = torch.cat([torch.arange(int(t)) for t in lengths])
+    w = torch.zeros(z.shape[1], requires_grad=True)
+    b = torch.zeros((), requires_grad=True)
+    opt = torch.optim.Adam([w, b], lr=lr, weight_decay=weight_decay)
+    pos_weight = (1 - y).sum() / y.sum().clamp(min=1)
+    for _ in range(steps):
+        scores = torch.full((len(acts), int(lengths.max())), float("-inf"))
+        scores = scores.index_put((row, col), z @ w)
+        pooled = torch.logsumexp(scores, 1) + b
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(pooled, y,
+                                                                    pos_weight=pos_weight)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    weight = (w.detach() / std).double()
+    bias = float(b.detach()) - float(mean.double() @ weight)
+    log.info("mil gate at %s: loss %.3f over %d texts (%d toxic)", site, float(loss.detach()),
+             len(acts), int(y.sum()))
+    return SequenceGate(site=site, weight=weight.float(), bias=bias, pooling="draft")
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--raw", nargs="+", required=True, help="llm_own_pairs.py --raw files")
@@ -107,6 +150,8 @@ def main(argv=None) -> dict:
     p.add_argument("--split-seed", type=int, default=0)
     p.add_argument("--negatives", type=int, default=1500)
     p.add_argument("--benign-rates", nargs="+", type=float, default=[0.05, 0.10])
+    p.add_argument("--gates", nargs="+", default=["pairs86", "own", "own_neg"],
+                   choices=("pairs86", "own", "own_neg", "mil"))
     p.add_argument("--limit", type=int, default=None, help="smoke: first N raw rows")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
@@ -127,6 +172,7 @@ def main(argv=None) -> dict:
 
     texts = [" ".join((prefixes[r["prefix"]] + r["continuation"]).split()) for r in rows]
     toxic = [r["p_toxic"] >= 0.5 for r in rows]
+    whole_toxic = (toxicity_probability(texts) >= 0.5).tolist() if "mil" in args.gates else None
     benign = [prefix_p[r["prefix"]] < 0.5 for r in rows]
     prose = data.heldout_prose(564)[500:]
     soft = {i: soften(t) for i, t in enumerate(texts) if toxic[i] and soften(t) != t}
@@ -166,16 +212,30 @@ def main(argv=None) -> dict:
             }
             variants["own_neg"] = (variants["own"][0], variants["own"][1] + [A[i] for i in tr_neg],
                                    variants["own"][2])
+            if "mil" in args.gates:
+                tr_all = [i for i in range(n) if rows[i]["prefix"] in train
+                          or prefixes[rows[i]["prefix"]] in in86]
+                variants["mil"] = ([A[i] for i in tr_all] + s86 + t86,
+                                   [whole_toxic[i] for i in tr_all] + [True] * len(s86)
+                                   + [False] * len(t86), None)
             for name, (s, t, pos) in variants.items():
-                gate = fit_sequence_gate(reader_site(model, layers), [x.float() for x in s],
-                                         [x.float() for x in t], pos)
+                if name not in args.gates:
+                    continue
+                if name == "mil":
+                    gate = fit_mil_gate(reader_site(model, layers), s, t)
+                else:
+                    gate = fit_sequence_gate(reader_site(model, layers), [x.float() for x in s],
+                                             [x.float() for x in t], pos)
 
                 def peaks(idx, gate=gate, A=A):
                     return torch.tensor([float(gate.scores(A[i].float()).max())
                                          if A[i].shape[0] else -1e9 for i in idx])
 
-                spread = float(torch.cat([gate.scores(x.float()) for x in t]).std())
-                cuts = {"strict": 0.0, "strict+0.1sd": 0.1 * spread}  # the shipped margin
+                if name == "mil":
+                    cuts = {}
+                else:
+                    spread = float(torch.cat([gate.scores(x.float()) for x in t]).std())
+                    cuts = {"strict": 0.0, "strict+0.1sd": 0.1 * spread}  # the shipped margin
                 trb = peaks(tr_benign)
                 for rate in args.benign_rates:
                     cuts[f"benign{rate:g}"] = float(torch.quantile(trb, 1 - rate))
