@@ -44,6 +44,13 @@ most 0.10 and at most 1 of the 64 passages passing; among several, the highest r
 does, the gate stays as shipped and this run is reported as a measurement of the gap. The
 ``mil`` gate (``--gates mil``, a run of its own) is held to the same rule.
 
+Outcome of the first two runs (readers after 2, 4, 6 layers): no setting qualifies; the best
+recall within 10% benign passing is 0.54 (``own``, 6 layers, 11.5% benign: just over), the
+shipped gate's 0.37. A third run, its rule written after those numbers and before any run of
+its own: the same four gates and rule with readers after 10, 15 and 20 layers
+(``--layers 10 15 20 --gates pairs86 own own_neg mil``), deeper residual streams that the
+template probe found to carry more of a text's offensiveness (docs/results_gate.md).
+
     ACT_CACHE_DIR=/tmp/act_cache .venv/bin/python -m benchmarks.llm_gate_own_heldout \\
         --raw /tmp/own_a.json /tmp/own_b.json /tmp/own_c.json /tmp/own_d.json \\
               /tmp/own_e.json /tmp/own_f.json \\
