@@ -45,8 +45,8 @@ does, the gate stays as shipped and this run is reported as a measurement of the
 ``mil`` gate (``--gates mil``, a run of its own) is held to the same rule.
 
 Outcome of the first two runs (readers after 2, 4, 6 layers): no setting qualifies; the best
-recall within 10% benign passing is 0.54 (``own``, 6 layers, 11.5% benign: just over), the
-shipped gate's 0.37. A third run, its rule written after those numbers and before any run of
+recall within 10% benign passing is 0.48 (``pairs86``, 6 layers, the benign 0.1 threshold:
+9.9% benign passing), the shipped gate's (2 layers, strict + 0.1 sd) 0.37 at 7.2%. A third run, its rule written after those numbers and before any run of
 its own: the same four gates and rule with readers after 10, 15 and 20 layers
 (``--layers 10 15 20 --gates pairs86 own own_neg mil``), deeper residual streams that the
 template probe found to carry more of a text's offensiveness (docs/results_gate.md).
