@@ -11,11 +11,14 @@ import torch
 
 from act_core.mapset import MapSet
 
-__all__ = ["WEAK_GATE_AUROC", "describe_maps", "gate_report"]
+__all__ = ["WEAK_GATE_AUROC", "WEAK_SEQUENCE_GATE_ON", "describe_maps", "gate_report"]
 
 #: Below this median held-out AUROC the per-site gates are reported as unable to tell the
 #: source from the target (0.5 = chance).
 WEAK_GATE_AUROC = 0.6
+#: Below this share of held-out source texts switching it on, a sequence gate is reported as
+#: recognising little beyond its own texts.
+WEAK_SEQUENCE_GATE_ON = 0.5
 
 
 def describe_maps(maps: MapSet, name: str | Path = "maps") -> str:
@@ -32,8 +35,10 @@ def describe_maps(maps: MapSet, name: str | Path = "maps") -> str:
              + (", one sequence gate" if maps.sequence_gate is not None else "")
              + ("" if gated or maps.sequence_gate is not None else ", no gate"),
              f"model: {json.dumps(meta.get('model'))}"]
+    gate_line, gate_warnings = gate_report(maps)
     if maps.sequence_gate is not None:
         lines.append(maps.sequence_gate.describe())
+        lines += [f"warning: {w}" for w in gate_warnings if "sequence gate" in w]
     extra = dict(meta.get("extra") or {})
     report, words = extra.pop("diagnosis", None), extra.pop("gate_words", None)
     auto = extra.pop("auto", None)
@@ -47,8 +52,7 @@ def describe_maps(maps: MapSet, name: str | Path = "maps") -> str:
         gate = f" {tmap.gate.describe()}" if tmap.gate is not None else ""
         lines.append(f"  {site}  D={tmap.dim} mode={tmap.mode} n={tmap.n_source}/"
                      f"{tmap.n_target} guarded={tmap.guarded} kept={kept}{gate}")
-    gates = gate_report(maps)[0]
-    lines += [gates] if gates else []
+    lines += [gate_line] if gate_line else []
     if auto:  # sites = auto: the measured choice
         from act_core.selection import Selection
 
@@ -63,10 +67,21 @@ def gate_report(maps: Mapping[str, object]) -> tuple[str, list[str]]:
     warning when they barely tell the source from the target: a median held-out AUROC
     (:func:`act_core.gate.heldout_auroc`; the training AUROC for gates that lack it) below
     :data:`WEAK_GATE_AUROC`."""
+    seq = getattr(maps, "sequence_gate", None)
+    seq_warnings = []
+    if seq is not None and seq.heldout_source_on is not None and (
+            seq.heldout_source_on < WEAK_SEQUENCE_GATE_ON):
+        seq_warnings.append(
+            f"the sequence gate switches on for only {100 * seq.heldout_source_on:.0f}% of "
+            f"the source texts it was not fitted on (2 folds; {100 * seq.source_on:.0f}% of "
+            "its own), so it will leave many inputs that need the maps unsteered: it knows "
+            "what its texts show (act info lists the words) and little beyond. Add source "
+            "texts that show what your inputs hold, lower the threshold (act fit "
+            "--gate-quantile 0.999), or use the maps ungated")
     gates = [(site, tmap.gate) for site, tmap in maps.items()
              if getattr(tmap, "gate", None) is not None]
     if not gates:
-        return "", []
+        return "", seq_warnings
 
     def median(values: list[float]) -> float:
         return float(torch.tensor(values, dtype=torch.float64).quantile(0.5))  # mid-way
@@ -90,4 +105,4 @@ def gate_report(maps: Mapping[str, object]) -> tuple[str, list[str]]:
                         f"{'held-out ' if len(held) == len(gates) else ''}AUROC {judged:.2f}, "
                         "0.5 = not at all): gated, the maps act on inputs almost at random; "
                         "make the two sets differ clearly in the concept, or set the gate off")
-    return text, warnings
+    return text, warnings + seq_warnings

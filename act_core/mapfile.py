@@ -29,7 +29,8 @@ Layout of a file:
   "source_on": ..., "target_on": ..., "quantile": ..., "margin": ...}``; such a file is format
   version 3, which readers of versions 1 and 2 refuse ("written by a newer act_core") instead of
   steering every token; with the look-ahead pooling ``"draft"`` it is version 4, which readers
-  of version 3 (which know no ``draft``) refuse the same way.
+  of version 3 (which know no ``draft``) refuse the same way. ``heldout_source_on`` and
+  ``heldout_target_on`` (where measured) are read by newer readers and ignored by older ones.
 
   ``sites`` keeps the order of the saved mapping (the forward order for maps from
   :func:`~act_core.fitting.fit_sites`). ``method`` is ``"mixed"`` when sites used different
@@ -337,6 +338,10 @@ def load_maps(path: str | os.PathLike) -> MapSet:
     return MapSet(maps, act, _build_sequence_gate(path, act, tensors))
 
 
+def _optional(value) -> float | None:
+    return None if value is None else float(value)
+
+
 def _build_sequence_gate(path: Path, act: dict, tensors: Mapping[str, torch.Tensor]
                          ) -> SequenceGate | None:
     entry = act.get("sequence_gate")
@@ -354,6 +359,8 @@ def _build_sequence_gate(path: Path, act: dict, tensors: Mapping[str, torch.Tens
                             source_on=float(entry.get("source_on", 1.0)),
                             target_on=float(entry.get("target_on", 0.0)),
                             quantile=float(entry.get("quantile", 1.0)),
-                            margin=float(entry.get("margin", 0.0)))
+                            margin=float(entry.get("margin", 0.0)),
+                            heldout_source_on=_optional(entry.get("heldout_source_on")),
+                            heldout_target_on=_optional(entry.get("heldout_target_on")))
     except (MapError, KeyError, TypeError, ValueError) as error:
         raise MapFileError(f"{path}: the sequence gate is invalid: {error}") from error

@@ -43,7 +43,8 @@ import torch
 from .errors import FitError, MapError
 from .gate import check_probe, separation_auroc
 
-__all__ = ["POOLINGS", "SequenceGate", "fit_sequence_gate", "ledoit_wolf_shrinkage"]
+__all__ = ["POOLINGS", "SequenceGate", "fit_sequence_gate", "heldout_on",
+           "ledoit_wolf_shrinkage"]
 
 #: How token scores are pooled along the sequence: ``max`` a running max (on from the first
 #: token that passes, causal); ``prompt`` the same, except that a call that starts sequences (a
@@ -76,6 +77,10 @@ class SequenceGate:
         The threshold's quantile of the training target tokens' scores (1: their maximum).
     margin : float
         The threshold's rise above that, in standard deviations of those scores (0: none).
+    heldout_source_on, heldout_target_on : float or None
+        The same shares for texts the gate was not fitted on: two folds of the texts (pairs
+        stay together), each read by a gate fitted the same way on the other; None when a side
+        has fewer than 4 texts. What a gate recognises beyond its own texts.
     """
 
     site: str
@@ -87,6 +92,8 @@ class SequenceGate:
     target_on: float = 0.0
     quantile: float = 1.0
     margin: float = 0.0
+    heldout_source_on: float | None = None
+    heldout_target_on: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.site, str) or not self.site:
@@ -111,7 +118,10 @@ class SequenceGate:
         """The JSON part of the map file entry (the weight is a tensor of its own)."""
         return {"site": self.site, "bias": self.bias, "pooling": self.pooling,
                 "auroc": self.auroc, "source_on": self.source_on, "target_on": self.target_on,
-                "quantile": self.quantile, "margin": self.margin}
+                "quantile": self.quantile, "margin": self.margin,
+                **({"heldout_source_on": self.heldout_source_on,
+                    "heldout_target_on": self.heldout_target_on}
+                   if self.heldout_source_on is not None else {})}
 
     def describe(self) -> str:
         """One line for ``act info``."""
@@ -120,7 +130,10 @@ class SequenceGate:
             level += f" {self.margin:+g} sd"
         return (f"sequence gate at {self.site} (D={self.dim}, {self.pooling} pooling, {level} "
                 f"step): auroc={self.auroc:.2f} on for {100 * self.source_on:.0f}% of source "
-                f"and {100 * self.target_on:.0f}% of target texts")
+                f"and {100 * self.target_on:.0f}% of target texts"
+                + ("" if self.heldout_source_on is None else
+                   f"; held out (2 folds): {100 * self.heldout_source_on:.0f}% and "
+                   f"{100 * self.heldout_target_on:.0f}%"))
 
 
 def ledoit_wolf_shrinkage(x: torch.Tensor) -> float:
@@ -156,10 +169,42 @@ def shrunk_discriminant(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
     return torch.linalg.solve(cov, pos.mean(0) - neg.mean(0))
 
 
+def heldout_on(source: Sequence[torch.Tensor], target: Sequence[torch.Tensor],
+               positives: Sequence[torch.Tensor] | None, quantile: float = 1.0,
+               margin: float = 0.0) -> tuple[float, float] | None:
+    """Shares of source and target texts that switch on a gate fitted without them.
+
+    The texts are split in two folds by index parity (``source[i]`` and ``target[i]`` fall in
+    the same fold, so pairs stay together); each fold is read by a gate fitted on the other
+    with the same ``quantile`` and ``margin``. None when a side has fewer than 4 texts or
+    neither fold can be fitted (no positive token in it)."""
+    if len(source) < 4 or len(target) < 4:
+        return None
+    on_src = on_tgt = n_src = n_tgt = 0
+    for fold in (0, 1):
+        fit_idx = [i for i in range(len(source)) if i % 2 != fold]
+        try:
+            gate = fit_sequence_gate(
+                "held-out", [source[i] for i in fit_idx],
+                [t for i, t in enumerate(target) if i % 2 != fold],
+                None if positives is None else [positives[i] for i in fit_idx],
+                quantile=quantile, margin=margin, heldout=False)
+        except FitError:
+            continue
+        held_src = [s for i, s in enumerate(source) if i % 2 == fold and s.shape[0]]
+        held_tgt = [t for i, t in enumerate(target) if i % 2 == fold and t.shape[0]]
+        on_src += sum(bool(gate.scores(s).max() > 0) for s in held_src)
+        on_tgt += sum(bool(gate.scores(t).max() > 0) for t in held_tgt)
+        n_src, n_tgt = n_src + len(held_src), n_tgt + len(held_tgt)
+    if not n_src or not n_tgt:
+        return None
+    return on_src / n_src, on_tgt / n_tgt
+
+
 def fit_sequence_gate(site: str, source: Sequence[torch.Tensor], target: Sequence[torch.Tensor],
                       positives: Sequence[torch.Tensor] | None = None,
                       pooling: str = "max", quantile: float = 1.0,
-                      margin: float = 0.0) -> SequenceGate:
+                      margin: float = 0.0, heldout: bool = True) -> SequenceGate:
     """Fit a sequence gate from per-token reader activations (float64 inside).
 
     Parameters
@@ -179,6 +224,9 @@ def fit_sequence_gate(site: str, source: Sequence[torch.Tensor], target: Sequenc
     margin : float
         Raise the threshold by this many standard deviations of the target token scores
         (>= 0; default 0).
+    heldout : bool
+        Also measure :func:`heldout_on` (two more fits of the probe; the activations are
+        read once).
 
     Raises
     ------
@@ -228,8 +276,10 @@ def fit_sequence_gate(site: str, source: Sequence[torch.Tensor], target: Sequenc
     bias = offset - threshold
     pooled_src = torch.stack([(s.double().cpu() @ weight).max() for s in source]) + bias
     pooled_tgt = torch.stack([(t.double().cpu() @ weight).max() for t in target]) + bias
+    held = heldout_on(source, target, positives, quantile, margin) if heldout else None
     return SequenceGate(site=site, weight=weight.to(torch.float32), bias=bias, pooling=pooling,
                         auroc=separation_auroc(pooled_src, pooled_tgt),
                         source_on=float((pooled_src > 0).double().mean()),
                         target_on=float((pooled_tgt > 0).double().mean()), quantile=quantile,
-                        margin=float(margin))
+                        margin=float(margin), heldout_source_on=held and held[0],
+                        heldout_target_on=held and held[1])

@@ -50,6 +50,48 @@ def test_fit_switches_on_for_source_texts_and_off_for_every_target_token():
     assert gate.auroc > 0.95 and gate.source_on >= 0.9 and gate.target_on == 0.0
 
 
+def _word_texts(n: int, d: int, seed: int, units: list[int] | None,
+                shift: float = 8.0) -> list[torch.Tensor]:
+    """n texts of 6-12 tokens; with ``units`` text i holds one token shifted by ``shift`` along
+    unit ``units[i]`` (its "word")."""
+    gen = torch.Generator().manual_seed(seed)
+    texts = []
+    for i in range(n):
+        x = torch.randn(int(torch.randint(6, 13, (1,), generator=gen)), d, generator=gen)
+        if units is not None:
+            x[int(torch.randint(0, x.shape[0], (1,), generator=gen)), units[i]] += shift
+        texts.append(x)
+    return texts
+
+
+def test_held_out_shares_tell_a_gate_that_generalises_from_one_that_knows_only_its_texts():
+    from act_core.info import describe_maps, gate_report
+
+    d, n = 48, 40
+    # one "word" shared by every source text: a gate fitted on either fold reads the other
+    shared = _word_texts(n, d, 0, [0] * n)
+    target = _word_texts(n, d, 1, None)
+    gate = fit_sequence_gate("reader", shared, target, [x.abs().max(1).values > 5 for x in shared])
+    assert gate.heldout_source_on >= 0.8 and gate.heldout_target_on <= 0.1
+    # even texts use words 0-3, odd texts 4-7: each fold's words are new to the other
+    apart = _word_texts(n, d, 2, [i % 2 * 4 + i // 2 % 4 for i in range(n)], shift=16.0)
+    gate = fit_sequence_gate("reader", apart, target, [x.abs().max(1).values > 5 for x in apart])
+    assert gate.source_on >= 0.9 and gate.heldout_source_on <= 0.3  # training overstates it
+    assert "held out (2 folds)" in gate.describe()
+    assert fit_sequence_gate("reader", apart, target, heldout=False).heldout_source_on is None
+    assert fit_sequence_gate("reader", apart[:3], target[:3]).heldout_source_on is None
+    # the weak one is told, with the reason, in the fit's report and in act info
+    maps = MapSet({}, {}, gate)
+    warnings = gate_report(maps)[1]
+    held, trained = f"{100 * gate.heldout_source_on:.0f}%", f"{100 * gate.source_on:.0f}%"
+    assert len(warnings) == 1 and f"only {held} of the source texts it was not fitted on" in \
+        warnings[0]
+    assert f"{trained} of its own" in warnings[0] and "ungated" in warnings[0]
+    assert f"warning: the sequence gate switches on for only {held}" in describe_maps(maps)
+    good = MapSet({}, {}, fit_sequence_gate("reader", shared, target))
+    assert gate_report(good)[1] == [] and "warning" not in describe_maps(good)
+
+
 def test_a_quantile_threshold_lets_that_share_of_target_tokens_pass():
     source, target = _tokens(40, 8, 0, True), _tokens(40, 8, 1, False)
     positives = [x[:, 0] > 4.0 for x in source]
@@ -331,11 +373,15 @@ def test_file_is_format_3_older_readers_refuse_it_and_info_shows_the_gate(tiny, 
     assert torch.equal(back.weight, gated.sequence_gate.weight)
     assert back.bias == gated.sequence_gate.bias and back.site == "model.embed_tokens"
     assert back.pooling == "max" and back.margin == 0.0
-    draft = MapSet(dict(gated), {}, dataclasses.replace(gated.sequence_gate, pooling="draft",
-                                                        margin=0.25))
+    assert back.heldout_source_on is None and back.heldout_target_on is None  # not measured
+    draft = MapSet(dict(gated), {}, dataclasses.replace(
+        gated.sequence_gate, pooling="draft", margin=0.25, heldout_source_on=0.375,
+        heldout_target_on=0.0625))
     save_maps(tmp_path / "draft.safetensors", draft)
     again = load_maps(tmp_path / "draft.safetensors")
     assert again.sequence_gate.pooling == "draft" and again.sequence_gate.margin == 0.25
+    assert (again.sequence_gate.heldout_source_on, again.sequence_gate.heldout_target_on) == (
+        0.375, 0.0625)
     assert again.metadata["version"] == 4  # a reader of format 3 knows no look-ahead
     monkeypatch.setattr(mapfile_module, "VERSION", 3)
     with pytest.raises(MapFileError, match="newer act_core .format version 4"):
