@@ -11,7 +11,8 @@ import torch
 
 from act_core.mapset import MapSet
 
-__all__ = ["WEAK_GATE_AUROC", "WEAK_SEQUENCE_GATE_ON", "describe_maps", "gate_report"]
+__all__ = ["WEAK_GATE_AUROC", "WEAK_SEQUENCE_GATE_ON", "describe_maps", "gate_report",
+           "sequence_gate_warnings"]
 
 #: Below this median held-out AUROC the per-site gates are reported as unable to tell the
 #: source from the target (0.5 = chance).
@@ -35,10 +36,9 @@ def describe_maps(maps: MapSet, name: str | Path = "maps") -> str:
              + (", one sequence gate" if maps.sequence_gate is not None else "")
              + ("" if gated or maps.sequence_gate is not None else ", no gate"),
              f"model: {json.dumps(meta.get('model'))}"]
-    gate_line, gate_warnings = gate_report(maps)
     if maps.sequence_gate is not None:
         lines.append(maps.sequence_gate.describe())
-        lines += [f"warning: {w}" for w in gate_warnings if "sequence gate" in w]
+        lines += [f"warning: {w}" for w in sequence_gate_warnings(maps.sequence_gate)]
     extra = dict(meta.get("extra") or {})
     report, words = extra.pop("diagnosis", None), extra.pop("gate_words", None)
     auto = extra.pop("auto", None)
@@ -52,7 +52,8 @@ def describe_maps(maps: MapSet, name: str | Path = "maps") -> str:
         gate = f" {tmap.gate.describe()}" if tmap.gate is not None else ""
         lines.append(f"  {site}  D={tmap.dim} mode={tmap.mode} n={tmap.n_source}/"
                      f"{tmap.n_target} guarded={tmap.guarded} kept={kept}{gate}")
-    lines += [gate_line] if gate_line else []
+    gates = gate_report(maps)[0]
+    lines += [gates] if gates else []
     if auto:  # sites = auto: the measured choice
         from act_core.selection import Selection
 
@@ -62,22 +63,26 @@ def describe_maps(maps: MapSet, name: str | Path = "maps") -> str:
     return "\n".join(lines)
 
 
-def gate_report(maps: Mapping[str, object]) -> tuple[str, list[str]]:
-    """What the per-site gates of ``maps`` learned, as one line ("" when none is gated), and a
-    warning when they barely tell the source from the target: a median held-out AUROC
-    (:func:`act_core.gate.heldout_auroc`; the training AUROC for gates that lack it) below
-    :data:`WEAK_GATE_AUROC`."""
-    seq = getattr(maps, "sequence_gate", None)
-    seq_warnings = []
-    if seq is not None and seq.heldout_source_on is not None and (
-            seq.heldout_source_on < WEAK_SEQUENCE_GATE_ON):
-        seq_warnings.append(
-            f"the sequence gate switches on for only {100 * seq.heldout_source_on:.0f}% of "
-            f"the source texts it was not fitted on (2 folds; {100 * seq.source_on:.0f}% of "
+def sequence_gate_warnings(gate) -> list[str]:
+    """A warning when a sequence gate switches on for fewer than :data:`WEAK_SEQUENCE_GATE_ON`
+    of the source texts it was not fitted on (none when that was not measured)."""
+    if gate is None or gate.heldout_source_on is None or (
+            gate.heldout_source_on >= WEAK_SEQUENCE_GATE_ON):
+        return []
+    return [f"the sequence gate switches on for only {100 * gate.heldout_source_on:.0f}% of "
+            f"the source texts it was not fitted on (2 folds; {100 * gate.source_on:.0f}% of "
             "its own), so it will leave many inputs that need the maps unsteered: it knows "
             "what its texts show (act info lists the words) and little beyond. Add source "
             "texts that show what your inputs hold, lower the threshold (act fit "
-            "--gate-quantile 0.999), or use the maps ungated")
+            "--gate-quantile 0.999), or use the maps ungated"]
+
+
+def gate_report(maps: Mapping[str, object]) -> tuple[str, list[str]]:
+    """What the per-site gates of ``maps`` learned, as one line ("" when none is gated), and
+    warnings: when they barely tell the source from the target (a median held-out AUROC,
+    :func:`act_core.gate.heldout_auroc`, or the training AUROC for gates that lack it, below
+    :data:`WEAK_GATE_AUROC`), and :func:`sequence_gate_warnings` for a set's sequence gate."""
+    seq_warnings = sequence_gate_warnings(getattr(maps, "sequence_gate", None))
     gates = [(site, tmap.gate) for site, tmap in maps.items()
              if getattr(tmap, "gate", None) is not None]
     if not gates:
