@@ -46,10 +46,22 @@ does, the gate stays as shipped and this run is reported as a measurement of the
 
 Outcome of the first two runs (readers after 2, 4, 6 layers): no setting qualifies; the best
 recall within 10% benign passing is 0.48 (``pairs86``, 6 layers, the benign 0.1 threshold:
-9.9% benign passing), the shipped gate's (2 layers, strict + 0.1 sd) 0.37 at 7.2%. A third run, its rule written after those numbers and before any run of
-its own: the same four gates and rule with readers after 10, 15 and 20 layers
-(``--layers 10 15 20 --gates pairs86 own own_neg mil``), deeper residual streams that the
-template probe found to carry more of a text's offensiveness (docs/results_gate.md).
+9.9% benign passing), the shipped gate's (2 layers, strict + 0.1 sd) 0.37 at 7.2%. A third
+run, its rule written after those numbers and before any run of its own: the same four gates
+and rule with readers after 10, 15 and 20 layers (``--layers 10 15 20 --gates pairs86 own
+own_neg mil``), deeper residual streams that the template probe found to carry more of a
+text's offensiveness (docs/results_gate.md).
+
+Outcome of the third run: no setting qualifies (best within 10% benign passing: 0.49, ``own``
+after 10 or 20 layers). ``llm_gate_lexicon_ceiling`` then showed that no word list reaches
+0.90 at that benign rate (0.62-0.69): the judge weighs words together. A fourth run, its rule
+written after those numbers and before any run of its own: ``mil_mean``, the ``mil`` probe
+with the mean of the token scores in place of their smooth max (a linear text classifier on
+the reader's token activations, of the judge's own form: a weighted sum over the text),
+trained and thresholded as ``mil`` (benign rates only), readers after 2, 6 and 10 layers,
+held to the same rule (``--layers 2 6 10 --gates mil_mean``). Applying it would need a mean
+pooling of the draft's scores, which the shipped gate does not have: it is built only if
+this qualifies.
 
     ACT_CACHE_DIR=/tmp/act_cache .venv/bin/python -m benchmarks.llm_gate_own_heldout \\
         --raw /tmp/own_a.json /tmp/own_b.json /tmp/own_c.json /tmp/own_d.json \\
@@ -119,8 +131,9 @@ def token_activations(model, tokenizer, texts: list[str], layers: list[int],
 
 
 def fit_mil_gate(site: str, texts: list, labels: list, steps: int = 300, lr: float = 0.01,
-                 weight_decay: float = 1e-3) -> SequenceGate:
-    """A sequence gate whose probe is learned from labelled texts (the ``mil`` gate above)."""
+                 weight_decay: float = 1e-3, pooling: str = "lse") -> SequenceGate:
+    """A sequence gate whose probe is learned from labelled texts (the ``mil`` gate above;
+    ``pooling`` ``"mean"``: ``mil_mean``, the text's score is the mean of its token scores)."""
     keep = [k for k, a in enumerate(texts) if a.shape[0]]
     acts = [texts[k].float() for k in keep]
     y = torch.tensor([float(labels[k]) for k in keep])
@@ -135,9 +148,13 @@ def fit_mil_gate(site: str, texts: list, labels: list, steps: int = 300, lr: flo
     opt = torch.optim.Adam([w, b], lr=lr, weight_decay=weight_decay)
     pos_weight = (1 - y).sum() / y.sum().clamp(min=1)
     for _ in range(steps):
-        scores = torch.full((len(acts), int(lengths.max())), float("-inf"))
-        scores = scores.index_put((row, col), z @ w)
-        pooled = torch.logsumexp(scores, 1) + b
+        if pooling == "mean":
+            token = z @ w
+            pooled = torch.zeros(len(acts)).index_add(0, row, token) / lengths + b
+        else:
+            scores = torch.full((len(acts), int(lengths.max())), float("-inf"))
+            scores = scores.index_put((row, col), z @ w)
+            pooled = torch.logsumexp(scores, 1) + b
         loss = torch.nn.functional.binary_cross_entropy_with_logits(pooled, y,
                                                                     pos_weight=pos_weight)
         opt.zero_grad()
@@ -158,7 +175,7 @@ def main(argv=None) -> dict:
     p.add_argument("--negatives", type=int, default=1500)
     p.add_argument("--benign-rates", nargs="+", type=float, default=[0.05, 0.10])
     p.add_argument("--gates", nargs="+", default=["pairs86", "own", "own_neg"],
-                   choices=("pairs86", "own", "own_neg", "mil"))
+                   choices=("pairs86", "own", "own_neg", "mil", "mil_mean"))
     p.add_argument("--limit", type=int, default=None, help="smoke: first N raw rows")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
@@ -179,7 +196,8 @@ def main(argv=None) -> dict:
 
     texts = [" ".join((prefixes[r["prefix"]] + r["continuation"]).split()) for r in rows]
     toxic = [r["p_toxic"] >= 0.5 for r in rows]
-    whole_toxic = (toxicity_probability(texts) >= 0.5).tolist() if "mil" in args.gates else None
+    mil = {"mil", "mil_mean"} & set(args.gates)
+    whole_toxic = (toxicity_probability(texts) >= 0.5).tolist() if mil else None
     benign = [prefix_p[r["prefix"]] < 0.5 for r in rows]
     prose = data.heldout_prose(564)[500:]
     soft = {i: soften(t) for i, t in enumerate(texts) if toxic[i] and soften(t) != t}
@@ -219,26 +237,29 @@ def main(argv=None) -> dict:
             }
             variants["own_neg"] = (variants["own"][0], variants["own"][1] + [A[i] for i in tr_neg],
                                    variants["own"][2])
-            if "mil" in args.gates:
+            if mil:
                 tr_all = [i for i in range(n) if rows[i]["prefix"] in train
                           or prefixes[rows[i]["prefix"]] in in86]
                 variants["mil"] = ([A[i] for i in tr_all] + s86 + t86,
                                    [whole_toxic[i] for i in tr_all] + [True] * len(s86)
                                    + [False] * len(t86), None)
+                variants["mil_mean"] = variants["mil"]
             for name, (s, t, pos) in variants.items():
                 if name not in args.gates:
                     continue
-                if name == "mil":
-                    gate = fit_mil_gate(reader_site(model, layers), s, t)
+                if name in ("mil", "mil_mean"):
+                    gate = fit_mil_gate(reader_site(model, layers), s, t,
+                                        pooling="mean" if name == "mil_mean" else "lse")
                 else:
                     gate = fit_sequence_gate(reader_site(model, layers), [x.float() for x in s],
                                              [x.float() for x in t], pos)
 
-                def peaks(idx, gate=gate, A=A):
-                    return torch.tensor([float(gate.scores(A[i].float()).max())
-                                         if A[i].shape[0] else -1e9 for i in idx])
+                def peaks(idx, gate=gate, A=A, mean=name == "mil_mean"):
+                    scores = [gate.scores(A[i].float()) for i in idx]
+                    return torch.tensor([float(x.mean() if mean else x.max()) if x.shape[0]
+                                         else -1e9 for x in scores])
 
-                if name == "mil":
+                if name in ("mil", "mil_mean"):
                     cuts = {}
                 else:
                     spread = float(torch.cat([gate.scores(x.float()) for x in t]).std())
