@@ -157,9 +157,18 @@ def _site_loss(z: torch.Tensor, rows: torch.Tensor, quantiles: torch.Tensor,
         return ((sorted_z - quantiles) ** 2).mean(dim=0).sum() * weight
     pool = rows.clone()
     pool[slots] = z.detach().to(pool.dtype)
-    ranks = pool.argsort(dim=0).argsort(dim=0)[slots]  # (B, D): rank of each batch row
-    paired = quantiles.gather(0, ranks)  # (B, D)
+    paired = quantiles.gather(0, _ranks(pool, slots))  # (B, D)
     return ((z - paired) ** 2).mean(dim=0).sum() * weight
+
+
+def _ranks(pool: torch.Tensor, slots: list[int]) -> torch.Tensor:
+    """Rank (B, D) of each of the rows ``slots`` of ``pool`` (R, D) among all R, per unit, as a
+    stable sort orders them: the rows that are smaller, plus the equal rows that come before
+    it (so a unit whose rows are all equal still spreads them over the target's quantiles).
+    Counting, one batch row at a time, is about ten times faster than sorting every unit's R
+    values twice (docs/results.md, LinEAS cost)."""
+    return torch.stack([(pool < pool[s]).sum(dim=0) + (pool[:s] == pool[s]).sum(dim=0)
+                        for s in slots])
 
 
 def _slots(batch: Sequence[int], rows: int, per_input: int, total: int) -> list[int] | None:

@@ -236,3 +236,19 @@ def test_the_report_tells_apart_sites_whose_long_names_end_alike():
     assert labels[0].startswith("input_blocks") and labels[1].startswith("output_blocks")
     assert all(label.endswith("attn2.to_out.0") and len(label) == 48 for label in labels[:2])
     assert short_site("abc", 48) == "abc"
+
+
+def test_batch_ranks_count_the_smaller_rows_of_each_unit_as_a_double_sort_does():
+    from act_core.lineas import _ranks
+
+    gen = torch.Generator().manual_seed(0)
+    pool = torch.randn(50, 7, generator=gen, dtype=torch.float64)
+    slots = [3, 17, 4, 49, 0]
+    expected = pool.argsort(dim=0).argsort(dim=0)[slots]  # distinct values: one order
+    assert torch.equal(_ranks(pool, slots), expected)
+    pool[10] = pool[3]  # a tie: the earlier row first, as a stable sort puts them
+    pool[:, 6] = 1.5  # a unit whose rows are all equal: their ranks are their order
+    stable = pool.argsort(dim=0, stable=True).argsort(dim=0)
+    assert torch.equal(_ranks(pool, [3, 10, 20]), stable[[3, 10, 20]])
+    assert _ranks(pool, [10])[0, 0] == _ranks(pool, [3])[0, 0] + 1
+    assert _ranks(pool, [20])[0, 6] == 20
