@@ -210,7 +210,8 @@ def test_sites_auto_scores_every_preset_on_held_out_prompts(case, clip_nodes):
     _, sites = clip_nodes.choose_text_sites(case.clip, auto["chosen"], "", "all", SOURCE[0])
     assert sorted(maps) == sorted(str(s) for s in sites)
     # the unsteered gap, by hand: the held-out prompts' conditioning, mean over tokens
-    held = [_encode(case.clip, text)[0].float().mean(1) for text in (SOURCE[-1], TARGET[-1])]
+    held = [_encode(case.clip, text)[0].detach().float().mean(1)
+            for text in (SOURCE[-1], TARGET[-1])]
     assert auto["baseline_gap"] == pytest.approx(float((held[0] - held[1]).pow(2).mean()),
                                                  rel=1e-5)
     if case.family == "SDXL":
