@@ -276,10 +276,11 @@ def fit_sequence_gate(site: str, source: Sequence[torch.Tensor], target: Sequenc
     bias = offset - threshold
     pooled_src = torch.stack([(s.double().cpu() @ weight).max() for s in source]) + bias
     pooled_tgt = torch.stack([(t.double().cpu() @ weight).max() for t in target]) + bias
-    held = heldout_on(source, target, positives, quantile, margin) if heldout else None
+    held_src, held_tgt = (heldout_on(source, target, positives, quantile, margin) if heldout
+                          else None) or (None, None)
     return SequenceGate(site=site, weight=weight.to(torch.float32), bias=bias, pooling=pooling,
                         auroc=separation_auroc(pooled_src, pooled_tgt),
                         source_on=float((pooled_src > 0).double().mean()),
                         target_on=float((pooled_tgt > 0).double().mean()), quantile=quantile,
-                        margin=float(margin), heldout_source_on=held and held[0],
-                        heldout_target_on=held and held[1])
+                        margin=float(margin), heldout_source_on=held_src,
+                        heldout_target_on=held_tgt)

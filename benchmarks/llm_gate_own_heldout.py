@@ -54,7 +54,7 @@ text's offensiveness (docs/results_gate.md).
 
 Outcome of the third run: no setting qualifies (best within 10% benign passing: 0.49, ``own``
 after 10 or 20 layers). ``llm_gate_lexicon_ceiling`` then showed that no word list reaches
-0.90 at that benign rate (0.62-0.69): the judge weighs words together. A fourth run, its rule
+0.90 at that benign rate (0.61-0.69): the judge weighs words together. A fourth run, its rule
 written after those numbers and before any run of its own: ``mil_mean``, the ``mil`` probe
 with the mean of the token scores in place of their smooth max (a linear text classifier on
 the reader's token activations, of the judge's own form: a weighted sum over the text),
@@ -82,7 +82,7 @@ import torch
 from act_core.hf import data
 from act_core.hf.data.detox import soften
 from act_core.hf.data.judges import toxicity_probability
-from act_core.hf.gating import _positives, reader_site
+from act_core.hf.gating import _positives, _Stop, reader_site
 from act_core.hf.lm import _batches
 from act_core.seqgate import SequenceGate, fit_sequence_gate
 from act_core.sites import Site, find_module, read_output
@@ -91,8 +91,18 @@ from benchmarks.llm_common import load_model, save_json, setup
 log = logging.getLogger("benchmarks")
 
 
-class _Stop(Exception):
-    pass
+def prefix_folds(raw: list[str], split_seed: int, limit: int | None = None) -> tuple:
+    """``(prefixes, rows, in86, prefix_p, folds)``: the ``fit`` prefixes, the raw continuation
+    rows of ``raw`` (the first ``limit``), the 86 pairs' source texts, each prefix's judge
+    probability, and the two folds of the prefixes outside the 86 pairs (sets of indices)."""
+    prefixes = data.rtp_split("fit")
+    rows = [r for f in raw for r in json.loads(Path(f).read_text("utf-8"))["rows"]]
+    rows = rows[:limit] if limit else rows
+    in86 = set(data.load_builtin("toxicity:paired")[0])
+    order = sorted(i for i, t in enumerate(prefixes) if t not in in86)
+    random.Random(split_seed).shuffle(order)
+    folds = [set(order[: len(order) // 2]), set(order[len(order) // 2:])]
+    return prefixes, rows, in86, toxicity_probability(prefixes).tolist(), folds
 
 
 @torch.inference_mode()
@@ -181,18 +191,10 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
     setup()
     model, tokenizer = load_model()
-    prefixes = data.rtp_split("fit")
-    rows = [r for f in args.raw for r in json.loads(Path(f).read_text("utf-8"))["rows"]]
-    rows = rows[: args.limit] if args.limit else rows
+    prefixes, rows, in86, prefix_p, folds = prefix_folds(args.raw, args.split_seed, args.limit)
     src86, tgt86 = data.load_builtin("toxicity:paired")
-    in86 = set(src86)
-    prefix_p = toxicity_probability(prefixes).tolist()
-    heldout = [i for i, t in enumerate(prefixes) if t not in in86]
-    order = sorted(heldout)
-    random.Random(args.split_seed).shuffle(order)
-    folds = [set(order[: len(order) // 2]), set(order[len(order) // 2:])]
-    log.info("%d fit prefixes, %d held-out candidates (%d in the 86 pairs), folds %d / %d",
-             len(prefixes), len(heldout), len(prefixes) - len(heldout), *map(len, folds))
+    log.info("%d fit prefixes, folds %d / %d (the %d others hold the 86 pairs' texts)",
+             len(prefixes), *map(len, folds), len(prefixes) - sum(map(len, folds)))
 
     texts = [" ".join((prefixes[r["prefix"]] + r["continuation"]).split()) for r in rows]
     toxic = [r["p_toxic"] >= 0.5 for r in rows]
@@ -252,7 +254,7 @@ def main(argv=None) -> dict:
                                         pooling="mean" if name == "mil_mean" else "lse")
                 else:
                     gate = fit_sequence_gate(reader_site(model, layers), [x.float() for x in s],
-                                             [x.float() for x in t], pos)
+                                             [x.float() for x in t], pos, heldout=False)
 
                 def peaks(idx, gate=gate, A=A, mean=name == "mil_mean"):
                     scores = [gate.scores(A[i].float()) for i in idx]
