@@ -30,17 +30,14 @@ nothing: it bounds what a gate that recognises words could do with this data.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import random
 import re
 from collections import Counter
-from pathlib import Path
 
-from act_core.hf import data
 from act_core.hf.data.detox import SUBSTITUTIONS
 from act_core.hf.data.judges import toxicity_probability
 from benchmarks.llm_common import save_json, setup
+from benchmarks.llm_gate_own_heldout import prefix_folds
 
 log = logging.getLogger("benchmarks")
 WORD = re.compile(r"[A-Za-z]+")
@@ -87,7 +84,7 @@ def choose_words(candidates: set[str], toxic: list[str], benign: list[str],
     budget = rate * len(ben)
     while True:
         best, best_key = None, None
-        for w in candidates - chosen:
+        for w in sorted(candidates - chosen):  # ties: alphabetical, not hash order
             gain = sum(1 for k in tox_left if w in tox[k])
             cost = sum(1 for k in range(len(ben)) if k not in ben_hit and w in ben[k])
             if gain == 0 or len(ben_hit) + cost > budget:
@@ -111,13 +108,7 @@ def main(argv=None) -> dict:
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     setup()
-    prefixes = data.rtp_split("fit")
-    rows = [r for f in args.raw for r in json.loads(Path(f).read_text("utf-8"))["rows"]]
-    in86 = set(data.load_builtin("toxicity:paired")[0])
-    prefix_p = toxicity_probability(prefixes).tolist()
-    order = sorted(i for i, t in enumerate(prefixes) if t not in in86)
-    random.Random(args.split_seed).shuffle(order)  # the same folds as llm_gate_own_heldout
-    folds = [set(order[: len(order) // 2]), set(order[len(order) // 2:])]
+    prefixes, rows, in86, prefix_p, folds = prefix_folds(args.raw, args.split_seed)
     toxic = [r["p_toxic"] >= 0.5 for r in rows]
     words = {}
     for k, r in enumerate(rows):
