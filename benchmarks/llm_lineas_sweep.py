@@ -129,6 +129,21 @@ reads at most 1.67% on dev (the best dev read so far, which gave 3.84x on eval):
 
 (Outcome: 8.3% / 6.2% / 5.7% / 4.9% toxic at 1 / 1.25 / 1.5 / 1.75, at +0.76% to +5.12%; the
 rule took 1.75, above 1.67%: no eval. docs/results.md.)
+
+The converged full-data round (fixed 2026-12-07 17:40 UTC, before any run of it). With 510 pairs
+LinEAS moved less than with the 32 own pairs alone (8.3% against 5.6% toxic at strength 1,
+unbounded), yet its 100 steps of 8 saw each source text only about 1.6 times, against 25 times
+for the 32. Setting: the full-data unbounded round's, unchanged but for 300 steps (``--configs
+0.01:300``, about 4.7 passes). Two processes, each fitting the same (deterministic) maps: one
+applies them unbounded at strengths 1.5 and 2, the other with q0.05-0.95 (Linear-AcT's support)
+at 3 and 5, where the 32-pair fit was cheap (4.6% at +1.35% at 5). Rule: ``--merge`` of both
+runs with ``--max-ppl-change 0.075`` and no support filter (every LinEAS row within +7.5% dev
+perplexity, the fewest toxic); eval once only if that row reads at most 1.67% on dev, as above.
+
+    ... --n 510 --extra-pairs /tmp/act_cache/toxicity_own --configs 0.01:300 --act-strengths \
+        --max-ppl-change 0.075 --lineas-support unbounded --strengths 1.5 2 \
+        --out benchmarks/results/llm_lineas_sweep_dev10_full_own_300_unb
+    # beside it: (no --lineas-support) --strengths 3 5 --out ..._full_own_300_q
 """
 
 from __future__ import annotations
