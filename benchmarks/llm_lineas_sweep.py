@@ -130,7 +130,7 @@ reads at most 1.67% on dev (the best dev read so far, which gave 3.84x on eval):
 (Outcome: 8.3% / 6.2% / 5.7% / 4.9% toxic at 1 / 1.25 / 1.5 / 1.75, at +0.76% to +5.12%; the
 rule took 1.75, above 1.67%: no eval. docs/results.md.)
 
-The converged full-data round (fixed 2026-12-07 17:40 UTC, before any run of it). With 510 pairs
+The converged full-data round (fixed 2026-12-07 17:21 UTC, before any run of it). With 510 pairs
 LinEAS moved less than with the 32 own pairs alone (8.3% against 5.6% toxic at strength 1,
 unbounded), yet its 100 steps of 8 saw each source text only about 1.6 times, against 25 times
 for the 32. Setting: the full-data unbounded round's, unchanged but for 300 steps (``--configs
