@@ -371,7 +371,8 @@ def _fit(model, parsed, run_source, n_source, run_target, config, progress, devi
         seen, moved = _pass(state, run_source, n_source, size, keys)
     _report(progress, total, total)
     maps = {k: _build(k, state, seen[k], target[k].shape[0], recorder.layouts[k]) for k in keys}
-    log.info("LinEAS: %d steps, loss %.4g -> %.4g, %d of %d sites kept", config.steps,
+    log.info("LinEAS: %d steps (%.1f passes over the %d source inputs), loss %.4g -> %.4g, "
+             "%d of %d sites kept", config.steps, config.steps * size / n_source, n_source,
              losses[0], losses[-1], sum(1 for m in maps.values() if bool(m.moved_units.any())),
              len(maps))
     return LineasFit(maps=maps, source=source, target=target, transported=moved, losses=losses)

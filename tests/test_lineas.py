@@ -123,6 +123,16 @@ def test_the_same_seed_gives_the_same_maps_and_another_seed_other_maps():
     assert not torch.equal(first.maps["a"].shift, other.maps["a"].shift)
 
 
+def test_the_fit_says_how_often_it_drew_each_source_input(caplog):
+    """Too few passes over the source stop the maps short (docs/results.md, the converged
+    full-data round), so the log line says how many there were: 6 steps of 4 over 12 inputs."""
+    model = Tokens()
+    source, target = _data((5, 4), 12, 12)
+    with caplog.at_level("INFO", logger="act_core.lineas"):
+        _fit(model, ["a"], source, target, steps=6, batch_size=4)
+    assert "6 steps (2.0 passes over the 12 source inputs)" in caplog.text
+
+
 def test_group_sparsity_switches_off_sites_and_a_strong_one_all_of_them():
     model = Tokens()
     source, target = _data((5, 4), 32, 32)
