@@ -86,6 +86,7 @@ class LineasConfig:
     group: float = 0.0  # per-site group threshold, a fraction of lr * sqrt(2 D) per step
     seed: int = 0  # order of the source batches
     init: str = "identity"  # start: "identity" or "linear_act" (each site's closed-form map)
+    scale: bool = True  # learn omega; False: shifts only (omega held at 1)
 
     def __post_init__(self) -> None:
         if self.init not in INITS:
@@ -311,7 +312,7 @@ def _fit(model, parsed, run_source, n_source, run_target, config, progress, devi
     scales = {k: (s.clamp(min=1e-3 * float(s.mean()) + 1e-12)).float().to(device)
               for k, s in std.items()}
     weights = {k: 1.0 / max(float((s ** 2).sum()), 1e-12) for k, s in std.items()}
-    state = _State(keys, widths, scales, device)
+    state = _State(keys, widths, scales, device, learn_scale=config.scale)
     state.layouts = dict(recorder.layouts)
     optimiser = torch.optim.Adam(state.params(), lr=config.lr)
     losses: list[float] = []

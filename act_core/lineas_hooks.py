@@ -42,8 +42,10 @@ class _State:
     """Parameters, per-call records and the recorder interface hosts see (``token_mask``)."""
 
     def __init__(self, keys: Sequence[str], widths: dict[str, int], scales: dict[str, torch.Tensor],
-                 device: torch.device) -> None:
-        self.delta = {k: torch.zeros(widths[k], device=device, requires_grad=True) for k in keys}
+                 device: torch.device, learn_scale: bool = True) -> None:
+        self.learn_scale = learn_scale  # False: omega stays 1, only the shifts are learned
+        self.delta = {k: torch.zeros(widths[k], device=device, requires_grad=learn_scale)
+                      for k in keys}
         self.shift = {k: torch.zeros(widths[k], device=device, requires_grad=True) for k in keys}
         self.scales = scales  # (D,) per site: beta = scales * shift
         self.token_mask: torch.Tensor | None = None
@@ -53,7 +55,7 @@ class _State:
         self.moved: dict[str, list[torch.Tensor]] = {k: [] for k in keys}
 
     def params(self) -> list[torch.Tensor]:
-        return [*self.delta.values(), *self.shift.values()]
+        return [*(self.delta.values() if self.learn_scale else ()), *self.shift.values()]
 
     def coefficients(self, key: str) -> tuple[torch.Tensor, torch.Tensor]:
         """``omega`` and ``beta`` (D,) of a site, differentiable."""
@@ -65,11 +67,16 @@ class _State:
 
     def warm_start(self, source: dict[str, torch.Tensor], target: dict[str, torch.Tensor]
                    ) -> None:
-        """Set every site to its own Linear-AcT map (unmodified source -> target samples)."""
+        """Set every site to its own Linear-AcT map (unmodified source -> target samples); with
+        shifts only, to the difference of the means."""
         from .estimators import linear_act
 
         with torch.no_grad():
             for key, delta in self.delta.items():
+                if not self.learn_scale:
+                    gap = target[key].mean(dim=0) - source[key].mean(dim=0)
+                    self.shift[key].copy_(gap.to(delta) / self.scales[key])
+                    continue
                 fitted = linear_act(source[key], target[key])
                 delta.copy_((fitted.scale - 1.0).to(delta))
                 self.shift[key].copy_(fitted.shift.to(delta) / self.scales[key])

@@ -310,6 +310,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--lineas-lr", type=float, default=0.01, help="act fit's default")
     p.add_argument("--lineas-decay", type=float, default=1.0)
     p.add_argument("--lineas-init", choices=INITS, default="identity")
+    p.add_argument("--lineas-shift-only", action="store_true",
+                   help="LinEAS learns shifts only (omega held at 1)")
     p.add_argument("--sparsity", type=float, default=0.0)
     p.add_argument("--unit-z", type=float, default=0.0,
                    help="Linear-AcT: keep units whose source-target mean difference exceeds "
@@ -346,7 +348,7 @@ def _fit(model, tokenizer, source, target, sites, method, args, held=None,
          skip_first_token: bool = False) -> tuple[dict, float, float, float | None]:
     config = LineasConfig(steps=args.lineas_steps, batch_size=args.lineas_batch,
                           lr=args.lineas_lr, decay=args.lineas_decay, group=args.sparsity,
-                          init=args.lineas_init)
+                          init=args.lineas_init, scale=not args.lineas_shift_only)
     start = time.perf_counter()
     samples: dict = {}
     maps = hf.fit_lm(model, tokenizer, source, target, _presets(sites), method=method,

@@ -144,6 +144,30 @@ perplexity, the fewest toxic); eval once only if that row reads at most 1.67% on
         --max-ppl-change 0.075 --lineas-support unbounded --strengths 1.5 2 \
         --out benchmarks/results/llm_lineas_sweep_dev10_full_own_300_unb
     # beside it: (no --lineas-support) --strengths 3 5 --out ..._full_own_300_q
+
+(Outcome: unbounded 3.4% at +5.50% (1.5, chosen), 2.2% at +11.27% (2); q0.05-0.95 5.0% at
++2.02% (3), 3.4% at +7.61% (5): above 1.67%, no eval. docs/results.md.)
+
+The shift-only round (fixed 2026-12-07 18:06 UTC, before any run of it). LinEAS's loss reads
+pooled text means, whose spread across texts is small, but its maps scale every token: a scale
+that narrows or widens the pooled spread moves each token's activation by that factor, a cost
+the loss never sees, while a shift moves the pooled mean and the tokens alike. Linear-AcT's
+maps on these pairs are near-pure shifts (scales 0.95-1.05 for 80% of units). Setting: the
+own-pairs round's (the first 32 own pairs alone, the 120 sites, lr 0.01, 100 steps, batch 8,
+the next 32 held out), with ``--lineas-shift-only`` (``LineasConfig.scale = False``: omega held
+at 1), applied unbounded (as learned) at strengths 1, 1.5, 2 and 3; the 10-seed dev read; the
+rule at the top against the own-pairs round's Linear-AcT row (q0.05-0.95, strength 1: 2.9% at
+-2.70%), over these rows only. Eval once, only if the chosen row's dev toxic fraction is at
+most Linear-AcT's: ``llm_lineas_small --parts small --split eval --limit 240 --seeds 0 1 2`` on
+the same pairs, ``--lineas-shift-only --lineas-support unbounded --lineas-strength S``.
+Whatever the rule says, the rows are read against the own-pairs rounds' LinEAS rows with
+scales (unbounded: 5.6% / 3.0% / 2.1% at 1 / 1.5 / 2, +1.58% / +5.00% / +10.35%).
+
+    ... the own-pairs round's command with --act-strengths --lineas-shift-only \
+        --lineas-support unbounded --strengths 1 1.5 (and 2 3) \
+        --out benchmarks/results/llm_lineas_sweep_dev10_own_shift_{a,b}
+    python -m benchmarks.llm_lineas_sweep --merge benchmarks/results/llm_lineas_sweep_dev10_own_a.json \
+        benchmarks/results/llm_lineas_sweep_dev10_own_shift_{a,b}.json --lineas-support unbounded
 """
 
 from __future__ import annotations
@@ -269,7 +293,9 @@ def main(argv=None) -> dict:
         support = small.toxicity_support(args, method)
         res = evaluate(model, tokenizer, prompts, maps, strength, args, support)
         rows.append({"method": method, "lr": lr, "steps": steps, "init": init, "decay": decay,
-                     "strength": strength, "support": support, "toxic": res["toxic"],
+                     "strength": strength, "support": support,
+                     "shift_only": method == "lineas" and args.lineas_shift_only,
+                     "toxic": res["toxic"],
                      "toxic_per_seed": res["toxic_per_seed"], "ppl": res["ppl"],
                      "ppl_change": res["ppl"] / base["ppl"] - 1.0,
                      "fit_seconds": fit_seconds, "held_closed": held_closed})

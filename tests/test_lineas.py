@@ -133,6 +133,19 @@ def test_the_fit_says_how_often_it_drew_each_source_input(caplog):
     assert "6 steps (2.0 passes over the 12 source inputs)" in caplog.text
 
 
+def test_shifts_only_keep_every_scale_at_one_and_still_carry_a_shift():
+    model = Tokens()
+    source, target = _data((5, 4), 24, 24, shift=1.5, scale=1.0)
+    fitted = _fit(model, ["a", "norm"], source, target, scale=False)
+    warm = _fit(model, ["a", "norm"], source, target, scale=False, init="linear_act", steps=1)
+    report = diagnose(fitted.source, fitted.target, fitted.maps, fitted.transported)
+    for site in ("a", "norm"):
+        for maps in (fitted.maps, warm.maps):
+            assert torch.equal(maps[site].scale, torch.ones_like(maps[site].scale))
+        assert fitted.maps[site].shift.abs().max() > 0.1
+    assert report.closed > 0.5, report.closed
+
+
 def test_group_sparsity_switches_off_sites_and_a_strong_one_all_of_them():
     model = Tokens()
     source, target = _data((5, 4), 32, 32)

@@ -90,6 +90,8 @@ def _add_fit(sub) -> None:
     lin.add_argument("--lineas-init", choices=INITS, default="identity",
                      help="start at the identity (default) or at every site's own Linear-AcT "
                           "map, which the end-to-end steps then correct")
+    lin.add_argument("--lineas-shift-only", action="store_true",
+                     help="learn shifts only (every scale held at 1)")
     lin.add_argument("--sparsity", type=float, default=0.0,
                      help="group penalty that switches off unneeded sites (default 0)")
     lin.add_argument("--l1", type=float, default=0.0,
@@ -210,7 +212,7 @@ def lineas_config(args: argparse.Namespace) -> Any:
 
     return LineasConfig(steps=args.lineas_steps, batch_size=args.lineas_batch, lr=args.lineas_lr,
                         decay=args.lineas_decay, group=args.sparsity, l1=args.l1, seed=args.seed,
-                        init=args.lineas_init)
+                        init=args.lineas_init, scale=not args.lineas_shift_only)
 
 
 def _check_units(args: argparse.Namespace, n_source: int, n_target: int) -> None:
