@@ -166,7 +166,8 @@ scales (unbounded: 5.6% / 3.0% / 2.1% at 1 / 1.5 / 2, +1.58% / +5.00% / +10.35%)
     ... the own-pairs round's command with --act-strengths --lineas-shift-only \
         --lineas-support unbounded --strengths 1 1.5 (and 2 3) \
         --out benchmarks/results/llm_lineas_sweep_dev10_own_shift_{a,b}
-    python -m benchmarks.llm_lineas_sweep --merge benchmarks/results/llm_lineas_sweep_dev10_own_a.json \
+    python -m benchmarks.llm_lineas_sweep --merge \
+        benchmarks/results/llm_lineas_sweep_dev10_own_a.json \
         benchmarks/results/llm_lineas_sweep_dev10_own_shift_{a,b}.json --lineas-support unbounded
 """
 
