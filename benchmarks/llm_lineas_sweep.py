@@ -169,6 +169,23 @@ scales (unbounded: 5.6% / 3.0% / 2.1% at 1 / 1.5 / 2, +1.58% / +5.00% / +10.35%)
     python -m benchmarks.llm_lineas_sweep --merge \
         benchmarks/results/llm_lineas_sweep_dev10_own_a.json \
         benchmarks/results/llm_lineas_sweep_dev10_own_shift_{a,b}.json --lineas-support unbounded
+
+(Outcome: shifts only, 6.1% / 4.8% / 3.4% / 1.6% toxic at 1 / 1.5 / 2 / 3, at -1.73% / -1.37%
+/ -0.22% / +4.60%: no row within -2.70%, so the rule took strength 1, more toxic than 2.9%: no
+eval. At matched perplexity half the toxic continuations of LinEAS with scales. docs/results.md.)
+
+The shift-only full-data round (fixed 2026-12-07 18:28 UTC, after the shift-only round's rows,
+before any run of it). Shifts only made LinEAS's trade twice as good on the 32 own pairs (1.6%
+at +4.6% where LinEAS with scales read 3.0% at +5.0%). Setting: the converged full-data
+round's, unchanged (510 pairs, 300 steps, unbounded) but for ``--lineas-shift-only``, at
+strengths 2 and 3.5 in one process and 2.5 and 3 in the other; its rule unchanged: every row
+within +7.5% dev perplexity, the fewest toxic; eval once only if that row reads at most 1.67%
+on dev: ``llm_lineas_small --parts full --split eval --limit 240 --seeds 0 1 2 --n 510
+--extra-pairs ... --lineas-steps 300 --lineas-shift-only --lineas-support unbounded
+--lineas-strength S``, read against the full-data criterion (>= 4x at <= +3%).
+
+    ... the converged round's command with --lineas-shift-only --lineas-support unbounded \
+        --strengths 2 3.5 (and 2.5 3) --out benchmarks/results/llm_lineas_sweep_dev10_full_own_shift_{a,b}
 """
 
 from __future__ import annotations
