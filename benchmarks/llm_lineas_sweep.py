@@ -185,7 +185,8 @@ on dev: ``llm_lineas_small --parts full --split eval --limit 240 --seeds 0 1 2 -
 --lineas-strength S``, read against the full-data criterion (>= 4x at <= +3%).
 
     ... the converged round's command with --lineas-shift-only --lineas-support unbounded \
-        --strengths 2 3.5 (and 2.5 3) --out benchmarks/results/llm_lineas_sweep_dev10_full_own_shift_{a,b}
+        --strengths 2 3.5 (and 2.5 3) \
+        --out benchmarks/results/llm_lineas_sweep_dev10_full_own_shift_{a,b}
 """
 
 from __future__ import annotations
