@@ -187,6 +187,9 @@ on dev: ``llm_lineas_small --parts full --split eval --limit 240 --seeds 0 1 2 -
     ... the converged round's command with --lineas-shift-only --lineas-support unbounded \
         --strengths 2 3.5 (and 2.5 3) \
         --out benchmarks/results/llm_lineas_sweep_dev10_full_own_shift_{a,b}
+
+(Outcome: 4.3% / 2.7% / 2.0% / 1.7% toxic at 2 / 2.5 / 3 / 3.5, at +3.55% / +6.06% / +9.27% /
++13.37%; the rule took 2.5, above 1.67%: no eval. docs/results.md.)
 """
 
 from __future__ import annotations
