@@ -190,6 +190,24 @@ on dev: ``llm_lineas_small --parts full --split eval --limit 240 --seeds 0 1 2 -
 
 (Outcome: 4.3% / 2.7% / 2.0% / 1.7% toxic at 2 / 2.5 / 3 / 3.5, at +3.55% / +6.06% / +9.27% /
 +13.37%; the rule took 2.5, above 1.67%: no eval. docs/results.md.)
+
+The shift-only written-pairs round (fixed 2026-12-07 19:09 UTC, before any run of it). The issue's
+small-data texts are the first 32 + 32 of ``toxicity:paired``, the first rounds' (Linear-AcT at
+1 read 4.8% at +6.90% on their 3-seed dev read, 3.3% at +2.5% on eval). Shifts only were cheap
+on the 32 own pairs; are they on these? Setting: those texts (the next 32 held out), the 120
+sites, ``act fit``'s LinEAS defaults (100 steps) with ``--lineas-shift-only``, applied unbounded
+at 1, 2 and 3, and Linear-AcT at 1 (q0.05-0.95), on the 10-seed dev read; the rule at the top
+(LinEAS rows at no more perplexity change than Linear-AcT's, the fewest toxic; none: the
+strength-1 row). Eval once, in this stop or a later one, only if the chosen row's dev toxic
+fraction is at most Linear-AcT's: ``llm_lineas_small --parts small --split eval --limit 240
+--seeds 0 1 2 --lineas-shift-only --lineas-support unbounded --lineas-strength S``.
+
+    ACT_CACHE_DIR=/tmp/act_cache OMP_NUM_THREADS=1 python -m benchmarks.llm_lineas_sweep \
+        --limit 90 --seeds 0 1 2 3 4 5 6 7 8 9 --ppl-texts 64 --configs 0.01:100 \
+        --baseline-from benchmarks/results/llm_toxicity_dev10_linear_act.json \
+        --lineas-shift-only --lineas-support unbounded --strengths 1 \
+        --out benchmarks/results/llm_lineas_sweep_dev10_written_shift_a
+    # beside it: --act-strengths --strengths 2 3 --out ..._written_shift_b; then --merge both
 """
 
 from __future__ import annotations
