@@ -208,6 +208,10 @@ fraction is at most Linear-AcT's: ``llm_lineas_small --parts small --split eval 
         --lineas-shift-only --lineas-support unbounded --strengths 1 \
         --out benchmarks/results/llm_lineas_sweep_dev10_written_shift_a
     # beside it: --act-strengths --strengths 2 3 --out ..._written_shift_b; then --merge both
+
+(Outcome: Linear-AcT 3.3% at +6.90%; shifts only 6.3% / 3.7% / 2.1% at 1 / 2 / 3, at +0.88% /
++5.10% / +12.76%; the rule took 2 (3.7%, 33 of 900 against Linear-AcT's 30): no eval.
+docs/results.md.)
 """
 
 from __future__ import annotations
