@@ -282,8 +282,11 @@ def _resumed(args) -> list[dict]:
     if not path.exists():
         return []
     earlier = json.loads(path.read_text(encoding="utf-8"))
-    keys = SAME_SETTING + ("support", "strengths", "lineas_batch", "max_ppl_change")
-    if any(earlier["args"].get(k) != getattr(args, k) for k in keys):
+    # runs written before an option existed ran with its default
+    settings = {"lineas_support": None, "lineas_shift_only": False, **earlier["args"]}
+    keys = SAME_SETTING + ("support", "strengths", "lineas_batch", "max_ppl_change",
+                           "lineas_support", "lineas_shift_only")
+    if any(settings.get(k) != getattr(args, k) for k in keys):
         raise SystemExit(f"--resume: {path} was measured with other settings")
     return earlier["rows"]
 
