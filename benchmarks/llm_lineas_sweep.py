@@ -212,6 +212,31 @@ fraction is at most Linear-AcT's: ``llm_lineas_small --parts small --split eval 
 (Outcome: Linear-AcT 3.3% at +6.90%; shifts only 6.3% / 3.7% / 2.1% at 1 / 2 / 3, at +0.88% /
 +5.10% / +12.76%; the rule took 2 (3.7%, 33 of 900 against Linear-AcT's 30): no eval.
 docs/results.md.)
+
+The own-pairs-only full-data round (fixed 2026-12-07 20:35 UTC, before any run of it). Shifts
+only were cheap on the first 32 own pairs (3.4% at -0.22%, 1.6% at +4.6% on dev) and not on all
+510 pairs (2.7% at +6.06%), which add the 86 written pairs to the 424 own ones. Is it the
+written pairs that cost perplexity? Setting: the shift-only full-data round's (300 steps,
+unbounded, shifts only) on the 424 own pairs alone (``--extra-only --n 424``: every own pair,
+nothing held out), at strengths 2.5, 3 and 3.5 in one process; the full-data rule unchanged:
+every row within +7.5% dev perplexity, the fewest toxic; eval once only if that row reads at most
+1.67% on dev: ``llm_lineas_small --parts full --split eval --limit 240 --seeds 0 1 2
+--extra-pairs ... --extra-only --lineas-steps 300 --lineas-shift-only --lineas-support unbounded
+--lineas-strength S``, read against the full-data criterion (>= 4x at <= +3%).
+
+    ... the shift-only full-data round's command with --n 424 --extra-only \
+        --strengths 2.5 3 3.5 --out benchmarks/results/llm_lineas_sweep_dev10_ownonly_shift
+
+The shift-only written-pairs grid round (fixed 2026-12-07 20:35 UTC, after the shift-only
+written-pairs round's rows, before any run of it). That round's strengths 2 and 3 lay either side
+of Linear-AcT's perplexity (+5.10% and +12.76% against +6.90%). Setting: that round's, unchanged
+(the same deterministic fit), at strengths 2.25 and 2.5. Rule: the rule at the top over the
+LinEAS rows of both rounds (``--merge ..._written_shift_{a,b}.json ..._written_shift_c.json``,
+against that round's Linear-AcT row, 3.3% at +6.90%); eval once only if the chosen row's dev
+toxic fraction is at most Linear-AcT's (30 of 900), with that round's eval command.
+
+    ... the shift-only written-pairs round's command with --act-strengths --strengths 2.25 2.5 \
+        --out benchmarks/results/llm_lineas_sweep_dev10_written_shift_c
 """
 
 from __future__ import annotations
