@@ -213,7 +213,7 @@ fraction is at most Linear-AcT's: ``llm_lineas_small --parts small --split eval 
 +5.10% / +12.76%; the rule took 2 (3.7%, 33 of 900 against Linear-AcT's 30): no eval.
 docs/results.md.)
 
-The own-pairs-only full-data round (fixed 2026-12-07 20:35 UTC, before any run of it). Shifts
+The own-pairs-only full-data round (fixed 2026-12-07 20:26 UTC, before any run of it). Shifts
 only were cheap on the first 32 own pairs (3.4% at -0.22%, 1.6% at +4.6% on dev) and not on all
 510 pairs (2.7% at +6.06%), which add the 86 written pairs to the 424 own ones. Is it the
 written pairs that cost perplexity? Setting: the shift-only full-data round's (300 steps,
@@ -227,7 +227,7 @@ every row within +7.5% dev perplexity, the fewest toxic; eval once only if that 
     ... the shift-only full-data round's command with --n 424 --extra-only \
         --strengths 2.5 3 3.5 --out benchmarks/results/llm_lineas_sweep_dev10_ownonly_shift
 
-The shift-only written-pairs grid round (fixed 2026-12-07 20:35 UTC, after the shift-only
+The shift-only written-pairs grid round (fixed 2026-12-07 20:26 UTC, after the shift-only
 written-pairs round's rows, before any run of it). That round's strengths 2 and 3 lay either side
 of Linear-AcT's perplexity (+5.10% and +12.76% against +6.90%). Setting: that round's, unchanged
 (the same deterministic fit), at strengths 2.25 and 2.5. Rule: the rule at the top over the
