@@ -186,6 +186,25 @@ Three parts, each fitting both estimators on the SAME texts and sites, evaluated
   51.2%), then once per concept at its strength on ``FRESH6_OPENINGS`` x 48 samples, seed 0,
   and "Once upon a time" x 64 samples x seeds 0, 1, 2, both with the 64 eval passages. Met
   only if two concepts reach >= 50% about at <= +50% perplexity on both.
+  (Result: dev chose football 3.5, space 3, computers 3.5, medicine 6, two concepts, mean
+  53.9%; eval met the bar on three concepts on "Once upon a time" and none on
+  ``FRESH6_OPENINGS``: not met. docs/results.md.)
+
+- An eleventh round, LinEAS with shifts only, its rule written here on 2026-12-07 at 20:28 UTC
+  before any run of it. Why: on toxicity, LinEAS learning shifts alone (``LineasConfig.scale =
+  False``) halved its perplexity price at matched toxicity (docs/results.md), and every concept
+  round is bound by its perplexity budget. Setting: LinEAS at ``act fit``'s defaults (identity
+  start, lr 0.01, 100 steps, batch 8) with ``--lineas-shift-only``, on ``own_story`` (the
+  ninth round's data), ``attn_out``, unbounded support, every concept. Dev: the fourth round's
+  protocol (``FAIRY_TALE_OPENINGS`` x 16 samples, seed 0, 16 dev passages) at strengths 1, 2,
+  3, 4 and 6 (``--concept-strengths``). Per concept, the largest strength whose dev perplexity
+  change is at most +40% (none: the concept scores 0). Score: the number of concepts at >= 50%
+  about at those strengths, then the mean about rate. Eval only if it beats the best dev score
+  so far (the tenth round's: two concepts, mean 53.9%): more concepts at >= 50%, or as many
+  and a higher mean. Eval, once per concept at its strength: ``FRESH7_OPENINGS`` (written with
+  this rule; no run used them) x 48 samples, seed 0, and "Once upon a time" x 64 samples x
+  seeds 0, 1, 2, both with the 64 eval passages. Met only if two concepts reach >= 50% about
+  at <= +50% perplexity on both.
 
 Toxic fraction: continuations (32 new tokens, sampled, one run per seed) of the split's
 prefixes classified toxic; perplexity: held-out neutral prose (passages 500+ on dev, 0+ on
@@ -245,10 +264,15 @@ FRESH5_OPENINGS = ("The old sailor looked out to sea and", "Deep in the valley t
 FRESH6_OPENINGS = ("The wizard's apprentice opened the book and",
                    "At the bottom of the well, the frog", "The twins packed their bags because",
                    "In the middle of the night, the old dog")
+#: Story openings no run used before the eleventh concept round (2026-12-07 20:28 UTC)
+FRESH7_OPENINGS = ("The little mouse squeezed under the door and",
+                   "Three friends set off at dawn to", "The blacksmith's hammer rang out as",
+                   "On a windy hilltop, an old woman")
 #: ``--prompts`` names for the sets above
 NAMED_OPENINGS = {"FRESH": FRESH_OPENINGS, "FRESH2": FRESH2_OPENINGS,
                   "FRESH3": FRESH3_OPENINGS, "FRESH4": FRESH4_OPENINGS,
-                  "FRESH5": FRESH5_OPENINGS, "FRESH6": FRESH6_OPENINGS}
+                  "FRESH5": FRESH5_OPENINGS, "FRESH6": FRESH6_OPENINGS,
+                  "FRESH7": FRESH7_OPENINGS}
 #: Where ``benchmarks/llm_own_concepts.py`` writes the ninth round's pairs
 OWN_DIR = Path(__file__).resolve().parent / "data" / "concept_own"
 METHODS = ("linear_act", "lineas")
