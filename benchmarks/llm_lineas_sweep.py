@@ -237,6 +237,9 @@ toxic fraction is at most Linear-AcT's (30 of 900), with that round's eval comma
 
     ... the shift-only written-pairs round's command with --act-strengths --strengths 2.25 2.5 \
         --out benchmarks/results/llm_lineas_sweep_dev10_written_shift_c
+
+(Outcome: 3.1% at +6.67% (2.25) and 3.1% at +8.46% (2.5); merged with the earlier round, the
+rule took 2.25: 28 toxic of 900 against Linear-AcT's 30, within its +6.90%: to eval.)
 """
 
 from __future__ import annotations
