@@ -230,7 +230,7 @@ every row within +7.5% dev perplexity, the fewest toxic; eval once only if that 
 (Outcome: 2.1% at +3.67% (2.5, chosen), 2.6% at +6.44% (3), 1.6% at +9.98% (3.5, over); above
 1.67%: no eval by this rule.)
 
-Its eval read, a rule written on 2026-12-07 at 21:13 UTC after the round's dev rows. In fairness:
+Its eval read, a rule written on 2026-12-07 at 21:11 UTC after the round's dev rows. In fairness:
 the round's own bar (1.67%) said no eval; this rule lowers it after seeing the rows, to the
 1000-step round's bar (a quarter of the unsteered dev fraction, 2.7%). Why spend the read: the
 chosen row is 5.1x on dev at +3.67%, the cheapest dev row at that toxicity of any estimator so
