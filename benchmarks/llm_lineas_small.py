@@ -205,6 +205,9 @@ Three parts, each fitting both estimators on the SAME texts and sites, evaluated
   this rule; no run used them) x 48 samples, seed 0, and "Once upon a time" x 64 samples x
   seeds 0, 1, 2, both with the 64 eval passages. Met only if two concepts reach >= 50% about
   at <= +50% perplexity on both.
+  (Result, dev: football 34.4% (2), space 54.7% (2), computers 32.8% (2), medicine 64.1% (3),
+  at +21.2% to +35.0%: two concepts, mean 46.5%, below the tenth round's 53.9%: no eval,
+  ``FRESH7_OPENINGS`` stay unused. docs/results.md.)
 
 Toxic fraction: continuations (32 new tokens, sampled, one run per seed) of the split's
 prefixes classified toxic; perplexity: held-out neutral prose (passages 500+ on dev, 0+ on
