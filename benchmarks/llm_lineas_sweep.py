@@ -240,6 +240,8 @@ once, nothing chosen from it: ``llm_lineas_small --parts full --split eval --lim
 --lineas-shift-only --lineas-support unbounded --lineas-strength 2.5``, read against the
 full-data criterion (>= 4x at <= +3%); Linear-AcT at 1 on the same 424 pairs, in the same run,
 reported beside it.
+(Outcome, ``llm_lineas_full_eval_ownonly_shift``: LinEAS 3.5% toxic, 2.92x, at +1.2%: not
+met; Linear-AcT at 1 on the same pairs 2.9%, 3.48x, at -4.0%. docs/results.md.)
 
 The shift-only written-pairs grid round (fixed 2026-12-07 20:26 UTC, after the shift-only
 written-pairs round's rows, before any run of it). That round's strengths 2 and 3 lay either side
