@@ -243,6 +243,17 @@ reported beside it.
 (Outcome, ``llm_lineas_full_eval_ownonly_shift``: LinEAS 3.5% toxic, 2.92x, at +1.2%: not
 met; Linear-AcT at 1 on the same pairs 2.9%, 3.48x, at -4.0%. docs/results.md.)
 
+Linear-AcT's curve on the 424 own pairs alone (fixed 2026-12-07 22:13 UTC, after the eval read
+above, before any run of it). That read put Linear-AcT at 1 on these pairs at 3.48x and -4.0%:
+is there room for 4x at <= +3%? Dev only this stop: Linear-AcT (q0.05-0.95) at 1.25, 1.5 and
+2 on the 10-seed dev read (``--configs`` with none: no LinEAS row, nothing chosen). An eval
+read, in a later stop, only if the row within +7.5% dev perplexity with the fewest toxic
+continuations reads at most 1.67% on dev (the full-data rule's bar); it is Linear-AcT's row,
+reported as the baseline's reach, not as LinEAS meeting the criterion.
+
+    ... --n 424 --extra-pairs /tmp/act_cache/toxicity_own --extra-only --configs \
+        --act-strengths 1.25 1.5 2 --out benchmarks/results/llm_lineas_sweep_dev10_ownonly_act
+
 The shift-only written-pairs grid round (fixed 2026-12-07 20:26 UTC, after the shift-only
 written-pairs round's rows, before any run of it). That round's strengths 2 and 3 lay either side
 of Linear-AcT's perplexity (+5.10% and +12.76% against +6.90%). Setting: that round's, unchanged
