@@ -243,7 +243,7 @@ reported beside it.
 (Outcome, ``llm_lineas_full_eval_ownonly_shift``: LinEAS 3.5% toxic, 2.92x, at +1.2%: not
 met; Linear-AcT at 1 on the same pairs 2.9%, 3.48x, at -4.0%. docs/results.md.)
 
-Linear-AcT's curve on the 424 own pairs alone (fixed 2026-12-07 22:13 UTC, after the eval read
+Linear-AcT's curve on the 424 own pairs alone (fixed 2026-12-07 22:03 UTC, after the eval read
 above, before any run of it). That read put Linear-AcT at 1 on these pairs at 3.48x and -4.0%:
 is there room for 4x at <= +3%? Dev only this stop: Linear-AcT (q0.05-0.95) at 1.25, 1.5 and
 2 on the 10-seed dev read (``--configs`` with none: no LinEAS row, nothing chosen). An eval
