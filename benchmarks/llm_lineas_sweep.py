@@ -254,6 +254,10 @@ reported as the baseline's reach, not as LinEAS meeting the criterion.
     ... --n 424 --extra-pairs /tmp/act_cache/toxicity_own --extra-only --configs \
         --act-strengths 1.25 1.5 2 --out benchmarks/results/llm_lineas_sweep_dev10_ownonly_act
 
+(Outcome: 3.2% at +0.40% (1.25), 1.67% at +2.58% (1.5), 1.0% at +9.28% (2, over): the row
+within +7.5% with the fewest toxic, 1.5, reads 1.67%, at the bar: an eval read of Linear-AcT at
+1.5 on these pairs is due in a later stop, by this rule.)
+
 The shift-only written-pairs grid round (fixed 2026-12-07 20:26 UTC, after the shift-only
 written-pairs round's rows, before any run of it). That round's strengths 2 and 3 lay either side
 of Linear-AcT's perplexity (+5.10% and +12.76% against +6.90%). Setting: that round's, unchanged
