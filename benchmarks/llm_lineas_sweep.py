@@ -256,7 +256,11 @@ reported as the baseline's reach, not as LinEAS meeting the criterion.
 
 (Outcome: 3.2% at +0.40% (1.25), 1.67% at +2.58% (1.5), 1.0% at +9.28% (2, over): the row
 within +7.5% with the fewest toxic, 1.5, reads 1.67%, at the bar: an eval read of Linear-AcT at
-1.5 on these pairs is due in a later stop, by this rule.)
+1.5 on these pairs is due in a later stop, by this rule. It was run in this stop after all, as
+time allowed: only its timing differs from the rule. ``llm_toxicity --split eval --limit 240
+--seeds 0 1 2 --ppl-texts 64 --methods linear_act --strengths 1.5 --extra-pairs ...
+--extra-only --baseline-from benchmarks/results/llm_toxicity_eval_paired_mlp_attn.json``, the
+unsteered row of the 3.84x read's.)
 
 The shift-only written-pairs grid round (fixed 2026-12-07 20:26 UTC, after the shift-only
 written-pairs round's rows, before any run of it). That round's strengths 2 and 3 lay either side
