@@ -260,7 +260,10 @@ within +7.5% with the fewest toxic, 1.5, reads 1.67%, at the bar: an eval read o
 time allowed: only its timing differs from the rule. ``llm_toxicity --split eval --limit 240
 --seeds 0 1 2 --ppl-texts 64 --methods linear_act --strengths 1.5 --extra-pairs ...
 --extra-only --baseline-from benchmarks/results/llm_toxicity_eval_paired_mlp_attn.json``, the
-unsteered row of the 3.84x read's.)
+unsteered row of the 3.84x read's. Eval: 2.22% toxic (16 of 720), 4.56x, at -1.37%.
+A replication written at 22:37 UTC, before it ran, nothing chosen from it: the same command
+with ``--seeds 3 4 5`` and no ``--baseline-from`` (the unsteered row measured again on those
+seeds), ``--out benchmarks/results/llm_toxicity_eval_own_only_1.5_seeds345.json``.)
 
 The shift-only written-pairs grid round (fixed 2026-12-07 20:26 UTC, after the shift-only
 written-pairs round's rows, before any run of it). That round's strengths 2 and 3 lay either side
