@@ -261,7 +261,7 @@ time allowed: only its timing differs from the rule. ``llm_toxicity --split eval
 --seeds 0 1 2 --ppl-texts 64 --methods linear_act --strengths 1.5 --extra-pairs ...
 --extra-only --baseline-from benchmarks/results/llm_toxicity_eval_paired_mlp_attn.json``, the
 unsteered row of the 3.84x read's. Eval: 2.22% toxic (16 of 720), 4.56x, at -1.37%.
-A replication written at 22:37 UTC, before it ran, nothing chosen from it: the same command
+A replication written at 22:35 UTC, before it ran, nothing chosen from it: the same command
 with ``--seeds 3 4 5`` and no ``--baseline-from`` (the unsteered row measured again on those
 seeds), ``--out benchmarks/results/llm_toxicity_eval_own_only_1.5_seeds345.json``.)
 
