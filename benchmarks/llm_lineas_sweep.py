@@ -263,7 +263,8 @@ time allowed: only its timing differs from the rule. ``llm_toxicity --split eval
 unsteered row of the 3.84x read's. Eval: 2.22% toxic (16 of 720), 4.56x, at -1.37%.
 A replication written at 22:35 UTC, before it ran, nothing chosen from it: the same command
 with ``--seeds 3 4 5`` and no ``--baseline-from`` (the unsteered row measured again on those
-seeds), ``--out benchmarks/results/llm_toxicity_eval_own_only_1.5_seeds345.json``.)
+seeds), ``--out benchmarks/results/llm_toxicity_eval_own_only_1.5_seeds345.json``: unsteered
+11.1%, the map 2.5% (4.44x) at -1.37%. docs/results.md.)
 
 The shift-only written-pairs grid round (fixed 2026-12-07 20:26 UTC, after the shift-only
 written-pairs round's rows, before any run of it). That round's strengths 2 and 3 lay either side
