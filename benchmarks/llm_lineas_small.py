@@ -320,8 +320,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--concept-support", default="unbounded")
     p.add_argument("--prompts", nargs="+", default=None,
                    help='concept openings (default: "Once upon a time" on eval, '
-                        'llm_dev_sweep.FAIRY_TALE_OPENINGS on dev; FRESH: FRESH_OPENINGS, '
-                        'FRESH2: FRESH2_OPENINGS)')
+                        'llm_dev_sweep.FAIRY_TALE_OPENINGS on dev), or one of the named sets '
+                        + ", ".join(f"{k} ({k}_OPENINGS)" for k in NAMED_OPENINGS))
     p.add_argument("--samples", type=int, default=64,
                    help="continuations per opening and concept row")
     p.add_argument("--concept-strengths", nargs="+", type=float, default=None,
