@@ -281,6 +281,31 @@ toxic fraction is at most Linear-AcT's (30 of 900), with that round's eval comma
 rule took 2.25: 28 toxic of 900 against Linear-AcT's 30, within its +6.90%: to eval. Eval,
 once (``llm_lineas_small_eval_written_shift``): LinEAS 4.0% at +4.4%, Linear-AcT 3.2% at +2.5%:
 not met, worse on both. docs/results.md.)
+
+The warm-start own-pairs round (fixed 2026-12-07 23:40 UTC, before any run of it). Linear-AcT
+fitted site by site on the 424 own pairs alone reached the full-data bar on eval (4.56x at
+-1.37%, strength 1.5); LinEAS from the identity on the same pairs did not (2.92x). LinEAS's
+``init = "linear_act"`` starts every site at its own Linear-AcT map and lets the end-to-end loss
+correct what the maps do together; on the 32 + 32 texts that start overfitted (dev 4.1%, eval
+8.1%), but there each text was seen about 250 times, here about 6 times. Setting: the
+own-pairs-only round's (``--n 424 --extra-pairs $ACT_CACHE_DIR/toxicity_own --extra-only``,
+the 120 sites, 300 steps, lr 0.01, batch 8, applied unbounded), with ``--configs
+0.01:300:linear_act``: one process learns scales and shifts, the other ``--lineas-shift-only``
+(its shifts start at the difference of the means), each at strengths 1, 1.5 and 2, on the
+10-seed dev read. Rule: the full-data rule unchanged, over the rows of both processes
+(``--merge`` of both, ``--max-ppl-change 0.075 --lineas-support unbounded``): every LinEAS row
+within +7.5% dev perplexity, the fewest toxic; eval once only if that row reads at most 1.67% on
+dev (the bar is not lowered this time): ``llm_lineas_small --parts full --split eval --limit
+240 --seeds 0 1 2 --extra-pairs ... --extra-only --lineas-steps 300 --lineas-init linear_act
+[--lineas-shift-only] --lineas-support unbounded --lineas-strength S``, read against the
+full-data criterion (>= 4x at <= +3%), Linear-AcT at 1 beside it. Said before it runs: the
+eval prefixes have served about a dozen toxicity choices, and this round exists because of
+Linear-AcT's eval read on these pairs; a pass would carry that caveat.
+
+    ... --n 424 --extra-pairs /tmp/act_cache/toxicity_own --extra-only --configs \
+        0.01:300:linear_act --act-strengths --lineas-support unbounded --max-ppl-change 0.075 \
+        --strengths 1 1.5 2 --out benchmarks/results/llm_lineas_sweep_dev10_ownonly_warm_a
+    # beside it: the same with --lineas-shift-only --out ..._ownonly_warm_b
 """
 
 from __future__ import annotations
