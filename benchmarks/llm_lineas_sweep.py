@@ -306,6 +306,10 @@ Linear-AcT's eval read on these pairs; a pass would carry that caveat.
         0.01:300:linear_act --act-strengths --lineas-support unbounded --max-ppl-change 0.075 \
         --strengths 1 1.5 2 --out benchmarks/results/llm_lineas_sweep_dev10_ownonly_warm_a
     # beside it: the same with --lineas-shift-only --out ..._ownonly_warm_b
+
+(Outcome: scales and shifts 5.8% / 5.3% / 3.1% toxic at 1 / 1.5 / 2, at +1.29% / +4.99% /
++11.18%; shifts only 6.2% / 4.0% / 4.6%, at -0.16% / +0.58% / +1.85%; the rule took shifts only
+at 1.5, above 1.67%: no eval. The steps undo the start: loss 24.7 -> 1.0. docs/results.md.)
 """
 
 from __future__ import annotations
