@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -18,7 +19,8 @@ import torch
 from .errors import SupportError
 from .maps import QUANTILE_LEVELS, TransportMap
 
-__all__ = ["SUPPORT_CHOICES", "Support", "SupportLike", "parse_support", "support_bounds"]
+__all__ = ["FROM_MAPS", "SUPPORT_CHOICES", "Support", "SupportLike", "parse_support",
+           "resolve_support", "support_bounds"]
 
 _QUANTILE = re.compile(r"^q\s*([0-9]*\.?[0-9]+)\s*-\s*([0-9]*\.?[0-9]+)$")
 _TOLERANCE = 1e-9
@@ -88,6 +90,31 @@ def parse_support(spec: SupportLike) -> Support:
     raise SupportError(f"cannot parse support {spec!r}; use 'minmax', 'unbounded' or "
                        f"'qLO-HI' with stored levels such as 'q0.05-0.95' (levels: "
                        f"{list(QUANTILE_LEVELS)})")
+
+
+#: The choice that defers to what each map file records (``act fit --support``, the learn node).
+FROM_MAPS = "from maps"
+
+
+def resolve_support(choice: str, recorded: Sequence[str]) -> str:
+    """The support to apply: ``choice``, or with ``"from maps"`` the one the map sets record.
+
+    ``recorded`` holds each map set's recorded support (``MapSet.support``); none recorded
+    means ``"minmax"``. Sets that record different supports cannot share one application.
+
+    Raises
+    ------
+    SupportError
+        If ``choice`` cannot be parsed, or the sets record different supports.
+    """
+    if choice.strip().lower() != FROM_MAPS:
+        parse_support(choice)
+        return choice
+    distinct = list(dict.fromkeys(str(parse_support(s)) for s in recorded))
+    if len(distinct) > 1:
+        raise SupportError(f"the map files record different supports ({', '.join(distinct)}) "
+                           "and are applied with one; choose it with --support")
+    return distinct[0] if distinct else "minmax"
 
 
 def _level_index(levels: tuple[float, ...], level: float) -> int:

@@ -407,3 +407,52 @@ def test_a_sweep_with_no_strength_within_the_budget_says_so():
     assert "no strength above 0 keeps perplexity within +10%" in StrengthSweep(rows, 0.1, 4,
                                                                                  []).text()
     assert StrengthSweep(rows, 0.3, 4, []).suggested == 1.0  # within: <= the budget
+
+
+def test_fit_records_a_support_that_generate_and_strength_apply_unless_told_otherwise(
+        model_dir, texts, tmp_path, capsys):
+    fit = ["fit", "--model", str(model_dir), "--source", str(texts / "src.txt"), "--target",
+           str(texts / "tgt.txt"), "--sites", "post_norms", "--all-at-once"]
+    q_maps, plain_maps = tmp_path / "q.safetensors", tmp_path / "plain.safetensors"
+    assert main([*fit, "--support", "q0.05-0.95", "-o", str(q_maps)]) == 0
+    assert main([*fit, "-o", str(plain_maps)]) == 0
+    assert main(["info", str(q_maps)]) == 0
+    assert "method linear_act, support q0.05-0.95," in capsys.readouterr().out
+    gen = ["generate", "--model", str(model_dir), "--prompt", "hello", "--prompt", "why",
+           "--max-new-tokens", "6", "--greedy", "--json", "--strength", "3"]
+
+    def texts_of(*extra):
+        assert main([*gen, *extra]) == 0
+        captured = capsys.readouterr()
+        return [json.loads(line)["text"] for line in captured.out.splitlines()], captured.err
+
+    recorded, err = texts_of("--maps", str(q_maps))
+    assert "support q0.05-0.95, as the map file records" in err
+    assert texts_of("--maps", str(q_maps), "--support", "q0.05-0.95")[0] == recorded
+    assert texts_of("--maps", str(q_maps), "--support", "unbounded")[0] != recorded
+    # a file without a choice applies min-max, as before
+    assert texts_of("--maps", str(plain_maps))[0] == texts_of("--maps", str(plain_maps),
+                                                              "--support", "minmax")[0]
+    # two files recording different supports: refused with the fix, unless --support chooses
+    both = ["--maps", str(q_maps), "--maps", str(plain_maps)]
+    assert main([*gen, *both]) == 2
+    assert "record different supports (q0.05-0.95, minmax)" in capsys.readouterr().err
+    assert main([*gen, *both, "--support", "minmax"]) == 0
+    capsys.readouterr()
+    # act strength measures at the recorded support and says which
+    prose = tmp_path / "prose.txt"
+    prose.write_text("\n".join(PROSE) + "\n")
+    strength = ["strength", "--model", str(model_dir), "--maps", str(q_maps), "--texts",
+                str(prose), "--strengths", "1", "--json"]
+    assert main(strength) == 0
+    recorded_sweep = json.loads(capsys.readouterr().out)
+    assert recorded_sweep["support"] == "q0.05-0.95"
+    assert main([*strength, "--support", "q0.05-0.95"]) == 0
+    assert json.loads(capsys.readouterr().out)["rows"] == recorded_sweep["rows"]
+    # a typo fails before anything is loaded or written
+    typo = tmp_path / "typo.safetensors"
+    assert main([*fit, "--support", "q0.05-0.95x", "-o", str(typo)]) == 2
+    assert "cannot parse support 'q0.05-0.95x'" in capsys.readouterr().err
+    assert not typo.exists()
+    assert main([*gen, "--maps", str(q_maps), "--support", "maxmin"]) == 2
+    assert "cannot parse support 'maxmin'" in capsys.readouterr().err

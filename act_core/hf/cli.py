@@ -20,6 +20,7 @@ from act_core.hf.cli_data import add_data_parser, cmd_data
 from act_core.hf.cli_export import add_export_parser, cmd_export
 from act_core.hf.cli_strength import add_strength_parser, cmd_strength
 from act_core.lineas import INITS
+from act_core.support import FROM_MAPS, parse_support, resolve_support
 from act_core.units import UNIT_STATS, check_unit_method
 
 __all__ = ["build_parser", "lineas_config", "main"]
@@ -72,8 +73,12 @@ def _add_fit(sub) -> None:
                         "globs or 're:<regex>' over module names (default: attn_out, the "
                         "attention output projections; see docs/llm.md for why); auto: the "
                         "presets scored on held-out texts, the best kept")
-    p.add_argument("--auto-support", default="minmax", help="--sites auto: score at this "
-                   "support (default: %(default)s, as act generate's)")
+    p.add_argument("--support", default="minmax",
+                   help="the support recorded in the file, which act generate and act strength "
+                        "apply unless given another: minmax (default; mitigation), unbounded "
+                        "(induction; LinEAS learns its maps unbounded), or q0.05-0.95")
+    p.add_argument("--auto-support", default=None, help="--sites auto: score at this "
+                   "support (default: --support's)")
     p.add_argument("--method", default="linear_act",
                    choices=(*ESTIMATORS, "lineas"),
                    help="estimator; lineas learns every site jointly, end to end, through the "
@@ -152,9 +157,10 @@ def _add_generate(sub) -> None:
     p.add_argument("--strength", type=float, action="append", default=[],
                    help="lambda >= 0: 0 = unchanged, 1 = fully transported (default: 1); "
                         "one for all map files, or one per --maps in the same order")
-    p.add_argument("--support", default="minmax",
-                   help="where maps apply: minmax (mitigation, default), unbounded (induction), "
-                        "or quantiles such as q0.05-0.95")
+    p.add_argument("--support", default=FROM_MAPS,
+                   help="where maps apply: 'from maps' (default: what act fit --support "
+                        "recorded, minmax for older files), minmax (mitigation), unbounded "
+                        "(induction), or quantiles such as q0.05-0.95")
     p.add_argument("--gate", choices=("learned", "off"), default="learned",
                    help="learned (default): use the map file's gate when it has one (fitted "
                         "with 'act fit --gate'); off: steer every token, ignoring the gates")
@@ -237,12 +243,13 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     if len(source) < 2 or len(target) < 2:
         raise SystemExit("act fit: need at least 2 source and 2 target examples")
     _check_units(args, len(source), len(target))
+    parse_support(args.support)  # a typo fails here, before the model loads and the fit runs
     model, tokenizer = hf.load_causal_lm(args.model)
     sites, selection = args.sites[0] if len(args.sites) == 1 else args.sites, None
     if args.sites == ["auto"]:  # lineas: the candidates are scored with Linear-AcT's maps
         from act_core.hf.auto import choose_lm_sites
         chosen, selection = choose_lm_sites(
-            model, tokenizer, source, target, support=args.auto_support,
+            model, tokenizer, source, target, support=args.auto_support or args.support,
             method="linear_act" if args.method == "lineas" else args.method,
             max_length=args.max_length, batch_size=args.batch_size,
             skip_first_token=args.skip_first_token)
@@ -287,7 +294,8 @@ def _cmd_fit(args: argparse.Namespace) -> int:
             **({"auto": selection.as_dict()} if selection else {}),
             **({"lineas": vars(lineas)} if lineas else {})}
     hf.save_lm_maps(args.output, maps, model, source_texts=source, target_texts=target,
-                    metadata=meta, skip_first_token=args.skip_first_token)
+                    metadata=meta, skip_first_token=args.skip_first_token,
+                    support=args.support)
     from act_core.info import gate_report
 
     gates, gate_warnings = gate_report(maps)
@@ -312,18 +320,22 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     if len(strengths) not in (1, max(len(args.maps), 1)):
         raise SystemExit(f"act generate: give one --strength, or one per --maps "
                          f"({len(args.maps)}), found {len(strengths)}")
+    resolve_support(args.support, [])  # a typo fails here, before the model loads
     model, tokenizer = hf.load_causal_lm(args.model)
     sets = [hf.load_lm_maps(path, model) for path in args.maps]
     if sets:
         from act_core.gate import select_gate
 
         sets = [select_gate(one, args.gate) for one in sets]
+    support = resolve_support(args.support, [one.support for one in sets])
+    if sets and args.support == FROM_MAPS:
+        print(f"act generate: support {support}, as the map file records", file=sys.stderr)
     maps = None if not sets else sets[0] if len(sets) == 1 else sets
     strength = strengths[0] if len(strengths) == 1 else strengths
     drafting, fired = draft_gate(maps, strength), 0
     for sample in range(args.num_samples):
         texts, steered = generate(
-            model, tokenizer, prompts, maps, strength, args.support, return_steered=True,
+            model, tokenizer, prompts, maps, strength, support, return_steered=True,
             max_new_tokens=args.max_new_tokens, seed=args.seed + 1000 * sample,
             do_sample=not args.greedy, progress=sys.stderr.isatty())
         fired += sum(steered)

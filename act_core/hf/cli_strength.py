@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from act_core.support import FROM_MAPS, resolve_support
+
 __all__ = ["add_strength_parser", "cmd_strength"]
 
 
@@ -27,8 +29,9 @@ def add_strength_parser(sub, add_model) -> None:
                    help="strengths to measure; 0 is always measured (default: %(default)s)")
     p.add_argument("--budget", type=float, default=100 * DEFAULT_BUDGET,
                    help="largest perplexity rise for the suggestion, in %% (default: %(default)g)")
-    p.add_argument("--support", default="minmax",
-                   help="as in 'act generate': minmax (default), unbounded (induction), q0.05-0.95")
+    p.add_argument("--support", default=FROM_MAPS,
+                   help="as in 'act generate': 'from maps' (default: the file's recorded "
+                        "support), minmax, unbounded (induction), q0.05-0.95")
     p.add_argument("--texts", type=Path,
                    help="neutral passages, one per line (default: passages of the built-in "
                         "held-out prose, spread over the whole set)")
@@ -63,9 +66,11 @@ def cmd_strength(args: argparse.Namespace) -> int:
         raise SystemExit(f"act strength: --budget is a perplexity rise in %, >= 0 (25 = +25%), "
                          f"found {args.budget:g}")
     texts = _texts(args)
+    resolve_support(args.support, [])  # a typo fails here, before the model loads
     model, tokenizer = hf.load_causal_lm(args.model)
     maps = hf.load_lm_maps(args.maps, model)
-    sweep = sweep_strengths(model, tokenizer, maps, texts, args.strengths, args.support,
+    support = resolve_support(args.support, [maps.support])
+    sweep = sweep_strengths(model, tokenizer, maps, texts, args.strengths, support,
                             args.budget / 100, args.prompt, args.max_new_tokens,
                             progress=sys.stderr.isatty())
     print(json.dumps(sweep.as_dict()) if args.json else sweep.text())

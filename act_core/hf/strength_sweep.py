@@ -50,6 +50,7 @@ class StrengthSweep:
     budget: float
     texts: int
     prompts: list[str]
+    support: str = "minmax"
 
     @property
     def suggested(self) -> float | None:
@@ -59,13 +60,15 @@ class StrengthSweep:
         return max(within) if within else None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"budget": self.budget, "texts": self.texts, "prompts": self.prompts,
+        return {"budget": self.budget, "support": self.support, "texts": self.texts,
+                "prompts": self.prompts,
                 "suggested": self.suggested, "rows": [asdict(r) for r in self.rows]}
 
     def text(self) -> str:
         suggested = self.suggested
         lines = [f"perplexity of {self.texts} neutral passages by strength "
-                 f"(budget: +{100 * self.budget:g}%)", "strength  perplexity  change"]
+                 f"(budget: +{100 * self.budget:g}%, support: {self.support})",
+                 "strength  perplexity  change"]
         for row in self.rows:
             mark = "  <- suggested" if row.strength == suggested else ""
             lines.append(f"{row.strength:8g}  {row.perplexity:10.2f}  {100 * row.change:+6.1f}%"
@@ -115,4 +118,4 @@ def sweep_strengths(model: Any, tokenizer: Any, maps: Mapping[str, TransportMap]
                         max_new_tokens=max_new_tokens, do_sample=False,
                         batch_size=batch_size) if prompts else []
         rows.append(StrengthRow(strength, ppl, ppl / base - 1.0, list(outs)))
-    return StrengthSweep(rows, budget, len(texts), list(prompts))
+    return StrengthSweep(rows, budget, len(texts), list(prompts), str(support))
