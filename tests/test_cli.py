@@ -129,7 +129,10 @@ def test_export_writes_a_checkpoint_that_generates_like_the_hooked_model(model_d
     out = tmp_path / "steered"
     assert main(["export", "--model", str(model_dir), "--maps", str(maps), "--strength", "4",
                  "-o", str(out)]) == 0
-    assert "LlamaForCausalLM checkpoint with 8 maps" in capsys.readouterr().out
+    written = capsys.readouterr()
+    assert "LlamaForCausalLM checkpoint with 8 maps" in written.out
+    # the file records minmax (act fit's default), which the fold cannot apply: said, not hidden
+    assert "records support minmax, which act generate applies by default" in written.err
     assert main([*args, "--model", str(model_dir), "--maps", str(maps), "--strength", "4",
                  "--support", "unbounded"]) == 0
     hooked = [json.loads(line)["text"] for line in capsys.readouterr().out.splitlines()]
@@ -145,6 +148,14 @@ def test_export_writes_a_checkpoint_that_generates_like_the_hooked_model(model_d
     assert main(["export", "--maps", str(maps), "--format", "control-vector",
                  "-o", str(tmp_path / "x.gguf")]) == 2
     assert "not a feed-forward output" in capsys.readouterr().err
+    unbounded = tmp_path / "unbounded.safetensors"  # recorded as the export applies: no note
+    assert main(["fit", "--model", str(model_dir), "--source", str(texts / "src.txt"),
+                 "--target", str(texts / "tgt.txt"), "--sites", "mlp_out", "--all-at-once",
+                 "--support", "unbounded", "-o", str(unbounded)]) == 0
+    capsys.readouterr()
+    assert main(["export", "--model", str(model_dir), "--maps", str(unbounded), "-o",
+                 str(tmp_path / "u")]) == 0
+    assert "act export: note" not in capsys.readouterr().err
 
 
 def test_export_control_vector(model_dir, texts, tmp_path, capsys):

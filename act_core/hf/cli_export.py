@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
+
+from act_core.support import parse_support
 
 __all__ = ["add_export_parser", "cmd_export"]
 
@@ -25,7 +28,8 @@ def add_export_parser(sub, add_model) -> None:
                    help="lambda folded in (default: 1); a control vector can be rescaled "
                         "later with llama.cpp's --control-vector-scaled")
     p.add_argument("--support", default="unbounded",
-                   help="only 'unbounded' folds exactly (default: %(default)s)")
+                   help="only 'unbounded' folds exactly (default: %(default)s, whatever the "
+                        "file records: the command says when they differ)")
     p.add_argument("--format", choices=("transformers", "control-vector"),
                    default="transformers", help="what to write (default: %(default)s)")
     p.add_argument("-o", "--output", type=Path, required=True,
@@ -44,6 +48,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         path = write_control_vector(args.output, maps, args.strength, support=args.support,
                                     model_hint=hint)
         print(f"wrote {len(maps)} control vectors (lambda {args.strength:g}) to {path}")
+        _differs(maps.support, args.support)
         return 0
     from act_core.hf.export import export_checkpoint
 
@@ -52,4 +57,13 @@ def cmd_export(args: argparse.Namespace) -> int:
     out = export_checkpoint(model, tokenizer, maps, args.strength, args.output, args.support)
     print(f"wrote a {type(model).__name__} checkpoint with {len(maps)} maps folded in at "
           f"lambda {args.strength:g} to {out}")
+    _differs(maps.support, args.support)
     return 0
+
+
+def _differs(recorded: str, applied: str) -> None:
+    """Say when the export applies the maps otherwise than act generate would by default."""
+    if str(parse_support(recorded)) != str(parse_support(applied)):
+        print(f"act export: note: the map file records support {recorded}, which act generate "
+              f"applies by default; the export applies the maps {applied} (only unbounded "
+              f"folds), like act generate --support {applied}", file=sys.stderr)
