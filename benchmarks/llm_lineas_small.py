@@ -209,6 +209,26 @@ Three parts, each fitting both estimators on the SAME texts and sites, evaluated
   at +21.2% to +35.0%: two concepts, mean 46.5%, below the tenth round's 53.9%: no eval,
   ``FRESH7_OPENINGS`` stay unused. docs/results.md.)
 
+- A twelfth round, the eleventh round's maps between its strengths, its rule written here on
+  2026-12-08 at 00:36 UTC, after the eleventh round's dev rows and before any run of it. Why:
+  the eleventh round's whole strengths stepped over the +40% budget between two rows for
+  every concept (computers 2 -> 3: +21.2% -> +41.7%; space +24.3% -> +51.7%; football +35.0%
+  -> +86.1%; medicine 3 -> 4: +26.5% -> +45.5%). Same fits (deterministic), same setting and
+  dev protocol, at strengths 2.5 and 3.5. Per concept, the largest strength within +40% dev
+  perplexity over the eleventh and twelfth rounds' rows; score as before; eval only if it
+  beats the best dev score so far (the tenth round's: two concepts, mean 53.9%), then once per
+  concept at its strength on ``FRESH7_OPENINGS`` x 48 samples, seed 0, and "Once upon a time"
+  x 64 samples x seeds 0, 1, 2, both with the 64 eval passages. Met only if two concepts reach
+  >= 50% about at <= +50% perplexity on both. Said before it runs: a finer grid gives dev more
+  rows to choose from, so a dev win here is a little more likely to be noise than a round's
+  first grid; eval, on openings no run has used, is what settles it.
+
+    ACT_CACHE_DIR=/tmp/act_cache OMP_NUM_THREADS=1 python -m benchmarks.llm_lineas_small \
+        --parts concepts --split dev --seeds 0 --samples 16 --ppl-texts 16 \
+        --concept-sites attn_out --concept-data own_story --concept-methods lineas \
+        --lineas-shift-only --concepts football space computers medicine \
+        --concept-strengths 2.5 3.5 --out benchmarks/results/llm_lineas_concepts_dev12_shift
+
 Toxic fraction: continuations (32 new tokens, sampled, one run per seed) of the split's
 prefixes classified toxic; perplexity: held-out neutral prose (passages 500+ on dev, 0+ on
 eval). Writes the rows, the criteria and a markdown table to ``--out`` (.json and .md).
