@@ -210,7 +210,7 @@ Three parts, each fitting both estimators on the SAME texts and sites, evaluated
   ``FRESH7_OPENINGS`` stay unused. docs/results.md.)
 
 - A twelfth round, the eleventh round's maps between its strengths, its rule written here on
-  2026-12-08 at 00:36 UTC, after the eleventh round's dev rows and before any run of it. Why:
+  2026-12-08 at 00:34 UTC, after the eleventh round's dev rows and before any run of it. Why:
   the eleventh round's whole strengths stepped over the +40% budget between two rows for
   every concept (computers 2 -> 3: +21.2% -> +41.7%; space +24.3% -> +51.7%; football +35.0%
   -> +86.1%; medicine 3 -> 4: +26.5% -> +45.5%). Same fits (deterministic), same setting and
