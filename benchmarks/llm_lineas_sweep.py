@@ -282,7 +282,7 @@ rule took 2.25: 28 toxic of 900 against Linear-AcT's 30, within its +6.90%: to e
 once (``llm_lineas_small_eval_written_shift``): LinEAS 4.0% at +4.4%, Linear-AcT 3.2% at +2.5%:
 not met, worse on both. docs/results.md.)
 
-The warm-start own-pairs round (fixed 2026-12-07 23:40 UTC, before any run of it). Linear-AcT
+The warm-start own-pairs round (fixed 2026-12-07 23:38 UTC, before any run of it). Linear-AcT
 fitted site by site on the 424 own pairs alone reached the full-data bar on eval (4.56x at
 -1.37%, strength 1.5); LinEAS from the identity on the same pairs did not (2.92x). LinEAS's
 ``init = "linear_act"`` starts every site at its own Linear-AcT map and lets the end-to-end loss
