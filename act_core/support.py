@@ -19,8 +19,8 @@ import torch
 from .errors import SupportError
 from .maps import QUANTILE_LEVELS, TransportMap
 
-__all__ = ["FROM_MAPS", "SUPPORT_CHOICES", "Support", "SupportLike", "parse_support",
-           "resolve_support", "support_bounds"]
+__all__ = ["FROM_MAPS", "SUPPORT_CHOICES", "Support", "SupportLike", "check_support_choice",
+           "is_from_maps", "parse_support", "resolve_support", "support_bounds"]
 
 _QUANTILE = re.compile(r"^q\s*([0-9]*\.?[0-9]+)\s*-\s*([0-9]*\.?[0-9]+)$")
 _TOLERANCE = 1e-9
@@ -96,6 +96,23 @@ def parse_support(spec: SupportLike) -> Support:
 FROM_MAPS = "from maps"
 
 
+def is_from_maps(choice: str) -> bool:
+    """Whether ``choice`` defers to the map files (``"from maps"``, any case and spacing)."""
+    return " ".join(choice.split()).lower() == FROM_MAPS
+
+
+def check_support_choice(choice: str) -> None:
+    """Fail on a support choice that can be neither ``"from maps"`` nor parsed, before any work.
+
+    Raises
+    ------
+    SupportError
+        If ``choice`` is not ``"from maps"`` and cannot be parsed.
+    """
+    if not is_from_maps(choice):
+        parse_support(choice)
+
+
 def resolve_support(choice: str, recorded: Sequence[str]) -> str:
     """The support to apply: ``choice``, or with ``"from maps"`` the one the map sets record.
 
@@ -107,7 +124,7 @@ def resolve_support(choice: str, recorded: Sequence[str]) -> str:
     SupportError
         If ``choice`` cannot be parsed, or the sets record different supports.
     """
-    if choice.strip().lower() != FROM_MAPS:
+    if not is_from_maps(choice):
         parse_support(choice)
         return choice
     distinct = list(dict.fromkeys(str(parse_support(s)) for s in recorded))

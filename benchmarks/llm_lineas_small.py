@@ -222,6 +222,10 @@ Three parts, each fitting both estimators on the SAME texts and sites, evaluated
   >= 50% about at <= +50% perplexity on both. Said before it runs: a finer grid gives dev more
   rows to choose from, so a dev win here is a little more likely to be noise than a round's
   first grid; eval, on openings no run has used, is what settles it.
+  (Result, dev: football 34.4% (2), space 64.1% (2.5), computers 60.9% (2.5), medicine 76.6%
+  (3.5): three concepts, mean 59.0%, to eval. Eval: space 57.8% on ``FRESH7_OPENINGS`` and
+  58.3% on "Once upon a time" at +46.0%, medicine 63.5% and 79.7% at +29.4%, computers 43.2%
+  and 62.5%, football 21.9% and 30.2%: **met**, two concepts on both. docs/results.md.)
 
     ACT_CACHE_DIR=/tmp/act_cache OMP_NUM_THREADS=1 python -m benchmarks.llm_lineas_small \
         --parts concepts --split dev --seeds 0 --samples 16 --ppl-texts 16 \

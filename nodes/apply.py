@@ -30,6 +30,7 @@ from ..act_core.gate import GATE_CHOICES, is_gated, select_gate
 from ..act_core.schedule import APPLY_TO, ApplySettings
 from ..act_core.sites import site_widths
 from ..act_core.strength import MAX_STRENGTH
+from ..act_core.support import FROM_MAPS, resolve_support
 from .common import (
     buckets_of,
     drop_cached_state,
@@ -43,7 +44,7 @@ from .schedule import Schedule
 __all__ = ["MODES", "ActApplyTransport", "describe_gates", "fold_model", "patch_model"]
 
 log = logging.getLogger(__name__)
-SUPPORTS = ["from maps", "minmax", "unbounded", "q0.01-0.99", "q0.05-0.95", "q0.1-0.9"]
+SUPPORTS = [FROM_MAPS, "minmax", "unbounded", "q0.01-0.99", "q0.05-0.95", "q0.1-0.9"]
 MODES = ("hooks", "folded")
 WRAPPER_KEY = "act_transport"
 #: Gate used when the maps carry one (docs/results_gate.md measures both).
@@ -139,7 +140,7 @@ def validate_maps_for_model(model, maps: MapSet) -> None:
 
 def patch_model(model, maps: MapSet, strength: float, start_percent: float = 0.0,
                 end_percent: float = 1.0, apply_to: str = "conditional",
-                support: str = "from maps", mode: str = "hooks", gate: str = DEFAULT_GATE):
+                support: str = FROM_MAPS, mode: str = "hooks", gate: str = DEFAULT_GATE):
     """Return a clone of ``model`` that transports activations while sampling.
 
     ``mode`` is ``"hooks"`` (every case) or ``"folded"`` (maps folded into the norm weights; see
@@ -155,7 +156,7 @@ def patch_model(model, maps: MapSet, strength: float, start_percent: float = 0.0
                          "AcT Apply Transport (CLIP) on the CLIP instead")
     settings = ApplySettings.checked(maps, strength, start_percent, end_percent, apply_to)
     validate_maps_for_model(model, maps)
-    chosen = maps.support if support == "from maps" else support
+    chosen = resolve_support(support, [maps.support])
     if mode == "folded":
         return fold_model(model, maps, settings, support=chosen)
     schedule = Schedule.of(settings, model.get_model_object("model_sampling"),
@@ -208,7 +209,7 @@ class ActApplyTransport(IO.ComfyNode):
                                        "it amplifies the prompt. both: with CFG the change of "
                                        "the two halves largely cancels (a weak effect); "
                                        "unconditional: the negative only."),
-                IO.Combo.Input("support", options=SUPPORTS, default="from maps",
+                IO.Combo.Input("support", options=SUPPORTS, default=FROM_MAPS,
                                tooltip="Where the map acts: 'minmax' only on values inside the "
                                        "source range (good for removing a concept), "
                                        "'unbounded' everywhere (good for adding a style), "

@@ -28,6 +28,7 @@ from torch import nn
 from ..act_core import MapSet
 from ..act_core._version import __version__
 from ..act_core.errors import MapCompatibilityError
+from ..act_core.support import FROM_MAPS, resolve_support
 from .apply import validate_maps_for_model
 from .common import family_of
 from .files import next_path
@@ -131,8 +132,8 @@ class ActExportLoRA(IO.ComfyNode):
                 IO.String.Input("filename_prefix", default="act/act_lora",
                                 tooltip="File name inside models/loras; a counter and "
                                         ".safetensors are appended."),
-                IO.Combo.Input("support", options=["from maps", "unbounded"],
-                               default="from maps", optional=True, advanced=True,
+                IO.Combo.Input("support", options=[FROM_MAPS, "unbounded"],
+                               default=FROM_MAPS, optional=True, advanced=True,
                                tooltip="A LoRA acts on every value: only the unbounded support "
                                        "folds. 'from maps' refuses maps learned with a bounded "
                                        "support; 'unbounded' exports them as if unbounded (the "
@@ -149,13 +150,13 @@ class ActExportLoRA(IO.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, model, maps: MapSet, filename_prefix: str, support: str = "from maps",
+    def execute(cls, model, maps: MapSet, filename_prefix: str, support: str = FROM_MAPS,
                 key_format: str = "comfyui") -> IO.NodeOutput:
         try:
             validate_maps_for_model(model, maps)
         except MapCompatibilityError as error:
             raise ValueError(f"{WHAT}: {error}") from error
-        support = maps.support if support == "from maps" else support
+        support = resolve_support(support, [maps.support])
         tensors, metadata = lora_state_dict(model, maps, support, key_format)
         path = next_path(filename_prefix, FOLDER)
         save_file(tensors, path, metadata=metadata)

@@ -24,6 +24,7 @@ from ..act_core.apply import TransportPlan
 from ..act_core.compose import ComposedPlan, Conflict, find_conflicts
 from ..act_core.curves import Curve, SigmaProgress
 from ..act_core.schedule import ApplySettings
+from ..act_core.support import FROM_MAPS, resolve_support
 from .apply import validate_maps_for_model
 from .common import buckets_of, maps_by_bucket
 from .schedule import Schedule
@@ -44,7 +45,7 @@ class Slider:
     curve: Curve = field(default_factory=Curve)
     start_percent: float = 0.0
     end_percent: float = 1.0
-    support: str = "from maps"
+    support: str = FROM_MAPS
 
     def check(self, model, apply_to: str = "both") -> ApplySettings:
         """The slider's settings; ValueError (with the fix) for what AcT Apply Transport would
@@ -68,8 +69,7 @@ def slider_strength_at(slider: Slider, percent: float) -> float:
 def _make_wrapper(sliders: list[Slider], schedules: list[Schedule],
                   progress: SigmaProgress | None):
     buckets = [maps_by_bucket(s.maps) for s in sliders]
-    supports = [s.maps.support if s.support == "from maps" else s.support
-                for s in sliders]
+    supports = [resolve_support(s.support, [s.maps.support]) for s in sliders]
     fixed = all(s.constant for s in schedules) and all(s.curve.constant for s in sliders)
     cache: dict[str, object] = {}
 

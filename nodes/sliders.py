@@ -15,6 +15,7 @@ from ..act_core.curves import Curve, CurveError, parse_keyframes
 from ..act_core.errors import MapCompatibilityError
 from ..act_core.schedule import APPLY_TO
 from ..act_core.strength import MAX_STRENGTH
+from ..act_core.support import FROM_MAPS
 from .apply import SUPPORTS
 from .panel import Slider, patch_panel, slider_strength_at
 from .slider_chart import curves_image
@@ -111,7 +112,7 @@ class ActSliderPanel(IO.ComfyNode):
                            optional=True,
                            tooltip="Which half of the CFG batch every slider transports "
                                    "(conditional: the half the maps were learned on)."),
-            IO.Combo.Input("support", options=SUPPORTS, default="from maps", optional=True,
+            IO.Combo.Input("support", options=SUPPORTS, default=FROM_MAPS, optional=True,
                            advanced=True,
                            tooltip="Where the maps act, for every slider ('from maps': each "
                                    "map set's own recorded choice)."),
@@ -138,7 +139,7 @@ class ActSliderPanel(IO.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, model, apply_to="conditional", support="from maps",
+    def execute(cls, model, apply_to="conditional", support=FROM_MAPS,
                 **slots) -> IO.NodeOutput:
         sliders = []
         try:

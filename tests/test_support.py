@@ -7,7 +7,13 @@ import torch
 
 from act_core import Support, SupportError, fit, parse_support
 from act_core.maps import QUANTILE_LEVELS
-from act_core.support import SUPPORT_CHOICES, support_bounds
+from act_core.support import (
+    FROM_MAPS,
+    SUPPORT_CHOICES,
+    check_support_choice,
+    resolve_support,
+    support_bounds,
+)
 
 
 @pytest.mark.parametrize(
@@ -75,3 +81,17 @@ def test_every_support_a_node_offers_works_on_a_fitted_map(act_pack):
         bounds = pack_bounds(tmap, option)  # raises SupportError for an unparseable option
         assert (bounds is None) == (option == "unbounded"), (node, option)
         assert bounds is None or bounds[0].shape == bounds[1].shape == (2,), (node, option)
+
+
+def test_from_maps_resolves_to_what_the_files_record_and_refuses_a_disagreement():
+    # what the nodes and the act command apply when the user leaves the support alone
+    assert resolve_support(FROM_MAPS, ["q0.05-0.95"]) == "q0.05-0.95"
+    assert resolve_support(" From  Maps ", ["q0.05-0.95", "q.05-.95"]) == "q0.05-0.95"
+    assert resolve_support(FROM_MAPS, []) == "minmax"  # nothing recorded: the old behaviour
+    assert resolve_support("unbounded", ["q0.05-0.95"]) == "unbounded"  # the user's choice wins
+    with pytest.raises(SupportError, match="different supports"):
+        resolve_support(FROM_MAPS, ["minmax", "unbounded"])
+    check_support_choice("From maps")
+    check_support_choice("q0.1-0.9")
+    with pytest.raises(SupportError, match="cannot parse"):
+        check_support_choice("form maps")

@@ -20,7 +20,13 @@ from act_core.hf.cli_data import add_data_parser, cmd_data
 from act_core.hf.cli_export import add_export_parser, cmd_export
 from act_core.hf.cli_strength import add_strength_parser, cmd_strength
 from act_core.lineas import INITS
-from act_core.support import FROM_MAPS, parse_support, resolve_support
+from act_core.support import (
+    FROM_MAPS,
+    check_support_choice,
+    is_from_maps,
+    parse_support,
+    resolve_support,
+)
 from act_core.units import UNIT_STATS, check_unit_method
 
 __all__ = ["build_parser", "lineas_config", "main"]
@@ -320,7 +326,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     if len(strengths) not in (1, max(len(args.maps), 1)):
         raise SystemExit(f"act generate: give one --strength, or one per --maps "
                          f"({len(args.maps)}), found {len(strengths)}")
-    resolve_support(args.support, [])  # a typo fails here, before the model loads
+    check_support_choice(args.support)  # a typo fails here, before the model loads
     model, tokenizer = hf.load_causal_lm(args.model)
     sets = [hf.load_lm_maps(path, model) for path in args.maps]
     if sets:
@@ -328,7 +334,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
         sets = [select_gate(one, args.gate) for one in sets]
     support = resolve_support(args.support, [one.support for one in sets])
-    if sets and args.support == FROM_MAPS:
+    if sets and is_from_maps(args.support):
         print(f"act generate: support {support}, as the map file records", file=sys.stderr)
     maps = None if not sets else sets[0] if len(sets) == 1 else sets
     strength = strengths[0] if len(strengths) == 1 else strengths

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from act_core.support import FROM_MAPS, resolve_support
+from act_core.support import FROM_MAPS, check_support_choice, resolve_support
 
 __all__ = ["add_strength_parser", "cmd_strength"]
 
@@ -66,7 +66,7 @@ def cmd_strength(args: argparse.Namespace) -> int:
         raise SystemExit(f"act strength: --budget is a perplexity rise in %, >= 0 (25 = +25%), "
                          f"found {args.budget:g}")
     texts = _texts(args)
-    resolve_support(args.support, [])  # a typo fails here, before the model loads
+    check_support_choice(args.support)  # a typo fails here, before the model loads
     model, tokenizer = hf.load_causal_lm(args.model)
     maps = hf.load_lm_maps(args.maps, model)
     support = resolve_support(args.support, [maps.support])
