@@ -310,6 +310,31 @@ Linear-AcT's eval read on these pairs; a pass would carry that caveat.
 (Outcome: scales and shifts 5.8% / 5.3% / 3.1% toxic at 1 / 1.5 / 2, at +1.29% / +4.99% /
 +11.18%; shifts only 6.2% / 4.0% / 4.6%, at -0.16% / +0.58% / +1.85%; the rule took shifts only
 at 1.5, above 1.67%: no eval. The steps undo the start: loss 24.7 -> 1.0. docs/results.md.)
+
+The sparsity written-pairs round (fixed 2026-12-08 at 03:07 UTC, before any run of it). Every
+LinEAS fit on toxicity so far ran without the paper's sparsity penalty, whose stated purpose is
+to keep the model's utility: the proximal group step shrinks each site's ``(omega - 1, b)`` by
+``lr * group * sqrt(2 D)`` per step, so a site whose Adam steps do not agree across units stays
+at or near the identity. Setting: the shift-only written-pairs round's, unchanged (the issue's
+32 + 32 texts, the next 32 held out, 120 sites, 100 steps, lr 0.01, batch 8, shifts only,
+applied unbounded, the 10-seed dev read), with ``--sparsity 0.1`` in one process and
+``--sparsity 0.3`` in the other (with shifts only an Adam step moves a site by at most about
+``lr * sqrt(D)``, so 0.5 or more would leave almost nothing), each at strengths 2, 3 and 4.5.
+Rule, with a margin this time: that round's eval read moved LinEAS's perplexity against
+Linear-AcT's by about two points (dev +6.67% against +6.90%, eval +4.4% against +2.5%: the eval
+passages are lenient for Linear-AcT). So among this round's rows whose dev perplexity change is at
+most +4.90% (Linear-AcT's +6.90% less two points; ``--merge ... --max-ppl-change 0.049``), take
+the fewest toxic; eval once only if it reads at most Linear-AcT's 30 of 900 (3.3%):
+``llm_lineas_small --parts small --split eval --limit 240 --seeds 0 1 2 --lineas-shift-only
+--lineas-support unbounded --sparsity X --lineas-strength S`` (Linear-AcT at 1 beside it), met
+if LinEAS is at or below Linear-AcT on both the toxic fraction and the perplexity change.
+Otherwise a dev negative, and the eval prefixes stay unread.
+
+    ... the shift-only written-pairs round's command with --act-strengths --sparsity 0.1 \
+        --strengths 2 3 4.5 --out benchmarks/results/llm_lineas_sweep_dev10_written_sparse_a
+    # beside it: --sparsity 0.3 --out ..._written_sparse_b; then
+    python -m benchmarks.llm_lineas_sweep --merge \
+        benchmarks/results/llm_lineas_sweep_dev10_written_sparse_{a,b}.json --max-ppl-change 0.049
 """
 
 from __future__ import annotations
@@ -440,6 +465,7 @@ def main(argv=None) -> dict:
         rows.append({"method": method, "lr": lr, "steps": steps, "init": init, "decay": decay,
                      "strength": strength, "support": support,
                      "shift_only": method == "lineas" and args.lineas_shift_only,
+                     "sparsity": args.sparsity if method == "lineas" else 0.0,
                      "toxic": res["toxic"],
                      "toxic_per_seed": res["toxic_per_seed"], "ppl": res["ppl"],
                      "ppl_change": res["ppl"] / base["ppl"] - 1.0,
