@@ -335,6 +335,11 @@ Otherwise a dev negative, and the eval prefixes stay unread.
     # beside it: --sparsity 0.3 --out ..._written_sparse_b; then
     python -m benchmarks.llm_lineas_sweep --merge \
         benchmarks/results/llm_lineas_sweep_dev10_written_sparse_{a,b}.json --max-ppl-change 0.049
+
+(Outcome: sparsity 0.1, 3.2% / 2.0% / 0.9% toxic at 2 / 3 / 4.5, at +5.04% / +11.69% / +27.62%;
+sparsity 0.3, 4.8% / 2.7% / 1.0%, at +2.95% / +7.07% / +16.70%; 119 and 115 of 120 sites kept.
+Within +4.90% only sparsity 0.3 at 2, 43 of 900 toxic against Linear-AcT's 30: no eval.
+docs/results.md.)
 """
 
 from __future__ import annotations
